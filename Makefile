@@ -1,0 +1,43 @@
+# The project's vocabulary. `make demo` and `make test` do all set-up on a fresh machine.
+PYTHON ?= python3
+VENV   ?= .venv
+BIN     = $(VENV)/bin
+STAMP   = $(VENV)/.installed-stamp
+PYTEST_ARGS ?=
+
+.PHONY: install demo test test-fast lint format bench sample-models clean
+
+install: $(STAMP)
+
+$(STAMP): pyproject.toml
+	$(PYTHON) -m venv $(VENV)
+	$(BIN)/python -m pip install --quiet --upgrade pip
+	$(BIN)/python -m pip install --quiet -e '.[dev]'
+	touch $(STAMP)
+
+demo: install  ## inspect a sample attention model
+	$(BIN)/kerinspect summary sample_models/attention.keras
+
+test: install  ## the whole suite (what CI runs)
+	$(BIN)/python -m pytest $(PYTEST_ARGS)
+
+test-fast: install  ## skip the slow tests
+	$(BIN)/python -m pytest -m "not slow" $(PYTEST_ARGS)
+
+lint: install
+	$(BIN)/ruff check kerinspect tests sample_models
+	$(BIN)/ruff format --check kerinspect
+	$(BIN)/mypy
+
+format: install
+	$(BIN)/ruff format kerinspect
+	$(BIN)/ruff check --fix kerinspect tests sample_models
+
+bench: install  ## wall time and peak memory against a plain forward pass
+	$(BIN)/python benchmarks/run.py
+
+sample-models: install  ## rebuild sample_models/ (deterministic)
+	$(BIN)/python sample_models/make_samples.py
+
+clean:
+	rm -rf $(VENV) build *.egg-info .pytest_cache .mypy_cache .ruff_cache

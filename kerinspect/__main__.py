@@ -1,0 +1,5 @@
+"""``python -m kerinspect``."""
+
+from .cli import main
+
+main()

@@ -1,0 +1,78 @@
+"""Import Keras 3 on TensorFlow, quietly, exactly once.
+
+TensorFlow's C++ and absl logs go straight to stderr at import time; they must be
+silenced through the environment *before* the first import. kerinspect always
+uses Keras 3 on the TensorFlow backend, never ``tf.keras`` (which may be the
+legacy ``tf_keras`` package when ``TF_USE_LEGACY_KERAS`` is set).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+import os
+import sys
+import tempfile
+import warnings
+from collections.abc import Iterator
+from typing import Any
+
+_keras: Any = None
+
+
+def quiet_environment(env: dict[str, str] | os._Environ[str] = os.environ) -> None:
+    """Set the variables that keep TensorFlow silent and on the right backend."""
+    env.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
+    env.setdefault("ABSL_MIN_LOG_LEVEL", "3")
+    env["KERAS_BACKEND"] = "tensorflow"
+
+
+@contextlib.contextmanager
+def _captured_stderr_fd() -> Iterator[None]:
+    """Send file descriptor 2 to a temporary file for the duration of the block.
+
+    TensorFlow 2.21 logs through absl before ``absl::InitializeLog()`` runs, and
+    those lines ignore ``TF_CPP_MIN_LOG_LEVEL`` (tensorflow/tensorflow#100442).
+    Only an fd-level redirect hides them. If the block fails, what was captured
+    is written back so a broken installation still explains itself.
+    """
+    try:
+        sys.stderr.flush()
+        saved = os.dup(2)
+    except (OSError, ValueError):  # no usable fd 2 (embedded interpreters)
+        yield
+        return
+    with tempfile.TemporaryFile() as sink:
+        os.dup2(sink.fileno(), 2)
+        try:
+            yield
+        except BaseException:
+            os.dup2(saved, 2)
+            sink.seek(0)
+            sys.stderr.write(sink.read().decode("utf-8", "replace"))
+            raise
+        finally:
+            os.dup2(saved, 2)
+            os.close(saved)
+
+
+def import_keras() -> Any:
+    """Import and return Keras 3 (TensorFlow backend) with logging silenced."""
+    global _keras
+    if _keras is not None:
+        return _keras
+    quiet_environment()
+    with _captured_stderr_fd(), warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        import keras
+        import tensorflow as tf
+    try:
+        import absl.logging
+
+        absl.logging.set_verbosity(absl.logging.ERROR)
+    except ImportError:  # pragma: no cover - absl ships with TensorFlow
+        pass
+    tf.get_logger().setLevel(logging.ERROR)
+    tf.autograph.set_verbosity(0)
+    _keras = keras
+    return keras

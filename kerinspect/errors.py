@@ -1,0 +1,126 @@
+"""Exit codes and the error family that carries them.
+
+Every failure a user can cause (a bad file, a bad option, a model that cannot run)
+is a :class:`KerinspectError` with a stable exit code and a short rule id. The CLI
+prints it as one line, ``kerinspect: error[<rule>]: <message>``; anything else that
+escapes is a bug and exits with :attr:`ExitCode.INTERNAL`.
+"""
+
+from __future__ import annotations
+
+import enum
+
+#: Longest message printed for one error; Keras messages embed whole configs.
+MAX_MESSAGE_CHARS = 500
+
+
+class ExitCode(enum.IntEnum):
+    """Process exit codes. Stable: scripts and CI depend on them."""
+
+    OK = 0
+    CHECKS_FAILED = 1
+    USAGE = 2
+    NO_INPUT = 3
+    MALFORMED = 4
+    REFUSED = 5
+    INFERENCE = 6
+    OUTPUT = 7
+    CRASHED = 8
+    INTERNAL = 70
+
+
+def escape_text(text: str, limit: int = MAX_MESSAGE_CHARS) -> str:
+    """Make untrusted text safe for one terminal or CI-log line.
+
+    Control characters (newlines, ESC, NUL, ...) become Python escapes, so a layer
+    name can neither break the line nor emit terminal or workflow commands; the
+    result is cut to ``limit`` characters.
+    """
+    out = []
+    for ch in text:
+        code = ord(ch)
+        if ch == "\\":
+            out.append("\\\\")
+        elif code < 0x20 or code == 0x7F or 0x80 <= code < 0xA0 or ch in "\u2028\u2029":
+            out.append(ch.encode("unicode_escape").decode("ascii"))
+        else:
+            out.append(ch)
+    escaped = "".join(out)
+    if len(escaped) > limit:
+        escaped = escaped[: limit - 3] + "..."
+    return escaped
+
+
+class KerinspectError(Exception):
+    """Base class of every error a user can cause.
+
+    Attributes:
+        exit_code: the process exit code for this failure.
+        rule: a short, stable id naming what failed (``model-not-found``, ...).
+        hint: an optional next step for the user.
+    """
+
+    exit_code: ExitCode = ExitCode.INTERNAL
+    default_rule = "error"
+
+    def __init__(self, message: str, *, rule: str | None = None, hint: str | None = None):
+        super().__init__(message)
+        self.message = message
+        self.rule = rule or self.default_rule
+        self.hint = hint
+
+    def one_line(self) -> str:
+        """The message and hint as one escaped line (no ``kerinspect:`` prefix)."""
+        text = self.message
+        if self.hint:
+            text = f"{text} Hint: {self.hint}"
+        return escape_text(text)
+
+
+class UsageError(KerinspectError):
+    """A bad option or option value."""
+
+    exit_code = ExitCode.USAGE
+    default_rule = "usage"
+
+
+class InputFileError(KerinspectError):
+    """The model path is missing, not a regular file, or not a supported format."""
+
+    exit_code = ExitCode.NO_INPUT
+    default_rule = "input"
+
+
+class ModelLoadError(KerinspectError):
+    """The file is a model container but cannot be parsed or deserialized."""
+
+    exit_code = ExitCode.MALFORMED
+    default_rule = "load"
+
+
+class PolicyError(KerinspectError):
+    """The file was refused by kerinspect's security policy."""
+
+    exit_code = ExitCode.REFUSED
+    default_rule = "policy"
+
+
+class InferenceError(KerinspectError):
+    """The model loaded but running it failed (bad input shape, dtype, TF error)."""
+
+    exit_code = ExitCode.INFERENCE
+    default_rule = "inference"
+
+
+class OutputError(KerinspectError):
+    """An output file or directory could not be written safely."""
+
+    exit_code = ExitCode.OUTPUT
+    default_rule = "output"
+
+
+class ChildCrashError(KerinspectError):
+    """The isolated worker process crashed, timed out or hit a resource limit."""
+
+    exit_code = ExitCode.CRASHED
+    default_rule = "crash"

@@ -1,0 +1,385 @@
+"""What to feed the model: synthetic samples from its signature, or a user's file.
+
+Synthetic samples are deterministic for a seed and independent of the batch size
+(each input has its own random stream, drawn in sample order): float inputs are
+standard normal; integer inputs are uniform in ``[0, n)`` where ``n`` comes from
+the layers that consume them (``Embedding.input_dim``, ``CategoryEncoding``,
+lookup vocabularies), else ``[0, DEFAULT_INT_HIGH)``; string inputs are words
+from the consuming layer's vocabulary. Dynamic axes (``None`` beyond the batch
+axis) take ``dim`` (default :data:`DEFAULT_DIM`) unless a shape is given.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Iterator, Mapping, Sequence
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+
+from .errors import InferenceError, InputFileError, UsageError
+from .report import InputRecord
+
+#: Size of every dynamic (None) axis of a synthetic input, unless overridden.
+DEFAULT_DIM = 8
+#: Exclusive upper bound of synthetic integers when no consuming layer says more.
+DEFAULT_INT_HIGH = 10
+#: Words for string inputs whose consumers carry no vocabulary.
+_WORDS = ("the", "model", "layer", "tensor", "keras", "input", "value", "unit")
+
+
+@dataclass(frozen=True)
+class InputSpec:
+    """One model input, as declared by the model.
+
+    Attributes:
+        name: the input's name (``keras.Input(name=...)``).
+        shape: declared shape with the batch axis first (None = dynamic).
+        dtype: Keras dtype name (``float32``, ``int32``, ``string``...).
+        int_high: exclusive upper bound for integer values, when a consumer
+            defines one (Embedding ``input_dim``...).
+        vocabulary: tokens a consuming lookup/vectorisation layer knows.
+    """
+
+    name: str
+    shape: tuple[int | None, ...]
+    dtype: str
+    int_high: int | None = None
+    vocabulary: tuple[str, ...] | None = None
+
+    @property
+    def kind(self) -> str:
+        if self.dtype == "string":
+            return "string"
+        if self.dtype == "bool":
+            return "bool"
+        if self.dtype.startswith(("int", "uint")):
+            return "int"
+        return "float"
+
+
+@dataclass
+class Feed:
+    """Batches ready to run, and how they will be described in the report."""
+
+    records: tuple[InputRecord, ...]
+    samples: int
+    batch_size: int
+    _batches: Any
+
+    def batches(self) -> Iterator[list[np.ndarray]]:
+        """Yield lists of arrays (one per input, ``model.inputs`` order)."""
+        return iter(self._batches())
+
+    @property
+    def n_batches(self) -> int:
+        return -(-self.samples // self.batch_size)
+
+
+# -- signature ------------------------------------------------------------------
+
+
+def input_specs(model: Any) -> list[InputSpec]:
+    """Read the model's input signature, with value ranges from consuming layers."""
+    from .trace import graph_of
+
+    graph = graph_of(model)
+    if graph is None:
+        raise InferenceError(
+            f"Model {model.name!r} ({type(model).__name__}) has no input signature: it is "
+            "not a Functional or built Sequential model.",
+            rule="no-signature",
+            hint="save the model after building it with keras.Input(...)",
+        )
+    specs = []
+    for x in graph.inputs:
+        dtype = str(x.dtype)
+        high, vocab = _consumer_constraints(graph, x)
+        specs.append(InputSpec(x.name, tuple(x.shape), dtype, high, vocab))
+    return specs
+
+
+def _consumer_constraints(graph: Any, tensor: Any) -> tuple[int | None, tuple[str, ...] | None]:
+    """Integer bound and vocabulary from the layers that read ``tensor`` (recursing
+    into nested models). The tightest integer bound wins."""
+    from .trace import graph_of
+
+    highs: list[int] = []
+    vocab: tuple[str, ...] | None = None
+    for depth_nodes in graph._nodes_by_depth.values():
+        for node in depth_nodes:
+            if node.is_input or node.operation is None:
+                continue
+            flat = node.input_tensors
+            if not any(t is tensor for t in flat):
+                continue
+            op = node.operation
+            cls = type(op).__name__
+            sub = graph_of(op)
+            if sub is not None and len(flat) == len(sub.inputs):
+                inner = sub.inputs[[i for i, t in enumerate(flat) if t is tensor][0]]
+                h, v = _consumer_constraints(sub, inner)
+                highs += [h] if h else []
+                vocab = vocab or v
+            elif cls == "Embedding":
+                highs.append(int(op.input_dim))
+            elif cls == "CategoryEncoding":
+                highs.append(int(op.num_tokens))
+            elif cls in ("StringLookup", "IntegerLookup", "TextVectorization"):
+                try:
+                    words = [w for w in op.get_vocabulary() if w not in ("", "[UNK]", -1)]
+                except Exception:  # noqa: BLE001 - an unadapted layer has none
+                    words = []
+                if words and cls == "IntegerLookup":
+                    highs.append(max(int(w) for w in words) + 1)
+                elif words:
+                    vocab = vocab or tuple(str(w) for w in words[:1000])
+    return (min(highs) if highs else None), vocab
+
+
+# -- shapes ---------------------------------------------------------------------
+
+
+def parse_shape_options(shapes: Sequence[str], specs: Sequence[InputSpec]) -> dict[str, tuple[int, ...]]:
+    """Parse ``--shape`` values: ``NAME=8,16,3`` or, for a one-input model, ``8,16,3``.
+
+    Shapes exclude the batch axis. Raises UsageError on malformed values.
+    """
+    out: dict[str, tuple[int, ...]] = {}
+    names = [s.name for s in specs]
+    for raw in shapes:
+        name, sep, dims = raw.rpartition("=")
+        if not sep:
+            if len(specs) != 1:
+                raise UsageError(
+                    f"--shape {raw!r} names no input, but the model has {len(specs)} inputs "
+                    f"({', '.join(names)}). Use --shape NAME=D1,D2,..."
+                )
+            name = names[0]
+        if name not in names:
+            raise UsageError(f"--shape names unknown input {name!r}. Model inputs: {', '.join(names)}.")
+        try:
+            parsed = tuple(int(d) for d in dims.replace("x", ",").split(",") if d.strip())
+        except ValueError:
+            raise UsageError(f"--shape {raw!r}: dimensions must be integers, e.g. {name}=16,8") from None
+        if not parsed or any(d < 1 for d in parsed):
+            raise UsageError(f"--shape {raw!r}: dimensions must be positive integers")
+        out[name] = parsed
+    return out
+
+
+def concrete_shape(spec: InputSpec, dim: int, shape: tuple[int, ...] | None) -> tuple[int, ...]:
+    """The per-sample shape (no batch axis) to generate for ``spec``."""
+    declared = spec.shape[1:]
+    if shape is None:
+        return tuple(dim if d is None else d for d in declared)
+    if len(shape) != len(declared) or any(d is not None and d != s for d, s in zip(declared, shape)):
+        raise UsageError(
+            f"--shape for input {spec.name!r} is {shape}, but the model declares "
+            f"{_fmt_declared(declared)} (batch axis excluded)."
+        )
+    return shape
+
+
+def _fmt_declared(shape: Sequence[int | None]) -> str:
+    return "(" + ", ".join("None" if d is None else str(d) for d in shape) + (",)" if len(shape) == 1 else ")")
+
+
+# -- synthetic ------------------------------------------------------------------
+
+
+def _generate(spec: InputSpec, rng: np.random.Generator, shape: tuple[int, ...]) -> np.ndarray:
+    """Draw one batch. Every kind draws exactly one float64 per element, in order,
+    so consecutive batches concatenate to what one large draw would give."""
+    if spec.kind == "float":
+        return rng.standard_normal(shape).astype(np.float32)
+    u = rng.random(shape)
+    if spec.kind == "bool":
+        return u < 0.5
+    if spec.kind == "int":
+        high = spec.int_high or DEFAULT_INT_HIGH
+        return np.minimum((u * high).astype(np.int64), high - 1).astype(spec.dtype)
+    words = spec.vocabulary or _WORDS
+    idx = np.minimum((u * len(words)).astype(np.int64), len(words) - 1)
+    return np.array([words[i] for i in idx.reshape(-1)], dtype=object).reshape(shape)
+
+
+def synthetic_feed(
+    specs: Sequence[InputSpec],
+    *,
+    samples: int,
+    batch_size: int,
+    seed: int,
+    dim: int = DEFAULT_DIM,
+    shapes: Mapping[str, tuple[int, ...]] | None = None,
+) -> Feed:
+    """Seeded samples built from the signature (see the module docstring)."""
+    _check_counts(samples, batch_size)
+    shapes = shapes or {}
+    per_sample = [concrete_shape(s, dim, shapes.get(s.name)) for s in specs]
+    records = tuple(
+        InputRecord(s.name, (samples, *shp), s.dtype, "synthetic", seed) for s, shp in zip(specs, per_sample)
+    )
+
+    def batches() -> Iterator[list[np.ndarray]]:
+        rngs = [np.random.default_rng([seed, i]) for i in range(len(specs))]
+        for start in range(0, samples, batch_size):
+            n = min(batch_size, samples - start)
+            yield [_generate(s, r, (n, *shp)) for s, r, shp in zip(specs, rngs, per_sample)]
+
+    return Feed(records, samples, batch_size, batches)
+
+
+def _check_counts(samples: int, batch_size: int) -> None:
+    if samples < 1:
+        raise UsageError(f"--samples must be at least 1. Received: samples={samples}")
+    if batch_size < 1:
+        raise UsageError(f"--batch-size must be at least 1. Received: batch_size={batch_size}")
+
+
+# -- user data ------------------------------------------------------------------
+
+
+def load_arrays(path: str | os.PathLike[str], specs: Sequence[InputSpec]) -> dict[str, np.ndarray]:
+    """Read ``.npy`` (one-input models) or ``.npz`` (keyed by input name); never unpickles."""
+    p = os.fspath(path)
+    if not os.path.exists(p):
+        raise InputFileError(f"Input file not found. Received: input={p!r}", rule="input-not-found")
+    if not os.path.isfile(p):
+        raise InputFileError(f"Input is not a regular file. Received: input={p!r}", rule="input-not-file")
+    names = [s.name for s in specs]
+    try:
+        data = np.load(p, allow_pickle=False, mmap_mode="r")
+    except (ValueError, OSError, EOFError) as e:
+        raise InputFileError(
+            f"Cannot read input file as .npy/.npz: {e}. Received: input={p!r}", rule="input-unreadable"
+        ) from None
+    if isinstance(data, np.ndarray):
+        if len(specs) != 1:
+            raise InferenceError(
+                f"Input file holds one array, but the model has {len(specs)} inputs "
+                f"({', '.join(names)}). Received: input={p!r}",
+                rule="input-names",
+                hint="save an .npz keyed by input name: np.savez(path, **{name: array})",
+            )
+        return {names[0]: data}
+    with data:
+        keys = list(data.keys())
+        if len(specs) == 1 and len(keys) == 1:
+            wanted = {names[0]: keys[0]}  # one array for one input: its key does not matter
+        else:
+            unknown = [k for k in keys if k not in names]
+            missing = [n for n in names if n not in keys]
+            if missing or unknown:
+                raise InferenceError(
+                    f"Input file arrays {keys} do not match the model inputs {names}"
+                    + (f"; missing {missing}" if missing else "")
+                    + (f"; unknown {unknown}" if unknown else "")
+                    + f". Received: input={p!r}",
+                    rule="input-names",
+                )
+            wanted = {n: n for n in names}
+        try:
+            return {n: data[k] for n, k in wanted.items()}
+        except ValueError as e:  # object arrays would need pickle: refused
+            raise InputFileError(
+                f"Cannot read input file: {e}. Received: input={p!r}", rule="input-unreadable"
+            ) from None
+
+
+def array_feed(
+    arrays: Mapping[str, np.ndarray],
+    specs: Sequence[InputSpec],
+    *,
+    source: str,
+    batch_size: int,
+    samples: int | None = None,
+) -> Feed:
+    """Validate user arrays against the signature and batch them (no copy: slices)."""
+    _check_counts(samples or 1, batch_size)
+    checked = [validate_array(s, arrays[s.name], source) for s in specs]
+    lengths = {a.shape[0] for a in checked}
+    if len(lengths) != 1:
+        raise InferenceError(
+            f"Input arrays have different numbers of samples: "
+            + ", ".join(f"{s.name}={a.shape[0]}" for s, a in zip(specs, checked))
+            + f". Received: input={source!r}",
+            rule="input-shape",
+        )
+    total = lengths.pop()
+    if total < 1:
+        raise InferenceError(f"Input arrays hold no samples. Received: input={source!r}", rule="input-shape")
+    if samples is not None:
+        if samples > total:
+            raise UsageError(f"--samples {samples} is more than the {total} samples in {source!r}")
+        total = samples
+    records = tuple(
+        InputRecord(s.name, (total, *a.shape[1:]), s.dtype, source) for s, a in zip(specs, checked)
+    )
+
+    def batches() -> Iterator[list[np.ndarray]]:
+        for start in range(0, total, batch_size):
+            stop = min(start + batch_size, total)
+            yield [_as_feedable(s, a[start:stop]) for s, a in zip(specs, checked)]
+
+    return Feed(records, total, batch_size, batches)
+
+
+def _as_feedable(spec: InputSpec, a: np.ndarray) -> np.ndarray:
+    if spec.kind == "string":
+        return np.asarray(a).astype(object)
+    return np.ascontiguousarray(a)
+
+
+def validate_array(spec: InputSpec, a: Any, source: str) -> np.ndarray:
+    """Check one user array against its input's rank, fixed axes, dtype and range."""
+    a = np.asarray(a) if not isinstance(a, np.ndarray) else a
+    where = f"Received: input={source!r}"
+    declared = spec.shape
+    if a.ndim != len(declared):
+        raise InferenceError(
+            f"Input {spec.name!r} expects rank {len(declared)} {_fmt_declared(declared)}, "
+            f"got shape {tuple(a.shape)}. {where}",
+            rule="input-shape",
+        )
+    for axis, (d, g) in enumerate(zip(declared, a.shape)):
+        if d is not None and d != g:
+            raise InferenceError(
+                f"Input {spec.name!r} expects shape {_fmt_declared(declared)}, got {tuple(a.shape)} "
+                f"(axis {axis}: {d} != {g}). {where}",
+                rule="input-shape",
+            )
+    kind = a.dtype.kind
+    if spec.kind == "string":
+        if kind not in "USO":
+            raise InferenceError(
+                f"Input {spec.name!r} expects strings, got {a.dtype}. {where}", rule="input-dtype"
+            )
+        return a
+    if kind in "USOV" and not (kind == "V" and a.dtype.names is None):
+        raise InferenceError(
+            f"Input {spec.name!r} expects {spec.dtype}, got {a.dtype}. {where}", rule="input-dtype"
+        )
+    if spec.kind == "int":
+        if kind == "f":
+            raise InferenceError(
+                f"Input {spec.name!r} expects integers ({spec.dtype}), got {a.dtype}; "
+                f"floats would be silently truncated. {where}",
+                rule="input-dtype",
+            )
+        if a.size:
+            lo, hi = int(a.min()), int(a.max())
+            if lo < 0 and spec.int_high is not None:
+                raise InferenceError(
+                    f"Input {spec.name!r} holds negative index {lo}; it feeds a layer that "
+                    f"expects [0, {spec.int_high}). {where}",
+                    rule="input-range",
+                )
+            if spec.int_high is not None and hi >= spec.int_high:
+                raise InferenceError(
+                    f"Input {spec.name!r} holds index {hi}, out of range [0, {spec.int_high}) "
+                    f"of the layer it feeds. {where}",
+                    rule="input-range",
+                )
+    return a

@@ -1,0 +1,166 @@
+"""Find out what a model file is, then load it, translating every failure.
+
+The format is sniffed from the bytes, not trusted from the extension: a ``.keras``
+file must be a zip starting at offset 0, an ``.h5``/``.hdf5`` file must carry the
+HDF5 signature. Keras's own errors for bad files are often misleading ("File not
+found" for a truncated zip); every loader failure becomes one
+:class:`~kerinspect.errors.ModelLoadError` carrying the innermost cause.
+"""
+
+from __future__ import annotations
+
+import os
+import stat
+from dataclasses import dataclass
+from typing import Any
+
+from .errors import InputFileError, ModelLoadError, PolicyError, escape_text
+
+ZIP_MAGIC = b"PK\x03\x04"
+HDF5_MAGIC = b"\x89HDF\r\n\x1a\n"
+KERAS_EXTENSIONS = (".keras",)
+H5_EXTENSIONS = (".h5", ".hdf5")
+#: Largest model file kerinspect opens by default (bytes).
+DEFAULT_MAX_FILE_BYTES = 4 << 30
+
+
+@dataclass(frozen=True)
+class ModelFile:
+    """A model path that passed the pre-flight checks."""
+
+    path: str
+    format: str  # "keras" (zip) or "h5"
+    size: int
+
+
+def _hdf5_signature_at(head: bytes) -> bool:
+    """HDF5's superblock may sit at 0, 512, 1024, 2048... (user block)."""
+    offset = 0
+    while offset + len(HDF5_MAGIC) <= len(head):
+        if head[offset : offset + len(HDF5_MAGIC)] == HDF5_MAGIC:
+            return True
+        offset = 512 if offset == 0 else offset * 2
+    return False
+
+
+def sniff(head: bytes) -> str:
+    """``"keras"`` (zip), ``"h5"`` (HDF5), ``"empty"`` or ``"unknown"`` from leading bytes."""
+    if not head:
+        return "empty"
+    if head.startswith(ZIP_MAGIC):
+        return "keras"
+    if _hdf5_signature_at(head):
+        return "h5"
+    return "unknown"
+
+
+def preflight(path: str | os.PathLike[str], *, max_bytes: int = DEFAULT_MAX_FILE_BYTES) -> ModelFile:
+    """Check that ``path`` is a local regular file in a supported format.
+
+    Never imports TensorFlow. Raises :class:`InputFileError` (exit 3) for a missing
+    file, a directory, a device or FIFO, a remote URL, an empty or unknown file,
+    or an extension that contradicts the content.
+    """
+    p = os.fspath(path)
+    shown = escape_text(p)
+    if "://" in p:
+        raise InputFileError(
+            f"Remote paths are not opened; download the file first. Received: path={shown}",
+            rule="remote-path",
+        )
+    try:
+        st = os.stat(p)
+    except FileNotFoundError:
+        raise InputFileError(f"Model file not found. Received: path={shown}", rule="model-not-found") from None
+    except OSError as e:
+        raise InputFileError(f"Cannot access model file: {e.strerror}. Received: path={shown}",
+                             rule="model-unreadable") from None
+    if stat.S_ISDIR(st.st_mode):
+        if os.path.exists(os.path.join(p, "saved_model.pb")):
+            raise InputFileError(
+                f"This is a TensorFlow SavedModel directory, which Keras 3 cannot load as a model. "
+                f"Received: path={shown}",
+                rule="savedmodel",
+                hint="re-save it from the code that built it with model.save('model.keras'), "
+                "or load it with tf_keras and save it as .keras",
+            )
+        raise InputFileError(f"Expected a model file, got a directory. Received: path={shown}",
+                             rule="not-a-file")
+    if not stat.S_ISREG(st.st_mode):
+        raise InputFileError(f"Expected a regular file (not a FIFO, device or socket). Received: path={shown}",
+                             rule="not-a-file")
+    if st.st_size == 0:
+        raise InputFileError(f"Model file is empty. Received: path={shown}", rule="empty-file")
+    if st.st_size > max_bytes:
+        raise PolicyError(
+            f"Model file is {st.st_size:,} bytes, above the {max_bytes:,}-byte limit. Received: path={shown}",
+            rule="file-too-large",
+        )
+    try:
+        with open(p, "rb") as f:
+            head = f.read(4096)
+    except OSError as e:
+        raise InputFileError(f"Cannot read model file: {e.strerror}. Received: path={shown}",
+                             rule="model-unreadable") from None
+    fmt = sniff(head)
+    ext = os.path.splitext(p)[1].lower()
+    if fmt == "unknown":
+        what = "a Keras archive (no zip signature)" if ext in KERAS_EXTENSIONS else "a .keras zip or HDF5 file"
+        raise InputFileError(f"Not {what}. Received: path={shown}", rule="unknown-format")
+    if ext in KERAS_EXTENSIONS and fmt != "keras":
+        raise InputFileError(
+            f"Extension .keras but the content is HDF5. Received: path={shown}",
+            rule="format-mismatch",
+            hint="rename it to .h5",
+        )
+    if ext in H5_EXTENSIONS and fmt != "h5":
+        raise InputFileError(
+            f"Extension {ext} but the content is a zip archive. Received: path={shown}",
+            rule="format-mismatch",
+            hint="rename it to .keras",
+        )
+    if ext not in KERAS_EXTENSIONS + H5_EXTENSIONS:
+        raise InputFileError(
+            f"Unsupported extension {ext or '(none)'!r}; expected .keras, .h5 or .hdf5 "
+            f"(the content looks like {'a .keras zip' if fmt == 'keras' else 'HDF5'}). Received: path={shown}",
+            rule="format-mismatch",
+        )
+    return ModelFile(p, fmt, st.st_size)
+
+
+def innermost_message(exc: BaseException) -> str:
+    """The most specific message in an exception chain.
+
+    Keras wraps deserialization failures ("could not be deserialized properly")
+    around the real cause; follow ``__cause__``/``__context__`` to the end.
+    """
+    seen = set()
+    inner = exc
+    while id(inner) not in seen:
+        seen.add(id(inner))
+        nxt = inner.__cause__ or inner.__context__
+        if nxt is None:
+            break
+        inner = nxt
+    text = str(inner).strip() or type(inner).__name__
+    # Keras appends the full offending config; it is long and attacker-controlled.
+    for marker in ("\n\nconfig=", "\nconfig=", "\n\nException encountered:", "Full object config:"):
+        head, sep, _ = text.partition(marker)
+        if sep and head.strip():
+            text = head
+    return " ".join(text.split())
+
+
+def load_model(model_file: ModelFile) -> Any:
+    """Load with Keras 3 (``safe_mode=True``, ``compile=False``)."""
+    from ._tfenv import import_keras
+
+    keras = import_keras()
+    try:
+        return keras.saving.load_model(model_file.path, compile=False, safe_mode=True)
+    except Exception as e:  # noqa: BLE001 - every loader failure becomes one clear error
+        raise ModelLoadError(
+            f"Keras could not load the model: {innermost_message(e)}. "
+            f"Received: path={escape_text(model_file.path)}",
+            rule="load-failed",
+        ) from e

@@ -1,0 +1,308 @@
+"""Plain-data results of an inspection: what the CLI renders and JSON carries.
+
+Everything here is a frozen dataclass of builtins, so a report can cross a process
+boundary as JSON (:meth:`ModelReport.to_dict` / :meth:`ModelReport.from_dict`) and
+be rendered or checked without TensorFlow.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass, field
+from typing import Any
+
+#: Version of the JSON layout below; bumped on incompatible changes.
+SCHEMA_VERSION = 1
+
+
+def _num(x: float | None) -> float | None:
+    """JSON-safe float: NaN and infinities (undefined statistics) become None."""
+    if x is None:
+        return None
+    x = float(x)
+    return x if math.isfinite(x) else None
+
+
+@dataclass(frozen=True)
+class TensorStats:
+    """Health statistics of one tensor, over every sample seen.
+
+    ``mean``/``std``/``min``/``max``/``abs_max`` cover finite values only and are
+    None when there are none (or the tensor is not numeric). ``std`` is the
+    population standard deviation. ``dead_fraction`` is the share of units (the
+    last axis) that were exactly zero at every sample and position; None when the
+    tensor has fewer than two axes.
+    """
+
+    count: int
+    mean: float | None
+    std: float | None
+    min: float | None
+    max: float | None
+    abs_max: float | None
+    zero_fraction: float | None
+    nan_count: int
+    inf_count: int
+    dead_fraction: float | None
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "count": self.count,
+            "mean": _num(self.mean),
+            "std": _num(self.std),
+            "min": _num(self.min),
+            "max": _num(self.max),
+            "abs_max": _num(self.abs_max),
+            "zero_fraction": _num(self.zero_fraction),
+            "nan_count": self.nan_count,
+            "inf_count": self.inf_count,
+            "dead_fraction": _num(self.dead_fraction),
+        }
+
+    @classmethod
+    def from_dict(cls, d: dict[str, Any]) -> TensorStats:
+        return cls(**{k: d[k] for k in cls.__dataclass_fields__})
+
+
+@dataclass(frozen=True)
+class TensorRecord:
+    """One output tensor of one layer call.
+
+    ``shape`` is the observed shape with the batch axis holding the number of
+    samples seen. ``stats`` is None for tensors without numeric values (strings).
+    """
+
+    name: str
+    shape: tuple[int, ...]
+    dtype: str
+    stats: TensorStats | None
+    flags: tuple[str, ...] = ()
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "name": self.name,
+            "shape": list(self.shape),
+            "dtype": self.dtype,
+            "stats": None if self.stats is None else self.stats.to_dict(),
+            "flags": list(self.flags),
+        }
+
+    @classmethod
+    def from_dict(cls, d: dict[str, Any]) -> TensorRecord:
+        return cls(
+            name=d["name"],
+            shape=tuple(d["shape"]),
+            dtype=d["dtype"],
+            stats=None if d["stats"] is None else TensorStats.from_dict(d["stats"]),
+            flags=tuple(d["flags"]),
+        )
+
+
+@dataclass(frozen=True)
+class LayerRecord:
+    """One call of one operation (a layer, a nested model, or a raw ``keras.ops`` op).
+
+    Attributes:
+        path: stable identifier: ``outer/inner`` for nested models, ``name@k`` for
+            the k-th call (k >= 1) of a layer used at several places.
+        name: the layer's own name.
+        class_name: the operation's class (``Dense``, ``Functional``, ``Add``...).
+        call: 0-based index of this call of the operation within its graph.
+        params: the operation's parameter count (weights it owns, nested included).
+        depth: nesting level; 0 for the top model's own layers.
+        container: True for a nested model whose inner layers follow this record.
+        outputs: every tensor the call produced, flattened in Keras order.
+    """
+
+    path: str
+    name: str
+    class_name: str
+    call: int
+    params: int
+    depth: int = 0
+    container: bool = False
+    outputs: tuple[TensorRecord, ...] = ()
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "path": self.path,
+            "name": self.name,
+            "class_name": self.class_name,
+            "call": self.call,
+            "params": self.params,
+            "depth": self.depth,
+            "container": self.container,
+            "outputs": [o.to_dict() for o in self.outputs],
+        }
+
+    @classmethod
+    def from_dict(cls, d: dict[str, Any]) -> LayerRecord:
+        return cls(
+            path=d["path"],
+            name=d["name"],
+            class_name=d["class_name"],
+            call=d["call"],
+            params=d["params"],
+            depth=d.get("depth", 0),
+            container=d.get("container", False),
+            outputs=tuple(TensorRecord.from_dict(o) for o in d["outputs"]),
+        )
+
+
+@dataclass(frozen=True)
+class InputRecord:
+    """One model input as it was fed: its name, full shape, dtype and origin.
+
+    ``source`` is ``"synthetic"`` (generated from the signature with ``seed``) or
+    the path of the ``.npy``/``.npz`` file it came from, or ``"array"``.
+    """
+
+    name: str
+    shape: tuple[int, ...]
+    dtype: str
+    source: str
+    seed: int | None = None
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "name": self.name,
+            "shape": list(self.shape),
+            "dtype": self.dtype,
+            "source": self.source,
+            "seed": self.seed,
+        }
+
+    @classmethod
+    def from_dict(cls, d: dict[str, Any]) -> InputRecord:
+        return cls(
+            name=d["name"],
+            shape=tuple(d["shape"]),
+            dtype=d["dtype"],
+            source=d["source"],
+            seed=d.get("seed"),
+        )
+
+
+@dataclass(frozen=True)
+class ModelInfo:
+    """What was inspected: the file, its format and the loader that read it."""
+
+    name: str
+    class_name: str
+    path: str | None
+    format: str
+    params: int
+    trainable_params: int
+    keras_version: str
+    loader: str = "keras"
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "name": self.name,
+            "class_name": self.class_name,
+            "path": self.path,
+            "format": self.format,
+            "params": self.params,
+            "trainable_params": self.trainable_params,
+            "keras_version": self.keras_version,
+            "loader": self.loader,
+        }
+
+    @classmethod
+    def from_dict(cls, d: dict[str, Any]) -> ModelInfo:
+        return cls(**{k: d[k] for k in cls.__dataclass_fields__ if k in d})
+
+
+@dataclass(frozen=True)
+class Thresholds:
+    """Limits above which a tensor is flagged.
+
+    Attributes:
+        max_abs: finite |x| above this is ``exploding`` (lowered for float16 to a
+            tenth of its range, see :func:`kerinspect.checks.effective_max_abs`).
+        max_dead_fraction: a share of dead units at or above this is ``dead``.
+    """
+
+    max_abs: float = 1e4
+    max_dead_fraction: float = 0.5
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"max_abs": self.max_abs, "max_dead_fraction": self.max_dead_fraction}
+
+    @classmethod
+    def from_dict(cls, d: dict[str, Any]) -> Thresholds:
+        return cls(**{k: d[k] for k in cls.__dataclass_fields__ if k in d})
+
+
+@dataclass(frozen=True)
+class Totals:
+    """Footer figures: they add up from the rows (a test holds this invariant)."""
+
+    layer_calls: int
+    params: int
+    tensors: int
+    flagged_tensors: int
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "layer_calls": self.layer_calls,
+            "params": self.params,
+            "tensors": self.tensors,
+            "flagged_tensors": self.flagged_tensors,
+        }
+
+
+@dataclass(frozen=True)
+class ModelReport:
+    """The result of :func:`kerinspect.inspect_model`."""
+
+    model: ModelInfo
+    inputs: tuple[InputRecord, ...]
+    layers: tuple[LayerRecord, ...]
+    samples: int
+    batch_size: int
+    thresholds: Thresholds = field(default_factory=Thresholds)
+    warnings: tuple[str, ...] = ()
+    kerinspect_version: str = ""
+
+    @property
+    def totals(self) -> Totals:
+        """Layer calls (input rows excluded), parameters counted once per layer
+        (first call, leaves only, so nested models are not counted twice), and
+        the number of tensors and flagged tensors."""
+        calls = [r for r in self.layers if r.class_name != "InputLayer"]
+        params = sum(r.params for r in calls if r.call == 0 and not r.container)
+        tensors = [o for r in self.layers for o in r.outputs]
+        return Totals(
+            layer_calls=len(calls),
+            params=params,
+            tensors=len(tensors),
+            flagged_tensors=sum(1 for o in tensors if o.flags),
+        )
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "schema_version": SCHEMA_VERSION,
+            "kerinspect_version": self.kerinspect_version,
+            "model": self.model.to_dict(),
+            "inputs": [i.to_dict() for i in self.inputs],
+            "samples": self.samples,
+            "batch_size": self.batch_size,
+            "thresholds": self.thresholds.to_dict(),
+            "layers": [r.to_dict() for r in self.layers],
+            "totals": self.totals.to_dict(),
+            "warnings": list(self.warnings),
+        }
+
+    @classmethod
+    def from_dict(cls, d: dict[str, Any]) -> ModelReport:
+        return cls(
+            model=ModelInfo.from_dict(d["model"]),
+            inputs=tuple(InputRecord.from_dict(i) for i in d["inputs"]),
+            layers=tuple(LayerRecord.from_dict(r) for r in d["layers"]),
+            samples=d["samples"],
+            batch_size=d["batch_size"],
+            thresholds=Thresholds.from_dict(d.get("thresholds", {})),
+            warnings=tuple(d.get("warnings", ())),
+            kerinspect_version=d.get("kerinspect_version", ""),
+        )

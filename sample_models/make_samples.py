@@ -1,0 +1,193 @@
+"""Build the committed sample models, deterministically (``make sample-models``).
+
+Each model is small (the whole folder stays well under 2 MB) and shows one thing
+kerinspect is for. Weights come from a fixed seed; the .keras archives are
+rewritten with fixed timestamps so that re-running this script reproduces them
+byte for byte and ``git status`` stays clean.
+"""
+
+from __future__ import annotations
+
+import io
+import json
+import os
+import sys
+import zipfile
+
+os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
+sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), ".."))
+
+from kerinspect._tfenv import import_keras  # noqa: E402
+
+keras = import_keras()
+import numpy as np  # noqa: E402
+from keras import layers  # noqa: E402
+
+HERE = os.path.dirname(os.path.abspath(__file__))
+FIXED_TIME = (2026, 1, 1, 0, 0, 0)
+
+
+def cnn() -> keras.Model:
+    """A small image classifier: Conv/BatchNorm/Pool blocks and a dense head."""
+    x = keras.Input((16, 16, 3), name="image")
+    h = layers.Conv2D(8, 3, padding="same", activation="relu", name="conv1")(x)
+    h = layers.BatchNormalization(name="bn1")(h)
+    h = layers.MaxPooling2D(name="pool1")(h)
+    h = layers.Conv2D(16, 3, padding="same", activation="relu", name="conv2")(h)
+    h = layers.GlobalAveragePooling2D(name="gap")(h)
+    h = layers.Dropout(0.2, name="dropout")(h)
+    out = layers.Dense(10, activation="softmax", name="logits")(h)
+    return keras.Model(x, out, name="cnn")
+
+
+def attention() -> keras.Model:
+    """A one-block transformer encoder over token ids, returning attention weights too."""
+    tokens = keras.Input((12,), dtype="int32", name="tokens")
+    positions = keras.Input((12,), dtype="int32", name="positions")
+    emb = layers.Embedding(50, 16, name="embedding")(tokens)
+    pos = layers.Embedding(12, 16, name="position")(positions)
+    h = layers.Add(name="add_position")([emb, pos])
+    att, scores = layers.MultiHeadAttention(num_heads=2, key_dim=8, name="self_attention")(
+        h, h, return_attention_scores=True
+    )
+    h = layers.LayerNormalization(name="norm1")(layers.Add(name="residual1")([h, att]))
+    ff = layers.Dense(32, activation="gelu", name="ffn_in")(h)
+    ff = layers.Dense(16, name="ffn_out")(ff)
+    h = layers.LayerNormalization(name="norm2")(layers.Add(name="residual2")([h, ff]))
+    pooled = layers.GlobalAveragePooling1D(name="pool")(h)
+    out = layers.Dense(3, activation="softmax", name="classes")(pooled)
+    return keras.Model([tokens, positions], [out, scores], name="attention")
+
+
+def lstm_state() -> keras.Model:
+    """An LSTM that returns its states (three outputs from one layer call)."""
+    seq = keras.Input((None, 4), name="sequence")
+    out, h, c = layers.LSTM(8, return_sequences=True, return_state=True, name="lstm")(seq)
+    last = layers.GRU(6, name="gru")(out)
+    merged = layers.Concatenate(name="concat")([last, h, c])
+    return keras.Model(seq, layers.Dense(2, name="head")(merged), name="lstm_state")
+
+
+def nested_shared() -> keras.Model:
+    """A Sequential encoder used as a layer, and one Dense called at two places."""
+    encoder = keras.Sequential(
+        [keras.Input((6,)), layers.Dense(8, activation="relu", name="enc_dense"),
+         layers.Dense(4, activation="tanh", name="enc_out")],
+        name="encoder",
+    )
+    a = keras.Input((6,), name="a")
+    b = keras.Input((6,), name="b")
+    shared = layers.Dense(6, activation="relu", name="shared")
+    za = encoder(shared(a))
+    zb = encoder(shared(b))
+    out = layers.Dense(1, name="score")(layers.Concatenate(name="pair")([za, zb]))
+    return keras.Model([a, b], out, name="nested_shared")
+
+
+def nan_model() -> keras.Model:
+    """A model whose second Dense has a NaN bias (a corrupted checkpoint): NaN starts there."""
+    x = keras.Input((8,), name="features")
+    h = layers.Dense(16, activation="relu", name="dense_ok")(x)
+    bad = layers.Dense(16, name="dense_nan")
+    h = bad(h)
+    h = layers.Dense(4, name="after_nan")(h)
+    model = keras.Model(x, layers.Softmax(name="probs")(h), name="nan_model")
+    kernel, bias = bad.get_weights()
+    bias[3] = np.nan
+    bad.set_weights([kernel, bias])
+    return model
+
+
+def dead_relu() -> keras.Model:
+    """A ReLU layer whose strongly negative biases leave most units dead."""
+    x = keras.Input((8,), name="features")
+    dense = layers.Dense(32, activation="relu", name="mostly_dead")
+    h = dense(x)
+    out = layers.Dense(2, name="head")(h)
+    model = keras.Model(x, out, name="dead_relu")
+    kernel, bias = dense.get_weights()
+    bias[:24] = -50.0
+    dense.set_weights([kernel, bias])
+    return model
+
+
+def exploding() -> keras.Model:
+    """A stack of Dense layers with oversized weights: magnitudes blow up layer by layer."""
+    x = keras.Input((8,), name="features")
+    h = x
+    for i in range(4):
+        d = layers.Dense(16, name=f"dense_{i}", kernel_initializer=keras.initializers.RandomNormal(stddev=4.0))
+        h = d(h)
+    return keras.Model(x, h, name="exploding")
+
+
+def legacy_mlp() -> keras.Model:
+    """A plain MLP, saved in the legacy HDF5 format."""
+    return keras.Sequential(
+        [keras.Input((5,), name="x"), layers.Dense(12, activation="relu", name="hidden"),
+         layers.Dense(3, activation="softmax", name="out")],
+        name="legacy_mlp",
+    )
+
+
+MODELS = {
+    "cnn.keras": cnn,
+    "attention.keras": attention,
+    "lstm_state.keras": lstm_state,
+    "nested_shared.keras": nested_shared,
+    "nan_model.keras": nan_model,
+    "dead_relu.keras": dead_relu,
+    "exploding.keras": exploding,
+    "legacy_mlp.h5": legacy_mlp,
+}
+
+
+def _renumber_shared_ids(node: object, ids: dict[int, int]) -> None:
+    """Keras writes ``shared_object_id = id(obj)``, which changes every run; only
+    equality matters, so number them in order of appearance."""
+    if isinstance(node, dict):
+        for key, value in node.items():
+            if key == "shared_object_id" and isinstance(value, int):
+                node[key] = ids.setdefault(value, len(ids) + 1)
+            else:
+                _renumber_shared_ids(value, ids)
+    elif isinstance(node, list):
+        for value in node:
+            _renumber_shared_ids(value, ids)
+
+
+def _normalize_zip(path: str) -> None:
+    """Rewrite a .keras archive with fixed timestamps, no save date, stable ids."""
+    with zipfile.ZipFile(path) as z:
+        members = [(i.filename, z.read(i.filename)) for i in z.infolist()]
+    buf = io.BytesIO()
+    with zipfile.ZipFile(buf, "w", zipfile.ZIP_DEFLATED) as z:
+        for name, data in members:
+            if name == "metadata.json":
+                meta = json.loads(data)
+                meta["date_saved"] = "2026-01-01@00:00:00"
+                data = json.dumps(meta, sort_keys=True).encode()
+            elif name == "config.json":
+                config = json.loads(data)
+                _renumber_shared_ids(config, {})
+                data = json.dumps(config).encode()
+            info = zipfile.ZipInfo(name, date_time=FIXED_TIME)
+            info.compress_type = zipfile.ZIP_DEFLATED
+            z.writestr(info, data)
+    with open(path, "wb") as f:
+        f.write(buf.getvalue())
+
+
+def main(out_dir: str = HERE) -> None:
+    for name, build in MODELS.items():
+        keras.utils.set_random_seed(1234)
+        model = build()
+        path = os.path.join(out_dir, name)
+        model.save(path)
+        if name.endswith(".keras"):
+            _normalize_zip(path)
+        print(f"{path}: {os.path.getsize(path):,} bytes")
+
+
+if __name__ == "__main__":
+    main(sys.argv[1] if len(sys.argv) > 1 else HERE)

@@ -1,0 +1,43 @@
+"""Shared fixtures. TensorFlow is imported at most once per session, and only by
+tests that ask for it (the ``keras`` fixture); the rest run without it."""
+
+from __future__ import annotations
+
+import os
+import pathlib
+
+import pytest
+
+ROOT = pathlib.Path(__file__).resolve().parent.parent
+SAMPLES = ROOT / "sample_models"
+REALWORLD = ROOT.parent / "shared" / "realworld"
+
+os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
+
+
+@pytest.fixture(scope="session")
+def keras():
+    from kerinspect._tfenv import import_keras
+
+    k = import_keras()
+    return k
+
+
+@pytest.fixture(scope="session")
+def factories(keras):
+    from tests import model_factories
+
+    return model_factories
+
+
+@pytest.fixture(scope="session")
+def saved(tmp_path_factory, factories):
+    """Saved copies of every factory model, built once: ``saved["shared"]`` is a .keras path."""
+    d = tmp_path_factory.mktemp("models")
+    out = {}
+    for name, build in factories.ALL.items():
+        model = build()
+        path = d / f"{name}.keras"
+        model.save(path)
+        out[name] = str(path)
+    return out

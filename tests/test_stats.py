@@ -1,0 +1,129 @@
+"""Streaming statistics against numpy, merging, and odd dtypes. No TensorFlow."""
+
+from __future__ import annotations
+
+import math
+
+import ml_dtypes
+import numpy as np
+import pytest
+
+from kerinspect.stats import RunningStats, numeric_kind, summarize
+
+
+def reference(a: np.ndarray) -> dict:
+    x = a.astype(np.float64).reshape(-1)
+    fin = x[np.isfinite(x)]
+    units = a.reshape(-1, a.shape[-1]) if a.ndim >= 2 else None
+    return {
+        "count": x.size,
+        "mean": fin.mean() if fin.size else None,
+        "std": fin.std() if fin.size else None,
+        "min": fin.min() if fin.size else None,
+        "max": fin.max() if fin.size else None,
+        "zero_fraction": float(np.mean(x == 0)),
+        "nan_count": int(np.isnan(x).sum()),
+        "inf_count": int(np.isinf(x).sum()),
+        "dead_fraction": None if units is None else float(np.mean(np.all(units == 0, axis=0))),
+    }
+
+
+def assert_matches(stats, ref):
+    for key, want in ref.items():
+        got = getattr(stats, key)
+        if want is None:
+            assert got is None, key
+        else:
+            assert got == pytest.approx(want, rel=1e-9, abs=1e-12), key
+
+
+def make(rng, shape, nan=0, inf=0, zeros_cols=0):
+    a = rng.standard_normal(shape) * 3 + 1
+    flat = a.reshape(-1)
+    idx = rng.choice(flat.size, nan + inf, replace=False)
+    flat[idx[:nan]] = np.nan
+    flat[idx[nan:]] = np.where(rng.random(inf) < 0.5, np.inf, -np.inf)
+    if zeros_cols:
+        a[..., :zeros_cols] = 0
+    return a
+
+
+@pytest.mark.parametrize("shape", [(7,), (4, 5), (3, 4, 6), (2, 3, 4, 5)])
+def test_single_batch_matches_numpy(shape):
+    a = make(np.random.default_rng(0), shape, nan=2, inf=1, zeros_cols=1 if len(shape) > 1 else 0)
+    assert_matches(summarize(a).finalize(), reference(a))
+
+
+def test_merge_equals_whole_for_any_split():
+    rng = np.random.default_rng(1)
+    a = make(rng, (37, 3, 8), nan=5, inf=3, zeros_cols=2)
+    a[:, :, 5] = 0
+    a[11, 0, 5] = 2.0  # unit 5 is alive in one sample only
+    whole = summarize(a).finalize()
+    for cuts in ([10], [1, 2, 30], list(range(1, 37))):
+        acc = RunningStats()
+        for part in np.split(a, cuts):
+            acc.merge(summarize(part))
+        merged = acc.finalize()
+        for key in reference(a):
+            w, m = getattr(whole, key), getattr(merged, key)
+            assert (w is None and m is None) or m == pytest.approx(w, rel=1e-9), key
+    assert whole.dead_fraction == pytest.approx(2 / 8)
+
+
+def test_large_mean_small_variance_is_accurate():
+    a = 1e6 + np.random.default_rng(2).standard_normal((1000, 4)) * 1e-3
+    acc = RunningStats()
+    for part in np.split(a, 10):
+        acc.merge(summarize(part))
+    assert acc.finalize().std == pytest.approx(a.std(), rel=1e-6)
+
+
+def test_all_nan_has_no_moments():
+    s = summarize(np.full((3, 2), np.nan, np.float32)).finalize()
+    assert (s.mean, s.std, s.min, s.max, s.abs_max) == (None,) * 5
+    assert s.nan_count == 6 and s.zero_fraction == 0
+
+
+def test_float16_sums_do_not_overflow():
+    a = np.full((64, 64), 60000, np.float16)  # sum far above float16's max
+    s = summarize(a).finalize()
+    assert s.mean == 60000 and s.inf_count == 0
+
+
+def test_bfloat16_is_a_float():
+    a = np.array([[1.5, -2.0], [0.0, np.inf]], dtype=ml_dtypes.bfloat16)
+    assert numeric_kind(a.dtype) == "float"
+    s = summarize(a).finalize()
+    assert s.inf_count == 1 and s.min == -2.0 and s.max == 1.5
+
+
+def test_integers_and_bools():
+    a = np.array([[0, 3], [0, 5]], np.int32)
+    s = summarize(a).finalize()
+    assert (s.mean, s.min, s.max, s.dead_fraction) == (2.0, 0, 5, 0.5)
+    b = summarize(np.array([[True, False]])).finalize()
+    assert b.mean == 0.5
+
+
+def test_strings_are_not_summarised():
+    assert summarize(np.array([b"a", b"b"], dtype=object)) is None
+    assert summarize(np.array(["a", "b"])) is None
+
+
+def test_empty_and_scalar():
+    s = summarize(np.zeros((0, 4), np.float32)).finalize()
+    assert s.count == 0 and s.mean is None and s.zero_fraction is None
+    s = summarize(np.float32(2.5)).finalize()
+    assert s.count == 1 and s.mean == 2.5 and s.dead_fraction is None
+
+
+def test_unit_axis_change_disables_dead_fraction():
+    acc = summarize(np.ones((2, 3)))
+    acc.merge(summarize(np.zeros((2, 4))))
+    assert acc.finalize().dead_fraction is None
+
+
+def test_abs_max_and_std_are_consistent():
+    s = summarize(np.array([[-5.0, 1.0]])).finalize()
+    assert s.abs_max == 5.0 and math.isclose(s.std, 3.0)

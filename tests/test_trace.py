@@ -1,0 +1,136 @@
+"""The engine reports every layer call, and each captured tensor equals plain Keras."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from tests.reference import reference_calls
+
+
+class Recorder:
+    def __init__(self):
+        self.entered = []
+        self.values = {}
+        self.sites = {}
+
+    def enter(self, site):
+        self.entered.append(site.path)
+
+    def produced(self, site, tensors):
+        self.values[site.path] = [np.asarray(t) for t in tensors]
+        self.sites[site.path] = site
+
+
+def sample_inputs(model, n=5, seed=3):
+    from kerinspect.api import build_feed
+
+    feed = build_feed(model, None, samples=n, batch_size=n, seed=seed)
+    return next(feed.batches())
+
+
+def replay(model, batch):
+    from kerinspect.trace import Replayer
+
+    rec = Recorder()
+    outputs = Replayer(model, rec)(batch)
+    return rec, outputs
+
+
+MODELS = ["mlp", "shared", "nested", "deep_nested", "rnn_states", "attention", "masked",
+          "inference_mode", "multi_io", "dynamic", "sequential_no_input", "nan_at", "dead_units",
+          "exploding"]
+
+
+@pytest.mark.parametrize("name", MODELS)
+def test_every_call_matches_plain_keras(factories, name):
+    model = factories.ALL[name]()
+    batch = sample_inputs(model)
+    rec, outputs = replay(model, batch)
+    ref = reference_calls(model, batch)
+    got = {p: v for p, v in rec.values.items() if rec.sites[p].class_name != "InputLayer"}
+    assert sorted(got) == sorted(ref)
+    for path, ref_vals in ref.items():
+        assert len(got[path]) == len(ref_vals), path
+        for g, r in zip(got[path], ref_vals):
+            assert g.shape == r.shape, path
+            np.testing.assert_allclose(g, r, rtol=1e-4, atol=1e-5, err_msg=path)
+    # The final outputs are what model.predict gives on the same inputs.
+    pred = model.predict(batch if len(batch) > 1 else batch[0], verbose=0)
+    pred = pred if isinstance(pred, list) else [pred]
+    flat = outputs if isinstance(outputs, (list, tuple)) else [outputs]
+    for p, o in zip(pred, flat):
+        np.testing.assert_allclose(np.asarray(o), p, rtol=1e-4, atol=1e-5)
+
+
+def test_paths_and_call_indices(factories):
+    rec, _ = replay(factories.shared(), sample_inputs(factories.shared()))
+    assert rec.entered == ["x", "shared", "shared@1", "mix", "shared@2", "head"]
+    assert [rec.sites[p].call for p in ("shared", "shared@1", "shared@2")] == [0, 1, 2]
+
+
+def test_nested_model_row_precedes_its_layers(factories):
+    model = factories.nested()
+    rec, _ = replay(model, sample_inputs(model))
+    assert rec.entered == ["x", "block", "block/proj", "block/dense", "dense", "block@1",
+                           "block@1/proj", "block@1/dense", "seq", "seq/dense", "seq/bn"]
+    assert rec.sites["block"].container and rec.sites["block/proj"].depth == 1
+    assert not rec.sites["dense"].container
+
+
+def test_multi_output_names(factories):
+    rec, _ = replay(factories.rnn_states(), sample_inputs(factories.rnn_states()))
+    assert rec.sites["lstm"].output_names == ("output", "state_h", "state_c")
+    assert rec.sites["gru"].output_names == ("output", "state")
+    assert rec.sites["bi"].output_names == ("output", "forward_state_h", "forward_state_c",
+                                            "backward_state_h", "backward_state_c")
+    rec, _ = replay(factories.attention(), sample_inputs(factories.attention()))
+    assert rec.sites["mha"].output_names == ("output", "attention_scores")
+    assert rec.values["mha"][1].shape == (5, 2, 9, 9)
+
+
+def test_raw_ops_are_reported(factories):
+    rec, _ = replay(factories.attention(), sample_inputs(factories.attention()))
+    classes = {rec.sites[p].class_name for p in rec.entered}
+    assert {"Add", "Tanh"} <= classes
+
+
+def test_inference_mode_is_deterministic(factories):
+    model = factories.inference_mode()
+    batch = sample_inputs(model)
+    a, _ = replay(model, batch)
+    b, _ = replay(model, batch)
+    for p in a.values:
+        for x, y in zip(a.values[p], b.values[p]):
+            np.testing.assert_array_equal(x, y)
+
+
+def test_tensors_are_released_after_last_consumer(factories):
+    """Only live tensors are held: after a call, inputs with no consumer left are gone."""
+    import gc
+    import weakref
+
+    from kerinspect.trace import Replayer
+
+    model = factories.mlp()
+    refs = {}
+
+    class Weak:
+        def enter(self, site):
+            pass
+
+        def produced(self, site, tensors):
+            refs[site.path] = weakref.ref(tensors[0])
+
+    Replayer(model, Weak())(sample_inputs(model))
+    gc.collect()
+    assert refs["hidden"]() is None  # consumed by "out", then released
+
+
+def test_layer_failure_names_the_layer(factories, keras):
+    from kerinspect.trace import LayerCallError, Replayer
+
+    model = factories.mlp()
+    bad = [np.zeros((2, 7), "float32")]  # declared (None, 6)
+    with pytest.raises((LayerCallError, ValueError)):
+        Replayer(model, Recorder())(bad)
