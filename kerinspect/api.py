@@ -18,8 +18,8 @@ from . import __version__
 from .checks import tensor_flags
 from .errors import InferenceError, UsageError
 from .inputs import DEFAULT_DIM, Feed
-from .report import LayerRecord, ModelInfo, ModelReport, TensorRecord, Thresholds
-from .stats import RunningStats
+from .report import LayerRecord, ModelInfo, ModelReport, TensorRecord, Thresholds, WeightRecord
+from .stats import RunningStats, summarize
 
 DEFAULT_SAMPLES = 32
 DEFAULT_BATCH_SIZE = 32
@@ -27,9 +27,6 @@ DEFAULT_SEED = 0
 
 #: progress(samples_done, samples_total)
 ProgressFn = Callable[[int, int], None]
-InputsArg = (
-    "str | os.PathLike[str] | np.ndarray | Sequence[np.ndarray] | Mapping[str, np.ndarray] | None"
-)
 
 
 class _StatsCollector:
@@ -45,7 +42,6 @@ class _StatsCollector:
 
     def start_batch(self, rows: int) -> None:
         self._batch_rows = rows
-        self._cursor = 0
 
     def enter(self, site: Any) -> None:
         if self._first_batch:
@@ -57,7 +53,6 @@ class _StatsCollector:
             raise RuntimeError(f"graph order changed between batches at {site.path!r}")
 
     def produced(self, site: Any, tensors: Sequence[Any]) -> None:
-        from .stats import summarize
         from .trace import tensor_dtype, to_numpy
 
         i = site.index
@@ -87,22 +82,60 @@ class _StatsCollector:
     def records(self, thresholds: Thresholds) -> tuple[LayerRecord, ...]:
         out = []
         for site, shapes, dtypes, stats in zip(self.sites, self.shapes, self.dtypes, self.stats):
-            names = site.output_names if len(site.output_names) == len(shapes) else [
-                f"output_{k}" for k in range(len(shapes))
-            ]
+            names = (
+                site.output_names
+                if len(site.output_names) == len(shapes)
+                else [f"output_{k}" for k in range(len(shapes))]
+            )
             is_input = site.class_name == "InputLayer"
             tensors = []
             for name, shape, dtype, acc in zip(names, shapes, dtypes, stats):
                 final = None if acc is None else acc.finalize()
                 tensors.append(
-                    TensorRecord(name, tuple(shape), dtype, final,
-                                 tensor_flags(dtype, final, thresholds, is_input=is_input))
+                    TensorRecord(
+                        name,
+                        tuple(shape),
+                        dtype,
+                        final,
+                        tensor_flags(dtype, final, thresholds, is_input=is_input),
+                    )
                 )
             out.append(
-                LayerRecord(site.path, site.name, site.class_name, site.call, site.params,
-                            site.depth, site.container, tuple(tensors))
+                LayerRecord(
+                    site.path,
+                    site.name,
+                    site.class_name,
+                    site.call,
+                    site.params,
+                    site.depth,
+                    site.container,
+                    tuple(tensors),
+                )
             )
         return tuple(out)
+
+
+def weight_records(model: Any, thresholds: Thresholds) -> tuple[WeightRecord, ...]:
+    """Statistics of every weight variable (each once, even when shared)."""
+    from .trace import tensor_dtype, to_numpy, weight_paths
+
+    out = []
+    for layer, name, w in weight_paths(model):
+        value = to_numpy(w.value if hasattr(w, "value") else w)
+        stats = summarize(value)
+        final = None if stats is None else stats.finalize()
+        dtype = tensor_dtype(w)
+        out.append(
+            WeightRecord(
+                layer,
+                name,
+                tuple(value.shape),
+                dtype,
+                final,
+                tensor_flags(dtype, final, thresholds, is_weight=True),
+            )
+        )
+    return tuple(out)
 
 
 def _resolve_model(model: Any) -> tuple[Any, str | None, str, str]:
@@ -136,8 +169,14 @@ def build_feed(
             parsed = dict(shapes)
         else:
             parsed = inp.parse_shape_options(shapes or (), specs)
-        return inp.synthetic_feed(specs, samples=DEFAULT_SAMPLES if samples is None else samples,
-                                  batch_size=batch_size, seed=seed, dim=dim, shapes=parsed)
+        return inp.synthetic_feed(
+            specs,
+            samples=DEFAULT_SAMPLES if samples is None else samples,
+            batch_size=batch_size,
+            seed=seed,
+            dim=dim,
+            shapes=parsed,
+        )
     if shapes:
         raise UsageError("--shape applies to synthetic inputs; the input file defines the shapes")
     if isinstance(inputs, (str, os.PathLike)):
@@ -194,8 +233,9 @@ def inspect_model(
     """
     thresholds = thresholds or Thresholds()
     keras_model, path, fmt, loader = _resolve_model(model)
-    feed = build_feed(keras_model, inputs, samples=samples, batch_size=batch_size, seed=seed,
-                      dim=dim, shapes=shapes)
+    feed = build_feed(
+        keras_model, inputs, samples=samples, batch_size=batch_size, seed=seed, dim=dim, shapes=shapes
+    )
     collector = _StatsCollector()
     caught: list[str] = []
     with warnings.catch_warnings(record=True) as wlist:
@@ -225,6 +265,7 @@ def inspect_model(
         samples=feed.samples,
         batch_size=feed.batch_size,
         thresholds=thresholds,
+        weights=weight_records(keras_model, thresholds),
         warnings=tuple(caught),
         kerinspect_version=__version__,
     )
@@ -252,11 +293,12 @@ def run_batches(model: Any, feed: Feed, visitor: Any, progress: ProgressFn | Non
             if "ResourceExhausted" in type(e.cause).__name__ or "OOM" in cause:
                 raise InferenceError(
                     f"Out of memory running layer {e.site.path!r} (batch of {rows}).",
-                    rule="oom", hint="try a smaller --batch-size",
+                    rule="oom",
+                    hint="try a smaller --batch-size",
                 ) from e.cause
             raise InferenceError(
-                f"Running layer {e.site.path!r} ({e.site.class_name}) failed after "
-                f"{max(e.calls_done, 0)} layer calls: {cause}",
+                f"Running layer {e.site.path!r} ({e.site.class_name}) failed "
+                f"({e.calls_done} layer calls before it succeeded): {cause}",
                 rule="inference-failed",
             ) from e.cause
         if hasattr(visitor, "end_batch"):

@@ -50,13 +50,19 @@ def effective_max_abs(dtype: str, max_abs: float) -> float:
 
 
 def tensor_verdicts(
-    dtype: str, stats: TensorStats | None, thresholds: Thresholds, *, is_input: bool = False
+    dtype: str,
+    stats: TensorStats | None,
+    thresholds: Thresholds,
+    *,
+    is_input: bool = False,
+    is_weight: bool = False,
 ) -> dict[str, Verdict]:
     """Apply every rule in :data:`RULES` to one tensor's statistics.
 
     Only float tensors are checked (integers cannot be NaN, Inf or explode; their
-    "dead" units are ids, not activations). Model inputs are not checked for dead
-    units: zero columns there are data, not a layer's fault.
+    "dead" units are ids, not activations). Model inputs and weights are not
+    checked for dead units: zero columns there are data or sparsity, not a
+    layer's fault.
     """
     nc = Verdict.NOT_CHECKED
     if stats is None or not is_float_dtype(dtype) or stats.count == 0:
@@ -72,15 +78,20 @@ def tensor_verdicts(
         "exploding": nc if stats.abs_max is None else v(stats.abs_max > limit),
         "dead": (
             nc
-            if is_input or stats.dead_fraction is None
+            if is_input or is_weight or stats.dead_fraction is None
             else v(stats.dead_fraction >= thresholds.max_dead_fraction)
         ),
     }
 
 
 def tensor_flags(
-    dtype: str, stats: TensorStats | None, thresholds: Thresholds, *, is_input: bool = False
+    dtype: str,
+    stats: TensorStats | None,
+    thresholds: Thresholds,
+    *,
+    is_input: bool = False,
+    is_weight: bool = False,
 ) -> tuple[str, ...]:
     """The names of the rules this tensor fails, in :data:`RULES` order."""
-    verdicts = tensor_verdicts(dtype, stats, thresholds, is_input=is_input)
+    verdicts = tensor_verdicts(dtype, stats, thresholds, is_input=is_input, is_weight=is_weight)
     return tuple(rule for rule in RULES if verdicts[rule] is Verdict.FAILED)

@@ -6,7 +6,6 @@ Heavy imports (TensorFlow, Keras, the engine) happen inside commands, so that
 
 from __future__ import annotations
 
-import functools
 import os
 import sys
 import traceback
@@ -43,7 +42,7 @@ def fail(code: int, rule: str, message: str) -> NoReturn:
 class KerinspectGroup(click.Group):
     """Click group whose errors are one line each, with kerinspect's exit codes."""
 
-    def main(self, *args: Any, **kwargs: Any) -> Any:  # type: ignore[override]
+    def main(self, *args: Any, **kwargs: Any) -> Any:
         kwargs["standalone_mode"] = False
         _state["debug"] = False
         try:
@@ -69,36 +68,70 @@ class KerinspectGroup(click.Group):
         except Exception as e:  # noqa: BLE001 - the last line of defence
             if _debug_requested():
                 traceback.print_exc()
-            fail(ExitCode.INTERNAL, "internal",
-                 f"unexpected {type(e).__name__}: {escape_text(str(e))}. This is a kerinspect bug; "
-                 "run with --debug and report the traceback.")
+            fail(
+                ExitCode.INTERNAL,
+                "internal",
+                f"unexpected {type(e).__name__}: {escape_text(str(e))}. This is a kerinspect bug; "
+                "run with --debug and report the traceback.",
+            )
         if isinstance(rv, int) and rv:
             sys.exit(rv)
         return rv
 
 
 def debug_option(f: Callable[..., Any]) -> Callable[..., Any]:
-    return click.option("--debug", is_flag=True, expose_value=False, is_eager=True,
-                        callback=_set_debug, help="Show the full traceback on errors.")(f)
+    return click.option(
+        "--debug",
+        is_flag=True,
+        expose_value=False,
+        is_eager=True,
+        callback=_set_debug,
+        help="Show the full traceback on errors.",
+    )(f)
 
 
 def input_options(f: Callable[..., Any]) -> Callable[..., Any]:
     """Options shared by every command that runs the model."""
     opts = [
-        click.option("--input", "-i", "input_file", metavar="FILE",
-                     help="Feed samples from FILE: .npy for a one-input model, .npz keyed by "
-                     "input name; axis 0 is the batch. Default: synthetic samples."),
-        click.option("--samples", "-n", type=click.IntRange(min=1), default=None,
-                     help="Number of samples (synthetic default: 32; with --input: the first N)."),
-        click.option("--batch-size", "-b", type=click.IntRange(min=1), default=32, show_default=True,
-                     help="Samples per forward pass; statistics are merged across batches."),
-        click.option("--seed", type=int, default=0, show_default=True,
-                     help="Seed of the synthetic samples."),
-        click.option("--dim", type=click.IntRange(min=1), default=8, show_default=True,
-                     help="Size of every dynamic (None) axis of synthetic inputs."),
-        click.option("--shape", "shapes", multiple=True, metavar="[NAME=]D1,D2,...",
-                     help="Per-sample shape of a synthetic input, batch axis excluded "
-                     "(repeatable). Overrides --dim for that input."),
+        click.option(
+            "--input",
+            "-i",
+            "input_file",
+            metavar="FILE",
+            help="Feed samples from FILE: .npy for a one-input model, .npz keyed by "
+            "input name; axis 0 is the batch. Default: synthetic samples.",
+        ),
+        click.option(
+            "--samples",
+            "-n",
+            type=click.IntRange(min=1),
+            default=None,
+            help="Number of samples (synthetic default: 32; with --input: the first N).",
+        ),
+        click.option(
+            "--batch-size",
+            "-b",
+            type=click.IntRange(min=1),
+            default=32,
+            show_default=True,
+            help="Samples per forward pass; statistics are merged across batches.",
+        ),
+        click.option("--seed", type=int, default=0, show_default=True, help="Seed of the synthetic samples."),
+        click.option(
+            "--dim",
+            type=click.IntRange(min=1),
+            default=8,
+            show_default=True,
+            help="Size of every dynamic (None) axis of synthetic inputs.",
+        ),
+        click.option(
+            "--shape",
+            "shapes",
+            multiple=True,
+            metavar="[NAME=]D1,D2,...",
+            help="Per-sample shape of a synthetic input, batch axis excluded "
+            "(repeatable). Overrides --dim for that input.",
+        ),
     ]
     for opt in reversed(opts):
         f = opt(f)
@@ -107,13 +140,21 @@ def input_options(f: Callable[..., Any]) -> Callable[..., Any]:
 
 def threshold_options(f: Callable[..., Any]) -> Callable[..., Any]:
     opts = [
-        click.option("--max-abs", type=click.FloatRange(min=0, min_open=True), default=1e4,
-                     show_default=True,
-                     help="Flag 'exploding' when a finite |value| exceeds this "
-                     "(float16: at most a tenth of its range)."),
-        click.option("--max-dead-fraction", type=click.FloatRange(0, 1), default=0.5,
-                     show_default=True,
-                     help="Flag 'dead' when this share of units is zero for every sample."),
+        click.option(
+            "--max-abs",
+            type=click.FloatRange(min=0, min_open=True),
+            default=1e4,
+            show_default=True,
+            help="Flag 'exploding' when a finite |value| exceeds this "
+            "(float16: at most a tenth of its range).",
+        ),
+        click.option(
+            "--max-dead-fraction",
+            type=click.FloatRange(0, 1),
+            default=0.5,
+            show_default=True,
+            help="Flag 'dead' when this share of units is zero for every sample.",
+        ),
     ]
     for opt in reversed(opts):
         f = opt(f)
@@ -135,10 +176,9 @@ def stderr_console() -> Console:
     return Console(stderr=True, highlight=False)
 
 
-@click.group(cls=KerinspectGroup, context_settings=CONTEXT)
+@click.group(name="kerinspect", cls=KerinspectGroup, context_settings=CONTEXT)
 @debug_option
-@click.version_option(__version__, "--version", "-V", prog_name="kerinspect",
-                      message="%(prog)s %(version)s")
+@click.version_option(__version__, "--version", "-V", prog_name="kerinspect", message="%(prog)s %(version)s")
 def cli() -> None:
     """See inside a saved Keras model: every layer call's output shape and the health of
     its values (zeros and dead units, NaN, Inf, exploding magnitudes).
@@ -154,14 +194,35 @@ def cli() -> None:
 @click.argument("model", metavar="MODEL")
 @input_options
 @threshold_options
-@click.option("--format", "-f", "fmt", type=click.Choice(["table", "json", "markdown"]),
-              default="table", show_default=True, help="Output format (stdout).")
-@click.option("--width", type=click.IntRange(min=40), default=None,
-              help="Table width in characters (default: the terminal's).")
+@click.option(
+    "--format",
+    "-f",
+    "fmt",
+    type=click.Choice(["table", "json", "markdown"]),
+    default="table",
+    show_default=True,
+    help="Output format (stdout).",
+)
+@click.option(
+    "--width",
+    type=click.IntRange(min=40),
+    default=None,
+    help="Table width in characters (default: the terminal's).",
+)
 @debug_option
-def summary(model: str, input_file: str | None, samples: int | None, batch_size: int, seed: int,
-            dim: int, shapes: tuple[str, ...], max_abs: float, max_dead_fraction: float, fmt: str,
-            width: int | None) -> None:
+def summary(
+    model: str,
+    input_file: str | None,
+    samples: int | None,
+    batch_size: int,
+    seed: int,
+    dim: int,
+    shapes: tuple[str, ...],
+    max_abs: float,
+    max_dead_fraction: float,
+    fmt: str,
+    width: int | None,
+) -> None:
     """Run MODEL (.keras or .h5) on sample inputs and show every layer call's output.
 
     One row per output tensor of every layer call, in graph order: shared layers
@@ -179,8 +240,15 @@ def summary(model: str, input_file: str | None, samples: int | None, batch_size:
 
     with _ProgressBar(stderr_console()) as progress:
         report = inspect_model(
-            model, input_file, samples=samples, batch_size=batch_size, seed=seed, dim=dim,
-            shapes=shapes, thresholds=Thresholds(max_abs, max_dead_fraction), progress=progress,
+            model,
+            input_file,
+            samples=samples,
+            batch_size=batch_size,
+            seed=seed,
+            dim=dim,
+            shapes=shapes,
+            thresholds=Thresholds(max_abs, max_dead_fraction),
+            progress=progress,
         )
     if fmt == "json":
         from .render import render_json
@@ -211,12 +279,17 @@ class _ProgressBar:
         if self.bar is None:
             if done >= total or not self.console.is_terminal:
                 return
-            from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn
-            from rich.progress import TimeElapsedColumn
+            from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 
-            self.bar = Progress(TextColumn("running"), BarColumn(), MofNCompleteColumn(),
-                                TextColumn("samples"), TimeElapsedColumn(), console=self.console,
-                                transient=True)
+            self.bar = Progress(
+                TextColumn("running"),
+                BarColumn(),
+                MofNCompleteColumn(),
+                TextColumn("samples"),
+                TimeElapsedColumn(),
+                console=self.console,
+                transient=True,
+            )
             self.bar.start()
             self.task = self.bar.add_task("run", total=total)
         self.bar.update(self.task, completed=done, total=total)

@@ -183,7 +183,9 @@ def concrete_shape(spec: InputSpec, dim: int, shape: tuple[int, ...] | None) -> 
 
 
 def _fmt_declared(shape: Sequence[int | None]) -> str:
-    return "(" + ", ".join("None" if d is None else str(d) for d in shape) + (",)" if len(shape) == 1 else ")")
+    return (
+        "(" + ", ".join("None" if d is None else str(d) for d in shape) + (",)" if len(shape) == 1 else ")")
+    )
 
 
 # -- synthetic ------------------------------------------------------------------
@@ -302,7 +304,7 @@ def array_feed(
     lengths = {a.shape[0] for a in checked}
     if len(lengths) != 1:
         raise InferenceError(
-            f"Input arrays have different numbers of samples: "
+            "Input arrays have different numbers of samples: "
             + ", ".join(f"{s.name}={a.shape[0]}" for s, a in zip(specs, checked))
             + f". Received: input={source!r}",
             rule="input-shape",

@@ -71,10 +71,13 @@ def preflight(path: str | os.PathLike[str], *, max_bytes: int = DEFAULT_MAX_FILE
     try:
         st = os.stat(p)
     except FileNotFoundError:
-        raise InputFileError(f"Model file not found. Received: path={shown}", rule="model-not-found") from None
+        raise InputFileError(
+            f"Model file not found. Received: path={shown}", rule="model-not-found"
+        ) from None
     except OSError as e:
-        raise InputFileError(f"Cannot access model file: {e.strerror}. Received: path={shown}",
-                             rule="model-unreadable") from None
+        raise InputFileError(
+            f"Cannot access model file: {e.strerror}. Received: path={shown}", rule="model-unreadable"
+        ) from None
     if stat.S_ISDIR(st.st_mode):
         if os.path.exists(os.path.join(p, "saved_model.pb")):
             raise InputFileError(
@@ -84,11 +87,14 @@ def preflight(path: str | os.PathLike[str], *, max_bytes: int = DEFAULT_MAX_FILE
                 hint="re-save it from the code that built it with model.save('model.keras'), "
                 "or load it with tf_keras and save it as .keras",
             )
-        raise InputFileError(f"Expected a model file, got a directory. Received: path={shown}",
-                             rule="not-a-file")
+        raise InputFileError(
+            f"Expected a model file, got a directory. Received: path={shown}", rule="not-a-file"
+        )
     if not stat.S_ISREG(st.st_mode):
-        raise InputFileError(f"Expected a regular file (not a FIFO, device or socket). Received: path={shown}",
-                             rule="not-a-file")
+        raise InputFileError(
+            f"Expected a regular file (not a FIFO, device or socket). Received: path={shown}",
+            rule="not-a-file",
+        )
     if st.st_size == 0:
         raise InputFileError(f"Model file is empty. Received: path={shown}", rule="empty-file")
     if st.st_size > max_bytes:
@@ -100,12 +106,15 @@ def preflight(path: str | os.PathLike[str], *, max_bytes: int = DEFAULT_MAX_FILE
         with open(p, "rb") as f:
             head = f.read(4096)
     except OSError as e:
-        raise InputFileError(f"Cannot read model file: {e.strerror}. Received: path={shown}",
-                             rule="model-unreadable") from None
+        raise InputFileError(
+            f"Cannot read model file: {e.strerror}. Received: path={shown}", rule="model-unreadable"
+        ) from None
     fmt = sniff(head)
     ext = os.path.splitext(p)[1].lower()
     if fmt == "unknown":
-        what = "a Keras archive (no zip signature)" if ext in KERAS_EXTENSIONS else "a .keras zip or HDF5 file"
+        what = (
+            "a Keras archive (no zip signature)" if ext in KERAS_EXTENSIONS else "a .keras zip or HDF5 file"
+        )
         raise InputFileError(f"Not {what}. Received: path={shown}", rule="unknown-format")
     if ext in KERAS_EXTENSIONS and fmt != "keras":
         raise InputFileError(

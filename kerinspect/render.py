@@ -20,8 +20,21 @@ from rich.text import Text
 from .errors import escape_text
 from .report import LayerRecord, ModelReport, TensorRecord
 
-COLUMNS = ("Layer", "Class", "Output shape", "Params", "Mean", "Std", "Min", "Max",
-           "Zeros", "NaN", "Inf", "Dead", "Flags")
+COLUMNS = (
+    "Layer",
+    "Class",
+    "Output shape",
+    "Params",
+    "Mean",
+    "Std",
+    "Min",
+    "Max",
+    "Zeros",
+    "NaN",
+    "Inf",
+    "Dead",
+    "Flags",
+)
 _NUMERIC = {"Params", "Mean", "Std", "Min", "Max", "Zeros", "NaN", "Inf", "Dead"}
 
 
@@ -73,21 +86,25 @@ def rows(report: ModelReport) -> Iterator[tuple[LayerRecord, TensorRecord | None
                 yield layer, None, [label, layer.class_name, "-", _params_cell(layer)] + [""] * 9
                 continue
             st = out.stats
-            yield layer, out, [
-                label,
-                safe(layer.class_name) if k == 0 else "",
-                fmt_shape(out.shape) + ("" if out.dtype == "float32" else f" {out.dtype}"),
-                _params_cell(layer) if k == 0 else "",
-                fmt_float(st.mean) if st else "-",
-                fmt_float(st.std) if st else "-",
-                fmt_float(st.min) if st else "-",
-                fmt_float(st.max) if st else "-",
-                fmt_fraction(st.zero_fraction) if st else "-",
-                fmt_count(st.nan_count) if st else "-",
-                fmt_count(st.inf_count) if st else "-",
-                fmt_fraction(st.dead_fraction) if st else "-",
-                ",".join(out.flags),
-            ]
+            yield (
+                layer,
+                out,
+                [
+                    label,
+                    safe(layer.class_name) if k == 0 else "",
+                    fmt_shape(out.shape) + ("" if out.dtype == "float32" else f" {out.dtype}"),
+                    _params_cell(layer) if k == 0 else "",
+                    fmt_float(st.mean) if st else "-",
+                    fmt_float(st.std) if st else "-",
+                    fmt_float(st.min) if st else "-",
+                    fmt_float(st.max) if st else "-",
+                    fmt_fraction(st.zero_fraction) if st else "-",
+                    fmt_count(st.nan_count) if st else "-",
+                    fmt_count(st.inf_count) if st else "-",
+                    fmt_fraction(st.dead_fraction) if st else "-",
+                    ",".join(out.flags),
+                ],
+            )
 
 
 def header_lines(report: ModelReport) -> list[str]:
@@ -116,8 +133,21 @@ def footer_line(report: ModelReport) -> str:
 
 
 #: Columns in the order they are dropped last-to-first when the table is too wide.
-_PRIORITY = ("Layer", "Output shape", "Flags", "NaN", "Mean", "Std", "Dead", "Class",
-             "Max", "Min", "Inf", "Zeros", "Params")
+_PRIORITY = (
+    "Layer",
+    "Output shape",
+    "Flags",
+    "NaN",
+    "Mean",
+    "Std",
+    "Dead",
+    "Class",
+    "Max",
+    "Min",
+    "Inf",
+    "Zeros",
+    "Params",
+)
 _GAP = 2  # characters between columns
 
 
@@ -152,22 +182,28 @@ def render_table(report: ModelReport, console: Console, *, fit: bool = True) -> 
     table = Table(box=box.SIMPLE_HEAD, show_edge=False, pad_edge=False, collapse_padding=True)
     for col in shown:
         if col == "Layer":  # paths are never cut: they wrap beyond 48 characters
-            table.add_column(col, overflow="fold", min_width=min(
-                max([len(c[0]) for _, _, c in body] + [5]), 48))
+            table.add_column(
+                col, overflow="fold", min_width=min(max([len(c[0]) for _, _, c in body] + [5]), 48)
+            )
         else:
             table.add_column(col, justify="right" if col in _NUMERIC else "left", no_wrap=True)
     for layer, out, cells in body:
-        style = "red" if out is not None and out.flags else ("dim" if layer.class_name == "InputLayer" else None)
+        style = (
+            "red" if out is not None and out.flags else ("dim" if layer.class_name == "InputLayer" else None)
+        )
         table.add_row(*(escape(cells[i]) for i in index), style=style)
     console.print(table)
     console.print(Text(footer_line(report)))
     hidden = [c for c in COLUMNS if c not in shown]
     if hidden:
-        console.print(Text(f"(hidden to fit {console.width} columns: {', '.join(hidden)}; "
-                           "use --width or --format json)", style="dim"))
+        console.print(
+            Text(
+                f"(hidden to fit {console.width} columns: {', '.join(hidden)}; use --width or --format json)",
+                style="dim",
+            )
+        )
     if report.warnings:
-        console.print(Text(f"{len(report.warnings)} warning(s) from Keras; see --format json",
-                           style="dim"))
+        console.print(Text(f"{len(report.warnings)} warning(s) from Keras; see --format json", style="dim"))
 
 
 def _md_cell(text: str) -> str:
@@ -178,8 +214,11 @@ def render_markdown(report: ModelReport) -> str:
     """The report as GitHub-flavoured Markdown."""
     out = [f"**{_md_cell(header_lines(report)[0])}**", ""]
     out += [f"- {_md_cell(line)}" for line in header_lines(report)[1:]]
-    out += ["", "| " + " | ".join(COLUMNS) + " |",
-            "|" + "|".join("---:" if c in _NUMERIC else "---" for c in COLUMNS) + "|"]
+    out += [
+        "",
+        "| " + " | ".join(COLUMNS) + " |",
+        "|" + "|".join("---:" if c in _NUMERIC else "---" for c in COLUMNS) + "|",
+    ]
     for _, _, cells in rows(report):
         out.append("| " + " | ".join(_md_cell(c) for c in cells) + " |")
     out += ["", _md_cell(footer_line(report)), ""]

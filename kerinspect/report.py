@@ -107,7 +107,8 @@ class LayerRecord:
             the k-th call (k >= 1) of a layer used at several places.
         name: the layer's own name.
         class_name: the operation's class (``Dense``, ``Functional``, ``Add``...).
-        call: 0-based index of this call of the operation within its graph.
+        call: 0-based index of this call of the operation object in the whole
+            model (the layers inside a nested model's second call have call 1).
         params: the operation's parameter count (weights it owns, nested included).
         depth: nesting level; 0 for the top model's own layers.
         container: True for a nested model whose inner layers follow this record.
@@ -235,6 +236,39 @@ class Thresholds:
 
 
 @dataclass(frozen=True)
+class WeightRecord:
+    """One weight variable: its owning layer, name, shape and value statistics."""
+
+    layer: str
+    name: str
+    shape: tuple[int, ...]
+    dtype: str
+    stats: TensorStats | None
+    flags: tuple[str, ...] = ()
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "layer": self.layer,
+            "name": self.name,
+            "shape": list(self.shape),
+            "dtype": self.dtype,
+            "stats": None if self.stats is None else self.stats.to_dict(),
+            "flags": list(self.flags),
+        }
+
+    @classmethod
+    def from_dict(cls, d: dict[str, Any]) -> WeightRecord:
+        return cls(
+            layer=d["layer"],
+            name=d["name"],
+            shape=tuple(d["shape"]),
+            dtype=d["dtype"],
+            stats=None if d["stats"] is None else TensorStats.from_dict(d["stats"]),
+            flags=tuple(d["flags"]),
+        )
+
+
+@dataclass(frozen=True)
 class Totals:
     """Footer figures: they add up from the rows (a test holds this invariant)."""
 
@@ -262,6 +296,7 @@ class ModelReport:
     samples: int
     batch_size: int
     thresholds: Thresholds = field(default_factory=Thresholds)
+    weights: tuple[WeightRecord, ...] = ()
     warnings: tuple[str, ...] = ()
     kerinspect_version: str = ""
 
@@ -291,6 +326,7 @@ class ModelReport:
             "thresholds": self.thresholds.to_dict(),
             "layers": [r.to_dict() for r in self.layers],
             "totals": self.totals.to_dict(),
+            "weights": [w.to_dict() for w in self.weights],
             "warnings": list(self.warnings),
         }
 
@@ -303,6 +339,7 @@ class ModelReport:
             samples=d["samples"],
             batch_size=d["batch_size"],
             thresholds=Thresholds.from_dict(d.get("thresholds", {})),
+            weights=tuple(WeightRecord.from_dict(w) for w in d.get("weights", ())),
             warnings=tuple(d.get("warnings", ())),
             kerinspect_version=d.get("kerinspect_version", ""),
         )

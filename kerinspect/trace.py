@@ -87,6 +87,48 @@ def graph_of(model: Any) -> Functional | None:
     return None
 
 
+def leaf_layers(model: Any, prefix: str = "") -> list[tuple[str, Any]]:
+    """``(path, layer)`` for every operation that is not a nested model, in graph
+    order, recursing into nested models (paths as in the report, first call)."""
+    graph = graph_of(model)
+    if graph is None:
+        return [(prefix + model.name, model)]
+    out = []
+    for op in graph._operations:
+        if type(op).__name__ == "InputLayer":
+            continue
+        path = prefix + op.name
+        if isinstance(op, (Functional, Sequential)) and graph_of(op) is not None:
+            out += leaf_layers(op, path + "/")
+        else:
+            out.append((path, op))
+    return out
+
+
+def weight_paths(model: Any) -> list[tuple[str, str, Any]]:
+    """``(layer_path, weight_path, variable)`` for every weight, each variable once.
+
+    Keras's own ``variable.path`` is ambiguous across nested models (an inner and an
+    outer ``dense`` both give ``dense/kernel``); these paths follow the report's.
+    """
+    seen: set[int] = set()
+    out = []
+    for path, layer in leaf_layers(model):
+        base = getattr(layer, "path", None) or layer.name
+        for w in getattr(layer, "weights", ()):
+            if id(w) in seen:
+                continue
+            seen.add(id(w))
+            vpath = getattr(w, "path", w.name)
+            rel = vpath[len(base) + 1 :] if vpath.startswith(base + "/") else w.name
+            out.append((path, f"{path}/{rel}", w))
+    for w in model.weights:  # weights owned by no traced layer (subclassed parts)
+        if id(w) not in seen:
+            seen.add(id(w))
+            out.append(("", getattr(w, "path", w.name), w))
+    return out
+
+
 def count_params(op: Any) -> int:
     try:
         return int(op.count_params()) if getattr(op, "built", False) else 0
@@ -104,9 +146,7 @@ def output_names(op: Any, n: int) -> tuple[str, ...]:
     if cls == "Bidirectional":
         inner = _RNN_STATE_NAMES.get(type(getattr(op, "forward_layer", None)).__name__)
         if inner and n == 1 + 2 * len(inner):
-            return ("output",) + tuple(f"forward_{s}" for s in inner) + tuple(
-                f"backward_{s}" for s in inner
-            )
+            return ("output",) + tuple(f"forward_{s}" for s in inner) + tuple(f"backward_{s}" for s in inner)
     states = _RNN_STATE_NAMES.get(cls)
     if states and n == 1 + len(states):
         return ("output",) + states
@@ -117,7 +157,6 @@ def output_names(op: Any, n: int) -> tuple[str, ...]:
 class _Step:
     node: Any
     relpath: str
-    call: int
     input_ids: tuple[int, ...]
 
 
@@ -150,7 +189,7 @@ def _plan(graph: Functional) -> _Plan:
         ids = tuple(dict.fromkeys(id(x) for x in node.input_tensors))
         for i in ids:
             consumers[i] = consumers.get(i, 0) + 1
-        steps.append(_Step(node, op.name if k == 0 else f"{op.name}@{k}", k, ids))
+        steps.append(_Step(node, op.name if k == 0 else f"{op.name}@{k}", ids))
     return _Plan(steps, consumers, frozenset(id(x) for x in graph.outputs))
 
 
@@ -170,11 +209,15 @@ class Replayer:
         self.graph = graph_of(model)
         self._plans: dict[int, _Plan] = {}
         self._index = 0
+        self._calls: dict[int, int] = {}
+        self._completed = 0  # layer calls finished in this batch (inputs excluded)
         self._current: CallSite | None = None
 
     def __call__(self, inputs: Sequence[Any]) -> Any:
         """Run one batch. ``inputs`` is the flat list of arrays, in ``model.inputs`` order."""
         self._index = 0
+        self._calls = {}
+        self._completed = 0
         if self.graph is None:
             return self._run_opaque(inputs)
         struct = tree.pack_sequence_as(self.graph._inputs_struct, list(inputs))
@@ -184,13 +227,19 @@ class Replayer:
             except LayerCallError:
                 raise
             except Exception as e:  # noqa: BLE001 - failed before any layer ran
-                site = self._current or self._site(self.model, "", self.model.name, 0, 0, 1)
-                raise LayerCallError(site, self._index, e) from e
+                site = self._current or self._site(self.model, "", self.model.name, 0, 1)
+                raise LayerCallError(site, self._completed, e) from e
 
     # -- internals -------------------------------------------------------------
 
-    def _site(self, op: Any, prefix: str, relpath: str, call: int, depth: int, n_out: int,
-              container: bool = False) -> CallSite:
+    def _site(
+        self, op: Any, prefix: str, relpath: str, depth: int, n_out: int, container: bool = False
+    ) -> CallSite:
+        """Name the next call. ``call`` counts calls of this operation object across
+        the whole model (so the layers inside a nested model's second call are
+        second calls too); ``relpath`` carries the graph-local ``@k`` suffix."""
+        call = self._calls.get(id(op), 0)
+        self._calls[id(op)] = call + 1
         site = CallSite(
             index=self._index,
             path=f"{prefix}/{relpath}" if prefix else relpath,
@@ -207,7 +256,7 @@ class Replayer:
 
     def _run_opaque(self, inputs: Sequence[Any]) -> Any:
         n_out = len(tree.flatten(getattr(self.model, "outputs", None) or [None]))
-        site = self._site(self.model, "", self.model.name, 0, 0, n_out)
+        site = self._site(self.model, "", self.model.name, 0, n_out)
         self.visitor.enter(site)
         arg = inputs[0] if len(inputs) == 1 else list(inputs)
         try:
@@ -223,8 +272,15 @@ class Replayer:
     def _installed(self, graph: Functional, *, prefix: str, depth: int, top: bool) -> _Installed:
         return _Installed(self, graph, prefix, depth, top)
 
-    def _replay(self, graph: Functional, inputs: Any, operation_fn: Callable[[Any], Any],
-                prefix: str, depth: int, top: bool) -> Any:
+    def _replay(
+        self,
+        graph: Functional,
+        inputs: Any,
+        operation_fn: Callable[[Any], Any],
+        prefix: str,
+        depth: int,
+        top: bool,
+    ) -> Any:
         plan = self._plans.get(id(graph))
         if plan is None:
             plan = self._plans[id(graph)] = _plan(graph)
@@ -234,7 +290,7 @@ class Replayer:
             tensors[id(x)] = y
             if top:
                 op = x._keras_history.operation
-                site = self._site(op, prefix, op.name, 0, depth, 1)
+                site = self._site(op, prefix, op.name, depth, 1)
                 self.visitor.enter(site)
                 self.visitor.produced(site, [y])
         remaining = dict(plan.consumers)
@@ -244,12 +300,10 @@ class Replayer:
                 continue  # not computable from these inputs (as in Keras)
             op = node.operation
             sub = graph_of(op) if isinstance(op, (Functional, Sequential)) else None
-            site = self._site(op, prefix, step.relpath, step.call, depth, len(node.outputs),
-                              container=sub is not None)
+            site = self._site(op, prefix, step.relpath, depth, len(node.outputs), container=sub is not None)
             self._current = site
             self.visitor.enter(site)
             args, kwargs = node.arguments.fill_in(tensors)
-            calls_before = self._index
             try:
                 if sub is not None:
                     with self._installed(sub, prefix=site.path, depth=depth + 1, top=False):
@@ -259,8 +313,9 @@ class Replayer:
             except LayerCallError:
                 raise
             except Exception as e:  # noqa: BLE001 - re-raised with the failing layer
-                raise LayerCallError(site, calls_before - 1, e) from e
+                raise LayerCallError(site, self._completed, e) from e
             flat = tree.flatten(outputs)
+            self._completed += 1
             self.visitor.produced(site, flat)
             for x, y in zip(node.outputs, flat):
                 if remaining.get(id(x)) or id(x) in plan.keep:
@@ -288,8 +343,7 @@ class _Installed:
         graph, original = self.graph, type(self.graph)._run_through_graph
         r, prefix, depth, top = self.replayer, self.prefix, self.depth, self.top
 
-        def run(inputs: Any, operation_fn: Callable[[Any], Any] = lambda op: op,
-                call_fn: Any = None) -> Any:
+        def run(inputs: Any, operation_fn: Callable[[Any], Any] = lambda op: op, call_fn: Any = None) -> Any:
             if call_fn is not None or any(isinstance(x, KerasTensor) for x in tree.flatten(inputs)):
                 return original(graph, inputs, operation_fn=operation_fn, call_fn=call_fn)
             return r._replay(graph, inputs, operation_fn, prefix, depth, top)

@@ -134,3 +134,10 @@ def test_layer_failure_names_the_layer(factories, keras):
     bad = [np.zeros((2, 7), "float32")]  # declared (None, 6)
     with pytest.raises((LayerCallError, ValueError)):
         Replayer(model, Recorder())(bad)
+
+
+def test_layers_inside_a_second_container_call_are_second_calls(factories):
+    model = factories.nested()
+    rec, _ = replay(model, sample_inputs(model))
+    assert rec.sites["block/proj"].call == 0 and rec.sites["block@1/proj"].call == 1
+    assert rec.sites["block@1"].call == 1 and rec.sites["dense"].call == 0
