@@ -7,16 +7,19 @@
 
 from __future__ import annotations
 
+import dataclasses
 import os
+import tempfile
 import warnings
 from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
 
 from . import __version__
 from .checks import tensor_flags
-from .errors import InferenceError, UsageError
+from .errors import InferenceError, InputFileError, UsageError, escape_text
 from .inputs import DEFAULT_DIM, Feed
 from .report import LayerRecord, ModelInfo, ModelReport, TensorRecord, Thresholds, WeightRecord
 from .stats import RunningStats, summarize
@@ -138,18 +141,6 @@ def weight_records(model: Any, thresholds: Thresholds) -> tuple[WeightRecord, ..
     return tuple(out)
 
 
-def _resolve_model(model: Any) -> tuple[Any, str | None, str, str]:
-    """(keras model, path, format, loader) from a path or an in-memory model."""
-    if isinstance(model, (str, os.PathLike)):
-        from .loading import load_model, preflight
-
-        mf = preflight(model)
-        return load_model(mf), mf.path, mf.format, "keras"
-    if not hasattr(model, "layers") or not callable(model):
-        raise UsageError(f"Expected a model path or a keras.Model, got {type(model).__name__}")
-    return model, None, "in-memory", "keras"
-
-
 def build_feed(
     model: Any,
     inputs: Any = None,
@@ -159,8 +150,11 @@ def build_feed(
     seed: int = DEFAULT_SEED,
     dim: int = DEFAULT_DIM,
     shapes: Sequence[str] | Mapping[str, tuple[int, ...]] | None = None,
+    source: str | None = None,
 ) -> Feed:
-    """The batches :func:`inspect_model` will run, from ``inputs`` or synthetic data."""
+    """The batches :func:`inspect_model` will run, from ``inputs`` or synthetic data.
+
+    ``source`` overrides how user inputs are described in the report."""
     from . import inputs as inp
 
     specs = inp.input_specs(model)
@@ -180,21 +174,49 @@ def build_feed(
     if shapes:
         raise UsageError("--shape applies to synthetic inputs; the input file defines the shapes")
     if isinstance(inputs, (str, os.PathLike)):
-        arrays, source = inp.load_arrays(inputs, specs), os.fspath(inputs)
+        arrays, label = inp.load_arrays(inputs, specs), os.fspath(inputs)
     elif isinstance(inputs, Mapping):
-        arrays, source = dict(inputs), "array"
+        arrays, label = dict(inputs), "array"
     elif isinstance(inputs, np.ndarray) or not isinstance(inputs, Sequence):
-        arrays, source = {specs[0].name: np.asarray(inputs)}, "array"
+        arrays, label = {specs[0].name: np.asarray(inputs)}, "array"
         if len(specs) != 1:
             raise InferenceError(f"Model has {len(specs)} inputs; pass a list or a dict of arrays")
     else:
         if len(inputs) != len(specs):
             raise InferenceError(f"Model has {len(specs)} inputs, got {len(inputs)} arrays")
-        arrays, source = {s.name: np.asarray(a) for s, a in zip(specs, inputs)}, "array"
+        arrays, label = {s.name: np.asarray(a) for s, a in zip(specs, inputs)}, "array"
     missing = [s.name for s in specs if s.name not in arrays]
     if missing:
         raise InferenceError(f"No array for model input(s) {missing}", rule="input-names")
-    return inp.array_feed(arrays, specs, source=source, batch_size=batch_size, samples=samples)
+    return inp.array_feed(arrays, specs, source=source or label, batch_size=batch_size, samples=samples)
+
+
+@dataclass(frozen=True)
+class LoadOptions:
+    """How a model file is opened.
+
+    Attributes:
+        isolate: load and run in a disposable worker process (the default for
+            files; see :mod:`kerinspect.isolation`). False runs in this process.
+        timeout: wall-clock limit of the worker in seconds (0: none).
+        max_memory: the worker's memory limit in bytes (None: half the RAM; 0: none).
+        trust_model: the user vouches for the file: Lambda layers and other code
+            in it are deserialized (``safe_mode=False``). Still isolated.
+        custom_objects: path of a Python file defining or registering the model's
+            custom classes (imported in the worker before loading).
+    """
+
+    isolate: bool = True
+    timeout: float = 600.0
+    max_memory: int | None = None
+    trust_model: bool = False
+    custom_objects: str | None = None
+
+    def worker_limits(self) -> Any:
+        from .isolation import WorkerLimits, default_max_memory
+
+        memory = default_max_memory() if self.max_memory is None else self.max_memory
+        return WorkerLimits(timeout=self.timeout, max_memory=memory)
 
 
 def inspect_model(
@@ -208,6 +230,7 @@ def inspect_model(
     shapes: Sequence[str] | Mapping[str, tuple[int, ...]] | None = None,
     thresholds: Thresholds | None = None,
     progress: ProgressFn | None = None,
+    load: LoadOptions | None = None,
 ) -> ModelReport:
     """Run a model on sample inputs and report every layer call's outputs and health.
 
@@ -224,6 +247,8 @@ def inspect_model(
             ``{"name": (16, 8)}`` or CLI strings ``"name=16,8"``.
         thresholds: limits for the ``exploding`` and ``dead`` flags.
         progress: called as ``progress(samples_done, samples_total)`` after each batch.
+        load: how a model *file* is opened (isolation, limits, trust); ignored for
+            in-memory models.
 
     Returns:
         A :class:`~kerinspect.report.ModelReport`, one record per layer call in graph order.
@@ -232,9 +257,181 @@ def inspect_model(
         KerinspectError: a subclass carrying the exit code (bad file, bad input, ...).
     """
     thresholds = thresholds or Thresholds()
-    keras_model, path, fmt, loader = _resolve_model(model)
+    load = load or LoadOptions()
+    run = dict(
+        samples=samples, batch_size=batch_size, seed=seed, dim=dim, shapes=shapes, thresholds=thresholds
+    )
+    if not isinstance(model, (str, os.PathLike)):
+        if not hasattr(model, "layers") or not callable(model):
+            raise UsageError(f"Expected a model path or a keras.Model, got {type(model).__name__}")
+        return inspect_loaded(
+            model, inputs, progress=progress, path=None, fmt="in-memory", loader="keras", **run
+        )  # type: ignore[arg-type]
+    from .loading import load_model, preflight
+
+    model_file = preflight(model)
+    if not load.isolate:
+        loaded = load_model(
+            model_file, safe_mode=not load.trust_model, custom_objects=_custom_objects(load.custom_objects)
+        )
+        return inspect_loaded(
+            loaded.model,
+            inputs,
+            progress=progress,
+            path=model_file.path,
+            fmt=model_file.format,
+            loader=loaded.loader,
+            notes=loaded.notes,
+            **run,
+        )  # type: ignore[arg-type]
+    with tempfile.TemporaryDirectory(prefix="kerinspect-inputs-") as tmp:
+        request = {
+            "command": "inspect",
+            "model": dataclasses.asdict(model_file)
+            | {"path": os.path.abspath(model_file.path), "shown_path": model_file.path},
+            "inputs": _inputs_for_worker(inputs, tmp),
+            "samples": samples,
+            "batch_size": batch_size,
+            "seed": seed,
+            "dim": dim,
+            "shapes": _jsonable_shapes(shapes),
+            "thresholds": thresholds.to_dict(),
+            "trust_model": load.trust_model,
+            "custom_objects": _checked_file(load.custom_objects, "custom-objects"),
+        }
+        result = _run_in_worker(request, load, progress)
+    return ModelReport.from_dict(result["report"])
+
+
+def _run_in_worker(request: dict[str, Any], load: LoadOptions, progress: ProgressFn | None) -> Any:
+    from .isolation import run_worker
+
+    def relay(msg: dict[str, Any]) -> None:
+        if msg.get("type") == "progress" and progress is not None:
+            progress(int(msg["done"]), int(msg["total"]))
+
+    return run_worker(request, load.worker_limits(), on_message=relay).result
+
+
+def _checked_file(path: str | os.PathLike[str] | None, what: str) -> str | None:
+    if path is None:
+        return None
+    p = os.fspath(path)
+    if not os.path.isfile(p):
+        raise InputFileError(
+            f"{what} file not found. Received: {what}={escape_text(p)}", rule=f"{what}-not-found"
+        )
+    return os.path.abspath(p)
+
+
+def _inputs_for_worker(inputs: Any, tmp: str) -> dict[str, Any] | None:
+    """User inputs as something the worker can read: a checked file path, or the
+    arrays saved (without pickle) to a temporary ``.npz``."""
+    if inputs is None:
+        return None
+    if isinstance(inputs, (str, os.PathLike)):
+        p = os.fspath(inputs)
+        if not os.path.exists(p):
+            raise InputFileError(
+                f"Input file not found. Received: input={escape_text(p)}", rule="input-not-found"
+            )
+        return {"path": os.path.abspath(p), "source": p}
+    path = os.path.join(tmp, "inputs.npz")
+    if isinstance(inputs, Mapping):
+        np.savez(path, **{str(k): np.asarray(v) for k, v in inputs.items()})
+        return {"path": path, "source": "array", "by_name": True}
+    arrays = [inputs] if isinstance(inputs, np.ndarray) or not isinstance(inputs, Sequence) else inputs
+    np.savez(path, *[np.asarray(a) for a in arrays])
+    return {"path": path, "source": "array", "by_name": False}
+
+
+def _jsonable_shapes(shapes: Sequence[str] | Mapping[str, tuple[int, ...]] | None) -> Any:
+    if shapes is None:
+        return None
+    if isinstance(shapes, Mapping):
+        return {str(k): [int(d) for d in v] for k, v in shapes.items()}
+    return list(shapes)
+
+
+def _custom_objects(path: str | None) -> dict[str, Any] | None:
+    if path is None:
+        return None
+    from .loading import load_custom_objects
+
+    return load_custom_objects(path)
+
+
+def _inspect_in_worker(request: dict[str, Any], channel: Any) -> dict[str, Any]:
+    """The worker's side of :func:`inspect_model` (runs in the isolated process)."""
+    from .loading import ModelFile, load_model
+
+    m = request["model"]
+    model_file = ModelFile(m["path"], m["format"], m["size"])
+    channel.phase("load")
+    custom = _custom_objects(request.get("custom_objects"))
+    loaded = load_model(model_file, safe_mode=not request.get("trust_model", False), custom_objects=custom)
+    channel.phase("run")
+    inputs = request.get("inputs")
+    arrays: Any = None
+    if inputs is not None:
+        if inputs.get("source") == "array":
+            with np.load(inputs["path"], allow_pickle=False) as data:
+                if inputs.get("by_name"):
+                    arrays = {k: data[k] for k in data.files}
+                else:
+                    arrays = [data[f"arr_{i}"] for i in range(len(data.files))]
+        else:
+            arrays = inputs["path"]
+    shapes = request.get("shapes")
+    if isinstance(shapes, dict):
+        shapes = {k: tuple(v) for k, v in shapes.items()}
+    report = inspect_loaded(
+        loaded.model,
+        arrays,
+        samples=request.get("samples"),
+        batch_size=request.get("batch_size", DEFAULT_BATCH_SIZE),
+        seed=request.get("seed", DEFAULT_SEED),
+        dim=request.get("dim", DEFAULT_DIM),
+        shapes=shapes,
+        thresholds=Thresholds.from_dict(request.get("thresholds") or {}),
+        progress=channel.progress,
+        path=m.get("shown_path", m["path"]),
+        fmt=model_file.format,
+        loader=loaded.loader,
+        notes=loaded.notes,
+        input_source=(inputs or {}).get("source"),
+    )
+    return {"report": report.to_dict()}
+
+
+def inspect_loaded(
+    keras_model: Any,
+    inputs: Any = None,
+    *,
+    samples: int | None = None,
+    batch_size: int = DEFAULT_BATCH_SIZE,
+    seed: int = DEFAULT_SEED,
+    dim: int = DEFAULT_DIM,
+    shapes: Sequence[str] | Mapping[str, tuple[int, ...]] | None = None,
+    thresholds: Thresholds | None = None,
+    progress: ProgressFn | None = None,
+    path: str | None = None,
+    fmt: str = "in-memory",
+    loader: str = "keras",
+    notes: tuple[str, ...] = (),
+    input_source: str | None = None,
+) -> ModelReport:
+    """:func:`inspect_model` on an already-loaded model, in this process."""
+    thresholds = thresholds or Thresholds()
     feed = build_feed(
-        keras_model, inputs, samples=samples, batch_size=batch_size, seed=seed, dim=dim, shapes=shapes
+        keras_model,
+        inputs,
+        samples=samples,
+        batch_size=batch_size,
+        seed=seed,
+        dim=dim,
+        shapes=shapes,
+        source=input_source,
     )
     collector = _StatsCollector()
     caught: list[str] = []
@@ -257,6 +454,7 @@ def inspect_model(
         trainable_params=int(sum(int(np.prod(w.shape)) for w in keras_model.trainable_weights)),
         keras_version=keras.__version__,
         loader=loader,
+        notes=notes,
     )
     return ModelReport(
         model=info,

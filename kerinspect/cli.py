@@ -64,6 +64,9 @@ class KerinspectGroup(click.Group):
         except KerinspectError as e:
             if _debug_requested():
                 traceback.print_exc()
+                worker_tb = getattr(e, "worker_traceback", None)
+                if worker_tb:
+                    click.echo("--- in the isolated worker:\n" + worker_tb, err=True)
             fail(e.exit_code, e.rule, e.one_line())
         except Exception as e:  # noqa: BLE001 - the last line of defence
             if _debug_requested():
@@ -138,6 +141,79 @@ def input_options(f: Callable[..., Any]) -> Callable[..., Any]:
     return f
 
 
+class ByteSize(click.ParamType):
+    """``512M``, ``8G``, ``1.5G`` or a plain number of bytes; ``0`` means no limit."""
+
+    name = "size"
+    _UNITS = {"": 1, "K": 1 << 10, "M": 1 << 20, "G": 1 << 30, "T": 1 << 40}
+
+    def convert(self, value: Any, param: Any, ctx: Any) -> int:
+        if isinstance(value, int):
+            return value
+        text = str(value).strip().upper().removesuffix("B").removesuffix("I")
+        unit = text[-1:] if text[-1:] in self._UNITS else ""
+        try:
+            number = float(text[: len(text) - len(unit)])
+        except ValueError:
+            self.fail(f"{value!r} is not a size like 512M or 8G", param, ctx)
+        if number < 0:
+            self.fail(f"{value!r} is negative", param, ctx)
+        return int(number * self._UNITS[unit])
+
+
+def load_options(f: Callable[..., Any]) -> Callable[..., Any]:
+    """How model files are opened: isolation limits and explicit trust."""
+    opts = [
+        click.option(
+            "--timeout",
+            type=click.FloatRange(min=0),
+            default=600,
+            show_default=True,
+            help="Seconds the isolated worker may take to load and run the model (0: no limit).",
+        ),
+        click.option(
+            "--max-memory",
+            type=ByteSize(),
+            default=None,
+            metavar="SIZE",
+            help="Memory limit of the worker, e.g. 8G (default: half the RAM; 0: no limit).",
+        ),
+        click.option(
+            "--custom-objects",
+            metavar="FILE.py",
+            default=None,
+            help="Python file that defines or registers the model's custom classes "
+            "(your own code; imported in the worker before loading).",
+        ),
+        click.option(
+            "--trust-model",
+            is_flag=True,
+            help="The file is yours and trusted: allow code in it (Lambda layers, functions). "
+            "Still runs in the isolated worker.",
+        ),
+    ]
+    for opt in reversed(opts):
+        f = opt(f)
+    return f
+
+
+def make_load_options(
+    timeout: float, max_memory: int | None, custom_objects: str | None, trust_model: bool
+) -> Any:
+    """LoadOptions from the CLI flags; warns loudly on stderr when trust is given."""
+    from .api import LoadOptions
+
+    if trust_model:
+        click.echo(
+            "kerinspect: warning: --trust-model: code stored in the model file may run "
+            "(safe_mode is off); it stays inside the isolated worker.",
+            err=True,
+        )
+    return LoadOptions(
+        timeout=timeout, max_memory=max_memory, custom_objects=custom_objects, trust_model=trust_model
+    )
+
+
 def threshold_options(f: Callable[..., Any]) -> Callable[..., Any]:
     opts = [
         click.option(
@@ -194,6 +270,7 @@ def cli() -> None:
 @click.argument("model", metavar="MODEL")
 @input_options
 @threshold_options
+@load_options
 @click.option(
     "--format",
     "-f",
@@ -220,6 +297,10 @@ def summary(
     shapes: tuple[str, ...],
     max_abs: float,
     max_dead_fraction: float,
+    timeout: float,
+    max_memory: int | None,
+    custom_objects: str | None,
+    trust_model: bool,
     fmt: str,
     width: int | None,
 ) -> None:
@@ -238,6 +319,7 @@ def summary(
     from .api import inspect_model
     from .report import Thresholds
 
+    load = make_load_options(timeout, max_memory, custom_objects, trust_model)
     with _ProgressBar(stderr_console()) as progress:
         report = inspect_model(
             model,
@@ -249,6 +331,7 @@ def summary(
             shapes=shapes,
             thresholds=Thresholds(max_abs, max_dead_fraction),
             progress=progress,
+            load=load,
         )
     if fmt == "json":
         from .render import render_json

@@ -10,6 +10,7 @@ found" for a truncated zip); every loader failure becomes one
 from __future__ import annotations
 
 import os
+import re
 import stat
 from dataclasses import dataclass
 from typing import Any
@@ -160,16 +161,84 @@ def innermost_message(exc: BaseException) -> str:
     return " ".join(text.split())
 
 
-def load_model(model_file: ModelFile) -> Any:
-    """Load with Keras 3 (``safe_mode=True``, ``compile=False``)."""
+def load_custom_objects(path: str) -> dict[str, Any]:
+    """Run the user's ``--custom-objects`` file and collect what it defines.
+
+    The file is the user's own trusted code. It may register classes with
+    ``@keras.saving.register_keras_serializable``, define a ``custom_objects``
+    dict, or just define classes and functions (all are passed to Keras).
+    """
+    import runpy
+
+    from ._tfenv import import_keras
+
+    import_keras()
+    name = "kerinspect_custom_objects"
+    try:
+        namespace = runpy.run_path(path, run_name=name)
+    except Exception as e:  # noqa: BLE001 - the user's file failed: say where
+        raise ModelLoadError(
+            f"Running the --custom-objects file failed: {type(e).__name__}: {innermost_message(e)}. "
+            f"Received: custom_objects={escape_text(path)}",
+            rule="custom-objects-failed",
+        ) from e
+    explicit = namespace.get("custom_objects")
+    if isinstance(explicit, dict):
+        return dict(explicit)
+    return {
+        k: v
+        for k, v in namespace.items()
+        if callable(v) and getattr(v, "__module__", None) == name and not k.startswith("_")
+    }
+
+
+_UNKNOWN_CLASS = re.compile(r"Could not locate (?:class|function) '([^']+)'")
+
+
+@dataclass(frozen=True)
+class LoadedModel:
+    """A deserialized model and how it was read."""
+
+    model: Any
+    loader: str  # "keras", or "keras+legacy-h5-upgrade" when the config was rewritten
+    notes: tuple[str, ...] = ()
+
+
+def load_model(
+    model_file: ModelFile, *, safe_mode: bool = True, custom_objects: dict[str, Any] | None = None
+) -> LoadedModel:
+    """Load with Keras 3 (``compile=False``); legacy ``.h5`` configs are upgraded
+    first (:mod:`kerinspect.legacy`). Every failure becomes a ModelLoadError."""
     from ._tfenv import import_keras
 
     keras = import_keras()
     try:
-        return keras.saving.load_model(model_file.path, compile=False, safe_mode=True)
+        if model_file.format == "h5":
+            from .legacy import load_legacy_h5
+
+            model, changes = load_legacy_h5(
+                model_file.path, safe_mode=safe_mode, custom_objects=custom_objects
+            )
+            if changes:
+                return LoadedModel(
+                    model, "keras+legacy-h5-upgrade", tuple(f"legacy config upgraded: {c}" for c in changes)
+                )
+            return LoadedModel(model, "keras")
+        model = keras.saving.load_model(
+            model_file.path, compile=False, safe_mode=safe_mode, custom_objects=custom_objects
+        )
+        return LoadedModel(model, "keras")
     except Exception as e:  # noqa: BLE001 - every loader failure becomes one clear error
+        inner = innermost_message(e)
+        unknown = _UNKNOWN_CLASS.search(inner)
+        if unknown:
+            raise ModelLoadError(
+                f"Unknown layer class {escape_text(unknown.group(1))!r}: the model uses a custom class "
+                f"that is not loaded. Received: path={escape_text(model_file.path)}",
+                rule="unknown-class",
+                hint="pass --custom-objects FILE.py that defines or registers it",
+            ) from e
         raise ModelLoadError(
-            f"Keras could not load the model: {innermost_message(e)}. "
-            f"Received: path={escape_text(model_file.path)}",
+            f"Keras could not load the model: {inner}. Received: path={escape_text(model_file.path)}",
             rule="load-failed",
         ) from e

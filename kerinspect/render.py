@@ -107,14 +107,24 @@ def rows(report: ModelReport) -> Iterator[tuple[LayerRecord, TensorRecord | None
             )
 
 
+def loader_text(report: ModelReport) -> str:
+    m = report.model
+    text = f"Keras {m.keras_version}"
+    if m.loader == "keras+legacy-h5-upgrade":
+        changes = ", ".join(n.removeprefix("legacy config upgraded: ") for n in m.notes)
+        text += f" (legacy Keras 2 config upgraded: {changes})"
+    elif m.loader != "keras":
+        text += f" ({m.loader})"
+    return text
+
+
 def header_lines(report: ModelReport) -> list[str]:
     m = report.model
     where = f" from {safe(m.path)}" if m.path else ""
-    loader = f"Keras {m.keras_version}" if m.loader == "keras" else f"{m.loader}"
     lines = [
         f"Model {safe(m.name)!r} ({m.class_name}){where}",
-        f"format: {m.format} · loaded with {loader} · {report.samples} samples in batches of "
-        f"{report.batch_size}",
+        f"format: {m.format} · loaded with {loader_text(report)} · {report.samples} samples in "
+        f"batches of {report.batch_size}",
     ]
     for i in report.inputs:
         origin = f"synthetic, seed={i.seed}" if i.source == "synthetic" else f"from {safe(i.source)}"

@@ -186,7 +186,10 @@ class InputRecord:
 
 @dataclass(frozen=True)
 class ModelInfo:
-    """What was inspected: the file, its format and the loader that read it."""
+    """What was inspected: the file, its format and the loader that read it.
+
+    ``loader`` is ``keras``, or ``keras+legacy-h5-upgrade`` when a Keras 2 config
+    was rewritten for Keras 3 first; ``notes`` lists what was changed."""
 
     name: str
     class_name: str
@@ -196,6 +199,7 @@ class ModelInfo:
     trainable_params: int
     keras_version: str
     loader: str = "keras"
+    notes: tuple[str, ...] = ()
 
     def to_dict(self) -> dict[str, Any]:
         return {
@@ -207,11 +211,14 @@ class ModelInfo:
             "trainable_params": self.trainable_params,
             "keras_version": self.keras_version,
             "loader": self.loader,
+            "notes": list(self.notes),
         }
 
     @classmethod
     def from_dict(cls, d: dict[str, Any]) -> ModelInfo:
-        return cls(**{k: d[k] for k in cls.__dataclass_fields__ if k in d})
+        kw = {k: d[k] for k in cls.__dataclass_fields__ if k in d}
+        kw["notes"] = tuple(kw.get("notes", ()))
+        return cls(**kw)
 
 
 @dataclass(frozen=True)

@@ -1,0 +1,151 @@
+"""The isolated worker: ``python -m kerinspect._worker REQUEST.json``.
+
+Started only by :func:`kerinspect.isolation.run_worker`. It reads one JSON
+request, does the job (scan, load, run), and writes JSON lines to the file
+descriptor named by ``KERINSPECT_PROTOCOL_FD``:
+
+* ``{"type": "phase", "phase": "start|scan|load|run", "network_isolated": bool}``
+* ``{"type": "progress", "done": n, "total": m}``
+* ``{"type": "result", "result": {...}}`` or
+  ``{"type": "error", "exit_code": n, "rule": "...", "message": "...", "traceback": "..."}``
+
+Its stdout and stderr go to a log the parent reads only after a crash.
+Test-only fault hook: ``KERINSPECT_TEST_FAULT=<fault>@<phase>`` (fault: segv,
+hang, oom, exit) fires when the worker enters that phase.
+"""
+
+from __future__ import annotations
+
+import faulthandler
+import json
+import os
+import socket
+import sys
+import time
+import traceback
+from typing import Any
+
+from .errors import ExitCode, KerinspectError, escape_text
+
+
+class _Channel:
+    def __init__(self, fd: int):
+        self._out = os.fdopen(fd, "w", buffering=1, encoding="utf-8")
+        self.network_isolated = _network_isolated()
+
+    def send(self, msg: dict[str, Any]) -> None:
+        self._out.write(json.dumps(msg, allow_nan=False) + "\n")
+        self._out.flush()
+
+    def phase(self, name: str) -> None:
+        self.send({"type": "phase", "phase": name, "network_isolated": self.network_isolated})
+        _maybe_fault(name)
+
+    def progress(self, done: int, total: int) -> None:
+        self.send({"type": "progress", "done": done, "total": total})
+
+
+def _network_isolated() -> bool:
+    """True when this process's network namespace has no interface but loopback.
+
+    (``/sys/class/net`` would show the host's: sysfs belongs to the mount namespace.)
+    """
+    try:
+        return {name for _, name in socket.if_nameindex()} <= {"lo"}
+    except OSError:
+        return False
+
+
+class _NoNetwork(socket.socket):
+    def __init__(self, family: Any = -1, type: Any = -1, *args: Any, **kwargs: Any):
+        if family in (socket.AF_UNIX,):
+            super().__init__(family, type, *args, **kwargs)
+            return
+        raise PermissionError("network access is disabled in the kerinspect worker")
+
+
+def _guard_network() -> None:
+    """Defence in depth on top of the network namespace: no Python sockets."""
+    socket.socket = _NoNetwork  # type: ignore[misc]
+
+    def refuse(*args: Any, **kwargs: Any) -> Any:
+        raise PermissionError("network access is disabled in the kerinspect worker")
+
+    socket.create_connection = refuse  # type: ignore[assignment]
+    socket.getaddrinfo = refuse  # type: ignore[assignment]
+
+
+def _maybe_fault(phase: str) -> None:
+    spec = os.environ.get("KERINSPECT_TEST_FAULT", "")
+    fault, _, where = spec.partition("@")
+    if not fault or (where and where != phase):
+        return
+    if fault == "segv":
+        faulthandler._sigsegv()
+    elif fault == "hang":
+        time.sleep(1e6)
+    elif fault == "oom":
+        hog = []
+        while True:
+            hog.append(bytearray(64 << 20))
+    elif fault == "exit":
+        os._exit(3)
+
+
+def _dispatch(request: dict[str, Any], channel: _Channel) -> dict[str, Any]:
+    command = request.get("command")
+    if command == "inspect":
+        from .api import _inspect_in_worker
+
+        return _inspect_in_worker(request, channel)
+    raise KerinspectError(f"unknown worker command {command!r}", rule="internal")
+
+
+def main(argv: list[str]) -> int:
+    channel = _Channel(int(os.environ["KERINSPECT_PROTOCOL_FD"]))
+    sys.stdout = sys.stderr  # stray prints from model code must not go anywhere useful
+    _guard_network()
+    try:
+        with open(argv[1]) as f:
+            request = json.load(f)
+        channel.phase("start")
+        result = _dispatch(request, channel)
+        channel.send({"type": "result", "result": result})
+        return 0
+    except KerinspectError as e:
+        channel.send(
+            {
+                "type": "error",
+                "exit_code": int(e.exit_code),
+                "rule": e.rule,
+                "message": e.message,
+                "hint": e.hint,
+                "traceback": traceback.format_exc(),
+            }
+        )
+    except MemoryError:
+        channel.send(
+            {
+                "type": "error",
+                "exit_code": int(ExitCode.CRASHED),
+                "rule": "memory-limit",
+                "message": "The worker ran out of memory (the --max-memory limit was reached).",
+                "hint": "raise --max-memory, or lower --batch-size",
+                "traceback": traceback.format_exc(),
+            }
+        )
+    except Exception as e:  # noqa: BLE001 - reported to the parent as an internal error
+        channel.send(
+            {
+                "type": "error",
+                "exit_code": int(ExitCode.INTERNAL),
+                "rule": "internal",
+                "message": f"unexpected {type(e).__name__} in the worker: {escape_text(str(e))}",
+                "traceback": traceback.format_exc(),
+            }
+        )
+    return 1
+
+
+if __name__ == "__main__":
+    sys.exit(main(sys.argv))

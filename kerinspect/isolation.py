@@ -1,0 +1,306 @@
+"""Run model loading and inference in an isolated, disposable worker process.
+
+A model file is untrusted input: libhdf5 can crash or hang on a malformed file,
+one config field can ask for gigabytes, and ``safe_mode`` is a denylist with
+known gaps (../shared/SAFETY.md). So the parent (which never imports TensorFlow)
+runs every step that parses the model in a child process:
+
+* its own session and process group, killed as a whole on timeout or exit;
+* a scrubbed environment: ``KERAS_BACKEND=tensorflow``, no ``TF_USE_LEGACY_KERAS``,
+  ``HOME``/``KERAS_HOME``/``TMPDIR`` in a private scratch directory;
+* ``RLIMIT_DATA`` (memory) and ``RLIMIT_CORE=0``; a new network namespace where the
+  kernel allows it, and a socket guard inside the worker in any case;
+* results come back as JSON lines on a private pipe, never through stdout.
+
+A crash, hang or resource-limit hit becomes :class:`ChildCrashError` (exit 8)
+with one clear line saying what the worker was doing.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import ctypes
+import json
+import os
+import resource
+import select
+import shutil
+import signal
+import subprocess
+import sys
+import tempfile
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import Any
+
+from .errors import (
+    ChildCrashError,
+    ExitCode,
+    InferenceError,
+    InputFileError,
+    KerinspectError,
+    ModelLoadError,
+    OutputError,
+    PolicyError,
+    UsageError,
+    escape_text,
+)
+
+#: Environment variables passed through to the worker (everything else is dropped).
+_PASSTHROUGH_ENV = (
+    "PATH",
+    "LANG",
+    "LC_ALL",
+    "LC_CTYPE",
+    "SYSTEMROOT",
+    "CUDA_VISIBLE_DEVICES",
+    "OMP_NUM_THREADS",
+    "TF_NUM_INTEROP_THREADS",
+    "TF_NUM_INTRAOP_THREADS",
+    "KERINSPECT_TEST_FAULT",
+    "COVERAGE_PROCESS_START",
+)
+_ERROR_CLASSES: dict[int, type[KerinspectError]] = {
+    ExitCode.USAGE: UsageError,
+    ExitCode.NO_INPUT: InputFileError,
+    ExitCode.MALFORMED: ModelLoadError,
+    ExitCode.REFUSED: PolicyError,
+    ExitCode.INFERENCE: InferenceError,
+    ExitCode.OUTPUT: OutputError,
+    ExitCode.CRASHED: ChildCrashError,
+}
+#: How each worker phase reads in "the worker crashed while ..." messages.
+PHASES = {
+    "starting": "starting",
+    "start": "starting",
+    "scan": "scanning the model file",
+    "load": "loading the model",
+    "run": "running the model",
+}
+CLONE_NEWUSER = 0x10000000
+CLONE_NEWNET = 0x40000000
+
+try:  # resolved before any fork: the child must not load libraries between fork and exec
+    _LIBC: Any = ctypes.CDLL(None, use_errno=True)
+    _UNSHARE: Any = _LIBC.unshare
+except (OSError, AttributeError):  # pragma: no cover - non-Linux
+    _UNSHARE = None
+
+
+def default_max_memory() -> int:
+    """Half of physical memory (bytes), the worker's default ``RLIMIT_DATA``."""
+    try:
+        return os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES") // 2
+    except (ValueError, OSError):  # pragma: no cover
+        return 8 << 30
+
+
+@dataclass(frozen=True)
+class WorkerLimits:
+    """Resources the worker may use.
+
+    Attributes:
+        timeout: wall-clock seconds for the whole job (load + run); 0 = none.
+        max_memory: bytes of data segment (``RLIMIT_DATA``); 0 = none.
+        isolate_network: try a private network namespace (no interfaces).
+    """
+
+    timeout: float = 600.0
+    max_memory: int = field(default_factory=default_max_memory)
+    isolate_network: bool = True
+
+
+@dataclass
+class WorkerOutcome:
+    """What a finished worker sent back."""
+
+    result: dict[str, Any]
+    network_isolated: bool
+
+
+def _child_setup(limits: WorkerLimits) -> Callable[[], None]:
+    """The function run in the child between fork and exec: only syscalls."""
+    data = limits.max_memory
+    isolate = limits.isolate_network and _UNSHARE is not None
+
+    def setup() -> None:
+        resource.setrlimit(resource.RLIMIT_CORE, (0, 0))
+        if data > 0:
+            resource.setrlimit(resource.RLIMIT_DATA, (data, data))
+        if isolate and _UNSHARE(CLONE_NEWNET) != 0:
+            _UNSHARE(CLONE_NEWUSER | CLONE_NEWNET)  # unprivileged; failure is fine
+
+    return setup
+
+
+def _worker_env(scratch: str) -> dict[str, str]:
+    env = {k: os.environ[k] for k in _PASSTHROUGH_ENV if k in os.environ}
+    package_parent = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+    env.update(
+        PYTHONPATH=package_parent,
+        PYTHONNOUSERSITE="1",
+        PYTHONDONTWRITEBYTECODE="1",
+        KERAS_BACKEND="tensorflow",
+        TF_CPP_MIN_LOG_LEVEL="3",
+        HOME=scratch,
+        KERAS_HOME=os.path.join(scratch, "keras"),
+        TMPDIR=os.path.join(scratch, "tmp"),
+        XDG_CACHE_HOME=os.path.join(scratch, "cache"),
+        MPLCONFIGDIR=os.path.join(scratch, "cache"),
+        NO_PROXY="*",
+    )
+    for d in ("keras", "tmp", "cache"):
+        os.makedirs(os.path.join(scratch, d), exist_ok=True)
+    return env
+
+
+def _error_from(msg: dict[str, Any]) -> KerinspectError:
+    cls = _ERROR_CLASSES.get(int(msg.get("exit_code", 70)), KerinspectError)
+    err = cls(str(msg.get("message", "worker failed")), rule=msg.get("rule"), hint=msg.get("hint"))
+    if cls is KerinspectError:
+        err.exit_code = ExitCode.INTERNAL
+    tb = msg.get("traceback")
+    if tb:
+        err.worker_traceback = tb  # type: ignore[attr-defined]
+    return err
+
+
+def _tail(path: str, lines: int = 3) -> str:
+    try:
+        with open(path, "rb") as f:
+            f.seek(0, os.SEEK_END)
+            f.seek(max(0, f.tell() - 4096))
+            text = f.read().decode("utf-8", "replace")
+    except OSError:
+        return ""
+    kept = [ln.strip() for ln in text.splitlines() if ln.strip()][-lines:]
+    return escape_text(" | ".join(kept), limit=300)
+
+
+def _kill_group(pid: int) -> None:
+    with contextlib.suppress(ProcessLookupError, PermissionError):
+        os.killpg(pid, signal.SIGKILL)
+
+
+def run_worker(
+    request: dict[str, Any],
+    limits: WorkerLimits | None = None,
+    *,
+    on_message: Callable[[dict[str, Any]], None] | None = None,
+    scratch_parent: str | None = None,
+) -> WorkerOutcome:
+    """Run ``request`` in a fresh worker process and return its result.
+
+    Args:
+        request: the job, as plain JSON data (see :mod:`kerinspect._worker`).
+        limits: timeout, memory and network isolation.
+        on_message: called with every progress/phase message as it arrives.
+        scratch_parent: where the private scratch directory is created.
+
+    Raises:
+        KerinspectError: the worker's own error (same class and exit code), or
+            :class:`ChildCrashError` when it crashed, timed out or hit a limit.
+    """
+    limits = limits or WorkerLimits()
+    scratch = tempfile.mkdtemp(prefix="kerinspect-worker-", dir=scratch_parent)
+    read_fd, write_fd = os.pipe()
+    phase = "starting"
+    result: dict[str, Any] | None = None
+    error: dict[str, Any] | None = None
+    isolated = False
+    try:
+        request_path = os.path.join(scratch, "request.json")
+        with open(request_path, "w") as f:
+            json.dump(request, f)
+        log_path = os.path.join(scratch, "worker.log")
+        env = _worker_env(scratch)
+        env["KERINSPECT_PROTOCOL_FD"] = str(write_fd)
+        with open(log_path, "wb") as log:
+            proc = subprocess.Popen(
+                [sys.executable, "-m", "kerinspect._worker", request_path],
+                stdin=subprocess.DEVNULL,
+                stdout=log,
+                stderr=log,
+                env=env,
+                cwd=scratch,
+                pass_fds=(write_fd,),
+                start_new_session=True,
+                close_fds=True,
+                preexec_fn=_child_setup(limits),
+            )
+        os.close(write_fd)
+        write_fd = -1
+        deadline = time.monotonic() + limits.timeout if limits.timeout > 0 else None
+        buf = b""
+        try:
+            with os.fdopen(read_fd, "rb", buffering=0) as pipe:
+                read_fd = -1
+                while True:
+                    wait = None if deadline is None else deadline - time.monotonic()
+                    if wait is not None and wait <= 0:
+                        raise TimeoutError
+                    ready, _, _ = select.select([pipe], [], [], wait)
+                    if not ready:
+                        continue
+                    chunk = pipe.read(1 << 16)
+                    if not chunk:
+                        break
+                    buf += chunk
+                    while b"\n" in buf:
+                        line, buf = buf.split(b"\n", 1)
+                        msg = json.loads(line)
+                        kind = msg.get("type")
+                        if kind == "phase":
+                            phase = PHASES.get(msg["phase"], str(msg["phase"]))
+                            isolated = bool(msg.get("network_isolated", isolated))
+                        elif kind == "result":
+                            result = msg["result"]
+                        elif kind == "error":
+                            error = msg
+                        if on_message is not None:
+                            on_message(msg)
+                remaining = None if deadline is None else max(0.0, deadline - time.monotonic())
+                proc.wait(timeout=remaining)
+        except (TimeoutError, subprocess.TimeoutExpired):
+            _kill_group(proc.pid)
+            proc.wait()
+            raise ChildCrashError(
+                f"The worker timed out after {limits.timeout:g} s while {phase}; it was killed.",
+                rule="timeout",
+                hint="raise --timeout if the model is just slow",
+            ) from None
+        finally:
+            _kill_group(proc.pid)  # nothing the model started may outlive the job
+            if proc.poll() is None:
+                proc.wait()
+        if error is not None:
+            raise _error_from(error)
+        if result is not None and proc.returncode == 0:
+            return WorkerOutcome(result, isolated)
+        if proc.returncode < 0:
+            sig = signal.Signals(-proc.returncode).name
+            hint = None
+            if -proc.returncode == signal.SIGKILL:
+                hint = "it was killed, often by the kernel when out of memory; see --max-memory"
+            raise ChildCrashError(
+                f"The worker crashed ({sig}) while {phase}.", rule="worker-crashed", hint=hint
+            )
+        detail = _tail(log_path)
+        if "MemoryError" in detail or "RESOURCE_EXHAUSTED" in detail or "bad_alloc" in detail:
+            raise ChildCrashError(
+                f"The worker ran out of memory while {phase} (limit {limits.max_memory:,} bytes).",
+                rule="memory-limit",
+                hint="raise --max-memory if the machine has room",
+            )
+        raise ChildCrashError(
+            f"The worker exited with status {proc.returncode} while {phase} without a result"
+            + (f": {detail}" if detail else "."),
+            rule="worker-failed",
+        )
+    finally:
+        for fd in (read_fd, write_fd):
+            if fd >= 0:
+                with contextlib.suppress(OSError):
+                    os.close(fd)
+        shutil.rmtree(scratch, ignore_errors=True)

@@ -1,0 +1,190 @@
+"""Open legacy ``.h5`` models written by tf.keras 1.x/2.x with Keras 3.
+
+Keras 3 still reads the HDF5 layout (``model_config`` attribute, ``model_weights``
+group) but refuses many configs Keras 2 wrote. This module rewrites those configs
+into what Keras 3 accepts, changing nothing the model computes, and records every
+change so the report can say how the file was read:
+
+``initializer-dtype``
+    Keras 2 saved ``dtype`` in initializer configs (``GlorotUniform(dtype=...)``);
+    Keras 3 initializers take no dtype. Dropped: the layer's own dtype governs.
+``nested-node-index``
+    Keras 2 gave every nested functional/Sequential model a node of its own at
+    index 0, so the outer graph refers to its first call as node 1. Keras 3 does
+    not, so those references are shifted down by one.
+
+Only the config is rewritten; weights are read by Keras's own legacy loader.
+The static security scan has already run on the original config.
+"""
+
+from __future__ import annotations
+
+import copy
+import json
+from typing import Any
+
+#: Keras 2 initializer class names whose configs may carry ``dtype``.
+_INITIALIZERS = frozenset(
+    {
+        "Constant",
+        "GlorotNormal",
+        "GlorotUniform",
+        "HeNormal",
+        "HeUniform",
+        "Identity",
+        "LecunNormal",
+        "LecunUniform",
+        "Ones",
+        "Orthogonal",
+        "RandomNormal",
+        "RandomUniform",
+        "TruncatedNormal",
+        "VarianceScaling",
+        "Zeros",
+        "glorot_normal",
+        "glorot_uniform",
+        "he_normal",
+        "he_uniform",
+        "lecun_normal",
+        "lecun_uniform",
+        "ones",
+        "zeros",
+        "orthogonal",
+        "random_normal",
+        "random_uniform",
+        "truncated_normal",
+        "variance_scaling",
+        "constant",
+        "identity",
+    }
+)
+_MODEL_CLASSES = frozenset({"Model", "Functional", "Sequential"})
+
+
+def is_legacy(keras_version: str | None) -> bool:
+    """True for files written by Keras 1/2 (``keras_version`` attr ``2.x``, ``2.2.4-tf``...)."""
+    if not keras_version:
+        return True  # very old files carry no version
+    major = keras_version.strip().split(".", 1)[0]
+    return not major.isdigit() or int(major) < 3
+
+
+def _strip_initializer_dtype(node: Any, changes: list[str]) -> None:
+    if isinstance(node, dict):
+        cfg = node.get("config")
+        if node.get("class_name") in _INITIALIZERS and isinstance(cfg, dict) and "dtype" in cfg:
+            del cfg["dtype"]
+            changes.append("initializer-dtype")
+        for value in node.values():
+            _strip_initializer_dtype(value, changes)
+    elif isinstance(node, list):
+        for value in node:
+            _strip_initializer_dtype(value, changes)
+
+
+def _refs(inbound: Any) -> list[list[Any]]:
+    """Every ``[layer_name, node_index, tensor_index, ...]`` reference in an
+    ``inbound_nodes`` / ``input_layers`` / ``output_layers`` structure."""
+    found: list[list[Any]] = []
+
+    def walk(x: Any) -> None:
+        if (
+            isinstance(x, list)
+            and len(x) >= 3
+            and isinstance(x[0], str)
+            and isinstance(x[1], int)
+            and isinstance(x[2], int)
+        ):
+            found.append(x)
+        elif isinstance(x, list):
+            for y in x:
+                walk(y)
+
+    walk(inbound)
+    return found
+
+
+def _shift_nested_node_indices(node: Any, changes: list[str]) -> None:
+    """In every functional config, renumber references to nested models whose
+    node indices start at 1 (Keras 2's own-node offset)."""
+    if isinstance(node, dict):
+        cfg = node.get("config")
+        layers = cfg.get("layers") if isinstance(cfg, dict) else None
+        if isinstance(layers, list) and node.get("class_name") in _MODEL_CLASSES:
+            nested = {
+                lay.get("config", {}).get("name", lay.get("name"))
+                for lay in layers
+                if isinstance(lay, dict) and lay.get("class_name") in _MODEL_CLASSES
+            }
+            nested |= {
+                lay.get("name")
+                for lay in layers
+                if isinstance(lay, dict) and lay.get("class_name") in _MODEL_CLASSES
+            }
+            refs = [r for lay in layers if isinstance(lay, dict) for r in _refs(lay.get("inbound_nodes"))]
+            refs += _refs(cfg.get("output_layers")) + _refs(cfg.get("input_layers"))
+            for name in nested - {None}:
+                mine = [r for r in refs if r[0] == name]
+                if mine and min(r[1] for r in mine) >= 1:
+                    for r in mine:
+                        r[1] -= 1
+                    changes.append("nested-node-index")
+        for value in node.values():
+            _shift_nested_node_indices(value, changes)
+    elif isinstance(node, list):
+        for value in node:
+            _shift_nested_node_indices(value, changes)
+
+
+def upgrade_config(config: dict[str, Any]) -> tuple[dict[str, Any], tuple[str, ...]]:
+    """Return a Keras-3-loadable copy of a Keras 2 model config and the kinds of
+    change made (each listed once, in the order above)."""
+    config = copy.deepcopy(config)
+    changes: list[str] = []
+    _strip_initializer_dtype(config, changes)
+    _shift_nested_node_indices(config, changes)
+    return config, tuple(dict.fromkeys(changes))
+
+
+def load_legacy_h5(
+    path: str, *, safe_mode: bool = True, custom_objects: dict[str, Any] | None = None
+) -> tuple[Any, tuple[str, ...]]:
+    """Load a ``.h5`` model with Keras 3, upgrading a Keras 2 config first.
+
+    Returns ``(model, changes)``; ``changes`` is empty for files Keras 3 wrote.
+    """
+    import h5py
+
+    from ._tfenv import import_keras
+
+    import_keras()
+    from keras.src.legacy.saving import legacy_h5_format
+
+    with h5py.File(path, "r") as probe:
+        raw = probe.attrs.get("model_config")
+        version = probe.attrs.get("keras_version")
+    if isinstance(version, bytes):
+        version = version.decode("utf-8", "replace")
+    if raw is None or not is_legacy(version):
+        return legacy_h5_format.load_model_from_hdf5(
+            path, custom_objects=custom_objects, compile=False, safe_mode=safe_mode
+        ), ()
+    if isinstance(raw, bytes):
+        raw = raw.decode("utf-8")
+    upgraded, changes = upgrade_config(json.loads(raw))
+    patched = json.dumps(upgraded)
+
+    class _UpgradedFile(h5py.File):
+        """The file as Keras sees it: the same HDF5, with the upgraded config."""
+
+        @property
+        def attrs(self) -> Any:
+            attrs = dict(super().attrs)
+            attrs["model_config"] = patched
+            return attrs
+
+    with _UpgradedFile(path, "r") as f:
+        model = legacy_h5_format.load_model_from_hdf5(
+            f, custom_objects=custom_objects, compile=False, safe_mode=safe_mode
+        )
+    return model, changes
