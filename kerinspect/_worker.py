@@ -71,8 +71,8 @@ def _guard_network() -> None:
     def refuse(*args: Any, **kwargs: Any) -> Any:
         raise PermissionError("network access is disabled in the kerinspect worker")
 
-    socket.create_connection = refuse  # type: ignore[assignment]
-    socket.getaddrinfo = refuse  # type: ignore[assignment]
+    socket.create_connection = refuse
+    socket.getaddrinfo = refuse
 
 
 def _maybe_fault(phase: str) -> None:
@@ -81,7 +81,7 @@ def _maybe_fault(phase: str) -> None:
     if not fault or (where and where != phase):
         return
     if fault == "segv":
-        faulthandler._sigsegv()
+        faulthandler._sigsegv()  # type: ignore[attr-defined]
     elif fault == "hang":
         time.sleep(1e6)
     elif fault == "oom":

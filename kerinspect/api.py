@@ -258,7 +258,7 @@ def inspect_model(
     """
     thresholds = thresholds or Thresholds()
     load = load or LoadOptions()
-    run = dict(
+    run: dict[str, Any] = dict(
         samples=samples, batch_size=batch_size, seed=seed, dim=dim, shapes=shapes, thresholds=thresholds
     )
     if not isinstance(model, (str, os.PathLike)):
@@ -266,7 +266,7 @@ def inspect_model(
             raise UsageError(f"Expected a model path or a keras.Model, got {type(model).__name__}")
         return inspect_loaded(
             model, inputs, progress=progress, path=None, fmt="in-memory", loader="keras", **run
-        )  # type: ignore[arg-type]
+        )
     from .loading import load_model, preflight
 
     model_file = preflight(model)
@@ -283,7 +283,7 @@ def inspect_model(
             loader=loaded.loader,
             notes=loaded.notes,
             **run,
-        )  # type: ignore[arg-type]
+        )
     with tempfile.TemporaryDirectory(prefix="kerinspect-inputs-") as tmp:
         request = {
             "command": "inspect",
@@ -338,7 +338,8 @@ def _inputs_for_worker(inputs: Any, tmp: str) -> dict[str, Any] | None:
         return {"path": os.path.abspath(p), "source": p}
     path = os.path.join(tmp, "inputs.npz")
     if isinstance(inputs, Mapping):
-        np.savez(path, **{str(k): np.asarray(v) for k, v in inputs.items()})
+        named: dict[str, Any] = {str(k): np.asarray(v) for k, v in inputs.items()}
+        np.savez(path, **named)
         return {"path": path, "source": "array", "by_name": True}
     arrays = [inputs] if isinstance(inputs, np.ndarray) or not isinstance(inputs, Sequence) else inputs
     np.savez(path, *[np.asarray(a) for a in arrays])

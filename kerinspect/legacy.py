@@ -12,6 +12,15 @@ change so the report can say how the file was read:
     Keras 2 gave every nested functional/Sequential model a node of its own at
     index 0, so the outer graph refers to its first call as node 1. Keras 3 does
     not, so those references are shifted down by one.
+``rnn-time-major``
+    Keras 2 RNN layers saved ``time_major`` (Keras 3 has no such argument and is
+    always batch-major). ``time_major: false`` is dropped; ``true`` is kept, so
+    Keras refuses it with its own message rather than computing something else.
+``sequential-input``
+    A Keras 2 Sequential model without an ``InputLayer`` kept its input shape as
+    ``batch_input_shape`` on its first layer. Keras 3.15's legacy loader turns
+    that into ``input_shape`` *with* the batch axis, adding a spurious dimension;
+    an explicit ``InputLayer`` with that ``batch_shape`` is inserted instead.
 
 Only the config is rewritten; weights are read by Keras's own legacy loader.
 The static security scan has already run on the original config.
@@ -107,33 +116,89 @@ def _refs(inbound: Any) -> list[list[Any]]:
 def _shift_nested_node_indices(node: Any, changes: list[str]) -> None:
     """In every functional config, renumber references to nested models whose
     node indices start at 1 (Keras 2's own-node offset)."""
-    if isinstance(node, dict):
-        cfg = node.get("config")
-        layers = cfg.get("layers") if isinstance(cfg, dict) else None
-        if isinstance(layers, list) and node.get("class_name") in _MODEL_CLASSES:
-            nested = {
-                lay.get("config", {}).get("name", lay.get("name"))
-                for lay in layers
-                if isinstance(lay, dict) and lay.get("class_name") in _MODEL_CLASSES
-            }
-            nested |= {
-                lay.get("name")
-                for lay in layers
-                if isinstance(lay, dict) and lay.get("class_name") in _MODEL_CLASSES
-            }
-            refs = [r for lay in layers if isinstance(lay, dict) for r in _refs(lay.get("inbound_nodes"))]
-            refs += _refs(cfg.get("output_layers")) + _refs(cfg.get("input_layers"))
-            for name in nested - {None}:
-                mine = [r for r in refs if r[0] == name]
-                if mine and min(r[1] for r in mine) >= 1:
-                    for r in mine:
-                        r[1] -= 1
-                    changes.append("nested-node-index")
-        for value in node.values():
-            _shift_nested_node_indices(value, changes)
-    elif isinstance(node, list):
+    if isinstance(node, list):
         for value in node:
             _shift_nested_node_indices(value, changes)
+        return
+    if not isinstance(node, dict):
+        return
+    cfg = node.get("config")
+    if (
+        isinstance(cfg, dict)
+        and isinstance(cfg.get("layers"), list)
+        and node.get("class_name") in _MODEL_CLASSES
+    ):
+        layers = [lay for lay in cfg["layers"] if isinstance(lay, dict)]
+        nested: set[Any] = set()
+        for lay in layers:
+            if lay.get("class_name") in _MODEL_CLASSES:
+                inner = lay.get("config")
+                nested |= {lay.get("name"), inner.get("name") if isinstance(inner, dict) else None}
+        refs = [r for lay in layers for r in _refs(lay.get("inbound_nodes"))]
+        refs += _refs(cfg.get("output_layers")) + _refs(cfg.get("input_layers"))
+        for name in nested - {None}:
+            mine = [r for r in refs if r[0] == name]
+            if mine and min(r[1] for r in mine) >= 1:
+                for r in mine:
+                    r[1] -= 1
+                changes.append("nested-node-index")
+    for value in node.values():
+        _shift_nested_node_indices(value, changes)
+
+
+def _explicit_sequential_input(node: Any, changes: list[str]) -> None:
+    if isinstance(node, list):
+        for value in node:
+            _explicit_sequential_input(value, changes)
+        return
+    if not isinstance(node, dict):
+        return
+    cfg = node.get("config")
+    layers = cfg.get("layers") if isinstance(cfg, dict) else None
+    if node.get("class_name") == "Sequential" and isinstance(layers, list) and layers:
+        first = layers[0]
+        first_cfg = first.get("config") if isinstance(first, dict) else None
+        if (
+            isinstance(first_cfg, dict)
+            and first.get("class_name") != "InputLayer"
+            and isinstance(first_cfg.get("batch_input_shape"), list)
+        ):
+            shape = first_cfg.pop("batch_input_shape")
+            name = f"{first_cfg.get('name', 'input')}_input"
+            layers.insert(
+                0,
+                {
+                    "class_name": "InputLayer",
+                    "config": {
+                        "batch_shape": shape,
+                        "dtype": first_cfg.get("dtype", "float32"),
+                        "name": name,
+                    },
+                },
+            )
+            changes.append("sequential-input")
+    for value in node.values():
+        _explicit_sequential_input(value, changes)
+
+
+_RNN_CLASSES = frozenset(
+    {"LSTM", "GRU", "SimpleRNN", "RNN", "ConvLSTM1D", "ConvLSTM2D", "ConvLSTM3D", "CuDNNLSTM", "CuDNNGRU"}
+)
+
+
+def _drop_time_major(node: Any, changes: list[str]) -> None:
+    if isinstance(node, list):
+        for value in node:
+            _drop_time_major(value, changes)
+        return
+    if not isinstance(node, dict):
+        return
+    cfg = node.get("config")
+    if node.get("class_name") in _RNN_CLASSES and isinstance(cfg, dict) and cfg.get("time_major") is False:
+        del cfg["time_major"]
+        changes.append("rnn-time-major")
+    for value in node.values():
+        _drop_time_major(value, changes)
 
 
 def upgrade_config(config: dict[str, Any]) -> tuple[dict[str, Any], tuple[str, ...]]:
@@ -143,6 +208,8 @@ def upgrade_config(config: dict[str, Any]) -> tuple[dict[str, Any], tuple[str, .
     changes: list[str] = []
     _strip_initializer_dtype(config, changes)
     _shift_nested_node_indices(config, changes)
+    _drop_time_major(config, changes)
+    _explicit_sequential_input(config, changes)
     return config, tuple(dict.fromkeys(changes))
 
 

@@ -1,0 +1,145 @@
+"""The worker process: crashes, hangs and memory exhaustion end in one line and
+exit 8 with no stray process; the environment and network are contained."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+import time
+
+import pytest
+
+from tests.conftest import ROOT, SAMPLES
+
+CNN = str(SAMPLES / "cnn.keras")
+
+
+def kerinspect(*args, env=None, timeout=120):
+    full_env = {**os.environ, **(env or {})}
+    return subprocess.run([sys.executable, "-m", "kerinspect", *map(str, args)], capture_output=True,
+                          text=True, cwd=ROOT, env=full_env, timeout=timeout)
+
+
+def workers_alive(marker: str) -> list[str]:
+    """Command lines of live processes whose request lives under ``marker``."""
+    alive = []
+    for pid in os.listdir("/proc"):
+        if not pid.isdigit():
+            continue
+        try:
+            with open(f"/proc/{pid}/cmdline", "rb") as f:
+                cmd = f.read().decode(errors="replace")
+        except OSError:
+            continue
+        if marker in cmd:
+            alive.append(cmd)
+    return alive
+
+
+@pytest.mark.parametrize(
+    "fault, rule, text",
+    [
+        ("segv@load", "worker-crashed", "crashed (SIGSEGV) while loading the model"),
+        ("oom@load", "memory-limit", "ran out of memory"),
+        ("exit@start", "worker-failed", "exited with status 3"),
+    ],
+)
+def test_worker_failures_are_exit_8_one_line(tmp_path, fault, rule, text):
+    out = kerinspect("summary", CNN, "--max-memory", "1G",
+                     env={"KERINSPECT_TEST_FAULT": fault, "TMPDIR": str(tmp_path)})
+    assert out.returncode == 8, out.stderr
+    lines = out.stderr.strip().splitlines()
+    assert len(lines) == 1 and f"error[{rule}]" in lines[0] and text in lines[0], out.stderr
+    assert "Traceback" not in out.stderr and out.stdout == ""
+    assert workers_alive(str(tmp_path)) == []
+    assert os.listdir(tmp_path) == []  # the scratch directory is removed
+
+
+def test_hang_is_killed_at_the_timeout_with_its_process_group(tmp_path):
+    start = time.monotonic()
+    out = kerinspect("summary", CNN, "--timeout", "6",
+                     env={"KERINSPECT_TEST_FAULT": "hang@run", "TMPDIR": str(tmp_path)})
+    assert time.monotonic() - start < 60
+    assert out.returncode == 8 and "error[timeout]" in out.stderr
+    assert "while running the model" in out.stderr
+    assert workers_alive(str(tmp_path)) == []
+
+
+def test_debug_shows_the_worker_traceback(tmp_path):
+    bad = tmp_path / "t.keras"
+    bad.write_bytes((SAMPLES / "cnn.keras").read_bytes()[:3000])
+    out = kerinspect("summary", bad, "--debug")
+    assert out.returncode == 4
+    assert "in the isolated worker" in out.stderr and "Traceback" in out.stderr
+
+
+def test_legacy_keras_env_is_scrubbed():
+    """TF_USE_LEGACY_KERAS would make tf.keras the Keras 2 package, whose .h5
+    loader ignored safe_mode; the worker never sees it."""
+    out = kerinspect("summary", SAMPLES / "legacy_mlp.h5", "-f", "json", "-n", "2",
+                     env={"TF_USE_LEGACY_KERAS": "1"})
+    assert out.returncode == 0, out.stderr
+    assert json.loads(out.stdout)["model"]["keras_version"].startswith("3.")
+
+
+def test_worker_has_no_network_and_a_scratch_home(keras):
+    from kerinspect.isolation import run_worker
+
+    probe = ("import socket, os, json\n"
+             "try:\n    socket.create_connection(('127.0.0.1', 9), timeout=1); net = 'open'\n"
+             "except OSError as e:\n    net = type(e).__name__\n"
+             "print(json.dumps({'net': net, 'home': os.environ['HOME']}))\n")
+    # The worker module's own guard is tested through a real job: a gadget-free
+    # probe run with the same launcher settings as the worker.
+    from kerinspect.isolation import WorkerLimits, _child_setup, _worker_env
+
+    scratch = os.path.join(os.environ.get("TMPDIR", "/tmp"), f"probe-{os.getpid()}")
+    os.makedirs(scratch, exist_ok=True)
+    env = _worker_env(scratch)
+    out = subprocess.run([sys.executable, "-c", probe], capture_output=True, text=True, env=env,
+                         preexec_fn=_child_setup(WorkerLimits(timeout=30)))
+    result = json.loads(out.stdout)
+    assert result["home"] == scratch
+    # Either a private network namespace (no route: OSError) or, where the kernel
+    # refuses namespaces, at least no listener; the worker adds its socket guard.
+    assert result["net"] != "open"
+    outcome = run_worker({"command": "inspect", "model": {"path": CNN, "format": "keras",
+                                                          "size": os.path.getsize(CNN)}, "samples": 2})
+    assert outcome.result["report"]["samples"] == 2
+    assert isinstance(outcome.network_isolated, bool)
+
+
+def test_custom_objects_file(keras, tmp_path):
+    """A custom class: refused with a hint without its code, inspected with it."""
+    code = (
+        "import keras\n\n"
+        "@keras.saving.register_keras_serializable(package='demo')\n"
+        "class Scale(keras.layers.Layer):\n"
+        "    def __init__(self, factor=2.0, **kw):\n"
+        "        super().__init__(**kw)\n        self.factor = factor\n"
+        "    def call(self, x):\n        return x * self.factor\n"
+        "    def get_config(self):\n        return {**super().get_config(), 'factor': self.factor}\n"
+    )
+    layer_file = tmp_path / "layers_demo.py"
+    layer_file.write_text(code)
+    build = (
+        f"import runpy, keras\nns = runpy.run_path({str(layer_file)!r})\n"
+        "x = keras.Input((3,), name='x')\n"
+        "m = keras.Model(x, ns['Scale'](3.0, name='scale')(keras.layers.Dense(2, name='d')(x)))\n"
+        f"m.save({str(tmp_path / 'custom.keras')!r})\n"
+    )
+    subprocess.run([sys.executable, "-c", build], check=True, capture_output=True,
+                   env={**os.environ, "KERAS_BACKEND": "tensorflow"})
+    out = kerinspect("summary", tmp_path / "custom.keras")
+    assert out.returncode == 4
+    assert "error[unknown-class]" in out.stderr and "--custom-objects" in out.stderr
+    out = kerinspect("summary", tmp_path / "custom.keras", "--custom-objects", layer_file, "-f", "json")
+    assert out.returncode == 0, out.stderr
+    rows = {r["path"]: r for r in json.loads(out.stdout)["layers"]}
+    assert rows["scale"]["class_name"] == "Scale"
+    d, s = rows["d"]["outputs"][0]["stats"], rows["scale"]["outputs"][0]["stats"]
+    assert s["mean"] == pytest.approx(3.0 * d["mean"], rel=1e-5)
+    missing = kerinspect("summary", tmp_path / "custom.keras", "--custom-objects", tmp_path / "nope.py")
+    assert missing.returncode == 3 and "custom-objects-not-found" in missing.stderr
