@@ -10,7 +10,7 @@ from typing import Any
 
 __version__ = "0.1.0"
 
-__all__ = ["__version__", "inspect_model"]
+__all__ = ["__version__", "inspect_model", "run_checks"]
 
 
 def __getattr__(name: str) -> Any:
@@ -18,4 +18,8 @@ def __getattr__(name: str) -> Any:
         from .api import inspect_model
 
         return inspect_model
+    if name == "run_checks":
+        from .checks import run_checks
+
+        return run_checks
     raise AttributeError(f"module 'kerinspect' has no attribute {name!r}")

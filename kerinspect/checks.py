@@ -9,8 +9,29 @@ checked so that a skipped tensor never counts as a pass.
 from __future__ import annotations
 
 import enum
+import fnmatch
+import math
+import re
+from collections.abc import Callable, Iterable, Sequence
+from functools import partial
+from typing import TYPE_CHECKING, Any
 
-from .report import TensorStats, Thresholds
+from .report import (
+    CheckResult,
+    Failure,
+    FirstFault,
+    LayerRecord,
+    ModelReport,
+    RuleCounts,
+    RuleResult,
+    TensorRecord,
+    TensorStats,
+    Thresholds,
+    WeightRecord,
+)
+
+if TYPE_CHECKING:
+    from .config import CheckConfig
 
 #: Rule names, in the order flags are shown.
 RULES = ("nan", "inf", "exploding", "dead")
@@ -95,3 +116,447 @@ def tensor_flags(
     """The names of the rules this tensor fails, in :data:`RULES` order."""
     verdicts = tensor_verdicts(dtype, stats, thresholds, is_input=is_input, is_weight=is_weight)
     return tuple(rule for rule in RULES if verdicts[rule] is Verdict.FAILED)
+
+
+# -- the gate: kerinspect check ---------------------------------------------------
+
+#: Rules of ``kerinspect check``, in report order. ``coverage`` fails when no
+#: activation could be checked at all; ``structure`` and ``drift`` run only with a
+#: baseline.
+CHECK_RULES = ("nan", "inf", "exploding", "dead", "weight-nan", "weight-inf", "coverage")
+BASELINE_RULES = ("structure", "drift")
+
+#: A constant tensor (baseline std 0) may still move by this much relative to its
+#: magnitude (float rounding across machines) before it counts as drift.
+DRIFT_FLOOR = 1e-6
+
+_CALL_SUFFIX = re.compile(r"@\d+(?=/|$)")
+
+
+def layer_candidates(path: str) -> list[str]:
+    """What an ignore pattern is matched against: the path, the path without call
+    suffixes (``shared@1`` -> ``shared``), and every enclosing nested model of both."""
+    out: list[str] = []
+    for p in (path, _CALL_SUFFIX.sub("", path)):
+        parts = p.split("/")
+        for i in range(len(parts), 0, -1):
+            c = "/".join(parts[:i])
+            if c not in out:
+                out.append(c)
+    return out
+
+
+def matching_pattern(path: str, patterns: Sequence[str]) -> str | None:
+    """The first of ``patterns`` (fnmatch globs, case-sensitive) that exempts ``path``."""
+    for pattern in patterns:
+        for c in layer_candidates(path):
+            if fnmatch.fnmatchcase(c, pattern):
+                return pattern
+    return None
+
+
+def _verdict(counts: RuleCounts) -> str:
+    if counts.failed:
+        return Verdict.FAILED.value
+    return Verdict.PASSED.value if counts.passed else Verdict.NOT_CHECKED.value
+
+
+class _Tally:
+    """Accumulates one rule's counts and failures."""
+
+    def __init__(self, rule: str, target: str, unit: str, threshold: float | None = None):
+        self.rule, self.target, self.unit, self.threshold = rule, target, unit, threshold
+        self.failed = self.passed = self.not_checked = self.ignored = 0
+        self.failures: list[Failure] = []
+
+    def add(self, verdict: Verdict, failure: Callable[[], Failure] | None = None) -> None:
+        """Count ``verdict``; on a failure, record ``failure()`` (built only then)."""
+        if verdict is Verdict.FAILED:
+            self.failed += 1
+            if failure is not None:
+                self.failures.append(failure())
+        elif verdict is Verdict.PASSED:
+            self.passed += 1
+        else:
+            self.not_checked += 1
+
+    def skip_ignored(self) -> None:
+        self.not_checked += 1
+        self.ignored += 1
+
+    def result(self) -> RuleResult:
+        counts = RuleCounts(self.failed, self.passed, self.not_checked, self.ignored)
+        return RuleResult(
+            rule=self.rule,
+            target=self.target,
+            unit=self.unit,
+            verdict=_verdict(counts),
+            counts=counts,
+            threshold=self.threshold,
+            failures=tuple(self.failures),
+        )
+
+
+def _pct(x: float) -> str:
+    return f"{100 * x:.1f}%"
+
+
+def _activation_failure(rule: str, layer: LayerRecord, out: TensorRecord, thresholds: Thresholds) -> Failure:
+    st = out.stats
+    assert st is not None
+    values: dict[str, Any]
+    if rule == "nan":
+        msg = f"{st.nan_count:,} of {st.count:,} values are NaN"
+        values = {"nan_count": st.nan_count, "count": st.count}
+    elif rule == "inf":
+        msg = f"{st.inf_count:,} of {st.count:,} values are +/-Inf"
+        values = {"inf_count": st.inf_count, "count": st.count}
+    elif rule == "exploding":
+        limit = effective_max_abs(out.dtype, thresholds.max_abs)
+        narrowed = f" ({out.dtype} limit)" if limit != thresholds.max_abs else ""
+        msg = f"max |x| = {st.abs_max:.4g} > {limit:.4g}{narrowed}"
+        values = {"abs_max": st.abs_max, "limit": limit}
+    else:
+        units = out.shape[-1] if out.shape else 0
+        msg = (
+            f"{_pct(st.dead_fraction or 0.0)} of {units:,} units are zero for every sample "
+            f"(limit {_pct(thresholds.max_dead_fraction)})"
+        )
+        values = {"dead_fraction": st.dead_fraction, "units": units, "limit": thresholds.max_dead_fraction}
+    return Failure(rule, layer.path, out.name, msg, values)
+
+
+def _weight_failure(rule: str, w: WeightRecord) -> Failure:
+    st = w.stats
+    assert st is not None
+    if rule == "weight-nan":
+        return Failure(
+            rule,
+            w.layer,
+            w.name,
+            f"{st.nan_count:,} of {st.count:,} weight values are NaN",
+            {"nan_count": st.nan_count, "count": st.count},
+        )
+    return Failure(
+        rule,
+        w.layer,
+        w.name,
+        f"{st.inf_count:,} of {st.count:,} weight values are +/-Inf",
+        {"inf_count": st.inf_count, "count": st.count},
+    )
+
+
+def _non_finite(out: TensorRecord) -> bool:
+    st = out.stats
+    return st is not None and is_float_dtype(out.dtype) and (st.nan_count > 0 or st.inf_count > 0)
+
+
+def first_fault(
+    report: ModelReport, skip: Callable[[LayerRecord], bool] = lambda r: False
+) -> FirstFault | None:
+    """Where NaN/Inf starts: the first layer call in graph order with a non-finite
+    output, descending into nested models (whose record precedes their layers and
+    repeats their output) to the innermost such layer. ``skip`` leaves layers out
+    (the ignored ones)."""
+    layers = report.layers
+    index = next(
+        (i for i, r in enumerate(layers) if not skip(r) and any(_non_finite(o) for o in r.outputs)), None
+    )
+    if index is None:
+        return None
+    while layers[index].container:
+        prefix = layers[index].path + "/"
+        inner = next(
+            (
+                j
+                for j in range(index + 1, len(layers))
+                if layers[j].path.startswith(prefix)
+                and not skip(layers[j])
+                and any(_non_finite(o) for o in layers[j].outputs)
+            ),
+            None,
+        )
+        if inner is None:
+            break
+        index = inner
+    record = layers[index]
+    out = next(o for o in record.outputs if _non_finite(o))
+    assert out.stats is not None
+    owner = _CALL_SUFFIX.sub("", record.path)
+    weights = tuple(
+        w.name
+        for w in report.weights
+        if w.layer == owner and w.stats is not None and (w.stats.nan_count or w.stats.inf_count)
+    )
+    return FirstFault(
+        layer=record.path,
+        class_name=record.class_name,
+        tensor=out.name,
+        nan_count=out.stats.nan_count,
+        inf_count=out.stats.inf_count,
+        count=out.stats.count,
+        weights=weights,
+    )
+
+
+def _structure_key(layer: LayerRecord) -> tuple[str, tuple[tuple[int, ...], ...]]:
+    """Class and output shapes without the batch axis (it holds the sample count)."""
+    return layer.class_name, tuple(tuple(o.shape[1:]) for o in layer.outputs)
+
+
+def _fmt_shapes(shapes: Iterable[tuple[int, ...]]) -> str:
+    return ", ".join("(None" + "".join(f", {d}" for d in s) + ")" for s in shapes)
+
+
+def drift(
+    current: TensorStats | None, baseline: TensorStats | None, tolerance: float
+) -> tuple[Verdict, dict[str, Any]]:
+    """Compare one tensor's statistics with its baseline.
+
+    The scale is the baseline's standard deviation, floored at
+    ``DRIFT_FLOOR * max(1, |baseline mean|)`` so that a constant tensor does not
+    fail on float rounding. The tensor fails when its mean or its std moved by more
+    than ``tolerance`` scales: ``|mean - mean_b| > tolerance * scale`` or
+    ``|std - std_b| > tolerance * scale``; it also fails when finite values
+    appeared or disappeared. Not checked when neither has finite values.
+    """
+    if current is None or baseline is None:
+        return Verdict.NOT_CHECKED, {}
+    cm, cs, bm, bs = current.mean, current.std, baseline.mean, baseline.std
+    if cm is None and bm is None:
+        return Verdict.NOT_CHECKED, {}
+    if cm is None or bm is None or cs is None or bs is None:
+        return Verdict.FAILED, {"mean": cm, "baseline_mean": bm, "std": cs, "baseline_std": bs}
+    scale = max(bs, DRIFT_FLOOR * max(1.0, abs(bm)))
+    dm, ds = abs(cm - bm) / scale, abs(cs - bs) / scale
+    values = {
+        "mean": cm,
+        "baseline_mean": bm,
+        "std": cs,
+        "baseline_std": bs,
+        "scale": scale,
+        "mean_shift": dm,
+        "std_shift": ds,
+    }
+    ok = dm <= tolerance and ds <= tolerance and math.isfinite(dm) and math.isfinite(ds)
+    return (Verdict.PASSED if ok else Verdict.FAILED), values
+
+
+def _drift_message(values: dict[str, Any]) -> str:
+    if "scale" not in values:
+        had = "had" if values.get("baseline_mean") is not None else "had no"
+        return f"finite values changed: the baseline {had} finite values, this run " + (
+            "has none" if values.get("mean") is None else "has some"
+        )
+    return (
+        f"mean {values['baseline_mean']:.4g} -> {values['mean']:.4g} "
+        f"({values['mean_shift']:.3g} baseline std), std {values['baseline_std']:.4g} -> "
+        f"{values['std']:.4g} ({values['std_shift']:.3g} baseline std)"
+    )
+
+
+def _baseline_rules(
+    report: ModelReport, baseline: ModelReport, config: CheckConfig, ignored: Callable[[str], bool]
+) -> tuple[list[RuleResult], list[str]]:
+    structure = _Tally("structure", "baseline", "layer")
+    drifted = _Tally("drift", "baseline", "tensor", config.tolerance)
+    warnings: list[str] = []
+    base = {r.path: r for r in baseline.layers}
+    cur = {r.path: r for r in report.layers}
+    for r in report.layers:
+        if ignored(r.path):
+            structure.skip_ignored()
+            for _ in r.outputs:
+                drifted.skip_ignored()
+            continue
+        b = base.get(r.path)
+        if b is None:
+            structure.add(
+                Verdict.FAILED,
+                partial(
+                    Failure,
+                    "structure",
+                    r.path,
+                    None,
+                    f"layer added ({r.class_name}, outputs {_fmt_shapes(_structure_key(r)[1])})",
+                    {"change": "added", "class_name": r.class_name},
+                ),
+            )
+            for _ in r.outputs:
+                drifted.add(Verdict.NOT_CHECKED)
+            continue
+        (cc, cshapes), (bc, bshapes) = _structure_key(r), _structure_key(b)
+        if (cc, cshapes) != (bc, bshapes):
+            what = (
+                f"class {bc} -> {cc}"
+                if cc != bc
+                else f"output shapes {_fmt_shapes(bshapes)} -> {_fmt_shapes(cshapes)}"
+            )
+            structure.add(
+                Verdict.FAILED,
+                partial(
+                    Failure,
+                    "structure",
+                    r.path,
+                    None,
+                    what,
+                    {"change": "changed", "class_name": r.class_name, "baseline_class_name": bc},
+                ),
+            )
+            for _ in r.outputs:
+                drifted.add(Verdict.NOT_CHECKED)
+            continue
+        structure.add(Verdict.PASSED)
+        for out, bout in zip(r.outputs, b.outputs):
+            verdict, values = drift(out.stats, bout.stats, config.tolerance)
+            drifted.add(
+                verdict,
+                partial(Failure, "drift", r.path, out.name, _drift_message(values), values),
+            )
+    for b in baseline.layers:
+        if b.path not in cur:
+            if ignored(b.path):
+                structure.skip_ignored()
+            else:
+                structure.add(
+                    Verdict.FAILED,
+                    partial(
+                        Failure,
+                        "structure",
+                        b.path,
+                        None,
+                        f"layer removed (was {b.class_name})",
+                        {"change": "removed", "baseline_class_name": b.class_name},
+                    ),
+                )
+    same_inputs = [(i.shape[1:], i.dtype, i.source, i.seed) for i in report.inputs] == [
+        (i.shape[1:], i.dtype, i.source, i.seed) for i in baseline.inputs
+    ]
+    if not same_inputs or report.samples != baseline.samples:
+        warnings.append(
+            "the baseline was made on different inputs (samples, seed, shapes or input file); "
+            "statistics are compared on different data"
+        )
+    return [structure.result(), drifted.result()], warnings
+
+
+def run_checks(
+    report: ModelReport,
+    config: CheckConfig | None = None,
+    *,
+    baseline: ModelReport | None = None,
+    path: str | None = None,
+) -> CheckResult:
+    """Apply the gate's rules to an inspected model.
+
+    Pure: works on the plain-data report (statistics do not depend on thresholds,
+    so they are re-judged here with ``config``'s), never prints, never raises for a
+    bad model.
+
+    Args:
+        report: what :func:`kerinspect.inspect_model` returned.
+        config: thresholds, ignore patterns and baseline tolerance (default
+            settings when None).
+        baseline: a report saved earlier (``kerinspect summary --format json``, read
+            with :meth:`ModelReport.from_dict`); adds the ``structure`` and ``drift``
+            rules.
+        path: how to name the model (default: its file path, else its name).
+
+    Returns:
+        A :class:`~kerinspect.report.CheckResult`: per rule, a verdict and counts
+        of failed / passed / not-checked tensors (ignored ones counted as not
+        checked), the failures in graph order, and the layer where NaN/Inf starts.
+    """
+    from .config import CheckConfig
+
+    config = config or CheckConfig()
+    th = config.thresholds
+    patterns = config.ignore
+    hits: dict[str, int] = {p: 0 for p in patterns}
+    cache: dict[str, bool] = {}
+
+    def ignored(layer_path: str) -> bool:
+        if layer_path not in cache:
+            pattern = matching_pattern(layer_path, patterns) if patterns else None
+            cache[layer_path] = pattern is not None
+            if pattern is not None:
+                hits[pattern] += 1
+        return cache[layer_path]
+
+    tallies = {
+        "nan": _Tally("nan", "activations", "tensor"),
+        "inf": _Tally("inf", "activations", "tensor"),
+        "exploding": _Tally("exploding", "activations", "tensor", th.max_abs),
+        "dead": _Tally("dead", "activations", "tensor", th.max_dead_fraction),
+    }
+    ignored_layers: list[str] = []
+    checked_tensors = 0
+    for layer in report.layers:
+        skip = ignored(layer.path)
+        if skip:
+            ignored_layers.append(layer.path)
+        for out in layer.outputs:
+            if skip:
+                for t in tallies.values():
+                    t.skip_ignored()
+                continue
+            verdicts = tensor_verdicts(out.dtype, out.stats, th, is_input=layer.class_name == "InputLayer")
+            if any(v is not Verdict.NOT_CHECKED for v in verdicts.values()):
+                checked_tensors += 1
+            for rule, tally in tallies.items():
+                tally.add(
+                    verdicts[rule],
+                    partial(_activation_failure, rule, layer, out, th),
+                )
+
+    wn = _Tally("weight-nan", "weights", "weight")
+    wi = _Tally("weight-inf", "weights", "weight")
+    for w in report.weights:
+        if w.layer and ignored(w.layer):
+            wn.skip_ignored()
+            wi.skip_ignored()
+            continue
+        v = tensor_verdicts(w.dtype, w.stats, th, is_weight=True)
+        wn.add(v["nan"], partial(_weight_failure, "weight-nan", w))
+        wi.add(v["inf"], partial(_weight_failure, "weight-inf", w))
+
+    tensors = sum(len(r.outputs) for r in report.layers)
+    n_ignored = tallies["nan"].ignored
+    coverage = _Tally("coverage", "model", "model")
+    coverage.add(
+        Verdict.PASSED if checked_tensors else Verdict.FAILED,
+        partial(
+            Failure,
+            "coverage",
+            "",
+            None,
+            f"no activation could be checked: of {tensors:,} tensors, {n_ignored:,} are ignored and the "
+            "rest are not float (or hold no values)",
+            {"tensors": tensors, "checked": 0, "ignored": n_ignored},
+        ),
+    )
+
+    rules = [t.result() for t in tallies.values()] + [wn.result(), wi.result(), coverage.result()]
+    warnings: list[str] = []
+    if baseline is not None:
+        extra, notes = _baseline_rules(report, baseline, config, ignored)
+        rules += extra
+        warnings += notes
+    warnings = [f"ignore pattern {p!r} matched no layer" for p, n in hits.items() if n == 0] + warnings
+    warnings += [f"Keras: {w}" for w in report.warnings]
+
+    fault = first_fault(report, skip=lambda r: ignored(r.path))
+    status = "failed" if any(r.failed for r in rules) else "passed"
+    settings = config.to_dict()
+    return CheckResult(
+        path=path or report.model.path or report.model.name,
+        status=status,
+        model=report.model,
+        rules=tuple(rules),
+        first_fault=fault,
+        settings=settings,
+        samples=report.samples,
+        inputs=report.inputs,
+        ignored_layers=tuple(ignored_layers),
+        warnings=tuple(warnings),
+    )

@@ -6,6 +6,7 @@ Heavy imports (TensorFlow, Keras, the engine) happen inside commands, so that
 
 from __future__ import annotations
 
+import contextlib
 import os
 import sys
 import traceback
@@ -347,6 +348,169 @@ def summary(
         console = stdout_console(width)
         # A terminal gets a table that fits; a pipe or file gets every column.
         render_table(report, console, fit=width is not None or console.is_terminal)
+
+
+#: check options that map onto :class:`kerinspect.config.CheckConfig` fields.
+_CHECK_SETTINGS = {
+    "input_file": "input",
+    "samples": "samples",
+    "batch_size": "batch_size",
+    "seed": "seed",
+    "dim": "dim",
+    "shapes": "shape",
+    "max_abs": "max_abs",
+    "max_dead_fraction": "max_dead_fraction",
+    "ignore": "ignore",
+    "baseline": "baseline",
+    "tolerance": "tolerance",
+}
+
+
+@cli.command()
+@click.argument("models", metavar="MODEL...", nargs=-1, required=True)
+@input_options
+@threshold_options
+@click.option(
+    "--ignore",
+    multiple=True,
+    metavar="PATTERN",
+    help="Exempt layers whose path matches this glob (repeatable). A match also exempts the "
+    "layers inside a nested model and every call of a shared layer.",
+)
+@click.option(
+    "--baseline",
+    metavar="FILE",
+    help="Compare with a report saved by 'kerinspect summary --format json': fail when the "
+    "structure changed or a tensor's mean/std drifted beyond --tolerance.",
+)
+@click.option(
+    "--tolerance",
+    type=click.FloatRange(min=0),
+    default=0.1,
+    show_default=True,
+    help="Largest allowed move of a tensor's mean or std from the baseline, in baseline standard deviations.",
+)
+@click.option(
+    "--config",
+    "config_path",
+    metavar="FILE",
+    help="Read settings from this TOML file instead of the nearest pyproject.toml [tool.kerinspect.check].",
+)
+@click.option("--no-config", is_flag=True, help="Ignore pyproject.toml; use options and defaults only.")
+@click.option(
+    "--format",
+    "-f",
+    "fmt",
+    type=click.Choice(["table", "json"]),
+    default="table",
+    show_default=True,
+    help="Output format (stdout).",
+)
+@click.option("--junit", "junit_path", metavar="FILE", help="Also write the results as JUnit XML to FILE.")
+@debug_option
+@click.pass_context
+def check(
+    ctx: click.Context,
+    models: tuple[str, ...],
+    config_path: str | None,
+    no_config: bool,
+    fmt: str,
+    junit_path: str | None,
+    **options: Any,
+) -> int:
+    """Gate for CI: run each MODEL and fail when an activation holds NaN or Inf,
+    explodes, or has too many dead units, or a weight holds NaN or Inf.
+
+    MODEL may be a glob ('models/**/*.keras'). Settings come from the nearest
+    pyproject.toml [tool.kerinspect.check] (or --config FILE); options override it.
+    The report names the first layer where NaN/Inf appears. With GITHUB_ACTIONS=true,
+    failures are also printed as ::error annotations (on stderr).
+
+    \b
+    Exit codes: 0 every rule passed for every model, 1 a rule failed; when a model
+    cannot be inspected, the code of that error (3, 4, 5, 6, 8, 70), which outranks 1.
+
+    \b
+    Examples:
+      kerinspect check model.keras
+      kerinspect check 'models/*.keras' --ignore 'augment*' --junit report.xml
+      kerinspect check model.keras --baseline release/model.json --tolerance 0.05
+    """
+    from click.core import ParameterSource
+
+    from .config import discover
+    from .errors import ExitCode, UsageError, worst_exit_code
+    from .gate import check_models
+
+    if no_config and config_path:
+        raise UsageError("--config and --no-config exclude each other", rule="usage")
+    config_file = discover(config_path, use_pyproject=not no_config)
+    overrides = {}
+    for param, key in _CHECK_SETTINGS.items():
+        if ctx.get_parameter_source(param) not in (ParameterSource.DEFAULT, None):
+            value = options[param]
+            overrides[key] = tuple(value) if isinstance(value, tuple) else value
+    if overrides.get("baseline") and len(models) > 1:
+        raise UsageError(
+            "--baseline compares one model; for several, set 'baseline' per model in "
+            "[[tool.kerinspect.check.models]]",
+            rule="usage",
+        )
+
+    with _ProgressBar(stderr_console()) as progress:
+        run = check_models(models, config_file, overrides, progress=progress, reraise=_debug_requested())
+    code = run.exit_code
+    if junit_path:
+        from ._ci import junit_xml
+        from .errors import OutputError
+
+        try:
+            _write_file(junit_path, junit_xml(run))
+        except OutputError as e:
+            click.echo(f"kerinspect: error[{e.rule}]: {e.one_line()}", err=True)
+            code = worst_exit_code([code, ExitCode.OUTPUT])
+    if fmt == "json":
+        from .render import render_json
+
+        click.echo(render_json(run))
+    else:
+        from .render import render_check
+
+        render_check(run, stdout_console(None))
+    if os.environ.get("GITHUB_ACTIONS") == "true":
+        from ._ci import github_annotations
+
+        sys.stdout.flush()
+        for line in github_annotations(run):
+            click.echo(line, err=True)
+    return code
+
+
+def _write_file(path: str, data: bytes) -> None:
+    """Write ``data`` to ``path`` through a temporary file in the same directory,
+    so a reader never sees half a file."""
+    import tempfile
+
+    from .errors import OutputError, escape_text
+
+    directory = os.path.dirname(os.path.abspath(path))
+    try:
+        fd, tmp = tempfile.mkstemp(prefix=".kerinspect-", suffix=".tmp", dir=directory)
+    except OSError as e:
+        raise OutputError(
+            f"Cannot write {escape_text(path)}: {e.strerror}.", rule="output-unwritable"
+        ) from None
+    try:
+        with os.fdopen(fd, "wb") as f:
+            f.write(data)
+        os.chmod(tmp, 0o644)
+        os.replace(tmp, path)
+    except OSError as e:
+        with contextlib.suppress(OSError):
+            os.unlink(tmp)
+        raise OutputError(
+            f"Cannot write {escape_text(path)}: {e.strerror}.", rule="output-unwritable"
+        ) from None
 
 
 class _ProgressBar:

@@ -9,9 +9,13 @@ escapes is a bug and exits with :attr:`ExitCode.INTERNAL`.
 from __future__ import annotations
 
 import enum
+from collections.abc import Iterable
 
 #: Longest message printed for one error; Keras messages embed whole configs.
 MAX_MESSAGE_CHARS = 500
+
+#: GitHub Actions' legacy workflow-command prefix, recognised anywhere in a log line.
+LEGACY_COMMAND = "##["
 
 
 class ExitCode(enum.IntEnum):
@@ -29,12 +33,47 @@ class ExitCode(enum.IntEnum):
     INTERNAL = 70
 
 
+#: When several models give different codes (``kerinspect check``), the run exits
+#: with the first of these that occurred: a kerinspect bug, then the signs of a
+#: hostile or broken file, then a model that could not run or be found, then an
+#: unwritable output. Any of them outranks 1: a model that could not be inspected
+#: is never a pass, and "some checks failed" would hide that it was not checked.
+EXIT_PRECEDENCE = (
+    ExitCode.INTERNAL,
+    ExitCode.CRASHED,
+    ExitCode.REFUSED,
+    ExitCode.MALFORMED,
+    ExitCode.INFERENCE,
+    ExitCode.NO_INPUT,
+    ExitCode.OUTPUT,
+    ExitCode.USAGE,
+    ExitCode.CHECKS_FAILED,
+    ExitCode.OK,
+)
+
+
+def worst_exit_code(codes: Iterable[int]) -> int:
+    """The code a run exits with, by :data:`EXIT_PRECEDENCE` (0 when ``codes`` is empty).
+
+    An unknown code (not an :class:`ExitCode`) ranks just below INTERNAL.
+    """
+    rank = {int(c): i for i, c in enumerate(EXIT_PRECEDENCE)}
+    worst = int(ExitCode.OK)
+    for code in codes:
+        if rank.get(int(code), 0.5) < rank.get(worst, 0.5):
+            worst = int(code)
+    return worst
+
+
 def escape_text(text: str, limit: int = MAX_MESSAGE_CHARS) -> str:
     """Make untrusted text safe for one terminal or CI-log line.
 
     Control characters (newlines, ESC, NUL, ...) become Python escapes, so a layer
-    name can neither break the line nor emit terminal or workflow commands; the
-    result is cut to ``limit`` characters.
+    name can neither break the line nor emit terminal or workflow commands; lone
+    surrogates (possible in names read from JSON) become ``\\udxxx`` so that
+    printing cannot fail. GitHub's runner also honours the legacy ``##[command]``
+    form *anywhere* in a line (``##[error]``, ``##[stop-commands]``), so ``##[``
+    becomes ``#\\x23[``. The result is cut to ``limit`` characters.
     """
     out = []
     for ch in text:
@@ -43,9 +82,11 @@ def escape_text(text: str, limit: int = MAX_MESSAGE_CHARS) -> str:
             out.append("\\\\")
         elif code < 0x20 or code == 0x7F or 0x80 <= code < 0xA0 or ch in "\u2028\u2029":
             out.append(ch.encode("unicode_escape").decode("ascii"))
+        elif 0xD800 <= code < 0xE000:
+            out.append(f"\\u{code:04x}")
         else:
             out.append(ch)
-    escaped = "".join(out)
+    escaped = "".join(out).replace(LEGACY_COMMAND, "#\\x23[")
     if len(escaped) > limit:
         escaped = escaped[: limit - 3] + "..."
     return escaped

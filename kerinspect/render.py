@@ -17,8 +17,9 @@ from rich.markup import escape
 from rich.table import Table
 from rich.text import Text
 
-from .errors import escape_text
-from .report import LayerRecord, ModelReport, TensorRecord
+from . import _ci
+from .errors import LEGACY_COMMAND, escape_text
+from .report import CheckResult, CheckRun, LayerRecord, ModelReport, RuleResult, TensorRecord
 
 COLUMNS = (
     "Layer",
@@ -235,7 +236,113 @@ def render_markdown(report: ModelReport) -> str:
     return "\n".join(out)
 
 
-def render_json(report: ModelReport | dict[str, Any]) -> str:
-    """Stable JSON (see README "JSON output"); NaN never appears (undefined is null)."""
-    data = report.to_dict() if isinstance(report, ModelReport) else report
-    return json.dumps(data, indent=2, allow_nan=False, ensure_ascii=False)
+def render_json(report: ModelReport | CheckRun | dict[str, Any]) -> str:
+    """Stable JSON (see README "JSON output"); NaN never appears (undefined is null).
+
+    ``##[`` (GitHub's legacy workflow-command prefix, honoured anywhere in a log
+    line) can only occur inside strings here; it is written ``#\\u0023[``, which
+    decodes to the same text.
+    """
+    data = report if isinstance(report, dict) else report.to_dict()
+    text = json.dumps(data, indent=2, allow_nan=False, ensure_ascii=False)
+    return text.replace(LEGACY_COMMAND, "#\\u0023[")
+
+
+# -- kerinspect check -------------------------------------------------------------
+
+_STATUS_STYLE = {"failed": "bold red", "error": "bold magenta", "passed": "bold green"}
+_STATUS_ORDER = {"failed": 0, "error": 1, "passed": 2}
+_VERDICT_WORD = {"failed": ("FAIL", "red"), "passed": ("pass", "green"), "not_checked": ("skip", "yellow")}
+
+#: Failures listed under a rule in the text summary.
+LISTED_FAILURES = 5
+
+
+def _line(console: Console, *parts: str | tuple[str, str]) -> None:
+    # soft_wrap: Rich never breaks a line, so no printed line can start with
+    # text from the model (a wrapped "::error::" would be a workflow command).
+    console.print(Text.assemble(*parts), soft_wrap=True)
+
+
+def _model_title(result: CheckResult) -> str:
+    if result.model is None:
+        return ""
+    seed = result.settings.get("seed")
+    synthetic = any(i.source == "synthetic" for i in result.inputs)
+    fed = f"{result.samples:,} samples" + (f", seed {seed}" if synthetic else "")
+    return f" · model '{safe(result.model.name)}' ({safe(result.model.class_name)}) · {fed}"
+
+
+def _coverage(result: CheckResult) -> str:
+    nan = next((r for r in result.rules if r.rule == "nan"), None)
+    if nan is None:
+        return ""
+    c = nan.counts
+    checked = c.failed + c.passed
+    text = f"{checked:,} of {c.total:,} tensors checked"
+    return text + (f", {c.ignored:,} ignored" if c.ignored else "")
+
+
+def _rule_lines(console: Console, result: CheckResult, rule: RuleResult) -> None:
+    word, style = _VERDICT_WORD.get(rule.verdict, ("?", ""))
+    c = rule.counts
+    ignored = f" ({c.ignored:,} ignored)" if c.ignored else ""
+    _line(
+        console,
+        "  ",
+        (word, style),
+        f" {rule.rule:<11} {c.failed:,} failed, {c.passed:,} passed, {c.not_checked:,} not checked{ignored}"
+        f" ({rule.unit}s)",
+    )
+    if not rule.failed:
+        return
+    head = _ci.headline(result, rule)
+    if len(rule.failures) != 1 or head != _ci.failure_text(rule.failures[0]):
+        _line(console, "      -> ", escape_text(head))
+    for f in rule.failures[:LISTED_FAILURES]:
+        _line(console, "      - ", escape_text(_ci.failure_text(f)))
+    if len(rule.failures) > LISTED_FAILURES:
+        _line(console, f"      - ... and {len(rule.failures) - LISTED_FAILURES:,} more (see --format json)")
+
+
+def render_check(run: CheckRun, console: Console) -> None:
+    """The check run for a terminal or CI log: models with problems first (each
+    failed rule with its first failures), passes in one line each, then a totals
+    line. Every line starts with kerinspect's own text, never a name."""
+    for result in sorted(run.results, key=lambda r: _STATUS_ORDER.get(r.status, 3)):
+        label = (result.status.upper() + " ").ljust(7)
+        head: list[str | tuple[str, str]] = [
+            (label, _STATUS_STYLE.get(result.status, "")),
+            " ",
+            safe(result.path),
+        ]
+        if result.error is not None:
+            e = result.error
+            _line(console, *head, f" · exit {e.exit_code} · {safe(e.rule)}: ", escape_text(e.message))
+            continue
+        head.append(_model_title(result))
+        if result.status == "passed":
+            passed = sum(1 for r in result.rules if r.verdict == "passed")
+            skipped = sum(1 for r in result.rules if r.verdict == "not_checked")
+            extra = f", {skipped} not applicable" if skipped else ""
+            _line(console, *head, f" · {passed} rules passed{extra} · {_coverage(result)}")
+        else:
+            _line(console, *head, f" · {_coverage(result)}")
+            order = sorted(result.rules, key=lambda r: 0 if r.failed else 1)
+            for rule in order:
+                _rule_lines(console, result, rule)
+        for w in result.warnings:
+            _line(console, ("  warning: ", "yellow"), safe(w))
+    total = len(run.results)
+    parts = [f"{total} model{'s' if total != 1 else ''}", f"{run.count('passed')} passed"]
+    parts += [
+        f"{run.count('failed')} failed",
+        f"{run.count('error')} error{'s' if run.count('error') != 1 else ''}",
+    ]
+    code = run.exit_code
+    _line(
+        console,
+        ("kerinspect check: ", "bold"),
+        " · ".join(parts) + " · ",
+        (f"exit {code}", "bold green" if code == 0 else "bold red"),
+    )

@@ -350,3 +350,234 @@ class ModelReport:
             warnings=tuple(d.get("warnings", ())),
             kerinspect_version=d.get("kerinspect_version", ""),
         )
+
+
+# -- kerinspect check -------------------------------------------------------------
+
+#: Version of the ``kerinspect check --format json`` layout.
+CHECK_SCHEMA_VERSION = 1
+
+
+def _json_value(x: Any) -> Any:
+    return _num(x) if isinstance(x, float) else x
+
+
+@dataclass(frozen=True)
+class RuleCounts:
+    """How many tensors (or layers, or weights: see :attr:`RuleResult.unit`) a rule
+    failed, passed, or could not check. ``ignored`` (exempted by ``--ignore``) are
+    included in ``not_checked``: a skipped tensor never counts as a pass."""
+
+    failed: int = 0
+    passed: int = 0
+    not_checked: int = 0
+    ignored: int = 0
+
+    @property
+    def total(self) -> int:
+        return self.failed + self.passed + self.not_checked
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "failed": self.failed,
+            "passed": self.passed,
+            "not_checked": self.not_checked,
+            "ignored": self.ignored,
+        }
+
+
+@dataclass(frozen=True)
+class Failure:
+    """One tensor (or weight, or layer) that failed a rule.
+
+    ``layer`` and ``tensor`` come from the model file and are untrusted text;
+    ``message`` is plain English built from numbers; ``values`` holds those numbers.
+    """
+
+    rule: str
+    layer: str
+    tensor: str | None
+    message: str
+    values: dict[str, Any] = field(default_factory=dict)
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "layer": self.layer,
+            "tensor": self.tensor,
+            "message": self.message,
+            "values": {k: _json_value(v) for k, v in self.values.items()},
+        }
+
+
+@dataclass(frozen=True)
+class RuleResult:
+    """One rule over one model: its verdict, coverage counts and failures.
+
+    ``verdict`` is ``"failed"`` when anything failed, ``"passed"`` when something
+    passed and nothing failed, ``"not_checked"`` when the rule applied to nothing.
+    ``failures`` are in graph order, so the first names where the problem starts.
+    """
+
+    rule: str
+    target: str  # "activations", "weights", "model" (coverage), "baseline"
+    unit: str  # what the counts count: "tensor", "weight" or "layer"
+    verdict: str
+    counts: RuleCounts
+    threshold: float | None = None
+    failures: tuple[Failure, ...] = ()
+
+    @property
+    def failed(self) -> bool:
+        return self.verdict == "failed"
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "rule": self.rule,
+            "target": self.target,
+            "unit": self.unit,
+            "verdict": self.verdict,
+            "counts": self.counts.to_dict(),
+            "threshold": _num(self.threshold),
+            "failures": [f.to_dict() for f in self.failures],
+        }
+
+
+@dataclass(frozen=True)
+class FirstFault:
+    """The first layer call, in graph order, whose output holds NaN or Inf.
+
+    Every layer before it produced finite values, so this is where the fault starts
+    (for a nested model, the innermost such layer). ``weights`` lists that layer's
+    weights that hold NaN or Inf themselves, a likely cause.
+    """
+
+    layer: str
+    class_name: str
+    tensor: str
+    nan_count: int
+    inf_count: int
+    count: int
+    weights: tuple[str, ...] = ()
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "layer": self.layer,
+            "class_name": self.class_name,
+            "tensor": self.tensor,
+            "nan_count": self.nan_count,
+            "inf_count": self.inf_count,
+            "count": self.count,
+            "weights": list(self.weights),
+        }
+
+
+@dataclass(frozen=True)
+class ModelError:
+    """Why a model could not be checked (it then counts as an error, never a pass)."""
+
+    exit_code: int
+    rule: str
+    message: str
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"exit_code": self.exit_code, "rule": self.rule, "message": self.message}
+
+
+@dataclass(frozen=True)
+class CheckResult:
+    """The gate's verdict on one model (see :func:`kerinspect.checks.run_checks`).
+
+    Attributes:
+        path: the model as named on the command line (or its name, in memory).
+        status: ``"passed"``, ``"failed"`` (a rule failed) or ``"error"`` (the model
+            could not be inspected; see ``error``).
+        model: what was inspected; None on error.
+        rules: one result per rule, in a fixed order.
+        first_fault: where NaN/Inf starts, if anywhere.
+        settings: the effective settings (thresholds, ignore patterns, seed, ...).
+        samples: the number of samples the model ran on.
+        inputs: what was fed.
+        ignored_layers: layer paths exempted by ``ignore`` patterns.
+        warnings: things worth knowing that do not fail the gate.
+        error: set when ``status`` is ``"error"``.
+    """
+
+    path: str
+    status: str
+    model: ModelInfo | None = None
+    rules: tuple[RuleResult, ...] = ()
+    first_fault: FirstFault | None = None
+    settings: dict[str, Any] = field(default_factory=dict)
+    samples: int = 0
+    inputs: tuple[InputRecord, ...] = ()
+    ignored_layers: tuple[str, ...] = ()
+    warnings: tuple[str, ...] = ()
+    error: ModelError | None = None
+
+    @property
+    def exit_code(self) -> int:
+        if self.error is not None:
+            return self.error.exit_code
+        return 1 if self.status == "failed" else 0
+
+    @property
+    def failed_rules(self) -> tuple[RuleResult, ...]:
+        return tuple(r for r in self.rules if r.failed)
+
+    def rule(self, name: str) -> RuleResult:
+        """The result of rule ``name`` (KeyError if it was not run)."""
+        for r in self.rules:
+            if r.rule == name:
+                return r
+        raise KeyError(name)
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "path": self.path,
+            "status": self.status,
+            "exit_code": self.exit_code,
+            "model": None if self.model is None else self.model.to_dict(),
+            "settings": {k: _json_value(v) for k, v in self.settings.items()},
+            "samples": self.samples,
+            "inputs": [i.to_dict() for i in self.inputs],
+            "first_fault": None if self.first_fault is None else self.first_fault.to_dict(),
+            "rules": [r.to_dict() for r in self.rules],
+            "ignored_layers": list(self.ignored_layers),
+            "warnings": list(self.warnings),
+            "error": None if self.error is None else self.error.to_dict(),
+        }
+
+
+@dataclass(frozen=True)
+class CheckRun:
+    """Every model of one ``kerinspect check`` run."""
+
+    results: tuple[CheckResult, ...]
+    config_file: str | None = None
+    kerinspect_version: str = ""
+
+    @property
+    def exit_code(self) -> int:
+        """By :data:`kerinspect.errors.EXIT_PRECEDENCE`: errors outrank failed checks."""
+        from .errors import worst_exit_code
+
+        return worst_exit_code(r.exit_code for r in self.results)
+
+    def count(self, status: str) -> int:
+        return sum(1 for r in self.results if r.status == status)
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "schema_version": CHECK_SCHEMA_VERSION,
+            "kerinspect_version": self.kerinspect_version,
+            "passed": self.exit_code == 0,
+            "exit_code": self.exit_code,
+            "config_file": self.config_file,
+            "totals": {
+                "models": len(self.results),
+                "passed": self.count("passed"),
+                "failed": self.count("failed"),
+                "errors": self.count("error"),
+            },
+            "models": [r.to_dict() for r in self.results],
+        }

@@ -1,0 +1,314 @@
+"""Settings of ``kerinspect check``: defaults, a TOML file, per-model entries, options.
+
+The file is the nearest ``pyproject.toml`` with a ``[tool.kerinspect.check]`` table,
+searched upward from the working directory (as ruff does: a ``pyproject.toml``
+without that table is passed over), or the file given with ``--config``. Keys mirror
+the command's options::
+
+    [tool.kerinspect.check]
+    max_abs = 1e4
+    max_dead_fraction = 0.5
+    ignore = ["augment", "debug_*"]      # globs on layer paths
+    samples = 32
+    seed = 0
+
+    [[tool.kerinspect.check.models]]     # per-model settings; first match wins
+    path = "models/classifier*.keras"    # glob, relative to the file's directory
+    input = "data/val_batch.npz"
+    baseline = "release/classifier.json"
+
+Precedence, highest first: command-line options, the first ``[[models]]`` entry
+whose ``path`` matches, the file's top-level keys, the built-in defaults. A list
+(``ignore``, ``shape``) given at a higher level replaces the lower one. Relative
+paths in a file (``input``, ``baseline``, ``path``) are relative to the file's
+directory.
+
+Stdlib only (``tomllib``, Python 3.11+; ``tomli`` is used on 3.10 when installed).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import fnmatch
+import math
+import os
+import sys
+from collections.abc import Mapping
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from .errors import UsageError, escape_text
+from .report import Thresholds
+
+#: Default tolerance of ``--baseline`` comparisons, in baseline standard deviations.
+DEFAULT_TOLERANCE = 0.1
+
+_TABLE = ("tool", "kerinspect", "check")
+
+
+@dataclass(frozen=True)
+class CheckConfig:
+    """The effective settings for checking one model.
+
+    Attributes:
+        max_abs: a finite |x| above this fails ``exploding`` (narrow floats: see
+            :func:`kerinspect.checks.effective_max_abs`).
+        max_dead_fraction: a share of dead units at or above this fails ``dead``.
+        ignore: glob patterns on layer paths; a matching layer (and every layer
+            inside it, and every call of it) is exempt from all rules.
+        tolerance: how far a tensor's mean or std may move from the baseline, in
+            baseline standard deviations (see :func:`kerinspect.checks.drift`).
+        baseline: path of a ``kerinspect summary --format json`` file to compare with.
+        samples, seed, batch_size, dim, shape, input: what the model runs on, as
+            for ``kerinspect summary`` (``samples`` None: the default).
+    """
+
+    max_abs: float = 1e4
+    max_dead_fraction: float = 0.5
+    ignore: tuple[str, ...] = ()
+    tolerance: float = DEFAULT_TOLERANCE
+    baseline: str | None = None
+    samples: int | None = None
+    seed: int = 0
+    batch_size: int = 32
+    dim: int = 8
+    shape: tuple[str, ...] = ()
+    input: str | None = None
+
+    @property
+    def thresholds(self) -> Thresholds:
+        return Thresholds(max_abs=self.max_abs, max_dead_fraction=self.max_dead_fraction)
+
+    def replace(self, values: Mapping[str, Any]) -> CheckConfig:
+        """A copy with ``values`` (already validated) in place of the current ones."""
+        return dataclasses.replace(self, **dict(values))
+
+    def to_dict(self) -> dict[str, Any]:
+        d = dataclasses.asdict(self)
+        d["ignore"] = list(self.ignore)
+        d["shape"] = list(self.shape)
+        return d
+
+
+KEYS = tuple(f.name for f in dataclasses.fields(CheckConfig))
+_PATH_KEYS = ("baseline", "input")
+
+
+def _where(source: str, table: str) -> str:
+    return f"in {table} of {escape_text(source)}"
+
+
+def validate(raw: Mapping[str, Any], *, source: str, table: str, base_dir: str | None) -> dict[str, Any]:
+    """Check the types and ranges of settings read from a file; resolve relative paths.
+
+    Raises:
+        UsageError: an unknown key or a bad value, naming the file and the key.
+    """
+    out: dict[str, Any] = {}
+    where = _where(source, table)
+    for key, value in raw.items():
+        if key not in KEYS:
+            raise UsageError(
+                f"Unknown key {escape_text(str(key))!r} {where}.",
+                rule="config",
+                hint=f"known keys: {', '.join(KEYS)}",
+            )
+
+        def bad(expected: str, key: str = key, value: Any = value) -> UsageError:
+            return UsageError(
+                f"Key {key!r} {where} must be {expected}. Received: {escape_text(repr(value), 80)}",
+                rule="config",
+            )
+
+        is_number = isinstance(value, (int, float)) and not isinstance(value, bool)
+        if key == "max_abs":
+            if not is_number or not value > 0 or not math.isfinite(value):
+                raise bad("a positive number")
+            out[key] = float(value)
+        elif key == "max_dead_fraction":
+            if not is_number or not 0 <= value <= 1:
+                raise bad("a number from 0 to 1")
+            out[key] = float(value)
+        elif key == "tolerance":
+            if not is_number or not value >= 0 or not math.isfinite(value):
+                raise bad("a number >= 0")
+            out[key] = float(value)
+        elif key in ("samples", "batch_size", "dim"):
+            if not isinstance(value, int) or isinstance(value, bool) or value < 1:
+                raise bad("an integer >= 1")
+            out[key] = value
+        elif key == "seed":
+            if not isinstance(value, int) or isinstance(value, bool):
+                raise bad("an integer")
+            out[key] = value
+        elif key in ("ignore", "shape"):
+            items = [value] if isinstance(value, str) else value
+            if not isinstance(items, list) or not all(isinstance(v, str) for v in items):
+                raise bad("a string or a list of strings")
+            out[key] = tuple(items)
+        elif key in _PATH_KEYS:
+            if not isinstance(value, str) or not value:
+                raise bad("a file path (string)")
+            out[key] = os.path.join(base_dir, value) if base_dir else value
+    return out
+
+
+@dataclass(frozen=True)
+class ModelEntry:
+    """A ``[[models]]`` entry: settings for the models whose path matches ``patterns``."""
+
+    patterns: tuple[str, ...]
+    settings: dict[str, Any]
+
+
+@dataclass(frozen=True)
+class ConfigFile:
+    """Settings read from one TOML file (or none: :meth:`empty`)."""
+
+    path: str | None
+    base_dir: str
+    settings: dict[str, Any]
+    models: tuple[ModelEntry, ...] = ()
+
+    @classmethod
+    def empty(cls) -> ConfigFile:
+        return cls(path=None, base_dir=os.getcwd(), settings={})
+
+    def entry_for(self, model_path: str) -> ModelEntry | None:
+        """The first ``[[models]]`` entry whose glob matches ``model_path``.
+
+        Patterns are matched (case-sensitively, ``*`` also crossing ``/``) against
+        the model's path relative to the file's directory, or its absolute path
+        when the pattern is absolute.
+        """
+        absolute = os.path.abspath(model_path)
+        rel = Path(os.path.relpath(absolute, self.base_dir)).as_posix()
+        for entry in self.models:
+            for pattern in entry.patterns:
+                target = Path(absolute).as_posix() if os.path.isabs(pattern) else rel
+                if fnmatch.fnmatchcase(target, pattern):
+                    return entry
+        return None
+
+    def settings_for(self, model_path: str, overrides: Mapping[str, Any] | None = None) -> CheckConfig:
+        """The effective :class:`CheckConfig` for one model: defaults, then the file's
+        top-level keys, then its first matching ``[[models]]`` entry, then
+        ``overrides`` (the command-line options that were given)."""
+        config = CheckConfig().replace(self.settings)
+        entry = self.entry_for(model_path)
+        if entry is not None:
+            config = config.replace(entry.settings)
+        if overrides:
+            config = config.replace(overrides)
+        return config
+
+
+def _read_toml(path: str) -> dict[str, Any]:
+    if sys.version_info >= (3, 11):
+        import tomllib
+    else:  # pragma: no cover - Python 3.10
+        try:
+            import tomli as tomllib
+        except ImportError:
+            raise UsageError(
+                "Reading a configuration file needs Python 3.11+ (tomllib) or the tomli package.",
+                rule="config",
+            ) from None
+    try:
+        with open(path, "rb") as f:
+            return tomllib.load(f)
+    except FileNotFoundError:
+        raise UsageError(
+            f"Configuration file not found. Received: path={escape_text(path)}", rule="config"
+        ) from None
+    except OSError as e:
+        raise UsageError(
+            f"Cannot read configuration file: {e.strerror}. Received: path={escape_text(path)}",
+            rule="config",
+        ) from None
+    except (tomllib.TOMLDecodeError, UnicodeDecodeError) as e:
+        raise UsageError(
+            f"Configuration file is not valid TOML: {escape_text(str(e), 200)}. "
+            f"Received: path={escape_text(path)}",
+            rule="config",
+        ) from None
+
+
+def _check_table(data: Mapping[str, Any]) -> Any:
+    node: Any = data
+    for key in _TABLE:
+        if not isinstance(node, Mapping) or key not in node:
+            return None
+        node = node[key]
+    return node
+
+
+def parse(data: Mapping[str, Any], *, path: str, table: str) -> ConfigFile:
+    """Build a :class:`ConfigFile` from the parsed check table ``data``."""
+    if not isinstance(data, Mapping):
+        raise UsageError(f"{table} of {escape_text(path)} must be a table.", rule="config")
+    base_dir = os.path.dirname(os.path.abspath(path))
+    top = {k: v for k, v in data.items() if k != "models"}
+    settings = validate(top, source=path, table=table, base_dir=base_dir)
+    entries = []
+    raw_models = data.get("models", [])
+    if not isinstance(raw_models, list):
+        raise UsageError(
+            f"'models' in {table} of {escape_text(path)} must be an array of tables ([[models]]).",
+            rule="config",
+        )
+    for i, raw in enumerate(raw_models):
+        where = f"{table}.models[{i}]"
+        if not isinstance(raw, Mapping) or "path" not in raw:
+            raise UsageError(f"{where} of {escape_text(path)} needs a 'path' key (a glob).", rule="config")
+        patterns = [raw["path"]] if isinstance(raw["path"], str) else raw["path"]
+        if not isinstance(patterns, list) or not patterns or not all(isinstance(p, str) for p in patterns):
+            raise UsageError(
+                f"'path' in {where} of {escape_text(path)} must be a glob or a list of globs.", rule="config"
+            )
+        rest = {k: v for k, v in raw.items() if k != "path"}
+        entries.append(
+            ModelEntry(tuple(patterns), validate(rest, source=path, table=where, base_dir=base_dir))
+        )
+    return ConfigFile(path=path, base_dir=base_dir, settings=settings, models=tuple(entries))
+
+
+def load_file(path: str | os.PathLike[str]) -> ConfigFile:
+    """Read ``--config FILE``: a ``pyproject.toml`` (its ``[tool.kerinspect.check]``
+    table) or any other TOML file whose top level holds the keys.
+
+    Raises:
+        UsageError: missing or unreadable file, invalid TOML, unknown keys, bad values.
+    """
+    p = os.fspath(path)
+    data = _read_toml(p)
+    if os.path.basename(p) == "pyproject.toml":
+        table = _check_table(data)
+        if table is None:
+            raise UsageError(f"{escape_text(p)} has no [tool.kerinspect.check] table.", rule="config")
+        return parse(table, path=p, table="[tool.kerinspect.check]")
+    return parse(data, path=p, table="the top level")
+
+
+def find_pyproject(start: str | os.PathLike[str] | None = None) -> str | None:
+    """The nearest ``pyproject.toml`` with a ``[tool.kerinspect.check]`` table, from
+    ``start`` (default: the working directory) up to the filesystem root."""
+    here = Path(os.path.abspath(start if start is not None else os.getcwd()))
+    for d in (here, *here.parents):
+        candidate = d / "pyproject.toml"
+        if candidate.is_file() and _check_table(_read_toml(str(candidate))) is not None:
+            return str(candidate)
+    return None
+
+
+def discover(config: str | None = None, *, use_pyproject: bool = True) -> ConfigFile:
+    """The settings file for this run: ``config`` if given, else the nearest
+    ``pyproject.toml`` with a check table (unless ``use_pyproject`` is False), else none."""
+    if config is not None:
+        return load_file(config)
+    if use_pyproject:
+        found = find_pyproject()
+        if found is not None:
+            return load_file(found)
+    return ConfigFile.empty()

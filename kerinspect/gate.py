@@ -1,0 +1,196 @@
+"""``kerinspect check`` without the command line: models in, a :class:`CheckRun` out.
+
+Expands globs, works out each model's settings (:mod:`kerinspect.config`), inspects
+it through :func:`kerinspect.api.inspect_model` (whatever process that runs in),
+reads its baseline, and judges the plain-data report with
+:func:`kerinspect.checks.run_checks`. A model that cannot be inspected becomes an
+``error`` result carrying its exit code, and the other models are still checked.
+"""
+
+from __future__ import annotations
+
+import glob
+import json
+import os
+from collections.abc import Callable, Mapping, Sequence
+from typing import Any
+
+from . import __version__
+from .config import CheckConfig, ConfigFile
+from .errors import ExitCode, InputFileError, KerinspectError, escape_text
+from .report import SCHEMA_VERSION, CheckResult, CheckRun, ModelError, ModelReport
+
+#: Largest baseline JSON file read (bytes).
+MAX_BASELINE_BYTES = 256 << 20
+#: Longest error message kept in a result (renderers cut further for one line).
+MAX_ERROR_CHARS = 2000
+
+_GLOB_CHARS = "*?["
+
+
+def expand(models: Sequence[str]) -> list[tuple[str, ModelError | None]]:
+    """Model arguments to distinct paths, in order; each glob's matches sorted.
+
+    An argument that names an existing path is taken literally even if it contains
+    glob characters. A glob that matches nothing, and a path that does not exist, are
+    kept: the first becomes a ``no-match`` error here, the second fails (exit 3) when
+    inspected. Neither is ever silently dropped.
+    """
+    out: list[tuple[str, ModelError | None]] = []
+    seen: set[str] = set()
+
+    def add(path: str, error: ModelError | None = None) -> None:
+        key = os.path.normcase(os.path.abspath(path))
+        if key not in seen:
+            seen.add(key)
+            out.append((path, error))
+
+    for arg in models:
+        if os.path.lexists(arg) or not any(c in arg for c in _GLOB_CHARS):
+            add(arg)
+            continue
+        matches = sorted(glob.glob(arg, recursive=True))
+        if not matches:
+            add(
+                arg,
+                ModelError(
+                    int(ExitCode.NO_INPUT),
+                    "no-match",
+                    f"No file matches the pattern. Received: pattern={arg}",
+                ),
+            )
+        for m in matches:
+            add(m)
+    return out
+
+
+def load_baseline(path: str) -> ModelReport:
+    """Read a report saved with ``kerinspect summary --format json``.
+
+    Raises:
+        InputFileError: the file is missing, too big, or not such a report (exit 3).
+    """
+    shown = escape_text(path)
+    try:
+        size = os.stat(path).st_size
+        if size > MAX_BASELINE_BYTES:
+            raise InputFileError(
+                f"Baseline file is {size:,} bytes, above the {MAX_BASELINE_BYTES:,}-byte limit. "
+                f"Received: path={shown}",
+                rule="baseline-invalid",
+            )
+        with open(path, "rb") as f:
+            data = json.loads(f.read())
+    except FileNotFoundError:
+        raise InputFileError(
+            f"Baseline file not found. Received: path={shown}", rule="baseline-not-found"
+        ) from None
+    except OSError as e:
+        raise InputFileError(
+            f"Cannot read baseline file: {e.strerror}. Received: path={shown}", rule="baseline-not-found"
+        ) from None
+    except (ValueError, RecursionError) as e:  # JSONDecodeError, UnicodeDecodeError
+        raise InputFileError(
+            f"Baseline file is not JSON: {escape_text(str(e), 120)}. Received: path={shown}",
+            rule="baseline-invalid",
+        ) from None
+    hint = "make it with `kerinspect summary MODEL --format json > baseline.json`"
+    if not isinstance(data, dict) or data.get("schema_version") != SCHEMA_VERSION:
+        raise InputFileError(
+            f"Baseline file is not a kerinspect summary report (schema_version {SCHEMA_VERSION}). "
+            f"Received: path={shown}",
+            rule="baseline-invalid",
+            hint=hint,
+        )
+    try:
+        return ModelReport.from_dict(data)
+    except (KeyError, TypeError, ValueError, AttributeError) as e:
+        raise InputFileError(
+            f"Baseline report is incomplete ({type(e).__name__}: {escape_text(str(e), 80)}). "
+            f"Received: path={shown}",
+            rule="baseline-invalid",
+            hint=hint,
+        ) from None
+
+
+def _error_text(e: KerinspectError) -> str:
+    text = e.message + (f" Hint: {e.hint}" if e.hint else "")
+    return text if len(text) <= MAX_ERROR_CHARS else text[: MAX_ERROR_CHARS - 3] + "..."
+
+
+def error_result(path: str, error: ModelError, config: CheckConfig | None = None) -> CheckResult:
+    settings = {} if config is None else config.to_dict()
+    return CheckResult(path=path, status="error", settings=settings, error=error)
+
+
+def check_model(
+    path: str,
+    config: CheckConfig,
+    *,
+    progress: Callable[[int, int], None] | None = None,
+    reraise: bool = False,
+) -> CheckResult:
+    """Inspect and judge one model file; never raises for a bad model.
+
+    Args:
+        path: the model file.
+        config: its effective settings.
+        progress: passed to :func:`kerinspect.api.inspect_model`.
+        reraise: let unexpected exceptions (kerinspect bugs) propagate instead of
+            recording them as an INTERNAL error (``--debug``).
+    """
+    from . import api
+    from .checks import run_checks
+
+    try:
+        baseline = load_baseline(config.baseline) if config.baseline else None
+        report = api.inspect_model(
+            path,
+            config.input,
+            samples=config.samples,
+            batch_size=config.batch_size,
+            seed=config.seed,
+            dim=config.dim,
+            shapes=config.shape,
+            thresholds=config.thresholds,
+            progress=progress,
+        )
+        return run_checks(report, config, baseline=baseline, path=path)
+    except KerinspectError as e:
+        return error_result(path, ModelError(int(e.exit_code), e.rule, _error_text(e)), config)
+    except Exception as e:  # noqa: BLE001 - one model's bug must not hide the others' verdicts
+        if reraise:
+            raise
+        message = (
+            f"unexpected {type(e).__name__}: {str(e)[:MAX_ERROR_CHARS]}. This is a kerinspect bug; "
+            "run with --debug and report the traceback."
+        )
+        return error_result(path, ModelError(int(ExitCode.INTERNAL), "internal", message), config)
+
+
+def check_models(
+    models: Sequence[str],
+    config_file: ConfigFile | None = None,
+    overrides: Mapping[str, Any] | None = None,
+    *,
+    progress: Callable[[int, int], None] | None = None,
+    reraise: bool = False,
+) -> CheckRun:
+    """Check every model named (paths or globs) and collect the verdicts.
+
+    Args:
+        models: paths or glob patterns (``**`` recurses).
+        config_file: settings from a file (default: none).
+        overrides: settings given as options; they win over the file.
+        progress: per-batch progress callback.
+        reraise: see :func:`check_model`.
+    """
+    config_file = config_file or ConfigFile.empty()
+    results = []
+    for path, error in expand(models):
+        if error is not None:
+            results.append(error_result(path, error))
+            continue
+        config = config_file.settings_for(path, overrides)
+        results.append(check_model(path, config, progress=progress, reraise=reraise))
+    return CheckRun(tuple(results), config_file=config_file.path, kerinspect_version=__version__)

@@ -1,0 +1,648 @@
+"""``kerinspect check``: the CI gate. Rules and verdicts, first fault, ignore patterns,
+configuration files, JSON / JUnit / GitHub-annotation output, baselines, exit codes.
+
+The models here are built for this file only (the summary tests never saw them):
+NaN that starts at a raw op with clean weights, NaN that starts inside a nested
+model, dead and exploding layers, integer-only tensors, a NaN weight, a layer with
+a hostile name.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+import shutil
+import subprocess
+import sys
+import xml.etree.ElementTree as ET
+
+import numpy as np
+import pytest
+from click.testing import CliRunner
+
+from kerinspect.cli import cli
+from kerinspect.errors import ExitCode, UsageError, escape_text, worst_exit_code
+from kerinspect.report import (
+    InputRecord,
+    LayerRecord,
+    ModelInfo,
+    ModelReport,
+    TensorRecord,
+    TensorStats,
+    WeightRecord,
+)
+from tests.conftest import ROOT
+
+HOSTILE = "ok\n::error title=pwned::x\x1b[2J%0A,a:b ##[error]forged"
+SAMPLES = ("--samples", "8")
+
+
+def run(*args, env=None):
+    env = {"GITHUB_ACTIONS": None, **(env or {})}
+    return CliRunner().invoke(cli, ["check", *(str(a) for a in args)], env=env)
+
+
+def run_json(*args, code=None, env=None):
+    r = run(*args, "--format", "json", env=env)
+    if code is not None:
+        assert r.exit_code == code, (r.exit_code, r.stdout[-2000:], r.stderr)
+    return json.loads(r.stdout), r
+
+
+def rules_of(model_json):
+    return {r["rule"]: r for r in model_json["rules"]}
+
+
+@pytest.fixture(autouse=True)
+def _hermetic_cwd(tmp_path, monkeypatch):
+    """No pyproject.toml above the working directory unless a test writes one."""
+    work = tmp_path / "cwd"
+    work.mkdir()
+    monkeypatch.chdir(work)
+    monkeypatch.delenv("GITHUB_ACTIONS", raising=False)
+
+
+# -- pure: no TensorFlow --------------------------------------------------------
+
+
+def _stats(**kw):
+    base = dict(count=8, mean=0.0, std=1.0, min=-1.0, max=1.0, abs_max=1.0, zero_fraction=0.0,
+                nan_count=0, inf_count=0, dead_fraction=0.0)
+    base.update(kw)
+    return TensorStats(**base)
+
+
+def _layer(path, cls="Dense", dtype="float32", container=False, **kw):
+    stats = None if kw.pop("no_stats", False) else _stats(**kw)
+    out = TensorRecord("output", (8, 4), dtype, stats)
+    return LayerRecord(path, path.rsplit("/", 1)[-1], cls, 0, 0, path.count("/"), container, (out,))
+
+
+def _report(layers, weights=()):
+    info = ModelInfo("m", "Functional", None, "in-memory", 0, 0, "3")
+    return ModelReport(info, (InputRecord("x", (8, 4), "float32", "synthetic", 0),), tuple(layers), 8, 8,
+                       weights=tuple(weights))
+
+
+def test_counts_are_three_state_and_ignored_is_never_a_pass():
+    from kerinspect.checks import run_checks
+    from kerinspect.config import CheckConfig
+
+    layers = [_layer("x", "InputLayer"), _layer("ids", "InputLayer", dtype="int32"),
+              _layer("a"), _layer("b", nan_count=3, abs_max=None), _layer("skipme", dead_fraction=1.0)]
+    res = run_checks(_report(layers), CheckConfig(ignore=("skip*",)))
+    nan, dead = res.rule("nan"), res.rule("dead")
+    assert (nan.counts.failed, nan.counts.passed, nan.counts.not_checked, nan.counts.ignored) == (1, 2, 2, 1)
+    assert nan.counts.total == len(layers) and nan.verdict == "failed"
+    # inputs are not checked for dead units; the ignored dead layer does not fail
+    assert (dead.counts.failed, dead.counts.passed, dead.counts.not_checked) == (0, 2, 3)
+    assert res.rule("exploding").counts.not_checked == 3  # int, no finite values, ignored
+    assert res.ignored_layers == ("skipme",) and res.status == "failed"
+    assert [f.layer for f in nan.failures] == ["b"]
+
+
+def test_nothing_checked_fails_coverage():
+    from kerinspect.checks import run_checks
+    from kerinspect.config import CheckConfig
+
+    res = run_checks(_report([_layer("a"), _layer("b")]), CheckConfig(ignore=("*",)))
+    assert res.rule("nan").verdict == "not_checked"
+    assert res.rule("coverage").verdict == "failed" and res.status == "failed"
+    ints = run_checks(_report([_layer("i", dtype="int32"), _layer("j", dtype="int64")]))
+    assert ints.rule("coverage").failed and ints.rule("nan").counts.not_checked == 2
+
+
+def test_first_fault_descends_into_nested_models_and_names_bad_weights():
+    from kerinspect.checks import run_checks
+
+    layers = [_layer("x", "InputLayer"), _layer("stem"),
+              _layer("block", "Functional", container=True, nan_count=2),
+              _layer("block/clean"), _layer("block/inner", nan_count=2), _layer("head", nan_count=8)]
+    weights = [WeightRecord("block/inner", "block/inner/bias", (4,), "float32", _stats(count=4, nan_count=1)),
+               WeightRecord("stem", "stem/bias", (4,), "float32", _stats(count=4))]
+    res = run_checks(_report(layers, weights))
+    assert res.first_fault.layer == "block/inner" and res.first_fault.weights == ("block/inner/bias",)
+    assert [f.layer for f in res.rule("nan").failures] == ["block", "block/inner", "head"]
+    assert [f.tensor for f in res.rule("weight-nan").failures] == ["block/inner/bias"]
+    assert res.rule("weight-inf").verdict == "passed"
+
+
+def test_ignore_patterns_cover_calls_and_nested_layers():
+    from kerinspect.checks import matching_pattern
+
+    assert matching_pattern("shared@2", ["shared"]) == "shared"
+    assert matching_pattern("enc@1/dense", ["enc"]) == "enc"
+    assert matching_pattern("enc/dense", ["enc/d*"]) == "enc/d*"
+    assert matching_pattern("encoder_2/dense", ["enc"]) is None
+    assert matching_pattern("Dense", ["dense"]) is None  # case-sensitive
+
+
+def test_drift_tolerance_is_in_baseline_standard_deviations():
+    from kerinspect.checks import Verdict, drift
+
+    base = _stats(mean=1.0, std=2.0)
+    assert drift(_stats(mean=1.19, std=2.0), base, 0.1)[0] is Verdict.PASSED  # 0.095 std
+    verdict, values = drift(_stats(mean=1.21, std=2.0), base, 0.1)
+    assert verdict is Verdict.FAILED and values["mean_shift"] == pytest.approx(0.105)
+    assert drift(_stats(mean=1.0, std=2.3), base, 0.1)[0] is Verdict.FAILED  # std moved 0.15 std
+    # a constant tensor is floored, not divided by zero; rounding noise passes
+    const = _stats(mean=5.0, std=0.0)
+    assert drift(_stats(mean=5.0 + 1e-9, std=0.0), const, 0.1)[0] is Verdict.PASSED
+    assert drift(_stats(mean=5.1, std=0.0), const, 0.1)[0] is Verdict.FAILED
+    assert drift(_stats(mean=None, std=None), base, 0.1)[0] is Verdict.FAILED  # finite values vanished
+    assert drift(_stats(mean=None, std=None), _stats(mean=None, std=None), 0.1)[0] is Verdict.NOT_CHECKED
+
+
+def test_exit_code_precedence():
+    assert worst_exit_code([]) == 0
+    assert worst_exit_code([0, 1, 0]) == 1
+    assert worst_exit_code([1, 3, 0]) == 3
+    assert worst_exit_code([3, 5, 1]) == 5
+    assert worst_exit_code([6, 4]) == 4
+    assert worst_exit_code([1, 8, 70]) == 70
+
+
+def test_escape_text_neutralises_legacy_workflow_commands_and_surrogates():
+    out = escape_text("a##[error]b###[x\ud800")
+    assert "##[" not in out and out == "a#\\x23[error]b##\\x23[x\\ud800"
+    out.encode("utf-8")  # printable
+
+
+def test_github_escaping():
+    from kerinspect._ci import gh_data, gh_property
+
+    assert gh_property("a,b:c%d") == "a%2Cb%3Ac%25d"
+    assert gh_data("50% a:b,c") == "50%25 a:b,c"
+    assert "\n" not in gh_data("x\ny") and "\x1b" not in gh_property("\x1b[2J")
+
+
+def test_config_validation(tmp_path):
+    from kerinspect.config import load_file
+
+    bad = tmp_path / "k.toml"
+    for text, words in [("max_abz = 3", "max_abz"), ("max_dead_fraction = 2", "0 to 1"),
+                        ("samples = true", "integer"), ("ignore = [1]", "strings"),
+                        ("[[models]]\ninput = 'x.npz'", "path"), ("max_abs = ", "TOML")]:
+        bad.write_text(text)
+        with pytest.raises(UsageError) as e:
+            load_file(bad)
+        assert words in str(e.value), text
+    with pytest.raises(UsageError, match="not found"):
+        load_file(tmp_path / "absent.toml")
+
+
+def test_settings_precedence(tmp_path):
+    from kerinspect.config import load_file
+
+    cfg = tmp_path / "k.toml"
+    cfg.write_text('max_abs = 5.0\nseed = 3\nignore = ["a"]\n'
+                   '[[models]]\npath = "models/special*.keras"\nseed = 4\ninput = "data/x.npz"\n')
+    f = load_file(cfg)
+    plain = f.settings_for(str(tmp_path / "models" / "other.keras"))
+    special = f.settings_for(str(tmp_path / "models" / "special_1.keras"))
+    assert (plain.max_abs, plain.seed, plain.ignore, plain.input) == (5.0, 3, ("a",), None)
+    assert special.seed == 4 and special.input == str(tmp_path / "data" / "x.npz")
+    over = f.settings_for(str(tmp_path / "models" / "special_1.keras"), {"seed": 9, "ignore": ("b",)})
+    assert (over.seed, over.ignore, over.max_abs) == (9, ("b",), 5.0)
+
+
+def test_pyproject_without_the_table_is_passed_over(tmp_path):
+    from kerinspect.config import find_pyproject
+
+    (tmp_path / "pyproject.toml").write_text('[tool.kerinspect.check]\nseed = 1\n')
+    sub = tmp_path / "pkg" / "deep"
+    sub.mkdir(parents=True)
+    (tmp_path / "pkg" / "pyproject.toml").write_text('[project]\nname = "x"\n')
+    assert find_pyproject(sub) == str(tmp_path / "pyproject.toml")
+
+
+def test_pre_commit_hook_definition():
+    text = (ROOT / ".pre-commit-hooks.yaml").read_text()
+    assert re.search(r"^- id: kerinspect-check$", text, re.M)
+    assert re.search(r"^\s+entry: kerinspect check$", text, re.M)
+    assert re.search(r"^\s+language: python$", text, re.M)
+    files = re.search(r"^\s+files: '(.+)'$", text, re.M).group(1)
+    assert re.search(files, "models/a.keras") and re.search(files, "legacy/b.h5")
+    assert not re.search(files, "notes.txt") and not re.search(files, "model.keras.bak")
+
+
+def test_readme_documents_check():
+    readme = (ROOT / "README.md").read_text()
+    for text in ("kerinspect check", "[tool.kerinspect.check]", "--junit", "--baseline", "GITHUB_ACTIONS",
+                 ".pre-commit-hooks.yaml", "pre-commit", "runs-on"):
+        assert text in readme, text
+
+
+def test_missing_file_is_exit_3_without_tensorflow(tmp_path):
+    r = run(tmp_path / "nope.keras")
+    assert r.exit_code == 3
+    assert "ERROR" in r.stdout and "model-not-found" in r.stdout and "exit 3" in r.stdout
+    data, _ = run_json(tmp_path / "nope.keras", code=3)
+    assert data["models"][0]["status"] == "error" and data["models"][0]["error"]["rule"] == "model-not-found"
+    assert data["passed"] is False
+
+
+def test_help_and_missing_files_do_not_import_tensorflow(tmp_path):
+    code = (
+        "import sys\nfrom kerinspect.cli import main\n"
+        f"for args in (['check', '--help'], ['check', {str(tmp_path / 'gone.keras')!r}, 'nothing*.keras']):\n"
+        "    sys.argv = ['kerinspect', *args]\n"
+        "    try:\n        main()\n    except SystemExit as e:\n        print('exit', e.code or 0)\n"
+        "    else:\n        print('exit', 0)\n"
+        "print('imported:', [m for m in ('tensorflow', 'keras') if m in sys.modules])\n"
+    )
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, cwd=tmp_path,
+                         env={**os.environ, "PYTHONPATH": str(ROOT)})
+    lines = out.stdout.strip().splitlines()
+    assert "exit 0" in lines and "exit 3" in lines, out.stdout + out.stderr
+    assert lines[-1] == "imported: []"
+
+
+def test_usage_errors(tmp_path):
+    assert run().exit_code == 2
+    assert run("a.keras", "--config", tmp_path / "none.toml").exit_code == 2
+    r = run("a.keras", "b.keras", "--baseline", "x.json")
+    assert r.exit_code == 2 and "--baseline" in r.stderr
+
+
+# -- with TensorFlow ------------------------------------------------------------
+
+
+@pytest.fixture(scope="module")
+def models(keras, tmp_path_factory):
+    """Seeded tiny models, saved once. The summary tests never built these."""
+    layers, ops = keras.layers, keras.ops
+    d = tmp_path_factory.mktemp("check_models")
+    out = {}
+
+    def save(name, model):
+        path = d / f"{name}.keras"
+        model.save(path)
+        out[name] = path
+        return model
+
+    def seed():
+        keras.utils.set_random_seed(1234)
+
+    # NaN starts at a raw op (sqrt of negatives) while every weight is finite
+    seed()
+    x = keras.Input((6,), name="features")
+    h = layers.Dense(5, activation="tanh", name="encode")(x)
+    neg = layers.Dense(4, bias_initializer=keras.initializers.Constant(-50.0), name="shift")(h)
+    r = ops.sqrt(neg)
+    h2 = layers.Dense(3, name="mix")(r)
+    save("nan_op", keras.Model(x, layers.Softmax(name="probs")(h2), name="nan_op"))
+
+    # NaN starts inside a nested model
+    seed()
+    i = keras.Input((4,))
+    block = keras.Model(i, ops.log(layers.Dense(4, bias_initializer=keras.initializers.Constant(-50.0),
+                                                name="inner_neg")(i)), name="block")
+    x = keras.Input((4,), name="x")
+    save("nested_nan", keras.Model(x, layers.Dense(2, name="head")(block(layers.Dense(4, name="stem")(x))),
+                                   name="nested_nan"))
+
+    # half the units of a ReLU layer never fire; the last layer is fine
+    seed()
+    x = keras.Input((5,), name="x")
+    gate = layers.Dense(8, activation="relu", name="gate_relu")
+    m = keras.Model(x, layers.Dense(2, name="logits")(gate(x)), name="dying")
+    k, b = gate.get_weights()
+    b[:6] = -50.0
+    gate.set_weights([k, b])
+    save("dead", m)
+
+    # activations around 1e6
+    seed()
+    x = keras.Input((3,), name="x")
+    amp = layers.Dense(4, name="amp")
+    m = keras.Model(x, layers.Dense(1, name="out")(amp(x)), name="loud")
+    k, b = amp.get_weights()
+    amp.set_weights([k * 1e6, b])
+    save("exploding", m)
+
+    # clean, and the baseline family: same structure with a perturbed layer, one with a wider layer
+    def clean(width=6, scale=1.0):
+        seed()
+        x = keras.Input((5,), name="x")
+        h1 = layers.Dense(width, activation="tanh", name="h1")
+        h2 = layers.Dense(3, name="h2")
+        m = keras.Model(x, h2(h1(x)), name="clean")
+        k, b = h2.get_weights()
+        h2.set_weights([k * scale, b])
+        return m
+
+    save("clean", clean())
+    save("perturbed", clean(scale=1.5))
+    save("wider", clean(width=7))
+
+    # integer tensors only (not checked), and integer next to float
+    seed()
+    ids = keras.Input((4,), dtype="int32", name="ids")
+    save("int_only", keras.Model(ids, ops.multiply(ops.add(ids, 3), 2), name="int_only"))
+    seed()
+    ids = keras.Input((4,), dtype="int32", name="ids")
+    e = layers.Flatten(name="flat")(layers.Embedding(10, 3, name="emb")(ids))
+    save("int_mixed", keras.Model(ids, [layers.Dense(2, name="dense")(e), ops.add(ids, 1)], name="int_mixed"))
+
+    # a NaN in a weight
+    seed()
+    x = keras.Input((4,), name="x")
+    bad = layers.Dense(3, name="w_bad")
+    m = keras.Model(x, layers.Dense(2, name="after")(bad(x)), name="nan_weight")
+    k, b = bad.get_weights()
+    k[2, 1] = np.nan
+    bad.set_weights([k, b])
+    save("nan_weight", m)
+
+    # a hostile layer name on the layer where NaN starts, in a hostile file name
+    seed()
+    x = keras.Input((4,), name="x")
+    evil = layers.Dense(3, name=HOSTILE)
+    m = keras.Model(x, layers.Dense(2, name="after")(evil(x)), name="hostile")
+    k, b = evil.get_weights()
+    b[0] = np.nan
+    evil.set_weights([k, b])
+    m.save(d / "evil,name:1%0A.keras")
+    out["hostile"] = d / "evil,name:1%0A.keras"
+    return out
+
+
+def test_nan_exits_1_and_names_the_layer_where_it_starts(models):
+    data, r = run_json(models["nan_op"], *SAMPLES, code=1)
+    m = data["models"][0]
+    assert m["status"] == "failed" and data["exit_code"] == 1
+    assert m["first_fault"]["layer"] == "sqrt" and m["first_fault"]["weights"] == []
+    nan = rules_of(m)["nan"]
+    assert nan["verdict"] == "failed" and [f["layer"] for f in nan["failures"]] == ["sqrt", "mix", "probs"]
+    assert rules_of(m)["weight-nan"]["verdict"] == "passed"
+    text = run(models["nan_op"], *SAMPLES)
+    assert text.exit_code == 1 and "NaN starts at layer 'sqrt' (Sqrt)" in text.stdout
+    assert text.stdout.index("FAIL nan") < text.stdout.index("pass inf")  # failures first
+
+
+def test_nan_inside_a_nested_model(models):
+    data, _ = run_json(models["nested_nan"], *SAMPLES, code=1)
+    assert data["models"][0]["first_fault"]["layer"] == "block/log"
+
+
+def test_clean_model_exits_0(models):
+    r = run(models["clean"], *SAMPLES)
+    assert r.exit_code == 0, r.stdout
+    assert r.stdout.startswith("PASSED ") and "7 rules passed" in r.stdout
+    assert r.stdout.rstrip().endswith("1 model · 1 passed · 0 failed · 0 errors · exit 0")
+    assert r.stderr == ""
+    data, _ = run_json(models["clean"], *SAMPLES, code=0)
+    assert all(rule["verdict"] == "passed" for rule in data["models"][0]["rules"])
+
+
+def test_dead_and_exploding(models):
+    data, _ = run_json(models["dead"], *SAMPLES, code=1)
+    dead = rules_of(data["models"][0])["dead"]
+    assert [f["layer"] for f in dead["failures"]] == ["gate_relu"]
+    assert dead["failures"][0]["values"]["dead_fraction"] == pytest.approx(0.75)
+    assert dead["threshold"] == 0.5
+    run_json(models["dead"], *SAMPLES, "--max-dead-fraction", "0.8", code=0)
+
+    data, _ = run_json(models["exploding"], *SAMPLES, code=1)
+    boom = rules_of(data["models"][0])["exploding"]
+    assert boom["failures"][0]["layer"] == "amp" and boom["failures"][0]["values"]["abs_max"] > 1e4
+    run_json(models["exploding"], *SAMPLES, "--max-abs", "1e12", code=0)
+
+
+def test_integer_tensors_are_not_checked(models):
+    data, _ = run_json(models["int_mixed"], *SAMPLES, code=0)
+    nan = rules_of(data["models"][0])["nan"]["counts"]
+    assert nan["not_checked"] >= 2 and nan["passed"] >= 3  # ids, add: int; emb, flat, dense: float
+    data, r = run_json(models["int_only"], *SAMPLES, code=1)
+    rules = rules_of(data["models"][0])
+    assert rules["nan"]["verdict"] == "not_checked" and rules["nan"]["counts"]["passed"] == 0
+    assert rules["coverage"]["verdict"] == "failed"
+
+
+def test_nan_weight(models):
+    data, _ = run_json(models["nan_weight"], *SAMPLES, code=1)
+    m = data["models"][0]
+    wn = rules_of(m)["weight-nan"]
+    assert [(f["layer"], f["tensor"]) for f in wn["failures"]] == [("w_bad", "w_bad/kernel")]
+    assert wn["failures"][0]["values"]["nan_count"] == 1
+    assert m["first_fault"]["layer"] == "w_bad" and m["first_fault"]["weights"] == ["w_bad/kernel"]
+
+
+def test_ignore(models):
+    data, _ = run_json(models["dead"], *SAMPLES, "--ignore", "gate_*", code=0)
+    m = data["models"][0]
+    assert m["ignored_layers"] == ["gate_relu"]
+    assert rules_of(m)["dead"]["counts"]["ignored"] == 1
+    assert rules_of(m)["weight-nan"]["counts"]["ignored"] == 2  # kernel and bias
+    data, _ = run_json(models["dead"], *SAMPLES, "--ignore", "nothing_here", code=1)
+    assert any("nothing_here" in w for w in data["models"][0]["warnings"])
+    # ignoring the layer where NaN starts does not hide the layers it flows into
+    data, _ = run_json(models["nan_op"], *SAMPLES, "--ignore", "sqrt", code=1)
+    assert data["models"][0]["first_fault"]["layer"] == "mix"
+
+
+def test_pyproject_discovery_and_option_precedence(models, tmp_path, monkeypatch):
+    root = tmp_path / "repo"
+    (root / "src" / "deep").mkdir(parents=True)
+    (root / "pyproject.toml").write_text(
+        '[project]\nname = "demo"\n\n[tool.kerinspect.check]\nignore = ["gate_relu"]\nmax_abs = 1e12\n'
+        "samples = 8\n"
+    )
+    monkeypatch.chdir(root / "src" / "deep")
+    data, _ = run_json(models["dead"], code=0)
+    assert data["config_file"] == str(root / "pyproject.toml")
+    assert data["models"][0]["settings"]["ignore"] == ["gate_relu"] and data["models"][0]["samples"] == 8
+    run_json(models["exploding"], code=0)  # max_abs from the file
+    run_json(models["exploding"], "--max-abs", "1e4", code=1)  # the option wins
+    run_json(models["dead"], "--ignore", "logits", code=1)  # an option list replaces the file's
+    data, _ = run_json(models["dead"], "--no-config", *SAMPLES, code=1)
+    assert data["config_file"] is None
+    (root / "pyproject.toml").write_text("[tool.kerinspect.check]\nmax_abss = 1\n")
+    r = run(models["dead"])
+    assert r.exit_code == 2 and "max_abss" in r.stderr and r.stdout == ""
+
+
+def test_config_file_option_and_per_model_inputs(models, tmp_path):
+    data_dir = tmp_path / "data"
+    data_dir.mkdir()
+    np.save(data_dir / "ones.npy", np.ones((12, 5), np.float32))
+    cfg = tmp_path / "gate.toml"
+    cfg.write_text(
+        'samples = 8\nmax_dead_fraction = 0.9\n\n[[models]]\npath = "*/clean.keras"\ninput = "data/ones.npy"\n'
+    )
+    mdir = tmp_path / "m"
+    mdir.mkdir()
+    shutil.copy(models["clean"], mdir / "clean.keras")
+    shutil.copy(models["dead"], mdir / "dead.keras")
+    data, _ = run_json(mdir / "clean.keras", mdir / "dead.keras", "--config", cfg, code=0)
+    clean, dead = data["models"]
+    assert clean["inputs"][0]["source"] == str(data_dir / "ones.npy") and clean["samples"] == 8
+    assert dead["inputs"][0]["source"] == "synthetic" and dead["samples"] == 8
+    assert dead["settings"]["max_dead_fraction"] == 0.9
+
+
+def test_junit_xml(models, tmp_path):
+    out = tmp_path / "reports" / "junit.xml"
+    out.parent.mkdir()
+    args = [models["nan_op"], models["clean"], models["dead"], tmp_path / "missing.keras", models["hostile"]]
+    r = run(*args, *SAMPLES, "--junit", out)
+    assert r.exit_code == 3
+    data, _ = run_json(*args, *SAMPLES)
+    root = ET.parse(out).getroot()
+    suites = root.findall("testsuite")
+    assert [s.get("name") for s in suites[:4]] == [str(a) for a in args[:4]]
+    failures = errors = tests = 0
+    for suite, model in zip(suites, data["models"], strict=True):
+        cases = suite.findall("testcase")
+        assert int(suite.get("tests")) == len(cases)
+        assert int(suite.get("failures")) == len(suite.findall("testcase/failure"))
+        assert int(suite.get("errors")) == len(suite.findall("testcase/error"))
+        if model["status"] == "error":
+            assert [c.get("name") for c in cases] == ["inspect"]
+        else:
+            assert [c.get("name") for c in cases] == [rule["rule"] for rule in model["rules"]]
+            assert int(suite.get("failures")) == sum(rule["verdict"] == "failed" for rule in model["rules"])
+        failures, errors, tests = failures + int(suite.get("failures")), errors + int(suite.get("errors")), \
+            tests + len(cases)
+    assert (int(root.get("tests")), int(root.get("failures")), int(root.get("errors"))) == (tests, failures, errors)
+    assert errors == 1 and failures == sum(
+        rule["verdict"] == "failed" for m in data["models"] for rule in m["rules"]
+    )
+    nan_case = suites[0].find("testcase[@name='nan']/failure")
+    assert "layer 'sqrt'" in nan_case.get("message") and "layer 'mix' output 'output'" in nan_case.text
+    assert suites[3].find("testcase/error").get("type") == "model-not-found"
+    assert "\x1b" not in out.read_text() and "##[" not in out.read_text()
+
+
+def test_unwritable_junit_is_exit_7_and_outranks_failed_checks(models, tmp_path):
+    r = run(models["dead"], *SAMPLES, "--junit", tmp_path / "no" / "such" / "dir.xml")
+    assert r.exit_code == 7 and "error[output-unwritable]" in r.stderr
+    assert "FAILED" in r.stdout  # the verdicts are still shown
+    assert not list(tmp_path.rglob("*.tmp"))
+
+
+def _runner_commands(text):
+    """Workflow commands the GitHub runner would execute from ``text``: lines starting
+    (after leading whitespace) with ``::``, and legacy ``##[`` commands anywhere."""
+    v2, legacy = [], []
+    for line in re.split(r"\r\n|\r|\n", text):
+        if "##[" in line:
+            legacy.append(line)
+        stripped = line.lstrip()
+        if stripped.startswith("::"):
+            end = stripped.index("::", 2)
+            info, data = stripped[2:end], stripped[end + 2:]
+            name, _, props = info.partition(" ")
+            unesc = lambda s: s.replace("%3A", ":").replace("%2C", ",").replace("%0D", "\r") \
+                .replace("%0A", "\n").replace("%25", "%")  # noqa: E731
+            properties = dict(p.split("=", 1) for p in props.split(",") if p)
+            v2.append((name, {k: unesc(v) for k, v in properties.items()},
+                       data.replace("%0D", "\r").replace("%0A", "\n").replace("%25", "%")))
+    return v2, legacy
+
+
+def test_github_annotations_cannot_be_forged(models):
+    args = (models["hostile"], models["clean"], *SAMPLES)
+    r = run(*args, env={"GITHUB_ACTIONS": "true"})
+    assert r.exit_code == 1
+    data, _ = run_json(*args)
+    failed = [rule["rule"] for rule in data["models"][0]["rules"] if rule["verdict"] == "failed"]
+    assert {"nan", "weight-nan"} <= set(failed)
+    for stream in (r.stdout, r.stderr):
+        assert "\x1b" not in stream and "\r" not in stream
+    assert _runner_commands(r.stdout) == ([], [])
+    commands, legacy = _runner_commands(r.stderr)
+    assert legacy == []
+    assert [c[0] for c in commands] == ["error"] * len(failed)
+    assert [c[1] for c in commands] == [{"file": str(models["hostile"]), "title": f"kerinspect check: {rule}"}
+                                        for rule in failed]
+    nan_message = commands[failed.index("nan")][2]
+    assert nan_message.startswith("NaN starts at layer 'ok\\n::error title=pwned::x\\x1b[2J%0A,a:b #\\x23[error]")
+    assert "\n" not in nan_message
+    # the JSON output stays parseable and carries the exact name, but no runnable command
+    assert data["models"][0]["first_fault"]["layer"] == HOSTILE
+    assert _runner_commands(run(*args, "--format", "json").stdout) == ([], [])
+    # without GITHUB_ACTIONS there are no annotations
+    assert "::error" not in run(*args).stderr
+
+
+def test_baseline(models, tmp_path):
+    base = tmp_path / "release.json"
+    r = CliRunner().invoke(cli, ["summary", str(models["clean"]), "--format", "json", *SAMPLES])
+    assert r.exit_code == 0
+    base.write_text(r.stdout)
+    data, _ = run_json(models["clean"], *SAMPLES, "--baseline", base, code=0)
+    rules = rules_of(data["models"][0])
+    assert rules["structure"]["verdict"] == "passed" and rules["drift"]["verdict"] == "passed"
+    assert rules["drift"]["counts"]["passed"] == 3 and rules["drift"]["threshold"] == 0.1
+
+    data, r = run_json(models["perturbed"], *SAMPLES, "--baseline", base, code=1)
+    drift = rules_of(data["models"][0])["drift"]
+    assert rules_of(data["models"][0])["structure"]["verdict"] == "passed"
+    assert [f["layer"] for f in drift["failures"]] == ["h2"]  # h1 is untouched
+    assert drift["failures"][0]["values"]["std_shift"] > 0.1
+    assert "first drifted layer 'h2'" in run(models["perturbed"], *SAMPLES, "--baseline", base).stdout
+    run_json(models["perturbed"], *SAMPLES, "--baseline", base, "--tolerance", "100", code=0)
+
+    data, _ = run_json(models["wider"], *SAMPLES, "--baseline", base, code=1)
+    structure = rules_of(data["models"][0])["structure"]
+    assert [f["layer"] for f in structure["failures"]] == ["h1"]
+    assert "(None, 6) -> (None, 7)" in structure["failures"][0]["message"]
+
+    data, _ = run_json(models["clean"], "--samples", "16", "--baseline", base)
+    assert any("different inputs" in w for w in data["models"][0]["warnings"])  # (it may drift too)
+    data, _ = run_json(models["clean"], "--baseline", tmp_path / "none.json", code=3)
+    assert data["models"][0]["error"]["rule"] == "baseline-not-found"
+    (tmp_path / "bad.json").write_text('{"schema_version": 1}')
+    data, _ = run_json(models["clean"], "--baseline", tmp_path / "bad.json", code=3)
+    assert data["models"][0]["error"]["rule"] == "baseline-invalid"
+
+
+def test_deterministic(models):
+    first = run(models["nan_op"], models["dead"], *SAMPLES, "--format", "json").stdout
+    again = run(models["nan_op"], models["dead"], *SAMPLES, "--format", "json").stdout
+    assert first == again
+    other = run(models["nan_op"], models["dead"], *SAMPLES, "--seed", "5", "--format", "json").stdout
+    assert other != first
+    verdicts = [[(r["rule"], r["verdict"]) for r in m["rules"]] for m in json.loads(other)["models"]]
+    assert verdicts == [[(r["rule"], r["verdict"]) for r in m["rules"]] for m in json.loads(first)["models"]]
+
+
+def test_multiple_models_globs_and_precedence(models, tmp_path):
+    d = tmp_path / "many"
+    d.mkdir()
+    for name in ("clean", "dead", "nan_op"):
+        shutil.copy(models[name], d / f"{name}.keras")
+    data, _ = run_json(f"{d}/*.keras", d / "clean.keras", *SAMPLES, code=1)  # duplicates checked once
+    assert [m["path"] for m in data["models"]] == [str(d / n) for n in ("clean.keras", "dead.keras",
+                                                                        "nan_op.keras")]
+    assert data["totals"] == {"models": 3, "passed": 1, "failed": 2, "errors": 0}
+    # a missing model outranks failed checks, and the others are still checked
+    data, r = run_json(d / "dead.keras", d / "gone.keras", f"{d}/nothing*.keras", *SAMPLES, code=3)
+    assert [m["status"] for m in data["models"]] == ["failed", "error", "error"]
+    assert data["models"][2]["error"]["rule"] == "no-match"
+    text = run(d / "dead.keras", d / "gone.keras", *SAMPLES).stdout
+    assert text.index("FAILED") < text.index("ERROR")
+    assert text.rstrip().endswith("2 models · 0 passed · 1 failed · 1 error · exit 3")
+    (d / "broken.keras").write_bytes((d / "clean.keras").read_bytes()[:200])
+    data, _ = run_json(d / "broken.keras", d / "gone.keras", d / "clean.keras", *SAMPLES, code=4)
+    assert [m["exit_code"] for m in data["models"]] == [4, 3, 0]
+
+
+def test_python_api(models):
+    import kerinspect
+    from kerinspect.config import CheckConfig
+
+    report = kerinspect.inspect_model(str(models["dead"]), samples=8)
+    result = kerinspect.run_checks(report, CheckConfig(max_dead_fraction=0.8))
+    assert result.status == "passed" and result.exit_code == 0
+    assert kerinspect.run_checks(report).rule("dead").failures[0].layer == "gate_relu"
+    assert json.loads(json.dumps(result.to_dict(), allow_nan=False))["status"] == "passed"
+
+
+def test_exit_code_is_documented_in_help():
+    r = CliRunner().invoke(cli, ["check", "--help"])
+    assert r.exit_code == 0 and "outranks 1" in r.stdout and "--junit" in r.stdout
+    assert int(ExitCode.CHECKS_FAILED) == 1
