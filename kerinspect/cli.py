@@ -407,6 +407,7 @@ _CHECK_SETTINGS = {
     help="Output format (stdout).",
 )
 @click.option("--junit", "junit_path", metavar="FILE", help="Also write the results as JUnit XML to FILE.")
+@load_options
 @debug_option
 @click.pass_context
 def check(
@@ -416,6 +417,10 @@ def check(
     no_config: bool,
     fmt: str,
     junit_path: str | None,
+    timeout: float,
+    max_memory: int | None,
+    custom_objects: str | None,
+    trust_model: bool,
     **options: Any,
 ) -> int:
     """Gate for CI: run each MODEL and fail when an activation holds NaN or Inf,
@@ -457,8 +462,11 @@ def check(
             rule="usage",
         )
 
+    load = make_load_options(timeout, max_memory, custom_objects, trust_model)
     with _ProgressBar(stderr_console()) as progress:
-        run = check_models(models, config_file, overrides, progress=progress, reraise=_debug_requested())
+        run = check_models(
+            models, config_file, overrides, progress=progress, reraise=_debug_requested(), load=load
+        )
     code = run.exit_code
     if junit_path:
         from ._ci import junit_xml

@@ -129,6 +129,7 @@ def check_model(
     *,
     progress: Callable[[int, int], None] | None = None,
     reraise: bool = False,
+    load: Any = None,
 ) -> CheckResult:
     """Inspect and judge one model file; never raises for a bad model.
 
@@ -136,6 +137,7 @@ def check_model(
         path: the model file.
         config: its effective settings.
         progress: passed to :func:`kerinspect.api.inspect_model`.
+        load: :class:`kerinspect.api.LoadOptions` (isolation limits, trust).
         reraise: let unexpected exceptions (kerinspect bugs) propagate instead of
             recording them as an INTERNAL error (``--debug``).
     """
@@ -154,6 +156,7 @@ def check_model(
             shapes=config.shape,
             thresholds=config.thresholds,
             progress=progress,
+            load=load,
         )
         return run_checks(report, config, baseline=baseline, path=path)
     except KerinspectError as e:
@@ -175,6 +178,7 @@ def check_models(
     *,
     progress: Callable[[int, int], None] | None = None,
     reraise: bool = False,
+    load: Any = None,
 ) -> CheckRun:
     """Check every model named (paths or globs) and collect the verdicts.
 
@@ -184,6 +188,7 @@ def check_models(
         overrides: settings given as options; they win over the file.
         progress: per-batch progress callback.
         reraise: see :func:`check_model`.
+        load: see :func:`check_model`.
     """
     config_file = config_file or ConfigFile.empty()
     results = []
@@ -192,5 +197,5 @@ def check_models(
             results.append(error_result(path, error))
             continue
         config = config_file.settings_for(path, overrides)
-        results.append(check_model(path, config, progress=progress, reraise=reraise))
+        results.append(check_model(path, config, progress=progress, reraise=reraise, load=load))
     return CheckRun(tuple(results), config_file=config_file.path, kerinspect_version=__version__)
