@@ -266,6 +266,143 @@ def summary(
         render_table(report, console, fit=width is not None or console.is_terminal)
 
 
+class _ByteSize(click.ParamType):
+    """``2GiB``, ``500M``, ``2GB`` or a plain byte count."""
+
+    name = "SIZE"
+
+    def convert(self, value: Any, param: click.Parameter | None, ctx: click.Context | None) -> int:
+        from .dump import parse_size
+        from .errors import UsageError
+
+        try:
+            return parse_size(value)
+        except UsageError as e:
+            self.fail(e.message, param, ctx)
+
+
+@cli.command()
+@click.argument("model", metavar="MODEL")
+@click.option("--out", "-o", required=True, metavar="DIR", help="Output directory (created if missing).")
+@input_options
+@click.option(
+    "--layers",
+    "-l",
+    multiple=True,
+    metavar="PATTERN",
+    help="Dump only layer calls whose path matches this glob (repeatable): 'encoder/*', "
+    "'lstm', 'shared@1'. Default: every layer call.",
+)
+@click.option(
+    "--overwrite",
+    is_flag=True,
+    help="Replace a previous kerinspect dump in DIR (only the files its manifest lists).",
+)
+@click.option(
+    "--max-bytes",
+    type=_ByteSize(),
+    default="2GiB",
+    show_default=True,
+    help="Refuse a dump larger than this (tensors and inputs): 500M, 2GiB, 2GB, bytes.",
+)
+@debug_option
+def dump(
+    model: str,
+    out: str,
+    input_file: str | None,
+    samples: int | None,
+    batch_size: int,
+    seed: int,
+    dim: int,
+    shapes: tuple[str, ...],
+    layers: tuple[str, ...],
+    overwrite: bool,
+    max_bytes: int,
+) -> None:
+    """Run MODEL on sample inputs and save layer outputs as .npy files in DIR.
+
+    One .npy per output tensor of every selected layer call, all samples stacked
+    on axis 0, plus the inputs used (DIR/inputs/) and DIR/manifest.json, which
+    maps each file to its layer. File names never come from layer names. A
+    non-empty DIR is refused unless --overwrite; the dump is complete once
+    manifest.json exists.
+
+    \b
+    Examples:
+      kerinspect dump model.keras --out acts
+      kerinspect dump model.keras -o acts --layers 'encoder/*' --samples 256
+      kerinspect dump model.h5 -o acts --input batch.npz --overwrite
+    """
+    from .api import dump_activations
+
+    with _ProgressBar(stderr_console()) as progress, _terminate_as_interrupt():
+        result = dump_activations(
+            model,
+            out,
+            input_file,
+            samples=samples,
+            batch_size=batch_size,
+            seed=seed,
+            dim=dim,
+            shapes=shapes,
+            layers=layers,
+            overwrite=overwrite,
+            max_bytes=max_bytes,
+            progress=progress,
+        )
+    _echo_dump(result, out)
+
+
+def _echo_dump(result: Any, out: str) -> None:
+    """What was written: one line per file (names escaped: they come from the model)."""
+    from .dump import MANIFEST, format_bytes
+
+    m = result.manifest
+    calls = len({t["index"] for t in m["tensors"]})
+    n_in = len(m["inputs"])
+    click.echo(
+        f"Dumped {len(m['tensors'])} tensors of {calls} layer calls and {n_in} input{'s' * (n_in != 1)}, "
+        f"{m['samples']} samples, {format_bytes(m['total_bytes'], exact=False)}, to {escape_text(out, 200)}"
+    )
+    rows = []
+    for t in m["tensors"]:
+        note = f" (from {t['source_dtype']})" if t["source_dtype"] != t["dtype"] else ""
+        rows.append((t["file"], escape_text(t["key"], 80), t["shape"], t["dtype"] + note))
+    for i in m["inputs"]:
+        rows.append((i["file"], "input " + escape_text(i["name"], 74), i["shape"], i["dtype"]))
+    w_file = max((len(r[0]) for r in rows), default=0)
+    w_key = max((len(r[1]) for r in rows), default=0)
+    for file, key, shape, dtype in rows:
+        shown = "(" + ", ".join(map(str, shape)) + ")"
+        click.echo(f"  {file:<{w_file}}  {key:<{w_key}}  {shown} {dtype}")
+    for s in m["skipped"]:
+        what = escape_text(f"{s['path']}:{s['output_name']}", 120)
+        click.echo(f"  skipped {what}: {escape_text(s['reason'] or '', 120)}")
+    click.echo(f"manifest: {escape_text(os.path.join(out, MANIFEST), 200)}")
+
+
+class _terminate_as_interrupt:
+    """SIGTERM raises KeyboardInterrupt for the duration, so a killed dump cleans up."""
+
+    def __enter__(self) -> None:
+        import signal
+
+        def raise_interrupt(signum: int, frame: Any) -> None:
+            raise KeyboardInterrupt
+
+        self.previous: Any = None
+        try:
+            self.previous = signal.signal(signal.SIGTERM, raise_interrupt)
+        except ValueError:  # not the main thread
+            pass
+
+    def __exit__(self, *exc: object) -> None:
+        import signal
+
+        if self.previous is not None:
+            signal.signal(signal.SIGTERM, self.previous)
+
+
 class _ProgressBar:
     """``progress(done, total)`` callback drawing a Rich bar on stderr once a run
     turns out to have more than one batch; silent when stderr is not a terminal."""
