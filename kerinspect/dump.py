@@ -1060,7 +1060,11 @@ def _publish(plan: Mapping[str, Any], draft: Mapping[str, Any], shown: str) -> d
         for item in items:
             target = os.path.realpath(os.path.join(real_out, item.rel))
             if os.path.commonpath([real_out, target]) != real_out:  # belt and braces: names are checked
-                raise _bad(f"{item.rel!r} would land outside the output directory")
+                raise OutputError(
+                    f"{item.rel!r} would resolve outside the output directory (a symbolic link appeared "
+                    f"there during the run?); nothing was published. Received: out={shown}",
+                    rule="out-escape",
+                )
         manifest = _manifest(plan, draft, items)
         text = _manifest_text(manifest)
         try:
