@@ -724,8 +724,8 @@ class _DumpWriter:
         where = f"Received: out={_shown(os.path.dirname(self.staging))}"
         if self.total > self.max_bytes:
             raise OutputError(
-                f"The dump would need {format_bytes(self.total)} ({len(self.slots)} tensors and "
-                f"{len(self.input_slots)} inputs, {self.samples} samples), above --max-bytes "
+                f"The dump would need {format_bytes(self.total)} for {len(self.slots)} tensors and "
+                f"{len(self.input_slots)} inputs of {self.samples} samples, above --max-bytes "
                 f"{format_bytes(self.max_bytes)}. {where}",
                 rule="max-bytes",
                 hint="raise --max-bytes, or dump fewer layers (--layers) or samples (--samples)",
