@@ -409,6 +409,10 @@ def test_files_planted_during_the_run_are_never_followed_or_replaced(factories, 
 def test_overwrite_replaces_only_the_previous_dump(saved, tmp_path):
     out = tmp_path / "out"
     first = dump(saved["nested"], out, samples=4)
+    before = tree_hash(out)
+    with pytest.raises(OutputError) as e:  # a previous dump is still not replaced without overwrite
+        dump(saved["nested"], out, samples=3)
+    assert e.value.rule == "out-not-empty" and tree_hash(out) == before
     second = dump(saved["nested"], out, samples=3, layers=["seq*"], overwrite=True)
     assert {t["path"] for t in second.tensors} == {"seq", "seq/dense", "seq/bn"}
     assert sorted(os.listdir(out)) == sorted([t["file"] for t in second.tensors] + ["inputs", "manifest.json"])
