@@ -653,3 +653,39 @@ def test_cli_interrupt_cleans_up(saved, tmp_path, monkeypatch):
     r = run("dump", saved["mlp"], "--out", tmp_path / "out")
     assert r.exit_code == 130 and "interrupted" in r.stderr
     assert not (tmp_path / "out").exists()
+
+
+def test_dump_help_imports_neither_tensorflow_nor_numpy():
+    code = (
+        "import sys\nfrom kerinspect.cli import main\nsys.argv = ['kerinspect', 'dump', '--help']\n"
+        "try:\n    main()\nexcept SystemExit as e:\n    assert e.code in (0, None), e.code\n"
+        "print('imported:', [m for m in ('tensorflow', 'keras', 'numpy') if m in sys.modules])\n"
+    )
+    r = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, cwd=ROOT)
+    assert r.returncode == 0, r.stderr
+    assert "--max-bytes SIZE" in r.stdout and r.stdout.strip().endswith("imported: []")
+
+
+@pytest.mark.slow
+def test_sigterm_mid_write_cleans_up(saved, tmp_path):
+    """SIGTERM once files are being written: exit 130, nothing left in or beside DIR."""
+    import time
+
+    out = tmp_path / "out"
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "kerinspect", "dump", saved["mlp"], "--out", str(out),
+         "--samples", "2000000", "--batch-size", "8"],
+        cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+    )
+    deadline = time.monotonic() + 120
+    try:
+        while not list(out.glob(".kerinspect-staging-*/*.npy")):
+            assert proc.poll() is None and time.monotonic() < deadline, proc.communicate()
+            time.sleep(0.05)
+        proc.send_signal(signal.SIGTERM)
+        stdout, stderr = proc.communicate(timeout=60)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+    assert proc.returncode == 130 and stderr.strip() == "kerinspect: interrupted", stderr
+    assert not out.exists() and leftovers(tmp_path) == []
