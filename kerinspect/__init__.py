@@ -6,20 +6,25 @@ The public API is imported lazily so that ``import kerinspect`` (and the CLI's
 
 from __future__ import annotations
 
+import importlib
 from typing import Any
 
 __version__ = "0.1.0"
 
-__all__ = ["__version__", "inspect_model", "run_checks"]
+#: public name -> module that defines it
+_LAZY = {
+    "inspect_model": "api",
+    "dump_activations": "api",
+    "LoadOptions": "api",
+    "run_checks": "checks",
+    "load_dump": "dump",
+}
+
+__all__ = ["__version__", *sorted(_LAZY)]
 
 
 def __getattr__(name: str) -> Any:
-    if name == "inspect_model":
-        from .api import inspect_model
-
-        return inspect_model
-    if name == "run_checks":
-        from .checks import run_checks
-
-        return run_checks
-    raise AttributeError(f"module 'kerinspect' has no attribute {name!r}")
+    module = _LAZY.get(name)
+    if module is None:
+        raise AttributeError(f"module 'kerinspect' has no attribute {name!r}")
+    return getattr(importlib.import_module(f".{module}", __name__), name)

@@ -505,3 +505,94 @@ def run_batches(model: Any, feed: Feed, visitor: Any, progress: ProgressFn | Non
         done += rows
         if progress is not None:
             progress(done, feed.samples)
+
+
+def dump_activations(
+    model: Any,
+    out: str | os.PathLike[str],
+    inputs: Any = None,
+    *,
+    samples: int | None = None,
+    batch_size: int = DEFAULT_BATCH_SIZE,
+    seed: int = DEFAULT_SEED,
+    dim: int = DEFAULT_DIM,
+    shapes: Sequence[str] | Mapping[str, tuple[int, ...]] | None = None,
+    layers: Sequence[str] = (),
+    overwrite: bool = False,
+    max_bytes: int | None = None,
+    progress: ProgressFn | None = None,
+) -> Any:
+    """Run a model on sample inputs and save the selected layer calls' outputs as ``.npy``.
+
+    One file per output tensor, every sample stacked on axis 0, plus the inputs
+    used (under ``out/inputs/``) and ``out/manifest.json``. The three phases of
+    :mod:`kerinspect.dump` (prepare, write, publish) run here one after the other.
+
+    Args:
+        model: path of a ``.keras``/``.h5`` file, or a built ``keras.Model``.
+        out: output directory: created if missing; an existing one must be empty
+            (or, with ``overwrite``, hold a previous kerinspect dump).
+        inputs, samples, batch_size, seed, dim, shapes: as for :func:`inspect_model`.
+        layers: glob patterns matched against layer paths (``encoder/*``,
+            ``shared@1``); default: every layer call.
+        overwrite: replace a previous kerinspect dump in ``out`` (only its own files).
+        max_bytes: refuse to write more than this (default 2 GiB).
+        progress: called as ``progress(samples_done, samples_total)`` after each batch.
+
+    Returns:
+        The :class:`~kerinspect.dump.Dump`, as :func:`~kerinspect.dump.load_dump` reads it.
+
+    Raises:
+        KerinspectError: a subclass carrying the exit code; ``OutputError`` (exit 7)
+            for a refused directory, a dump above ``max_bytes``, a full disk.
+    """
+    from . import dump as d
+
+    path, fmt, mf = None, "in-memory", None
+    if isinstance(model, (str, os.PathLike)):
+        from .loading import preflight
+
+        mf = preflight(model)
+        path, fmt = mf.path, mf.format
+    elif not hasattr(model, "layers") or not callable(model):
+        raise UsageError(f"Expected a model path or a keras.Model, got {type(model).__name__}")
+    if isinstance(inputs, (str, os.PathLike)):
+        source: str | None = os.fspath(inputs)
+    else:
+        source = None if inputs is None else "array"
+    run = {
+        "input": source,
+        "samples": samples,
+        "batch_size": batch_size,
+        "seed": seed,
+        "dim": dim,
+        "shapes": {k: list(v) for k, v in shapes.items()}
+        if isinstance(shapes, Mapping)
+        else list(shapes or ()),
+        "layers": list(layers),
+    }
+    plan = d.prepare_dump(
+        out,
+        overwrite=overwrite,
+        max_bytes=d.DEFAULT_MAX_BYTES if max_bytes is None else max_bytes,
+        layers=layers,
+        model_path=path,
+        model_format=fmt,
+        run=run,
+    )
+    try:
+        if mf is not None:
+            from .loading import load_model
+
+            keras_model = load_model(mf)
+        else:
+            keras_model = model
+        feed = build_feed(
+            keras_model, inputs, samples=samples, batch_size=batch_size, seed=seed, dim=dim, shapes=shapes
+        )
+        draft = d.write_dump(keras_model, feed, plan["write"], progress=progress)
+    except BaseException:
+        d.abort_dump(plan)
+        raise
+    d.publish_dump(plan, draft)
+    return d.load_dump(plan["out"])

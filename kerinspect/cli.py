@@ -143,23 +143,20 @@ def input_options(f: Callable[..., Any]) -> Callable[..., Any]:
 
 
 class ByteSize(click.ParamType):
-    """``512M``, ``8G``, ``1.5G`` or a plain number of bytes; ``0`` means no limit."""
+    """``2GiB``, ``500M``, ``2GB`` or a plain byte count (see :func:`kerinspect.dump.parse_size`)."""
 
-    name = "size"
-    _UNITS = {"": 1, "K": 1 << 10, "M": 1 << 20, "G": 1 << 30, "T": 1 << 40}
+    name = "SIZE"
 
-    def convert(self, value: Any, param: Any, ctx: Any) -> int:
-        if isinstance(value, int):
-            return value
-        text = str(value).strip().upper().removesuffix("B").removesuffix("I")
-        unit = text[-1:] if text[-1:] in self._UNITS else ""
+    def __init__(self, minimum: int = 1):
+        self.minimum = minimum
+
+    def convert(self, value: Any, param: click.Parameter | None, ctx: click.Context | None) -> int:
+        from .dump import parse_size
+
         try:
-            number = float(text[: len(text) - len(unit)])
-        except ValueError:
-            self.fail(f"{value!r} is not a size like 512M or 8G", param, ctx)
-        if number < 0:
-            self.fail(f"{value!r} is negative", param, ctx)
-        return int(number * self._UNITS[unit])
+            return parse_size(value, minimum=self.minimum)
+        except KerinspectError as e:
+            self.fail(e.message, param, ctx)
 
 
 def load_options(f: Callable[..., Any]) -> Callable[..., Any]:
@@ -174,7 +171,7 @@ def load_options(f: Callable[..., Any]) -> Callable[..., Any]:
         ),
         click.option(
             "--max-memory",
-            type=ByteSize(),
+            type=ByteSize(minimum=0),
             default=None,
             metavar="SIZE",
             help="Memory limit of the worker, e.g. 8G (default: half the RAM; 0: no limit).",
@@ -519,6 +516,128 @@ def _write_file(path: str, data: bytes) -> None:
         raise OutputError(
             f"Cannot write {escape_text(path)}: {e.strerror}.", rule="output-unwritable"
         ) from None
+
+
+@cli.command()
+@click.argument("model", metavar="MODEL")
+@click.option("--out", "-o", required=True, metavar="DIR", help="Output directory (created if missing).")
+@input_options
+@click.option(
+    "--layers",
+    "-l",
+    multiple=True,
+    metavar="PATTERN",
+    help="Dump only layer calls whose path matches this glob (repeatable): 'encoder/*', "
+    "'lstm', 'shared@1'. Default: every layer call.",
+)
+@click.option(
+    "--overwrite",
+    is_flag=True,
+    help="Replace a previous kerinspect dump in DIR (only the files its manifest lists).",
+)
+@click.option(
+    "--max-bytes",
+    type=ByteSize(),
+    default="2GiB",
+    show_default=True,
+    help="Refuse a dump larger than this (tensors and inputs): 500M, 2GiB, 2GB, bytes.",
+)
+@debug_option
+def dump(
+    model: str,
+    out: str,
+    input_file: str | None,
+    samples: int | None,
+    batch_size: int,
+    seed: int,
+    dim: int,
+    shapes: tuple[str, ...],
+    layers: tuple[str, ...],
+    overwrite: bool,
+    max_bytes: int,
+) -> None:
+    """Run MODEL on sample inputs and save layer outputs as .npy files in DIR.
+
+    One .npy per output tensor of every selected layer call, all samples stacked
+    on axis 0, plus the inputs used (DIR/inputs/) and DIR/manifest.json, which
+    maps each file to its layer. File names never come from layer names. A
+    non-empty DIR is refused unless --overwrite; the dump is complete once
+    manifest.json exists.
+
+    \b
+    Examples:
+      kerinspect dump model.keras --out acts
+      kerinspect dump model.keras -o acts --layers 'encoder/*' --samples 256
+      kerinspect dump model.h5 -o acts --input batch.npz --overwrite
+    """
+    from .api import dump_activations
+
+    with _ProgressBar(stderr_console()) as progress, _terminate_as_interrupt():
+        result = dump_activations(
+            model,
+            out,
+            input_file,
+            samples=samples,
+            batch_size=batch_size,
+            seed=seed,
+            dim=dim,
+            shapes=shapes,
+            layers=layers,
+            overwrite=overwrite,
+            max_bytes=max_bytes,
+            progress=progress,
+        )
+    _echo_dump(result, out)
+
+
+def _echo_dump(result: Any, out: str) -> None:
+    """What was written: one line per file (names escaped: they come from the model)."""
+    from .dump import MANIFEST, format_bytes
+
+    m = result.manifest
+    calls = len({t["index"] for t in m["tensors"]})
+    n_in = len(m["inputs"])
+    click.echo(
+        f"Dumped {len(m['tensors'])} tensors of {calls} layer calls and {n_in} input{'s' * (n_in != 1)}, "
+        f"{m['samples']} samples, {format_bytes(m['total_bytes'], exact=False)}, to {escape_text(out, 200)}"
+    )
+    rows = []
+    for t in m["tensors"]:
+        note = f" (from {t['source_dtype']})" if t["source_dtype"] != t["dtype"] else ""
+        rows.append((t["file"], escape_text(t["key"], 80), t["shape"], t["dtype"] + note))
+    for i in m["inputs"]:
+        rows.append((i["file"], "input " + escape_text(i["name"], 74), i["shape"], i["dtype"]))
+    w_file = max((len(r[0]) for r in rows), default=0)
+    w_key = max((len(r[1]) for r in rows), default=0)
+    for file, key, shape, dtype in rows:
+        shown = "(" + ", ".join(map(str, shape)) + ")"
+        click.echo(f"  {file:<{w_file}}  {key:<{w_key}}  {shown} {dtype}")
+    for s in m["skipped"]:
+        what = escape_text(f"{s['path']}:{s['output_name']}", 120)
+        click.echo(f"  skipped {what}: {escape_text(s['reason'] or '', 120)}")
+    click.echo(f"manifest: {escape_text(os.path.join(out, MANIFEST), 200)}")
+
+
+class _terminate_as_interrupt:
+    """SIGTERM raises KeyboardInterrupt for the duration, so a killed dump cleans up."""
+
+    def __enter__(self) -> None:
+        import signal
+
+        def raise_interrupt(signum: int, frame: Any) -> None:
+            raise KeyboardInterrupt
+
+        self.previous: Any = None
+        try:
+            self.previous = signal.signal(signal.SIGTERM, raise_interrupt)
+        except ValueError:  # not the main thread
+            pass
+
+    def __exit__(self, *exc: object) -> None:
+        import signal
+
+        if self.previous is not None:
+            signal.signal(signal.SIGTERM, self.previous)
 
 
 class _ProgressBar:
