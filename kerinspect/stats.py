@@ -79,6 +79,12 @@ class RunningStats:
                 self.active = np.zeros(0, dtype=bool)
         return self
 
+    def l2_norm(self) -> float | None:
+        """L2 norm of the finite values, from the merged moments; None if there are none."""
+        if not self.finite:
+            return None
+        return math.sqrt(max(self.m2, 0.0) + self.finite * self.mean * self.mean)
+
     def finalize(self) -> TensorStats:
         """The user-facing statistics (undefined values as None)."""
         defined = self.finite > 0
