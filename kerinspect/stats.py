@@ -132,9 +132,11 @@ def summarize(array: np.ndarray) -> RunningStats | None:
             x = x[finite_mask]
     s.finite = x.size
     if s.finite:
-        s.mean = float(x.sum() / s.finite)
-        d = x - s.mean
-        s.m2 = float(np.dot(d, d))
         s.min = float(x.min())
         s.max = float(x.max())
+        s.mean = float(x.sum() / s.finite)
+        # Deviations in place when x is our own float64 copy (saves an allocation
+        # the size of the batch); never write into the caller's array.
+        d = x - s.mean if np.may_share_memory(x, a) else np.subtract(x, s.mean, out=x)
+        s.m2 = float(np.dot(d, d))
     return s
