@@ -813,14 +813,14 @@ def _str_or_none(x: Any) -> str | None:
 # -- statistics ------------------------------------------------------------------------
 
 
-def block_slices(shape: tuple[int, ...], budget: int = SLICE_ELEMENTS) -> Iterator[tuple[slice, ...]]:
+def block_slices(shape: tuple[int, ...], budget: int | None = None) -> Iterator[tuple[slice, ...]]:
     """Index tuples that cover an array of ``shape`` exactly once, in C order, each
     selecting at most ``budget`` elements (when a single element of the leading axes
     fits; otherwise one element). Blocks are runs of rows along axis 0; a row larger
     than the budget is split along the next axis, and so on. Ranks are kept (slices,
     not integers), so every block has the array's number of axes.
     """
-    budget = max(1, budget)
+    budget = max(1, SLICE_ELEMENTS if budget is None else budget)
     if not shape or math.prod(shape) <= budget:
         yield tuple(slice(None) for _ in shape)
         return
@@ -861,7 +861,7 @@ def _numpy_dtype(ds: Any) -> tuple[str, Callable[[np.ndarray], np.ndarray] | Non
     return escape_text(str(dt), 40), None
 
 
-def dataset_stats(ds: Any, budget: int = SLICE_ELEMENTS) -> tuple[str, tuple[int, ...], RunningStats | None]:
+def dataset_stats(ds: Any, budget: int | None = None) -> tuple[str, tuple[int, ...], RunningStats | None]:
     """``(dtype, shape, stats)`` of one HDF5 dataset, read block by block
     (:func:`block_slices`) so memory stays bounded whatever its size."""
     dtype, convert = _numpy_dtype(ds)
