@@ -136,6 +136,7 @@ def weight_records(model: Any, thresholds: Thresholds) -> tuple[WeightRecord, ..
                 dtype,
                 final,
                 tensor_flags(dtype, final, thresholds, is_weight=True),
+                None if stats is None else stats.l2_norm(),
             )
         )
     return tuple(out)

@@ -347,6 +347,63 @@ def summary(
         render_table(report, console, fit=width is not None or console.is_terminal)
 
 
+@cli.command()
+@click.argument("model", metavar="MODEL")
+@click.option(
+    "--format",
+    "-f",
+    "fmt",
+    type=click.Choice(["table", "json", "markdown"]),
+    default="table",
+    show_default=True,
+    help="Output format (stdout).",
+)
+@click.option(
+    "--width",
+    type=click.IntRange(min=40),
+    default=None,
+    help="Table width in characters (default: the terminal's).",
+)
+@click.option(
+    "--max-abs",
+    type=click.FloatRange(min=0, min_open=True),
+    default=1e4,
+    show_default=True,
+    help="Flag 'exploding' when a finite |weight| exceeds this (float16: at most a tenth of its range).",
+)
+@debug_option
+def weights(model: str, fmt: str, width: int | None, max_abs: float) -> None:
+    """Read every weight of MODEL (.keras or .h5) and show its statistics and health
+    (NaN, Inf, exploding magnitudes), without running or deserializing the model.
+
+    The weights are read with h5py alone: no TensorFlow, no model code, and custom
+    layer classes need not be importable. One row per weight, grouped by layer
+    (outer/inner for layers of nested models). Exits 0 even when weights are flagged.
+
+    \b
+    Examples:
+      kerinspect weights model.keras
+      kerinspect weights legacy.h5 --format json
+    """
+    from .report import Thresholds
+    from .weights import inspect_weights
+
+    report = inspect_weights(model, Thresholds(max_abs=max_abs))
+    if fmt == "json":
+        from .render import render_json
+
+        click.echo(render_json(report))
+    elif fmt == "markdown":
+        from .render import render_weights_markdown
+
+        click.echo(render_weights_markdown(report), nl=False)
+    else:
+        from .render import render_weights_table
+
+        console = stdout_console(width)
+        render_weights_table(report, console, fit=width is not None or console.is_terminal)
+
+
 #: check options that map onto :class:`kerinspect.config.CheckConfig` fields.
 _CHECK_SETTINGS = {
     "input_file": "input",

@@ -244,7 +244,11 @@ class Thresholds:
 
 @dataclass(frozen=True)
 class WeightRecord:
-    """One weight variable: its owning layer, name, shape and value statistics."""
+    """One weight variable: its owning layer, name, shape and value statistics.
+
+    ``norm`` is the L2 norm of the finite values (None when unknown: no finite
+    values, a non-numeric weight, or a report written before it existed).
+    """
 
     layer: str
     name: str
@@ -252,6 +256,12 @@ class WeightRecord:
     dtype: str
     stats: TensorStats | None
     flags: tuple[str, ...] = ()
+    norm: float | None = None
+
+    @property
+    def size(self) -> int:
+        """Number of elements (parameters)."""
+        return math.prod(self.shape)
 
     def to_dict(self) -> dict[str, Any]:
         return {
@@ -261,6 +271,7 @@ class WeightRecord:
             "dtype": self.dtype,
             "stats": None if self.stats is None else self.stats.to_dict(),
             "flags": list(self.flags),
+            "norm": _num(self.norm),
         }
 
     @classmethod
@@ -272,6 +283,7 @@ class WeightRecord:
             dtype=d["dtype"],
             stats=None if d["stats"] is None else TensorStats.from_dict(d["stats"]),
             flags=tuple(d["flags"]),
+            norm=d.get("norm"),
         )
 
 
@@ -581,3 +593,86 @@ class CheckRun:
             },
             "models": [r.to_dict() for r in self.results],
         }
+
+
+@dataclass(frozen=True)
+class WeightTotals:
+    """Footer figures of a :class:`WeightsReport`; they add up from its rows."""
+
+    weights: int
+    params: int
+    flagged: int
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"weights": self.weights, "params": self.params, "flagged": self.flagged}
+
+
+@dataclass(frozen=True)
+class WeightsReport:
+    """The result of :func:`kerinspect.weights.inspect_weights`: static weight health
+    read from the file, without running or deserializing the model.
+
+    Attributes:
+        path: the model file.
+        format: ``"keras"`` (zip) or ``"h5"``.
+        layout: ``"keras3"`` (``layers/<key>/vars/<i>``) or ``"legacy"``
+            (``model_weights/<layer>/<var>:0``, Keras 2 and Keras 3's ``.h5``).
+        weights: one record per weight, in file order.
+        model_name, model_class: from the saved config, when there is one.
+        saved_with: the Keras version recorded in the file, if any.
+        warnings: what was skipped or could not be used (an oversized config...).
+    """
+
+    path: str
+    format: str
+    layout: str
+    weights: tuple[WeightRecord, ...]
+    thresholds: Thresholds = field(default_factory=Thresholds)
+    model_name: str | None = None
+    model_class: str | None = None
+    saved_with: str | None = None
+    warnings: tuple[str, ...] = ()
+    kerinspect_version: str = ""
+
+    @property
+    def totals(self) -> WeightTotals:
+        return WeightTotals(
+            weights=len(self.weights),
+            params=sum(w.size for w in self.weights),
+            flagged=sum(1 for w in self.weights if w.flags),
+        )
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "schema_version": SCHEMA_VERSION,
+            "kerinspect_version": self.kerinspect_version,
+            "kind": "weights",
+            "model": {
+                "path": self.path,
+                "format": self.format,
+                "layout": self.layout,
+                "name": self.model_name,
+                "class_name": self.model_class,
+                "saved_with": self.saved_with,
+            },
+            "thresholds": self.thresholds.to_dict(),
+            "weights": [w.to_dict() for w in self.weights],
+            "totals": self.totals.to_dict(),
+            "warnings": list(self.warnings),
+        }
+
+    @classmethod
+    def from_dict(cls, d: dict[str, Any]) -> WeightsReport:
+        m = d["model"]
+        return cls(
+            path=m["path"],
+            format=m["format"],
+            layout=m["layout"],
+            weights=tuple(WeightRecord.from_dict(w) for w in d["weights"]),
+            thresholds=Thresholds.from_dict(d.get("thresholds", {})),
+            model_name=m.get("name"),
+            model_class=m.get("class_name"),
+            saved_with=m.get("saved_with"),
+            warnings=tuple(d.get("warnings", ())),
+            kerinspect_version=d.get("kerinspect_version", ""),
+        )

@@ -79,6 +79,12 @@ class RunningStats:
                 self.active = np.zeros(0, dtype=bool)
         return self
 
+    def l2_norm(self) -> float | None:
+        """L2 norm of the finite values, from the merged moments; None if there are none."""
+        if not self.finite:
+            return None
+        return math.sqrt(max(self.m2, 0.0) + self.finite * self.mean * self.mean)
+
     def finalize(self) -> TensorStats:
         """The user-facing statistics (undefined values as None)."""
         defined = self.finite > 0
@@ -126,9 +132,11 @@ def summarize(array: np.ndarray) -> RunningStats | None:
             x = x[finite_mask]
     s.finite = x.size
     if s.finite:
-        s.mean = float(x.sum() / s.finite)
-        d = x - s.mean
-        s.m2 = float(np.dot(d, d))
         s.min = float(x.min())
         s.max = float(x.max())
+        s.mean = float(x.sum() / s.finite)
+        # Deviations in place when x is our own float64 copy (saves an allocation
+        # the size of the batch); never write into the caller's array.
+        d = x - s.mean if np.may_share_memory(x, a) else np.subtract(x, s.mean, out=x)
+        s.m2 = float(np.dot(d, d))
     return s

@@ -127,3 +127,11 @@ def test_unit_axis_change_disables_dead_fraction():
 def test_abs_max_and_std_are_consistent():
     s = summarize(np.array([[-5.0, 1.0]])).finalize()
     assert s.abs_max == 5.0 and math.isclose(s.std, 3.0)
+
+
+def test_summarize_never_writes_the_callers_array():
+    a = np.array([[1.0, 2.0], [np.nan, 4.0]])  # float64: no private copy is made
+    before = a.copy()
+    summarize(a)
+    summarize(a[:, 1])
+    np.testing.assert_array_equal(a, before)
