@@ -900,8 +900,9 @@ def _scan_npz(stream: IO[bytes], size: int, limits: Limits, rep: _Reporter) -> N
             ):
                 rep.policy(
                     "npz-shape-bomb",
-                    f"{archive} member '{_show(name)}' declares shape {shape} ({declared:,} bytes) "
-                    f"but stores {info.file_size:,} bytes.",
+                    f"{archive} member '{_show(name)}' declares shape {shape} ({declared:,} bytes): "
+                    + _bomb_reason(declared, info.file_size, limits.max_declared_weight_bytes)
+                    + ".",
                 )
 
 
@@ -1006,10 +1007,17 @@ def _dataset_problem(ds: Any, name: str, file_size: int, limits: Limits, what: s
     ):
         return (
             "hdf5-shape-bomb",
-            f"{what} dataset '{shown}' declares shape {_show(shape)} ({declared:,} bytes) but stores {stored:,} "
-            f"bytes in a {file_size:,}-byte file",
+            f"{what} dataset '{shown}' declares shape {_show(shape)} ({declared:,} bytes): "
+            + _bomb_reason(declared, stored, limits.max_declared_weight_bytes)
+            + f" (the file has {file_size:,} bytes)",
         )
     return None
+
+
+def _bomb_reason(declared: int, stored: int, limit: int) -> str:
+    if declared > limit:
+        return f"above the {limit:,}-byte limit for one weight array"
+    return f"far more than the {stored:,} bytes it stores"
 
 
 def _is_zip_too(fp: IO[bytes]) -> bool:

@@ -163,6 +163,9 @@ def build(d: pathlib.Path, keras: Any) -> Hostile:
         good = keras.Model(inp, out, name="model")
         good.save(P("good.keras"))
         good.save(P("good.h5"))
+        from keras.src.saving import saving_lib
+
+        saving_lib.save_model(good, P("npz_weights.keras"), weights_format="npz")
         base = members(P("good.keras"))
         cfg = json.loads(base["config.json"])
 

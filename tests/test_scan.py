@@ -103,6 +103,7 @@ GOOD_FIXTURES = [
     "bytes_config.h5",
     "deflated.keras",
     "streamed.keras",
+    "npz_weights.keras",
     "assets_ok.keras",
     "string_lookup.keras",
     "activation_relu_ref.keras",
@@ -196,6 +197,7 @@ LIMIT_CASES = [
     ("good.keras", {"max_declared_weight_bytes": 16}, "hdf5-shape-bomb"),
     ("good.h5", {"max_declared_weight_bytes": 16}, "hdf5-shape-bomb"),
     ("good.keras", {"compression_floor_bytes": 0, "max_hdf5_expansion": 0.5}, "hdf5-shape-bomb"),
+    ("npz_weights.keras", {"max_declared_weight_bytes": 4}, "npz-shape-bomb"),
 ]
 
 
