@@ -5,7 +5,7 @@ BIN     = $(VENV)/bin
 STAMP   = $(VENV)/.installed-stamp
 PYTEST_ARGS ?=
 
-.PHONY: install demo test test-fast lint format bench sample-models clean
+.PHONY: install demo test test-fast lint format bench sample-models allowlist clean
 
 install: $(STAMP)
 
@@ -25,8 +25,8 @@ test-fast: install  ## skip the slow tests
 	$(BIN)/python -m pytest -m "not slow" $(PYTEST_ARGS)
 
 lint: install
-	$(BIN)/ruff check kerinspect tests sample_models
-	$(BIN)/ruff format --check kerinspect
+	$(BIN)/ruff check kerinspect tests sample_models scripts
+	$(BIN)/ruff format --check kerinspect scripts
 	$(BIN)/mypy
 
 format: install
@@ -38,6 +38,9 @@ bench: install  ## wall time and peak memory against a plain forward pass
 
 sample-models: install  ## rebuild sample_models/ (deterministic)
 	$(BIN)/python sample_models/make_samples.py
+
+allowlist: install  ## regenerate kerinspect/_allowlist.py from the installed Keras
+	$(BIN)/python scripts/gen_allowlist.py
 
 clean:
 	rm -rf $(VENV) build *.egg-info .pytest_cache .mypy_cache .ruff_cache

@@ -41,3 +41,14 @@ def saved(tmp_path_factory, factories):
         model.save(path)
         out[name] = str(path)
     return out
+
+
+# --- hostile model files for the static scan (built by tests/hostile.py) ---------------
+
+
+@pytest.fixture(scope="session")
+def hostile(tmp_path_factory, keras):
+    """Every malicious and malformed model file of SAFETY.md (c), built once per session."""
+    from tests import hostile as builder
+
+    return builder.build(tmp_path_factory.mktemp("hostile"), keras)

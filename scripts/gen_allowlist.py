@@ -1,0 +1,203 @@
+"""Generate ``kerinspect/_allowlist.py`` from the installed Keras.
+
+The static pre-scan (``kerinspect/scan.py``) must not import Keras, so the set
+of Keras classes and functions it accepts is computed here, once, and committed.
+Policy lives in ``kerinspect/_denylist.py``; this script only enumerates:
+
+* classes: every public class (aliases included) that has ``from_config`` in
+  the namespaces of ``_denylist.CLASS_NAMESPACES``, under its public module and
+  its defining module, plus the raw-op classes of ``keras.src.ops.*`` (how a
+  functional model records ``keras.ops.add(x, y)``), ``EXTRA_CLASSES`` and the
+  layers defined in ``EXTRA_CLASS_PACKAGES``;
+* functions: the public functions of ``_denylist.FUNCTION_NAMESPACES``, and the
+  names Keras resolves for ``{"module": "builtins", "class_name": "function"}``;
+
+minus every name in ``_denylist``. ``tests/test_scan.py`` regenerates the text
+and compares it with the committed file, so a Keras upgrade that adds, renames
+or removes a class fails the suite until this script is re-run.
+
+Usage::
+
+    python scripts/gen_allowlist.py           # rewrite kerinspect/_allowlist.py
+    python scripts/gen_allowlist.py --check   # exit 1 if the committed file is stale
+"""
+
+from __future__ import annotations
+
+import importlib
+import os
+import pathlib
+import pkgutil
+import sys
+import types
+from typing import Any
+
+ROOT = pathlib.Path(__file__).resolve().parent.parent
+TARGET = ROOT / "kerinspect" / "_allowlist.py"
+
+
+def _import_keras() -> Any:
+    os.environ["KERAS_BACKEND"] = "tensorflow"
+    os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
+    import keras
+
+    return keras
+
+
+def _denylist() -> Any:
+    sys.path.insert(0, str(ROOT))
+    try:
+        from kerinspect import _denylist
+    finally:
+        sys.path.pop(0)
+    return _denylist
+
+
+def _is_denied_function(api_name: str, deny: Any) -> bool:
+    module, _, name = api_name.rpartition(".")
+    return (
+        name in deny.EXCLUDED_FUNCTIONS
+        or name in deny.DENIED_CLASSES
+        or api_name in deny.NON_MODELING_APIS
+        or any(module == p or module.startswith(p + ".") for p in deny.NON_MODELING_PREFIXES)
+    )
+
+
+def collect() -> dict[str, Any]:
+    """Enumerate the allowed classes and functions of the installed Keras.
+
+    Returns:
+        ``{"keras_version", "classes": {module: set(names)}, "functions": {module: set(names)},
+        "builtin_functions": set(names)}``.
+    """
+    keras = _import_keras()
+    deny = _denylist()
+    from keras.src import api_export
+    from keras.src.ops.operation import Operation
+
+    classes: dict[str, set[str]] = {}
+    functions: dict[str, set[str]] = {}
+
+    def add(table: dict[str, set[str]], module: str, name: str) -> None:
+        table.setdefault(module, set()).add(name)
+
+    def take_class(module: str, name: str, obj: type) -> None:
+        if name in deny.DENIED_CLASSES or obj.__name__ in deny.DENIED_CLASSES:
+            return
+        if not obj.__module__.startswith("keras.") or not callable(getattr(obj, "from_config", None)):
+            return
+        add(classes, module, name)
+        add(classes, obj.__module__, obj.__name__)
+
+    for ns in deny.CLASS_NAMESPACES:
+        for name, obj in vars(importlib.import_module(ns)).items():
+            if not name.startswith("_") and isinstance(obj, type):
+                take_class(ns, name, obj)
+    for dotted in deny.EXTRA_CLASSES:
+        module, _, name = dotted.rpartition(".")
+        take_class(module, name, getattr(importlib.import_module(module), name))
+
+    # Operation covers layers too: the raw-op classes of keras.src.ops.*, and the
+    # private layers of the EXTRA_CLASS_PACKAGES, each under its defining module.
+    for package in ("keras.src.ops", *deny.EXTRA_CLASS_PACKAGES):
+        for info in pkgutil.iter_modules(importlib.import_module(package).__path__):
+            if info.name.endswith("_test"):
+                continue
+            mod = importlib.import_module(f"{package}.{info.name}")
+            for name, obj in vars(mod).items():
+                if isinstance(obj, type) and issubclass(obj, Operation) and obj.__module__ == mod.__name__:
+                    take_class(mod.__name__, name, obj)
+
+    for ns in deny.FUNCTION_NAMESPACES:
+        for name, obj in vars(importlib.import_module(ns)).items():
+            if isinstance(obj, types.FunctionType) and not name.startswith("_"):
+                if not _is_denied_function(f"{ns}.{name}", deny):
+                    add(functions, ns, name)
+
+    # {"module": "builtins", "class_name": "function", "config": NAME} is looked up as
+    # keras.<m>.NAME for m in Keras's BUILTIN_MODULES, in set order: allow NAME only if
+    # every module where it resolves gives an allowed function.
+    candidates: dict[str, list[bool]] = {}
+    for api_name, obj in api_export.REGISTERED_NAMES_TO_OBJS.items():
+        parts = api_name.split(".")
+        if len(parts) != 3 or parts[1] not in deny.BUILTIN_FUNCTION_MODULES:
+            continue
+        module, name = f"keras.{parts[1]}", parts[2]
+        ok = isinstance(obj, types.FunctionType) and name in functions.get(module, set())
+        candidates.setdefault(name, []).append(ok)
+    builtin_functions = {name for name, oks in candidates.items() if all(oks)}
+
+    return {
+        "keras_version": keras.__version__,
+        "classes": classes,
+        "functions": functions,
+        "builtin_functions": builtin_functions,
+    }
+
+
+def _frozenset_lines(names: set[str], indent: str) -> list[str]:
+    if not names:
+        return [f"{indent}frozenset(),"]
+    out = [f"{indent}frozenset(", f"{indent}    {{"]
+    out += [f'{indent}        "{n}",' for n in sorted(names)]
+    out += [f"{indent}    }}", f"{indent}),"]
+    return out
+
+
+def _table_lines(var: str, doc: str, table: dict[str, set[str]]) -> list[str]:
+    out = [f"#: {doc}", f"{var}: dict[str, frozenset[str]] = {{"]
+    for module in sorted(table):
+        out.append(f'    "{module}": frozenset(')
+        out.append("        {")
+        out += [f'            "{n}",' for n in sorted(table[module])]
+        out.append("        }")
+        out.append("    ),")
+    out.append("}")
+    return out
+
+
+def render(data: dict[str, Any]) -> str:
+    """The text of ``kerinspect/_allowlist.py`` for ``data`` from :func:`collect`."""
+    lines = [
+        f'"""Keras {data["keras_version"]} classes and functions the static scan accepts.',
+        "",
+        "GENERATED by scripts/gen_allowlist.py from the installed Keras minus",
+        "kerinspect/_denylist.py. Do not edit by hand; re-run the script.",
+        '"""',
+        "",
+        "from __future__ import annotations",
+        "",
+        f'KERAS_VERSION = "{data["keras_version"]}"',
+        "",
+    ]
+    lines += _table_lines(
+        "CLASSES", "module -> class names Keras resolves there (``config['module']``).", data["classes"]
+    )
+    lines.append("")
+    lines += _table_lines(
+        "FUNCTIONS", "module -> functions a ``class_name: function`` reference may name.", data["functions"]
+    )
+    lines.append("")
+    lines.append("#: Names allowed for ``{'module': 'builtins', 'class_name': 'function'}``.")
+    lines.append("BUILTIN_FUNCTIONS: frozenset[str] = frozenset(")
+    lines.append("    {")
+    lines += [f'        "{n}",' for n in sorted(data["builtin_functions"])]
+    lines.append("    }")
+    lines.append(")")
+    return "\n".join(lines) + "\n"
+
+
+def main(argv: list[str]) -> int:
+    text = render(collect())
+    if "--check" in argv:
+        if TARGET.read_text() != text:
+            print(f"{TARGET} is stale: run python scripts/gen_allowlist.py", file=sys.stderr)
+            return 1
+        return 0
+    TARGET.write_text(text)
+    print(f"wrote {TARGET}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main(sys.argv[1:]))
