@@ -93,12 +93,12 @@ def _maybe_fault(phase: str) -> None:
 
 
 def _dispatch(request: dict[str, Any], channel: _Channel) -> dict[str, Any]:
-    command = request.get("command")
-    if command == "inspect":
-        from .api import _inspect_in_worker
+    from ._jobs import JOBS
 
-        return _inspect_in_worker(request, channel)
-    raise KerinspectError(f"unknown worker command {command!r}", rule="internal")
+    job = JOBS.get(str(request.get("command")))
+    if job is None:
+        raise KerinspectError(f"unknown worker command {request.get('command')!r}", rule="internal")
+    return job(request, channel)
 
 
 def main(argv: list[str]) -> int:

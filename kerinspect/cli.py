@@ -159,8 +159,8 @@ class ByteSize(click.ParamType):
             self.fail(e.message, param, ctx)
 
 
-def load_options(f: Callable[..., Any]) -> Callable[..., Any]:
-    """How model files are opened: isolation limits and explicit trust."""
+def worker_options(f: Callable[..., Any]) -> Callable[..., Any]:
+    """Limits of the isolated worker process that opens the model file."""
     opts = [
         click.option(
             "--timeout",
@@ -175,6 +175,22 @@ def load_options(f: Callable[..., Any]) -> Callable[..., Any]:
             default=None,
             metavar="SIZE",
             help="Memory limit of the worker, e.g. 8G (default: half the RAM; 0: no limit).",
+        ),
+    ]
+    for opt in reversed(opts):
+        f = opt(f)
+    return f
+
+
+def load_options(f: Callable[..., Any]) -> Callable[..., Any]:
+    """How model files are opened: isolation limits, size limit, explicit trust."""
+    opts = [
+        click.option(
+            "--max-params",
+            type=click.IntRange(min=1),
+            default=1_000_000_000,
+            show_default=True,
+            help="Refuse a model whose config declares more parameters (checked before anything is built).",
         ),
         click.option(
             "--custom-objects",
@@ -192,11 +208,15 @@ def load_options(f: Callable[..., Any]) -> Callable[..., Any]:
     ]
     for opt in reversed(opts):
         f = opt(f)
-    return f
+    return worker_options(f)
 
 
 def make_load_options(
-    timeout: float, max_memory: int | None, custom_objects: str | None, trust_model: bool
+    timeout: float,
+    max_memory: int | None,
+    custom_objects: str | None = None,
+    trust_model: bool = False,
+    max_params: int = 1_000_000_000,
 ) -> Any:
     """LoadOptions from the CLI flags; warns loudly on stderr when trust is given."""
     from .api import LoadOptions
@@ -208,7 +228,11 @@ def make_load_options(
             err=True,
         )
     return LoadOptions(
-        timeout=timeout, max_memory=max_memory, custom_objects=custom_objects, trust_model=trust_model
+        timeout=timeout,
+        max_memory=max_memory,
+        custom_objects=custom_objects,
+        trust_model=trust_model,
+        max_params=max_params,
     )
 
 
@@ -297,6 +321,7 @@ def summary(
     max_dead_fraction: float,
     timeout: float,
     max_memory: int | None,
+    max_params: int,
     custom_objects: str | None,
     trust_model: bool,
     fmt: str,
@@ -317,7 +342,7 @@ def summary(
     from .api import inspect_model
     from .report import Thresholds
 
-    load = make_load_options(timeout, max_memory, custom_objects, trust_model)
+    load = make_load_options(timeout, max_memory, custom_objects, trust_model, max_params)
     with _ProgressBar(stderr_console()) as progress:
         report = inspect_model(
             model,
@@ -371,8 +396,11 @@ def summary(
     show_default=True,
     help="Flag 'exploding' when a finite |weight| exceeds this (float16: at most a tenth of its range).",
 )
+@worker_options
 @debug_option
-def weights(model: str, fmt: str, width: int | None, max_abs: float) -> None:
+def weights(
+    model: str, fmt: str, width: int | None, max_abs: float, timeout: float, max_memory: int | None
+) -> None:
     """Read every weight of MODEL (.keras or .h5) and show its statistics and health
     (NaN, Inf, exploding magnitudes), without running or deserializing the model.
 
@@ -385,10 +413,10 @@ def weights(model: str, fmt: str, width: int | None, max_abs: float) -> None:
       kerinspect weights model.keras
       kerinspect weights legacy.h5 --format json
     """
+    from .api import inspect_weights
     from .report import Thresholds
-    from .weights import inspect_weights
 
-    report = inspect_weights(model, Thresholds(max_abs=max_abs))
+    report = inspect_weights(model, Thresholds(max_abs=max_abs), load=make_load_options(timeout, max_memory))
     if fmt == "json":
         from .render import render_json
 
@@ -473,6 +501,7 @@ def check(
     junit_path: str | None,
     timeout: float,
     max_memory: int | None,
+    max_params: int,
     custom_objects: str | None,
     trust_model: bool,
     **options: Any,
@@ -516,7 +545,7 @@ def check(
             rule="usage",
         )
 
-    load = make_load_options(timeout, max_memory, custom_objects, trust_model)
+    load = make_load_options(timeout, max_memory, custom_objects, trust_model, max_params)
     with _ProgressBar(stderr_console()) as progress:
         run = check_models(
             models, config_file, overrides, progress=progress, reraise=_debug_requested(), load=load
@@ -599,6 +628,7 @@ def _write_file(path: str, data: bytes) -> None:
     show_default=True,
     help="Refuse a dump larger than this (tensors and inputs): 500M, 2GiB, 2GB, bytes.",
 )
+@load_options
 @debug_option
 def dump(
     model: str,
@@ -612,6 +642,11 @@ def dump(
     layers: tuple[str, ...],
     overwrite: bool,
     max_bytes: int,
+    timeout: float,
+    max_memory: int | None,
+    max_params: int,
+    custom_objects: str | None,
+    trust_model: bool,
 ) -> None:
     """Run MODEL on sample inputs and save layer outputs as .npy files in DIR.
 
@@ -629,6 +664,7 @@ def dump(
     """
     from .api import dump_activations
 
+    load = make_load_options(timeout, max_memory, custom_objects, trust_model, max_params)
     with _ProgressBar(stderr_console()) as progress, _terminate_as_interrupt():
         result = dump_activations(
             model,
@@ -643,6 +679,7 @@ def dump(
             overwrite=overwrite,
             max_bytes=max_bytes,
             progress=progress,
+            load=load,
         )
     _echo_dump(result, out)
 

@@ -75,6 +75,7 @@ PHASES = {
     "starting": "starting",
     "start": "starting",
     "scan": "scanning the model file",
+    "read": "reading the weights",
     "load": "loading the model",
     "run": "running the model",
 }

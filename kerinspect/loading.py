@@ -18,6 +18,9 @@ from typing import Any
 from .errors import InputFileError, ModelLoadError, PolicyError, escape_text
 
 ZIP_MAGIC = b"PK\x03\x04"
+ZIP_END = b"PK\x05\x06"  # end-of-central-directory record: where zip readers start
+#: A zip end record sits in the last 22 + 65535 (comment) bytes of a file.
+_ZIP_END_WINDOW = 22 + 65535
 HDF5_MAGIC = b"\x89HDF\r\n\x1a\n"
 KERAS_EXTENSIONS = (".keras",)
 H5_EXTENSIONS = (".h5", ".hdf5")
@@ -112,6 +115,16 @@ def preflight(path: str | os.PathLike[str], *, max_bytes: int = DEFAULT_MAX_FILE
         ) from None
     fmt = sniff(head)
     ext = os.path.splitext(p)[1].lower()
+    if fmt != "keras" and _has_zip_end(p, st.st_size):
+        # Zip readers find an archive from its end, so bytes of another format in
+        # front still load as a .keras: a polyglot that scanners and loaders see
+        # differently (SAFETY.md row 15).
+        what = "an HDF5 file" if fmt == "h5" else "other bytes"
+        raise PolicyError(
+            f"The file is {what} with a zip archive hidden after it (a polyglot): zip data must start "
+            f"at offset 0 and nothing else may be in the file. Received: path={shown}",
+            rule="polyglot",
+        )
     if fmt == "unknown":
         what = (
             "a Keras archive (no zip signature)" if ext in KERAS_EXTENSIONS else "a .keras zip or HDF5 file"
@@ -136,6 +149,25 @@ def preflight(path: str | os.PathLike[str], *, max_bytes: int = DEFAULT_MAX_FILE
             rule="format-mismatch",
         )
     return ModelFile(p, fmt, st.st_size)
+
+
+def _has_zip_end(path: str, size: int) -> bool:
+    """True when the file ends with a zip end-of-central-directory record: the
+    signature, then 18 bytes whose last two (the comment length) reach exactly the
+    end of the file. (Four matching bytes inside HDF5 weights are not enough.)"""
+    try:
+        with open(path, "rb") as f:
+            start = max(0, size - _ZIP_END_WINDOW)
+            f.seek(start)
+            tail = f.read(_ZIP_END_WINDOW)
+    except OSError:
+        return False
+    at = tail.rfind(ZIP_END)
+    while at >= 0:
+        if at + 22 <= len(tail) and at + 22 + int.from_bytes(tail[at + 20 : at + 22], "little") == len(tail):
+            return True
+        at = tail.rfind(ZIP_END, 0, at)
+    return False
 
 
 def innermost_message(exc: BaseException) -> str:

@@ -634,7 +634,9 @@ def _check_members(infos: list[zipfile.ZipInfo], limits: Limits, rep: _Reporter,
     for info in infos:
         shown = _show(info.filename)
         if info.flag_bits & 0x1:
-            rep.policy("zip-encrypted", f"{archive} member '{shown}' is encrypted and cannot be inspected.")
+            rep.malformed(
+                "zip-encrypted", f"{archive} member '{shown}' is encrypted and cannot be inspected."
+            )
         if info.compress_type not in _ZIP_METHODS:
             rep.malformed(
                 "not-a-zip",

@@ -109,23 +109,35 @@ def weight_paths(model: Any) -> list[tuple[str, str, Any]]:
     """``(layer_path, weight_path, variable)`` for every weight, each variable once.
 
     Keras's own ``variable.path`` is ambiguous across nested models (an inner and an
-    outer ``dense`` both give ``dense/kernel``); these paths follow the report's.
+    outer ``dense`` both give ``dense/kernel``), and after loading, a wrapper's
+    sublayer variables (``Bidirectional``) are not under the wrapper's path. These
+    names are ``<layer path in the report>/<variable path relative to the layer>``,
+    made unique if they still collide.
     """
     seen: set[int] = set()
+    used: set[str] = set()
     out = []
+
+    def add(layer_path: str, rel: str, w: Any) -> None:
+        name = f"{layer_path}/{rel}" if layer_path else rel
+        unique, k = name, 1
+        while unique in used:
+            unique, k = f"{name}#{k}", k + 1
+        used.add(unique)
+        out.append((layer_path, unique, w))
+
     for path, layer in leaf_layers(model):
         base = getattr(layer, "path", None) or layer.name
         for w in getattr(layer, "weights", ()):
             if id(w) in seen:
                 continue
             seen.add(id(w))
-            vpath = getattr(w, "path", w.name)
-            rel = vpath[len(base) + 1 :] if vpath.startswith(base + "/") else w.name
-            out.append((path, f"{path}/{rel}", w))
+            vpath = getattr(w, "path", None) or w.name
+            add(path, vpath[len(base) + 1 :] if vpath.startswith(base + "/") else vpath, w)
     for w in model.weights:  # weights owned by no traced layer (subclassed parts)
         if id(w) not in seen:
             seen.add(id(w))
-            out.append(("", getattr(w, "path", w.name), w))
+            add("", getattr(w, "path", None) or w.name, w)
     return out
 
 

@@ -118,6 +118,7 @@ def test_hostile_path_is_escaped(tmp_path):
 # -- with TensorFlow --------------------------------------------------------------
 
 
+@pytest.mark.isolated
 def test_summary_table(keras):
     r = run("summary", SAMPLES / "nested_shared.keras", "--samples", "8", "--width", "200")
     assert r.exit_code == 0, r.stderr
@@ -182,6 +183,7 @@ def test_input_file(keras, tmp_path):
                               "--shape", "8"), 2, "usage")
 
 
+@pytest.mark.isolated
 def test_corrupt_archive_is_exit_4_and_debug_shows_traceback(keras, tmp_path):
     raw = (SAMPLES / "cnn.keras").read_bytes()
     bad = tmp_path / "truncated.keras"
@@ -204,6 +206,7 @@ def test_unknown_layer_class_is_exit_4(keras, tmp_path):
     assert "TotallyCustomLayer" in line and len(line) < 700
 
 
+@pytest.mark.isolated
 def test_no_tensorflow_log_lines_in_a_real_run():
     """A normal run prints the table on stdout and nothing at all on stderr."""
     env = {**os.environ}

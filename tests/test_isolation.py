@@ -13,6 +13,8 @@ import pytest
 
 from tests.conftest import ROOT, SAMPLES
 
+pytestmark = pytest.mark.isolated
+
 CNN = str(SAMPLES / "cnn.keras")
 
 
@@ -143,3 +145,31 @@ def test_custom_objects_file(keras, tmp_path):
     assert s["mean"] == pytest.approx(3.0 * d["mean"], rel=1e-5)
     missing = kerinspect("summary", tmp_path / "custom.keras", "--custom-objects", tmp_path / "nope.py")
     assert missing.returncode == 3 and "custom-objects-not-found" in missing.stderr
+
+
+def test_every_command_gives_the_same_answer_through_the_worker(keras, tmp_path, monkeypatch):
+    """The worker changes where the work happens, not its result."""
+    import numpy as np
+
+    import kerinspect
+    from kerinspect.api import LoadOptions, inspect_weights
+
+    model = str(SAMPLES / "nested_shared.keras")
+    worker, local = LoadOptions(isolate=True), LoadOptions(isolate=False)
+    a = kerinspect.inspect_model(model, samples=8, batch_size=3, load=worker)
+    b = kerinspect.inspect_model(model, samples=8, batch_size=3, load=local)
+    assert a.to_dict() == b.to_dict()
+    assert inspect_weights(model, load=worker) == inspect_weights(model, load=local)
+    d1 = kerinspect.dump_activations(model, tmp_path / "w", samples=8, batch_size=3, load=worker)
+    d2 = kerinspect.dump_activations(model, tmp_path / "l", samples=8, batch_size=3, load=local)
+    assert [t["key"] for t in d1.manifest["tensors"]] == [t["key"] for t in d2.manifest["tensors"]]
+    for t in d1.manifest["tensors"]:
+        np.testing.assert_array_equal(d1[t["key"]], d2[t["key"]])
+    out = kerinspect_cli_json("check", SAMPLES / "nan_model.keras", "-f", "json")
+    assert out["models"][0]["first_fault"]["layer"] == "dense_nan"
+
+
+def kerinspect_cli_json(*args):
+    out = kerinspect(*args)
+    assert out.returncode in (0, 1), out.stderr
+    return json.loads(out.stdout)

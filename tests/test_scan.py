@@ -74,7 +74,7 @@ REFUSED = [
     ("extra_member.keras", ExitCode.REFUSED, "zip-member", "'evil.py'"),
     ("symlink.keras", ExitCode.REFUSED, "zip-member", "symbolic link"),
     ("dup_config.keras", ExitCode.REFUSED, "zip-duplicate", "'config.json'"),
-    ("encrypted.keras", ExitCode.REFUSED, "zip-encrypted", "'config.json'"),
+    ("encrypted.keras", ExitCode.MALFORMED, "zip-encrypted", "'config.json'"),  # SAFETY row 16
     ("config_bomb.keras", ExitCode.REFUSED, "zip-bomb", "'config.json'"),
     ("deep_json.keras", ExitCode.REFUSED, "json-too-deep", "config.json"),
     ("polyglot.keras", ExitCode.REFUSED, "polyglot", "HDF5"),

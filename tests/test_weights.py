@@ -575,9 +575,7 @@ def test_same_names_and_values_as_summary(saved, keras):
     agree on their statistics, so their reports can be joined."""
     from kerinspect.api import inspect_model
 
-    # (not rnn_states: summary names a loaded Bidirectional's forward and backward
-    # weights both "bi/kernel"; weights says bi/forward_lstm/lstm_cell/kernel)
-    for name in ("nested", "attention", "inference_mode", "masked"):
+    for name in ("nested", "attention", "inference_mode", "masked", "rnn_states"):
         summary = inspect_model(saved[name], samples=1).weights
         static = inspect_weights(saved[name]).weights
         assert [(w.layer, w.name) for w in summary] == [(w.layer, w.name) for w in static], name

@@ -1,0 +1,107 @@
+"""Issue 3's acceptance: every crafted file, through the real CLI and worker, ends in
+one line with its exit code and rule id; none runs code, reads a file outside the
+model, writes to HOME, hangs or prints a traceback."""
+
+from __future__ import annotations
+
+import json
+import re
+
+import pytest
+from click.testing import CliRunner
+
+from kerinspect.cli import cli
+from tests.hostile import HOSTILE_NAMES
+from tests.test_scan import REFUSED
+
+pytestmark = pytest.mark.isolated
+
+LINE = re.compile(r"^kerinspect: error\[([a-z0-9-]+)\]: (.+)$")
+#: where the parent's pre-flight answers before the scan (SAFETY.md rows 24 and 26)
+PREFLIGHT = {"text.keras": (3, "unknown-format"), "empty.keras": (3, "empty-file")}
+
+
+@pytest.fixture
+def home(tmp_path, monkeypatch):
+    h = tmp_path / "home"
+    h.mkdir()
+    monkeypatch.setenv("HOME", str(h))
+    monkeypatch.setenv("KERAS_HOME", str(h / ".keras"))
+    return h
+
+
+def run(*args):
+    return CliRunner().invoke(cli, [str(a) for a in args])
+
+
+@pytest.mark.parametrize(("name", "code", "rule", "where"), REFUSED, ids=[r[0] for r in REFUSED])
+def test_crafted_file_ends_in_one_line(hostile, home, name, code, rule, where):
+    result = run("summary", hostile[name], "--timeout", "60", "--max-memory", "4G")
+    code, rule = PREFLIGHT.get(name, (int(code), rule))
+    assert result.exit_code == code, result.stderr
+    lines = result.stderr.strip().splitlines()
+    assert len(lines) == 1, result.stderr
+    match = LINE.match(lines[0])
+    assert match and match.group(1) == rule, lines[0]
+    assert len(lines[0]) < 700 and "\x1b" not in lines[0] and "Traceback" not in result.stderr
+    assert result.stdout == ""
+    assert not hostile.canary.exists()
+    assert list(home.iterdir()) == []
+
+
+def test_trusted_lambda_runs_only_when_asked_and_still_isolated(hostile, home, monkeypatch):
+    """Positive control for the refusals above: with --trust-model the payload
+    runs (and says so loudly), inside the worker, with a scratch HOME."""
+    monkeypatch.setenv("KI_CANARY", str(hostile.canary))
+    refused = run("summary", hostile["lambda.keras"])
+    assert refused.exit_code == 5 and not hostile.canary.exists()
+    trusted = run("summary", hostile["lambda.keras"], "--trust-model", "-n", "2")
+    try:
+        assert "--trust-model: code stored in the model file may run" in trusted.stderr
+        assert hostile.canary.exists(), trusted.stderr  # the payload really ran
+    finally:
+        hostile.canary.unlink(missing_ok=True)
+    assert list(home.iterdir()) == []
+
+
+@pytest.mark.parametrize("tag", sorted(HOSTILE_NAMES))
+def test_hostile_layer_names_are_inspected_and_escaped(hostile, tag):
+    result = run("summary", hostile[f"name_{tag}.keras"], "-n", "2", "--width", "300")
+    assert result.exit_code == 0, result.stderr
+    assert "\x1b" not in result.stdout and "\x00" not in result.stdout
+    assert not any(line.startswith("::") for line in result.stdout.splitlines())
+    data = json.loads(run("summary", hostile[f"name_{tag}.keras"], "-n", "2", "-f", "json").stdout)
+    assert HOSTILE_NAMES[tag] in [layer["name"] for layer in data["layers"]]
+
+
+def test_weights_mismatch_is_a_clear_load_error(hostile):
+    result = run("summary", hostile["weights_mismatch.keras"])
+    assert result.exit_code == 4, result.stderr
+    assert "error[load-failed]" in result.stderr and "shape" in result.stderr
+
+
+def test_every_command_refuses_through_the_worker(hostile, tmp_path):
+    for args in (("check", hostile["lambda.keras"]), ("dump", hostile["lambda.keras"], "-o", tmp_path / "d")):
+        result = run(*args)
+        assert result.exit_code == 5, (args, result.stderr)
+        # check reports a model it cannot inspect in its report (stdout); the others on stderr
+        assert "lambda-bytecode" in (result.stdout if args[0] == "check" else result.stderr)
+    assert not (tmp_path / "d").exists()
+    # weights never deserializes, so a Lambda is no danger to it; HDF5 tricks still are
+    assert run("weights", hostile["lambda.keras"]).exit_code == 0
+    ext = run("weights", hostile["h5_external.keras"])
+    assert ext.exit_code == 5 and "hdf5-external-storage" in ext.stderr
+
+
+def test_savedmodel_directory_gets_a_diagnosis(keras, tmp_path):
+    import tensorflow as tf
+
+    class Doubler(tf.Module):
+        @tf.function(input_signature=[tf.TensorSpec([None, 4], tf.float32)])
+        def __call__(self, x):
+            return x * 2.0
+
+    tf.saved_model.save(Doubler(), str(tmp_path / "sm"))
+    result = run("summary", tmp_path / "sm")
+    assert result.exit_code == 3 and "error[savedmodel]" in result.stderr
+    assert "model.save('model.keras')" in result.stderr
