@@ -274,29 +274,36 @@ def _job(
 ) -> dict[str, Any]:
     """Preflight ``path`` here, then run one job of :mod:`kerinspect._jobs` in the
     isolated worker (or in this process when ``load.isolate`` is off)."""
+    from .errors import KerinspectError
     from .loading import preflight
 
     model_file = preflight(path)
+    absolute = os.path.abspath(model_file.path)
     with tempfile.TemporaryDirectory(prefix="kerinspect-inputs-") as tmp:
         request = {
             "command": command,
-            "model": dataclasses.asdict(model_file)
-            | {"path": os.path.abspath(model_file.path), "shown_path": model_file.path},
+            "model": dataclasses.asdict(model_file) | {"path": absolute, "shown_path": model_file.path},
             "inputs": _inputs_for_worker(inputs, tmp),
             **run,
             **load.request(),
         }
-        if not load.isolate:
-            from ._jobs import JOBS, QuietChannel
+        try:
+            if not load.isolate:
+                from ._jobs import JOBS, QuietChannel
 
-            return JOBS[command](request, QuietChannel(progress))
-        from .isolation import run_worker
+                return JOBS[command](request, QuietChannel(progress))
+            from .isolation import run_worker
 
-        def relay(msg: dict[str, Any]) -> None:
-            if msg.get("type") == "progress" and progress is not None:
-                progress(int(msg["done"]), int(msg["total"]))
+            def relay(msg: dict[str, Any]) -> None:
+                if msg.get("type") == "progress" and progress is not None:
+                    progress(int(msg["done"]), int(msg["total"]))
 
-        return run_worker(request, load.worker_limits(), on_message=relay).result
+            return run_worker(request, load.worker_limits(), on_message=relay).result
+        except KerinspectError as e:
+            # the job saw an absolute path; say it the way the user did
+            if absolute != model_file.path:
+                e.message = e.message.replace(escape_text(absolute), escape_text(model_file.path))
+            raise
 
 
 def _checked_file(path: str | os.PathLike[str] | None, what: str) -> str | None:

@@ -236,6 +236,45 @@ def make_load_options(
     )
 
 
+def output_options(f: Callable[..., Any]) -> Callable[..., Any]:
+    """``--format table|json|markdown`` and ``--width``: see :func:`emit`."""
+    f = click.option(
+        "--width",
+        type=click.IntRange(min=40),
+        default=None,
+        help="Table width in characters (default: the terminal's).",
+    )(f)
+    return click.option(
+        "--format",
+        "-f",
+        "fmt",
+        type=click.Choice(["table", "json", "markdown"]),
+        default="table",
+        show_default=True,
+        help="Output format (stdout).",
+    )(f)
+
+
+def emit(
+    report: Any,
+    fmt: str,
+    width: int | None,
+    table: Callable[..., None],
+    markdown: Callable[[Any], str],
+) -> None:
+    """Print a report on stdout as JSON, Markdown, or a table. A terminal gets a table
+    that fits its width; a pipe or file gets every column."""
+    if fmt == "json":
+        from .render import render_json
+
+        click.echo(render_json(report))
+    elif fmt == "markdown":
+        click.echo(markdown(report), nl=False)
+    else:
+        console = stdout_console(width)
+        table(report, console, fit=width is not None or console.is_terminal)
+
+
 def threshold_options(f: Callable[..., Any]) -> Callable[..., Any]:
     opts = [
         click.option(
@@ -293,21 +332,7 @@ def cli() -> None:
 @input_options
 @threshold_options
 @load_options
-@click.option(
-    "--format",
-    "-f",
-    "fmt",
-    type=click.Choice(["table", "json", "markdown"]),
-    default="table",
-    show_default=True,
-    help="Output format (stdout).",
-)
-@click.option(
-    "--width",
-    type=click.IntRange(min=40),
-    default=None,
-    help="Table width in characters (default: the terminal's).",
-)
+@output_options
 @debug_option
 def summary(
     model: str,
@@ -356,39 +381,14 @@ def summary(
             progress=progress,
             load=load,
         )
-    if fmt == "json":
-        from .render import render_json
+    from .render import render_markdown, render_table
 
-        click.echo(render_json(report))
-    elif fmt == "markdown":
-        from .render import render_markdown
-
-        click.echo(render_markdown(report), nl=False)
-    else:
-        from .render import render_table
-
-        console = stdout_console(width)
-        # A terminal gets a table that fits; a pipe or file gets every column.
-        render_table(report, console, fit=width is not None or console.is_terminal)
+    emit(report, fmt, width, render_table, render_markdown)
 
 
 @cli.command()
 @click.argument("model", metavar="MODEL")
-@click.option(
-    "--format",
-    "-f",
-    "fmt",
-    type=click.Choice(["table", "json", "markdown"]),
-    default="table",
-    show_default=True,
-    help="Output format (stdout).",
-)
-@click.option(
-    "--width",
-    type=click.IntRange(min=40),
-    default=None,
-    help="Table width in characters (default: the terminal's).",
-)
+@output_options
 @click.option(
     "--max-abs",
     type=click.FloatRange(min=0, min_open=True),
@@ -417,19 +417,9 @@ def weights(
     from .report import Thresholds
 
     report = inspect_weights(model, Thresholds(max_abs=max_abs), load=make_load_options(timeout, max_memory))
-    if fmt == "json":
-        from .render import render_json
+    from .render import render_weights_markdown, render_weights_table
 
-        click.echo(render_json(report))
-    elif fmt == "markdown":
-        from .render import render_weights_markdown
-
-        click.echo(render_weights_markdown(report), nl=False)
-    else:
-        from .render import render_weights_table
-
-        console = stdout_console(width)
-        render_weights_table(report, console, fit=width is not None or console.is_terminal)
+    emit(report, fmt, width, render_weights_table, render_weights_markdown)
 
 
 #: check options that map onto :class:`kerinspect.config.CheckConfig` fields.

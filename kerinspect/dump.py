@@ -36,7 +36,6 @@ import secrets
 import shutil
 import stat
 import unicodedata
-import warnings
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
@@ -44,6 +43,7 @@ from typing import Any
 import numpy as np
 
 from . import __version__
+from ._npyio import read_npy_header
 from .errors import InferenceError, InputFileError, OutputError, UsageError, escape_text
 from .stats import RunningStats, numeric_kind, summarize
 
@@ -820,8 +820,8 @@ def write_dump(
         InferenceError: the model failed to run.
     """
     from ._tfenv import import_keras
-    from .api import run_batches
     from .inputs import Feed
+    from .run import run_batches_collecting_warnings
 
     keras = import_keras()
     try:
@@ -836,13 +836,7 @@ def write_dump(
     try:
         writer.widths = _string_widths(feed)
         teed = Feed(feed.records, feed.samples, feed.batch_size, lambda: writer.tee(feed.batches()))
-        with warnings.catch_warnings(record=True) as wlist:
-            warnings.simplefilter("always")
-            run_batches(model, teed, writer, progress)
-            for w in wlist:
-                text = " ".join(str(w.message).split())
-                if text not in caught:
-                    caught.append(text)
+        caught = run_batches_collecting_warnings(model, teed, writer, progress)
         if writer.row0 != writer.samples:  # pragma: no cover - a feed that lies about its size
             raise InferenceError(f"Fed {writer.row0} samples, expected {writer.samples}", rule="dump-shape")
     finally:
@@ -962,13 +956,7 @@ def _verify_staged(sfd: int, item: _Staged) -> None:
         if not stat.S_ISREG(st.st_mode) or st.st_nlink != 1:
             raise _bad(f"{item.rel!r} is not a regular file with one link")
         try:
-            version = np.lib.format.read_magic(f)
-            if version == (1, 0):
-                shape, fortran, dtype = np.lib.format.read_array_header_1_0(f)
-            elif version == (2, 0):
-                shape, fortran, dtype = np.lib.format.read_array_header_2_0(f)
-            else:
-                raise ValueError(f"unsupported .npy version {version}")
+            shape, fortran, dtype = read_npy_header(f)
         except ValueError as e:
             raise _bad(f"{item.rel!r} has no valid .npy header ({e})") from None
         want_shape, want_dtype = tuple(item.entry["shape"]), np.dtype(item.entry["dtype"])

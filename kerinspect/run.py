@@ -220,14 +220,7 @@ def inspect_loaded(
         source=input_source,
     )
     collector = StatsCollector()
-    caught: list[str] = []
-    with warnings.catch_warnings(record=True) as wlist:
-        warnings.simplefilter("always")
-        run_batches(keras_model, feed, collector, progress)
-        for w in wlist:
-            text = " ".join(str(w.message).split())
-            if text not in caught:
-                caught.append(text)
+    caught = run_batches_collecting_warnings(keras_model, feed, collector, progress)
     from ._tfenv import import_keras
 
     keras = import_keras()
@@ -253,6 +246,22 @@ def inspect_loaded(
         warnings=tuple(caught),
         kerinspect_version=__version__,
     )
+
+
+def run_batches_collecting_warnings(
+    model: Any, feed: Feed, visitor: Any, progress: ProgressFn | None = None
+) -> list[str]:
+    """:func:`run_batches`, returning the warnings Keras raised (each once, one line)
+    instead of letting them reach stderr."""
+    caught: list[str] = []
+    with warnings.catch_warnings(record=True) as wlist:
+        warnings.simplefilter("always")
+        run_batches(model, feed, visitor, progress)
+        for w in wlist:
+            text = " ".join(str(w.message).split())
+            if text not in caught:
+                caught.append(text)
+    return caught
 
 
 def run_batches(model: Any, feed: Feed, visitor: Any, progress: ProgressFn | None = None) -> None:

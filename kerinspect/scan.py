@@ -44,6 +44,8 @@ from typing import IO, Any, NoReturn
 
 from . import _allowlist, _denylist
 from ._estimate import estimate, layer_name
+from ._npyio import read_npy_header
+from ._zipio import ZipWindow, stored_member_start
 from .errors import InputFileError, KerinspectError, ModelLoadError, PolicyError, escape_text
 
 __all__ = ["Limits", "ScanResult", "scan_config", "scan_model_file"]
@@ -744,46 +746,12 @@ def _open_zip(fp: IO[bytes], rep: _Reporter, archive: str) -> zipfile.ZipFile:
         )
 
 
-class _Window(io.RawIOBase):
-    """A read-only, seekable view of ``[start, start + length)`` of another file."""
-
-    def __init__(self, fp: IO[bytes], start: int, length: int):
-        super().__init__()
-        self._fp, self._start, self._len, self._pos = fp, start, length, 0
-
-    def readable(self) -> bool:
-        return True
-
-    def seekable(self) -> bool:
-        return True
-
-    def tell(self) -> int:
-        return self._pos
-
-    def seek(self, offset: int, whence: int = io.SEEK_SET) -> int:
-        base = {io.SEEK_SET: 0, io.SEEK_CUR: self._pos, io.SEEK_END: self._len}[whence]
-        self._pos = max(base + offset, 0)
-        return self._pos
-
-    def readinto(self, buffer: Any) -> int:
-        view = memoryview(buffer).cast("B")
-        n = max(min(len(view), self._len - self._pos), 0)
-        if n == 0:
-            return 0
-        self._fp.seek(self._start + self._pos)
-        data = self._fp.read(n)
-        view[: len(data)] = data
-        self._pos += len(data)
-        return len(data)
-
-
 def _member_stream(fp: IO[bytes], zf: zipfile.ZipFile, info: zipfile.ZipInfo) -> IO[bytes]:
     """A seekable stream of one member: a window for stored members, else inflated in memory."""
     if info.compress_type == zipfile.ZIP_STORED:
-        fp.seek(info.header_offset + 26)
-        name_len, extra_len = struct.unpack("<HH", fp.read(4))
-        start = info.header_offset + 30 + name_len + extra_len
-        return io.BufferedReader(_Window(fp, start, info.file_size))
+        start = stored_member_start(fp, info)
+        if start is not None:
+            return io.BufferedReader(ZipWindow(fp, start, info.file_size))
     return io.BytesIO(zf.read(info))
 
 
@@ -864,7 +832,6 @@ def _scan_keras_zip(
 
 
 def _scan_npz(stream: IO[bytes], size: int, limits: Limits, rep: _Reporter) -> None:
-    import numpy as np
 
     archive = "model.weights.npz"
     zf = _open_zip(stream, rep, archive)
@@ -884,13 +851,7 @@ def _scan_npz(stream: IO[bytes], size: int, limits: Limits, rep: _Reporter) -> N
                 rep.policy("zip-member", f"{archive} member '{_show(name)}' is not a plain .npy entry.")
             try:
                 with zf.open(info) as f:
-                    version = np.lib.format.read_magic(f)
-                    if version == (1, 0):
-                        shape, _, dtype = np.lib.format.read_array_header_1_0(f)
-                    elif version == (2, 0):
-                        shape, _, dtype = np.lib.format.read_array_header_2_0(f)
-                    else:
-                        raise ValueError(f"unsupported .npy version {version}")
+                    shape, _, dtype = read_npy_header(f)
             except (ValueError, OSError, EOFError, zipfile.BadZipFile, SyntaxError) as e:
                 rep.malformed(
                     "bad-weights",

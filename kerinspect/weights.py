@@ -31,13 +31,11 @@ more data than the file stores). This is a reader's own guard, not a full scan.
 from __future__ import annotations
 
 import contextlib
-import io
 import json
 import math
 import os
 import re
 import shutil
-import struct
 import tempfile
 import zipfile
 from collections.abc import Callable, Iterator
@@ -46,6 +44,7 @@ from typing import IO, Any
 
 import numpy as np
 
+from ._zipio import ZipWindow, stored_member_start
 from .checks import tensor_flags
 from .errors import KerinspectError, ModelLoadError, PolicyError, escape_text
 from .loading import DEFAULT_MAX_FILE_BYTES, ModelFile, preflight
@@ -648,42 +647,6 @@ def _after(segs: list[str], lname: str, top_name: str | None) -> list[str]:
 # -- opening files ------------------------------------------------------------------
 
 
-class _Window(io.RawIOBase):
-    """A read-only, seekable view of ``size`` bytes at ``start`` of a binary file:
-    a stored (uncompressed) zip member read in place, without a copy."""
-
-    def __init__(self, f: IO[bytes], start: int, size: int):
-        super().__init__()
-        self._f = f
-        self._start = start
-        self._size = size
-        self._pos = 0
-
-    def readable(self) -> bool:
-        return True
-
-    def seekable(self) -> bool:
-        return True
-
-    def tell(self) -> int:
-        return self._pos
-
-    def seek(self, offset: int, whence: int = io.SEEK_SET) -> int:
-        base = {io.SEEK_SET: 0, io.SEEK_CUR: self._pos, io.SEEK_END: self._size}[whence]
-        self._pos = max(0, base + offset)
-        return self._pos
-
-    def readinto(self, b: Any) -> int:
-        n = min(len(b), self._size - self._pos)
-        if n <= 0:
-            return 0
-        self._f.seek(self._start + self._pos)
-        got = self._f.readinto(memoryview(b)[:n])  # type: ignore[attr-defined]
-        got = got or 0
-        self._pos += got
-        return got
-
-
 @dataclass
 class _Source:
     h5: Any  # h5py.File
@@ -720,15 +683,12 @@ def _member_file(zf: zipfile.ZipFile, raw: IO[bytes], info: zipfile.ZipInfo, sta
     if info.flag_bits & 0x1:
         raise ModelLoadError(f"{info.filename} is encrypted.", rule="zip-encrypted")
     if info.compress_type == zipfile.ZIP_STORED:
-        raw.seek(info.header_offset)
-        header = raw.read(30)
-        if len(header) != 30 or header[:4] != b"PK\x03\x04" or info.compress_size != info.file_size:
+        start = stored_member_start(raw, info)
+        if start is None or info.compress_size != info.file_size:
             raise ModelLoadError(f"Corrupt zip entry for {info.filename}.", rule="zip-corrupt")
-        name_len, extra_len = struct.unpack("<HH", header[26:30])
-        start = info.header_offset + 30 + name_len + extra_len
         if start + info.file_size > os.fstat(raw.fileno()).st_size:
             raise ModelLoadError(f"{info.filename} is truncated.", rule="zip-corrupt")
-        return stack.enter_context(_Window(raw, start, info.file_size))
+        return stack.enter_context(ZipWindow(raw, start, info.file_size))
     if info.file_size > DEFAULT_MAX_FILE_BYTES or (
         info.file_size > ZIP_BOMB_FLOOR_BYTES and info.file_size > ZIP_BOMB_RATIO * max(info.compress_size, 1)
     ):
