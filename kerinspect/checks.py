@@ -50,7 +50,7 @@ _NARROW_FLOAT_MAX = {
 NARROW_FLOAT_HEADROOM = 10
 
 
-class Verdict(str, enum.Enum):
+class Verdict(enum.StrEnum):
     FAILED = "failed"
     PASSED = "passed"
     NOT_CHECKED = "not_checked"

@@ -23,7 +23,7 @@ whose ``path`` matches, the file's top-level keys, the built-in defaults. A list
 paths in a file (``input``, ``baseline``, ``path``) are relative to the file's
 directory.
 
-Stdlib only (``tomllib``, Python 3.11+; ``tomli`` is used on 3.10 when installed).
+Stdlib only (``tomllib``).
 """
 
 from __future__ import annotations
@@ -32,7 +32,6 @@ import dataclasses
 import fnmatch
 import math
 import os
-import sys
 from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
@@ -205,16 +204,8 @@ class ConfigFile:
 
 
 def _read_toml(path: str) -> dict[str, Any]:
-    if sys.version_info >= (3, 11):
-        import tomllib
-    else:  # pragma: no cover - Python 3.10
-        try:
-            import tomli as tomllib
-        except ImportError:
-            raise UsageError(
-                "Reading a configuration file needs Python 3.11+ (tomllib) or the tomli package.",
-                rule="config",
-            ) from None
+    import tomllib
+
     try:
         with open(path, "rb") as f:
             return tomllib.load(f)

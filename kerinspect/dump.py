@@ -217,17 +217,10 @@ def _open_dir(path: str, expect: Sequence[int] | None = None, *, dir_fd: int | N
 
 def _rmtree_at(dir_fd: int, name: str) -> None:
     """Remove directory ``name`` (relative to ``dir_fd``) and its contents, never
-    following a symlink (``shutil.rmtree(dir_fd=...)`` needs Python 3.11)."""
-    fd = os.open(name, _O_DIR, dir_fd=dir_fd)
-    try:
-        for entry in list(os.scandir(fd)):
-            if entry.is_dir(follow_symlinks=False):
-                _rmtree_at(fd, entry.name)
-            else:
-                os.unlink(entry.name, dir_fd=fd)
-    finally:
-        os.close(fd)
-    os.rmdir(name, dir_fd=dir_fd)
+    following a symlink (fd-based ``shutil.rmtree``, safe against symlink swaps)."""
+    if not shutil.rmtree.avoids_symlink_attacks:  # pragma: no cover - not on Linux
+        raise OSError(errno.ENOTSUP, "no symlink-safe rmtree on this platform")
+    shutil.rmtree(name, dir_fd=dir_fd)
 
 
 def _split(rel: str) -> tuple[str | None, str]:
