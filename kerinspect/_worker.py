@@ -29,9 +29,9 @@ from .errors import ExitCode, KerinspectError, escape_text
 
 
 class _Channel:
-    def __init__(self, fd: int):
+    def __init__(self, fd: int, namespace: bool):
         self._out = os.fdopen(fd, "w", buffering=1, encoding="utf-8")
-        self.network_isolated = _network_isolated()
+        self.network_isolated = namespace and _network_isolated()
 
     def send(self, msg: dict[str, Any]) -> None:
         self._out.write(json.dumps(msg, allow_nan=False) + "\n")
@@ -102,7 +102,12 @@ def _dispatch(request: dict[str, Any], channel: _Channel) -> dict[str, Any]:
 
 
 def main(argv: list[str]) -> int:
-    channel = _Channel(int(os.environ["KERINSPECT_PROTOCOL_FD"]))
+    from ._confine import confine
+
+    namespace = confine(json.loads(os.environ.get("KERINSPECT_LIMITS", "{}")))
+    fd = int(os.environ["KERINSPECT_PROTOCOL_FD"])
+    os.set_inheritable(fd, False)  # processes the model might start do not get the channel
+    channel = _Channel(fd, namespace)
     sys.stdout = sys.stderr  # stray prints from model code must not go anywhere useful
     _guard_network()
     try:

@@ -46,6 +46,10 @@ class KerinspectGroup(click.Group):
     def main(self, *args: Any, **kwargs: Any) -> Any:
         kwargs["standalone_mode"] = False
         _state["debug"] = False
+        with _terminate_as_interrupt():
+            return self._main(*args, **kwargs)
+
+    def _main(self, *args: Any, **kwargs: Any) -> Any:
         try:
             rv = super().main(*args, **kwargs)
         except click.exceptions.Exit as e:
@@ -81,6 +85,36 @@ class KerinspectGroup(click.Group):
         if isinstance(rv, int) and rv:
             sys.exit(rv)
         return rv
+
+
+class _terminate_as_interrupt:
+    """SIGTERM and SIGHUP (a cancelled CI job, a closed terminal) raise
+    KeyboardInterrupt while a command runs, so the worker's process group is killed
+    and partial output removed, exactly as for Ctrl-C."""
+
+    SIGNALS = ("SIGTERM", "SIGHUP")
+
+    def __enter__(self) -> None:
+        import signal
+
+        def raise_interrupt(signum: int, frame: Any) -> None:
+            raise KeyboardInterrupt
+
+        self.previous: dict[int, Any] = {}
+        for name in self.SIGNALS:
+            sig = getattr(signal, name, None)
+            if sig is None:
+                continue
+            try:
+                self.previous[sig] = signal.signal(sig, raise_interrupt)
+            except ValueError:  # not the main thread (embedded use): leave signals alone
+                pass
+
+    def __exit__(self, *exc: object) -> None:
+        import signal
+
+        for sig, handler in self.previous.items():
+            signal.signal(sig, handler)
 
 
 def debug_option(f: Callable[..., Any]) -> Callable[..., Any]:
@@ -655,7 +689,7 @@ def dump(
     from .api import dump_activations
 
     load = make_load_options(timeout, max_memory, custom_objects, trust_model, max_params)
-    with _ProgressBar(stderr_console()) as progress, _terminate_as_interrupt():
+    with _ProgressBar(stderr_console()) as progress:
         result = dump_activations(
             model,
             out,
@@ -700,28 +734,6 @@ def _echo_dump(result: Any, out: str) -> None:
         what = escape_text(f"{s['path']}:{s['output_name']}", 120)
         click.echo(f"  skipped {what}: {escape_text(s['reason'] or '', 120)}")
     click.echo(f"manifest: {escape_text(os.path.join(out, MANIFEST), 200)}")
-
-
-class _terminate_as_interrupt:
-    """SIGTERM raises KeyboardInterrupt for the duration, so a killed dump cleans up."""
-
-    def __enter__(self) -> None:
-        import signal
-
-        def raise_interrupt(signum: int, frame: Any) -> None:
-            raise KeyboardInterrupt
-
-        self.previous: Any = None
-        try:
-            self.previous = signal.signal(signal.SIGTERM, raise_interrupt)
-        except ValueError:  # not the main thread
-            pass
-
-    def __exit__(self, *exc: object) -> None:
-        import signal
-
-        if self.previous is not None:
-            signal.signal(signal.SIGTERM, self.previous)
 
 
 class _ProgressBar:

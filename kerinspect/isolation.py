@@ -19,10 +19,8 @@ with one clear line saying what the worker was doing.
 from __future__ import annotations
 
 import contextlib
-import ctypes
 import json
 import os
-import resource
 import select
 import shutil
 import signal
@@ -79,22 +77,31 @@ PHASES = {
     "load": "loading the model",
     "run": "running the model",
 }
-CLONE_NEWUSER = 0x10000000
-CLONE_NEWNET = 0x40000000
 
-try:  # resolved before any fork: the child must not load libraries between fork and exec
-    _LIBC: Any = ctypes.CDLL(None, use_errno=True)
-    _UNSHARE: Any = _LIBC.unshare
-except (OSError, AttributeError):  # pragma: no cover - non-Linux
-    _UNSHARE = None
+
+def _cgroup_memory_limit() -> int | None:
+    """The memory limit of this process's cgroup (v2 or v1), if it has one."""
+    for path in ("/sys/fs/cgroup/memory.max", "/sys/fs/cgroup/memory/memory.limit_in_bytes"):
+        try:
+            with open(path) as f:
+                text = f.read().strip()
+        except OSError:
+            continue
+        if text.isdigit() and int(text) < (1 << 60):
+            return int(text)
+    return None
 
 
 def default_max_memory() -> int:
-    """Half of physical memory (bytes), the worker's default ``RLIMIT_DATA``."""
+    """Half of the memory this process may use (bytes): physical RAM, or the
+    container's cgroup limit when lower, so a clean limit error comes before the
+    kernel's OOM killer."""
     try:
-        return os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES") // 2
+        total = os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES")
     except (ValueError, OSError):  # pragma: no cover
-        return 8 << 30
+        total = 16 << 30
+    cgroup = _cgroup_memory_limit()
+    return min(total, cgroup) // 2 if cgroup else total // 2
 
 
 @dataclass(frozen=True)
@@ -104,12 +111,23 @@ class WorkerLimits:
     Attributes:
         timeout: wall-clock seconds for the whole job (load + run); 0 = none.
         max_memory: bytes of data segment (``RLIMIT_DATA``); 0 = none.
+        max_file_size: largest file the worker may write (``RLIMIT_FSIZE``); 0 = none.
         isolate_network: try a private network namespace (no interfaces).
     """
 
     timeout: float = 600.0
     max_memory: int = field(default_factory=default_max_memory)
+    max_file_size: int = 0
     isolate_network: bool = True
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "timeout": self.timeout,
+            "max_memory": self.max_memory,
+            "max_file_size": self.max_file_size,
+            "isolate_network": self.isolate_network,
+            "parent_pid": os.getpid(),
+        }
 
 
 @dataclass
@@ -118,21 +136,6 @@ class WorkerOutcome:
 
     result: dict[str, Any]
     network_isolated: bool
-
-
-def _child_setup(limits: WorkerLimits) -> Callable[[], None]:
-    """The function run in the child between fork and exec: only syscalls."""
-    data = limits.max_memory
-    isolate = limits.isolate_network and _UNSHARE is not None
-
-    def setup() -> None:
-        resource.setrlimit(resource.RLIMIT_CORE, (0, 0))
-        if data > 0:
-            resource.setrlimit(resource.RLIMIT_DATA, (data, data))
-        if isolate and _UNSHARE(CLONE_NEWNET) != 0:
-            _UNSHARE(CLONE_NEWUSER | CLONE_NEWNET)  # unprivileged; failure is fine
-
-    return setup
 
 
 def _worker_env(scratch: str) -> dict[str, str]:
@@ -217,6 +220,7 @@ def run_worker(
         log_path = os.path.join(scratch, "worker.log")
         env = _worker_env(scratch)
         env["KERINSPECT_PROTOCOL_FD"] = str(write_fd)
+        env["KERINSPECT_LIMITS"] = json.dumps(limits.to_dict())
         with open(log_path, "wb") as log:
             proc = subprocess.Popen(
                 [sys.executable, "-m", "kerinspect._worker", request_path],
@@ -228,7 +232,6 @@ def run_worker(
                 pass_fds=(write_fd,),
                 start_new_session=True,
                 close_fds=True,
-                preexec_fn=_child_setup(limits),
             )
         os.close(write_fd)
         write_fd = -1

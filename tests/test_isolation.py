@@ -86,31 +86,53 @@ def test_legacy_keras_env_is_scrubbed():
     assert json.loads(out.stdout)["model"]["keras_version"].startswith("3.")
 
 
-def test_worker_has_no_network_and_a_scratch_home(keras):
-    from kerinspect.isolation import run_worker
+def test_worker_has_no_network_and_a_scratch_home(keras, tmp_path):
+    from kerinspect.isolation import WorkerLimits, _worker_env, run_worker
 
-    probe = ("import socket, os, json\n"
-             "try:\n    socket.create_connection(('127.0.0.1', 9), timeout=1); net = 'open'\n"
+    probe = ("import json, os, socket\n"
+             "from kerinspect._confine import confine\n"
+             "entered = confine(json.loads(os.environ['KERINSPECT_LIMITS']))\n"
+             "try:\n    socket.create_connection(('1.1.1.1', 53), timeout=2); net = 'open'\n"
              "except OSError as e:\n    net = type(e).__name__\n"
-             "print(json.dumps({'net': net, 'home': os.environ['HOME']}))\n")
-    # The worker module's own guard is tested through a real job: a gadget-free
-    # probe run with the same launcher settings as the worker.
-    from kerinspect.isolation import WorkerLimits, _child_setup, _worker_env
-
-    scratch = os.path.join(os.environ.get("TMPDIR", "/tmp"), f"probe-{os.getpid()}")
-    os.makedirs(scratch, exist_ok=True)
-    env = _worker_env(scratch)
-    out = subprocess.run([sys.executable, "-c", probe], capture_output=True, text=True, env=env,
-                         preexec_fn=_child_setup(WorkerLimits(timeout=30)))
+             "names = sorted(n for _, n in socket.if_nameindex())\n"
+             "print(json.dumps({'net': net, 'home': os.environ['HOME'], 'entered': entered, 'ifs': names}))\n")
+    env = _worker_env(str(tmp_path))
+    env["KERINSPECT_LIMITS"] = json.dumps(WorkerLimits(timeout=30).to_dict())
+    out = subprocess.run([sys.executable, "-c", probe], capture_output=True, text=True, env=env)
     result = json.loads(out.stdout)
-    assert result["home"] == scratch
-    # Either a private network namespace (no route: OSError) or, where the kernel
-    # refuses namespaces, at least no listener; the worker adds its socket guard.
+    assert result["home"] == str(tmp_path)
     assert result["net"] != "open"
+    if result["entered"]:  # a private namespace: nothing but loopback
+        assert result["ifs"] == ["lo"]
     outcome = run_worker({"command": "inspect", "model": {"path": CNN, "format": "keras",
                                                           "size": os.path.getsize(CNN)}, "samples": 2})
     assert outcome.result["report"]["samples"] == 2
-    assert isinstance(outcome.network_isolated, bool)
+    assert outcome.network_isolated == result["entered"]
+
+
+@pytest.mark.parametrize("sig", ["SIGTERM", "SIGHUP", "SIGKILL"])
+def test_worker_never_outlives_kerinspect(tmp_path, sig):
+    """A cancelled CI job (SIGTERM), a closed terminal (SIGHUP) or a hard kill of
+    kerinspect must not leave a hung worker holding memory."""
+    import signal
+
+    env = {**os.environ, "KERINSPECT_TEST_FAULT": "hang@run", "TMPDIR": str(tmp_path)}
+    proc = subprocess.Popen([sys.executable, "-m", "kerinspect", "summary", CNN], cwd=ROOT, env=env,
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    deadline = time.monotonic() + 60
+    while not workers_alive(str(tmp_path)) and time.monotonic() < deadline:
+        time.sleep(0.2)
+    assert workers_alive(str(tmp_path)), "the worker never started"
+    time.sleep(3)  # let it reach the hang
+    proc.send_signal(getattr(signal, sig))
+    _, err = proc.communicate(timeout=30)
+    deadline = time.monotonic() + 10
+    while workers_alive(str(tmp_path)) and time.monotonic() < deadline:
+        time.sleep(0.2)
+    assert workers_alive(str(tmp_path)) == []
+    if sig != "SIGKILL":  # cleaned up like Ctrl-C: one line, 130, no scratch left
+        assert proc.returncode == 130 and err.strip() == "kerinspect: interrupted"
+        assert os.listdir(tmp_path) == []
 
 
 def test_custom_objects_file(keras, tmp_path):
