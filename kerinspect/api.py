@@ -146,7 +146,7 @@ def inspect_model(
         "thresholds": thresholds.to_dict(),
     }
     result = _job("inspect", model, inputs, run, load or LoadOptions(), progress)
-    return ModelReport.from_dict(result["report"])
+    return _from_worker(ModelReport.from_dict, result, "report")
 
 
 def dump_activations(
@@ -238,7 +238,8 @@ def dump_activations(
                 "shapes": _jsonable_shapes(shapes),
                 "job": plan["write"],
             }
-            draft = _job("dump", model, inputs, job, load or LoadOptions(), progress)["draft"]
+            result = _job("dump", model, inputs, job, load or LoadOptions(), progress)
+            draft = _from_worker(_dict, result, "draft")  # publish_dump checks its contents
     except BaseException:
         d.abort_dump(plan)
         raise
@@ -253,10 +254,32 @@ def inspect_weights(
     (no TensorFlow, nothing deserialized); see :func:`kerinspect.weights.inspect_weights`.
     The file is parsed in the isolated worker, since HDF5 parsers crash on hostile files."""
     run = {"thresholds": (thresholds or Thresholds()).to_dict()}
-    return WeightsReport.from_dict(_job("weights", path, None, run, load or LoadOptions(), None)["report"])
+    result = _job("weights", path, None, run, load or LoadOptions(), None)
+    return _from_worker(WeightsReport.from_dict, result, "report")
 
 
 # -- plumbing ----------------------------------------------------------------------
+
+
+def _dict(value: Any) -> dict[str, Any]:
+    if not isinstance(value, dict):
+        raise TypeError("not an object")
+    return value
+
+
+def _from_worker(parse: Any, result: dict[str, Any], key: str) -> Any:
+    """Rebuild a report from the worker's JSON; a malformed one is exit 8 (the
+    worker runs model code, so its output is checked, not trusted)."""
+    try:
+        return parse(result[key])
+    except (KeyError, TypeError, ValueError, AttributeError) as e:
+        from .errors import ChildCrashError
+
+        raise ChildCrashError(
+            f"The worker broke the protocol (a malformed {key}: {type(e).__name__}); "
+            "its result was discarded.",
+            rule="protocol",
+        ) from None
 
 
 def _check_model_object(model: Any) -> None:

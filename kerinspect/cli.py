@@ -36,7 +36,7 @@ def _set_debug(ctx: click.Context, param: click.Parameter, value: bool) -> None:
 
 def fail(code: int, rule: str, message: str) -> NoReturn:
     """Print ``kerinspect: error[rule]: message`` on stderr and exit with ``code``."""
-    click.echo(f"kerinspect: error[{rule}]: {message}", err=True)
+    click.echo(f"kerinspect: error[{escape_text(rule, 60)}]: {message}", err=True)
     sys.exit(int(code))
 
 

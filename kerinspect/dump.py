@@ -903,7 +903,7 @@ def _check_draft(draft: Mapping[str, Any]) -> list[_Staged]:
                 raise _bad(f"bad shape for {rel!r}")
             try:
                 dtype = np.dtype(str(entry.get("dtype")))
-            except TypeError:
+            except (TypeError, ValueError, SyntaxError):  # np.dtype parses strings: "f4,(2," is a SyntaxError
                 raise _bad(f"bad dtype for {rel!r}") from None
             if dtype.kind not in kinds or dtype.hasobject:
                 raise _bad(f"dtype {dtype} of {rel!r} is not allowed")

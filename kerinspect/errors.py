@@ -9,6 +9,7 @@ escapes is a bug and exits with :attr:`ExitCode.INTERNAL`.
 from __future__ import annotations
 
 import enum
+import unicodedata
 from collections.abc import Iterable
 
 #: Longest message printed for one error; Keras messages embed whole configs.
@@ -16,6 +17,8 @@ MAX_MESSAGE_CHARS = 500
 
 #: GitHub Actions' legacy workflow-command prefix, recognised anywhere in a log line.
 LEGACY_COMMAND = "##["
+#: The workflow-command delimiter GitHub's runner honours at the start of a line.
+WORKFLOW_COMMAND = "::"
 
 
 class ExitCode(enum.IntEnum):
@@ -71,9 +74,13 @@ def escape_text(text: str, limit: int = MAX_MESSAGE_CHARS) -> str:
     Control characters (newlines, ESC, NUL, ...) become Python escapes, so a layer
     name can neither break the line nor emit terminal or workflow commands; lone
     surrogates (possible in names read from JSON) become ``\\udxxx`` so that
-    printing cannot fail. GitHub's runner also honours the legacy ``##[command]``
-    form *anywhere* in a line (``##[error]``, ``##[stop-commands]``), so ``##[``
-    becomes ``#\\x23[``. The result is cut to ``limit`` characters.
+    printing cannot fail, and invisible format characters (bidi overrides such as
+    U+202E, zero-width spaces) are shown as ``\\u202e`` rather than reordering
+    what is displayed. GitHub's runner honours ``::command::`` at the start of a
+    line after trimming whitespace, and wrapped table cells can start a line, so no
+    ``::`` survives anywhere (``:\\x3a``); it also honours the legacy
+    ``##[command]`` form anywhere in a line, so ``##[`` becomes ``#\\x23[``.
+    The result is cut to ``limit`` characters.
     """
     out = []
     for ch in text:
@@ -82,11 +89,11 @@ def escape_text(text: str, limit: int = MAX_MESSAGE_CHARS) -> str:
             out.append("\\\\")
         elif code < 0x20 or code == 0x7F or 0x80 <= code < 0xA0 or ch in "\u2028\u2029":
             out.append(ch.encode("unicode_escape").decode("ascii"))
-        elif 0xD800 <= code < 0xE000:
+        elif 0xD800 <= code < 0xE000 or (code > 0x7F and unicodedata.category(ch) == "Cf"):
             out.append(f"\\u{code:04x}")
         else:
             out.append(ch)
-    escaped = "".join(out).replace(LEGACY_COMMAND, "#\\x23[")
+    escaped = "".join(out).replace(LEGACY_COMMAND, "#\\x23[").replace(WORKFLOW_COMMAND, ":\\x3a")
     if len(escaped) > limit:
         escaped = escaped[: limit - 3] + "..."
     return escaped

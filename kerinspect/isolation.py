@@ -159,8 +159,44 @@ def _worker_env(scratch: str) -> dict[str, str]:
     return env
 
 
+#: Longest line the worker may send (a whole report is one line).
+MAX_MESSAGE_BYTES = 256 << 20
+_MESSAGE_FIELDS: dict[str, dict[str, type | tuple[type, ...]]] = {
+    "phase": {"phase": str},
+    "progress": {"done": int, "total": int},
+    "result": {"result": dict},
+    "error": {"exit_code": int, "message": str},
+}
+
+
+def _protocol_error(what: str) -> ChildCrashError:
+    return ChildCrashError(
+        f"The worker broke the protocol ({what}); its result was discarded.", rule="protocol"
+    )
+
+
+def _parse_message(line: bytes) -> dict[str, Any]:
+    """One JSON line from the worker, checked against :data:`_MESSAGE_FIELDS`. The
+    worker runs model code, so nothing it sends is trusted to have the right shape."""
+    try:
+        msg = json.loads(line)
+    except (ValueError, RecursionError):
+        raise _protocol_error("a line that is not JSON") from None
+    fields = _MESSAGE_FIELDS.get(str(msg.get("type"))) if isinstance(msg, dict) else None
+    if fields is None:
+        raise _protocol_error("a message of unknown type")
+    for key, kind in fields.items():
+        if not isinstance(msg.get(key), kind) or isinstance(msg.get(key), bool):
+            raise _protocol_error(f"a {msg['type']} message without a valid {key!r}")
+    if msg["type"] == "error":
+        for key in ("rule", "hint", "traceback"):
+            if msg.get(key) is not None and not isinstance(msg[key], str):
+                raise _protocol_error(f"an error message with a non-text {key!r}")
+    return msg
+
+
 def _error_from(msg: dict[str, Any]) -> KerinspectError:
-    cls = _ERROR_CLASSES.get(int(msg.get("exit_code", 70)), KerinspectError)
+    cls = _ERROR_CLASSES.get(msg["exit_code"], KerinspectError)
     err = cls(str(msg.get("message", "worker failed")), rule=msg.get("rule"), hint=msg.get("hint"))
     if cls is KerinspectError:
         err.exit_code = ExitCode.INTERNAL
@@ -236,7 +272,7 @@ def run_worker(
         os.close(write_fd)
         write_fd = -1
         deadline = time.monotonic() + limits.timeout if limits.timeout > 0 else None
-        buf = b""
+        buf = bytearray()
         try:
             with os.fdopen(read_fd, "rb", buffering=0) as pipe:
                 read_fd = -1
@@ -250,22 +286,31 @@ def run_worker(
                     chunk = pipe.read(1 << 16)
                     if not chunk:
                         break
+                    scan_from = len(buf)
                     buf += chunk
-                    while b"\n" in buf:
-                        line, buf = buf.split(b"\n", 1)
-                        msg = json.loads(line)
-                        kind = msg.get("type")
+                    start = 0
+                    while (end := buf.find(b"\n", max(start, scan_from))) >= 0:
+                        msg = _parse_message(bytes(buf[start:end]))
+                        start = end + 1
+                        kind = msg["type"]
                         if kind == "phase":
-                            phase = PHASES.get(msg["phase"], str(msg["phase"]))
-                            isolated = bool(msg.get("network_isolated", isolated))
+                            phase = PHASES.get(msg["phase"], "working")
+                            isolated = msg.get("network_isolated") is True
                         elif kind == "result":
                             result = msg["result"]
                         elif kind == "error":
                             error = msg
                         if on_message is not None:
                             on_message(msg)
+                    del buf[:start]
+                    if len(buf) > MAX_MESSAGE_BYTES:
+                        raise _protocol_error(f"a message longer than {MAX_MESSAGE_BYTES:,} bytes")
                 remaining = None if deadline is None else max(0.0, deadline - time.monotonic())
                 proc.wait(timeout=remaining)
+        except ChildCrashError:
+            _kill_group(proc.pid)
+            proc.wait()
+            raise
         except (TimeoutError, subprocess.TimeoutExpired):
             _kill_group(proc.pid)
             proc.wait()

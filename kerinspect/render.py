@@ -8,6 +8,7 @@ escaped for Rich markup and for control characters before it is shown.
 from __future__ import annotations
 
 import json
+import re
 from collections import Counter
 from collections.abc import Iterator
 from typing import Any
@@ -94,7 +95,7 @@ def rows(report: ModelReport) -> Iterator[tuple[LayerRecord, TensorRecord | None
         for k, out in enumerate(outs):
             label = safe(layer.path) + (f":{safe(out.name)}" if multi and out is not None else "")
             if out is None:
-                yield layer, None, [label, layer.class_name, "-", _params_cell(layer)] + [""] * 9
+                yield layer, None, [label, safe(layer.class_name), "-", _params_cell(layer)] + [""] * 9
                 continue
             st = out.stats
             yield (
@@ -103,7 +104,7 @@ def rows(report: ModelReport) -> Iterator[tuple[LayerRecord, TensorRecord | None
                 [
                     label,
                     safe(layer.class_name) if k == 0 else "",
-                    fmt_shape(out.shape) + ("" if out.dtype == "float32" else f" {out.dtype}"),
+                    fmt_shape(out.shape) + ("" if out.dtype == "float32" else f" {safe(out.dtype)}"),
                     _params_cell(layer) if k == 0 else "",
                     fmt_float(st.mean) if st else "-",
                     fmt_float(st.std) if st else "-",
@@ -120,12 +121,12 @@ def rows(report: ModelReport) -> Iterator[tuple[LayerRecord, TensorRecord | None
 
 def loader_text(report: ModelReport) -> str:
     m = report.model
-    text = f"Keras {m.keras_version}"
+    text = f"Keras {safe(m.keras_version)}"
     if m.loader == "keras+legacy-h5-upgrade":
-        changes = ", ".join(n.removeprefix("legacy config upgraded: ") for n in m.notes)
+        changes = ", ".join(safe(n.removeprefix("legacy config upgraded: ")) for n in m.notes)
         text += f" (legacy Keras 2 config upgraded: {changes})"
     elif m.loader != "keras":
-        text += f" ({m.loader})"
+        text += f" ({safe(m.loader)})"
     return text
 
 
@@ -133,13 +134,13 @@ def header_lines(report: ModelReport) -> list[str]:
     m = report.model
     where = f" from {safe(m.path)}" if m.path else ""
     lines = [
-        f"Model {safe(m.name)!r} ({m.class_name}){where}",
-        f"format: {m.format} · loaded with {loader_text(report)} · {report.samples} samples in "
+        f"Model {safe(m.name)!r} ({safe(m.class_name)}){where}",
+        f"format: {safe(m.format)} · loaded with {loader_text(report)} · {report.samples} samples in "
         f"batches of {report.batch_size}",
     ]
     for i in report.inputs:
         origin = f"synthetic, seed={i.seed}" if i.source == "synthetic" else f"from {safe(i.source)}"
-        lines.append(f"input {safe(i.name)!r}: {i.dtype} {fmt_shape(i.shape)} ({origin})")
+        lines.append(f"input {safe(i.name)!r}: {safe(i.dtype)} {fmt_shape(i.shape)} ({origin})")
     return lines
 
 
@@ -259,21 +260,44 @@ def render_table(report: ModelReport, console: Console, *, fit: bool = True) -> 
         console.print(Text(f"{len(report.warnings)} warning(s) from Keras; see --format json", style="dim"))
 
 
+_MD_PUNCTUATION = re.compile(r"([\\`*_{}\[\]()#+\-.!<>|~&])")
+
+
 def _md_cell(text: str) -> str:
+    """Text of kerinspect's own (numbers, shapes): only table pipes need escaping."""
     return text.replace("|", "\\|")
+
+
+def _md_text(text: str) -> str:
+    """Text that may come from the model (names, paths) outside a table cell: every
+    Markdown/HTML punctuation character is backslash-escaped, so a name cannot make a
+    link, an image, a tag or emphasis in a PR comment."""
+    return _MD_PUNCTUATION.sub(r"\\\1", text)
+
+
+def _md_code(text: str) -> str:
+    """A name as a table-cell code span: inert to Markdown and HTML. The fence is one
+    backtick longer than any run of backticks inside; pipes stay escaped (GFM splits
+    cells on them even in code spans)."""
+    if not text:
+        return ""
+    fence = "`" * (max((len(r) for r in re.findall(r"`+", text)), default=0) + 1)
+    pad = " " if text.startswith("`") or text.endswith("`") else ""
+    return f"{fence}{pad}{text.replace('|', chr(92) + '|')}{pad}{fence}"
 
 
 def render_markdown(report: ModelReport) -> str:
     """The report as GitHub-flavoured Markdown."""
-    out = [f"**{_md_cell(header_lines(report)[0])}**", ""]
-    out += [f"- {_md_cell(line)}" for line in header_lines(report)[1:]]
+    out = [f"**{_md_text(header_lines(report)[0])}**", ""]
+    out += [f"- {_md_text(line)}" for line in header_lines(report)[1:]]
     out += [
         "",
         "| " + " | ".join(COLUMNS) + " |",
         "|" + "|".join("---:" if c in _NUMERIC else "---" for c in COLUMNS) + "|",
     ]
     for _, _, cells in rows(report):
-        out.append("| " + " | ".join(_md_cell(c) for c in cells) + " |")
+        named = [_md_code(cells[0]), _md_code(cells[1])] + [_md_cell(c) for c in cells[2:]]
+        out.append("| " + " | ".join(named) + " |")
     out += ["", _md_cell(footer_line(report)), ""]
     return "\n".join(out)
 
@@ -286,7 +310,9 @@ def render_json(report: ModelReport | WeightsReport | CheckRun | dict[str, Any])
     decodes to the same text.
     """
     data = report if isinstance(report, dict) else report.to_dict()
-    text = json.dumps(data, indent=2, allow_nan=False, ensure_ascii=False)
+    # ASCII only: names round-trip exactly, while lone surrogates, C1 controls and
+    # bidi overrides from a model file can neither break stdout nor a terminal.
+    text = json.dumps(data, indent=2, allow_nan=False, ensure_ascii=True)
     return text.replace(LEGACY_COMMAND, "#\\u0023[")
 
 
@@ -498,14 +524,15 @@ def render_weights_table(report: WeightsReport, console: Console, *, fit: bool =
 def render_weights_markdown(report: WeightsReport) -> str:
     """A weights report as GitHub-flavoured Markdown."""
     header = weights_header_lines(report)
-    out = [f"**{_md_cell(header[0])}**", ""]
-    out += [f"- {_md_cell(line)}" for line in header[1:]]
+    out = [f"**{_md_text(header[0])}**", ""]
+    out += [f"- {_md_text(line)}" for line in header[1:]]
     out += [
         "",
         "| " + " | ".join(WEIGHT_COLUMNS) + " |",
         "|" + "|".join("---:" if c in _WEIGHT_NUMERIC else "---" for c in WEIGHT_COLUMNS) + "|",
     ]
     for _, cells in weight_rows(report):
-        out.append("| " + " | ".join(_md_cell(c) for c in cells) + " |")
+        named = [_md_code(cells[0]), _md_code(cells[1])] + [_md_cell(c) for c in cells[2:]]
+        out.append("| " + " | ".join(named) + " |")
     out += ["", _md_cell(weights_footer_line(report)), ""]
     return "\n".join(out)

@@ -559,7 +559,7 @@ def test_github_annotations_cannot_be_forged(models):
     assert [c[1] for c in commands] == [{"file": str(models["hostile"]), "title": f"kerinspect check: {rule}"}
                                         for rule in failed]
     nan_message = commands[failed.index("nan")][2]
-    assert nan_message.startswith("NaN starts at layer 'ok\\n::error title=pwned::x\\x1b[2J%0A,a:b #\\x23[error]")
+    assert nan_message.startswith("NaN starts at layer 'ok\\n:\\x3aerror title=pwned:\\x3ax\\x1b[2J%0A,a:b #\\x23[error]")
     assert "\n" not in nan_message
     # the JSON output stays parseable and carries the exact name, but no runnable command
     assert data["models"][0]["first_fault"]["layer"] == HOSTILE

@@ -146,7 +146,7 @@ def test_summary_json_is_the_documented_contract(keras):
 def test_summary_markdown(keras):
     r = run("summary", SAMPLES / "dead_relu.keras", "--format", "markdown")
     assert r.exit_code == 0
-    assert "| mostly_dead | Dense |" in r.stdout and "| dead |" in r.stdout
+    assert "| `mostly_dead` | `Dense` |" in r.stdout and "| dead |" in r.stdout
 
 
 def test_flags_in_sample_models(keras):

@@ -317,7 +317,7 @@ def test_hostile_layer_names_stay_inside_dir(hostile_model, tmp_path):
     # printed names are escaped: no control characters, no workflow command at a line start
     assert "\x1b" not in r.stdout and "\x00" not in r.stdout
     assert not any(line.startswith("::") for line in r.stdout.splitlines())
-    assert "ok\\n::error title=pwned::x\\x1b[2J" in r.stdout
+    assert "ok\\n:\\x3aerror title=pwned:\\x3ax\\x1b[2J" in r.stdout
 
 
 def test_file_names_are_unique_and_safe():

@@ -137,7 +137,7 @@ def test_hostile_names_are_escaped(render):
     text = table_text(report, width=400) if render == "table" else render_markdown(report)
     assert "\x1b" not in text and "\x00" not in text
     assert not any(line.startswith("::") for line in text.splitlines())
-    assert "\\n::error" in text and "\\x1b[2J" in text
+    assert "\\n:\\x3aerror" in text and "\\x1b[2J" in text
     if render == "table":
         assert "[bold red]boom[/]" in text  # shown literally, not interpreted as markup
 
@@ -159,3 +159,47 @@ def test_fit_columns_keeps_order_and_priority():
     assert fit_columns(cells, None)[0] == "Layer"
     narrow = fit_columns(cells, 40)
     assert narrow[:2] == ["Layer", "Output shape"] and "Params" not in narrow
+
+
+def workflow_command_lines(text: str) -> list[str]:
+    """Lines GitHub's runner would take as commands: ``::`` after leading whitespace
+    (ActionCommand.TryParseV2), or ``##[`` anywhere (TryParse)."""
+    return [ln for ln in text.splitlines() if ln.lstrip().startswith("::") or "##[" in ln]
+
+
+@pytest.mark.parametrize("name", [
+    "::error title=PWNED::model is safe",          # a whole command, no newline needed
+    "x" * 40 + "::warning::folded onto the next line",  # a wrap point lands before '::'
+    "##[error]legacy form works anywhere",
+    "::stop-commands::token",
+])
+def test_no_table_line_can_be_a_workflow_command(name):
+    report = hand_built(name_a=name)
+    for width in (80, 140, 400):
+        assert workflow_command_lines(table_text(report, width=width)) == [], width
+    assert workflow_command_lines(render_markdown(report)) == []
+
+
+def test_invisible_and_bidi_characters_are_shown_escaped():
+    report = hand_built(name_a="safe\u202egnp.exe\u200b")
+    text = table_text(report, width=400)
+    assert "\u202e" not in text and "\u200b" not in text
+    assert "\\u202e" in text and "\\u200b" in text
+
+
+def test_json_is_ascii_and_survives_lone_surrogates():
+    name = "bad\ud800name\x9b[2J\u2028"
+    text = render_json(hand_built(name_a=name))
+    assert text.isascii()
+    assert json.loads(text)["layers"][1]["name"] == name  # still exact after parsing
+
+
+def test_markdown_names_cannot_make_links_images_or_html():
+    report = hand_built(name_a="[click](http://evil.example) ![x](http://t.example/p.png) <img src=x>`|")
+    md = render_markdown(report)
+    row = next(line for line in md.splitlines() if "click" in line)
+    cell = row.split(" | ")[0].removeprefix("| ")
+    # the name is one code span: fenced by more backticks than it holds, pipes escaped
+    assert cell.startswith("``") and cell.endswith("``") and "\\|" in cell
+    header = md.splitlines()[0]
+    assert "<img" not in header.replace("\\<img", "") and "](" not in header.replace("\\]\\(", "")

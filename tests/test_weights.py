@@ -468,7 +468,7 @@ def test_weights_hostile_names_are_escaped(render):
     text = weights_table(report, width=400) if render == "table" else render_weights_markdown(report)
     assert "\x1b" not in text and "\x00" not in text
     assert not any(line.lstrip("| ").startswith("::") for line in text.splitlines())
-    assert "\\n::error" in text and "\\x1b[2J" in text
+    assert "\\n:\\x3aerror" in text and "\\x1b[2J" in text
     assert json.loads(render_json(report))["weights"][0]["layer"] == HOSTILE
 
 
@@ -498,7 +498,7 @@ def test_cli_json_and_markdown():
     assert set(data["weights"][0]) == {"layer", "name", "shape", "dtype", "stats", "flags", "norm"}
     md = run("weights", SAMPLES / "exploding.keras", "--format", "markdown", "--max-abs", "5")
     assert md.exit_code == 0
-    assert "| dense_0 | kernel | (8, 16) | 128 |" in md.stdout and "exploding" in md.stdout
+    assert "| `dense_0` | `kernel` | (8, 16) | 128 |" in md.stdout and "exploding" in md.stdout
 
 
 def test_cli_errors():
