@@ -70,6 +70,7 @@ class TensorRecord:
 
     ``shape`` is the observed shape with the batch axis holding the number of
     samples seen. ``stats`` is None for tensors without numeric values (strings).
+    ``model_output`` marks the top model's own outputs (what ``predict`` returns).
     """
 
     name: str
@@ -77,6 +78,7 @@ class TensorRecord:
     dtype: str
     stats: TensorStats | None
     flags: tuple[str, ...] = ()
+    model_output: bool = False
 
     def to_dict(self) -> dict[str, Any]:
         return {
@@ -85,6 +87,7 @@ class TensorRecord:
             "dtype": self.dtype,
             "stats": None if self.stats is None else self.stats.to_dict(),
             "flags": list(self.flags),
+            "model_output": self.model_output,
         }
 
     @classmethod
@@ -95,6 +98,7 @@ class TensorRecord:
             dtype=d["dtype"],
             stats=None if d["stats"] is None else TensorStats.from_dict(d["stats"]),
             flags=tuple(d["flags"]),
+            model_output=bool(d.get("model_output", False)),
         )
 
 

@@ -38,6 +38,7 @@ class StatsCollector:
         self.shapes: list[list[list[int]]] = []
         self.dtypes: list[list[str]] = []
         self.stats: list[list[RunningStats | None]] = []
+        self.model_outputs: set[tuple[int, int]] = set()
         self._first_batch = True
         self._batch_rows = 0
 
@@ -60,7 +61,11 @@ class StatsCollector:
         if self._first_batch:
             self.sites[i] = site  # output names may be refined after the call
         for k, t in enumerate(tensors):
-            if t is None:
+            if t is None:  # an optional output that is absent: keep the indices aligned
+                if self._first_batch:
+                    self.shapes[i].append([])
+                    self.dtypes[i].append("none")
+                    self.stats[i].append(None)
                 continue
             arr = to_numpy(t)
             s = summarize(arr)
@@ -77,6 +82,9 @@ class StatsCollector:
             if acc is not None and s is not None:
                 acc.merge(s)
 
+    def model_output(self, site: Any, k: int) -> None:
+        self.model_outputs.add((site.index, k))
+
     def end_batch(self) -> None:
         self._first_batch = False
 
@@ -90,7 +98,7 @@ class StatsCollector:
             )
             is_input = site.class_name == "InputLayer"
             tensors = []
-            for name, shape, dtype, acc in zip(names, shapes, dtypes, stats):
+            for k, (name, shape, dtype, acc) in enumerate(zip(names, shapes, dtypes, stats)):
                 final = None if acc is None else acc.finalize()
                 tensors.append(
                     TensorRecord(
@@ -99,6 +107,7 @@ class StatsCollector:
                         dtype,
                         final,
                         tensor_flags(dtype, final, thresholds, is_input=is_input),
+                        model_output=(site.index, k) in self.model_outputs,
                     )
                 )
             out.append(

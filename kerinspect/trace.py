@@ -67,6 +67,9 @@ class Visitor(Protocol):
     def produced(self, site: CallSite, tensors: Sequence[Any]) -> None:
         """Called with the call's flattened outputs, once they exist."""
 
+    # Optional: ``model_output(site, k)`` is called after ``produced`` when output
+    # ``k`` of ``site`` is one of the top model's own outputs.
+
 
 class LayerCallError(Exception):
     """Running one operation failed; carries where, for a useful message."""
@@ -279,7 +282,14 @@ class Replayer:
         if len(flat) != len(site.output_names):
             site = CallSite(**{**site.__dict__, "output_names": output_names(self.model, len(flat))})
         self.visitor.produced(site, flat)
+        for k in range(len(flat)):
+            self._model_output(site, k)
         return out
+
+    def _model_output(self, site: CallSite, k: int) -> None:
+        mark = getattr(self.visitor, "model_output", None)
+        if mark is not None:
+            mark(site, k)
 
     def _installed(self, graph: Functional, *, prefix: str, depth: int, top: bool) -> _Installed:
         return _Installed(self, graph, prefix, depth, top)
@@ -329,6 +339,10 @@ class Replayer:
             flat = tree.flatten(outputs)
             self._completed += 1
             self.visitor.produced(site, flat)
+            if top:
+                for k, x in enumerate(node.outputs):
+                    if id(x) in plan.keep:
+                        self._model_output(site, k)
             for x, y in zip(node.outputs, flat):
                 if remaining.get(id(x)) or id(x) in plan.keep:
                     tensors[id(x)] = y

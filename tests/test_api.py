@@ -152,3 +152,13 @@ def test_missing_input_file_is_exit_3(factories, tmp_path):
     with pytest.raises(InputFileError) as e:
         kerinspect.inspect_model(factories.mlp(), str(tmp_path / "nope.npy"))
     assert e.value.exit_code == ExitCode.NO_INPUT
+
+
+def test_model_outputs_are_marked(factories):
+    import kerinspect
+
+    report = kerinspect.inspect_model(factories.attention(), samples=2)
+    marked = [(r.path, o.name) for r in report.layers for o in r.outputs if o.model_output]
+    assert marked == [("mha", "attention_scores"), ("pool", "output")]
+    nested = kerinspect.inspect_model(factories.nested(), samples=2)
+    assert [(r.path, o.name) for r in nested.layers for o in r.outputs if o.model_output] == [("seq", "output")]

@@ -646,3 +646,18 @@ def test_exit_code_is_documented_in_help():
     r = CliRunner().invoke(cli, ["check", "--help"])
     assert r.exit_code == 0 and "outranks 1" in r.stdout and "--junit" in r.stdout
     assert int(ExitCode.CHECKS_FAILED) == 1
+
+
+def test_ignore_cannot_hide_nan_in_what_the_model_returns(models):
+    """A whole network wrapped in a nested model named like an ignored layer
+    (say, from a pull request's pyproject.toml) still fails: the model's own
+    outputs are never exempt, and input rows alone never cover a model."""
+    data, _ = run_json(models["nested_nan"], *SAMPLES, "--ignore", "block*", code=1)
+    model = data["models"][0]
+    nan = next(r for r in model["rules"] if r["rule"] == "nan")
+    assert nan["verdict"] == "failed"
+    assert model["first_fault"] is not None
+    everything, _ = run_json(models["clean"], *SAMPLES, "--ignore", "*", code=0)
+    rules = {r["rule"]: r["verdict"] for r in everything["models"][0]["rules"]}
+    assert rules["nan"] == "passed"  # the output was still checked ...
+    assert rules["coverage"] == "passed"  # ... so the model is covered
