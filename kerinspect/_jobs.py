@@ -85,7 +85,7 @@ def feed_arguments(request: dict[str, Any]) -> dict[str, Any]:
     inputs = request.get("inputs")
     arrays: Any = None
     if inputs is not None:
-        if inputs.get("source") == "array":
+        if inputs.get("kind") == "arrays":
             with np.load(inputs["path"], allow_pickle=False) as data:
                 if inputs.get("by_name"):
                     arrays = {k: data[k] for k in data.files}

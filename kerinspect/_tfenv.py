@@ -74,5 +74,31 @@ def import_keras() -> Any:
         pass
     tf.get_logger().setLevel(logging.ERROR)
     tf.autograph.set_verbosity(0)
+    check_keras(keras)
     _keras = keras
     return keras
+
+
+#: The oldest Keras whose loader kerinspect relies on (safe_mode on .h5, CVE fixes).
+MIN_KERAS = (3, 15, 1)
+
+
+def check_keras(keras: Any) -> None:
+    """Refuse to run on anything but Keras 3 (>= :data:`MIN_KERAS`) on TensorFlow.
+
+    ``tf.keras`` can be the legacy Keras 2 package (``TF_USE_LEGACY_KERAS``), whose
+    .h5 loader ran Lambda code under safe_mode; a pinned dependency can also be
+    overridden in a user's environment.
+    """
+    from .errors import UsageError
+
+    version = str(getattr(keras, "__version__", "0"))
+    parts = tuple(int(p) if p.isdigit() else 0 for p in version.split("+")[0].split(".")[:3])
+    backend = keras.backend.backend() if hasattr(keras, "backend") else "?"
+    if keras.__name__ != "keras" or parts < MIN_KERAS or backend != "tensorflow":
+        raise UsageError(
+            f"kerinspect needs Keras >= {'.'.join(map(str, MIN_KERAS))} on the TensorFlow backend; "
+            f"found {keras.__name__} {version} on {backend}.",
+            rule="keras-version",
+            hint="pip install 'keras>=3.15.1' 'tensorflow==2.21.*'",
+        )

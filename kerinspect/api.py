@@ -23,6 +23,7 @@ import numpy as np
 
 from .errors import InputFileError, UsageError, escape_text
 from .inputs import DEFAULT_DIM
+from .limits import DEFAULT_MAX_PARAMS
 from .report import ModelReport, Thresholds, WeightsReport
 from .run import (  # noqa: F401 - re-exported: the API's in-process building blocks
     DEFAULT_BATCH_SIZE,
@@ -34,8 +35,8 @@ from .run import (  # noqa: F401 - re-exported: the API's in-process building bl
     run_batches,
 )
 
-#: Default of ``--max-params``: the static estimate a model may declare.
-DEFAULT_MAX_PARAMS = 1_000_000_000
+#: Largest file a worker may write (its log), except a dump's arrays (``max_bytes``).
+WORKER_MAX_FILE_SIZE = 64 << 20
 #: Environment switch for debugging: ``KERINSPECT_ISOLATION=off`` opens model files in
 #: this process (a debugger can step into Keras), without the worker's protection.
 ISOLATION_ENV = "KERINSPECT_ISOLATION"
@@ -71,11 +72,11 @@ class LoadOptions:
     custom_objects: str | None = None
     max_params: int = DEFAULT_MAX_PARAMS
 
-    def worker_limits(self) -> Any:
+    def worker_limits(self, max_file_size: int = WORKER_MAX_FILE_SIZE) -> Any:
         from .isolation import WorkerLimits, default_max_memory
 
         memory = default_max_memory() if self.max_memory is None else self.max_memory
-        return WorkerLimits(timeout=self.timeout, max_memory=memory)
+        return WorkerLimits(timeout=self.timeout, max_memory=memory, max_file_size=max_file_size)
 
     def request(self) -> dict[str, Any]:
         """The job-side part of these options (files checked here, in the parent)."""
@@ -238,7 +239,15 @@ def dump_activations(
                 "shapes": _jsonable_shapes(shapes),
                 "job": plan["write"],
             }
-            result = _job("dump", model, inputs, job, load or LoadOptions(), progress)
+            result = _job(
+                "dump",
+                model,
+                inputs,
+                job,
+                load or LoadOptions(),
+                progress,
+                max_file_size=int(plan["write"]["max_bytes"]) + (1 << 20),
+            )
             draft = _from_worker(_dict, result, "draft")  # publish_dump checks its contents
     except BaseException:
         d.abort_dump(plan)
@@ -294,6 +303,7 @@ def _job(
     run: dict[str, Any],
     load: LoadOptions,
     progress: ProgressFn | None,
+    max_file_size: int = WORKER_MAX_FILE_SIZE,
 ) -> dict[str, Any]:
     """Preflight ``path`` here, then run one job of :mod:`kerinspect._jobs` in the
     isolated worker (or in this process when ``load.isolate`` is off)."""
@@ -321,7 +331,7 @@ def _job(
                 if msg.get("type") == "progress" and progress is not None:
                     progress(int(msg["done"]), int(msg["total"]))
 
-            return run_worker(request, load.worker_limits(), on_message=relay).result
+            return run_worker(request, load.worker_limits(max_file_size), on_message=relay).result
         except KerinspectError as e:
             # the job saw an absolute path; say it the way the user did
             if absolute != model_file.path:
@@ -351,15 +361,15 @@ def _inputs_for_worker(inputs: Any, tmp: str) -> dict[str, Any] | None:
             raise InputFileError(
                 f"Input file not found. Received: input={escape_text(p)}", rule="input-not-found"
             )
-        return {"path": os.path.abspath(p), "source": p}
+        return {"kind": "file", "path": os.path.abspath(p), "source": p}
     path = os.path.join(tmp, "inputs.npz")
     if isinstance(inputs, Mapping):
         named: dict[str, Any] = {str(k): np.asarray(v) for k, v in inputs.items()}
         np.savez(path, **named)
-        return {"path": path, "source": "array", "by_name": True}
+        return {"kind": "arrays", "path": path, "source": "array", "by_name": True}
     arrays = [inputs] if isinstance(inputs, np.ndarray) or not isinstance(inputs, Sequence) else inputs
     np.savez(path, *[np.asarray(a) for a in arrays])
-    return {"path": path, "source": "array", "by_name": False}
+    return {"kind": "arrays", "path": path, "source": "array", "by_name": False}
 
 
 def _jsonable_shapes(shapes: Sequence[str] | Mapping[str, tuple[int, ...]] | None) -> Any:

@@ -18,6 +18,7 @@ from rich.console import Console
 
 from . import __version__
 from .errors import ExitCode, KerinspectError, escape_text
+from .limits import DEFAULT_MAX_PARAMS
 
 CONTEXT = {"help_option_names": ["-h", "--help"], "max_content_width": 100}
 
@@ -154,7 +155,13 @@ def input_options(f: Callable[..., Any]) -> Callable[..., Any]:
             show_default=True,
             help="Samples per forward pass; statistics are merged across batches.",
         ),
-        click.option("--seed", type=int, default=0, show_default=True, help="Seed of the synthetic samples."),
+        click.option(
+            "--seed",
+            type=click.IntRange(min=0),
+            default=0,
+            show_default=True,
+            help="Seed of the synthetic samples.",
+        ),
         click.option(
             "--dim",
             type=click.IntRange(min=1),
@@ -222,7 +229,7 @@ def load_options(f: Callable[..., Any]) -> Callable[..., Any]:
         click.option(
             "--max-params",
             type=click.IntRange(min=1),
-            default=1_000_000_000,
+            default=DEFAULT_MAX_PARAMS,
             show_default=True,
             help="Refuse a model whose config declares more parameters (checked before anything is built).",
         ),
@@ -250,7 +257,7 @@ def make_load_options(
     max_memory: int | None,
     custom_objects: str | None = None,
     trust_model: bool = False,
-    max_params: int = 1_000_000_000,
+    max_params: int = DEFAULT_MAX_PARAMS,
 ) -> Any:
     """LoadOptions from the CLI flags; warns loudly on stderr when trust is given."""
     from .api import LoadOptions
@@ -540,7 +547,8 @@ def check(
 
     \b
     Exit codes: 0 every rule passed for every model, 1 a rule failed; when a model
-    cannot be inspected, the code of that error (3, 4, 5, 6, 8, 70), which outranks 1.
+    cannot be inspected, the code of that error (3, 4, 5, 6, 8, 70), which outranks 1;
+    2 for a bad option or configuration file; 7 when --junit cannot be written.
 
     \b
     Examples:

@@ -138,8 +138,8 @@ def validate(raw: Mapping[str, Any], *, source: str, table: str, base_dir: str |
                 raise bad("an integer >= 1")
             out[key] = value
         elif key == "seed":
-            if not isinstance(value, int) or isinstance(value, bool):
-                raise bad("an integer")
+            if not isinstance(value, int) or isinstance(value, bool) or value < 0:
+                raise bad("an integer >= 0")
             out[key] = value
         elif key in ("ignore", "shape"):
             items = [value] if isinstance(value, str) else value

@@ -143,11 +143,27 @@ def input_file_name(i: int, name: str) -> str:
 
 
 def file_sha256(path: str | os.PathLike[str]) -> str:
-    """SHA-256 of a file, read in chunks."""
+    """SHA-256 of a regular file, read in chunks. Opened non-blocking and checked
+    with ``fstat``, so a FIFO put in the model's place cannot hang the parent.
+
+    Raises:
+        InputFileError: the file cannot be read, or is no longer a regular file.
+    """
+    shown = escape_text(os.fspath(path))
     h = hashlib.sha256()
-    with open(path, "rb") as f:
-        for chunk in iter(lambda: f.read(1 << 20), b""):
-            h.update(chunk)
+    try:
+        fd = os.open(path, os.O_RDONLY | os.O_NONBLOCK | os.O_CLOEXEC)
+        with open(fd, "rb") as f:
+            if not stat.S_ISREG(os.fstat(fd).st_mode):
+                raise InputFileError(
+                    f"The model is no longer a regular file. Received: path={shown}", rule="not-a-file"
+                )
+            for chunk in iter(lambda: f.read(1 << 20), b""):
+                h.update(chunk)
+    except OSError as e:
+        raise InputFileError(
+            f"Cannot read the model file: {_os_reason(e)}. Received: path={shown}", rule="model-unreadable"
+        ) from None
     return h.hexdigest()
 
 
@@ -272,6 +288,10 @@ def prepare_dump(
         raise UsageError("--out must name a directory")
     if int(max_bytes) < 1:
         raise UsageError(f"--max-bytes must be at least 1. Received: max_bytes={max_bytes}")
+    # Read the model before touching the filesystem, so a failure leaves nothing behind.
+    model: dict[str, Any] = {"path": model_path, "sha256": None, "format": model_format}
+    if model_path is not None:
+        model["sha256"] = file_sha256(model_path)
     path = os.path.abspath(raw)
     shown = _shown(raw)
     created = False
@@ -338,9 +358,6 @@ def prepare_dump(
                 pass
         raise
     os.close(dfd)
-    model: dict[str, Any] = {"path": model_path, "sha256": None, "format": model_format}
-    if model_path is not None:
-        model["sha256"] = file_sha256(model_path)
     return {
         "out": path,
         "out_id": [st.st_dev, st.st_ino],
@@ -1039,6 +1056,15 @@ def _publish(plan: Mapping[str, Any], draft: Mapping[str, Any], shown: str) -> d
     try:
         for item in items:
             _verify_staged(sfd, item)
+        # --max-bytes is enforced here too: the writer ran model code
+        total = sum(os.stat(item.rel, dir_fd=sfd, follow_symlinks=False).st_size for item in items)
+        limit = int(plan["write"]["max_bytes"])
+        if total > limit:
+            raise OutputError(
+                f"The dump would be {format_bytes(total)}, above --max-bytes {format_bytes(limit)}; "
+                f"nothing was published. Received: out={shown}",
+                rule="too-large",
+            )
         real_out = os.path.realpath(plan["out"])
         for item in items:
             target = os.path.realpath(os.path.join(real_out, item.rel))

@@ -11,6 +11,7 @@ axis) take ``dim`` (default :data:`DEFAULT_DIM`) unless a shape is given.
 
 from __future__ import annotations
 
+import math
 import os
 from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass
@@ -18,7 +19,8 @@ from typing import Any
 
 import numpy as np
 
-from .errors import InferenceError, InputFileError, UsageError
+from .errors import InferenceError, InputFileError, PolicyError, UsageError
+from .limits import MAX_INPUT_ELEMENTS
 from .report import InputRecord
 
 #: Size of every dynamic (None) axis of a synthetic input, unless overridden.
@@ -170,16 +172,29 @@ def parse_shape_options(shapes: Sequence[str], specs: Sequence[InputSpec]) -> di
 
 
 def concrete_shape(spec: InputSpec, dim: int, shape: tuple[int, ...] | None) -> tuple[int, ...]:
-    """The per-sample shape (no batch axis) to generate for ``spec``."""
+    """The per-sample shape (no batch axis) to generate for ``spec``.
+
+    Refused above :data:`~kerinspect.limits.MAX_INPUT_ELEMENTS` elements: a model can
+    declare many dynamic axes (each ``None`` becomes ``dim``), and nothing that
+    large is allocated.
+    """
     declared = spec.shape[1:]
     if shape is None:
-        return tuple(dim if d is None else d for d in declared)
-    if len(shape) != len(declared) or any(d is not None and d != s for d, s in zip(declared, shape)):
+        shape = tuple(dim if d is None else d for d in declared)
+    elif len(shape) != len(declared) or any(d is not None and d != s for d, s in zip(declared, shape)):
         raise UsageError(
             f"--shape for input {spec.name!r} is {shape}, but the model declares "
             f"{_fmt_declared(declared)} (batch axis excluded)."
         )
-    return shape
+    elements = math.prod(shape)
+    if elements > MAX_INPUT_ELEMENTS:
+        raise PolicyError(
+            f"One sample of input {spec.name!r} would have {elements:,} elements "
+            f"{_fmt_declared(shape)}, above the limit of {MAX_INPUT_ELEMENTS:,}.",
+            rule="input-too-large",
+            hint="the model declares dynamic axes: give smaller ones with --dim or --shape",
+        )
+    return tuple(shape)
 
 
 def _fmt_declared(shape: Sequence[int | None]) -> str:
@@ -218,6 +233,8 @@ def synthetic_feed(
 ) -> Feed:
     """Seeded samples built from the signature (see the module docstring)."""
     _check_counts(samples, batch_size)
+    if seed < 0:
+        raise UsageError(f"--seed must be 0 or more. Received: seed={seed}")
     shapes = shapes or {}
     per_sample = [concrete_shape(s, dim, shapes.get(s.name)) for s in specs]
     records = tuple(

@@ -146,6 +146,33 @@ def _shift_nested_node_indices(node: Any, changes: list[str]) -> None:
         _shift_nested_node_indices(value, changes)
 
 
+_PLAIN_DTYPES = frozenset(
+    {
+        "float16",
+        "float32",
+        "float64",
+        "bfloat16",
+        "int8",
+        "int16",
+        "int32",
+        "int64",
+        "uint8",
+        "uint16",
+        "uint32",
+        "uint64",
+        "bool",
+        "string",
+    }
+)
+
+
+def _input_dtype(layer_dtype: Any) -> str:
+    """The dtype of an inserted InputLayer: the first layer's, when it is a plain
+    dtype; float32 for a mixed-precision policy (``"mixed_float16"`` or a policy
+    dict), whose variables, and so the values fed in, are float32."""
+    return layer_dtype if isinstance(layer_dtype, str) and layer_dtype in _PLAIN_DTYPES else "float32"
+
+
 def _explicit_sequential_input(node: Any, changes: list[str]) -> None:
     if isinstance(node, list):
         for value in node:
@@ -171,7 +198,7 @@ def _explicit_sequential_input(node: Any, changes: list[str]) -> None:
                     "class_name": "InputLayer",
                     "config": {
                         "batch_shape": shape,
-                        "dtype": first_cfg.get("dtype", "float32"),
+                        "dtype": _input_dtype(first_cfg.get("dtype")),
                         "name": name,
                     },
                 },

@@ -15,7 +15,7 @@ import stat
 from dataclasses import dataclass
 from typing import Any
 
-from .errors import InputFileError, ModelLoadError, PolicyError, escape_text
+from .errors import ChildCrashError, InputFileError, ModelLoadError, PolicyError, escape_text
 
 ZIP_MAGIC = b"PK\x03\x04"
 ZIP_END = b"PK\x05\x06"  # end-of-central-directory record: where zip readers start
@@ -72,8 +72,10 @@ def preflight(path: str | os.PathLike[str], *, max_bytes: int = DEFAULT_MAX_FILE
             f"Remote paths are not opened; download the file first. Received: path={shown}",
             rule="remote-path",
         )
+    # One open, non-blocking (a FIFO cannot hang us, even one swapped in after a
+    # check), then every question is asked of that descriptor.
     try:
-        st = os.stat(p)
+        fd = os.open(p, os.O_RDONLY | os.O_NONBLOCK | getattr(os, "O_CLOEXEC", 0))
     except FileNotFoundError:
         raise InputFileError(
             f"Model file not found. Received: path={shown}", rule="model-not-found"
@@ -82,40 +84,44 @@ def preflight(path: str | os.PathLike[str], *, max_bytes: int = DEFAULT_MAX_FILE
         raise InputFileError(
             f"Cannot access model file: {e.strerror}. Received: path={shown}", rule="model-unreadable"
         ) from None
-    if stat.S_ISDIR(st.st_mode):
-        if os.path.exists(os.path.join(p, "saved_model.pb")):
-            raise InputFileError(
-                f"This is a TensorFlow SavedModel directory, which Keras 3 cannot load as a model. "
-                f"Received: path={shown}",
-                rule="savedmodel",
-                hint="re-save it from the code that built it with model.save('model.keras'), "
-                "or load it with tf_keras and save it as .keras",
-            )
-        raise InputFileError(
-            f"Expected a model file, got a directory. Received: path={shown}", rule="not-a-file"
-        )
-    if not stat.S_ISREG(st.st_mode):
-        raise InputFileError(
-            f"Expected a regular file (not a FIFO, device or socket). Received: path={shown}",
-            rule="not-a-file",
-        )
-    if st.st_size == 0:
-        raise InputFileError(f"Model file is empty. Received: path={shown}", rule="empty-file")
-    if st.st_size > max_bytes:
-        raise PolicyError(
-            f"Model file is {st.st_size:,} bytes, above the {max_bytes:,}-byte limit. Received: path={shown}",
-            rule="file-too-large",
-        )
     try:
-        with open(p, "rb") as f:
-            head = f.read(4096)
+        st = os.fstat(fd)
+        if stat.S_ISDIR(st.st_mode):
+            if os.path.exists(os.path.join(p, "saved_model.pb")):
+                raise InputFileError(
+                    f"This is a TensorFlow SavedModel directory, which Keras 3 cannot load as a model. "
+                    f"Received: path={shown}",
+                    rule="savedmodel",
+                    hint="re-save it from the code that built it with model.save('model.keras'), "
+                    "or load it with tf_keras and save it as .keras",
+                )
+            raise InputFileError(
+                f"Expected a model file, got a directory. Received: path={shown}", rule="not-a-file"
+            )
+        if not stat.S_ISREG(st.st_mode):
+            raise InputFileError(
+                f"Expected a regular file (not a FIFO, device or socket). Received: path={shown}",
+                rule="not-a-file",
+            )
+        if st.st_size == 0:
+            raise InputFileError(f"Model file is empty. Received: path={shown}", rule="empty-file")
+        if st.st_size > max_bytes:
+            raise PolicyError(
+                f"Model file is {st.st_size:,} bytes, above the {max_bytes:,}-byte limit. "
+                f"Received: path={shown}",
+                rule="file-too-large",
+            )
+        head = os.pread(fd, 4096, 0)
+        has_zip_end = _has_zip_end(fd, st.st_size)
     except OSError as e:
         raise InputFileError(
             f"Cannot read model file: {e.strerror}. Received: path={shown}", rule="model-unreadable"
         ) from None
+    finally:
+        os.close(fd)
     fmt = sniff(head)
     ext = os.path.splitext(p)[1].lower()
-    if fmt != "keras" and _has_zip_end(p, st.st_size):
+    if fmt != "keras" and has_zip_end:
         # Zip readers find an archive from its end, so bytes of another format in
         # front still load as a .keras: a polyglot that scanners and loaders see
         # differently (SAFETY.md row 15).
@@ -151,17 +157,11 @@ def preflight(path: str | os.PathLike[str], *, max_bytes: int = DEFAULT_MAX_FILE
     return ModelFile(p, fmt, st.st_size)
 
 
-def _has_zip_end(path: str, size: int) -> bool:
+def _has_zip_end(fd: int, size: int) -> bool:
     """True when the file ends with a zip end-of-central-directory record: the
     signature, then 18 bytes whose last two (the comment length) reach exactly the
     end of the file. (Four matching bytes inside HDF5 weights are not enough.)"""
-    try:
-        with open(path, "rb") as f:
-            start = max(0, size - _ZIP_END_WINDOW)
-            f.seek(start)
-            tail = f.read(_ZIP_END_WINDOW)
-    except OSError:
-        return False
+    tail = os.pread(fd, _ZIP_END_WINDOW, max(0, size - _ZIP_END_WINDOW))
     at = tail.rfind(ZIP_END)
     while at >= 0:
         if at + 22 <= len(tail) and at + 22 + int.from_bytes(tail[at + 20 : at + 22], "little") == len(tail):
@@ -224,6 +224,18 @@ def load_custom_objects(path: str) -> dict[str, Any]:
     }
 
 
+def _out_of_memory(exc: BaseException) -> bool:
+    """A MemoryError or TensorFlow's ResourceExhaustedError anywhere in the chain."""
+    seen: set[int] = set()
+    e: BaseException | None = exc
+    while e is not None and id(e) not in seen:
+        seen.add(id(e))
+        if isinstance(e, MemoryError) or type(e).__name__ == "ResourceExhaustedError":
+            return True
+        e = e.__cause__ or e.__context__
+    return False
+
+
 _UNKNOWN_CLASS = re.compile(r"Could not locate (?:class|function) '([^']+)'")
 
 
@@ -260,8 +272,17 @@ def load_model(
             model_file.path, compile=False, safe_mode=safe_mode, custom_objects=custom_objects
         )
         return LoadedModel(model, "keras")
+    except MemoryError:
+        raise  # the worker reports it as exit 8 (memory-limit), not as a bad file
     except Exception as e:  # noqa: BLE001 - every loader failure becomes one clear error
         inner = innermost_message(e)
+        if _out_of_memory(e):
+            raise ChildCrashError(
+                f"Out of memory while loading the model (building its layers or reading its weights): "
+                f"{inner}. Received: path={escape_text(model_file.path)}",
+                rule="memory-limit",
+                hint="raise --max-memory if the machine has room",
+            ) from e
         unknown = _UNKNOWN_CLASS.search(inner)
         if unknown:
             raise ModelLoadError(

@@ -47,6 +47,7 @@ from ._estimate import estimate, layer_name
 from ._npyio import read_npy_header
 from ._zipio import ZipWindow, stored_member_start
 from .errors import InputFileError, KerinspectError, ModelLoadError, PolicyError, escape_text
+from .limits import DEFAULT_MAX_PARAMS, MAX_INPUT_ELEMENTS
 
 __all__ = ["Limits", "ScanResult", "scan_config", "scan_model_file"]
 
@@ -160,8 +161,8 @@ class Limits:
     max_total_uncompressed: int = 8 << 30
     max_zip_members: int = 10_000
     max_json_depth: int = 100
-    max_params: int = 1_000_000_000
-    max_input_elements: int = 1 << 26
+    max_params: int = DEFAULT_MAX_PARAMS
+    max_input_elements: int = MAX_INPUT_ELEMENTS
     max_declared_weight_bytes: int = 4 << 30
     max_hdf5_expansion: float = 1000.0
 
@@ -910,7 +911,7 @@ def _scan_hdf5_file(
             else:
                 obj = f.get(name)
                 if isinstance(obj, h5py.Dataset):
-                    problem = _dataset_problem(obj, name, size, limits, what)
+                    problem = dataset_problem(obj, name, limits, what, file_size=size)
                     if problem:
                         found.append(problem)
             return True if found else None
@@ -948,7 +949,15 @@ def _scan_hdf5_file(
         return config
 
 
-def _dataset_problem(ds: Any, name: str, file_size: int, limits: Limits, what: str) -> tuple[str, str] | None:
+def dataset_problem(
+    ds: Any, name: str, limits: Limits, what: str, *, file_size: int | None = None
+) -> tuple[str, str] | None:
+    """Why reading this HDF5 dataset is refused, as ``(rule, message)``, or None.
+
+    Only metadata is read: external storage or a virtual dataset (the data lives
+    in other files), a filter that needs a plugin library, or a declared size far
+    above what is stored (a shape bomb). Shared by the scan and ``kerinspect weights``.
+    """
     shown = _show(name)
     if ds.external:
         return "hdf5-external-storage", f"{what} dataset '{shown}' keeps its data in external file(s)"
@@ -972,7 +981,7 @@ def _dataset_problem(ds: Any, name: str, file_size: int, limits: Limits, what: s
             "hdf5-shape-bomb",
             f"{what} dataset '{shown}' declares shape {_show(shape)} ({declared:,} bytes): "
             + _bomb_reason(declared, stored, limits.max_declared_weight_bytes)
-            + f" (the file has {file_size:,} bytes)",
+            + (f" (the file has {file_size:,} bytes)" if file_size else ""),
         )
     return None
 

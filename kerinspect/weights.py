@@ -61,9 +61,6 @@ SLICE_ELEMENTS = 1 << 21
 #: Configs larger than this are not parsed (names then come from the file alone).
 MAX_CONFIG_BYTES = 64 << 20
 MAX_METADATA_BYTES = 1 << 20
-#: A dataset declaring more than this many bytes must store at least 1/ratio of them.
-SHAPE_BOMB_FLOOR_BYTES = 64 << 20
-SHAPE_BOMB_RATIO = 1000
 #: A compressed zip member may expand at most this much once above the floor.
 ZIP_BOMB_FLOOR_BYTES = 64 << 20
 ZIP_BOMB_RATIO = 100
@@ -364,31 +361,19 @@ def check_dataset(ds: Any) -> None:
     """Refuse a dataset that would make a read touch another file or allocate far
     more than the file stores. Reads only the dataset's metadata.
 
+    The same check as the static scan's (:func:`kerinspect.scan.dataset_problem`).
+
     Raises:
         PolicyError: external storage (``hdf5-external-storage``), a virtual
-            dataset (``hdf5-virtual-dataset``) or a shape bomb (``hdf5-shape-bomb``).
+            dataset (``hdf5-virtual-dataset``), a filter needing a plugin
+            (``hdf5-filter``) or a shape bomb (``hdf5-shape-bomb``).
     """
-    where = escape_text(ds.name, 200)
-    if ds.is_virtual:
-        raise PolicyError(
-            f"HDF5 dataset {where} is virtual (its data lives in other files); not read.",
-            rule="hdf5-virtual-dataset",
-        )
-    if ds.external:
-        raise PolicyError(
-            f"HDF5 dataset {where} uses external storage (its data lives in another file); not read.",
-            rule="hdf5-external-storage",
-        )
-    if ds.shape is None:
-        return
-    declared = math.prod(ds.shape) * ds.dtype.itemsize
-    stored = ds.id.get_storage_size()
-    if declared > SHAPE_BOMB_FLOOR_BYTES and declared > SHAPE_BOMB_RATIO * stored:
-        raise PolicyError(
-            f"HDF5 dataset {where} declares {declared:,} bytes but stores only {stored:,}; "
-            "refusing a potential shape bomb.",
-            rule="hdf5-shape-bomb",
-        )
+    from .scan import Limits, dataset_problem
+
+    problem = dataset_problem(ds, ds.name, Limits(), "The weights file")
+    if problem is not None:
+        rule, message = problem
+        raise PolicyError(message + "; not read.", rule=rule)
 
 
 def _attr_strings(attrs: Any, name: str) -> list[str] | None:

@@ -238,3 +238,32 @@ def test_readme_documents_exit_codes():
     readme = pathlib.Path(ROOT / "README.md").read_text()
     for code in ExitCode:
         assert f"| {int(code)} |" in readme, code
+
+
+def test_negative_seed_and_input_file_named_array(keras, tmp_path, monkeypatch):
+    assert_one_line_error(run("summary", SAMPLES / "dead_relu.keras", "--seed", "-1"), 2, "usage")
+    monkeypatch.chdir(tmp_path)
+    with open("array", "wb") as f:  # a file literally named like the in-memory marker
+        np.save(f, np.ones((3, 8), np.float32))
+    r = run("summary", SAMPLES / "dead_relu.keras", "-i", "array", "-f", "json")
+    assert r.exit_code == 0, r.stderr
+    data = json.loads(r.stdout)
+    assert data["inputs"][0]["source"] == "array" and data["layers"][0]["outputs"][0]["stats"]["mean"] == 1.0
+
+
+def test_keras_identity_is_checked():
+    import types
+
+    from kerinspect._tfenv import check_keras
+    from kerinspect.errors import UsageError
+
+    def fake(name, version, backend="tensorflow"):
+        return types.SimpleNamespace(__name__=name, __version__=version,
+                                     backend=types.SimpleNamespace(backend=lambda: backend))
+
+    check_keras(fake("keras", "3.15.1"))
+    check_keras(fake("keras", "3.16.0.dev2026"))
+    for bad in (fake("keras", "3.10.0"), fake("tf_keras", "2.21.0"), fake("keras", "3.15.1", "jax")):
+        with pytest.raises(UsageError) as e:
+            check_keras(bad)
+        assert e.value.rule == "keras-version"

@@ -133,3 +133,20 @@ def test_file_problems(inp, factories, tmp_path):
     (tmp_path / "junk.npy").write_bytes(b"not numpy")
     with pytest.raises(InputFileError):
         inp.load_arrays(tmp_path / "junk.npy", specs[:1])
+
+
+def test_many_dynamic_axes_are_refused_before_allocating(inp, keras):
+    """SAFETY row 32: a declared (None,)*12 input would be 8**12 elements per sample."""
+    from kerinspect.errors import PolicyError
+
+    spec = inp.input_specs(keras.Model(x := keras.Input((None,) * 12, name="x"), x))[0]
+    with pytest.raises(PolicyError) as e:
+        inp.synthetic_feed([spec], samples=1, batch_size=1, seed=0)
+    assert e.value.rule == "input-too-large" and e.value.exit_code == ExitCode.REFUSED
+    assert "--dim" in e.value.hint
+
+
+def test_negative_seed_is_a_usage_error(inp, factories):
+    specs = inp.input_specs(factories.mlp())
+    with pytest.raises(UsageError):
+        inp.synthetic_feed(specs, samples=1, batch_size=1, seed=-1)
