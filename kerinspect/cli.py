@@ -758,8 +758,8 @@ class _ProgressBar:
                 console=self.console,
                 transient=True,
             )
-            self.bar.start()
-            self.task = self.bar.add_task("run", total=total)
+            self.task = self.bar.add_task("run", total=total, completed=done)
+            self.bar.start()  # after add_task: the first frame shows the batch already done
         self.bar.update(self.task, completed=done, total=total)
 
     def __enter__(self) -> _ProgressBar:

@@ -238,3 +238,38 @@ def test_readme_documents_exit_codes():
     readme = pathlib.Path(ROOT / "README.md").read_text()
     for code in ExitCode:
         assert f"| {int(code)} |" in readme, code
+
+
+def test_progress_bar_draws_only_on_a_terminal():
+    import io
+
+    from rich.console import Console
+
+    from kerinspect.cli import _ProgressBar
+
+    out = io.StringIO()
+    with _ProgressBar(Console(file=out, force_terminal=True, width=80)) as bar:
+        bar(16, 160)
+        bar(160, 160)
+    assert "16/160" in out.getvalue() and "160/160" in out.getvalue()
+    quiet = io.StringIO()
+    with _ProgressBar(Console(file=quiet, force_terminal=False, width=80)) as bar:
+        bar(16, 160)
+    assert quiet.getvalue() == ""
+    single = io.StringIO()
+    with _ProgressBar(Console(file=single, force_terminal=True, width=80)) as bar:
+        bar(16, 16)  # one batch: no bar at all
+    assert single.getvalue() == ""
+
+
+@pytest.mark.isolated
+def test_progress_of_every_batch_comes_back_from_the_worker(keras):
+    """The bar is fed by the worker's progress messages, batch by batch."""
+    from kerinspect.api import LoadOptions, inspect_model
+
+    seen = []
+    inspect_model(
+        SAMPLES / "lstm_state.keras", samples=10, batch_size=4,
+        progress=lambda done, total: seen.append((done, total)), load=LoadOptions(isolate=True),
+    )
+    assert seen == [(4, 10), (8, 10), (10, 10)]
