@@ -19,20 +19,22 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
-import numpy as np
-
+from ._defaults import DEFAULT_BATCH_SIZE, DEFAULT_DIM, DEFAULT_SAMPLES, DEFAULT_SEED, ProgressFn  # noqa: F401
 from .errors import InputFileError, UsageError, escape_text
-from .inputs import DEFAULT_DIM
 from .report import ModelReport, Thresholds, WeightsReport
-from .run import (  # noqa: F401 - re-exported: the API's in-process building blocks
-    DEFAULT_BATCH_SIZE,
-    DEFAULT_SAMPLES,
-    DEFAULT_SEED,
-    ProgressFn,
-    build_feed,
-    inspect_loaded,
-    run_batches,
-)
+
+#: The in-process building blocks, re-exported lazily (:mod:`kerinspect.run` imports
+#: numpy, which the parent process of a command never needs).
+_FROM_RUN = ("build_feed", "inspect_loaded", "run_batches")
+
+
+def __getattr__(name: str) -> Any:
+    if name in _FROM_RUN:
+        from . import run
+
+        return getattr(run, name)
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+
 
 #: Default of ``--max-params``: the static estimate a model may declare.
 DEFAULT_MAX_PARAMS = 1_000_000_000
@@ -126,6 +128,8 @@ def inspect_model(
     thresholds = thresholds or Thresholds()
     if not isinstance(model, (str, os.PathLike)):
         _check_model_object(model)
+        from .run import inspect_loaded
+
         return inspect_loaded(
             model,
             inputs,
@@ -225,6 +229,8 @@ def dump_activations(
     )
     try:
         if model_file is None:
+            from .run import build_feed
+
             feed = build_feed(
                 model, inputs, samples=samples, batch_size=batch_size, seed=seed, dim=dim, shapes=shapes
             )
@@ -313,6 +319,8 @@ def _checked_file(path: str | os.PathLike[str] | None, what: str) -> str | None:
 def _inputs_for_worker(inputs: Any, tmp: str) -> dict[str, Any] | None:
     """User inputs as something the worker can read: a checked file path, or the
     arrays saved (without pickle) to a temporary ``.npz``."""
+    import numpy as np
+
     if inputs is None:
         return None
     if isinstance(inputs, (str, os.PathLike)):

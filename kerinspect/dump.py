@@ -820,8 +820,8 @@ def write_dump(
         InferenceError: the model failed to run.
     """
     from ._tfenv import import_keras
-    from .api import run_batches
     from .inputs import Feed
+    from .run import run_batches
 
     keras = import_keras()
     try:

@@ -10,24 +10,18 @@ from __future__ import annotations
 
 import os
 import warnings
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Mapping, Sequence
 from typing import Any
 
 import numpy as np
 
 from . import __version__
+from ._defaults import DEFAULT_BATCH_SIZE, DEFAULT_SAMPLES, DEFAULT_SEED, ProgressFn
 from .checks import tensor_flags
 from .errors import InferenceError, UsageError
-from .inputs import DEFAULT_DIM, Feed
+from .inputs import DEFAULT_DIM, Feed  # noqa: F401 - DEFAULT_DIM re-exported
 from .report import LayerRecord, ModelInfo, ModelReport, TensorRecord, Thresholds, WeightRecord
 from .stats import RunningStats, summarize
-
-DEFAULT_SAMPLES = 32
-DEFAULT_BATCH_SIZE = 32
-DEFAULT_SEED = 0
-
-#: progress(samples_done, samples_total)
-ProgressFn = Callable[[int, int], None]
 
 
 class StatsCollector:
