@@ -319,8 +319,6 @@ def _checked_file(path: str | os.PathLike[str] | None, what: str) -> str | None:
 def _inputs_for_worker(inputs: Any, tmp: str) -> dict[str, Any] | None:
     """User inputs as something the worker can read: a checked file path, or the
     arrays saved (without pickle) to a temporary ``.npz``."""
-    import numpy as np
-
     if inputs is None:
         return None
     if isinstance(inputs, (str, os.PathLike)):
@@ -330,6 +328,8 @@ def _inputs_for_worker(inputs: Any, tmp: str) -> dict[str, Any] | None:
                 f"Input file not found. Received: input={escape_text(p)}", rule="input-not-found"
             )
         return {"path": os.path.abspath(p), "source": p}
+    import numpy as np  # only for in-memory arrays: the CLI's parent never gets here
+
     path = os.path.join(tmp, "inputs.npz")
     if isinstance(inputs, Mapping):
         named: dict[str, Any] = {str(k): np.asarray(v) for k, v in inputs.items()}
