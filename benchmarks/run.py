@@ -290,7 +290,7 @@ def report(
         lines.append(f"- {model}: wall {w:.2f}× {verdict(w, 1.5, 1.2)}")
         lines.append(f"- {model}: peak RSS {la:.2f}× largest process, {tr:.2f}× tree {verdict(tr, 1.3, 1.1)}")
     if flat:
-        small, large = flat
+        small, large, floor_large = flat
         s_samples, l_samples = (
             small.cmd[small.cmd.index("--samples") + 1],
             large.cmd[large.cmd.index("--samples") + 1],
@@ -301,6 +301,14 @@ def report(
             f"{mib(small.median('tree_kib'))} → {mib(large.median('tree_kib'))} MiB "
             f"(largest process {mib(small.median('largest_kib'))} → {mib(large.median('largest_kib'))}), "
             f"{ratio:.2f}× {verdict(ratio, 1.25)}; wall {small.median('wall'):.1f} → {large.median('wall'):.1f} s"
+        )
+        fw = floor_large.median("wall")
+        lines.append(
+            f"- {small.model} with `--samples {l_samples}` (16 batches, where the per-batch cost dominates): "
+            f"summary {large.median('wall'):.1f} s, floor {fw:.1f} s, wall {large.median('wall') / fw:.2f}× "
+            f"{verdict(large.median('wall') / fw, 1.5, 1.2)}; peak RSS "
+            f"{large.median('largest_kib') / floor_large.median('largest_kib'):.2f}× largest process, "
+            f"{large.median('tree_kib') / floor_large.median('tree_kib'):.2f}× tree"
         )
     hw = help_case.median("wall")
     lines.append(
@@ -374,6 +382,9 @@ def main() -> int:
                 )
                 for n in (16, 256)
             ]
+            flat.append(
+                Case(args.flat_model, "floor 256", [sys.executable, str(CASES), "floor", path, "256", "16"])
+            )
             rounds(flat, min(runs, 3), 0, "16x")
         help_case = Case("-", "help", kerinspect("--help"))
         weights_case = Case(
