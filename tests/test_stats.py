@@ -176,3 +176,21 @@ def test_blocked_pass_on_strided_input_and_large_mean(monkeypatch):
     assert_matches(summarize(view).finalize(), reference(np.ascontiguousarray(view)))
     b = 1e6 + np.random.default_rng(6).standard_normal((50, 12)) * 1e-3  # blocks merged like batches
     assert summarize(b).finalize().std == pytest.approx(b.std(), rel=1e-6)
+
+
+@pytest.mark.parametrize("threads", [2, 3, 16])
+def test_collector_summarises_large_tensors_in_parallel_parts(monkeypatch, threads):
+    """Parts along the batch axis, summarised on threads and merged: the same statistics."""
+    import kerinspect.run as run
+
+    monkeypatch.setattr(run, "PARALLEL_MIN_SIZE", 10)
+    a = make(np.random.default_rng(7), (7, 5, 6), nan=3, inf=2, zeros_cols=2).astype(np.float32)
+    a[:4] = np.nan  # the first parts hold no finite value at all
+    collector = run.StatsCollector(threads=threads)
+    try:
+        got = collector.summarize(a)
+        assert collector._pool is not None  # it did run in parts
+        assert collector.summarize(np.array([[b"x"]] * 20, dtype=object)) is None
+    finally:
+        collector.close()
+    assert_matches(got.finalize(), reference(a))
