@@ -4,6 +4,8 @@ VENV   ?= .venv
 BIN     = $(VENV)/bin
 STAMP   = $(VENV)/.installed-stamp
 PYTEST_ARGS ?=
+# make bench BENCH_ARGS="--quick" (2 runs, no 16x samples check) or "--runs 3"
+BENCH_ARGS ?=
 
 .PHONY: install demo test test-fast lint format bench sample-models allowlist clean
 
@@ -34,7 +36,7 @@ format: install
 	$(BIN)/ruff check --fix kerinspect tests sample_models
 
 bench: install  ## wall time and peak memory against a plain forward pass
-	$(BIN)/python benchmarks/run.py
+	$(BIN)/python benchmarks/run.py $(BENCH_ARGS)
 
 sample-models: install  ## rebuild sample_models/ (deterministic)
 	$(BIN)/python sample_models/make_samples.py

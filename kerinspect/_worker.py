@@ -152,5 +152,26 @@ def main(argv: list[str]) -> int:
     return 1
 
 
+def _exit_now(code: int) -> None:
+    """End the worker as soon as its answer is sent.
+
+    A normal exit finalises the interpreter and tears TensorFlow down, which takes
+    0.7 s after every job (measured with ResNet50, an LSTM and a transformer
+    alike) while the parent waits for the end of the pipe. The answer is already
+    written and flushed, job files are closed, and the parent removes the scratch
+    directory, so nothing is lost by ``os._exit``. Under coverage the normal exit
+    is kept: coverage writes its data at exit.
+    """
+    if "coverage" in sys.modules:
+        sys.exit(code)
+    for stream in (sys.stdout, sys.stderr, sys.__stdout__, sys.__stderr__):
+        try:
+            if stream is not None:
+                stream.flush()
+        except (OSError, ValueError):
+            pass
+    os._exit(code)
+
+
 if __name__ == "__main__":
-    sys.exit(main(sys.argv))
+    _exit_now(main(sys.argv))

@@ -19,21 +19,29 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
-import numpy as np
-
-from .errors import InputFileError, UsageError, escape_text
-from .inputs import DEFAULT_DIM
-from .limits import DEFAULT_MAX_PARAMS
-from .report import ModelReport, Thresholds, WeightsReport
-from .run import (  # noqa: F401 - re-exported: the API's in-process building blocks
+from ._defaults import (  # noqa: F401
     DEFAULT_BATCH_SIZE,
+    DEFAULT_DIM,
+    DEFAULT_MAX_PARAMS,
     DEFAULT_SAMPLES,
     DEFAULT_SEED,
     ProgressFn,
-    build_feed,
-    inspect_loaded,
-    run_batches,
 )
+from .errors import InputFileError, UsageError, escape_text
+from .report import ModelReport, Thresholds, WeightsReport
+
+#: The in-process building blocks, re-exported lazily (:mod:`kerinspect.run` imports
+#: numpy, which the parent process of a command never needs).
+_FROM_RUN = ("build_feed", "inspect_loaded", "run_batches")
+
+
+def __getattr__(name: str) -> Any:
+    if name in _FROM_RUN:
+        from . import run
+
+        return getattr(run, name)
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+
 
 #: Largest file a worker may write (its log), except a dump's arrays (``max_bytes``).
 WORKER_MAX_FILE_SIZE = 64 << 20
@@ -127,6 +135,8 @@ def inspect_model(
     thresholds = thresholds or Thresholds()
     if not isinstance(model, (str, os.PathLike)):
         _check_model_object(model)
+        from .run import inspect_loaded
+
         return inspect_loaded(
             model,
             inputs,
@@ -226,6 +236,8 @@ def dump_activations(
     )
     try:
         if model_file is None:
+            from .run import build_feed
+
             feed = build_feed(
                 model, inputs, samples=samples, batch_size=batch_size, seed=seed, dim=dim, shapes=shapes
             )
@@ -362,6 +374,8 @@ def _inputs_for_worker(inputs: Any, tmp: str) -> dict[str, Any] | None:
                 f"Input file not found. Received: input={escape_text(p)}", rule="input-not-found"
             )
         return {"kind": "file", "path": os.path.abspath(p), "source": p}
+    import numpy as np  # only for in-memory arrays: the CLI's parent never gets here
+
     path = os.path.join(tmp, "inputs.npz")
     if isinstance(inputs, Mapping):
         named: dict[str, Any] = {str(k): np.asarray(v) for k, v in inputs.items()}

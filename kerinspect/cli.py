@@ -17,8 +17,8 @@ import click
 from rich.console import Console
 
 from . import __version__
+from ._defaults import DEFAULT_MAX_PARAMS
 from .errors import ExitCode, KerinspectError, escape_text
-from .limits import DEFAULT_MAX_PARAMS
 
 CONTEXT = {"help_option_names": ["-h", "--help"], "max_content_width": 100}
 
@@ -768,8 +768,8 @@ class _ProgressBar:
                 console=self.console,
                 transient=True,
             )
-            self.bar.start()
-            self.task = self.bar.add_task("run", total=total)
+            self.task = self.bar.add_task("run", total=total, completed=done)
+            self.bar.start()  # after add_task: the first frame shows the batch already done
         self.bar.update(self.task, completed=done, total=total)
 
     def __enter__(self) -> _ProgressBar:

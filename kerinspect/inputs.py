@@ -19,12 +19,10 @@ from typing import Any
 
 import numpy as np
 
+from ._defaults import DEFAULT_DIM, MAX_INPUT_ELEMENTS
 from .errors import InferenceError, InputFileError, PolicyError, UsageError
-from .limits import MAX_INPUT_ELEMENTS
 from .report import InputRecord
 
-#: Size of every dynamic (None) axis of a synthetic input, unless overridden.
-DEFAULT_DIM = 8
 #: Exclusive upper bound of synthetic integers when no consuming layer says more.
 DEFAULT_INT_HIGH = 10
 #: Words for string inputs whose consumers carry no vocabulary.

@@ -43,11 +43,11 @@ from dataclasses import dataclass
 from typing import IO, Any, NoReturn
 
 from . import _allowlist, _denylist
+from ._defaults import DEFAULT_MAX_PARAMS, MAX_INPUT_ELEMENTS
 from ._estimate import estimate, layer_name
 from ._npyio import read_npy_header
 from ._zipio import ZipWindow, stored_member_start
 from .errors import InputFileError, KerinspectError, ModelLoadError, PolicyError, escape_text
-from .limits import DEFAULT_MAX_PARAMS, MAX_INPUT_ELEMENTS
 
 __all__ = ["Limits", "ScanResult", "scan_config", "scan_model_file"]
 

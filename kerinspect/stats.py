@@ -105,38 +105,87 @@ class RunningStats:
         )
 
 
+#: Elements per block of :func:`summarize`'s single pass: the block's float64 scratch
+#: (1 MiB) stays in cache, whatever the size of the tensor.
+BLOCK = 1 << 17
+#: A block's M2 is taken as sum(x*x) - sum(x)*mean (one pass over the block) when it
+#: keeps at least this fraction of sum(x*x): its relative error is then at most about
+#: 1e-16 / _CANCELLATION. Otherwise (mean large against the spread) it is recomputed
+#: from the deviations, as two passes.
+_CANCELLATION = 1e-3
+
+
 def summarize(array: np.ndarray) -> RunningStats | None:
     """Summarise one batch. Returns None for non-numeric arrays (strings, objects).
 
     Computation is in float64 whatever the input dtype (float16 sums would
     overflow). Axis 0 is the batch axis; units are the last axis for rank >= 2.
+
+    One pass over the data, block by block (:data:`BLOCK` elements): each block is
+    converted to float64 in a small scratch buffer that stays in cache, and every
+    statistic is taken from it there (mean and M2 of the block, blocks merged as
+    batches are). No copy of the whole tensor is ever made, so a large
+    activation costs one read of its memory and no extra memory.
     """
     a = np.asarray(array)
     kind = numeric_kind(a.dtype)
     if kind is None:
         return None
-    x = a.astype(np.float64, copy=False).reshape(-1)
-    count = x.size
+    count = a.size
     s = RunningStats(count=count)
-    if a.ndim >= 2 and a.shape[-1] > 0:
-        s.active = np.any(a.reshape(-1, a.shape[-1]) != 0, axis=0)
+    units = a.shape[-1] if a.ndim >= 2 else 0
+    if units > 0:
+        s.active = np.zeros(units, dtype=bool)
     if count == 0:
         return s
-    s.zeros = count - int(np.count_nonzero(x))  # NaN is non-zero
-    if kind == "float":
-        finite_mask = np.isfinite(x)
-        finite = int(np.count_nonzero(finite_mask))
-        if finite != count:
-            s.nan = int(np.count_nonzero(np.isnan(x)))
-            s.inf = count - finite - s.nan
-            x = x[finite_mask]
-    s.finite = x.size
-    if s.finite:
-        s.min = float(x.min())
-        s.max = float(x.max())
-        s.mean = float(x.sum() / s.finite)
-        # Deviations in place when x is our own float64 copy (saves an allocation
-        # the size of the batch); never write into the caller's array.
-        d = x - s.mean if np.may_share_memory(x, a) else np.subtract(x, s.mean, out=x)
-        s.m2 = float(np.dot(d, d))
+    grid = a.reshape(-1, units) if units > 0 else a.reshape(1, -1)
+    n_rows, n_cols = grid.shape
+    rows = max(1, BLOCK // n_cols)
+    cols = min(n_cols, BLOCK)
+    size = min(rows, n_rows) * cols
+    scratch = np.empty(size, dtype=np.float64)
+    nonzero = np.empty(size, dtype=bool)
+    native = a.dtype in (np.float32, np.float64)  # min/max straight from the input: exact, faster
+    for r0 in range(0, n_rows, rows):
+        for c0 in range(0, n_cols, cols):
+            block = grid[r0 : r0 + rows, c0 : c0 + cols]
+            m = block.size
+            nz = np.not_equal(block, 0, out=nonzero[:m].reshape(block.shape))  # NaN is non-zero
+            s.zeros += m - int(np.count_nonzero(nz))
+            if s.active is not None:
+                act = s.active[c0 : c0 + block.shape[1]]
+                np.logical_or(act, np.logical_or.reduce(nz, axis=0), out=act)
+            x = scratch[:m]
+            np.copyto(x.reshape(block.shape), block, casting="unsafe")
+            lo, hi = (block.min(), block.max()) if native else (x.min(), x.max())
+            if kind == "float" and not (math.isfinite(lo) and math.isfinite(hi)):
+                finite_mask = np.isfinite(x)
+                n_finite = int(np.count_nonzero(finite_mask))
+                n_nan = int(np.count_nonzero(np.isnan(x)))
+                s.nan += n_nan
+                s.inf += m - n_finite - n_nan
+                x = x[finite_mask]  # a copy: the scratch buffer is ours, the input is not touched
+                if not x.size:
+                    continue
+                lo, hi = x.min(), x.max()
+            s.min = min(s.min, float(lo))
+            s.max = max(s.max, float(hi))
+            k = x.size
+            total = float(x.sum())
+            block_mean = total / k
+            squares = float(np.dot(x, x))
+            m2 = squares - total * block_mean  # one pass; exact enough unless it cancels
+            if not m2 >= squares * _CANCELLATION:  # mean large against the spread: two passes
+                np.subtract(x, block_mean, out=x)
+                m2 = float(np.dot(x, x))
+            _merge_moments(s, k, block_mean, m2)
     return s
+
+
+def _merge_moments(s: RunningStats, n: int, mean: float, m2: float) -> None:
+    """Fold the moments of ``n`` more finite values into ``s`` (as :meth:`RunningStats.merge`)."""
+    total = s.finite + n
+    delta = mean - s.mean
+    s.m2 = s.m2 + m2 + delta * delta * s.finite * n / total
+    s.mean = s.mean + delta * n / total
+    s.finite = total

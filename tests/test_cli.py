@@ -51,6 +51,27 @@ def test_help_and_version_do_not_import_tensorflow():
     assert out.stdout.strip().endswith("imported: []")
 
 
+
+@pytest.mark.isolated
+def test_parent_process_of_a_run_imports_no_numpy():
+    """The parent of summary/check/weights only relays to the worker and renders: it
+    imports neither TensorFlow nor numpy (0.1 s and 12 MB on every run). ``weights``
+    takes the same path through the worker as summary, without TensorFlow there."""
+    code = (
+        "import contextlib, io, sys\nfrom kerinspect.cli import main\n"
+        f"sys.argv = ['kerinspect', 'weights', {str(SAMPLES / 'cnn.keras')!r}]\n"
+        "with contextlib.redirect_stdout(io.StringIO()) as out:\n"
+        "    try:\n        main()\n    except SystemExit as e:\n        assert e.code in (0, None), e.code\n"
+        "assert 'conv' in out.getvalue()\n"
+        "bad = [m for m in ('tensorflow', 'keras', 'numpy') if m in sys.modules]\n"
+        "from kerinspect.api import build_feed  # the in-process helpers still resolve\n"
+        "print('imported:', bad, build_feed.__module__)\n"
+    )
+    env = {**os.environ, "KERINSPECT_ISOLATION": "on"}
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, cwd=ROOT, env=env)
+    assert out.returncode == 0, out.stderr
+    assert out.stdout.strip().endswith("imported: [] kerinspect.run")
+
 def test_version():
     from kerinspect import __version__
 
@@ -267,3 +288,38 @@ def test_keras_identity_is_checked():
         with pytest.raises(UsageError) as e:
             check_keras(bad)
         assert e.value.rule == "keras-version"
+
+
+def test_progress_bar_draws_only_on_a_terminal():
+    import io
+
+    from rich.console import Console
+
+    from kerinspect.cli import _ProgressBar
+
+    out = io.StringIO()
+    with _ProgressBar(Console(file=out, force_terminal=True, width=80)) as bar:
+        bar(16, 160)
+        bar(160, 160)
+    assert "16/160" in out.getvalue() and "160/160" in out.getvalue()
+    quiet = io.StringIO()
+    with _ProgressBar(Console(file=quiet, force_terminal=False, width=80)) as bar:
+        bar(16, 160)
+    assert quiet.getvalue() == ""
+    single = io.StringIO()
+    with _ProgressBar(Console(file=single, force_terminal=True, width=80)) as bar:
+        bar(16, 16)  # one batch: no bar at all
+    assert single.getvalue() == ""
+
+
+@pytest.mark.isolated
+def test_progress_of_every_batch_comes_back_from_the_worker(keras):
+    """The bar is fed by the worker's progress messages, batch by batch."""
+    from kerinspect.api import LoadOptions, inspect_model
+
+    seen = []
+    inspect_model(
+        SAMPLES / "lstm_state.keras", samples=10, batch_size=4,
+        progress=lambda done, total: seen.append((done, total)), load=LoadOptions(isolate=True),
+    )
+    assert seen == [(4, 10), (8, 10), (10, 10)]

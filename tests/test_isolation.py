@@ -195,3 +195,14 @@ def kerinspect_cli_json(*args):
     out = kerinspect(*args)
     assert out.returncode in (0, 1), out.stderr
     return json.loads(out.stdout)
+
+
+def test_worker_blas_is_single_threaded_unless_the_user_says(monkeypatch, tmp_path):
+    """stats.summarize's per-block dot products are slower with OpenBLAS threads, which
+    also spin against TensorFlow's pools; a user's own setting is kept."""
+    from kerinspect.isolation import _worker_env
+
+    monkeypatch.delenv("OPENBLAS_NUM_THREADS", raising=False)
+    assert _worker_env(str(tmp_path))["OPENBLAS_NUM_THREADS"] == "1"
+    monkeypatch.setenv("OPENBLAS_NUM_THREADS", "4")
+    assert _worker_env(str(tmp_path))["OPENBLAS_NUM_THREADS"] == "4"

@@ -135,3 +135,62 @@ def test_summarize_never_writes_the_callers_array():
     summarize(a)
     summarize(a[:, 1])
     np.testing.assert_array_equal(a, before)
+
+
+@pytest.mark.parametrize("block", [1, 5, 8, 24, 1 << 17])
+@pytest.mark.parametrize("dtype", [np.float64, np.float32, np.float16, ml_dtypes.bfloat16])
+@pytest.mark.parametrize("shape", [(), (11,), (6, 5), (37, 3, 8), (2, 40)])
+def test_blocked_pass_matches_reference(monkeypatch, block, dtype, shape):
+    """The single pass works block by block: every block size, including blocks smaller
+    than a row of units and blocks that are all NaN, gives the reference statistics."""
+    import kerinspect.stats as stats_module
+
+    monkeypatch.setattr(stats_module, "BLOCK", block)
+    rng = np.random.default_rng(3)
+    a = make(rng, shape, zeros_cols=1 if len(shape) > 1 else 0)
+    flat = a.reshape(-1)
+    if flat.size > 12:
+        flat[1:6] = np.nan  # a whole block of NaN for the small block sizes
+        flat[-1] = np.inf
+        flat[7] = -np.inf
+    a = a.astype(dtype)
+    assert_matches(summarize(a).finalize(), reference(a))
+
+
+@pytest.mark.parametrize("dtype", [np.int8, np.uint16, np.int64, np.bool_])
+def test_blocked_pass_integers_and_bools(monkeypatch, dtype):
+    import kerinspect.stats as stats_module
+
+    monkeypatch.setattr(stats_module, "BLOCK", 7)
+    a = np.random.default_rng(4).integers(0, 3, (9, 4, 5)).astype(dtype)
+    a[..., 2] = 0  # a dead unit
+    assert_matches(summarize(a).finalize(), reference(a))
+
+
+def test_blocked_pass_on_strided_input_and_large_mean(monkeypatch):
+    import kerinspect.stats as stats_module
+
+    monkeypatch.setattr(stats_module, "BLOCK", 16)
+    a = make(np.random.default_rng(5), (50, 12), nan=3, inf=2, zeros_cols=2)
+    view = a[::3, ::2]  # not contiguous
+    assert_matches(summarize(view).finalize(), reference(np.ascontiguousarray(view)))
+    b = 1e6 + np.random.default_rng(6).standard_normal((50, 12)) * 1e-3  # blocks merged like batches
+    assert summarize(b).finalize().std == pytest.approx(b.std(), rel=1e-6)
+
+
+@pytest.mark.parametrize("threads", [2, 3, 16])
+def test_collector_summarises_large_tensors_in_parallel_parts(monkeypatch, threads):
+    """Parts along the batch axis, summarised on threads and merged: the same statistics."""
+    import kerinspect.run as run
+
+    monkeypatch.setattr(run, "PARALLEL_MIN_SIZE", 10)
+    a = make(np.random.default_rng(7), (7, 5, 6), nan=3, inf=2, zeros_cols=2).astype(np.float32)
+    a[:4] = np.nan  # the first parts hold no finite value at all
+    collector = run.StatsCollector(threads=threads)
+    try:
+        got = collector.summarize(a)
+        assert collector._pool is not None  # it did run in parts
+        assert collector.summarize(np.array([[b"x"]] * 20, dtype=object)) is None
+    finally:
+        collector.close()
+    assert_matches(got.finalize(), reference(a))

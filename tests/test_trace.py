@@ -141,3 +141,63 @@ def test_layers_inside_a_second_container_call_are_second_calls(factories):
     rec, _ = replay(model, sample_inputs(model))
     assert rec.sites["block/proj"].call == 0 and rec.sites["block@1/proj"].call == 1
     assert rec.sites["block@1"].call == 1 and rec.sites["dense"].call == 0
+
+
+def test_to_numpy_is_a_read_only_view_of_eager_tensors(keras):
+    """Statistics read activations in place: no copy of each tensor (the copies were
+    the second largest cost of summary on ResNet50), and nothing can write into them."""
+    import tensorflow as tf
+
+    from kerinspect.trace import to_numpy
+
+    t = tf.reshape(tf.range(12, dtype=tf.float32), (3, 4))
+    a = to_numpy(t)
+    assert np.shares_memory(a, np.asarray(t)) and not a.flags.writeable
+    np.testing.assert_array_equal(a, np.arange(12, dtype=np.float32).reshape(3, 4))
+    assert to_numpy(tf.constant([b"x", b"yz"])).tolist() == [b"x", b"yz"]
+    v = keras.Variable(np.ones((2, 2), np.float32))
+    np.testing.assert_array_equal(to_numpy(v), np.ones((2, 2)))
+
+
+def test_rnn_calls_run_as_graphs_across_batches(factories):
+    """An RNN's time loop runs as a tf.function (eagerly it is a Python loop), traced
+    once and kept for the next batches; the values are still plain Keras's."""
+    from kerinspect.trace import Replayer, runs_a_loop
+
+    model = factories.ALL["rnn_states"]()
+    by_name = {layer.name: layer for layer in model.layers}
+    assert runs_a_loop(by_name["lstm"]) and runs_a_loop(by_name["bi"]) and not runs_a_loop(model.layers[0])
+    rec = Recorder()
+    replayer = Replayer(model, rec)
+    batches = [sample_inputs(model, n=5, seed=s) for s in (1, 2)]
+    for batch in batches:
+        replayer(batch)
+    for name in ("lstm", "gru", "bi"):
+        assert replayer._graph_calls[id(by_name[name])] is not None, name  # traced, no fallback
+    assert "call" not in by_name["lstm"].__dict__  # the layer is left as it was
+    ref = reference_calls(model, batches[-1])
+    for g, r in zip(rec.values["lstm"], ref["lstm"]):
+        np.testing.assert_allclose(g, r, rtol=1e-4, atol=1e-5)
+
+
+def test_untraceable_rnn_cell_falls_back_to_eager(keras):
+    """A custom cell that needs eager values cannot be traced: it runs as Keras runs it."""
+    from kerinspect.trace import Replayer
+
+    class EagerCell(keras.layers.Layer):
+        state_size = 2
+
+        def call(self, inputs, states):
+            scale = float(np.asarray(keras.ops.convert_to_numpy(keras.ops.max(inputs))))  # eager only
+            out = inputs[:, :2] * scale + states[0]
+            return out, [out]
+
+    x = keras.Input((4, 3), name="seq")
+    y = keras.layers.RNN(EagerCell(), name="rnn")(x)
+    model = keras.Model(x, y)
+    batch = [np.random.default_rng(0).standard_normal((2, 4, 3)).astype("float32")]
+    rec = Recorder()
+    replayer = Replayer(model, rec)
+    out = replayer(batch)
+    assert replayer._graph_calls[id(model.get_layer("rnn"))] is None
+    np.testing.assert_allclose(np.asarray(out), np.asarray(model(batch[0])), rtol=1e-6)

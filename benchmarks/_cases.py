@@ -1,0 +1,112 @@
+"""The TensorFlow side of ``benchmarks/run.py``: build the models, run the baselines.
+
+    python benchmarks/_cases.py build DIR            # the three models, offline, seeded
+    python benchmarks/_cases.py floor MODEL SAMPLES BATCH
+    python benchmarks/_cases.py naive MODEL SAMPLES BATCH
+
+``floor`` is what any user pays to run a saved model at all: import Keras, load the
+file, ``model.predict``. ``naive`` is the recipe every blog shows for intermediate
+outputs (``keras.Model(model.inputs, [l.output for l in model.layers])``), with the
+statistics kerinspect reports computed in float64 numpy on every output. Each is
+one whole process, timed and measured from outside by ``run.py``.
+"""
+
+from __future__ import annotations
+
+import os
+import sys
+import time
+from typing import Any
+
+import numpy as np
+
+os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
+os.environ["KERAS_BACKEND"] = "tensorflow"
+
+#: Embedding vocabulary of the encoder (its token inputs are drawn from it).
+VOCAB = 8000
+
+
+def build(out: str) -> None:
+    """ResNet50 (weights=None), a small transformer encoder and a stacked LSTM."""
+    import keras
+
+    keras.utils.set_random_seed(0)
+    keras.applications.ResNet50(weights=None).save(os.path.join(out, "resnet50.keras"))
+
+    seq, width, heads = 128, 128, 4
+    x = keras.Input((seq,), dtype="int32", name="tokens")
+    h = keras.layers.Embedding(VOCAB, width, name="embed")(x)
+    for i in range(4):
+        a = keras.layers.MultiHeadAttention(heads, width // heads, name=f"attn{i}")(h, h)
+        h = keras.layers.LayerNormalization(name=f"norm{i}a")(keras.layers.Add(name=f"res{i}a")([h, a]))
+        f = keras.layers.Dense(4 * width, activation="gelu", name=f"ffn{i}_in")(h)
+        f = keras.layers.Dense(width, name=f"ffn{i}_out")(f)
+        h = keras.layers.LayerNormalization(name=f"norm{i}b")(keras.layers.Add(name=f"res{i}b")([h, f]))
+    y = keras.layers.Dense(10, name="head")(keras.layers.GlobalAveragePooling1D(name="pool")(h))
+    keras.Model(x, y, name="encoder").save(os.path.join(out, "encoder.keras"))
+
+    x = keras.Input((100, 32), name="sequence")
+    h = keras.layers.LSTM(128, return_sequences=True, name="lstm1")(x)
+    h = keras.layers.LSTM(128, name="lstm2")(h)
+    y = keras.layers.Dense(10, name="head")(h)
+    keras.Model(x, y, name="lstm").save(os.path.join(out, "lstm.keras"))
+
+
+def inputs_for(model: Any, samples: int) -> list[np.ndarray]:
+    """Random inputs of the model's signature (dynamic axes are not used here)."""
+    rng = np.random.default_rng(0)
+    out = []
+    for t in model.inputs:
+        shape = (samples, *t.shape[1:])
+        if "int" in str(t.dtype):
+            out.append(rng.integers(0, VOCAB, shape).astype(str(t.dtype)))
+        else:
+            out.append(rng.standard_normal(shape).astype(str(t.dtype)))
+    return out
+
+
+def numpy_stats(a: np.ndarray) -> tuple[float, ...]:
+    """What one writes by hand: float64 moments of the finite values, zero, NaN and
+    Inf counts, and the fraction of units (last axis) that are never non-zero."""
+    x = np.asarray(a, dtype=np.float64).reshape(-1)
+    finite = x[np.isfinite(x)]
+    dead = float(np.mean(~np.any(a.reshape(-1, a.shape[-1]) != 0, axis=0))) if a.ndim >= 2 else 0.0
+    return (
+        float(finite.mean()),
+        float(finite.std()),
+        float(finite.min()),
+        float(finite.max()),
+        float(np.mean(x == 0)),
+        float(np.isnan(x).sum()),
+        float(np.isinf(x).sum()),
+        dead,
+    )
+
+
+def main(argv: list[str]) -> int:
+    what = argv[1]
+    if what == "build":
+        build(argv[2])
+        return 0
+    path, samples, batch = argv[2], int(argv[3]), int(argv[4])
+    import keras
+
+    model = keras.saving.load_model(path, compile=False)
+    x = inputs_for(model, samples)
+    if what == "floor":
+        model.predict(x, batch_size=batch, verbose=0)
+    elif what == "naive":
+        every = keras.Model(model.inputs, [layer.output for layer in model.layers])
+        outputs = every.predict(x, batch_size=batch, verbose=0)
+        stats = [numpy_stats(np.asarray(o)) for o in outputs]
+        assert len(stats) == len(model.layers)
+    else:
+        raise SystemExit(f"unknown case {what!r}")
+    # run.py measures how long the normal exit (interpreter and TensorFlow teardown) takes.
+    print(f"bench-done {time.time()}", file=sys.stderr, flush=True)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main(sys.argv))
