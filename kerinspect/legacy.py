@@ -32,41 +32,11 @@ import copy
 import json
 from typing import Any
 
-#: Keras 2 initializer class names whose configs may carry ``dtype``.
-_INITIALIZERS = frozenset(
-    {
-        "Constant",
-        "GlorotNormal",
-        "GlorotUniform",
-        "HeNormal",
-        "HeUniform",
-        "Identity",
-        "LecunNormal",
-        "LecunUniform",
-        "Ones",
-        "Orthogonal",
-        "RandomNormal",
-        "RandomUniform",
-        "TruncatedNormal",
-        "VarianceScaling",
-        "Zeros",
-        "glorot_normal",
-        "glorot_uniform",
-        "he_normal",
-        "he_uniform",
-        "lecun_normal",
-        "lecun_uniform",
-        "ones",
-        "zeros",
-        "orthogonal",
-        "random_normal",
-        "random_uniform",
-        "truncated_normal",
-        "variance_scaling",
-        "constant",
-        "identity",
-    }
-)
+from . import _allowlist
+
+#: Initializer class names (and their snake_case aliases) whose Keras 2 configs may
+#: carry ``dtype``: Keras's own list, from the allowlist generated for the scan.
+_INITIALIZERS = _allowlist.CLASSES["keras.initializers"]
 _MODEL_CLASSES = frozenset({"Model", "Functional", "Sequential"})
 
 
