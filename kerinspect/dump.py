@@ -150,7 +150,6 @@ def file_sha256(path: str | os.PathLike[str]) -> str:
         InputFileError: the file cannot be read, or is no longer a regular file.
     """
     shown = escape_text(os.fspath(path))
-    h = hashlib.sha256()
     try:
         fd = os.open(path, os.O_RDONLY | os.O_NONBLOCK | os.O_CLOEXEC)
         with open(fd, "rb") as f:
@@ -158,8 +157,7 @@ def file_sha256(path: str | os.PathLike[str]) -> str:
                 raise InputFileError(
                     f"The model is no longer a regular file. Received: path={shown}", rule="not-a-file"
                 )
-            for chunk in iter(lambda: f.read(1 << 20), b""):
-                h.update(chunk)
+            h = hashlib.file_digest(f, "sha256")
     except OSError as e:
         raise InputFileError(
             f"Cannot read the model file: {_os_reason(e)}. Received: path={shown}", rule="model-unreadable"
@@ -976,9 +974,7 @@ def _verify_staged(sfd: int, item: _Staged) -> None:
         if st.st_size != size:
             raise _bad(f"{item.rel!r} is {st.st_size} bytes, not {size}")
         f.seek(0)
-        h = hashlib.sha256()
-        for chunk in iter(lambda: f.read(1 << 20), b""):
-            h.update(chunk)
+        h = hashlib.file_digest(f, "sha256")
         os.fsync(fd)
     item.entry["sha256"] = h.hexdigest()
     item.entry["bytes"] = size
@@ -1394,8 +1390,5 @@ def _sha256_at(dfd: int, rel: str) -> str:
     finally:
         if head:
             os.close(parent)
-    h = hashlib.sha256()
     with open(fd, "rb") as f:
-        for chunk in iter(lambda: f.read(1 << 20), b""):
-            h.update(chunk)
-    return h.hexdigest()
+        return hashlib.file_digest(f, "sha256").hexdigest()
