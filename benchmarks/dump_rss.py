@@ -29,7 +29,7 @@ ROOT = pathlib.Path(__file__).resolve().parent.parent
 def build_model(path: pathlib.Path) -> None:
     """A small CNN with large activations: about 270 KiB of float32 per sample."""
     sys.path.insert(0, str(ROOT))
-    from kerinspect._tfenv import import_keras
+    from kerinspect.engine.tfenv import import_keras
 
     keras = import_keras()
     keras.utils.set_random_seed(0)
@@ -45,8 +45,8 @@ NAIVE = """
 import sys, numpy as np
 sys.path.insert(0, {root!r})
 from kerinspect.api import build_feed, run_batches
-from kerinspect.loading import load_model, preflight
-from kerinspect.trace import to_numpy
+from kerinspect.scan.preflight import load_model, preflight
+from kerinspect.engine.trace import to_numpy
 model = load_model(preflight({model!r}))
 class Keep:
     def __init__(self): self.arrays = {{}}

@@ -5,7 +5,7 @@
 >>> [r.path for r in report.layers if any(o.flags for o in r.outputs)]  # doctest: +SKIP
 
 A model *file* is opened in a disposable, isolated worker process by default
-(:mod:`kerinspect.isolation`): the static scan, Keras's deserialization and the
+(:mod:`kerinspect.sandbox.runner`): the static scan, Keras's deserialization and the
 forward passes all happen there, and only plain data comes back. An in-memory
 ``keras.Model`` is inspected in this process.
 """
@@ -19,7 +19,7 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
-from ._defaults import (  # noqa: F401
+from .defaults import (  # noqa: F401
     DEFAULT_BATCH_SIZE,
     DEFAULT_DIM,
     DEFAULT_MAX_PARAMS,
@@ -30,14 +30,14 @@ from ._defaults import (  # noqa: F401
 from .errors import InputFileError, UsageError, escape_text
 from .report import ModelReport, Thresholds, WeightsReport
 
-#: The in-process building blocks, re-exported lazily (:mod:`kerinspect.run` imports
+#: The in-process building blocks, re-exported lazily (:mod:`kerinspect.engine.collect` imports
 #: numpy, which the parent process of a command never needs).
 _FROM_RUN = ("build_feed", "inspect_loaded", "run_batches")
 
 
 def __getattr__(name: str) -> Any:
     if name in _FROM_RUN:
-        from . import run
+        from .engine import collect as run
 
         return getattr(run, name)
     raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
@@ -61,7 +61,7 @@ class LoadOptions:
 
     Attributes:
         isolate: load and run in a disposable worker process (the default; see
-            :mod:`kerinspect.isolation`). False runs in this process, unprotected
+            :mod:`kerinspect.sandbox.runner`). False runs in this process, unprotected
             (for debugging). Defaults to the ``KERINSPECT_ISOLATION`` switch.
         timeout: wall-clock limit of the worker in seconds (0: none).
         max_memory: the worker's memory limit in bytes (None: half the RAM; 0: none).
@@ -81,7 +81,7 @@ class LoadOptions:
     max_params: int = DEFAULT_MAX_PARAMS
 
     def worker_limits(self, max_file_size: int = WORKER_MAX_FILE_SIZE) -> Any:
-        from .isolation import WorkerLimits, default_max_memory
+        from .sandbox.runner import WorkerLimits, default_max_memory
 
         memory = default_max_memory() if self.max_memory is None else self.max_memory
         return WorkerLimits(timeout=self.timeout, max_memory=memory, max_file_size=max_file_size)
@@ -135,7 +135,7 @@ def inspect_model(
     thresholds = thresholds or Thresholds()
     if not isinstance(model, (str, os.PathLike)):
         _check_model_object(model)
-        from .run import inspect_loaded
+        from .engine.collect import inspect_loaded
 
         return inspect_loaded(
             model,
@@ -207,7 +207,7 @@ def dump_activations(
     is_file = isinstance(model, (str, os.PathLike))
     model_file = None
     if is_file:
-        from .loading import preflight
+        from .scan.preflight import preflight
 
         model_file = preflight(model)
     else:
@@ -236,7 +236,7 @@ def dump_activations(
     )
     try:
         if model_file is None:
-            from .run import build_feed
+            from .engine.collect import build_feed
 
             feed = build_feed(
                 model, inputs, samples=samples, batch_size=batch_size, seed=seed, dim=dim, shapes=shapes
@@ -272,7 +272,7 @@ def inspect_weights(
     path: str | os.PathLike[str], thresholds: Thresholds | None = None, *, load: LoadOptions | None = None
 ) -> WeightsReport:
     """Statistics and health of every weight in a model file, read with h5py only
-    (no TensorFlow, nothing deserialized); see :func:`kerinspect.weights.inspect_weights`.
+    (no TensorFlow, nothing deserialized); see :func:`kerinspect.scan.weights.inspect_weights`.
     The file is parsed in the isolated worker, since HDF5 parsers crash on hostile files."""
     run = {"thresholds": (thresholds or Thresholds()).to_dict()}
     result = _job("weights", path, None, run, load or LoadOptions(), None)
@@ -317,10 +317,10 @@ def _job(
     progress: ProgressFn | None,
     max_file_size: int = WORKER_MAX_FILE_SIZE,
 ) -> dict[str, Any]:
-    """Preflight ``path`` here, then run one job of :mod:`kerinspect._jobs` in the
+    """Preflight ``path`` here, then run one job of :mod:`kerinspect.engine.jobs` in the
     isolated worker (or in this process when ``load.isolate`` is off)."""
     from .errors import KerinspectError
-    from .loading import preflight
+    from .scan.preflight import preflight
 
     model_file = preflight(path)
     absolute = os.path.abspath(model_file.path)
@@ -334,10 +334,10 @@ def _job(
         }
         try:
             if not load.isolate:
-                from ._jobs import JOBS, QuietChannel
+                from .engine.jobs import JOBS, QuietChannel
 
                 return JOBS[command](request, QuietChannel(progress))
-            from .isolation import run_worker
+            from .sandbox.runner import run_worker
 
             def relay(msg: dict[str, Any]) -> None:
                 if msg.get("type") == "progress" and progress is not None:

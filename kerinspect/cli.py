@@ -17,7 +17,7 @@ import click
 from rich.console import Console
 
 from . import __version__
-from ._defaults import DEFAULT_MAX_PARAMS
+from .defaults import DEFAULT_MAX_PARAMS
 from .errors import ExitCode, KerinspectError, escape_text
 
 CONTEXT = {"help_option_names": ["-h", "--help"], "max_content_width": 100}

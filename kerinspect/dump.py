@@ -43,8 +43,8 @@ from typing import Any
 import numpy as np
 
 from . import __version__
-from ._npyio import read_npy_header
 from .errors import InferenceError, InputFileError, OutputError, UsageError, escape_text
+from .scan.npyio import read_npy_header
 from .stats import RunningStats, numeric_kind, summarize
 
 #: Layout of ``manifest.json``; bumped on incompatible changes.
@@ -603,7 +603,7 @@ class _DumpWriter:
             self.error = e
 
     def _produced(self, site: Any, tensors: Sequence[Any]) -> None:
-        from .trace import tensor_dtype, to_numpy
+        from .engine.trace import tensor_dtype, to_numpy
 
         if self.first and not self._selected(site.path):
             return
@@ -815,7 +815,7 @@ def write_dump(
 
     Args:
         model: a built Keras model.
-        feed: the :class:`~kerinspect.inputs.Feed` to run.
+        feed: the :class:`~kerinspect.engine.inputs.Feed` to run.
         job: ``plan["write"]``: ``{"staging": path, "max_bytes": int, "layers": [patterns]}``.
         progress: called as ``progress(samples_done, samples_total)`` after each batch.
 
@@ -827,9 +827,9 @@ def write_dump(
         UsageError: a ``--layers`` pattern matches no layer call.
         InferenceError: the model failed to run.
     """
-    from ._tfenv import import_keras
-    from .inputs import Feed
-    from .run import run_batches_collecting_warnings
+    from .engine.collect import run_batches_collecting_warnings
+    from .engine.inputs import Feed
+    from .engine.tfenv import import_keras
 
     keras = import_keras()
     try:

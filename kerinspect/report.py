@@ -613,7 +613,7 @@ class WeightTotals:
 
 @dataclass(frozen=True)
 class WeightsReport:
-    """The result of :func:`kerinspect.weights.inspect_weights`: static weight health
+    """The result of :func:`kerinspect.scan.weights.inspect_weights`: static weight health
     read from the file, without running or deserializing the model.
 
     Attributes:

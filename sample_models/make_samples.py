@@ -17,7 +17,7 @@ import zipfile
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
 sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), ".."))
 
-from kerinspect._tfenv import import_keras  # noqa: E402
+from kerinspect.engine.tfenv import import_keras  # noqa: E402
 
 keras = import_keras()
 import numpy as np  # noqa: E402

@@ -47,7 +47,7 @@ def _import_keras() -> Any:
 def _denylist() -> Any:
     sys.path.insert(0, str(ROOT))
     try:
-        from kerinspect import _denylist
+        from kerinspect.scan import denylist as _denylist
     finally:
         sys.path.pop(0)
     return _denylist

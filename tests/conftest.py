@@ -30,7 +30,7 @@ def _isolation_for_marked_tests(request, monkeypatch):
 
 @pytest.fixture(scope="session")
 def keras():
-    from kerinspect._tfenv import import_keras
+    from kerinspect.engine.tfenv import import_keras
 
     k = import_keras()
     return k

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from kerinspect._tfenv import import_keras
+from kerinspect.engine.tfenv import import_keras
 
 keras = import_keras()
 layers = keras.layers

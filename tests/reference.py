@@ -4,14 +4,14 @@ For each node of a functional graph, ``keras.Model(graph.inputs, node.outputs)``
 computes exactly that call's outputs with Keras's own graph execution and
 ``predict``; nested models are entered by computing their inputs the same way.
 Slow (one model per node) but obviously right, and it shares no code with
-``kerinspect.trace``.
+``kerinspect.engine.trace``.
 """
 
 from __future__ import annotations
 
 import numpy as np
 
-from kerinspect._tfenv import import_keras
+from kerinspect.engine.tfenv import import_keras
 
 keras = import_keras()
 

@@ -70,7 +70,7 @@ def test_parent_process_of_a_run_imports_no_numpy():
     env = {**os.environ, "KERINSPECT_ISOLATION": "on"}
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, cwd=ROOT, env=env)
     assert out.returncode == 0, out.stderr
-    assert out.stdout.strip().endswith("imported: [] kerinspect.run")
+    assert out.stdout.strip().endswith("imported: [] kerinspect.engine.collect")
 
 def test_version():
     from kerinspect import __version__
@@ -275,7 +275,7 @@ def test_negative_seed_and_input_file_named_array(keras, tmp_path, monkeypatch):
 def test_keras_identity_is_checked():
     import types
 
-    from kerinspect._tfenv import check_keras
+    from kerinspect.engine.tfenv import check_keras
     from kerinspect.errors import UsageError
 
     def fake(name, version, backend="tensorflow"):

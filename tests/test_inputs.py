@@ -10,7 +10,7 @@ from kerinspect.errors import ExitCode, InferenceError, InputFileError, UsageErr
 
 @pytest.fixture(scope="module")
 def inp(keras):
-    from kerinspect import inputs
+    from kerinspect.engine import inputs
 
     return inputs
 

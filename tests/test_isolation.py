@@ -87,10 +87,10 @@ def test_legacy_keras_env_is_scrubbed():
 
 
 def test_worker_has_no_network_and_a_scratch_home(keras, tmp_path):
-    from kerinspect.isolation import WorkerLimits, _worker_env, run_worker
+    from kerinspect.sandbox.runner import WorkerLimits, _worker_env, run_worker
 
     probe = ("import json, os, socket\n"
-             "from kerinspect._confine import confine\n"
+             "from kerinspect.sandbox.confine import confine\n"
              "entered = confine(json.loads(os.environ['KERINSPECT_LIMITS']))\n"
              "try:\n    socket.create_connection(('1.1.1.1', 53), timeout=2); net = 'open'\n"
              "except OSError as e:\n    net = type(e).__name__\n"
@@ -200,7 +200,7 @@ def kerinspect_cli_json(*args):
 def test_worker_blas_is_single_threaded_unless_the_user_says(monkeypatch, tmp_path):
     """stats.summarize's per-block dot products are slower with OpenBLAS threads, which
     also spin against TensorFlow's pools; a user's own setting is kept."""
-    from kerinspect.isolation import _worker_env
+    from kerinspect.sandbox.runner import _worker_env
 
     monkeypatch.delenv("OPENBLAS_NUM_THREADS", raising=False)
     assert _worker_env(str(tmp_path))["OPENBLAS_NUM_THREADS"] == "1"

@@ -9,7 +9,7 @@ import numpy as np
 import pytest
 
 import kerinspect
-from kerinspect.legacy import is_legacy, upgrade_config
+from kerinspect.engine.legacy import is_legacy, upgrade_config
 from kerinspect.stats import summarize
 from tests.conftest import REALWORLD
 

@@ -7,7 +7,7 @@ import json
 import pytest
 
 from kerinspect.errors import ChildCrashError, ExitCode, escape_text
-from kerinspect.isolation import _error_from, _parse_message
+from kerinspect.sandbox.runner import _error_from, _parse_message
 
 
 def line(obj) -> bytes:

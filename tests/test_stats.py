@@ -181,7 +181,7 @@ def test_blocked_pass_on_strided_input_and_large_mean(monkeypatch):
 @pytest.mark.parametrize("threads", [2, 3, 16])
 def test_collector_summarises_large_tensors_in_parallel_parts(monkeypatch, threads):
     """Parts along the batch axis, summarised on threads and merged: the same statistics."""
-    import kerinspect.run as run
+    import kerinspect.engine.collect as run
 
     monkeypatch.setattr(run, "PARALLEL_MIN_SIZE", 10)
     a = make(np.random.default_rng(7), (7, 5, 6), nan=3, inf=2, zeros_cols=2).astype(np.float32)

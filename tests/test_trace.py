@@ -30,7 +30,7 @@ def sample_inputs(model, n=5, seed=3):
 
 
 def replay(model, batch):
-    from kerinspect.trace import Replayer
+    from kerinspect.engine.trace import Replayer
 
     rec = Recorder()
     outputs = Replayer(model, rec)(batch)
@@ -110,7 +110,7 @@ def test_tensors_are_released_after_last_consumer(factories):
     import gc
     import weakref
 
-    from kerinspect.trace import Replayer
+    from kerinspect.engine.trace import Replayer
 
     model = factories.mlp()
     refs = {}
@@ -128,7 +128,7 @@ def test_tensors_are_released_after_last_consumer(factories):
 
 
 def test_layer_failure_names_the_layer(factories, keras):
-    from kerinspect.trace import LayerCallError, Replayer
+    from kerinspect.engine.trace import LayerCallError, Replayer
 
     model = factories.mlp()
     bad = [np.zeros((2, 7), "float32")]  # declared (None, 6)
@@ -148,7 +148,7 @@ def test_to_numpy_is_a_read_only_view_of_eager_tensors(keras):
     the second largest cost of summary on ResNet50), and nothing can write into them."""
     import tensorflow as tf
 
-    from kerinspect.trace import to_numpy
+    from kerinspect.engine.trace import to_numpy
 
     t = tf.reshape(tf.range(12, dtype=tf.float32), (3, 4))
     a = to_numpy(t)
@@ -162,7 +162,7 @@ def test_to_numpy_is_a_read_only_view_of_eager_tensors(keras):
 def test_rnn_calls_run_as_graphs_across_batches(factories):
     """An RNN's time loop runs as a tf.function (eagerly it is a Python loop), traced
     once and kept for the next batches; the values are still plain Keras's."""
-    from kerinspect.trace import Replayer, runs_a_loop
+    from kerinspect.engine.trace import Replayer, runs_a_loop
 
     model = factories.ALL["rnn_states"]()
     by_name = {layer.name: layer for layer in model.layers}
@@ -182,7 +182,7 @@ def test_rnn_calls_run_as_graphs_across_batches(factories):
 
 def test_untraceable_rnn_cell_falls_back_to_eager(keras):
     """A custom cell that needs eager values cannot be traced: it runs as Keras runs it."""
-    from kerinspect.trace import Replayer
+    from kerinspect.engine.trace import Replayer
 
     class EagerCell(keras.layers.Layer):
         state_size = 2

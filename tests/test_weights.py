@@ -25,7 +25,6 @@ import pytest
 from click.testing import CliRunner
 from rich.console import Console
 
-from kerinspect import weights as kw
 from kerinspect.cli import cli
 from kerinspect.errors import ModelLoadError, PolicyError
 from kerinspect.render import (
@@ -35,8 +34,9 @@ from kerinspect.render import (
     weight_rows,
 )
 from kerinspect.report import TensorStats, Thresholds, WeightRecord, WeightsReport
+from kerinspect.scan import weights as kw
+from kerinspect.scan.weights import block_slices, dataset_stats, inspect_weights, var_names
 from kerinspect.stats import summarize
-from kerinspect.weights import block_slices, dataset_stats, inspect_weights, var_names
 from tests.conftest import REALWORLD, ROOT, SAMPLES
 from tests.test_cli import assert_one_line_error
 from tests.test_render import HOSTILE, check_golden

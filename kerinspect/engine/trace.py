@@ -26,7 +26,7 @@ from typing import Any, Protocol
 
 import numpy as np
 
-from ._tfenv import import_keras
+from .tfenv import import_keras
 
 keras = import_keras()
 import tensorflow as tf  # noqa: E402 - imported (quietly) by import_keras

@@ -18,8 +18,8 @@ and ``h5py`` only (no TensorFlow, no Keras), and refuses, with a stable rule id:
 Classes that are neither allowed nor dangerous (a user's custom layer) are not
 refused here: they come back in :attr:`ScanResult.unknown_classes` for the
 loader to report. The known Keras classes are listed in the generated
-:mod:`kerinspect._allowlist`; what is refused by name is in
-:mod:`kerinspect._denylist`.
+:mod:`kerinspect.scan.allowlist`; what is refused by name is in
+:mod:`kerinspect.scan.denylist`.
 
 Parsing HDF5 goes through libhdf5, which can crash or hang on crafted files
 (SAFETY.md finding 2): call :func:`scan_model_file` from the isolated loader
@@ -42,12 +42,14 @@ from collections.abc import Iterable
 from dataclasses import dataclass
 from typing import IO, Any, NoReturn
 
-from . import _allowlist, _denylist
-from ._defaults import DEFAULT_MAX_PARAMS, MAX_INPUT_ELEMENTS
-from ._estimate import estimate, layer_name
-from ._npyio import read_npy_header
-from ._zipio import ZipWindow, stored_member_start
-from .errors import InputFileError, KerinspectError, ModelLoadError, PolicyError, escape_text
+from kerinspect.defaults import DEFAULT_MAX_PARAMS, MAX_INPUT_ELEMENTS
+from kerinspect.errors import InputFileError, KerinspectError, ModelLoadError, PolicyError, escape_text
+
+from . import allowlist as _allowlist
+from . import denylist as _denylist
+from .estimate import estimate, layer_name
+from .npyio import read_npy_header
+from .zipio import ZipWindow, stored_member_start
 
 __all__ = ["Limits", "ScanResult", "scan_config", "scan_model_file"]
 
@@ -1068,7 +1070,7 @@ def scan_model_file(
     Never imports TensorFlow or Keras, and never reads a weight array.
 
     Args:
-        path: the model file (already through :func:`kerinspect.loading.preflight`).
+        path: the model file (already through :func:`kerinspect.scan.preflight.preflight`).
         fmt: ``"keras"`` for a ``.keras`` zip, ``"h5"`` for legacy HDF5.
         limits: resource caps.
         allow_code: see :func:`scan_config`.

@@ -32,7 +32,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
-from .errors import (
+from kerinspect.errors import (
     ChildCrashError,
     ExitCode,
     InferenceError,
@@ -238,7 +238,7 @@ def run_worker(
     """Run ``request`` in a fresh worker process and return its result.
 
     Args:
-        request: the job, as plain JSON data (see :mod:`kerinspect._worker`).
+        request: the job, as plain JSON data (see :mod:`kerinspect.sandbox.worker`).
         limits: timeout, memory and network isolation.
         on_message: called with every progress/phase message as it arrives.
         scratch_parent: where the private scratch directory is created.
@@ -264,7 +264,7 @@ def run_worker(
         env["KERINSPECT_LIMITS"] = json.dumps(limits.to_dict())
         with open(log_path, "wb") as log:
             proc = subprocess.Popen(
-                [sys.executable, "-m", "kerinspect._worker", request_path],
+                [sys.executable, "-m", "kerinspect.sandbox.worker", request_path],
                 stdin=subprocess.DEVNULL,
                 stdout=log,
                 stderr=log,

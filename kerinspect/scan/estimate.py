@@ -1,6 +1,6 @@
 """Parameter and input-size estimates from a model config, without building it.
 
-Owned by the static scan (:mod:`kerinspect.scan`): formulas for the layers that
+Owned by the static scan (:mod:`kerinspect.scan.static`): formulas for the layers that
 hold nearly all parameters in practice (Dense, convolutions, Embedding, RNNs,
 MultiHeadAttention, normalizations), and just enough shape propagation to feed
 them in legacy configs. Pure Python; never imports TensorFlow or Keras.

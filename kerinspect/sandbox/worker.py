@@ -1,6 +1,6 @@
-"""The isolated worker: ``python -m kerinspect._worker REQUEST.json``.
+"""The isolated worker: ``python -m kerinspect.sandbox.worker REQUEST.json``.
 
-Started only by :func:`kerinspect.isolation.run_worker`. It reads one JSON
+Started only by :func:`kerinspect.sandbox.runner.run_worker`. It reads one JSON
 request, does the job (scan, load, run), and writes JSON lines to the file
 descriptor named by ``KERINSPECT_PROTOCOL_FD``:
 
@@ -25,7 +25,7 @@ import time
 import traceback
 from typing import Any
 
-from .errors import ExitCode, KerinspectError, escape_text
+from kerinspect.errors import ExitCode, KerinspectError, escape_text
 
 
 class _Channel:
@@ -93,7 +93,7 @@ def _maybe_fault(phase: str) -> None:
 
 
 def _dispatch(request: dict[str, Any], channel: _Channel) -> dict[str, Any]:
-    from ._jobs import JOBS
+    from kerinspect.engine.jobs import JOBS
 
     job = JOBS.get(str(request.get("command")))
     if job is None:
@@ -102,7 +102,7 @@ def _dispatch(request: dict[str, Any], channel: _Channel) -> dict[str, Any]:
 
 
 def main(argv: list[str]) -> int:
-    from ._confine import confine
+    from .confine import confine
 
     namespace = confine(json.loads(os.environ.get("KERINSPECT_LIMITS", "{}")))
     fd = int(os.environ["KERINSPECT_PROTOCOL_FD"])

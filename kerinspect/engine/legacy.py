@@ -32,7 +32,7 @@ import copy
 import json
 from typing import Any
 
-from . import _allowlist
+from kerinspect.scan import allowlist as _allowlist
 
 #: Initializer class names (and their snake_case aliases) whose Keras 2 configs may
 #: carry ``dtype``: Keras's own list, from the allowlist generated for the scan.
@@ -219,7 +219,7 @@ def load_legacy_h5(
     """
     import h5py
 
-    from ._tfenv import import_keras
+    from .tfenv import import_keras
 
     import_keras()
     from keras.src.legacy.saving import legacy_h5_format

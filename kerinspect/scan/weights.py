@@ -44,12 +44,13 @@ from typing import IO, Any
 
 import numpy as np
 
-from ._zipio import ZipWindow, stored_member_start
-from .checks import tensor_flags
-from .errors import KerinspectError, ModelLoadError, PolicyError, escape_text
-from .loading import DEFAULT_MAX_FILE_BYTES, ModelFile, preflight
-from .report import Thresholds, WeightRecord, WeightsReport
-from .stats import RunningStats, summarize
+from kerinspect.checks import tensor_flags
+from kerinspect.errors import KerinspectError, ModelLoadError, PolicyError, escape_text
+from kerinspect.report import Thresholds, WeightRecord, WeightsReport
+from kerinspect.stats import RunningStats, summarize
+
+from .preflight import DEFAULT_MAX_FILE_BYTES, ModelFile, preflight
+from .zipio import ZipWindow, stored_member_start
 
 WEIGHTS_MEMBER = "model.weights.h5"
 CONFIG_MEMBER = "config.json"
@@ -361,14 +362,14 @@ def check_dataset(ds: Any) -> None:
     """Refuse a dataset that would make a read touch another file or allocate far
     more than the file stores. Reads only the dataset's metadata.
 
-    The same check as the static scan's (:func:`kerinspect.scan.dataset_problem`).
+    The same check as the static scan's (:func:`kerinspect.scan.static.dataset_problem`).
 
     Raises:
         PolicyError: external storage (``hdf5-external-storage``), a virtual
             dataset (``hdf5-virtual-dataset``), a filter needing a plugin
             (``hdf5-filter``) or a shape bomb (``hdf5-shape-bomb``).
     """
-    from .scan import Limits, dataset_problem
+    from .static import Limits, dataset_problem
 
     problem = dataset_problem(ds, ds.name, Limits(), "The weights file")
     if problem is not None:
@@ -857,7 +858,7 @@ def inspect_weights(
         PolicyError: an HDF5 link, external storage, a virtual dataset, a shape bomb,
             or an ambiguous or oversized zip member (exit 5).
     """
-    from . import __version__
+    from kerinspect import __version__
 
     mf = preflight(path)
     try:

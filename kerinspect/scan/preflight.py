@@ -1,4 +1,4 @@
-"""Find out what a model file is, then load it, translating every failure.
+"""Pre-flight: find out what a model file is before anything parses it.
 
 The format is sniffed from the bytes, not trusted from the extension: a ``.keras``
 file must be a zip starting at offset 0, an ``.h5``/``.hdf5`` file must carry the
@@ -10,12 +10,10 @@ found" for a truncated zip); every loader failure becomes one
 from __future__ import annotations
 
 import os
-import re
 import stat
 from dataclasses import dataclass
-from typing import Any
 
-from .errors import ChildCrashError, InputFileError, ModelLoadError, PolicyError, escape_text
+from kerinspect.errors import InputFileError, PolicyError, escape_text
 
 ZIP_MAGIC = b"PK\x03\x04"
 ZIP_END = b"PK\x05\x06"  # end-of-central-directory record: where zip readers start
@@ -168,130 +166,3 @@ def _has_zip_end(fd: int, size: int) -> bool:
             return True
         at = tail.rfind(ZIP_END, 0, at)
     return False
-
-
-def innermost_message(exc: BaseException) -> str:
-    """The most specific message in an exception chain.
-
-    Keras wraps deserialization failures ("could not be deserialized properly")
-    around the real cause; follow ``__cause__``/``__context__`` to the end.
-    """
-    seen = set()
-    inner = exc
-    while id(inner) not in seen:
-        seen.add(id(inner))
-        nxt = inner.__cause__ or inner.__context__
-        if nxt is None:
-            break
-        inner = nxt
-    text = str(inner).strip() or type(inner).__name__
-    # Keras appends the full offending config; it is long and attacker-controlled.
-    for marker in ("\n\nconfig=", "\nconfig=", "\n\nException encountered:", "Full object config:"):
-        head, sep, _ = text.partition(marker)
-        if sep and head.strip():
-            text = head
-    return " ".join(text.split())
-
-
-def load_custom_objects(path: str) -> dict[str, Any]:
-    """Run the user's ``--custom-objects`` file and collect what it defines.
-
-    The file is the user's own trusted code. It may register classes with
-    ``@keras.saving.register_keras_serializable``, define a ``custom_objects``
-    dict, or just define classes and functions (all are passed to Keras).
-    """
-    import runpy
-
-    from ._tfenv import import_keras
-
-    import_keras()
-    name = "kerinspect_custom_objects"
-    try:
-        namespace = runpy.run_path(path, run_name=name)
-    except Exception as e:  # noqa: BLE001 - the user's file failed: say where
-        raise ModelLoadError(
-            f"Running the --custom-objects file failed: {type(e).__name__}: {innermost_message(e)}. "
-            f"Received: custom_objects={escape_text(path)}",
-            rule="custom-objects-failed",
-        ) from e
-    explicit = namespace.get("custom_objects")
-    if isinstance(explicit, dict):
-        return dict(explicit)
-    return {
-        k: v
-        for k, v in namespace.items()
-        if callable(v) and getattr(v, "__module__", None) == name and not k.startswith("_")
-    }
-
-
-def _out_of_memory(exc: BaseException) -> bool:
-    """A MemoryError or TensorFlow's ResourceExhaustedError anywhere in the chain."""
-    seen: set[int] = set()
-    e: BaseException | None = exc
-    while e is not None and id(e) not in seen:
-        seen.add(id(e))
-        if isinstance(e, MemoryError) or type(e).__name__ == "ResourceExhaustedError":
-            return True
-        e = e.__cause__ or e.__context__
-    return False
-
-
-_UNKNOWN_CLASS = re.compile(r"Could not locate (?:class|function) '([^']+)'")
-
-
-@dataclass(frozen=True)
-class LoadedModel:
-    """A deserialized model and how it was read."""
-
-    model: Any
-    loader: str  # "keras", or "keras+legacy-h5-upgrade" when the config was rewritten
-    notes: tuple[str, ...] = ()
-
-
-def load_model(
-    model_file: ModelFile, *, safe_mode: bool = True, custom_objects: dict[str, Any] | None = None
-) -> LoadedModel:
-    """Load with Keras 3 (``compile=False``); legacy ``.h5`` configs are upgraded
-    first (:mod:`kerinspect.legacy`). Every failure becomes a ModelLoadError."""
-    from ._tfenv import import_keras
-
-    keras = import_keras()
-    try:
-        if model_file.format == "h5":
-            from .legacy import load_legacy_h5
-
-            model, changes = load_legacy_h5(
-                model_file.path, safe_mode=safe_mode, custom_objects=custom_objects
-            )
-            if changes:
-                return LoadedModel(
-                    model, "keras+legacy-h5-upgrade", tuple(f"legacy config upgraded: {c}" for c in changes)
-                )
-            return LoadedModel(model, "keras")
-        model = keras.saving.load_model(
-            model_file.path, compile=False, safe_mode=safe_mode, custom_objects=custom_objects
-        )
-        return LoadedModel(model, "keras")
-    except MemoryError:
-        raise  # the worker reports it as exit 8 (memory-limit), not as a bad file
-    except Exception as e:  # noqa: BLE001 - every loader failure becomes one clear error
-        inner = innermost_message(e)
-        if _out_of_memory(e):
-            raise ChildCrashError(
-                f"Out of memory while loading the model (building its layers or reading its weights): "
-                f"{inner}. Received: path={escape_text(model_file.path)}",
-                rule="memory-limit",
-                hint="raise --max-memory if the machine has room",
-            ) from e
-        unknown = _UNKNOWN_CLASS.search(inner)
-        if unknown:
-            raise ModelLoadError(
-                f"Unknown layer class {escape_text(unknown.group(1))!r}: the model uses a custom class "
-                f"that is not loaded. Received: path={escape_text(model_file.path)}",
-                rule="unknown-class",
-                hint="pass --custom-objects FILE.py that defines or registers it",
-            ) from e
-        raise ModelLoadError(
-            f"Keras could not load the model: {inner}. Received: path={escape_text(model_file.path)}",
-            rule="load-failed",
-        ) from e

@@ -3,7 +3,7 @@
 Each job takes the plain-JSON request built by :mod:`kerinspect.api` and a
 channel (``phase(name)``, ``progress(done, total)``) and returns plain JSON.
 The same functions run in-process when isolation is off, with a silent channel.
-Every model is scanned statically (:mod:`kerinspect.scan`) before Keras sees it.
+Every model is scanned statically (:mod:`kerinspect.scan.static`) before Keras sees it.
 """
 
 from __future__ import annotations
@@ -12,11 +12,13 @@ from typing import Any
 
 import numpy as np
 
-from .errors import ModelLoadError, escape_text
+from kerinspect.errors import ModelLoadError, escape_text
+from kerinspect.report import Thresholds
+from kerinspect.scan.preflight import ModelFile
+
+from .collect import DEFAULT_BATCH_SIZE, DEFAULT_SEED, build_feed, inspect_loaded
 from .inputs import DEFAULT_DIM
-from .loading import LoadedModel, ModelFile
-from .report import Thresholds
-from .run import DEFAULT_BATCH_SIZE, DEFAULT_SEED, build_feed, inspect_loaded
+from .load import LoadedModel
 
 
 class QuietChannel:
@@ -37,7 +39,7 @@ def custom_objects(path: str | None) -> dict[str, Any] | None:
     """Import the user's ``--custom-objects`` file (their own, trusted code)."""
     if path is None:
         return None
-    from .loading import load_custom_objects
+    from .load import load_custom_objects
 
     return load_custom_objects(path)
 
@@ -47,9 +49,10 @@ def scan_and_load(model_file: ModelFile, options: dict[str, Any], channel: Any =
 
     ``options``: ``trust_model``, ``custom_objects`` (a file path), ``max_params``.
     """
-    from ._tfenv import import_keras
-    from .loading import load_model
-    from .scan import Limits, scan_model_file
+    from kerinspect.scan.static import Limits, scan_model_file
+
+    from .load import load_model
+    from .tfenv import import_keras
 
     channel = channel or QuietChannel()
     trust = bool(options.get("trust_model"))
@@ -81,7 +84,7 @@ def model_file_of(request: dict[str, Any]) -> ModelFile:
 
 
 def feed_arguments(request: dict[str, Any]) -> dict[str, Any]:
-    """The :func:`~kerinspect.run.build_feed` arguments of a request."""
+    """The :func:`~kerinspect.engine.collect.build_feed` arguments of a request."""
     inputs = request.get("inputs")
     arrays: Any = None
     if inputs is not None:
@@ -130,7 +133,7 @@ def inspect_job(request: dict[str, Any], channel: Any) -> dict[str, Any]:
 
 def dump_job(request: dict[str, Any], channel: Any) -> dict[str, Any]:
     """``dump``'s write phase: arrays into the staging directory the parent made."""
-    from .dump import write_dump
+    from kerinspect.dump import write_dump
 
     model_file = model_file_of(request)
     loaded = scan_and_load(model_file, request, channel)
@@ -142,7 +145,7 @@ def dump_job(request: dict[str, Any], channel: Any) -> dict[str, Any]:
 
 def weights_job(request: dict[str, Any], channel: Any) -> dict[str, Any]:
     """``weights``: h5py only, no TensorFlow, no deserialization."""
-    from .weights import inspect_weights
+    from kerinspect.scan.weights import inspect_weights
 
     channel.phase("read")
     report = inspect_weights(request["model"]["path"], Thresholds.from_dict(request.get("thresholds") or {}))

@@ -1,8 +1,8 @@
 """What the static scan refuses by name, whatever the allowlist says.
 
-Hand-written policy, read by :mod:`kerinspect.scan` and by
+Hand-written policy, read by :mod:`kerinspect.scan.static` and by
 ``scripts/gen_allowlist.py`` (which drops these names when it generates
-:mod:`kerinspect._allowlist` from the installed Keras). Rule ids are stable.
+:mod:`kerinspect.scan.allowlist` from the installed Keras). Rule ids are stable.
 """
 
 from __future__ import annotations

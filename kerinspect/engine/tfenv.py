@@ -90,7 +90,7 @@ def check_keras(keras: Any) -> None:
     .h5 loader ran Lambda code under safe_mode; a pinned dependency can also be
     overridden in a user's environment.
     """
-    from .errors import UsageError
+    from kerinspect.errors import UsageError
 
     version = str(getattr(keras, "__version__", "0"))
     parts = tuple(int(p) if p.isdigit() else 0 for p in version.split("+")[0].split(".")[:3])

@@ -19,9 +19,9 @@ from typing import Any
 
 import numpy as np
 
-from ._defaults import DEFAULT_DIM, MAX_INPUT_ELEMENTS
-from .errors import InferenceError, InputFileError, PolicyError, UsageError
-from .report import InputRecord
+from kerinspect.defaults import DEFAULT_DIM, MAX_INPUT_ELEMENTS
+from kerinspect.errors import InferenceError, InputFileError, PolicyError, UsageError
+from kerinspect.report import InputRecord
 
 #: Exclusive upper bound of synthetic integers when no consuming layer says more.
 DEFAULT_INT_HIGH = 10

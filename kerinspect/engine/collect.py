@@ -16,13 +16,14 @@ from typing import Any
 
 import numpy as np
 
-from . import __version__
-from ._defaults import DEFAULT_BATCH_SIZE, DEFAULT_SAMPLES, DEFAULT_SEED, ProgressFn
-from .checks import tensor_flags
-from .errors import InferenceError, UsageError
+from kerinspect import __version__
+from kerinspect.checks import tensor_flags
+from kerinspect.defaults import DEFAULT_BATCH_SIZE, DEFAULT_SAMPLES, DEFAULT_SEED, ProgressFn
+from kerinspect.errors import InferenceError, UsageError
+from kerinspect.report import LayerRecord, ModelInfo, ModelReport, TensorRecord, Thresholds, WeightRecord
+from kerinspect.stats import RunningStats, numeric_kind, summarize
+
 from .inputs import DEFAULT_DIM, Feed  # noqa: F401 - DEFAULT_DIM re-exported
-from .report import LayerRecord, ModelInfo, ModelReport, TensorRecord, Thresholds, WeightRecord
-from .stats import RunningStats, numeric_kind, summarize
 
 #: Tensors with at least this many values are summarised in parallel parts.
 PARALLEL_MIN_SIZE = 1 << 20
@@ -269,7 +270,7 @@ def inspect_loaded(
         caught = run_batches_collecting_warnings(keras_model, feed, collector, progress)
     finally:
         collector.close()
-    from ._tfenv import import_keras
+    from .tfenv import import_keras
 
     keras = import_keras()
     info = ModelInfo(
@@ -318,7 +319,7 @@ def run_batches(model: Any, feed: Feed, visitor: Any, progress: ProgressFn | Non
     ``visitor`` may define ``start_batch(rows)`` and ``end_batch()``.
     Raises :class:`InferenceError` naming the layer that failed.
     """
-    from .loading import innermost_message
+    from .load import innermost_message
     from .trace import LayerCallError, Replayer
 
     replay = Replayer(model, visitor)
