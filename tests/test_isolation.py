@@ -206,3 +206,48 @@ def test_worker_blas_is_single_threaded_unless_the_user_says(monkeypatch, tmp_pa
     assert _worker_env(str(tmp_path))["OPENBLAS_NUM_THREADS"] == "1"
     monkeypatch.setenv("OPENBLAS_NUM_THREADS", "4")
     assert _worker_env(str(tmp_path))["OPENBLAS_NUM_THREADS"] == "4"
+
+
+def _limited(which: str, kib: int):
+    """preexec_fn that sets soft and hard ``RLIMIT_<which>`` as ``ulimit -<x> kib`` does."""
+    import resource
+
+    limit = getattr(resource, f"RLIMIT_{which}")
+
+    def apply():
+        resource.setrlimit(limit, (kib * 1024, kib * 1024))
+
+    return apply
+
+
+def test_inherited_limits_are_kept_not_raised():
+    """The worker lowers limits, never raises them: the caller's hard limit wins."""
+    import resource
+
+    from kerinspect.sandbox.confine import clamped
+
+    assert clamped(12 << 30, 8 << 30) == 8 << 30
+    assert clamped(4 << 30, 8 << 30) == 4 << 30
+    assert clamped(4 << 30, resource.RLIM_INFINITY) == 4 << 30
+
+
+@pytest.mark.slow
+def test_summary_under_a_lower_inherited_memory_limit(tmp_path):
+    """`(ulimit -d 8000000; kerinspect summary cnn.keras)`: a CI container's limit below
+    kerinspect's default (half the RAM) used to stop the worker from starting."""
+    out = subprocess.run([sys.executable, "-m", "kerinspect", "summary", CNN, "-f", "json"], capture_output=True,
+                         text=True, cwd=ROOT, timeout=300, preexec_fn=_limited("DATA", 8_000_000))
+    assert out.returncode == 0, out.stderr
+    assert json.loads(out.stdout)["model"]["name"] == "cnn"
+
+
+@pytest.mark.slow
+def test_dump_under_a_lower_inherited_file_size_limit(tmp_path):
+    """`(ulimit -f 100000; kerinspect dump cnn.keras --out d)`: the dump's own file-size
+    limit (--max-bytes, 2 GiB) is above the caller's 100 MB."""
+    out = subprocess.run([sys.executable, "-m", "kerinspect", "dump", CNN, "--out", str(tmp_path / "d")],
+                         capture_output=True, text=True, cwd=ROOT, timeout=300,
+                         preexec_fn=_limited("FSIZE", 100_000))
+    assert out.returncode == 0, out.stderr
+    manifest = json.loads((tmp_path / "d" / "manifest.json").read_text())
+    assert manifest["tensors"] and all((tmp_path / "d" / t["file"]).is_file() for t in manifest["tensors"])

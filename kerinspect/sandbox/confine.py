@@ -47,13 +47,33 @@ def die_with_parent(parent_pid: int) -> None:
         os._exit(1)
 
 
+def clamped(limit: int, hard: int) -> int:
+    """``limit`` lowered to an inherited hard limit: a process may lower its hard
+    limit but never raise it, and CI containers or systemd units often set one.
+    ``resource.RLIM_INFINITY`` (-1) means no inherited limit."""
+    if hard == resource.RLIM_INFINITY or hard < 0:
+        return limit
+    return min(limit, hard)
+
+
+def _lower(which: int, limit: int) -> None:
+    """Set soft and hard ``which`` to ``limit``, never above the inherited hard limit."""
+    _, hard = resource.getrlimit(which)
+    value = clamped(limit, hard)
+    resource.setrlimit(which, (value, value))
+
+
 def set_limits(*, max_memory: int = 0, max_file_size: int = 0, timeout: float = 0) -> None:
-    """No core dumps; optional memory, file-size and wall-clock limits (0 = none)."""
-    resource.setrlimit(resource.RLIMIT_CORE, (0, 0))
+    """No core dumps; optional memory, file-size and wall-clock limits (0 = none).
+
+    Each limit is the smaller of kerinspect's and the one the worker inherited
+    (``ulimit -d``/``ulimit -f`` of the caller): inherited limits are kept, never raised.
+    """
+    _lower(resource.RLIMIT_CORE, 0)
     if max_memory > 0:
-        resource.setrlimit(resource.RLIMIT_DATA, (max_memory, max_memory))
+        _lower(resource.RLIMIT_DATA, max_memory)
     if max_file_size > 0:
-        resource.setrlimit(resource.RLIMIT_FSIZE, (max_file_size, max_file_size))
+        _lower(resource.RLIMIT_FSIZE, max_file_size)
     if timeout > 0:
         signal.alarm(math.ceil(timeout) + ALARM_GRACE)  # default action: terminate
 

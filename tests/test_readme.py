@@ -1,0 +1,39 @@
+"""The README's example outputs are real output of the current code.
+
+Each ``<!-- example: ... -->`` block is re-run through the real CLI and worker
+(scripts/readme_examples.py); ``python scripts/readme_examples.py --update`` rewrites them.
+"""
+
+from __future__ import annotations
+
+import importlib.util
+
+import pytest
+
+from tests.conftest import ROOT
+
+
+def _script():
+    spec = importlib.util.spec_from_file_location("readme_examples", ROOT / "scripts" / "readme_examples.py")
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+@pytest.mark.isolated
+@pytest.mark.slow
+def test_readme_examples_are_real_output():
+    script = _script()
+    lines = (ROOT / "README.md").read_text(encoding="utf-8").split("\n")
+    assert len(script.examples(lines)) >= 5  # summary, a flagged summary, check, weights, dump
+    _, diff = script.refresh(lines)
+    assert not diff, "README examples are stale; run `python scripts/readme_examples.py --update`:\n" + "\n".join(diff)
+
+
+def test_an_example_marker_needs_a_text_block():
+    script = _script()
+    with pytest.raises(SystemExit):
+        script.examples(["<!-- example: summary m.keras -->", "```sh", "```"])
+    ex = script.examples(["<!-- example: summary m.keras --samples 4 ; skip=2 -->", "```text", "a", "b", "```"])
+    assert ex[0].args == ["summary", "m.keras", "--samples", "4"] and ex[0].skip == 2
+    assert (ex[0].start, ex[0].end) == (2, 4)
