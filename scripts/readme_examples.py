@@ -51,20 +51,33 @@ def examples(lines: list[str]) -> list[Example]:
         if i + 1 >= len(lines) or lines[i + 1] != "```text":
             raise SystemExit(f"README.md:{i + 1}: an example marker must be followed by a ```text block")
         end = lines.index("```", i + 2)
-        found.append(Example(shlex.split(m.group("args")), int(opts.get("skip", 0)),
-                             opts.get("stream", "stdout"), i + 2, end))
+        found.append(
+            Example(
+                shlex.split(m.group("args")),
+                int(opts.get("skip", 0)),
+                opts.get("stream", "stdout"),
+                i + 2,
+                end,
+            )
+        )
     return found
 
 
 def run(example: Example, cwd: Path) -> list[str]:
     env = {k: v for k, v in os.environ.items() if not k.startswith("KERINSPECT_")}
     env.update(COLUMNS="1000", NO_COLOR="1", KERINSPECT_ISOLATION="on")
-    proc = subprocess.run([sys.executable, "-m", "kerinspect", *example.args], cwd=cwd, env=env,
-                          capture_output=True, text=True, timeout=600)
+    proc = subprocess.run(
+        [sys.executable, "-m", "kerinspect", *example.args],
+        cwd=cwd,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=600,
+    )
     text = proc.stderr if example.stream == "stderr" else proc.stdout
     if example.stream == "stdout" and proc.returncode not in (0, 1, 3) or not text.strip():
         raise SystemExit(f"kerinspect {shlex.join(example.args)} exited {proc.returncode}:\n{proc.stderr}")
-    return [line.rstrip() for line in text.rstrip("\n").split("\n")][example.skip:]
+    return [line.rstrip() for line in text.rstrip("\n").split("\n")][example.skip :]
 
 
 def refresh(lines: list[str]) -> tuple[list[str], list[str]]:
@@ -77,7 +90,9 @@ def refresh(lines: list[str]) -> tuple[list[str], list[str]]:
             out = run(ex, Path(tmp))
             old = lines[ex.start : ex.end]
             if out != old:
-                diff[:0] = difflib.unified_diff(old, out, f"README.md:{ex.start + 1}", "real output", lineterm="")
+                diff[:0] = difflib.unified_diff(
+                    old, out, f"README.md:{ex.start + 1}", "real output", lineterm=""
+                )
             new[ex.start : ex.end] = out
             shutil.rmtree(Path(tmp) / "acts", ignore_errors=True)
     return new, diff
