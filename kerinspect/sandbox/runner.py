@@ -141,7 +141,8 @@ class WorkerOutcome:
 
 def _worker_env(scratch: str) -> dict[str, str]:
     env = {k: os.environ[k] for k in _PASSTHROUGH_ENV if k in os.environ}
-    package_parent = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+    # the directory holding the kerinspect package (this file is kerinspect/sandbox/runner.py)
+    package_parent = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
     env.update(
         PYTHONPATH=package_parent,
         PYTHONNOUSERSITE="1",
