@@ -251,3 +251,13 @@ def test_dump_under_a_lower_inherited_file_size_limit(tmp_path):
     assert out.returncode == 0, out.stderr
     manifest = json.loads((tmp_path / "d" / "manifest.json").read_text())
     assert manifest["tensors"] and all((tmp_path / "d" / t["file"]).is_file() for t in manifest["tensors"])
+
+
+def test_worker_imports_this_kerinspect(tmp_path):
+    """The worker's PYTHONPATH is the directory that holds the running kerinspect package,
+    so a source checkout's worker runs the same code as its parent."""
+    import kerinspect
+    from kerinspect.sandbox.runner import _worker_env
+
+    env = _worker_env(str(tmp_path))
+    assert os.path.samefile(env["PYTHONPATH"], os.path.dirname(os.path.dirname(kerinspect.__file__)))
