@@ -446,7 +446,7 @@ def _generator():
 
 def test_committed_allowlist_matches_installed_keras(keras):
     gen = _generator()
-    committed = (ROOT / "kerinspect" / "_allowlist.py").read_text()
+    committed = (ROOT / "kerinspect" / "scan" / "allowlist.py").read_text()
     assert gen.render(gen.collect()) == committed, "stale: run python scripts/gen_allowlist.py"
     assert _allowlist.KERAS_VERSION == keras.__version__
 
