@@ -38,10 +38,16 @@ from pathlib import Path
 from typing import Any
 
 from .errors import UsageError, escape_text
-from .report import Thresholds
-
-#: Default tolerance of ``--baseline`` comparisons, in baseline standard deviations.
-DEFAULT_TOLERANCE = 0.1
+from .spec import (
+    DEFAULT_BATCH_SIZE,
+    DEFAULT_DIM,
+    DEFAULT_MAX_ABS,
+    DEFAULT_MAX_DEAD_FRACTION,
+    DEFAULT_SEED,
+    DEFAULT_TOLERANCE,
+    RunSpec,
+    Thresholds,
+)
 
 _TABLE = ("tool", "kerinspect", "check")
 
@@ -61,23 +67,38 @@ class CheckConfig:
         baseline: path of a ``kerinspect summary --format json`` file to compare with.
         samples, seed, batch_size, dim, shape, input: what the model runs on, as
             for ``kerinspect summary`` (``samples`` None: the default).
+
+    The defaults are those of :mod:`kerinspect.spec`.
     """
 
-    max_abs: float = 1e4
-    max_dead_fraction: float = 0.5
+    max_abs: float = DEFAULT_MAX_ABS
+    max_dead_fraction: float = DEFAULT_MAX_DEAD_FRACTION
     ignore: tuple[str, ...] = ()
     tolerance: float = DEFAULT_TOLERANCE
     baseline: str | None = None
     samples: int | None = None
-    seed: int = 0
-    batch_size: int = 32
-    dim: int = 8
+    seed: int = DEFAULT_SEED
+    batch_size: int = DEFAULT_BATCH_SIZE
+    dim: int = DEFAULT_DIM
     shape: tuple[str, ...] = ()
     input: str | None = None
 
     @property
     def thresholds(self) -> Thresholds:
         return Thresholds(max_abs=self.max_abs, max_dead_fraction=self.max_dead_fraction)
+
+    def run_spec(self, **options: Any) -> RunSpec:
+        """The :class:`~kerinspect.spec.RunSpec` these settings describe, with ``options``
+        (other RunSpec fields, as given on the command line) on top."""
+        return RunSpec(
+            samples=self.samples,
+            batch_size=self.batch_size,
+            seed=self.seed,
+            dim=self.dim,
+            shapes=self.shape,
+            thresholds=self.thresholds,
+            **options,
+        )
 
     def replace(self, values: Mapping[str, Any]) -> CheckConfig:
         """A copy with ``values`` (already validated) in place of the current ones."""

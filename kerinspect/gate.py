@@ -130,6 +130,7 @@ def check_model(
     progress: Callable[[int, int], None] | None = None,
     reraise: bool = False,
     load: Any = None,
+    run_options: Mapping[str, Any] | None = None,
 ) -> CheckResult:
     """Inspect and judge one model file; never raises for a bad model.
 
@@ -137,9 +138,12 @@ def check_model(
         path: the model file.
         config: its effective settings.
         progress: passed to :func:`kerinspect.api.inspect_model`.
-        load: :class:`kerinspect.api.LoadOptions` (isolation limits, trust).
+        load: :class:`kerinspect.spec.LoadOptions` (isolation limits, trust).
         reraise: let unexpected exceptions (kerinspect bugs) propagate instead of
             recording them as an INTERNAL error (``--debug``).
+        run_options: fields of :class:`kerinspect.spec.RunSpec` that the settings
+            file does not know, set on top of ``config`` (new run options need no
+            configuration key to reach the model).
     """
     from . import api
     from .checks import run_checks
@@ -149,12 +153,7 @@ def check_model(
         report = api.inspect_model(
             path,
             config.input,
-            samples=config.samples,
-            batch_size=config.batch_size,
-            seed=config.seed,
-            dim=config.dim,
-            shapes=config.shape,
-            thresholds=config.thresholds,
+            spec=config.run_spec(**(run_options or {})),
             progress=progress,
             load=load,
         )
@@ -179,6 +178,7 @@ def check_models(
     progress: Callable[[int, int], None] | None = None,
     reraise: bool = False,
     load: Any = None,
+    run_options: Mapping[str, Any] | None = None,
 ) -> CheckRun:
     """Check every model named (paths or globs) and collect the verdicts.
 
@@ -189,6 +189,7 @@ def check_models(
         progress: per-batch progress callback.
         reraise: see :func:`check_model`.
         load: see :func:`check_model`.
+        run_options: see :func:`check_model`.
     """
     config_file = config_file or ConfigFile.empty()
     results = []
@@ -197,5 +198,7 @@ def check_models(
             results.append(error_result(path, error))
             continue
         config = config_file.settings_for(path, overrides)
-        results.append(check_model(path, config, progress=progress, reraise=reraise, load=load))
+        results.append(
+            check_model(path, config, progress=progress, reraise=reraise, load=load, run_options=run_options)
+        )
     return CheckRun(tuple(results), config_file=config_file.path, kerinspect_version=__version__)

@@ -1,0 +1,373 @@
+"""The typed run spec: every option of a run, its default, its validation and its JSON.
+
+This is the one module that holds kerinspect's defaults. The CLI reads its option
+defaults (and help text) from the constants below, :mod:`kerinspect.api` builds a
+:class:`RunSpec` and a :class:`LoadOptions`, and :mod:`kerinspect.sandbox.protocol`
+carries them to the worker as JSON and validates them there again.
+
+Every spec is a frozen dataclass deriving from :class:`Spec`, which gives it, driven
+by :func:`dataclasses.fields` and the type hints alone (a new field needs no
+serializer or validator edit):
+
+* coercion and validation on construction: types from the hints (``int``, ``float``,
+  ``bool``, ``str``, ``None``, unions, ``tuple[X, ...]``, ``dict[str, X]``, nested
+  specs, ``Any``), ranges from the field's metadata (:func:`at_least`,
+  :func:`greater_than`, :func:`between`, :func:`one_of`); a bad value raises
+  :class:`SpecError` naming the *parameter* (``batch_size``), never a CLI flag;
+* ``to_json()`` / ``from_json()``, exact inverses (unknown or missing fields refused);
+* ``from_options(**values)``: None means "not given", so the field keeps its default.
+
+Stdlib only: the parent process of every command imports this, and
+``kerinspect --help`` never imports numpy or TensorFlow.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import math
+import numbers
+import os
+import types
+import typing
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field
+from typing import Any, Self, TypeVar, Union, cast
+
+from .errors import UsageError, escape_text
+
+# -- defaults: the only place they are written -----------------------------------------
+
+#: Synthetic samples per run (with ``--input``: every row of the file).
+DEFAULT_SAMPLES = 32
+DEFAULT_BATCH_SIZE = 32
+DEFAULT_SEED = 0
+#: Size of every dynamic (None) axis of a synthetic input, unless overridden.
+DEFAULT_DIM = 8
+#: A finite |x| above this is ``exploding``.
+DEFAULT_MAX_ABS = 1e4
+#: A share of dead units at or above this is ``dead``.
+DEFAULT_MAX_DEAD_FRACTION = 0.5
+#: Largest move of a tensor's mean/std from a baseline, in baseline standard deviations.
+DEFAULT_TOLERANCE = 0.1
+#: Wall-clock seconds of the isolated worker (0: none).
+DEFAULT_TIMEOUT = 600.0
+#: Parameters a model's config may declare (``--max-params``), estimated statically.
+DEFAULT_MAX_PARAMS = 1_000_000_000
+#: Largest dump (tensors and inputs) in bytes, as the CLI shows it and as a number.
+DEFAULT_MAX_BYTES_TEXT = "2GiB"
+DEFAULT_MAX_BYTES = 2 << 30
+#: Elements in one sample of one input: checked on the declared shape by the scan,
+#: and again on the concrete shape synthetic inputs get (``--dim``/``--shape``).
+MAX_INPUT_ELEMENTS = 1 << 26
+#: Largest file a worker may write (its log), except a dump's arrays (``max_bytes``).
+WORKER_MAX_FILE_SIZE = 64 << 20
+#: Environment switch for debugging: ``KERINSPECT_ISOLATION=off`` opens model files in
+#: this process (a debugger can step into Keras), without the worker's protection.
+ISOLATION_ENV = "KERINSPECT_ISOLATION"
+
+#: progress(samples_done, samples_total)
+ProgressFn = Callable[[int, int], None]
+
+
+def isolation_default() -> bool:
+    """True unless ``KERINSPECT_ISOLATION`` is ``off``/``0``/``false``/``no``."""
+    return os.environ.get(ISOLATION_ENV, "on").strip().lower() not in ("off", "0", "false", "no")
+
+
+# -- errors and range metadata ------------------------------------------------------------
+
+
+class SpecError(UsageError, ValueError):
+    """A spec field has a bad type or value (exit 2).
+
+    Attributes:
+        parameter: the field's name (``batch_size``); the CLI maps it to its flag.
+    """
+
+    def __init__(self, message: str, *, parameter: str | None = None):
+        super().__init__(message, rule="usage")
+        self.parameter = parameter
+
+
+def at_least(low: float) -> dict[str, Any]:
+    """Field metadata: the value (when not None) is ``>= low``."""
+    return {"min": low}
+
+
+def greater_than(low: float) -> dict[str, Any]:
+    """Field metadata: the value (when not None) is ``> low``."""
+    return {"min": low, "min_open": True}
+
+
+def between(low: float, high: float) -> dict[str, Any]:
+    """Field metadata: ``low <= value <= high``."""
+    return {"min": low, "max": high}
+
+
+def one_of(*choices: str) -> dict[str, Any]:
+    """Field metadata: the value is one of ``choices``."""
+    return {"choices": choices}
+
+
+def _range_problem(value: Any, meta: Mapping[str, Any]) -> str | None:
+    if value is None:
+        return None
+    if "choices" in meta and value not in meta["choices"]:
+        return "one of " + ", ".join(repr(c) for c in meta["choices"])
+    if not isinstance(value, (int, float)) or isinstance(value, bool):
+        return None
+    low, high, is_open = meta.get("min"), meta.get("max"), meta.get("min_open", False)
+    if isinstance(value, float) and math.isnan(value) and (low is not None or high is not None):
+        return _range_text(low, high, is_open)
+    if low is not None and (value <= low if is_open else value < low):
+        return _range_text(low, high, is_open)
+    if high is not None and value > high:
+        return _range_text(low, high, is_open)
+    return None
+
+
+def _range_text(low: Any, high: Any, is_open: bool) -> str:
+    if low is not None and high is not None:
+        return f"from {low:g} to {high:g}"
+    if low is not None:
+        return f"greater than {low:g}" if is_open else f"at least {low:g}"
+    return f"at most {high:g}"
+
+
+# -- generic coercion from type hints ----------------------------------------------------
+
+
+class _Mismatch(Exception):
+    pass
+
+
+def _describe(hint: Any) -> str:
+    origin, args = typing.get_origin(hint), typing.get_args(hint)
+    if origin in (Union, types.UnionType):
+        return " or ".join(_describe(a) for a in args)
+    if hint is type(None):
+        return "null"
+    if origin is tuple:
+        return f"a list of {_describe(args[0]).removeprefix('a ').removeprefix('an ')}s"
+    if origin is dict or hint is dict:
+        return "a mapping" if not args else f"a mapping of names to {_describe(args[1])}"
+    names = {bool: "true or false", int: "an integer", float: "a number", str: "a string"}
+    if hint in names:
+        return names[hint]
+    return f"a {getattr(hint, '__name__', str(hint))}"
+
+
+def _coerce(value: Any, hint: Any) -> Any:
+    """``value`` as the type ``hint`` says (JSON lists become tuples, dicts nested
+    specs, integral numbers ints); :class:`_Mismatch` when it cannot be."""
+    if hint is Any:
+        return value
+    origin, args = typing.get_origin(hint), typing.get_args(hint)
+    if origin in (Union, types.UnionType):
+        for alternative in args:
+            try:
+                return _coerce(value, alternative)
+            except _Mismatch:
+                continue
+        raise _Mismatch
+    if hint is type(None):
+        if value is None:
+            return None
+        raise _Mismatch
+    if hint is bool:
+        if isinstance(value, bool):
+            return value
+        raise _Mismatch
+    if hint is int:
+        if isinstance(value, numbers.Integral) and not isinstance(value, bool):
+            return int(value)
+        raise _Mismatch
+    if hint is float:
+        if isinstance(value, numbers.Real) and not isinstance(value, bool):
+            return float(value)
+        raise _Mismatch
+    if hint is str:
+        if isinstance(value, str):
+            return value
+        raise _Mismatch
+    if origin is tuple:
+        if isinstance(value, (list, tuple)):
+            return tuple(_coerce(v, args[0]) for v in value)
+        raise _Mismatch
+    if origin is dict or hint is dict:
+        if not isinstance(value, Mapping) or not all(isinstance(k, str) for k in value):
+            raise _Mismatch
+        item = args[1] if args else Any
+        return {k: _coerce(v, item) for k, v in value.items()}
+    if isinstance(hint, type) and issubclass(hint, Spec):
+        if isinstance(value, hint):
+            return value
+        if isinstance(value, Mapping):
+            return hint.from_json(value)  # its own SpecError names its own field
+        raise _Mismatch
+    raise TypeError(f"kerinspect.spec cannot handle the type {hint!r}")  # pragma: no cover
+
+
+def _to_json(value: Any) -> Any:
+    if isinstance(value, Spec):
+        return value.to_json()
+    if isinstance(value, (tuple, list)):
+        return [_to_json(v) for v in value]
+    if isinstance(value, Mapping):
+        return {k: _to_json(v) for k, v in value.items()}
+    return value
+
+
+_HINTS: dict[type, dict[str, Any]] = {}
+
+
+def _hints(cls: type) -> dict[str, Any]:
+    if cls not in _HINTS:
+        _HINTS[cls] = typing.get_type_hints(cls)
+    return _HINTS[cls]
+
+
+S = TypeVar("S", bound="Spec")
+
+
+class Spec:
+    """Base of the frozen spec dataclasses: validation, JSON and option merging,
+    all driven by :func:`dataclasses.fields` and the type hints."""
+
+    def __post_init__(self) -> None:
+        hints = _hints(type(self))
+        for f in dataclasses.fields(cast(Any, self)):
+            value = getattr(self, f.name)
+            try:
+                coerced = _coerce(value, hints[f.name])
+            except _Mismatch:
+                raise SpecError(
+                    f"{f.name} must be {_describe(hints[f.name])}. "
+                    f"Received: {f.name}={escape_text(repr(value), 80)}",
+                    parameter=f.name,
+                ) from None
+            problem = _range_problem(coerced, f.metadata)
+            if problem is not None:
+                raise SpecError(
+                    f"{f.name} must be {problem}. Received: {f.name}={escape_text(repr(value), 80)}",
+                    parameter=f.name,
+                )
+            if coerced is not value:
+                object.__setattr__(self, f.name, coerced)
+
+    def to_json(self) -> dict[str, Any]:
+        """Plain JSON data: one key per field, tuples as lists, nested specs as objects."""
+        return {f.name: _to_json(getattr(self, f.name)) for f in dataclasses.fields(cast(Any, self))}
+
+    @classmethod
+    def from_json(cls, data: Any) -> Self:
+        """The inverse of :meth:`to_json`; absent fields take their defaults.
+
+        Raises:
+            SpecError: not an object, an unknown or missing field, a bad type or value.
+        """
+        name = cls.__name__
+        if not isinstance(data, Mapping):
+            raise SpecError(f"{name} must be a JSON object. Received: {escape_text(repr(data), 80)}")
+        known = {f.name: f for f in dataclasses.fields(cast(Any, cls))}
+        for key in data:
+            if key not in known:
+                raise SpecError(
+                    f"{name} has no field {escape_text(repr(key), 80)}. Known: {', '.join(known)}",
+                    parameter=str(key),
+                )
+        for key, f in known.items():
+            required = f.default is dataclasses.MISSING and f.default_factory is dataclasses.MISSING
+            if required and key not in data:
+                raise SpecError(f"{name} needs the field {key!r}", parameter=key)
+        return cast(Any, cls)(**dict(data))
+
+    @classmethod
+    def from_options(cls, **options: Any) -> Self:
+        """A spec from option values where None means "not given" (the default stays)."""
+        return cast(Any, cls)(**{k: v for k, v in options.items() if v is not None})
+
+    def replace(self, **changes: Any) -> Self:
+        """A copy with ``changes`` (validated like any construction)."""
+        return dataclasses.replace(cast(Any, self), **changes)
+
+
+def field_names(cls: type[Spec]) -> tuple[str, ...]:
+    """The fields of a spec class, in order."""
+    return tuple(f.name for f in dataclasses.fields(cast(Any, cls)))
+
+
+# -- the specs ---------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class Thresholds(Spec):
+    """Limits above which a tensor is flagged.
+
+    Attributes:
+        max_abs: finite |x| above this is ``exploding`` (lowered for float16 to a
+            tenth of its range, see :func:`kerinspect.checks.effective_max_abs`).
+        max_dead_fraction: a share of dead units at or above this is ``dead``.
+    """
+
+    max_abs: float = field(default=DEFAULT_MAX_ABS, metadata=greater_than(0))
+    max_dead_fraction: float = field(default=DEFAULT_MAX_DEAD_FRACTION, metadata=between(0, 1))
+
+    def to_dict(self) -> dict[str, Any]:
+        return self.to_json()
+
+    @classmethod
+    def from_dict(cls, d: dict[str, Any]) -> Thresholds:
+        """Lenient reader for reports (keys it does not know are ignored)."""
+        return cls(**{k: d[k] for k in field_names(cls) if k in d})
+
+
+@dataclass(frozen=True)
+class RunSpec(Spec):
+    """What a run feeds the model and how it judges the outputs.
+
+    Attributes:
+        samples: number of samples (synthetic: :data:`DEFAULT_SAMPLES` when None;
+            with user inputs: the first ``samples`` rows, all when None).
+        batch_size: samples per forward pass; statistics are merged across batches.
+        seed: seed of the synthetic inputs.
+        dim: size of every dynamic axis of synthetic inputs.
+        shapes: per-input shapes of synthetic inputs, batch axis excluded: CLI
+            strings ``("name=16,8",)`` or ``{"name": (16, 8)}``.
+        thresholds: limits for the ``exploding`` and ``dead`` flags.
+        layers: glob patterns of the layer calls a dump writes (empty: all).
+    """
+
+    samples: int | None = field(default=None, metadata=at_least(1))
+    batch_size: int = field(default=DEFAULT_BATCH_SIZE, metadata=at_least(1))
+    seed: int = field(default=DEFAULT_SEED, metadata=at_least(0))
+    dim: int = field(default=DEFAULT_DIM, metadata=at_least(1))
+    shapes: tuple[str, ...] | dict[str, tuple[int, ...]] = ()
+    thresholds: Thresholds = field(default_factory=Thresholds)
+    layers: tuple[str, ...] = ()
+
+
+@dataclass(frozen=True)
+class LoadOptions(Spec):
+    """How a model file is opened.
+
+    Attributes:
+        isolate: load and run in a disposable worker process (the default; see
+            :mod:`kerinspect.sandbox.runner`). False runs in this process, unprotected
+            (for debugging). Defaults to the ``KERINSPECT_ISOLATION`` switch.
+        timeout: wall-clock limit of the worker in seconds (0: none).
+        max_memory: the worker's memory limit in bytes (None: half the RAM; 0: none).
+        trust_model: the user vouches for the file: Lambda layers and other code
+            in it are deserialized (``safe_mode=False``). Still isolated.
+        custom_objects: path of a Python file defining or registering the model's
+            custom classes (imported in the worker before loading).
+        max_params: refuse a model whose config declares more parameters than this
+            (estimated statically, before anything is built).
+    """
+
+    isolate: bool = field(default_factory=isolation_default)
+    timeout: float = field(default=DEFAULT_TIMEOUT, metadata=at_least(0))
+    max_memory: int | None = field(default=None, metadata=at_least(0))
+    trust_model: bool = False
+    custom_objects: str | None = None
+    max_params: int = field(default=DEFAULT_MAX_PARAMS, metadata=at_least(1))
