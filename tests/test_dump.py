@@ -468,9 +468,9 @@ def test_failed_overwrite_restores_the_previous_dump(factories, tmp_path, monkey
 
 
 def test_interrupted_run_leaves_nothing(factories, tmp_path, monkeypatch):
-    from kerinspect import dump as d
+    from kerinspect.engine import dump_writer as w
 
-    real = d._DumpWriter.end_batch
+    real = w._DumpWriter.end_batch
     seen = []
 
     def interrupt_on_second_batch(self):
@@ -479,7 +479,7 @@ def test_interrupted_run_leaves_nothing(factories, tmp_path, monkeypatch):
             raise KeyboardInterrupt
         return real(self)
 
-    monkeypatch.setattr(d._DumpWriter, "end_batch", interrupt_on_second_batch)
+    monkeypatch.setattr(w._DumpWriter, "end_batch", interrupt_on_second_batch)
     with pytest.raises(KeyboardInterrupt):
         dump(factories.mlp(), tmp_path / "out", samples=8, batch_size=2)
     assert not (tmp_path / "out").exists() and leftovers(tmp_path) == []
@@ -526,7 +526,8 @@ def test_disk_full_exit_7_and_no_partial_file(saved, tmp_path, preallocate):
     out = tmp_path / "out"
     code = "import sys\nfrom kerinspect.cli import main\n"
     if preallocate == "sparse":
-        code += "import os, kerinspect.dump as d\nd._preallocate = lambda fd, n: os.ftruncate(fd, n) if n else None\n"
+        code += ("import os, kerinspect.engine.dump_writer as w\n"
+                 "w.preallocate = lambda fd, n: os.ftruncate(fd, n) if n else None\n")
     code += "sys.argv = sys.argv[1:]\nmain()\n"
     r = subprocess.run(
         [sys.executable, "-c", code, "kerinspect", "dump", saved["mlp"], "--out", str(out),
@@ -542,12 +543,12 @@ def test_disk_full_exit_7_and_no_partial_file(saved, tmp_path, preallocate):
 
 
 def test_write_all_raises_on_a_full_device():
-    from kerinspect.dump import _write_all
+    from kerinspect.safefs import write_all
 
     fd = os.open("/dev/full", os.O_WRONLY)
     try:
         with pytest.raises(OSError) as e:
-            _write_all(fd, np.zeros(1000, np.uint8), 0)
+            write_all(fd, np.zeros(1000, np.uint8), 0)
         assert e.value.errno == 28  # ENOSPC, never swallowed
     finally:
         os.close(fd)
@@ -644,12 +645,12 @@ def test_cli_dump(saved, tmp_path):
 
 
 def test_cli_interrupt_cleans_up(saved, tmp_path, monkeypatch):
-    from kerinspect import dump as d
+    from kerinspect.engine import dump_writer as w
 
     def interrupt(self):
         raise KeyboardInterrupt
 
-    monkeypatch.setattr(d._DumpWriter, "end_batch", interrupt)
+    monkeypatch.setattr(w._DumpWriter, "end_batch", interrupt)
     r = run("dump", saved["mlp"], "--out", tmp_path / "out")
     assert r.exit_code == 130 and "interrupted" in r.stderr
     assert not (tmp_path / "out").exists()

@@ -28,9 +28,9 @@ from kerinspect.errors import (
     PolicyError,
     escape_text,
 )
+from kerinspect.scan import Limits, ScanResult, scan_config, scan_model_file
 from kerinspect.scan import allowlist as _allowlist
 from kerinspect.scan import denylist as _denylist
-from kerinspect.scan.static import Limits, ScanResult, scan_config, scan_model_file
 from tests.conftest import REALWORLD, ROOT, SAMPLES
 from tests.hostile import HOSTILE_NAMES
 
@@ -419,7 +419,7 @@ def test_scan_imports_neither_tensorflow_nor_keras():
     code = textwrap.dedent(
         f"""
         import sys
-        from kerinspect.scan.static import scan_model_file
+        from kerinspect.scan import scan_model_file
         for path in {[str(p) for p in SAMPLE_FILES]!r}:
             scan_model_file(path, "keras" if path.endswith(".keras") else "h5")
         heavy = sorted(m for m in sys.modules if m.split(".")[0] in ("tensorflow", "keras", "tf_keras"))

@@ -34,6 +34,7 @@ from kerinspect.render import (
     weight_rows,
 )
 from kerinspect.report import TensorStats, Thresholds, WeightRecord, WeightsReport
+from kerinspect.scan import weight_names
 from kerinspect.scan import weights as kw
 from kerinspect.scan.weights import block_slices, dataset_stats, inspect_weights, var_names
 from kerinspect.stats import summarize
@@ -87,7 +88,7 @@ def write_keras3(path, layers, *, compression=zipfile.ZIP_STORED, extra=None, co
     with h5py.File(buf, "w") as f:
         used: dict[str, int] = {}
         for name, (cls, arrays) in layers.items():
-            key = kw._snake(cls)
+            key = weight_names.snake(cls)
             used[key] = used.get(key, -1) + 1
             key = key if used[key] == 0 else f"{key}_{used[key]}"
             vg = f.create_group(f"layers/{key}/vars")
@@ -362,8 +363,9 @@ def test_zip_problems(tmp_path):
     arrays = {"d": ("Dense", [np.ones(2, np.float32)])}
     with pytest.warns(UserWarning, match="Duplicate name"):
         dup = write_keras3(tmp_path / "dup.keras", arrays, members=[("model.weights.h5", b"other")])
-    with pytest.raises(PolicyError, match="2 members named model.weights.h5"):
+    with pytest.raises(PolicyError, match="2 members named 'model.weights.h5'") as e:
         inspect_weights(dup)
+    assert e.value.rule == "zip-duplicate"  # the static scan's check, limits and rule id
     with zipfile.ZipFile(tmp_path / "npz.keras", "w") as z:
         z.writestr("config.json", "{}")
         z.writestr("model.weights.npz", b"")

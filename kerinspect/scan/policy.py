@@ -1,0 +1,518 @@
+"""The config policy: may Keras deserialize this model config at all?
+
+One pass over every dict and list of a parsed model config (``config.json`` or
+an HDF5 ``model_config``), after JSON parsing with size and depth caps
+(:func:`parse_json_object`). Refused, with a stable rule id and the layer path:
+``Lambda`` layers and marshal'd bytecode, function references outside a small
+allowlist, ``TFSMLayer``/``TorchModuleWrapper``, modules outside Keras,
+file-path arguments, strings smuggled into ``inbound_nodes`` (SAFETY.md rows
+1-15); models too big to build (a parameter estimate from the config) or to
+feed (elements per sample of a declared input).
+
+Classes that are neither allowed nor dangerous (a user's custom layer) are not
+refused: they are reported back as unknown for the loader. The known Keras
+classes are listed in the generated :mod:`kerinspect.scan.allowlist`; what is
+refused by name is in :mod:`kerinspect.scan.denylist`.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+import sys
+from collections.abc import Iterable
+from typing import Any, NoReturn
+
+from kerinspect.scan import allowlist as _allowlist
+from kerinspect.scan import denylist as _denylist
+from kerinspect.scan.container import Limits, Reporter, show
+from kerinspect.scan.estimate import estimate, layer_name
+
+__all__ = ["ConfigScanner", "ConfigSummary", "parse_json_object", "scan_config"]
+
+#: ``(estimated_params, class_names, unknown_classes)``
+ConfigSummary = tuple[int | None, tuple[str, ...], tuple[str, ...]]
+
+#: ``class_name`` markers Keras decodes itself (tensors, slices, tuples...), not classes.
+_MARKERS = frozenset(
+    {
+        "__keras_tensor__",
+        "__tensor__",
+        "__numpy__",
+        "__bytes__",
+        "__ellipsis__",
+        "__slice__",
+        "__tuple__",
+        "TensorShape",
+    }
+)
+#: Legacy-HDF5 JSON objects that ``json_utils.decode`` turns into TF objects while parsing.
+_TF_DECODED = frozenset({"TypeSpec", "CompositeTensor", "__typespec__"})
+#: Config keys whose *string* value Keras treats as a file path or URL (CVE-2025-12058 and kin).
+_PATH_KEYS = frozenset(
+    {
+        "vocabulary",
+        "vocabulary_file",
+        "vocab_file",
+        "merges",
+        "merges_file",
+        "filepath",
+        "file_path",
+        "path",
+        "fname",
+        "origin",
+        "url",
+        "cache_dir",
+        "cache_subdir",
+        "directory",
+        "export_dir",
+        "saved_model_dir",
+        "model_file",
+        "proto",
+        "weights",
+    }
+)
+#: Packages whose classes or functions are never part of a model config.
+_FOREIGN_PACKAGES = frozenset(
+    {
+        "tensorflow",
+        "tf_keras",
+        "tf",
+        "torch",
+        "jax",
+        "flax",
+        "numpy",
+        "scipy",
+        "h5py",
+        "pandas",
+        "requests",
+        "urllib3",
+        "setuptools",
+        "pip",
+        "dill",
+        "cloudpickle",
+        "joblib",
+        "IPython",
+    }
+)
+
+_ALL_CLASS_NAMES: frozenset[str] = frozenset().union(*_allowlist.CLASSES.values())
+_STDLIB: frozenset[str] = frozenset(sys.stdlib_module_names) - {"__main__"}
+_JSON_TOKEN = re.compile(r'"(?:[^"\\]|\\.)*"|[\[\]{}]', re.S)
+
+
+# --------------------------------------------------------------------------- helpers
+
+
+def _loc_text(loc: tuple[str | int, ...]) -> str:
+    out = ""
+    for part in loc:
+        out += f"[{part}]" if isinstance(part, int) else (f".{part}" if out else str(part))
+    return show(out or "$", 160)
+
+
+def _package(module: str) -> str:
+    return module.split(".", 1)[0]
+
+
+def _is_keras_module(module: str) -> bool:
+    return module == "keras" or module.startswith("keras.")
+
+
+# --------------------------------------------------------------------------- JSON
+
+
+def _json_depth_exceeds(text: str, limit: int) -> bool:
+    if text.count("[") + text.count("{") <= limit:
+        return False
+    depth = 0
+    for m in _JSON_TOKEN.finditer(text):
+        tok = m.group()
+        if tok in "[{":
+            depth += 1
+            if depth > limit:
+                return True
+        elif tok in "]}":
+            depth -= 1
+    return False
+
+
+def parse_json_object(raw: bytes | str, what: str, limits: Limits, rep: Reporter) -> dict[str, Any]:
+    """Parse like Keras does (``json.loads``), with size and depth caps first."""
+    if len(raw) > limits.max_config_bytes:
+        rep.policy(
+            "config-too-large",
+            f"{what} is {len(raw):,} bytes, above the {limits.max_config_bytes:,}-byte limit.",
+        )
+    if isinstance(raw, bytes):
+        try:
+            text = raw.decode(json.detect_encoding(raw))
+        except UnicodeDecodeError as e:
+            rep.malformed("bad-json", f"{what} is not valid text: {e.reason} at byte {e.start}.")
+    else:
+        text = raw
+    if _json_depth_exceeds(text, limits.max_json_depth):
+        rep.policy("json-too-deep", f"{what} nests deeper than {limits.max_json_depth} levels.")
+    try:
+        value = json.loads(text)
+    except json.JSONDecodeError as e:
+        rep.malformed(
+            "bad-json",
+            f"{what} is not valid JSON: {e.msg} at line {e.lineno} column {e.colno} (char {e.pos}).",
+        )
+    except RecursionError:
+        rep.policy("json-too-deep", f"{what} nests too deeply to parse.")
+    except ValueError as e:  # e.g. an integer literal longer than Python's digit limit
+        rep.malformed("bad-json", f"{what} is not valid JSON: {show(e)}.")
+    if not isinstance(value, dict):
+        stripped = text.lstrip()
+        pos = len(text) - len(stripped)
+        line = text.count("\n", 0, pos) + 1
+        col = pos - (text.rfind("\n", 0, pos) + 1) + 1
+        kind = {list: "array", str: "string", bool: "boolean", type(None): "null"}.get(type(value), "number")
+        rep.malformed(
+            "bad-json",
+            f"{what} is not a JSON object: it holds a JSON {kind} at line {line} column {col} (char {pos}).",
+        )
+    return value
+
+
+# --------------------------------------------------------------------------- config walk
+
+
+class ConfigScanner:
+    """One pass over every dict and list of a model config."""
+
+    def __init__(
+        self, limits: Limits, allow_code: bool, custom_classes: frozenset[str], rep: Reporter
+    ) -> None:
+        self.limits = limits
+        self.allow_code = allow_code
+        self.custom = custom_classes
+        self.rep = rep
+        self.class_names: set[str] = set()
+        self.unknown: set[str] = set()
+
+    # -- entry point
+    def run(self, config: Any) -> ConfigSummary:
+        if not isinstance(config, dict):
+            self.rep.malformed("bad-config", "The model config is not a JSON object.")
+        if not isinstance(config.get("class_name"), str) or not isinstance(config.get("config"), dict):
+            self.rep.malformed(
+                "bad-config",
+                "The model config has no 'class_name' and 'config': it does not describe a model.",
+            )
+        root = config["config"].get("name")
+        root_name = root if isinstance(root, str) else "model"
+        self._walk(config, (), (root_name,), inert=False)
+        params = self._check_size(config, root_name)
+        return params, tuple(sorted(self.class_names)), tuple(sorted(self.unknown))
+
+    def _check_size(self, config: dict[str, Any], root_name: str) -> int | None:
+        est = estimate(config, root_name)
+        limits = self.limits
+        for path, key, shp, elements in est.inputs:
+            if elements > limits.max_input_elements:
+                self.rep.policy(
+                    "input-too-large",
+                    f"Input '{'/'.join(show(p, 120) for p in path)}' declares {elements:,} elements per sample "
+                    f"({key}={show(shp)}), above the limit of {limits.max_input_elements:,}.",
+                )
+        if est.params is not None and est.params > limits.max_params:
+            count, where = est.largest
+            self.rep.policy(
+                "too-many-params",
+                f"The model declares about {est.params:,} parameters, above the limit of {limits.max_params:,} "
+                f"(largest: layer '{'/'.join(show(p, 120) for p in where)}' with {count:,}); "
+                "it is refused before anything is built.",
+                hint="raise --max-params if this size is expected",
+            )
+        return est.params
+
+    # -- messages
+    def _where(self, layer_path: tuple[str, ...], loc: tuple[str | int, ...]) -> str:
+        shown = "/".join(show(p, 120) for p in layer_path)
+        return f"(layer '{shown}', at {_loc_text(loc)})"
+
+    def refuse(
+        self,
+        rule: str,
+        what: str,
+        layer_path: tuple[str, ...],
+        loc: tuple[str | int, ...],
+        hint: str | None = None,
+    ) -> NoReturn:
+        self.rep.policy(rule, f"{what} {self._where(layer_path, loc)}.", hint=hint)
+
+    def malformed(self, what: str, layer_path: tuple[str, ...], loc: tuple[str | int, ...]) -> NoReturn:
+        self.rep.malformed("bad-config", f"{what} {self._where(layer_path, loc)}.")
+
+    # -- the walk
+    def _walk(self, node: Any, loc: tuple[str | int, ...], path: tuple[str, ...], inert: bool) -> None:
+        if len(loc) > self.limits.max_json_depth:
+            self.refuse(
+                "json-too-deep",
+                f"The config nests deeper than {self.limits.max_json_depth} levels",
+                path,
+                loc,
+            )
+        if isinstance(node, list):
+            for i, item in enumerate(node):
+                self._walk(item, (*loc, i), path, inert)
+            return
+        if not isinstance(node, dict):
+            return
+        if "class_name" in node:
+            self._check_object(node, loc, path, inert)
+        for key, value in node.items():
+            sub = (*loc, key)
+            if isinstance(value, str) and isinstance(key, str) and key.lower() in _PATH_KEYS and value:
+                self.refuse(
+                    "file-path-argument",
+                    f"Argument '{show(key, 40)}' names a file or URL ({show(value, 120)!s}); "
+                    "Keras would read it from outside the model file (CVE-2025-12058)",
+                    path,
+                    sub,
+                )
+            if key == "inbound_nodes":
+                self._check_nodes(value, sub, path)
+            child_inert = inert or (loc == () and key == "compile_config")
+            if key in ("layers", "cells") and isinstance(value, list):
+                for i, item in enumerate(value):
+                    self._walk(item, (*sub, i), (*path, layer_name(item, i)), child_inert)
+            elif key in ("layer", "forward_layer", "backward_layer", "cell") and isinstance(value, dict):
+                self._walk(value, sub, (*path, layer_name(value, key)), child_inert)
+            else:
+                self._walk(value, sub, path, child_inert)
+
+    def _check_object(
+        self, node: dict[str, Any], loc: tuple[str | int, ...], path: tuple[str, ...], inert: bool
+    ) -> None:
+        cn, module, reg = node.get("class_name"), node.get("module"), node.get("registered_name")
+        if (
+            not isinstance(cn, str)
+            or not isinstance(module, (str, type(None)))
+            or not isinstance(reg, (str, type(None)))
+        ):
+            self.malformed("'class_name', 'module' and 'registered_name' must be strings", path, loc)
+        if cn in _MARKERS:
+            return
+        if cn == "__lambda__":
+            if not (self.allow_code or inert):
+                self.refuse(
+                    "lambda-bytecode",
+                    "Serialized Python bytecode (__lambda__) would run when the model is loaded",
+                    path,
+                    loc,
+                    hint="only if you trust this file: --trust-model",
+                )
+            return
+        if cn == "function":
+            verdict = self._check_function(node, loc, path, inert)
+            if verdict == "code" and not (self.allow_code or inert):
+                self.refuse(
+                    "function-reference",
+                    f"The config calls function '{show(module)}.{show(node.get('config'))}', "
+                    "which is not on kerinspect's allowlist of Keras functions",
+                    path,
+                    loc,
+                    hint="only if you trust this file: --trust-model",
+                )
+            return
+        self.class_names.add(cn)
+        if module is not None:
+            self._check_module(module, f"class '{show(cn)}'", path, loc)
+        denied = _denylist.DENIED_CLASSES.get(cn)
+        if denied == "lambda-layer":
+            self._check_lambda(node, loc, path)
+        elif denied:
+            self.refuse(denied, f"{show(cn)} loads or runs code or files named by the model", path, loc)
+        if denied:  # only a Lambda under allow_code gets here: a Keras class, if Keras's module
+            allowed = module is None or _is_keras_module(module)
+        elif cn in _TF_DECODED:
+            allowed = False
+        elif module is None:
+            allowed = cn in _ALL_CLASS_NAMES
+        elif _is_keras_module(module):
+            allowed = cn in _allowlist.CLASSES.get(module, ())
+        else:
+            allowed = False
+        if allowed or inert:
+            return
+        # Keras resolves a keras.* module itself; custom objects only win through registered_name.
+        vouchable = {reg} if module is not None and _is_keras_module(module) else {cn, reg}
+        if not (vouchable & self.custom):
+            self.unknown.add(reg if reg and reg != cn and ">" in reg else cn)
+
+    def _check_module(
+        self, module: str, what: str, path: tuple[str, ...], loc: tuple[str | int, ...]
+    ) -> None:
+        pkg = _package(module)
+        if not _is_keras_module(module) and (pkg in _STDLIB or pkg in _FOREIGN_PACKAGES or not module):
+            self.refuse(
+                "non-keras-module",
+                f"The config loads {what} from module '{show(module)}', which is not part of Keras",
+                path,
+                loc,
+            )
+
+    def _check_function(
+        self, node: dict[str, Any], loc: tuple[str | int, ...], path: tuple[str, ...], inert: bool
+    ) -> str:
+        """Refuse gadget references; return "ok", "code" (needs allow_code) or "custom"."""
+        name, module, reg = node.get("config"), node.get("module"), node.get("registered_name")
+        if not isinstance(name, str):
+            self.malformed("A function reference must name its function with a string 'config'", path, loc)
+        denied = _denylist.DENIED_CLASSES.get(name)
+        if denied and denied != "lambda-layer":
+            self.refuse(
+                denied,
+                f"The config calls {show(name)}, which loads code or files named by the model",
+                path,
+                loc,
+            )
+        if module is None:
+            if not (inert or {name, reg} & self.custom):
+                self.unknown.add(name)
+            return "custom"
+        if module == "builtins":
+            return "ok" if name in _allowlist.BUILTIN_FUNCTIONS else "code"
+        self._check_module(module, f"function '{show(name)}'", path, loc)
+        if _is_keras_module(module):
+            api = f"{module}.{name}"
+            if api in _denylist.NON_MODELING_APIS or any(
+                module == p or module.startswith(p + ".") for p in _denylist.NON_MODELING_PREFIXES
+            ):
+                self.refuse(
+                    "non-modeling-api",
+                    f"The config calls '{show(api)}', which is not a modeling function "
+                    "(it touches files, the network or global state)",
+                    path,
+                    loc,
+                )
+            if denied == "lambda-layer":
+                return "code"
+            return "ok" if name in _allowlist.FUNCTIONS.get(module, ()) else "code"
+        if not (inert or {name, reg} & self.custom):
+            self.unknown.add(reg if reg and ">" in reg else name)
+        return "custom"
+
+    def _check_lambda(self, node: dict[str, Any], loc: tuple[str | int, ...], path: tuple[str, ...]) -> None:
+        inner = node.get("config")
+        inner = inner if isinstance(inner, dict) else {}
+        hint = "only if you trust this file: --trust-model"
+        bytecode = False
+        for key in ("function", "output_shape"):
+            value = inner.get(key)
+            if isinstance(value, dict) and value.get("class_name") == "__lambda__":
+                bytecode = True
+            elif isinstance(value, (list, str)) and inner.get(f"{key}_type") == "lambda":
+                bytecode = True  # Keras 2 func_dump: [base64 marshal code, defaults, closure]
+            elif key == "function" and isinstance(value, list):
+                bytecode = True  # what legacy_h5 turns into __lambda__ regardless of function_type
+        if bytecode:
+            if self.allow_code:
+                return
+            self.refuse(
+                "lambda-bytecode",
+                "Lambda layer holds serialized Python bytecode that would run when the model is loaded",
+                path,
+                loc,
+                hint=hint,
+            )
+        function = inner.get("function")
+        if isinstance(function, dict) and function.get("class_name") == "function":
+            verdict = self._check_function(function, (*loc, "config", "function"), path, inert=False)
+            if self.allow_code:
+                return
+            if verdict != "ok":
+                self.refuse(
+                    "function-reference",
+                    f"Lambda layer calls '{show(function.get('module'))}.{show(function.get('config'))}', "
+                    "which is not on kerinspect's allowlist of Keras functions",
+                    path,
+                    loc,
+                    hint=hint,
+                )
+        legacy_module = inner.get("module")
+        if isinstance(legacy_module, str) and legacy_module:
+            self._check_module(legacy_module, "a Lambda function", path, (*loc, "config", "module"))
+        if self.allow_code:
+            return
+        self.refuse("lambda-layer", "Lambda layers run arbitrary functions when loaded", path, loc, hint=hint)
+
+    # -- inbound nodes: tensors, numbers, flags; never strings
+    def _check_nodes(self, nodes: Any, loc: tuple[str | int, ...], path: tuple[str, ...]) -> None:
+        if not isinstance(nodes, list):
+            return
+        for i, node in enumerate(nodes):
+            sub = (*loc, i)
+            if isinstance(node, dict):
+                self._node_value(node.get("args"), (*sub, "args"), path)
+                self._node_value(node.get("kwargs"), (*sub, "kwargs"), path)
+            elif isinstance(node, list):  # Keras 2: [[layer_name, node_index, tensor_index, kwargs], ...]
+                for j, entry in enumerate(node):
+                    if isinstance(entry, list) and entry and isinstance(entry[0], str):
+                        self._node_value(entry[1:], (*sub, j), path)
+                    else:
+                        self._node_value(entry, (*sub, j), path)
+
+    def _node_value(self, value: Any, loc: tuple[str | int, ...], path: tuple[str, ...]) -> None:
+        if isinstance(value, str):
+            self.refuse(
+                "node-string-argument",
+                f"A layer call passes the string {show(value, 120)!s} as an argument; built-in layers "
+                "take tensors and flags, and strings here feed file paths to gadget functions",
+                path,
+                loc,
+            )
+        if isinstance(value, list):
+            for i, item in enumerate(value):
+                self._node_value(item, (*loc, i), path)
+        elif isinstance(value, dict):
+            cn = value.get("class_name")
+            if cn in ("__keras_tensor__", "__lambda__"):
+                return  # a tensor (shape, dtype, keras_history), or bytecode the walk refuses
+            for key, item in value.items():
+                if key == "dtype" and cn in ("__numpy__", "__tensor__") and isinstance(item, str):
+                    continue
+                if key in ("class_name", "module", "registered_name") and isinstance(item, (str, type(None))):
+                    continue
+                if key == "config" and cn == "function":
+                    continue  # a function reference, checked by the walk
+                self._node_value(item, (*loc, key), path)
+
+
+# --------------------------------------------------------------------------- public API
+
+
+def scan_config(
+    config: dict[str, Any],
+    limits: Limits = Limits(),  # noqa: B008 - frozen, immutable default
+    *,
+    allow_code: bool = False,
+    custom_classes: Iterable[str] = frozenset(),
+) -> ConfigSummary:
+    """Scan a parsed model config (``config.json`` or an HDF5 ``model_config``).
+
+    Walks every dict and list, refusing code, gadget references, foreign modules,
+    file-path arguments and strings in ``inbound_nodes``; then estimates the
+    parameters and the size of each declared input.
+
+    Args:
+        config: the parsed JSON object.
+        limits: resource caps.
+        allow_code: the user's ``--trust-model`` opt-in; lifts the refusal of
+            ``Lambda`` layers, bytecode and non-allowlisted Keras function references
+            only (never of TFSMLayer, non-modeling APIs or foreign modules).
+        custom_classes: class (or registered) names the user supplies code for.
+
+    Returns:
+        ``(estimated_params, class_names, unknown_classes)``.
+
+    Raises:
+        PolicyError: a security refusal (exit 5), with a rule id and the layer path.
+        ModelLoadError: the config is not a model config (exit 4).
+    """
+    rep = Reporter(None)
+    return ConfigScanner(limits, allow_code, frozenset(custom_classes), rep).run(config)
