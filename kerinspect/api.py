@@ -12,23 +12,30 @@ forward passes all happen there, and only plain data comes back. An in-memory
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import os
-import tempfile
-from collections.abc import Mapping, Sequence
-from dataclasses import dataclass
+import shutil
+from collections.abc import Iterator, Mapping, Sequence
 from typing import Any
 
-from .defaults import (  # noqa: F401
+from .errors import InputFileError, UsageError, escape_text
+from .report import ModelReport, WeightsReport
+from .spec import (  # noqa: F401 - the defaults and specs are re-exported here
     DEFAULT_BATCH_SIZE,
     DEFAULT_DIM,
+    DEFAULT_MAX_BYTES,
     DEFAULT_MAX_PARAMS,
     DEFAULT_SAMPLES,
     DEFAULT_SEED,
+    ISOLATION_ENV,
+    WORKER_MAX_FILE_SIZE,
+    LoadOptions,
     ProgressFn,
+    RunSpec,
+    Thresholds,
+    isolation_default,
 )
-from .errors import InputFileError, UsageError, escape_text
-from .report import ModelReport, Thresholds, WeightsReport
 
 #: The in-process building blocks, re-exported lazily (:mod:`kerinspect.engine.collect` imports
 #: numpy, which the parent process of a command never needs).
@@ -43,70 +50,14 @@ def __getattr__(name: str) -> Any:
     raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
 
 
-#: Largest file a worker may write (its log), except a dump's arrays (``max_bytes``).
-WORKER_MAX_FILE_SIZE = 64 << 20
-#: Environment switch for debugging: ``KERINSPECT_ISOLATION=off`` opens model files in
-#: this process (a debugger can step into Keras), without the worker's protection.
-ISOLATION_ENV = "KERINSPECT_ISOLATION"
-
-
-def isolation_default() -> bool:
-    """True unless ``KERINSPECT_ISOLATION`` is ``off``/``0``/``false``/``no``."""
-    return os.environ.get(ISOLATION_ENV, "on").strip().lower() not in ("off", "0", "false", "no")
-
-
-@dataclass(frozen=True)
-class LoadOptions:
-    """How a model file is opened.
-
-    Attributes:
-        isolate: load and run in a disposable worker process (the default; see
-            :mod:`kerinspect.sandbox.runner`). False runs in this process, unprotected
-            (for debugging). Defaults to the ``KERINSPECT_ISOLATION`` switch.
-        timeout: wall-clock limit of the worker in seconds (0: none).
-        max_memory: the worker's memory limit in bytes (None: half the RAM; 0: none).
-        trust_model: the user vouches for the file: Lambda layers and other code
-            in it are deserialized (``safe_mode=False``). Still isolated.
-        custom_objects: path of a Python file defining or registering the model's
-            custom classes (imported in the worker before loading).
-        max_params: refuse a model whose config declares more parameters than this
-            (estimated statically, before anything is built).
-    """
-
-    isolate: bool = dataclasses.field(default_factory=isolation_default)
-    timeout: float = 600.0
-    max_memory: int | None = None
-    trust_model: bool = False
-    custom_objects: str | None = None
-    max_params: int = DEFAULT_MAX_PARAMS
-
-    def worker_limits(self, max_file_size: int = WORKER_MAX_FILE_SIZE) -> Any:
-        from .sandbox.runner import WorkerLimits, default_max_memory
-
-        memory = default_max_memory() if self.max_memory is None else self.max_memory
-        return WorkerLimits(timeout=self.timeout, max_memory=memory, max_file_size=max_file_size)
-
-    def request(self) -> dict[str, Any]:
-        """The job-side part of these options (files checked here, in the parent)."""
-        return {
-            "trust_model": self.trust_model,
-            "custom_objects": _checked_file(self.custom_objects, "custom-objects"),
-            "max_params": self.max_params,
-        }
-
-
 def inspect_model(
     model: Any,
     inputs: Any = None,
     *,
-    samples: int | None = None,
-    batch_size: int = DEFAULT_BATCH_SIZE,
-    seed: int = DEFAULT_SEED,
-    dim: int = DEFAULT_DIM,
-    shapes: Sequence[str] | Mapping[str, tuple[int, ...]] | None = None,
-    thresholds: Thresholds | None = None,
+    spec: RunSpec | None = None,
     progress: ProgressFn | None = None,
     load: LoadOptions | None = None,
+    **options: Any,
 ) -> ModelReport:
     """Run a model on sample inputs and report every layer call's outputs and health.
 
@@ -114,50 +65,34 @@ def inspect_model(
         model: path of a ``.keras``/``.h5`` file, or a built ``keras.Model``.
         inputs: None for synthetic inputs; a ``.npy``/``.npz`` path; an array (one-input
             models); a list of arrays in ``model.inputs`` order; or a dict by input name.
-        samples: number of samples (synthetic: default 32; with ``inputs``: the
-            first ``samples`` rows, default all).
-        batch_size: samples per forward pass; statistics are merged across batches.
-        seed: seed of the synthetic inputs.
-        dim: size of every dynamic axis of synthetic inputs.
-        shapes: per-input shapes for synthetic inputs, batch axis excluded, as
-            ``{"name": (16, 8)}`` or CLI strings ``"name=16,8"``.
-        thresholds: limits for the ``exploding`` and ``dead`` flags.
+        spec: the run's options as a :class:`~kerinspect.spec.RunSpec` (default: its
+            defaults).
         progress: called as ``progress(samples_done, samples_total)`` after each batch.
         load: how a model *file* is opened (isolation, limits, trust); ignored for
             in-memory models.
+        **options: instead of ``spec``, or on top of it, any of its fields by name:
+            ``samples`` (synthetic: default 32; with ``inputs``: the first ``samples``
+            rows, default all), ``batch_size``, ``seed``, ``dim``, ``shapes``
+            (``{"name": (16, 8)}`` or CLI strings ``"name=16,8"``), ``thresholds``.
 
     Returns:
         A :class:`~kerinspect.report.ModelReport`, one record per layer call in graph order.
 
     Raises:
-        KerinspectError: a subclass carrying the exit code (bad file, bad input, ...).
+        KerinspectError: a subclass carrying the exit code (bad file, bad input, ...);
+            :class:`~kerinspect.spec.SpecError` (exit 2) for a bad option value.
     """
-    thresholds = thresholds or Thresholds()
+    run = _run_spec(spec, options)
     if not isinstance(model, (str, os.PathLike)):
         _check_model_object(model)
         from .engine.collect import inspect_loaded
+        from .engine.jobs import feed_options
 
         return inspect_loaded(
-            model,
-            inputs,
-            samples=samples,
-            batch_size=batch_size,
-            seed=seed,
-            dim=dim,
-            shapes=shapes,
-            thresholds=thresholds,
-            progress=progress,
+            model, inputs, **feed_options(run), thresholds=run.thresholds, progress=progress
         )
-    run = {
-        "samples": samples,
-        "batch_size": batch_size,
-        "seed": seed,
-        "dim": dim,
-        "shapes": _jsonable_shapes(shapes),
-        "thresholds": thresholds.to_dict(),
-    }
     result = _job("inspect", model, inputs, run, load or LoadOptions(), progress)
-    return _from_worker(ModelReport.from_dict, result, "report")
+    return _with_isolation(_from_worker(ModelReport.from_dict, result, "report"), result)
 
 
 def dump_activations(
@@ -165,16 +100,12 @@ def dump_activations(
     out: str | os.PathLike[str],
     inputs: Any = None,
     *,
-    samples: int | None = None,
-    batch_size: int = DEFAULT_BATCH_SIZE,
-    seed: int = DEFAULT_SEED,
-    dim: int = DEFAULT_DIM,
-    shapes: Sequence[str] | Mapping[str, tuple[int, ...]] | None = None,
-    layers: Sequence[str] = (),
+    spec: RunSpec | None = None,
     overwrite: bool = False,
-    max_bytes: int | None = None,
+    max_bytes: int = DEFAULT_MAX_BYTES,
     progress: ProgressFn | None = None,
     load: LoadOptions | None = None,
+    **options: Any,
 ) -> Any:
     """Run a model on sample inputs and save the selected layer calls' outputs as ``.npy``.
 
@@ -187,13 +118,15 @@ def dump_activations(
         model: path of a ``.keras``/``.h5`` file, or a built ``keras.Model``.
         out: output directory: created if missing; an existing one must be empty
             (or, with ``overwrite``, hold a previous kerinspect dump).
-        inputs, samples, batch_size, seed, dim, shapes: as for :func:`inspect_model`.
-        layers: glob patterns matched against layer paths (``encoder/*``,
-            ``shared@1``); default: every layer call.
+        inputs, spec: as for :func:`inspect_model`; the spec's ``layers`` are glob
+            patterns matched against layer paths (``encoder/*``, ``shared@1``);
+            default: every layer call.
         overwrite: replace a previous kerinspect dump in ``out`` (only its own files).
         max_bytes: refuse to write more than this (default 2 GiB).
         progress: called as ``progress(samples_done, samples_total)`` after each batch.
         load: how a model *file* is opened, as for :func:`inspect_model`.
+        **options: fields of the spec by name, as for :func:`inspect_model`
+            (``samples``, ``batch_size``, ``seed``, ``dim``, ``shapes``, ``layers``).
 
     Returns:
         The :class:`~kerinspect.dump.Dump`, as :func:`~kerinspect.dump.load_dump` reads it.
@@ -204,6 +137,7 @@ def dump_activations(
     """
     from . import dump as d
 
+    run = _run_spec(spec, options)
     is_file = isinstance(model, (str, os.PathLike))
     model_file = None
     if is_file:
@@ -216,49 +150,41 @@ def dump_activations(
         source: str | None = os.fspath(inputs)
     else:
         source = None if inputs is None else "array"
-    run = {
+    manifest_run = {  # the manifest's record of the run (its JSON layout is a contract)
         "input": source,
-        "samples": samples,
-        "batch_size": batch_size,
-        "seed": seed,
-        "dim": dim,
-        "shapes": _jsonable_shapes(shapes) or [],
-        "layers": list(layers),
+        "samples": run.samples,
+        "batch_size": run.batch_size,
+        "seed": run.seed,
+        "dim": run.dim,
+        "shapes": _jsonable_shapes(run.shapes) or [],
+        "layers": list(run.layers),
     }
     plan = d.prepare_dump(
         out,
         overwrite=overwrite,
-        max_bytes=d.DEFAULT_MAX_BYTES if max_bytes is None else max_bytes,
-        layers=layers,
+        max_bytes=max_bytes,
+        layers=run.layers,
         model_path=None if model_file is None else model_file.path,
         model_format="in-memory" if model_file is None else model_file.format,
-        run=run,
+        run=manifest_run,
     )
     try:
         if model_file is None:
             from .engine.collect import build_feed
+            from .engine.jobs import feed_options
 
-            feed = build_feed(
-                model, inputs, samples=samples, batch_size=batch_size, seed=seed, dim=dim, shapes=shapes
-            )
+            feed = build_feed(model, inputs, **feed_options(run))
             draft = d.write_dump(model, feed, plan["write"], progress=progress)
         else:
-            job = {
-                "samples": samples,
-                "batch_size": batch_size,
-                "seed": seed,
-                "dim": dim,
-                "shapes": _jsonable_shapes(shapes),
-                "job": plan["write"],
-            }
             result = _job(
                 "dump",
                 model,
                 inputs,
-                job,
+                run,
                 load or LoadOptions(),
                 progress,
                 max_file_size=int(plan["write"]["max_bytes"]) + (1 << 20),
+                write=plan["write"],
             )
             draft = _from_worker(_dict, result, "draft")  # publish_dump checks its contents
     except BaseException:
@@ -274,9 +200,9 @@ def inspect_weights(
     """Statistics and health of every weight in a model file, read with h5py only
     (no TensorFlow, nothing deserialized); see :func:`kerinspect.scan.weights.inspect_weights`.
     The file is parsed in the isolated worker, since HDF5 parsers crash on hostile files."""
-    run = {"thresholds": (thresholds or Thresholds()).to_dict()}
+    run = RunSpec() if thresholds is None else RunSpec(thresholds=thresholds)
     result = _job("weights", path, None, run, load or LoadOptions(), None)
-    return _from_worker(WeightsReport.from_dict, result, "report")
+    return _with_isolation(_from_worker(WeightsReport.from_dict, result, "report"), result)
 
 
 # -- plumbing ----------------------------------------------------------------------
@@ -303,6 +229,28 @@ def _from_worker(parse: Any, result: dict[str, Any], key: str) -> Any:
         ) from None
 
 
+def _run_spec(spec: RunSpec | None, options: Mapping[str, Any]) -> RunSpec:
+    """``spec`` (default: the defaults) with the keyword ``options`` (its field names)
+    in place; an unknown name or a bad value raises :class:`~kerinspect.spec.SpecError`."""
+    base = spec if spec is not None else RunSpec()
+    unknown = [k for k in options if k not in _RUN_FIELDS]
+    if unknown:
+        raise TypeError(
+            f"unexpected keyword argument {unknown[0]!r} (RunSpec fields: {', '.join(_RUN_FIELDS)})"
+        )
+    return base.replace(**options) if options else base
+
+
+_RUN_FIELDS = tuple(f.name for f in dataclasses.fields(RunSpec))
+
+
+def _worker_limits(load: LoadOptions, max_file_size: int) -> Any:
+    from .sandbox.runner import WorkerLimits, default_max_memory
+
+    memory = default_max_memory() if load.max_memory is None else load.max_memory
+    return WorkerLimits(timeout=load.timeout, max_memory=memory, max_file_size=max_file_size)
+
+
 def _check_model_object(model: Any) -> None:
     if not hasattr(model, "layers") or not callable(model):
         raise UsageError(f"Expected a model path or a keras.Model, got {type(model).__name__}")
@@ -312,38 +260,46 @@ def _job(
     command: str,
     path: str | os.PathLike[str],
     inputs: Any,
-    run: dict[str, Any],
+    run: RunSpec,
     load: LoadOptions,
     progress: ProgressFn | None,
     max_file_size: int = WORKER_MAX_FILE_SIZE,
+    write: dict[str, Any] | None = None,
 ) -> dict[str, Any]:
     """Preflight ``path`` here, then run one job of :mod:`kerinspect.engine.jobs` in the
     isolated worker (or in this process when ``load.isolate`` is off)."""
     from .errors import KerinspectError
+    from .sandbox.protocol import ModelRef, Request, parse_request
     from .scan.preflight import preflight
 
     model_file = preflight(path)
     absolute = os.path.abspath(model_file.path)
-    with tempfile.TemporaryDirectory(prefix="kerinspect-inputs-") as tmp:
-        request = {
-            "command": command,
-            "model": dataclasses.asdict(model_file) | {"path": absolute, "shown_path": model_file.path},
-            "inputs": _inputs_for_worker(inputs, tmp),
-            **run,
-            **load.request(),
-        }
+    with _scratch("inputs") as tmp:
+        request = Request(
+            command=command,
+            model=ModelRef(absolute, model_file.format, model_file.size, shown_path=model_file.path),
+            inputs=_inputs_for_worker(inputs, tmp),
+            run=run,
+            load=load.replace(custom_objects=_checked_file(load.custom_objects, "custom-objects")),
+            write=write,
+        ).to_json()
         try:
-            if not load.isolate:
+            if not load.isolate:  # the same request, through the same check, in this process
                 from .engine.jobs import JOBS, QuietChannel
 
-                return JOBS[command](request, QuietChannel(progress))
+                parsed = parse_request(request)
+                return {**JOBS[parsed.command](parsed, QuietChannel(progress)), "isolation": _isolation(False)}
             from .sandbox.runner import run_worker
 
             def relay(msg: dict[str, Any]) -> None:
                 if msg.get("type") == "progress" and progress is not None:
                     progress(int(msg["done"]), int(msg["total"]))
 
-            return run_worker(request, load.worker_limits(max_file_size), on_message=relay).result
+            outcome = run_worker(request, _worker_limits(load, max_file_size), on_message=relay)
+            if not outcome.network_isolated:
+                _warn_partial_isolation()
+            # set here, not by the worker: the worker runs model code and could claim anything
+            return {**outcome.result, "isolation": _isolation(True, outcome.network_isolated)}
         except KerinspectError as e:
             # the job saw an absolute path; say it the way the user did
             if absolute != model_file.path:
@@ -362,9 +318,12 @@ def _checked_file(path: str | os.PathLike[str] | None, what: str) -> str | None:
     return os.path.abspath(p)
 
 
-def _inputs_for_worker(inputs: Any, tmp: str) -> dict[str, Any] | None:
-    """User inputs as something the worker can read: a checked file path, or the
+def _inputs_for_worker(inputs: Any, tmp: str) -> Any:
+    """User inputs as something the worker can read (an
+    :class:`~kerinspect.sandbox.protocol.InputsRef`): a checked file path, or the
     arrays saved (without pickle) to a temporary ``.npz``."""
+    from .sandbox.protocol import InputsRef
+
     if inputs is None:
         return None
     if isinstance(inputs, (str, os.PathLike)):
@@ -373,22 +332,58 @@ def _inputs_for_worker(inputs: Any, tmp: str) -> dict[str, Any] | None:
             raise InputFileError(
                 f"Input file not found. Received: input={escape_text(p)}", rule="input-not-found"
             )
-        return {"kind": "file", "path": os.path.abspath(p), "source": p}
+        return InputsRef("file", os.path.abspath(p), p)
     import numpy as np  # only for in-memory arrays: the CLI's parent never gets here
 
     path = os.path.join(tmp, "inputs.npz")
     if isinstance(inputs, Mapping):
         named: dict[str, Any] = {str(k): np.asarray(v) for k, v in inputs.items()}
         np.savez(path, **named)
-        return {"kind": "arrays", "path": path, "source": "array", "by_name": True}
+        return InputsRef("arrays", path, "array", by_name=True)
     arrays = [inputs] if isinstance(inputs, np.ndarray) or not isinstance(inputs, Sequence) else inputs
     np.savez(path, *[np.asarray(a) for a in arrays])
-    return {"kind": "arrays", "path": path, "source": "array", "by_name": False}
+    return InputsRef("arrays", path, "array")
 
 
-def _jsonable_shapes(shapes: Sequence[str] | Mapping[str, tuple[int, ...]] | None) -> Any:
-    if shapes is None:
-        return None
+def _jsonable_shapes(shapes: Sequence[str] | Mapping[str, tuple[int, ...]]) -> Any:
     if isinstance(shapes, Mapping):
         return {str(k): [int(d) for d in v] for k, v in shapes.items()}
     return list(shapes)
+
+
+@contextlib.contextmanager
+def _scratch(kind: str) -> Iterator[str]:
+    """A private temporary directory named after this process, removed afterwards (and
+    by the next run's sweep, should this process be killed first)."""
+    from kerinspect.sandbox import scratch
+
+    path = scratch.make(kind)
+    try:
+        yield path
+    finally:
+        shutil.rmtree(path, ignore_errors=True)
+
+
+def _isolation(worker: bool, network_namespace: bool = False) -> dict[str, bool]:
+    return {"worker": worker, "network_namespace": worker and network_namespace, "socket_guard": worker}
+
+
+def _with_isolation(report: Any, result: dict[str, Any]) -> Any:
+    from .report import Isolation
+
+    return dataclasses.replace(report, isolation=Isolation.from_dict(result["isolation"]))
+
+
+def _warn_partial_isolation() -> None:
+    import warnings
+
+    from .errors import PartialIsolationWarning
+
+    warnings.warn(
+        PartialIsolationWarning(
+            "the kernel refused the worker a private network namespace (common in containers): "
+            "only its Python socket guard blocks network access, not native code such as "
+            "TensorFlow's file systems."
+        ),
+        stacklevel=3,
+    )

@@ -17,7 +17,7 @@ import click
 from rich.console import Console
 
 from . import __version__
-from .defaults import DEFAULT_MAX_PARAMS
+from . import spec as sp
 from .errors import ExitCode, KerinspectError, escape_text
 
 CONTEXT = {"help_option_names": ["-h", "--help"], "max_content_width": 100}
@@ -47,7 +47,7 @@ class KerinspectGroup(click.Group):
     def main(self, *args: Any, **kwargs: Any) -> Any:
         kwargs["standalone_mode"] = False
         _state["debug"] = False
-        with _terminate_as_interrupt():
+        with _terminate_as_interrupt(), _warnings_as_lines():
             return self._main(*args, **kwargs)
 
     def _main(self, *args: Any, **kwargs: Any) -> Any:
@@ -73,7 +73,7 @@ class KerinspectGroup(click.Group):
                 worker_tb = getattr(e, "worker_traceback", None)
                 if worker_tb:
                     click.echo("--- in the isolated worker:\n" + worker_tb, err=True)
-            fail(e.exit_code, e.rule, e.one_line())
+            fail(e.exit_code, e.rule, _with_flag(self, e).one_line())
         except Exception as e:  # noqa: BLE001 - the last line of defence
             if _debug_requested():
                 traceback.print_exc()
@@ -86,6 +86,78 @@ class KerinspectGroup(click.Group):
         if isinstance(rv, int) and rv:
             sys.exit(rv)
         return rv
+
+
+def _with_flag(group: click.Group, e: KerinspectError) -> KerinspectError:
+    """The library names parameters (``batch_size must be ...``); say the flag instead."""
+    parameter = getattr(e, "parameter", None)
+    if not parameter or not e.message.startswith(parameter + " "):
+        return e
+    for command in group.commands.values():
+        for param in command.params:
+            if isinstance(param, click.Option) and param.name == parameter:
+                flag = max(param.opts, key=len)
+                e.message = flag + e.message[len(parameter) :]
+                return e
+    return e
+
+
+class SpecOption(click.Option):
+    """An option whose default lives in :mod:`kerinspect.spec`.
+
+    Click itself sees ``default=None``, so a value that is not None was given on the
+    command line (``check`` relies on it: options override the configuration file);
+    the help still shows the real default, ``spec_default`` (or its text ``shown``).
+    """
+
+    def __init__(self, *args: Any, spec_default: Any, shown: str | None = None, **kwargs: Any):
+        kwargs["default"] = None
+        super().__init__(*args, **kwargs)
+        self.spec_default = spec_default
+        self.shown = str(spec_default) if shown is None else shown
+
+    def get_help_extra(self, ctx: click.Context) -> Any:
+        extra = super().get_help_extra(ctx)
+        extra["default"] = self.shown
+        return extra
+
+
+def _given(value: Any) -> bool:
+    """Whether an option was given: Click passes None (or ``()`` for a repeatable
+    option) when it was not, since no option here has a Click default."""
+    return value is not None and value != ()
+
+
+def run_spec(options: dict[str, Any]) -> sp.RunSpec:
+    """The :class:`~kerinspect.spec.RunSpec` of a command's run options, by name (the
+    options are named after the spec's fields; ``max_abs`` and friends after those of
+    its ``thresholds``). An option not given keeps the spec's default."""
+    given = {k: v for k, v in options.items() if _given(v)}
+    limits = {k: given.pop(k) for k in sp.field_names(sp.Thresholds) if k in given}
+    return sp.RunSpec(thresholds=sp.Thresholds(**limits), **given)
+
+
+@contextlib.contextmanager
+def _warnings_as_lines() -> Any:
+    """kerinspect's own warnings (:class:`~kerinspect.errors.PartialIsolationWarning`)
+    as one ``kerinspect: warning:`` line on stderr, once per run, not Python's
+    two-line ``file:line: Category: text`` form."""
+    import warnings
+
+    from .errors import PartialIsolationWarning
+
+    shown = warnings.showwarning
+
+    def show(message: Any, category: Any, *args: Any, **kwargs: Any) -> None:
+        if issubclass(category, PartialIsolationWarning):
+            click.echo(f"kerinspect: warning: {message}", err=True)
+        else:
+            shown(message, category, *args, **kwargs)
+
+    with warnings.catch_warnings():
+        warnings.simplefilter("once", PartialIsolationWarning)
+        warnings.showwarning = show
+        yield
 
 
 class _terminate_as_interrupt:
@@ -145,28 +217,28 @@ def input_options(f: Callable[..., Any]) -> Callable[..., Any]:
             "-n",
             type=click.IntRange(min=1),
             default=None,
-            help="Number of samples (synthetic default: 32; with --input: the first N).",
+            help=f"Number of samples (synthetic default: {sp.DEFAULT_SAMPLES}; with --input: the first N).",
         ),
         click.option(
             "--batch-size",
             "-b",
+            cls=SpecOption,
+            spec_default=sp.DEFAULT_BATCH_SIZE,
             type=click.IntRange(min=1),
-            default=32,
-            show_default=True,
             help="Samples per forward pass; statistics are merged across batches.",
         ),
         click.option(
             "--seed",
+            cls=SpecOption,
+            spec_default=sp.DEFAULT_SEED,
             type=click.IntRange(min=0),
-            default=0,
-            show_default=True,
             help="Seed of the synthetic samples.",
         ),
         click.option(
             "--dim",
+            cls=SpecOption,
+            spec_default=sp.DEFAULT_DIM,
             type=click.IntRange(min=1),
-            default=8,
-            show_default=True,
             help="Size of every dynamic (None) axis of synthetic inputs.",
         ),
         click.option(
@@ -205,9 +277,10 @@ def worker_options(f: Callable[..., Any]) -> Callable[..., Any]:
     opts = [
         click.option(
             "--timeout",
+            cls=SpecOption,
+            spec_default=sp.DEFAULT_TIMEOUT,
+            shown=f"{sp.DEFAULT_TIMEOUT:g}",
             type=click.FloatRange(min=0),
-            default=600,
-            show_default=True,
             help="Seconds the isolated worker may take to load and run the model (0: no limit).",
         ),
         click.option(
@@ -228,9 +301,9 @@ def load_options(f: Callable[..., Any]) -> Callable[..., Any]:
     opts = [
         click.option(
             "--max-params",
+            cls=SpecOption,
+            spec_default=sp.DEFAULT_MAX_PARAMS,
             type=click.IntRange(min=1),
-            default=DEFAULT_MAX_PARAMS,
-            show_default=True,
             help="Refuse a model whose config declares more parameters (checked before anything is built).",
         ),
         click.option(
@@ -253,22 +326,21 @@ def load_options(f: Callable[..., Any]) -> Callable[..., Any]:
 
 
 def make_load_options(
-    timeout: float,
+    timeout: float | None,
     max_memory: int | None,
     custom_objects: str | None = None,
     trust_model: bool = False,
-    max_params: int = DEFAULT_MAX_PARAMS,
-) -> Any:
-    """LoadOptions from the CLI flags; warns loudly on stderr when trust is given."""
-    from .api import LoadOptions
-
+    max_params: int | None = None,
+) -> sp.LoadOptions:
+    """LoadOptions from the CLI flags (None: not given, the spec's default); warns
+    loudly on stderr when trust is given."""
     if trust_model:
         click.echo(
             "kerinspect: warning: --trust-model: code stored in the model file may run "
             "(safe_mode is off); it stays inside the isolated worker.",
             err=True,
         )
-    return LoadOptions(
+    return sp.LoadOptions.from_options(
         timeout=timeout,
         max_memory=max_memory,
         custom_objects=custom_objects,
@@ -320,17 +392,17 @@ def threshold_options(f: Callable[..., Any]) -> Callable[..., Any]:
     opts = [
         click.option(
             "--max-abs",
+            cls=SpecOption,
+            spec_default=sp.DEFAULT_MAX_ABS,
             type=click.FloatRange(min=0, min_open=True),
-            default=1e4,
-            show_default=True,
             help="Flag 'exploding' when a finite |value| exceeds this "
             "(float16: at most a tenth of its range).",
         ),
         click.option(
             "--max-dead-fraction",
+            cls=SpecOption,
+            spec_default=sp.DEFAULT_MAX_DEAD_FRACTION,
             type=click.FloatRange(0, 1),
-            default=0.5,
-            show_default=True,
             help="Flag 'dead' when this share of units is zero for every sample.",
         ),
     ]
@@ -378,20 +450,14 @@ def cli() -> None:
 def summary(
     model: str,
     input_file: str | None,
-    samples: int | None,
-    batch_size: int,
-    seed: int,
-    dim: int,
-    shapes: tuple[str, ...],
-    max_abs: float,
-    max_dead_fraction: float,
-    timeout: float,
+    timeout: float | None,
     max_memory: int | None,
-    max_params: int,
+    max_params: int | None,
     custom_objects: str | None,
     trust_model: bool,
     fmt: str,
     width: int | None,
+    **run_options: Any,
 ) -> None:
     """Run MODEL (.keras or .h5) on sample inputs and show every layer call's output.
 
@@ -406,22 +472,11 @@ def summary(
       kerinspect summary model.h5 --input batch.npz
     """
     from .api import inspect_model
-    from .report import Thresholds
 
+    spec = run_spec(run_options)
     load = make_load_options(timeout, max_memory, custom_objects, trust_model, max_params)
     with _ProgressBar(stderr_console()) as progress:
-        report = inspect_model(
-            model,
-            input_file,
-            samples=samples,
-            batch_size=batch_size,
-            seed=seed,
-            dim=dim,
-            shapes=shapes,
-            thresholds=Thresholds(max_abs, max_dead_fraction),
-            progress=progress,
-            load=load,
-        )
+        report = inspect_model(model, input_file, spec=spec, progress=progress, load=load)
     from .render import render_markdown, render_table
 
     emit(report, fmt, width, render_table, render_markdown)
@@ -432,15 +487,20 @@ def summary(
 @output_options
 @click.option(
     "--max-abs",
+    cls=SpecOption,
+    spec_default=sp.DEFAULT_MAX_ABS,
     type=click.FloatRange(min=0, min_open=True),
-    default=1e4,
-    show_default=True,
     help="Flag 'exploding' when a finite |weight| exceeds this (float16: at most a tenth of its range).",
 )
 @worker_options
 @debug_option
 def weights(
-    model: str, fmt: str, width: int | None, max_abs: float, timeout: float, max_memory: int | None
+    model: str,
+    fmt: str,
+    width: int | None,
+    max_abs: float | None,
+    timeout: float | None,
+    max_memory: int | None,
 ) -> None:
     """Read every weight of MODEL (.keras or .h5) and show its statistics and health
     (NaN, Inf, exploding magnitudes), without running or deserializing the model.
@@ -455,15 +515,16 @@ def weights(
       kerinspect weights legacy.h5 --format json
     """
     from .api import inspect_weights
-    from .report import Thresholds
 
-    report = inspect_weights(model, Thresholds(max_abs=max_abs), load=make_load_options(timeout, max_memory))
+    thresholds = sp.Thresholds.from_options(max_abs=max_abs)
+    report = inspect_weights(model, thresholds, load=make_load_options(timeout, max_memory))
     from .render import render_weights_markdown, render_weights_table
 
     emit(report, fmt, width, render_weights_table, render_weights_markdown)
 
 
-#: check options that map onto :class:`kerinspect.config.CheckConfig` fields.
+#: check options that map onto :class:`kerinspect.config.CheckConfig` fields (the
+#: configuration file's keys). Any other run option goes straight to the RunSpec.
 _CHECK_SETTINGS = {
     "input_file": "input",
     "samples": "samples",
@@ -498,9 +559,9 @@ _CHECK_SETTINGS = {
 )
 @click.option(
     "--tolerance",
+    cls=SpecOption,
+    spec_default=sp.DEFAULT_TOLERANCE,
     type=click.FloatRange(min=0),
-    default=0.1,
-    show_default=True,
     help="Largest allowed move of a tensor's mean or std from the baseline, in baseline standard deviations.",
 )
 @click.option(
@@ -522,17 +583,15 @@ _CHECK_SETTINGS = {
 @click.option("--junit", "junit_path", metavar="FILE", help="Also write the results as JUnit XML to FILE.")
 @load_options
 @debug_option
-@click.pass_context
 def check(
-    ctx: click.Context,
     models: tuple[str, ...],
     config_path: str | None,
     no_config: bool,
     fmt: str,
     junit_path: str | None,
-    timeout: float,
+    timeout: float | None,
     max_memory: int | None,
-    max_params: int,
+    max_params: int | None,
     custom_objects: str | None,
     trust_model: bool,
     **options: Any,
@@ -556,8 +615,6 @@ def check(
       kerinspect check 'models/*.keras' --ignore 'augment*' --junit report.xml
       kerinspect check model.keras --baseline release/model.json --tolerance 0.05
     """
-    from click.core import ParameterSource
-
     from .config import discover
     from .errors import ExitCode, UsageError, worst_exit_code
     from .gate import check_models
@@ -565,11 +622,9 @@ def check(
     if no_config and config_path:
         raise UsageError("--config and --no-config exclude each other", rule="usage")
     config_file = discover(config_path, use_pyproject=not no_config)
-    overrides = {}
-    for param, key in _CHECK_SETTINGS.items():
-        if ctx.get_parameter_source(param) not in (ParameterSource.DEFAULT, None):
-            value = options[param]
-            overrides[key] = tuple(value) if isinstance(value, tuple) else value
+    # defaults < configuration file < command line: an option not given is None here
+    overrides = {key: options[param] for param, key in _CHECK_SETTINGS.items() if _given(options[param])}
+    run_options = {k: v for k, v in options.items() if k not in _CHECK_SETTINGS and _given(v)}
     if overrides.get("baseline") and len(models) > 1:
         raise UsageError(
             "--baseline compares one model; for several, set 'baseline' per model in "
@@ -580,7 +635,13 @@ def check(
     load = make_load_options(timeout, max_memory, custom_objects, trust_model, max_params)
     with _ProgressBar(stderr_console()) as progress:
         run = check_models(
-            models, config_file, overrides, progress=progress, reraise=_debug_requested(), load=load
+            models,
+            config_file,
+            overrides,
+            progress=progress,
+            reraise=_debug_requested(),
+            load=load,
+            run_options=run_options,
         )
     code = run.exit_code
     if junit_path:
@@ -610,30 +671,10 @@ def check(
 
 
 def _write_file(path: str, data: bytes) -> None:
-    """Write ``data`` to ``path`` through a temporary file in the same directory,
-    so a reader never sees half a file."""
-    import tempfile
+    """Write ``data`` to ``path`` atomically (see :func:`kerinspect.safefs.write_file_atomic`)."""
+    from .safefs import write_file_atomic
 
-    from .errors import OutputError, escape_text
-
-    directory = os.path.dirname(os.path.abspath(path))
-    try:
-        fd, tmp = tempfile.mkstemp(prefix=".kerinspect-", suffix=".tmp", dir=directory)
-    except OSError as e:
-        raise OutputError(
-            f"Cannot write {escape_text(path)}: {e.strerror}.", rule="output-unwritable"
-        ) from None
-    try:
-        with os.fdopen(fd, "wb") as f:
-            f.write(data)
-        os.chmod(tmp, 0o644)
-        os.replace(tmp, path)
-    except OSError as e:
-        with contextlib.suppress(OSError):
-            os.unlink(tmp)
-        raise OutputError(
-            f"Cannot write {escape_text(path)}: {e.strerror}.", rule="output-unwritable"
-        ) from None
+    write_file_atomic(path, data)
 
 
 @cli.command()
@@ -655,9 +696,10 @@ def _write_file(path: str, data: bytes) -> None:
 )
 @click.option(
     "--max-bytes",
+    cls=SpecOption,
+    spec_default=sp.DEFAULT_MAX_BYTES,
+    shown=sp.DEFAULT_MAX_BYTES_TEXT,
     type=ByteSize(),
-    default="2GiB",
-    show_default=True,
     help="Refuse a dump larger than this (tensors and inputs): 500M, 2GiB, 2GB, bytes.",
 )
 @load_options
@@ -666,19 +708,14 @@ def dump(
     model: str,
     out: str,
     input_file: str | None,
-    samples: int | None,
-    batch_size: int,
-    seed: int,
-    dim: int,
-    shapes: tuple[str, ...],
-    layers: tuple[str, ...],
     overwrite: bool,
-    max_bytes: int,
-    timeout: float,
+    max_bytes: int | None,
+    timeout: float | None,
     max_memory: int | None,
-    max_params: int,
+    max_params: int | None,
     custom_objects: str | None,
     trust_model: bool,
+    **run_options: Any,
 ) -> None:
     """Run MODEL on sample inputs and save layer outputs as .npy files in DIR.
 
@@ -696,22 +733,12 @@ def dump(
     """
     from .api import dump_activations
 
+    spec = run_spec(run_options)
     load = make_load_options(timeout, max_memory, custom_objects, trust_model, max_params)
+    limit = {} if max_bytes is None else {"max_bytes": max_bytes}
     with _ProgressBar(stderr_console()) as progress:
         result = dump_activations(
-            model,
-            out,
-            input_file,
-            samples=samples,
-            batch_size=batch_size,
-            seed=seed,
-            dim=dim,
-            shapes=shapes,
-            layers=layers,
-            overwrite=overwrite,
-            max_bytes=max_bytes,
-            progress=progress,
-            load=load,
+            model, out, input_file, spec=spec, overwrite=overwrite, progress=progress, load=load, **limit
         )
     _echo_dump(result, out)
 

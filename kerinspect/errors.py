@@ -172,3 +172,9 @@ class ChildCrashError(KerinspectError):
 
     exit_code = ExitCode.CRASHED
     default_rule = "crash"
+
+
+class PartialIsolationWarning(UserWarning):
+    """The worker ran, but without part of its confinement (no network namespace:
+    only the Python socket guard stands between model code and the network). The CLI
+    prints it as one ``kerinspect: warning:`` line; reports carry it as ``isolation``."""

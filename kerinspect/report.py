@@ -11,6 +11,8 @@ import math
 from dataclasses import dataclass, field
 from typing import Any
 
+from .spec import Thresholds  # defined with the other run options; reports record them
+
 #: Version of the JSON layout below; bumped on incompatible changes.
 SCHEMA_VERSION = 1
 
@@ -226,27 +228,6 @@ class ModelInfo:
 
 
 @dataclass(frozen=True)
-class Thresholds:
-    """Limits above which a tensor is flagged.
-
-    Attributes:
-        max_abs: finite |x| above this is ``exploding`` (lowered for float16 to a
-            tenth of its range, see :func:`kerinspect.checks.effective_max_abs`).
-        max_dead_fraction: a share of dead units at or above this is ``dead``.
-    """
-
-    max_abs: float = 1e4
-    max_dead_fraction: float = 0.5
-
-    def to_dict(self) -> dict[str, Any]:
-        return {"max_abs": self.max_abs, "max_dead_fraction": self.max_dead_fraction}
-
-    @classmethod
-    def from_dict(cls, d: dict[str, Any]) -> Thresholds:
-        return cls(**{k: d[k] for k in cls.__dataclass_fields__ if k in d})
-
-
-@dataclass(frozen=True)
 class WeightRecord:
     """One weight variable: its owning layer, name, shape and value statistics.
 
@@ -310,6 +291,38 @@ class Totals:
 
 
 @dataclass(frozen=True)
+class Isolation:
+    """How the model file was opened.
+
+    Attributes:
+        worker: in a disposable, confined worker process (False: in this process,
+            ``KERINSPECT_ISOLATION=off`` or an in-memory model).
+        network_namespace: the worker had a private network namespace (no interface).
+        socket_guard: the worker refused Python sockets (always, in a worker).
+    """
+
+    worker: bool
+    network_namespace: bool = False
+    socket_guard: bool = False
+
+    @property
+    def partial(self) -> bool:
+        """A worker ran, but the kernel refused it a network namespace."""
+        return self.worker and not self.network_namespace
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "worker": self.worker,
+            "network_namespace": self.network_namespace,
+            "socket_guard": self.socket_guard,
+        }
+
+    @classmethod
+    def from_dict(cls, d: dict[str, Any]) -> Isolation:
+        return cls(bool(d["worker"]), bool(d.get("network_namespace")), bool(d.get("socket_guard")))
+
+
+@dataclass(frozen=True)
 class ModelReport:
     """The result of :func:`kerinspect.inspect_model`."""
 
@@ -322,6 +335,7 @@ class ModelReport:
     weights: tuple[WeightRecord, ...] = ()
     warnings: tuple[str, ...] = ()
     kerinspect_version: str = ""
+    isolation: Isolation | None = None
 
     @property
     def totals(self) -> Totals:
@@ -351,6 +365,7 @@ class ModelReport:
             "totals": self.totals.to_dict(),
             "weights": [w.to_dict() for w in self.weights],
             "warnings": list(self.warnings),
+            "isolation": None if self.isolation is None else self.isolation.to_dict(),
         }
 
     @classmethod
@@ -365,6 +380,7 @@ class ModelReport:
             weights=tuple(WeightRecord.from_dict(w) for w in d.get("weights", ())),
             warnings=tuple(d.get("warnings", ())),
             kerinspect_version=d.get("kerinspect_version", ""),
+            isolation=Isolation.from_dict(d["isolation"]) if d.get("isolation") else None,
         )
 
 
@@ -637,6 +653,7 @@ class WeightsReport:
     saved_with: str | None = None
     warnings: tuple[str, ...] = ()
     kerinspect_version: str = ""
+    isolation: Isolation | None = None
 
     @property
     def totals(self) -> WeightTotals:
@@ -663,6 +680,7 @@ class WeightsReport:
             "weights": [w.to_dict() for w in self.weights],
             "totals": self.totals.to_dict(),
             "warnings": list(self.warnings),
+            "isolation": None if self.isolation is None else self.isolation.to_dict(),
         }
 
     @classmethod
@@ -679,4 +697,5 @@ class WeightsReport:
             saved_with=m.get("saved_with"),
             warnings=tuple(d.get("warnings", ())),
             kerinspect_version=d.get("kerinspect_version", ""),
+            isolation=Isolation.from_dict(d["isolation"]) if d.get("isolation") else None,
         )

@@ -105,7 +105,7 @@ def test_worker_has_no_network_and_a_scratch_home(keras, tmp_path):
     if result["entered"]:  # a private namespace: nothing but loopback
         assert result["ifs"] == ["lo"]
     outcome = run_worker({"command": "inspect", "model": {"path": CNN, "format": "keras",
-                                                          "size": os.path.getsize(CNN)}, "samples": 2})
+                                                          "size": os.path.getsize(CNN)}, "run": {"samples": 2}})
     assert outcome.result["report"]["samples"] == 2
     assert outcome.network_isolated == result["entered"]
 
@@ -133,6 +133,28 @@ def test_worker_never_outlives_kerinspect(tmp_path, sig):
     if sig != "SIGKILL":  # cleaned up like Ctrl-C: one line, 130, no scratch left
         assert proc.returncode == 130 and err.strip() == "kerinspect: interrupted"
         assert os.listdir(tmp_path) == []
+    else:  # a killed kerinspect cannot clean up: its scratch (request.json) stays, until the next run
+        left = [n for n in os.listdir(tmp_path) if n.startswith("kerinspect-")]
+        assert left and all(f"-{proc.pid}-" in n for n in left)
+        out = subprocess.run([sys.executable, "-m", "kerinspect", "summary", CNN, "-f", "json"], cwd=ROOT,
+                             env={**env, "KERINSPECT_TEST_FAULT": ""}, capture_output=True, text=True, timeout=120)
+        assert out.returncode == 0, out.stderr
+        assert os.listdir(tmp_path) == []
+
+
+def test_sweep_spares_live_runs_and_other_files(tmp_path):
+    from kerinspect.sandbox import scratch
+
+    mine = scratch.make("worker", str(tmp_path))  # this process: alive
+    dead = tmp_path / "kerinspect-inputs-999999999-abc"  # no such pid
+    dead.mkdir()
+    (dead / "x").write_text("x")
+    unrelated = tmp_path / "kerinspect-other-999999999-abc"
+    unrelated.mkdir()
+    link = tmp_path / "kerinspect-worker-999999998-lnk"
+    link.symlink_to(unrelated)
+    assert scratch.sweep(str(tmp_path)) == ["kerinspect-inputs-999999999-abc"]
+    assert os.path.isdir(mine) and unrelated.is_dir() and link.is_symlink() and not dead.exists()
 
 
 def test_custom_objects_file(keras, tmp_path):
@@ -261,3 +283,18 @@ def test_worker_imports_this_kerinspect(tmp_path):
 
     env = _worker_env(str(tmp_path))
     assert os.path.samefile(env["PYTHONPATH"], os.path.dirname(os.path.dirname(kerinspect.__file__)))
+
+
+def test_partial_isolation_is_said_once_and_recorded(tmp_path):
+    """Where the kernel refuses a network namespace, the user is told (one line on stderr)
+    and the JSON says so; with the namespace, nothing is said and the JSON says that too."""
+    out = kerinspect("summary", CNN, "-f", "json", env={"KERINSPECT_TEST_FAULT": "no-netns"})
+    assert out.returncode == 0, out.stderr
+    lines = out.stderr.strip().splitlines()
+    assert len(lines) == 1 and lines[0].startswith("kerinspect: warning: ") and "network namespace" in lines[0]
+    assert json.loads(out.stdout)["isolation"] == {"worker": True, "network_namespace": False, "socket_guard": True}
+    out = kerinspect("weights", CNN, "-f", "json")
+    assert out.returncode == 0
+    isolation = json.loads(out.stdout)["isolation"]
+    assert isolation["worker"] and isolation["socket_guard"]
+    assert (out.stderr == "") == isolation["network_namespace"]  # silent exactly when fully isolated

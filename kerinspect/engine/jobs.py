@@ -1,9 +1,12 @@
 """What the isolated worker does, one function per job.
 
-Each job takes the plain-JSON request built by :mod:`kerinspect.api` and a
-channel (``phase(name)``, ``progress(done, total)``) and returns plain JSON.
-The same functions run in-process when isolation is off, with a silent channel.
-Every model is scanned statically (:mod:`kerinspect.scan.static`) before Keras sees it.
+Each job takes the typed :class:`~kerinspect.sandbox.protocol.Request` (built by
+:mod:`kerinspect.api`, parsed and validated once by
+:func:`~kerinspect.sandbox.protocol.parse_request`) and a channel (``phase(name)``,
+``progress(done, total)``) and returns plain JSON. The same functions run
+in-process when isolation is off, with a silent channel. Every model is scanned
+statically (:mod:`kerinspect.scan.model`) before Keras sees it. No defaults are
+applied here: the request's specs carry every value.
 """
 
 from __future__ import annotations
@@ -13,11 +16,11 @@ from typing import Any
 import numpy as np
 
 from kerinspect.errors import ModelLoadError, escape_text
-from kerinspect.report import Thresholds
+from kerinspect.sandbox.protocol import InputsRef, ModelRef, Request
 from kerinspect.scan.preflight import ModelFile
+from kerinspect.spec import LoadOptions, RunSpec
 
-from .collect import DEFAULT_BATCH_SIZE, DEFAULT_SEED, build_feed, inspect_loaded
-from .inputs import DEFAULT_DIM
+from .collect import build_feed, inspect_loaded
 from .load import LoadedModel
 
 
@@ -44,24 +47,24 @@ def custom_objects(path: str | None) -> dict[str, Any] | None:
     return load_custom_objects(path)
 
 
-def scan_and_load(model_file: ModelFile, options: dict[str, Any], channel: Any = None) -> LoadedModel:
+def scan_and_load(model_file: ModelFile, options: LoadOptions, channel: Any = None) -> LoadedModel:
     """Refuse what the static scan refuses, then deserialize with Keras.
 
-    ``options``: ``trust_model``, ``custom_objects`` (a file path), ``max_params``.
+    ``options``: its ``trust_model``, ``custom_objects`` (a file path), ``max_params``.
     """
-    from kerinspect.scan.static import Limits, scan_model_file
+    from kerinspect.scan import Limits, scan_model_file
 
     from .load import load_model
     from .tfenv import import_keras
 
     channel = channel or QuietChannel()
-    trust = bool(options.get("trust_model"))
+    trust = options.trust_model
     channel.phase("scan")
-    custom = custom_objects(options.get("custom_objects"))
+    custom = custom_objects(options.custom_objects)
     declared = set(custom or ())
     if custom is not None:  # classes registered with @register_keras_serializable count too
         declared |= set(import_keras().saving.get_custom_objects())
-    limits = Limits(max_params=int(options.get("max_params") or Limits().max_params))
+    limits = Limits(max_params=options.max_params)
     scanned = scan_model_file(
         model_file.path, model_file.format, limits, allow_code=trust, custom_classes=frozenset(declared)
     )
@@ -78,79 +81,86 @@ def scan_and_load(model_file: ModelFile, options: dict[str, Any], channel: Any =
     return load_model(model_file, safe_mode=not trust, custom_objects=custom)
 
 
-def model_file_of(request: dict[str, Any]) -> ModelFile:
-    m = request["model"]
-    return ModelFile(m["path"], m["format"], m["size"])
+def model_file_of(model: ModelRef) -> ModelFile:
+    return ModelFile(model.path, model.format, model.size)
 
 
-def feed_arguments(request: dict[str, Any]) -> dict[str, Any]:
-    """The :func:`~kerinspect.engine.collect.build_feed` arguments of a request."""
-    inputs = request.get("inputs")
-    arrays: Any = None
-    if inputs is not None:
-        if inputs.get("kind") == "arrays":
-            with np.load(inputs["path"], allow_pickle=False) as data:
-                if inputs.get("by_name"):
-                    arrays = {k: data[k] for k in data.files}
-                else:
-                    arrays = [data[f"arr_{i}"] for i in range(len(data.files))]
-        else:
-            arrays = inputs["path"]
-    shapes = request.get("shapes")
-    if isinstance(shapes, dict):
-        shapes = {k: tuple(v) for k, v in shapes.items()}
+def shown_path(model: ModelRef) -> str:
+    """The model's path as the user wrote it."""
+    return model.path if model.shown_path is None else model.shown_path
+
+
+def read_inputs(inputs: InputsRef | None) -> Any:
+    """What :func:`~kerinspect.engine.collect.build_feed` takes as ``inputs``: None
+    (synthetic), the user's file path, or the arrays the parent saved."""
+    if inputs is None:
+        return None
+    if inputs.kind == "file":
+        return inputs.path
+    with np.load(inputs.path, allow_pickle=False) as data:
+        if inputs.by_name:
+            return {k: data[k] for k in data.files}
+        return [data[f"arr_{i}"] for i in range(len(data.files))]
+
+
+def feed_options(run: RunSpec) -> dict[str, Any]:
+    """The :func:`~kerinspect.engine.collect.build_feed` keywords a :class:`RunSpec` sets
+    (also used by :mod:`kerinspect.api` for in-memory models)."""
     return {
-        "inputs": arrays,
-        "samples": request.get("samples"),
-        "batch_size": request.get("batch_size") or DEFAULT_BATCH_SIZE,
-        "seed": DEFAULT_SEED if request.get("seed") is None else request["seed"],
-        "dim": request.get("dim") or DEFAULT_DIM,
-        "shapes": shapes,
-        "source": (inputs or {}).get("source"),
+        "samples": run.samples,
+        "batch_size": run.batch_size,
+        "seed": run.seed,
+        "dim": run.dim,
+        "shapes": run.shapes,
     }
 
 
-def inspect_job(request: dict[str, Any], channel: Any) -> dict[str, Any]:
+def inspect_job(request: Request, channel: Any) -> dict[str, Any]:
     """``summary``/``check``: the whole report, as JSON."""
-    model_file = model_file_of(request)
-    loaded = scan_and_load(model_file, request, channel)
+    model_file = model_file_of(request.model)
+    loaded = scan_and_load(model_file, request.load, channel)
     channel.phase("run")
-    feed = feed_arguments(request)
     report = inspect_loaded(
         loaded.model,
-        feed.pop("inputs"),
-        **{k: v for k, v in feed.items() if k != "source"},
-        thresholds=Thresholds.from_dict(request.get("thresholds") or {}),
+        read_inputs(request.inputs),
+        **feed_options(request.run),
+        thresholds=request.run.thresholds,
         progress=channel.progress,
-        path=request["model"].get("shown_path", model_file.path),
+        path=shown_path(request.model),
         fmt=model_file.format,
         loader=loaded.loader,
         notes=loaded.notes,
-        input_source=feed["source"],
+        input_source=None if request.inputs is None else request.inputs.source,
     )
     return {"report": report.to_dict()}
 
 
-def dump_job(request: dict[str, Any], channel: Any) -> dict[str, Any]:
+def dump_job(request: Request, channel: Any) -> dict[str, Any]:
     """``dump``'s write phase: arrays into the staging directory the parent made."""
-    from kerinspect.dump import write_dump
+    from kerinspect.engine.dump_writer import write_dump
+    from kerinspect.errors import KerinspectError
 
-    model_file = model_file_of(request)
-    loaded = scan_and_load(model_file, request, channel)
+    if request.write is None:
+        raise KerinspectError("The worker received a malformed request: dump needs write", rule="protocol")
+    loaded = scan_and_load(model_file_of(request.model), request.load, channel)
     channel.phase("run")
-    args = feed_arguments(request)
-    feed = build_feed(loaded.model, args.pop("inputs"), **args)
-    return {"draft": write_dump(loaded.model, feed, request["job"], progress=channel.progress)}
+    feed = build_feed(
+        loaded.model,
+        read_inputs(request.inputs),
+        **feed_options(request.run),
+        source=None if request.inputs is None else request.inputs.source,
+    )
+    return {"draft": write_dump(loaded.model, feed, request.write, progress=channel.progress)}
 
 
-def weights_job(request: dict[str, Any], channel: Any) -> dict[str, Any]:
+def weights_job(request: Request, channel: Any) -> dict[str, Any]:
     """``weights``: h5py only, no TensorFlow, no deserialization."""
     from kerinspect.scan.weights import inspect_weights
 
     channel.phase("read")
-    report = inspect_weights(request["model"]["path"], Thresholds.from_dict(request.get("thresholds") or {}))
+    report = inspect_weights(request.model.path, request.run.thresholds)
     data = report.to_dict()
-    data["model"]["path"] = request["model"].get("shown_path", data["model"]["path"])
+    data["model"]["path"] = shown_path(request.model)
     return {"report": data}
 
 

@@ -26,7 +26,6 @@ import shutil
 import signal
 import subprocess
 import sys
-import tempfile
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -44,6 +43,7 @@ from kerinspect.errors import (
     UsageError,
     escape_text,
 )
+from kerinspect.sandbox import scratch as scratch_dirs
 
 #: Environment variables passed through to the worker (everything else is dropped).
 _PASSTHROUGH_ENV = (
@@ -249,7 +249,8 @@ def run_worker(
             :class:`ChildCrashError` when it crashed, timed out or hit a limit.
     """
     limits = limits or WorkerLimits()
-    scratch = tempfile.mkdtemp(prefix="kerinspect-worker-", dir=scratch_parent)
+    scratch_dirs.sweep(scratch_parent)  # what a SIGKILLed earlier run left behind
+    scratch = scratch_dirs.make("worker", scratch_parent)
     read_fd, write_fd = os.pipe()
     phase = "starting"
     result: dict[str, Any] | None = None

@@ -11,7 +11,8 @@ descriptor named by ``KERINSPECT_PROTOCOL_FD``:
 
 Its stdout and stderr go to a log the parent reads only after a crash.
 Test-only fault hook: ``KERINSPECT_TEST_FAULT=<fault>@<phase>`` (fault: segv,
-hang, oom, exit) fires when the worker enters that phase.
+hang, oom, exit, nohook) fires when the worker enters that phase; ``no-netns`` makes
+the worker skip its network namespace, as on a kernel that refuses one.
 """
 
 from __future__ import annotations
@@ -90,21 +91,27 @@ def _maybe_fault(phase: str) -> None:
             hog.append(bytearray(64 << 20))
     elif fault == "exit":
         os._exit(3)
+    elif fault == "nohook":  # a Keras release that no longer calls the engine's graph hook
+        from kerinspect.engine.keras_adapter import simulate_keras_without_graph_hook
+
+        simulate_keras_without_graph_hook()
 
 
-def _dispatch(request: dict[str, Any], channel: _Channel) -> dict[str, Any]:
+def _dispatch(request: Any, channel: _Channel) -> dict[str, Any]:
     from kerinspect.engine.jobs import JOBS
+    from kerinspect.sandbox.protocol import parse_request
 
-    job = JOBS.get(str(request.get("command")))
-    if job is None:
-        raise KerinspectError(f"unknown worker command {request.get('command')!r}", rule="internal")
-    return job(request, channel)
+    parsed = parse_request(request)  # types and ranges, once; a bad request is a protocol error
+    return JOBS[parsed.command](parsed, channel)
 
 
 def main(argv: list[str]) -> int:
     from .confine import confine
 
-    namespace = confine(json.loads(os.environ.get("KERINSPECT_LIMITS", "{}")))
+    limits = json.loads(os.environ.get("KERINSPECT_LIMITS", "{}"))
+    if os.environ.get("KERINSPECT_TEST_FAULT") == "no-netns":  # as where the kernel refuses one
+        limits["isolate_network"] = False
+    namespace = confine(limits)
     fd = int(os.environ["KERINSPECT_PROTOCOL_FD"])
     os.set_inheritable(fd, False)  # processes the model might start do not get the channel
     channel = _Channel(fd, namespace)
