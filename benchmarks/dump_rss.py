@@ -45,7 +45,8 @@ NAIVE = """
 import sys, numpy as np
 sys.path.insert(0, {root!r})
 from kerinspect.api import build_feed, run_batches
-from kerinspect.scan.preflight import load_model, preflight
+from kerinspect.engine.load import load_model
+from kerinspect.scan.preflight import preflight
 from kerinspect.engine.trace import to_numpy
 model = load_model(preflight({model!r}))
 class Keep:

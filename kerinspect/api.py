@@ -91,7 +91,8 @@ def inspect_model(
         return inspect_loaded(
             model, inputs, **feed_options(run), thresholds=run.thresholds, progress=progress
         )
-    result = _job("inspect", model, inputs, run, load or LoadOptions(), progress)
+    with snapshot(model) as model_file:
+        result = _job("inspect", model_file, inputs, run, load or LoadOptions(), progress)
     return _with_isolation(_from_worker(ModelReport.from_dict, result, "report"), result)
 
 
@@ -135,17 +136,29 @@ def dump_activations(
         KerinspectError: a subclass carrying the exit code; ``OutputError`` (exit 7)
             for a refused directory, a dump above ``max_bytes``, a full disk.
     """
-    from . import dump as d
 
     run = _run_spec(spec, options)
-    is_file = isinstance(model, (str, os.PathLike))
-    model_file = None
-    if is_file:
-        from .scan.preflight import preflight
+    if isinstance(model, (str, os.PathLike)):
+        with snapshot(model) as model_file:
+            return _dump(model_file, out, inputs, run, overwrite, max_bytes, progress, load)
+    _check_model_object(model)
+    return _dump(model, out, inputs, run, overwrite, max_bytes, progress, load)
 
-        model_file = preflight(model)
-    else:
-        _check_model_object(model)
+
+def _dump(
+    model: Any,
+    out: str | os.PathLike[str],
+    inputs: Any,
+    run: RunSpec,
+    overwrite: bool,
+    max_bytes: int,
+    progress: ProgressFn | None,
+    load: LoadOptions | None,
+) -> Any:
+    from . import dump as d
+    from .scan.preflight import ModelFile
+
+    model_file = model if isinstance(model, ModelFile) else None
     if isinstance(inputs, (str, os.PathLike)):
         source: str | None = os.fspath(inputs)
     else:
@@ -164,7 +177,8 @@ def dump_activations(
         overwrite=overwrite,
         max_bytes=max_bytes,
         layers=run.layers,
-        model_path=None if model_file is None else model_file.path,
+        model_path=None if model_file is None else model_file.shown,
+        model_sha256=None if model_file is None else model_file.sha256,
         model_format="in-memory" if model_file is None else model_file.format,
         run=manifest_run,
     )
@@ -178,7 +192,7 @@ def dump_activations(
         else:
             result = _job(
                 "dump",
-                model,
+                model_file,
                 inputs,
                 run,
                 load or LoadOptions(),
@@ -201,7 +215,8 @@ def inspect_weights(
     (no TensorFlow, nothing deserialized); see :func:`kerinspect.scan.weights.inspect_weights`.
     The file is parsed in the isolated worker, since HDF5 parsers crash on hostile files."""
     run = RunSpec() if thresholds is None else RunSpec(thresholds=thresholds)
-    result = _job("weights", path, None, run, load or LoadOptions(), None)
+    with snapshot(path) as model_file:
+        result = _job("weights", model_file, None, run, load or LoadOptions(), None)
     return _with_isolation(_from_worker(WeightsReport.from_dict, result, "report"), result)
 
 
@@ -256,9 +271,20 @@ def _check_model_object(model: Any) -> None:
         raise UsageError(f"Expected a model path or a keras.Model, got {type(model).__name__}")
 
 
+@contextlib.contextmanager
+def snapshot(path: str | os.PathLike[str]) -> Iterator[Any]:
+    """Pre-flight ``path`` and copy its bytes into a private scratch directory for the
+    length of the block (see :func:`kerinspect.scan.preflight.preflight`): the scan and
+    the load read that copy only, and its ``sha256`` is the hash of what was loaded."""
+    from .scan.preflight import preflight
+
+    with _scratch("snapshot") as tmp:
+        yield preflight(path, snapshot_dir=tmp)
+
+
 def _job(
     command: str,
-    path: str | os.PathLike[str],
+    model_file: Any,
     inputs: Any,
     run: RunSpec,
     load: LoadOptions,
@@ -266,18 +292,17 @@ def _job(
     max_file_size: int = WORKER_MAX_FILE_SIZE,
     write: dict[str, Any] | None = None,
 ) -> dict[str, Any]:
-    """Preflight ``path`` here, then run one job of :mod:`kerinspect.engine.jobs` in the
-    isolated worker (or in this process when ``load.isolate`` is off)."""
+    """Run one job of :mod:`kerinspect.engine.jobs` on the snapshot ``model_file`` (a
+    :class:`~kerinspect.scan.preflight.ModelFile`) in the isolated worker (or in this
+    process when ``load.isolate`` is off)."""
     from .errors import KerinspectError
     from .sandbox.protocol import ModelRef, Request, parse_request
-    from .scan.preflight import preflight
 
-    model_file = preflight(path)
     absolute = os.path.abspath(model_file.path)
     with _scratch("inputs") as tmp:
         request = Request(
             command=command,
-            model=ModelRef(absolute, model_file.format, model_file.size, shown_path=model_file.path),
+            model=ModelRef(absolute, model_file.format, model_file.size, shown_path=model_file.shown),
             inputs=_inputs_for_worker(inputs, tmp),
             run=run,
             load=load.replace(custom_objects=_checked_file(load.custom_objects, "custom-objects")),
@@ -301,9 +326,9 @@ def _job(
             # set here, not by the worker: the worker runs model code and could claim anything
             return {**outcome.result, "isolation": _isolation(True, outcome.network_isolated)}
         except KerinspectError as e:
-            # the job saw an absolute path; say it the way the user did
-            if absolute != model_file.path:
-                e.message = e.message.replace(escape_text(absolute), escape_text(model_file.path))
+            # the job saw the snapshot's path; say it the way the user did
+            if absolute != model_file.shown:
+                e.message = e.message.replace(escape_text(absolute), escape_text(model_file.shown))
             raise
 
 

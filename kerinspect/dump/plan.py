@@ -61,6 +61,7 @@ def prepare_dump(
     layers: Sequence[str] = (),
     model_path: str | None = None,
     model_format: str = "in-memory",
+    model_sha256: str | None = None,
     run: Mapping[str, Any] | None = None,
 ) -> dict[str, Any]:
     """Validate and lock down the output directory; create the staging directory.
@@ -75,7 +76,9 @@ def prepare_dump(
         overwrite: allow replacing a previous kerinspect dump in ``out``.
         max_bytes: most bytes the write phase may write.
         layers: glob patterns on layer paths; empty selects every layer call.
-        model_path: the model file, hashed here for the manifest (None: in-memory).
+        model_path: the model file as the user named it, for the manifest (None: in-memory).
+        model_sha256: the SHA-256 of the bytes that were loaded (the snapshot's); when
+            None, ``model_path`` is hashed here.
         model_format: ``"keras"``, ``"h5"`` or ``"in-memory"``, for the manifest.
         run: plain data describing the run (inputs, seed...), copied to the manifest.
 
@@ -96,7 +99,7 @@ def prepare_dump(
     # Read the model before touching the filesystem, so a failure leaves nothing behind.
     model: dict[str, Any] = {"path": model_path, "sha256": None, "format": model_format}
     if model_path is not None:
-        model["sha256"] = file_sha256(model_path)
+        model["sha256"] = model_sha256 or file_sha256(model_path)
     path = os.path.abspath(raw)
     shown = show_path(raw)
     created = False

@@ -26,13 +26,29 @@ H5_EXTENSIONS = (".h5", ".hdf5")
 DEFAULT_MAX_FILE_BYTES = 4 << 30
 
 
+#: Bytes copied per read when a snapshot is taken.
+_COPY_CHUNK = 1 << 20
+
+
 @dataclass(frozen=True)
 class ModelFile:
-    """A model path that passed the pre-flight checks."""
+    """A model path that passed the pre-flight checks.
+
+    With a snapshot (:func:`preflight` ``snapshot_dir``), ``path`` is the private copy
+    that everything after pre-flight reads, ``shown_path`` the user's path and
+    ``sha256`` the hash of exactly the bytes copied.
+    """
 
     path: str
     format: str  # "keras" (zip) or "h5"
     size: int
+    sha256: str | None = None
+    shown_path: str | None = None
+
+    @property
+    def shown(self) -> str:
+        """The path as the user wrote it."""
+        return self.shown_path if self.shown_path is not None else self.path
 
 
 def _hdf5_signature_at(head: bytes) -> bool:
@@ -56,12 +72,21 @@ def sniff(head: bytes) -> str:
     return "unknown"
 
 
-def preflight(path: str | os.PathLike[str], *, max_bytes: int = DEFAULT_MAX_FILE_BYTES) -> ModelFile:
+def preflight(
+    path: str | os.PathLike[str], *, max_bytes: int = DEFAULT_MAX_FILE_BYTES, snapshot_dir: str | None = None
+) -> ModelFile:
     """Check that ``path`` is a local regular file in a supported format.
 
     Never imports TensorFlow. Raises :class:`InputFileError` (exit 3) for a missing
     file, a directory, a device or FIFO, a remote URL, an empty or unknown file,
     or an extension that contradicts the content.
+
+    With ``snapshot_dir`` (a private directory), the file is opened once and its bytes
+    copied there while they are hashed; every check below, the static scan and Keras
+    then read that copy, never the path again. Whoever can write the path (a shared
+    folder, an unfinished download, a symlink they control) cannot swap or append
+    bytes between the scan and the load. A file that changes while it is copied is
+    refused (``model-changed``).
     """
     p = os.fspath(path)
     shown = escape_text(p)
@@ -109,6 +134,11 @@ def preflight(path: str | os.PathLike[str], *, max_bytes: int = DEFAULT_MAX_FILE
                 f"Received: path={shown}",
                 rule="file-too-large",
             )
+        digest = None
+        if snapshot_dir is not None:
+            copy, digest = _snapshot(fd, st, snapshot_dir, os.path.splitext(p)[1].lower(), shown)
+            os.close(fd)
+            fd = os.open(copy, os.O_RDONLY | getattr(os, "O_CLOEXEC", 0))
         head = os.pread(fd, 4096, 0)
         has_zip_end = _has_zip_end(fd, st.st_size)
     except OSError as e:
@@ -152,7 +182,42 @@ def preflight(path: str | os.PathLike[str], *, max_bytes: int = DEFAULT_MAX_FILE
             f"(the content looks like {'a .keras zip' if fmt == 'keras' else 'HDF5'}). Received: path={shown}",
             rule="format-mismatch",
         )
+    if snapshot_dir is not None:
+        return ModelFile(copy, fmt, st.st_size, sha256=digest, shown_path=p)
     return ModelFile(p, fmt, st.st_size)
+
+
+def _snapshot(fd: int, st: os.stat_result, into: str, ext: str, shown: str) -> tuple[str, str]:
+    """Copy the open file ``fd`` (``st`` its fstat) to ``into``, hashing what is copied;
+    refuse it if it changed meanwhile. Returns the copy's path and the SHA-256."""
+    import hashlib
+
+    name = "model" + (ext if ext in KERAS_EXTENSIONS + H5_EXTENSIONS else ".bin")
+    copy = os.path.join(into, name)
+    h = hashlib.sha256()
+    copied = 0
+    out = os.open(copy, os.O_WRONLY | os.O_CREAT | os.O_EXCL | getattr(os, "O_NOFOLLOW", 0), 0o600)
+    try:
+        while copied <= st.st_size:  # one read past the end: a file that grew shows it
+            chunk = os.pread(fd, _COPY_CHUNK, copied)
+            if not chunk:
+                break
+            h.update(chunk)
+            view = memoryview(chunk)
+            while view:
+                view = view[os.write(out, view) :]
+            copied += len(chunk)
+    finally:
+        os.close(out)
+    now = os.fstat(fd)
+    if copied != st.st_size or (now.st_size, now.st_mtime_ns) != (st.st_size, st.st_mtime_ns):
+        raise InputFileError(
+            f"The model file changed while it was being read ({st.st_size:,} bytes when opened, "
+            f"{copied:,} read). Received: path={shown}",
+            rule="model-changed",
+            hint="wait until whatever writes it has finished",
+        )
+    return copy, h.hexdigest()
 
 
 def _has_zip_end(fd: int, size: int) -> bool:

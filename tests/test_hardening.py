@@ -1,0 +1,95 @@
+"""Issue 16's hostile cases: what an attacker who can write the model's path, the
+repository's files or the inputs can do to a run. Everything goes through the real
+worker unless the case is about the parent process itself."""
+
+from __future__ import annotations
+
+import hashlib
+import os
+import shutil
+
+import pytest
+
+import kerinspect
+from kerinspect.errors import InputFileError
+from tests.conftest import SAMPLES
+
+pytestmark = pytest.mark.isolated
+
+CNN = SAMPLES / "cnn.keras"
+NAN = SAMPLES / "nan_model.keras"
+
+
+def sha256(path) -> str:
+    return hashlib.sha256(open(path, "rb").read()).hexdigest()
+
+
+
+def _load(isolate=True):
+    from kerinspect.spec import LoadOptions
+
+    return LoadOptions(isolate=isolate)
+
+
+@pytest.mark.parametrize("attack", ["replace", "append"])
+def test_bytes_written_after_the_snapshot_are_never_loaded(tmp_path, attack):
+    """The scan and the load read one private copy: replacing the path (or appending a
+    zip to it) after pre-flight changes nothing that is loaded."""
+    from kerinspect import api
+    from kerinspect.report import ModelReport
+    from kerinspect.spec import RunSpec
+
+    path = tmp_path / "model.keras"
+    shutil.copy(CNN, path)
+    with api.snapshot(path) as model_file:
+        assert model_file.sha256 == sha256(CNN) and model_file.shown == str(path)
+        assert not os.path.samefile(model_file.path, path)
+        if attack == "replace":
+            shutil.copy(NAN, tmp_path / "swap.keras")
+            os.replace(tmp_path / "swap.keras", path)
+        else:
+            with open(path, "ab") as f:
+                f.write(open(NAN, "rb").read())
+        result = api._job("inspect", model_file, None, RunSpec(samples=4), _load(), None)
+    report = ModelReport.from_dict(result["report"])
+    assert report.model.name == "cnn" and report.model.path == str(path)
+    assert not [n for n in os.listdir(os.environ.get("TMPDIR", "/tmp")) if n.startswith(f"kerinspect-snapshot-{os.getpid()}-")]
+
+
+def test_dump_hash_is_the_hash_of_what_was_loaded(tmp_path):
+    """`dir/link/../m.keras`: the kernel resolves `link/..` through the link, a lexical
+    normalisation does not. The manifest's hash and model are of the bytes loaded."""
+    (tmp_path / "dir").mkdir()
+    (tmp_path / "other" / "sub").mkdir(parents=True)
+    shutil.copy(CNN, tmp_path / "dir" / "m.keras")
+    shutil.copy(NAN, tmp_path / "other" / "m.keras")
+    (tmp_path / "dir" / "link").symlink_to(tmp_path / "other" / "sub")
+    tricky = os.path.join(str(tmp_path), "dir", "link", "..", "m.keras")
+    dump = kerinspect.dump_activations(tricky, tmp_path / "out", samples=2, load=_load())
+    model = dump.manifest["model"]
+    assert model["sha256"] == sha256(tmp_path / "other" / "m.keras")
+    assert model["name"] == "nan_model" and model["path"] == tricky
+
+
+def test_a_file_that_changes_while_it_is_copied_is_refused(tmp_path, monkeypatch):
+    from kerinspect.scan import preflight as pf
+
+    path = tmp_path / "model.keras"
+    shutil.copy(CNN, path)
+    real_pread = os.pread
+    calls = []
+
+    def growing(fd, n, offset):  # a writer appends while kerinspect reads
+        calls.append(offset)
+        if len(calls) == 2:
+            with open(path, "ab") as f:
+                f.write(b"x" * 100)
+        return real_pread(fd, n, offset)
+
+    monkeypatch.setattr(pf, "_COPY_CHUNK", 4096)
+    monkeypatch.setattr(pf.os, "pread", growing)
+    snap = tmp_path / "snap"
+    snap.mkdir()
+    with pytest.raises(InputFileError) as e:
+        pf.preflight(path, snapshot_dir=str(snap))
+    assert e.value.rule == "model-changed" and "changed while it was being read" in e.value.message
