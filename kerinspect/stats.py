@@ -11,11 +11,12 @@ associative, so the result does not depend on how samples were batched.
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass
+from collections.abc import Callable, Iterable
+from dataclasses import dataclass, field
 
 import numpy as np
 
-from .report import TensorStats
+from kerinspect.report import TensorStats
 
 
 def numeric_kind(dtype: np.dtype) -> str | None:
@@ -115,7 +116,19 @@ BLOCK = 1 << 17
 _CANCELLATION = 1e-3
 
 
-def summarize(array: np.ndarray) -> RunningStats | None:
+# A block's sum of squares is ``np.einsum("i,i->", x, x)``, never ``np.dot``: BLAS's
+# dot product adds in an order that depends on the kernel OpenBLAS picks at run time
+# (``OPENBLAS_CORETYPE``, the CPU) and on its thread count, so the same tensor gave a
+# different last bit in another process (the worker's scrubbed environment). numpy's
+# own loop adds in one fixed order (about 25% slower than a one-thread BLAS dot).
+
+
+def summarize(
+    array: np.ndarray,
+    *,
+    parts: int = 1,
+    map_fn: Callable[[Callable[[tuple[int, int]], _Part], list[tuple[int, int]]], Iterable[_Part]] = map,
+) -> RunningStats | None:
     """Summarise one batch. Returns None for non-numeric arrays (strings, objects).
 
     Computation is in float64 whatever the input dtype (float16 sums would
@@ -126,6 +139,11 @@ def summarize(array: np.ndarray) -> RunningStats | None:
     statistic is taken from it there (mean and M2 of the block, blocks merged as
     batches are). No copy of the whole tensor is ever made, so a large
     activation costs one read of its memory and no extra memory.
+
+    ``parts > 1`` scans that many runs of consecutive blocks through ``map_fn``
+    (an executor's ``map``, to use threads: numpy releases the GIL). The blocks'
+    moments are folded here, in block order, whatever the parts: the result is
+    bit for bit the same for every ``parts`` and every number of threads.
     """
     a = np.asarray(array)
     kind = numeric_kind(a.dtype)
@@ -141,19 +159,56 @@ def summarize(array: np.ndarray) -> RunningStats | None:
     grid = a.reshape(-1, units) if units > 0 else a.reshape(1, -1)
     n_rows, n_cols = grid.shape
     rows = max(1, BLOCK // n_cols)
+    row_blocks = -(-n_rows // rows)
+    parts = max(1, min(parts, row_blocks))
+    cuts = [row_blocks * i // parts * rows for i in range(parts)] + [n_rows]
+    spans = [(cuts[i], cuts[i + 1]) for i in range(parts)]
+    results = map_fn(lambda span: _scan(grid, span, rows, kind, units), spans)
+    for part in results:
+        s.zeros += part.zeros
+        s.nan += part.nan
+        s.inf += part.inf
+        s.min = min(s.min, part.min)
+        s.max = max(s.max, part.max)
+        if s.active is not None and part.active is not None:
+            np.logical_or(s.active, part.active, out=s.active)
+        for k, block_mean, m2 in part.moments:
+            _merge_moments(s, k, block_mean, m2)
+    return s
+
+
+@dataclass
+class _Part:
+    """What :func:`_scan` found in a run of blocks: counts, extremes, and each
+    block's ``(finite values, mean, M2)`` in block order (folded by the caller)."""
+
+    zeros: int = 0
+    nan: int = 0
+    inf: int = 0
+    min: float = math.inf
+    max: float = -math.inf
+    active: np.ndarray | None = None
+    moments: list[tuple[int, float, float]] = field(default_factory=list)
+
+
+def _scan(grid: np.ndarray, span: tuple[int, int], rows: int, kind: str, units: int) -> _Part:
+    """One pass over the blocks of ``grid[span[0]:span[1]]`` (see :func:`summarize`)."""
+    r_begin, r_end = span
+    n_cols = grid.shape[1]
     cols = min(n_cols, BLOCK)
-    size = min(rows, n_rows) * cols
+    part = _Part(active=np.zeros(units, dtype=bool) if units > 0 else None)
+    size = min(rows, r_end - r_begin) * cols
     scratch = np.empty(size, dtype=np.float64)
     nonzero = np.empty(size, dtype=bool)
-    native = a.dtype in (np.float32, np.float64)  # min/max straight from the input: exact, faster
-    for r0 in range(0, n_rows, rows):
+    native = grid.dtype in (np.float32, np.float64)  # min/max straight from the input: exact, faster
+    for r0 in range(r_begin, r_end, rows):
         for c0 in range(0, n_cols, cols):
-            block = grid[r0 : r0 + rows, c0 : c0 + cols]
+            block = grid[r0 : min(r0 + rows, r_end), c0 : c0 + cols]
             m = block.size
             nz = np.not_equal(block, 0, out=nonzero[:m].reshape(block.shape))  # NaN is non-zero
-            s.zeros += m - int(np.count_nonzero(nz))
-            if s.active is not None:
-                act = s.active[c0 : c0 + block.shape[1]]
+            part.zeros += m - int(np.count_nonzero(nz))
+            if part.active is not None:
+                act = part.active[c0 : c0 + block.shape[1]]
                 np.logical_or(act, np.logical_or.reduce(nz, axis=0), out=act)
             x = scratch[:m]
             np.copyto(x.reshape(block.shape), block, casting="unsafe")
@@ -162,24 +217,24 @@ def summarize(array: np.ndarray) -> RunningStats | None:
                 finite_mask = np.isfinite(x)
                 n_finite = int(np.count_nonzero(finite_mask))
                 n_nan = int(np.count_nonzero(np.isnan(x)))
-                s.nan += n_nan
-                s.inf += m - n_finite - n_nan
+                part.nan += n_nan
+                part.inf += m - n_finite - n_nan
                 x = x[finite_mask]  # a copy: the scratch buffer is ours, the input is not touched
                 if not x.size:
                     continue
                 lo, hi = x.min(), x.max()
-            s.min = min(s.min, float(lo))
-            s.max = max(s.max, float(hi))
+            part.min = min(part.min, float(lo))
+            part.max = max(part.max, float(hi))
             k = x.size
             total = float(x.sum())
             block_mean = total / k
-            squares = float(np.dot(x, x))
+            squares = float(np.einsum("i,i->", x, x))
             m2 = squares - total * block_mean  # one pass; exact enough unless it cancels
             if not m2 >= squares * _CANCELLATION:  # mean large against the spread: two passes
                 np.subtract(x, block_mean, out=x)
-                m2 = float(np.dot(x, x))
-            _merge_moments(s, k, block_mean, m2)
-    return s
+                m2 = float(np.einsum("i,i->", x, x))
+            part.moments.append((k, block_mean, m2))
+    return part
 
 
 def _merge_moments(s: RunningStats, n: int, mean: float, m2: float) -> None:

@@ -4,22 +4,22 @@ For each node of a functional graph, ``keras.Model(graph.inputs, node.outputs)``
 computes exactly that call's outputs with Keras's own graph execution and
 ``predict``; nested models are entered by computing their inputs the same way.
 Slow (one model per node) but obviously right, and it shares no code with
-``kerinspect.engine.trace``.
+``kerinspect.engine.trace``: only the Keras internals it reads (a graph's nodes,
+an operation's calls) come through ``kerinspect.engine.keras_adapter``.
 """
 
 from __future__ import annotations
 
 import numpy as np
 
+from kerinspect.engine import keras_adapter as ka
 from kerinspect.engine.tfenv import import_keras
 
 keras = import_keras()
 
 
 def _graph(model):
-    if isinstance(model, keras.Sequential):
-        return model._functional
-    return model
+    return ka.graph_of(model) if isinstance(model, keras.Sequential) else model
 
 
 def _predict(graph, outputs, inputs):
@@ -34,17 +34,17 @@ def _predict(graph, outputs, inputs):
 def reference_calls(model, inputs, prefix=""):
     """``{path: [arrays]}`` for every call of every operation, nested models included."""
     graph = _graph(model)
-    nodes = [n for ns in graph._nodes_by_depth.values() for n in ns
-             if n.operation is not None and not n.is_input]
+    nodes = [n for _, n in ka.graph_nodes(graph)
+             if ka.node_operation(n) is not None and not ka.is_input_node(n)]
     in_graph = set(id(n) for n in nodes)
     out = {}
     for node in nodes:
-        op = node.operation
-        calls = [n for n in op._inbound_nodes if id(n) in in_graph]
+        op = ka.node_operation(node)
+        calls = [n for n in ka.operation_nodes(op) if id(n) in in_graph]
         k = calls.index(node)
         path = prefix + op.name + (f"@{k}" if k else "")
-        out[path] = _predict(graph, node.outputs, inputs)
+        out[path] = _predict(graph, ka.node_outputs(node), inputs)
         if isinstance(op, keras.Model) and _graph(op) is not None:
-            inner_inputs = _predict(graph, node.input_tensors, inputs)
+            inner_inputs = _predict(graph, ka.node_input_tensors(node), inputs)
             out.update(reference_calls(op, inner_inputs, prefix=path + "/"))
     return out

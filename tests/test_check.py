@@ -414,7 +414,7 @@ def test_dead_and_exploding(models):
 def test_integer_tensors_are_not_checked(models):
     data, _ = run_json(models["int_mixed"], *SAMPLES, code=0)
     nan = rules_of(data["models"][0])["nan"]["counts"]
-    assert nan["not_checked"] >= 2 and nan["passed"] >= 3  # ids, add: int; emb, flat, dense: float
+    assert (nan["not_checked"], nan["passed"]) == (2, 3)  # ids, add: int; emb, flat, dense: float
     data, r = run_json(models["int_only"], *SAMPLES, code=1)
     rules = rules_of(data["models"][0])
     assert rules["nan"]["verdict"] == "not_checked" and rules["nan"]["counts"]["passed"] == 0
@@ -645,7 +645,10 @@ def test_python_api(models):
 def test_exit_code_is_documented_in_help():
     r = CliRunner().invoke(cli, ["check", "--help"])
     assert r.exit_code == 0 and "outranks 1" in r.stdout and "--junit" in r.stdout
-    assert int(ExitCode.CHECKS_FAILED) == 1
+    text = " ".join(r.stdout.split())
+    documented = text[text.index("Exit codes:") : text.index("Examples:")]
+    # every exit code the tool can return is documented, and no other number is
+    assert {int(n) for n in re.findall(r"\b\d+\b", documented)} == {int(c) for c in ExitCode}
 
 
 def test_ignore_cannot_hide_nan_in_what_the_model_returns(models):
@@ -656,7 +659,7 @@ def test_ignore_cannot_hide_nan_in_what_the_model_returns(models):
     model = data["models"][0]
     nan = next(r for r in model["rules"] if r["rule"] == "nan")
     assert nan["verdict"] == "failed"
-    assert model["first_fault"] is not None
+    assert model["first_fault"]["layer"] == "head"  # the ignored block's NaN, where it is not exempt
     everything, _ = run_json(models["clean"], *SAMPLES, "--ignore", "*", code=0)
     rules = {r["rule"]: r["verdict"] for r in everything["models"][0]["rules"]}
     assert rules["nan"] == "passed"  # the output was still checked ...

@@ -180,10 +180,12 @@ def test_blocked_pass_on_strided_input_and_large_mean(monkeypatch):
 
 @pytest.mark.parametrize("threads", [2, 3, 16])
 def test_collector_summarises_large_tensors_in_parallel_parts(monkeypatch, threads):
-    """Parts along the batch axis, summarised on threads and merged: the same statistics."""
+    """Parts summarised on threads: bit for bit the statistics of one thread."""
     import kerinspect.engine.collect as run
+    import kerinspect.stats as stats_module
 
     monkeypatch.setattr(run, "PARALLEL_MIN_SIZE", 10)
+    monkeypatch.setattr(stats_module, "BLOCK", 12)  # two rows of units per block: many blocks
     a = make(np.random.default_rng(7), (7, 5, 6), nan=3, inf=2, zeros_cols=2).astype(np.float32)
     a[:4] = np.nan  # the first parts hold no finite value at all
     collector = run.StatsCollector(threads=threads)
@@ -194,3 +196,46 @@ def test_collector_summarises_large_tensors_in_parallel_parts(monkeypatch, threa
     finally:
         collector.close()
     assert_matches(got.finalize(), reference(a))
+    assert got.finalize() == summarize(a).finalize()
+
+
+@pytest.mark.parametrize("parts", [2, 3, 5, 18, 100])
+def test_summarize_in_parts_is_bit_identical(monkeypatch, parts):
+    """How a tensor is cut for threads never changes a bit of its statistics."""
+    import kerinspect.stats as stats_module
+
+    monkeypatch.setattr(stats_module, "BLOCK", 40)
+    a = make(np.random.default_rng(8), (9, 4, 10), nan=5, inf=3, zeros_cols=1) * 1e3
+    one = summarize(a)
+    cut = summarize(a, parts=parts)
+    assert (cut.finalize(), cut.m2, cut.mean) == (one.finalize(), one.m2, one.mean)
+    np.testing.assert_array_equal(cut.active, one.active)
+
+
+_SUMMARY_SCRIPT = """
+import numpy as np
+from kerinspect.stats import summarize
+rng = np.random.default_rng(11)
+for n in (24, 3000, 200000):
+    s = summarize(rng.standard_normal((n, 8)) * 3 + 0.5)
+    print(repr(s.mean), repr(s.m2))
+"""
+
+
+def test_statistics_do_not_depend_on_the_process_blas():
+    """The worker's scrubbed environment once gave a std one bit off the parent's: the
+    sums of squares came from BLAS, whose kernel (``OPENBLAS_CORETYPE``) and thread
+    count change the order of the additions. Statistics must not depend on either."""
+    import os
+    import subprocess
+    import sys
+
+    base = {k: v for k, v in os.environ.items() if not k.startswith("OPENBLAS")}
+    outs = set()
+    for extra in ({}, {"OPENBLAS_NUM_THREADS": "1"}, {"OPENBLAS_NUM_THREADS": "2"},
+                  {"OPENBLAS_CORETYPE": "Haswell"}, {"OPENBLAS_CORETYPE": "Sandybridge"}):
+        r = subprocess.run([sys.executable, "-c", _SUMMARY_SCRIPT], env={**base, **extra},
+                           capture_output=True, text=True, timeout=120)
+        assert r.returncode == 0, r.stderr
+        outs.add(r.stdout)
+    assert len(outs) == 1, outs

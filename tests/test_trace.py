@@ -127,13 +127,63 @@ def test_tensors_are_released_after_last_consumer(factories):
     assert refs["hidden"]() is None  # consumed by "out", then released
 
 
-def test_layer_failure_names_the_layer(factories, keras):
+class _FailsAtRunTime:
+    """A layer that builds (symbolic call) but fails on concrete values."""
+
+    @staticmethod
+    def model(keras, nested):
+        class Boom(keras.layers.Layer):
+            def call(self, x):
+                raise ValueError("boom on concrete values")
+
+            def compute_output_shape(self, input_shape):
+                return input_shape
+
+        x = keras.Input((6,), name="x")
+        h = keras.layers.Dense(4, name="hidden")(x)
+        if nested:
+            i = keras.Input((4,))
+            inner = keras.Model(i, Boom(name="boom")(keras.layers.Dense(4, name="pre")(i)), name="block")
+            y = inner(h)
+        else:
+            y = Boom(name="boom")(h)
+        return keras.Model(x, keras.layers.Dense(2, name="out")(y))
+
+
+@pytest.mark.parametrize("nested", [False, True])
+def test_layer_failure_names_the_layer(keras, nested):
+    from kerinspect.engine.collect import run_batches
+    from kerinspect.engine.inputs import array_feed, input_specs
+    from kerinspect.engine.trace import LayerCallError, Replayer
+    from kerinspect.errors import InferenceError
+
+    model = _FailsAtRunTime.model(keras, nested)
+    batch = [np.zeros((2, 6), "float32")]
+    with pytest.raises(LayerCallError) as info:
+        Replayer(model, Recorder())(batch)
+    path = "block/boom" if nested else "boom"
+    assert info.value.site.path == path and info.value.site.name == "boom"
+    assert info.value.site.class_name == "Boom"
+    assert info.value.calls_done == (2 if nested else 1)  # hidden (and block/pre) ran first
+    assert "boom on concrete values" in str(info.value.cause)
+    feed = array_feed({"x": batch[0]}, input_specs(model), source="array", batch_size=2, samples=None)
+    with pytest.raises(InferenceError) as err:
+        run_batches(model, feed, Recorder())
+    assert f"Running layer '{path}' (Boom) failed" in err.value.message
+    assert "boom on concrete values" in err.value.message
+
+
+def test_a_bad_input_shape_names_the_model(factories):
+    """Keras refuses the input before any layer runs: the error names the model."""
     from kerinspect.engine.trace import LayerCallError, Replayer
 
     model = factories.mlp()
     bad = [np.zeros((2, 7), "float32")]  # declared (None, 6)
-    with pytest.raises((LayerCallError, ValueError)):
+    with pytest.raises(LayerCallError) as info:
         Replayer(model, Recorder())(bad)
+    assert info.value.calls_done == 0
+    assert info.value.site.path == info.value.site.name == model.name == "mlp"
+    assert "expected shape=(None, 6), found shape=(2, 7)" in str(info.value.cause)
 
 
 def test_layers_inside_a_second_container_call_are_second_calls(factories):

@@ -19,9 +19,9 @@ from typing import Any
 
 import numpy as np
 
-from kerinspect.defaults import DEFAULT_DIM, MAX_INPUT_ELEMENTS
 from kerinspect.errors import InferenceError, InputFileError, PolicyError, UsageError
 from kerinspect.report import InputRecord
+from kerinspect.spec import DEFAULT_DIM, MAX_INPUT_ELEMENTS
 
 #: Exclusive upper bound of synthetic integers when no consuming layer says more.
 DEFAULT_INT_HIGH = 10
@@ -82,7 +82,7 @@ class Feed:
 
 def input_specs(model: Any) -> list[InputSpec]:
     """Read the model's input signature, with value ranges from consuming layers."""
-    from .trace import graph_of
+    from kerinspect.engine.keras_adapter import graph_of
 
     graph = graph_of(model)
     if graph is None:
@@ -103,38 +103,37 @@ def input_specs(model: Any) -> list[InputSpec]:
 def _consumer_constraints(graph: Any, tensor: Any) -> tuple[int | None, tuple[str, ...] | None]:
     """Integer bound and vocabulary from the layers that read ``tensor`` (recursing
     into nested models). The tightest integer bound wins."""
-    from .trace import graph_of
+    from kerinspect.engine import keras_adapter as ka
 
     highs: list[int] = []
     vocab: tuple[str, ...] | None = None
-    for depth_nodes in graph._nodes_by_depth.values():
-        for node in depth_nodes:
-            if node.is_input or node.operation is None:
-                continue
-            flat = node.input_tensors
-            if not any(t is tensor for t in flat):
-                continue
-            op = node.operation
-            cls = type(op).__name__
-            sub = graph_of(op)
-            if sub is not None and len(flat) == len(sub.inputs):
-                inner = sub.inputs[[i for i, t in enumerate(flat) if t is tensor][0]]
-                h, v = _consumer_constraints(sub, inner)
-                highs += [h] if h else []
-                vocab = vocab or v
-            elif cls == "Embedding":
-                highs.append(int(op.input_dim))
-            elif cls == "CategoryEncoding":
-                highs.append(int(op.num_tokens))
-            elif cls in ("StringLookup", "IntegerLookup", "TextVectorization"):
-                try:
-                    words = [w for w in op.get_vocabulary() if w not in ("", "[UNK]", -1)]
-                except Exception:  # noqa: BLE001 - an unadapted layer has none
-                    words = []
-                if words and cls == "IntegerLookup":
-                    highs.append(max(int(w) for w in words) + 1)
-                elif words:
-                    vocab = vocab or tuple(str(w) for w in words[:1000])
+    for _, node in ka.graph_nodes(graph):
+        op = ka.node_operation(node)
+        if ka.is_input_node(node) or op is None:
+            continue
+        flat = ka.node_input_tensors(node)
+        if not any(t is tensor for t in flat):
+            continue
+        cls = type(op).__name__
+        sub = ka.graph_of(op)
+        if sub is not None and len(flat) == len(sub.inputs):
+            inner = sub.inputs[[i for i, t in enumerate(flat) if t is tensor][0]]
+            h, v = _consumer_constraints(sub, inner)
+            highs += [h] if h else []
+            vocab = vocab or v
+        elif cls == "Embedding":
+            highs.append(int(op.input_dim))
+        elif cls == "CategoryEncoding":
+            highs.append(int(op.num_tokens))
+        elif cls in ("StringLookup", "IntegerLookup", "TextVectorization"):
+            try:
+                words = [w for w in op.get_vocabulary() if w not in ("", "[UNK]", -1)]
+            except Exception:  # noqa: BLE001 - an unadapted layer has none
+                words = []
+            if words and cls == "IntegerLookup":
+                highs.append(max(int(w) for w in words) + 1)
+            elif words:
+                vocab = vocab or tuple(str(w) for w in words[:1000])
     return (min(highs) if highs else None), vocab
 
 
@@ -172,7 +171,7 @@ def parse_shape_options(shapes: Sequence[str], specs: Sequence[InputSpec]) -> di
 def concrete_shape(spec: InputSpec, dim: int, shape: tuple[int, ...] | None) -> tuple[int, ...]:
     """The per-sample shape (no batch axis) to generate for ``spec``.
 
-    Refused above :data:`~kerinspect.limits.MAX_INPUT_ELEMENTS` elements: a model can
+    Refused above :data:`~kerinspect.spec.MAX_INPUT_ELEMENTS` elements: a model can
     declare many dynamic axes (each ``None`` becomes ``dim``), and nothing that
     large is allocated.
     """

@@ -219,10 +219,7 @@ def load_legacy_h5(
     """
     import h5py
 
-    from .tfenv import import_keras
-
-    import_keras()
-    from keras.src.legacy.saving import legacy_h5_format
+    from kerinspect.engine.keras_adapter import load_model_from_hdf5
 
     with h5py.File(path, "r") as probe:
         raw = probe.attrs.get("model_config")
@@ -230,9 +227,7 @@ def load_legacy_h5(
     if isinstance(version, bytes):
         version = version.decode("utf-8", "replace")
     if raw is None or not is_legacy(version):
-        return legacy_h5_format.load_model_from_hdf5(
-            path, custom_objects=custom_objects, compile=False, safe_mode=safe_mode
-        ), ()
+        return load_model_from_hdf5(path, custom_objects=custom_objects, safe_mode=safe_mode), ()
     if isinstance(raw, bytes):
         raw = raw.decode("utf-8")
     upgraded, changes = upgrade_config(json.loads(raw))
@@ -248,7 +243,5 @@ def load_legacy_h5(
             return attrs
 
     with _UpgradedFile(path, "r") as f:
-        model = legacy_h5_format.load_model_from_hdf5(
-            f, custom_objects=custom_objects, compile=False, safe_mode=safe_mode
-        )
+        model = load_model_from_hdf5(f, custom_objects=custom_objects, safe_mode=safe_mode)
     return model, changes

@@ -48,7 +48,7 @@ def load_custom_objects(path: str) -> dict[str, Any]:
     """
     import runpy
 
-    from .tfenv import import_keras
+    from kerinspect.engine.tfenv import import_keras
 
     import_keras()
     name = "kerinspect_custom_objects"
@@ -99,12 +99,12 @@ def load_model(
 ) -> LoadedModel:
     """Load with Keras 3 (``compile=False``); legacy ``.h5`` configs are upgraded
     first (:mod:`kerinspect.engine.legacy`). Every failure becomes a ModelLoadError."""
-    from .tfenv import import_keras
+    from kerinspect.engine.tfenv import import_keras
 
     keras = import_keras()
     try:
         if model_file.format == "h5":
-            from .legacy import load_legacy_h5
+            from kerinspect.engine.legacy import load_legacy_h5
 
             model, changes = load_legacy_h5(
                 model_file.path, safe_mode=safe_mode, custom_objects=custom_objects

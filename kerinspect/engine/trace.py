@@ -16,24 +16,27 @@ on that instance only, by :meth:`Replayer._replay`: the same loop, which also
   under a stable path (``encoder/dense_1``, ``shared@1`` for a second call);
 * recurses the same way into nested Functional and Sequential models;
 * drops each tensor as soon as its last consumer has run.
+
+Every Keras internal this relies on goes through :mod:`kerinspect.engine.keras_adapter`.
+After each call the replayer checks that the hook ran and saw the graph's layer
+calls; a Keras that no longer calls it fails loudly (exit 70), never as a
+report with no layers.
 """
 
 from __future__ import annotations
 
+import contextlib
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import Any, Protocol
 
 import numpy as np
 
-from .tfenv import import_keras
+from kerinspect.engine import keras_adapter as ka
+from kerinspect.engine.tfenv import import_keras
 
 keras = import_keras()
 import tensorflow as tf  # noqa: E402 - imported (quietly) by import_keras
-from keras.src import tree  # noqa: E402
-from keras.src.backend import KerasTensor  # noqa: E402
-from keras.src.models.functional import Functional  # noqa: E402
-from keras.src.models.sequential import Sequential  # noqa: E402
 
 #: Names of the flattened outputs of layers that return several tensors.
 _RNN_STATE_NAMES = {
@@ -82,13 +85,9 @@ class LayerCallError(Exception):
         self.cause = cause
 
 
-def graph_of(model: Any) -> Functional | None:
+def graph_of(model: Any) -> Any | None:
     """The functional graph that executes ``model``, or None (subclassed models)."""
-    if isinstance(model, Sequential):
-        return model._functional or None
-    if isinstance(model, Functional):
-        return model
-    return None
+    return ka.graph_of(model)
 
 
 def leaf_layers(model: Any, prefix: str = "") -> list[tuple[str, Any]]:
@@ -98,11 +97,11 @@ def leaf_layers(model: Any, prefix: str = "") -> list[tuple[str, Any]]:
     if graph is None:
         return [(prefix + model.name, model)]
     out = []
-    for op in graph._operations:
+    for op in ka.graph_operations(graph):
         if type(op).__name__ == "InputLayer":
             continue
         path = prefix + op.name
-        if isinstance(op, (Functional, Sequential)) and graph_of(op) is not None:
+        if ka.is_graph_model(op) and graph_of(op) is not None:
             out += leaf_layers(op, path + "/")
         else:
             out.append((path, op))
@@ -181,7 +180,10 @@ def runs_a_loop(op: Any) -> bool:
 @dataclass
 class _Step:
     node: Any
+    op: Any
     relpath: str
+    inputs: list[Any]  # the node's symbolic input tensors
+    outputs: list[Any]  # the node's symbolic output tensors
     input_ids: tuple[int, ...]
 
 
@@ -194,28 +196,37 @@ class _Plan:
     keep: frozenset[int]  # ids of the graph's outputs: never released
 
 
-def _plan(graph: Functional) -> _Plan:
-    op_order = {id(op): i for i, op in enumerate(graph._operations)}
+def _plan(graph: Any) -> _Plan:
+    """The graph's nodes in execution order: deepest first, as Keras's own loop runs
+    them; within a depth, by the operation's place in the graph and then its call
+    index (the order ``layer@k`` names follow)."""
+    op_order = {id(op): i for i, op in enumerate(ka.graph_operations(graph))}
     nodes = []
-    for depth, depth_nodes in graph._nodes_by_depth.items():
-        for node in depth_nodes:
-            if node.operation is None or node.is_input:
-                continue
-            op = node.operation
-            nodes.append((-depth, op_order.get(id(op), 0), op._inbound_nodes.index(node), node))
+    for depth, node in ka.graph_nodes(graph):
+        op = ka.node_operation(node)
+        if op is None or ka.is_input_node(node):
+            continue
+        nodes.append((-depth, op_order.get(id(op), 0), ka.operation_nodes(op).index(node), node, op))
     nodes.sort(key=lambda t: t[:3])
     calls: dict[int, int] = {}
     steps = []
     consumers: dict[int, int] = {}
-    for _, _, _, node in nodes:
-        op = node.operation
+    for _, _, _, node, op in nodes:
         k = calls.get(id(op), 0)
         calls[id(op)] = k + 1
-        ids = tuple(dict.fromkeys(id(x) for x in node.input_tensors))
+        inputs = ka.node_input_tensors(node)
+        ids = tuple(dict.fromkeys(id(x) for x in inputs))
         for i in ids:
             consumers[i] = consumers.get(i, 0) + 1
-        steps.append(_Step(node, op.name if k == 0 else f"{op.name}@{k}", ids))
+        relpath = op.name if k == 0 else f"{op.name}@{k}"
+        steps.append(_Step(node, op, relpath, inputs, ka.node_outputs(node), ids))
     return _Plan(steps, consumers, frozenset(id(x) for x in graph.outputs))
+
+
+def call_order(graph: Any) -> list[tuple[Any, Any, str]]:
+    """``(node, operation, graph-local path)`` for every node the replay runs, in
+    the order it runs them (what the drift tests compare with Keras's own loop)."""
+    return [(s.node, s.op, s.relpath) for s in _plan(graph).steps]
 
 
 class Replayer:
@@ -246,17 +257,27 @@ class Replayer:
         self._completed = 0
         if self.graph is None:
             return self._run_opaque(inputs)
-        struct = tree.pack_sequence_as(self.graph._inputs_struct, list(inputs))
-        with self._installed(self.graph, prefix="", depth=0, top=True):
+        struct = ka.pack_like(ka.inputs_struct(self.graph), list(inputs))
+        installed = self._installed(self.graph, prefix="", depth=0, top=True)
+        with installed:
             try:
-                return self.model(struct, training=False)
-            except LayerCallError:
+                out = self.model(struct, training=False)
+            except (LayerCallError, ka.KerasDriftError):
                 raise
             except Exception as e:  # noqa: BLE001 - failed before any layer ran
                 site = self._current or self._site(self.model, "", self.model.name, 0, 1)
                 raise LayerCallError(site, self._completed, e) from e
+        self._check_hook(installed, self.model)
+        return out
 
     # -- internals -------------------------------------------------------------
+
+    def _check_hook(self, installed: _Installed, model: Any) -> None:
+        """Fail loudly (:class:`~kerinspect.engine.keras_adapter.KerasDriftError`)
+        when ``model`` ran but Keras never called its graph hook. A model whose
+        class overrides ``call`` may legitimately not run its graph."""
+        if not installed.ran and ka.has_stock_call(model):
+            raise ka.hook_did_not_run(model.name)
 
     def _site(
         self, op: Any, prefix: str, relpath: str, depth: int, n_out: int, container: bool = False
@@ -281,7 +302,7 @@ class Replayer:
         return site
 
     def _run_opaque(self, inputs: Sequence[Any]) -> Any:
-        n_out = len(tree.flatten(getattr(self.model, "outputs", None) or [None]))
+        n_out = len(ka.flatten(getattr(self.model, "outputs", None) or [None]))
         site = self._site(self.model, "", self.model.name, 0, n_out)
         self.visitor.enter(site)
         arg = inputs[0] if len(inputs) == 1 else list(inputs)
@@ -289,7 +310,7 @@ class Replayer:
             out = self.model(arg, training=False)
         except Exception as e:  # noqa: BLE001
             raise LayerCallError(site, 0, e) from e
-        flat = tree.flatten(out)
+        flat = ka.flatten(out)
         if len(flat) != len(site.output_names):
             site = CallSite(**{**site.__dict__, "output_names": output_names(self.model, len(flat))})
         self.visitor.produced(site, flat)
@@ -319,25 +340,19 @@ class Replayer:
                 tf.function(op.call, reduce_retracing=True) if runs_a_loop(op) else None
             )
         if compiled is not None:
-            previous = op.__dict__.get("call", _UNSET)
-            op.__dict__["call"] = compiled  # Layer.__call__ looks ``self.call`` up on each call
             try:
-                return operation_fn(op)(*args, **kwargs)
+                with ka.call_replaced(op, compiled):
+                    return operation_fn(op)(*args, **kwargs)
             except Exception:  # noqa: BLE001 - not traceable (Python side effects...): as Keras does
                 self._graph_calls[id(op)] = None
-            finally:
-                if previous is _UNSET:
-                    op.__dict__.pop("call", None)
-                else:
-                    op.__dict__["call"] = previous
         return operation_fn(op)(*args, **kwargs)
 
-    def _installed(self, graph: Functional, *, prefix: str, depth: int, top: bool) -> _Installed:
+    def _installed(self, graph: Any, *, prefix: str, depth: int, top: bool) -> _Installed:
         return _Installed(self, graph, prefix, depth, top)
 
     def _replay(
         self,
-        graph: Functional,
+        graph: Any,
         inputs: Any,
         operation_fn: Callable[[Any], Any],
         prefix: str,
@@ -347,44 +362,47 @@ class Replayer:
         plan = self._plans.get(id(graph))
         if plan is None:
             plan = self._plans[id(graph)] = _plan(graph)
-        flat_inputs = tree.flatten(inputs)
+        flat_inputs = ka.flatten(inputs)
         tensors: dict[int, Any] = {}
         for x, y in zip(graph.inputs, flat_inputs):
             tensors[id(x)] = y
             if top:
-                op = x._keras_history.operation
+                op = ka.producer(x)
                 site = self._site(op, prefix, op.name, depth, 1)
                 self.visitor.enter(site)
                 self.visitor.produced(site, [y])
         remaining = dict(plan.consumers)
+        completed = self._completed
         for step in plan.steps:
-            node = step.node
-            if any(id(x) not in tensors for x in node.input_tensors):
+            if any(id(x) not in tensors for x in step.inputs):
                 continue  # not computable from these inputs (as in Keras)
-            op = node.operation
-            sub = graph_of(op) if isinstance(op, (Functional, Sequential)) else None
-            site = self._site(op, prefix, step.relpath, depth, len(node.outputs), container=sub is not None)
+            op = step.op
+            sub = graph_of(op) if ka.is_graph_model(op) else None
+            site = self._site(op, prefix, step.relpath, depth, len(step.outputs), container=sub is not None)
             self._current = site
             self.visitor.enter(site)
-            args, kwargs = node.arguments.fill_in(tensors)
+            args, kwargs = ka.fill_in_arguments(step.node, tensors)
             try:
                 if sub is not None:
-                    with self._installed(sub, prefix=site.path, depth=depth + 1, top=False):
+                    inner = self._installed(sub, prefix=site.path, depth=depth + 1, top=False)
+                    with inner:
                         outputs = operation_fn(op)(*args, **kwargs)
                 else:
                     outputs = self._call(op, operation_fn, args, kwargs)
-            except LayerCallError:
+            except (LayerCallError, ka.KerasDriftError):
                 raise
             except Exception as e:  # noqa: BLE001 - re-raised with the failing layer
                 raise LayerCallError(site, self._completed, e) from e
-            flat = tree.flatten(outputs)
+            if sub is not None:
+                self._check_hook(inner, op)
+            flat = ka.flatten(outputs)
             self._completed += 1
             self.visitor.produced(site, flat)
             if top:
-                for k, x in enumerate(node.outputs):
+                for k, x in enumerate(step.outputs):
                     if id(x) in plan.keep:
                         self._model_output(site, k)
-            for x, y in zip(node.outputs, flat):
+            for x, y in zip(step.outputs, flat):
                 if remaining.get(id(x)) or id(x) in plan.keep:
                     tensors[id(x)] = y
             del outputs, flat, args, kwargs
@@ -392,37 +410,37 @@ class Replayer:
                 remaining[i] -= 1
                 if remaining[i] == 0 and i not in plan.keep:
                     tensors.pop(i, None)
+        if plan.steps and self._completed == completed:  # Keras's nodes no longer match its graph
+            raise ka.replay_saw_no_layer(prefix or self.model.name, len(plan.steps))
         missing = [x for x in graph.outputs if id(x) not in tensors]
         if missing:
             raise ValueError(f"Output {missing[0].name!r} is not connected to the inputs")
-        return tree.pack_sequence_as(graph._outputs_struct, [tensors[id(x)] for x in graph.outputs])
+        return ka.pack_like(ka.outputs_struct(graph), [tensors[id(x)] for x in graph.outputs])
 
 
 class _Installed:
-    """Context manager: route ``graph._run_through_graph`` through the replayer."""
+    """Context manager: the graph's node loop runs through the replayer
+    (:func:`~kerinspect.engine.keras_adapter.graph_hook`); ``ran`` says whether
+    Keras called it."""
 
-    def __init__(self, replayer: Replayer, graph: Functional, prefix: str, depth: int, top: bool):
+    def __init__(self, replayer: Replayer, graph: Any, prefix: str, depth: int, top: bool):
         self.replayer, self.graph = replayer, graph
         self.prefix, self.depth, self.top = prefix, depth, top
-        self.previous: Any = None
+        self.ran = False
+        self._hook: contextlib.AbstractContextManager[None] | None = None
+
+    def _run(self, inputs: Any, operation_fn: Callable[[Any], Any]) -> Any:
+        self.ran = True
+        return self.replayer._replay(self.graph, inputs, operation_fn, self.prefix, self.depth, self.top)
 
     def __enter__(self) -> None:
-        graph, original = self.graph, type(self.graph)._run_through_graph
-        r, prefix, depth, top = self.replayer, self.prefix, self.depth, self.top
+        self._hook = ka.graph_hook(self.graph, self._run)
+        self._hook.__enter__()
 
-        def run(inputs: Any, operation_fn: Callable[[Any], Any] = lambda op: op, call_fn: Any = None) -> Any:
-            if call_fn is not None or any(isinstance(x, KerasTensor) for x in tree.flatten(inputs)):
-                return original(graph, inputs, operation_fn=operation_fn, call_fn=call_fn)
-            return r._replay(graph, inputs, operation_fn, prefix, depth, top)
-
-        self.previous = graph.__dict__.get("_run_through_graph")
-        graph.__dict__["_run_through_graph"] = run
-
-    def __exit__(self, *exc: object) -> None:
-        if self.previous is None:
-            self.graph.__dict__.pop("_run_through_graph", None)
-        else:
-            self.graph.__dict__["_run_through_graph"] = self.previous
+    def __exit__(self, *exc: Any) -> None:
+        if self._hook is not None:
+            self._hook.__exit__(*exc)
+            self._hook = None
 
 
 def tensor_dtype(t: Any) -> str:

@@ -1,0 +1,317 @@
+"""Every private Keras internal kerinspect relies on, and nothing else.
+
+The engine replays functional graphs node by node; Keras has no public API for
+that, so it leans on Keras internals. They are all here, behind named functions,
+so that a Keras release that changes one of them breaks one module (and the
+drift tests in ``tests/test_keras_drift.py``), not the engine. Nothing outside
+this module may touch ``keras.src`` or an underscore attribute of a Keras object.
+
+Tested with Keras 3.15.1 on TensorFlow 2.21 (:data:`TESTED_KERAS`; ``pyproject.toml``
+pins the same range). The internals, and what each is used for:
+
+``Functional._run_through_graph(inputs, operation_fn, call_fn)``
+    The loop that executes a graph's nodes. :func:`graph_hook` shadows it on one
+    graph instance for the duration of a call, so Keras's ``Model.__call__`` does
+    input standardisation, masking, autocasting and the training flag while the
+    engine runs the nodes (:class:`~kerinspect.engine.trace.Replayer`). If Keras
+    stops calling it, the replay sees nothing: the Replayer checks that the hook
+    ran and raises :class:`KerasDriftError` (:func:`hook_did_not_run`).
+``Functional.call`` / ``Sequential.call`` reaching that loop
+    A model whose class keeps Keras's own ``call`` must run its graph through it
+    (:func:`has_stock_call`); a class that overrides ``call`` may not.
+``Sequential._functional``
+    The Functional graph a built Sequential model runs (:func:`graph_of`).
+``Function._operations``
+    A graph's operations in definition order (:func:`graph_operations`).
+``Function._nodes_by_depth``
+    A graph's nodes keyed by depth (:func:`graph_nodes`); Keras runs them from the
+    deepest depth down.
+``Operation._inbound_nodes``
+    Every call (node) of an operation, in call order (:func:`operation_nodes`),
+    for ``layer@k`` names.
+``Function._inputs_struct`` / ``Function._outputs_struct``
+    The nesting of a graph's inputs and outputs (:func:`inputs_struct`,
+    :func:`outputs_struct`).
+``KerasTensor._keras_history.operation``
+    The operation that produced a symbolic tensor (:func:`producer`).
+``Node.operation``, ``.is_input``, ``.input_tensors``, ``.outputs``, ``.arguments.fill_in``
+    One call of one operation, its symbolic inputs and outputs, and its call
+    arguments filled in with concrete tensors (:func:`node_operation`,
+    :func:`is_input_node`, :func:`node_input_tensors`, :func:`node_outputs`,
+    :func:`fill_in_arguments`). ``keras.src.ops.node.Node`` is not public API.
+``Layer.__call__`` looking up ``self.call`` on each call
+    :func:`call_replaced` shadows a layer's ``call`` on the instance (to run an
+    RNN's time loop as a ``tf.function``).
+``keras.src.tree``, ``keras.src.backend.KerasTensor``, ``keras.src.models.functional.Functional``,
+``keras.src.models.sequential.Sequential``
+    Flattening and packing nested structures (:func:`flatten`, :func:`pack_like`),
+    telling symbolic from concrete tensors (:func:`is_symbolic`) and graph models
+    from others (:func:`is_graph_model`). ``keras.Sequential`` is public, but
+    ``Functional`` is not exported, and ``keras.tree`` differs from ``keras.src.tree``
+    in no way the engine relies on; both are taken from ``keras.src`` for one source.
+``keras.src.legacy.saving.legacy_h5_format.load_model_from_hdf5``
+    Loading ``.h5`` files from an open ``h5py.File`` (whose config the legacy
+    upgrade rewrites), with ``safe_mode`` (:func:`load_model_from_hdf5`).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import re
+from collections.abc import Callable, Iterator
+from typing import Any
+
+from kerinspect.engine.tfenv import import_keras
+from kerinspect.errors import ExitCode, KerinspectError
+
+keras = import_keras()
+from keras.src import tree  # noqa: E402 - after the quiet import
+from keras.src.backend import KerasTensor  # noqa: E402
+from keras.src.models.functional import Functional  # noqa: E402
+from keras.src.models.sequential import Sequential  # noqa: E402
+
+#: Keras releases this module was tested with: ``lowest <= version < below``.
+TESTED_KERAS: tuple[tuple[int, ...], tuple[int, ...]] = ((3, 15, 1), (3, 16))
+#: The same range as a pip requirement.
+TESTED_KERAS_SPEC = ">=3.15.1,<3.16"
+
+
+def keras_version() -> str:
+    """The installed Keras version, as Keras reports it."""
+    return str(keras.__version__)
+
+
+def version_tuple(version: str) -> tuple[int, ...]:
+    """``"3.15.1"`` -> ``(3, 15, 1)`` (suffixes such as ``.dev0`` or ``+local`` ignored)."""
+    parts = []
+    for p in version.split("+")[0].split(".")[:3]:
+        digits = re.match(r"\d+", p)
+        if digits is None:
+            break
+        parts.append(int(digits.group()))
+    return tuple(parts)
+
+
+def in_tested_range(version: str | None = None) -> bool:
+    """True when ``version`` (default: the installed Keras) is in :data:`TESTED_KERAS`."""
+    v = version_tuple(version or keras_version())
+    lowest, below = TESTED_KERAS
+    return lowest <= v < below
+
+
+class KerasDriftError(KerinspectError):
+    """The installed Keras does not behave as the internals this module relies on.
+
+    An internal error (exit 70): it is never the user's model's fault.
+    """
+
+    exit_code = ExitCode.INTERNAL
+    default_rule = "engine-hook"
+
+
+def _drift(what: str) -> KerasDriftError:
+    version = keras_version()
+    where = "is outside" if not in_tested_range(version) else "behaves as if it were outside"
+    return KerasDriftError(
+        f"Internal error: {what}. The installed Keras {version} {where} the range kerinspect "
+        f"is tested with (keras{TESTED_KERAS_SPEC}), so no report was made.",
+        hint=f"install a tested Keras (pip install 'keras{TESTED_KERAS_SPEC}'); "
+        "if that is the one installed, report this as a kerinspect bug",
+    )
+
+
+def hook_did_not_run(model_name: str) -> KerasDriftError:
+    """The error for a call of ``model_name`` that never reached :func:`graph_hook`'s loop."""
+    return _drift(
+        f"the graph hook did not run for model {model_name!r}: Keras ran it without calling "
+        "Functional._run_through_graph, which kerinspect replaces to see every layer call"
+    )
+
+
+def replay_saw_no_layer(model_name: str, expected: int) -> KerasDriftError:
+    """The error for a replay of ``model_name`` that ran none of its ``expected`` layer calls."""
+    return _drift(f"the replay of model {model_name!r} saw no layer call although its graph has {expected}")
+
+
+# -- structures and tensors -------------------------------------------------------
+
+
+def flatten(structure: Any) -> list[Any]:
+    """The leaves of a nested structure, in Keras's order."""
+    return list(tree.flatten(structure))
+
+
+def pack_like(structure: Any, flat: list[Any]) -> Any:
+    """``flat`` nested as ``structure`` is."""
+    return tree.pack_sequence_as(structure, flat)
+
+
+def is_symbolic(x: Any) -> bool:
+    """True for a symbolic ``KerasTensor`` (graph construction), not a concrete tensor."""
+    return isinstance(x, KerasTensor)
+
+
+def producer(tensor: Any) -> Any:
+    """The operation that produced the symbolic ``tensor`` (an ``InputLayer`` for inputs)."""
+    return tensor._keras_history.operation
+
+
+# -- graphs ---------------------------------------------------------------------
+
+
+def is_graph_model(op: Any) -> bool:
+    """True for a Functional or Sequential model (one that may have a graph)."""
+    return isinstance(op, (Functional, Sequential))
+
+
+def graph_of(model: Any) -> Any | None:
+    """The functional graph that executes ``model``, or None (subclassed models,
+    an unbuilt Sequential)."""
+    if isinstance(model, Sequential):
+        return model._functional or None
+    if isinstance(model, Functional):
+        return model
+    return None
+
+
+def has_stock_call(model: Any) -> bool:
+    """True when ``model`` runs its graph with Keras's own ``Functional.call`` or
+    ``Sequential.call`` (its class does not override ``call``): then a call of the
+    model must reach :func:`graph_hook`'s loop."""
+    call = getattr(type(model), "call", None)
+    return call is Functional.call or call is Sequential.call
+
+
+def graph_operations(graph: Any) -> list[Any]:
+    """The graph's operations (layers and raw ops, input layers too), in graph order."""
+    return list(graph._operations)
+
+
+def graph_nodes(graph: Any) -> list[tuple[int, Any]]:
+    """``(depth, node)`` for every node of the graph, input nodes included (Keras
+    runs the deepest depth first; within a depth, in this order)."""
+    return [(depth, node) for depth, nodes in graph._nodes_by_depth.items() for node in nodes]
+
+
+def operation_nodes(op: Any) -> list[Any]:
+    """Every node (call) of ``op``, in call order, across all graphs it is part of."""
+    return list(op._inbound_nodes)
+
+
+def inputs_struct(graph: Any) -> Any:
+    """The nesting of the graph's inputs (for :func:`pack_like`)."""
+    return graph._inputs_struct
+
+
+def outputs_struct(graph: Any) -> Any:
+    """The nesting of the graph's outputs (for :func:`pack_like`)."""
+    return graph._outputs_struct
+
+
+def node_operation(node: Any) -> Any | None:
+    """The operation a node calls (None for some input nodes)."""
+    return node.operation
+
+
+def is_input_node(node: Any) -> bool:
+    """True for the node of an ``InputLayer`` (nothing to run)."""
+    return bool(node.is_input)
+
+
+def node_input_tensors(node: Any) -> list[Any]:
+    """The symbolic tensors a node reads, flattened."""
+    return list(node.input_tensors)
+
+
+def node_outputs(node: Any) -> list[Any]:
+    """The symbolic tensors a node produces, flattened."""
+    return list(node.outputs)
+
+
+def fill_in_arguments(node: Any, tensors: dict[int, Any]) -> tuple[list[Any], dict[str, Any]]:
+    """The node's call arguments with every symbolic tensor ``x`` replaced by
+    ``tensors[id(x)]``: ``(args, kwargs)``."""
+    args, kwargs = node.arguments.fill_in(tensors)
+    return args, kwargs
+
+
+# -- hooks ----------------------------------------------------------------------
+
+#: ``replay(inputs, operation_fn)``: runs a graph's nodes on concrete inputs.
+ReplayFn = Callable[[Any, Callable[[Any], Any]], Any]
+
+
+@contextlib.contextmanager
+def graph_hook(graph: Any, replay: ReplayFn) -> Iterator[None]:
+    """For the duration of the block, ``graph`` runs its nodes with ``replay``.
+
+    Shadows ``_run_through_graph`` on this instance only. Symbolic calls (Keras
+    building output specs) and calls with a ``call_fn`` still go through Keras's
+    own loop. ``replay`` receives the inputs and Keras's ``operation_fn`` (which
+    carries the training flag and call context).
+    """
+    original = type(graph)._run_through_graph
+
+    def run(inputs: Any, operation_fn: Callable[[Any], Any] = lambda op: op, call_fn: Any = None) -> Any:
+        if call_fn is not None or any(is_symbolic(x) for x in flatten(inputs)):
+            return original(graph, inputs, operation_fn=operation_fn, call_fn=call_fn)
+        return replay(inputs, operation_fn)
+
+    previous = graph.__dict__.get("_run_through_graph")
+    graph.__dict__["_run_through_graph"] = run
+    try:
+        yield
+    finally:
+        if previous is None:
+            graph.__dict__.pop("_run_through_graph", None)
+        else:
+            graph.__dict__["_run_through_graph"] = previous
+
+
+@contextlib.contextmanager
+def call_replaced(op: Any, call: Callable[..., Any]) -> Iterator[None]:
+    """For the duration of the block, ``op.__call__`` runs ``call`` in place of
+    ``op.call`` (``Layer.__call__`` looks ``self.call`` up on each call), keeping
+    everything ``Layer.__call__`` does around it."""
+    missing = object()
+    previous = op.__dict__.get("call", missing)
+    op.__dict__["call"] = call
+    try:
+        yield
+    finally:
+        if previous is missing:
+            op.__dict__.pop("call", None)
+        else:
+            op.__dict__["call"] = previous
+
+
+def simulate_keras_without_graph_hook() -> None:
+    """Test only: make this process's Keras run functional graphs without calling
+    the (shadowable) ``_run_through_graph`` of the instance, as a Keras release
+    that renamed or inlined the loop would. Used by the worker's test fault
+    ``nohook`` and by the tests of the self-check."""
+    call = Functional.call
+
+    def call_bypassing_the_instance(self: Any, *args: Any, **kwargs: Any) -> Any:
+        hook = self.__dict__.pop("_run_through_graph", None)
+        try:
+            return call(self, *args, **kwargs)
+        finally:
+            if hook is not None:
+                self.__dict__["_run_through_graph"] = hook
+
+    Functional.call = call_bypassing_the_instance
+
+
+# -- loading --------------------------------------------------------------------
+
+
+def load_model_from_hdf5(
+    source: Any, *, custom_objects: dict[str, Any] | None = None, safe_mode: bool = True
+) -> Any:
+    """Load a legacy ``.h5`` model (a path or an open ``h5py.File``), uncompiled."""
+    from keras.src.legacy.saving import legacy_h5_format
+
+    return legacy_h5_format.load_model_from_hdf5(
+        source, custom_objects=custom_objects, compile=False, safe_mode=safe_mode
+    )
