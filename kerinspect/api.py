@@ -352,11 +352,20 @@ def _inputs_for_worker(inputs: Any, tmp: str) -> Any:
     if inputs is None:
         return None
     if isinstance(inputs, (str, os.PathLike)):
+        from .safefs import ReadRefused, check_regular
+
         p = os.fspath(inputs)
-        if not os.path.exists(p):
+        try:
+            check_regular(p)  # a FIFO or device would hang the worker until its timeout
+        except ReadRefused as e:
+            if e.kind == "missing":
+                raise InputFileError(
+                    f"Input file not found. Received: input={escape_text(p)}", rule="input-not-found"
+                ) from None
             raise InputFileError(
-                f"Input file not found. Received: input={escape_text(p)}", rule="input-not-found"
-            )
+                f"Cannot use the input file: {e.reason}. Received: input={escape_text(p)}",
+                rule="input-unreadable",
+            ) from None
         return InputsRef("file", os.path.abspath(p), p)
     import numpy as np  # only for in-memory arrays: the CLI's parent never gets here
 

@@ -50,6 +50,8 @@ from .spec import (
 )
 
 _TABLE = ("tool", "kerinspect", "check")
+#: Largest configuration file read (a pyproject.toml is a few KiB).
+MAX_CONFIG_BYTES = 4 << 20
 
 
 @dataclass(frozen=True)
@@ -227,16 +229,23 @@ class ConfigFile:
 def _read_toml(path: str) -> dict[str, Any]:
     import tomllib
 
+    from .safefs import ReadRefused, read_regular
+
     try:
-        with open(path, "rb") as f:
-            return tomllib.load(f)
-    except FileNotFoundError:
+        return tomllib.loads(read_regular(path, MAX_CONFIG_BYTES).decode("utf-8"))
+    except ReadRefused as e:
+        if e.kind == "missing":
+            raise UsageError(
+                f"Configuration file not found. Received: path={escape_text(path)}", rule="config"
+            ) from None
         raise UsageError(
-            f"Configuration file not found. Received: path={escape_text(path)}", rule="config"
+            f"Cannot use the configuration file: {e.reason}. Received: path={escape_text(path)}",
+            rule="config",
         ) from None
-    except OSError as e:
+    except RecursionError:
         raise UsageError(
-            f"Cannot read configuration file: {e.strerror}. Received: path={escape_text(path)}",
+            f"Configuration file is not valid TOML: its tables or arrays nest too deeply. "
+            f"Received: path={escape_text(path)}",
             rule="config",
         ) from None
     except (tomllib.TOMLDecodeError, UnicodeDecodeError) as e:

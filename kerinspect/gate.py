@@ -9,7 +9,6 @@ reads its baseline, and judges the plain-data report with
 
 from __future__ import annotations
 
-import glob
 import json
 import os
 from collections.abc import Callable, Mapping, Sequence
@@ -28,6 +27,68 @@ MAX_ERROR_CHARS = 2000
 _GLOB_CHARS = "*?["
 
 
+#: Most directory entries one glob may visit: a pattern over a huge tree ends, with an error.
+MAX_GLOB_ENTRIES = 1_000_000
+
+
+def glob_files(pattern: str) -> list[str]:
+    """Files matching ``pattern`` as :func:`glob.glob` with ``recursive=True`` finds them
+    (``**`` spans directories; names starting with ``.`` match only a pattern that says
+    so), except that ``**`` never descends into a symlinked directory: a link back up
+    (``models/a -> .``) cannot make a loop nor list one model many times."""
+    import fnmatch
+    import re
+
+    drive_root = os.sep if pattern.startswith(os.sep) else ""
+    parts = [p for p in pattern.split(os.sep) if p]
+    first_magic = next((i for i, p in enumerate(parts) if any(c in p for c in _GLOB_CHARS)), len(parts))
+    base = drive_root + os.sep.join(parts[:first_magic])
+    rest = parts[first_magic:]
+    budget = [MAX_GLOB_ENTRIES]
+    found: list[str] = []
+
+    def entries(d: str) -> list[os.DirEntry[str]]:
+        try:
+            with os.scandir(d or ".") as it:
+                listed = list(it)
+        except OSError:
+            return []
+        budget[0] -= len(listed)
+        if budget[0] < 0:
+            raise InputFileError(
+                f"The pattern visits more than {MAX_GLOB_ENTRIES:,} directory entries. "
+                f"Received: pattern={escape_text(pattern)}",
+                rule="glob-too-large",
+            )
+        return listed
+
+    def visible(name: str, seg: str) -> bool:
+        return not name.startswith(".") or seg.startswith(".")
+
+    def walk(d: str, segs: list[str]) -> None:
+        if not segs:
+            if os.path.isfile(d):
+                found.append(d)
+            return
+        seg, more = segs[0], segs[1:]
+        if seg == "**":
+            walk(d, more)  # zero directories
+            for e in entries(d):
+                if visible(e.name, "") and e.is_dir(follow_symlinks=False):
+                    walk(os.path.join(d, e.name), segs)
+            return
+        if not any(c in seg for c in _GLOB_CHARS):
+            walk(os.path.join(d, seg), more)
+            return
+        rx = re.compile(fnmatch.translate(seg))
+        for e in entries(d):
+            if rx.match(e.name) and visible(e.name, seg):
+                walk(os.path.join(d, e.name), more)
+
+    walk(base, rest)
+    return list(dict.fromkeys(found))
+
+
 def expand(models: Sequence[str]) -> list[tuple[str, ModelError | None]]:
     """Model arguments to distinct paths, in order; each glob's matches sorted.
 
@@ -40,7 +101,7 @@ def expand(models: Sequence[str]) -> list[tuple[str, ModelError | None]]:
     seen: set[str] = set()
 
     def add(path: str, error: ModelError | None = None) -> None:
-        key = os.path.normcase(os.path.abspath(path))
+        key = os.path.realpath(path)  # one model reached through two links runs once
         if key not in seen:
             seen.add(key)
             out.append((path, error))
@@ -49,7 +110,7 @@ def expand(models: Sequence[str]) -> list[tuple[str, ModelError | None]]:
         if os.path.lexists(arg) or not any(c in arg for c in _GLOB_CHARS):
             add(arg)
             continue
-        matches = sorted(glob.glob(arg, recursive=True))
+        matches = sorted(glob_files(arg))
         if not matches:
             add(
                 arg,
@@ -70,24 +131,19 @@ def load_baseline(path: str) -> ModelReport:
     Raises:
         InputFileError: the file is missing, too big, or not such a report (exit 3).
     """
+    from .safefs import ReadRefused, read_regular
+
     shown = escape_text(path)
     try:
-        size = os.stat(path).st_size
-        if size > MAX_BASELINE_BYTES:
+        data = json.loads(read_regular(path, MAX_BASELINE_BYTES))
+    except ReadRefused as e:
+        if e.kind == "missing":
             raise InputFileError(
-                f"Baseline file is {size:,} bytes, above the {MAX_BASELINE_BYTES:,}-byte limit. "
-                f"Received: path={shown}",
-                rule="baseline-invalid",
-            )
-        with open(path, "rb") as f:
-            data = json.loads(f.read())
-    except FileNotFoundError:
+                f"Baseline file not found. Received: path={shown}", rule="baseline-not-found"
+            ) from None
         raise InputFileError(
-            f"Baseline file not found. Received: path={shown}", rule="baseline-not-found"
-        ) from None
-    except OSError as e:
-        raise InputFileError(
-            f"Cannot read baseline file: {e.strerror}. Received: path={shown}", rule="baseline-not-found"
+            f"Cannot use the baseline file: {e.reason}. Received: path={shown}",
+            rule="baseline-invalid" if e.kind == "too-large" else "baseline-unreadable",
         ) from None
     except (ValueError, RecursionError) as e:  # JSONDecodeError, UnicodeDecodeError
         raise InputFileError(

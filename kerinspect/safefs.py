@@ -151,3 +151,69 @@ def write_file_atomic(path: str, data: bytes) -> None:
         raise OutputError(
             f"Cannot write {escape_text(path)}: {e.strerror}.", rule="output-unwritable"
         ) from None
+
+
+class ReadRefused(Exception):
+    """:func:`read_regular` could not or would not read a file; ``reason`` is a phrase
+    for the caller's own error (which knows the file's role and its exit code)."""
+
+    def __init__(self, kind: str, reason: str):
+        super().__init__(reason)
+        self.kind = kind  # "missing", "not-regular", "too-large", "unreadable"
+        self.reason = reason
+
+
+def check_regular(path: str) -> os.stat_result:
+    """``stat`` of ``path`` (symlinks followed once, as ``open`` does) if it is a
+    regular file, through a non-blocking open: a FIFO or device never blocks the
+    caller, even one swapped in after a check. Raises :class:`ReadRefused`."""
+    fd = _open_nonblocking(path)
+    try:
+        return _fstat_regular(fd)
+    finally:
+        os.close(fd)
+
+
+def read_regular(path: str, max_bytes: int) -> bytes:
+    """All of ``path``'s bytes, for files the parent reads from a repository or a shared
+    folder (a baseline, a config file): a regular file only, opened non-blocking, at most
+    ``max_bytes`` read whatever ``st_size`` claims (``/dev/zero`` and a file that grows
+    while read end in :class:`ReadRefused`, never in unbounded memory or a hang)."""
+    fd = _open_nonblocking(path)
+    try:
+        st = _fstat_regular(fd)
+        if st.st_size > max_bytes:
+            raise ReadRefused("too-large", f"it is {st.st_size:,} bytes, above the {max_bytes:,}-byte limit")
+        chunks = []
+        total = 0
+        while True:
+            chunk = os.read(fd, min(1 << 20, max_bytes + 1 - total))
+            if not chunk:
+                break
+            chunks.append(chunk)
+            total += len(chunk)
+            if total > max_bytes:
+                raise ReadRefused("too-large", f"it holds more than the {max_bytes:,}-byte limit")
+        return b"".join(chunks)
+    except OSError as e:
+        raise ReadRefused("unreadable", f"it cannot be read: {os_reason(e)}") from None
+    finally:
+        os.close(fd)
+
+
+def _open_nonblocking(path: str) -> int:
+    try:
+        return os.open(path, os.O_RDONLY | os.O_NONBLOCK | getattr(os, "O_CLOEXEC", 0))
+    except FileNotFoundError:
+        raise ReadRefused("missing", "it does not exist") from None
+    except OSError as e:
+        raise ReadRefused("unreadable", f"it cannot be opened: {os_reason(e)}") from None
+
+
+def _fstat_regular(fd: int) -> os.stat_result:
+    st = os.fstat(fd)
+    if stat.S_ISDIR(st.st_mode):
+        raise ReadRefused("not-regular", "it is a directory, not a file")
+    if not stat.S_ISREG(st.st_mode):
+        raise ReadRefused("not-regular", "it is not a regular file (a FIFO, device or socket)")
+    return st
