@@ -74,8 +74,12 @@ def glob_files(pattern: str) -> list[str]:
         if seg == "**":
             walk(d, more)  # zero directories
             for e in entries(d):
-                if visible(e.name, "") and e.is_dir(follow_symlinks=False):
+                if not visible(e.name, ""):
+                    continue
+                if e.is_dir(follow_symlinks=False):
                     walk(os.path.join(d, e.name), segs)
+                elif not more:  # a trailing ** matches the files themselves
+                    walk(os.path.join(d, e.name), [])
             return
         if not any(c in seg for c in _GLOB_CHARS):
             walk(os.path.join(d, seg), more)

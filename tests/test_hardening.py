@@ -5,6 +5,7 @@ worker unless the case is about the parent process itself."""
 from __future__ import annotations
 
 import hashlib
+import json
 import os
 import shutil
 
@@ -93,3 +94,74 @@ def test_a_file_that_changes_while_it_is_copied_is_refused(tmp_path, monkeypatch
     with pytest.raises(InputFileError) as e:
         pf.preflight(path, snapshot_dir=str(snap))
     assert e.value.rule == "model-changed" and "changed while it was being read" in e.value.message
+
+
+# --- the parent reads repository content: every read ends in seconds, with one line ----------
+
+
+def _check(tmp_path, *args, cwd=None):
+    import subprocess
+    import sys
+
+    return subprocess.run([sys.executable, "-m", "kerinspect", "check", *map(str, args)], capture_output=True,
+                          text=True, cwd=cwd or tmp_path, timeout=120)
+
+
+@pytest.mark.parametrize("kind", ["dev-zero", "fifo", "directory", "too-large"])
+def test_a_baseline_that_is_not_a_small_regular_file_is_one_line(tmp_path, kind, monkeypatch):
+    target = {"dev-zero": "/dev/zero", "fifo": str(tmp_path / "fifo.json"), "directory": str(tmp_path),
+              "too-large": str(tmp_path / "big.json")}[kind]
+    if kind == "fifo":
+        os.mkfifo(target)
+    if kind == "too-large":
+        with open(target, "wb") as f:
+            f.truncate(300 << 20)  # sparse: 300 MB claimed, nothing allocated
+    (tmp_path / "pyproject.toml").write_text(f'[tool.kerinspect.check]\nbaseline = "{target}"\n')
+    out = _check(tmp_path, CNN, "--format", "json")
+    assert out.returncode == 3, out.stderr
+    error = json.loads(out.stdout)["models"][0]["error"]
+    assert error["rule"] in ("baseline-unreadable", "baseline-invalid") and "Traceback" not in out.stderr
+
+
+def test_a_config_nested_20000_deep_is_a_config_error(tmp_path):
+    (tmp_path / "pyproject.toml").write_text("[tool.kerinspect.check]\nmax_abs = " + "[" * 20000 + "]" * 20000 + "\n")
+    out = _check(tmp_path, CNN)
+    assert out.returncode == 2
+    assert out.stderr.strip().count("\n") == 0 and "error[config]" in out.stderr and "nest too deeply" in out.stderr
+
+
+def test_an_input_fifo_never_blocks(tmp_path):
+    import subprocess
+    import sys
+
+    os.mkfifo(tmp_path / "batch.npz")
+    out = subprocess.run([sys.executable, "-m", "kerinspect", "summary", str(CNN), "-i", str(tmp_path / "batch.npz")],
+                         capture_output=True, text=True, timeout=60)
+    assert out.returncode == 3 and "error[input-unreadable]" in out.stderr
+
+
+def test_globs_never_follow_symlinked_directories_into_loops(tmp_path):
+    models = tmp_path / "models"
+    (models / "sub").mkdir(parents=True)
+    shutil.copy(CNN, models / "cnn.keras")
+    shutil.copy(SAMPLES / "dead_relu.keras", models / "sub" / "dead.keras")
+    (models / "a").symlink_to(".")  # one loop
+    (models / "sub" / "b").symlink_to("..")  # and a second
+    out = _check(tmp_path, "models/**/*.keras", "--format", "json")
+    assert out.returncode in (0, 1), out.stderr
+    paths = sorted(m["path"] for m in json.loads(out.stdout)["models"])
+    assert paths == ["models/cnn.keras", "models/sub/dead.keras"]
+
+
+def test_glob_matches_what_python_glob_matches_without_links(tmp_path):
+    import glob
+
+    from kerinspect.gate import glob_files
+
+    for rel in ("a/x.keras", "a/b/y.keras", "a/b/c/z.h5", ".hidden/h.keras", "a/.h.keras", "top.keras"):
+        (tmp_path / rel).parent.mkdir(parents=True, exist_ok=True)
+        (tmp_path / rel).write_bytes(b"x")
+    for pattern in ("**/*.keras", "a/**/*", "*/b/*.keras", "a/*.keras", "**/*.h5", "a/b/[yz].*", "**"):
+        p = str(tmp_path / pattern)
+        expected = sorted(f for f in glob.glob(p, recursive=True) if os.path.isfile(f))
+        assert sorted(glob_files(p)) == expected, pattern
