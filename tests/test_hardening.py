@@ -165,3 +165,76 @@ def test_glob_matches_what_python_glob_matches_without_links(tmp_path):
         p = str(tmp_path / pattern)
         expected = sorted(f for f in glob.glob(p, recursive=True) if os.path.isfile(f))
         assert sorted(glob_files(p)) == expected, pattern
+
+
+# --- --input bombs and dtypes --------------------------------------------------------------
+
+
+def _summary(*args):
+    import subprocess
+    import sys
+
+    return subprocess.run([sys.executable, "-m", "kerinspect", "summary", str(NAN), *map(str, args)],
+                          capture_output=True, text=True, timeout=120)
+
+
+def test_an_npz_bomb_is_refused_before_it_is_inflated(tmp_path):
+    import numpy as np
+
+    np.savez_compressed(tmp_path / "bomb.npz", features=np.zeros((1 << 28,), np.float32))  # 1 GiB in ~1 MB
+    assert os.path.getsize(tmp_path / "bomb.npz") < 2 << 20
+    out = _summary("-i", tmp_path / "bomb.npz")
+    assert out.returncode == 5 and "error[zip-bomb]" in out.stderr and out.stderr.count("\n") == 1
+
+
+def test_an_npz_header_that_declares_more_than_it_holds_is_refused(tmp_path):
+    import io
+    import zipfile
+
+    import numpy as np
+
+    buf = io.BytesIO()
+    np.save(buf, np.ones((10, 8), np.float32))
+    with zipfile.ZipFile(tmp_path / "lie.npz", "w") as z:
+        z.writestr("features.npy", buf.getvalue().replace(b"(10, 8)", b"(99999999, 8)"))
+    out = _summary("-i", tmp_path / "lie.npz")
+    assert out.returncode == 5 and "error[input-shape-bomb]" in out.stderr
+
+
+@pytest.mark.parametrize("dtype", ["complex64", "object"])
+def test_complex_and_object_inputs_are_refused_not_cast(tmp_path, dtype):
+    import numpy as np
+
+    if dtype == "object":  # written by hand: np.save would pickle it, and we must never unpickle
+        np.save(tmp_path / "x.npy", np.array([[1.0] * 8] * 4, dtype=object), allow_pickle=True)
+    else:
+        np.save(tmp_path / "x.npy", np.ones((4, 8), dtype))
+    out = _summary("-i", tmp_path / "x.npy")
+    assert out.returncode == 3 and "error[input-dtype]" in out.stderr and dtype.replace("64", "") in out.stderr
+
+
+def test_in_memory_complex_arrays_are_refused_too(keras):
+    import numpy as np
+
+    from kerinspect.errors import InferenceError
+
+    model = keras.Sequential([keras.Input((8,)), keras.layers.Dense(2)])
+    with pytest.raises(InferenceError) as e:
+        kerinspect.inspect_model(model, np.ones((4, 8), np.complex64))
+    assert e.value.rule == "input-dtype"
+
+
+def test_only_the_samples_asked_for_are_read(keras, tmp_path):
+    import numpy as np
+
+    from kerinspect.engine.inputs import InputSpec, load_arrays
+
+    a = np.random.default_rng(0).standard_normal((5000, 8)).astype(np.float32)
+    b = np.arange(5000 * 3, dtype=np.int64).reshape(5000, 3)
+    np.savez_compressed(tmp_path / "x.npz", a=a, b=b)
+    specs = [InputSpec("a", (None, 8), "float32"), InputSpec("b", (None, 3), "int64")]
+    got = load_arrays(tmp_path / "x.npz", specs, max_rows=64)
+    np.testing.assert_array_equal(got["a"], a[:64])
+    np.testing.assert_array_equal(got["b"], b[:64])
+    got = load_arrays(tmp_path / "x.npz", specs)
+    assert got["a"].shape == (5000, 8)

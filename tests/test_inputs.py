@@ -128,8 +128,9 @@ def test_file_problems(inp, factories, tmp_path):
     with pytest.raises(InferenceError, match="missing \\['ids'\\]; unknown \\['idz'\\]"):
         inp.load_arrays(tmp_path / "wrong.npz", specs)
     np.save(tmp_path / "obj.npy", np.array([{"a": 1}], dtype=object), allow_pickle=True)
-    with pytest.raises(InputFileError, match="Cannot read"):
+    with pytest.raises(InputFileError, match="dtype object") as e:  # refused from its header: never unpickled
         inp.load_arrays(tmp_path / "obj.npy", specs[:1])
+    assert e.value.rule == "input-dtype"
     (tmp_path / "junk.npy").write_bytes(b"not numpy")
     with pytest.raises(InputFileError):
         inp.load_arrays(tmp_path / "junk.npy", specs[:1])

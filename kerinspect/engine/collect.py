@@ -213,7 +213,7 @@ def build_feed(
     if shapes:
         raise UsageError("--shape applies to synthetic inputs; the input file defines the shapes")
     if isinstance(inputs, (str, os.PathLike)):
-        arrays, label = inp.load_arrays(inputs, specs), os.fspath(inputs)
+        arrays, label = inp.load_arrays(inputs, specs, max_rows=samples), os.fspath(inputs)
     elif isinstance(inputs, Mapping):
         arrays, label = dict(inputs), "array"
     elif isinstance(inputs, np.ndarray) or not isinstance(inputs, Sequence):

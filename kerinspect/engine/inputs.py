@@ -257,21 +257,25 @@ def _check_counts(samples: int, batch_size: int) -> None:
 # -- user data ------------------------------------------------------------------
 
 
-def load_arrays(path: str | os.PathLike[str], specs: Sequence[InputSpec]) -> dict[str, np.ndarray]:
-    """Read ``.npy`` (one-input models) or ``.npz`` (keyed by input name); never unpickles."""
+def load_arrays(
+    path: str | os.PathLike[str], specs: Sequence[InputSpec], max_rows: int | None = None
+) -> dict[str, np.ndarray]:
+    """Read ``.npy`` (one-input models) or ``.npz`` (keyed by input name); never unpickles.
+
+    The file passes :func:`kerinspect.scan.arrays.check_input_file` first (zip bombs,
+    headers declaring more than they hold, complex/object/void dtypes), and only the
+    first ``max_rows`` samples of each array are read (None: all).
+    """
+    from kerinspect.scan.arrays import check_input_file
+
     p = os.fspath(path)
     if not os.path.exists(p):
         raise InputFileError(f"Input file not found. Received: input={p!r}", rule="input-not-found")
     if not os.path.isfile(p):
         raise InputFileError(f"Input is not a regular file. Received: input={p!r}", rule="input-not-file")
     names = [s.name for s in specs]
-    try:
-        data = np.load(p, allow_pickle=False, mmap_mode="r")
-    except (ValueError, OSError, EOFError) as e:
-        raise InputFileError(
-            f"Cannot read input file as .npy/.npz: {e}. Received: input={p!r}", rule="input-unreadable"
-        ) from None
-    if isinstance(data, np.ndarray):
+    entries = check_input_file(p)
+    if entries[0].member is None:  # .npy
         if len(specs) != 1:
             raise InferenceError(
                 f"Input file holds one array, but the model has {len(specs)} inputs "
@@ -279,29 +283,46 @@ def load_arrays(path: str | os.PathLike[str], specs: Sequence[InputSpec]) -> dic
                 rule="input-names",
                 hint="save an .npz keyed by input name: np.savez(path, **{name: array})",
             )
-        return {names[0]: data}
-    with data:
-        keys = list(data.keys())
-        if len(specs) == 1 and len(keys) == 1:
-            wanted = {names[0]: keys[0]}  # one array for one input: its key does not matter
-        else:
-            unknown = [k for k in keys if k not in names]
-            missing = [n for n in names if n not in keys]
-            if missing or unknown:
-                raise InferenceError(
-                    f"Input file arrays {keys} do not match the model inputs {names}"
-                    + (f"; missing {missing}" if missing else "")
-                    + (f"; unknown {unknown}" if unknown else "")
-                    + f". Received: input={p!r}",
-                    rule="input-names",
-                )
-            wanted = {n: n for n in names}
-        try:
-            return {n: data[k] for n, k in wanted.items()}
-        except ValueError as e:  # object arrays would need pickle: refused
-            raise InputFileError(
-                f"Cannot read input file: {e}. Received: input={p!r}", rule="input-unreadable"
-            ) from None
+        data = np.load(p, allow_pickle=False, mmap_mode="r")  # pages are read only as rows are used
+        return {names[0]: data if max_rows is None or data.ndim == 0 else data[:max_rows]}
+    keys = [e.name for e in entries]
+    by_key = dict(zip(keys, entries))
+    if len(specs) == 1 and len(keys) == 1:
+        wanted = {names[0]: keys[0]}  # one array for one input: its key does not matter
+    else:
+        unknown = [k for k in keys if k not in names]
+        missing = [n for n in names if n not in keys]
+        if missing or unknown:
+            raise InferenceError(
+                f"Input file arrays {keys} do not match the model inputs {names}"
+                + (f"; missing {missing}" if missing else "")
+                + (f"; unknown {unknown}" if unknown else "")
+                + f". Received: input={p!r}",
+                rule="input-names",
+            )
+        wanted = {n: n for n in names}
+    import zipfile
+
+    with zipfile.ZipFile(p) as zf:
+        return {n: _read_rows(zf, by_key[k], max_rows) for n, k in wanted.items()}
+
+
+def _read_rows(zf: Any, entry: Any, max_rows: int | None) -> np.ndarray:
+    """The first ``max_rows`` rows of an ``.npz`` member, inflating no more than those."""
+    from kerinspect.scan.npy import read_npy_header
+
+    d = entry.dtype
+    dtype = np.dtype(f"{d.byteorder}{d.kind}{d.itemsize // 4 if d.kind == 'U' else d.itemsize}")
+    shape = entry.shape
+    if max_rows is not None and shape and not entry.fortran_order:
+        shape = (min(shape[0], max_rows), *shape[1:])
+    count = math.prod(shape)
+    with zf.open(entry.member) as m:
+        read_npy_header(m)
+        buf = m.read(count * dtype.itemsize)
+    if len(buf) != count * dtype.itemsize:
+        raise InputFileError(f"Input array {entry.name!r} is truncated.", rule="input-unreadable")
+    return np.frombuffer(buf, dtype=dtype, count=count).reshape(shape, order="F" if entry.fortran_order else "C")
 
 
 def array_feed(
@@ -373,7 +394,14 @@ def validate_array(spec: InputSpec, a: Any, source: str) -> np.ndarray:
                 f"Input {spec.name!r} expects strings, got {a.dtype}. {where}", rule="input-dtype"
             )
         return a
-    if kind in "USOV" and not (kind == "V" and a.dtype.names is None):
+    if kind in "cOVMm":
+        raise InferenceError(
+            f"Input {spec.name!r} expects {spec.dtype}, got {a.dtype}: it has no exact {spec.dtype} "
+            f"form (casting would drop the imaginary part or need pickle). {where}",
+            rule="input-dtype",
+            hint="convert it to a real dtype first, e.g. np.real(a).astype('float32')",
+        )
+    if kind in "US":
         raise InferenceError(
             f"Input {spec.name!r} expects {spec.dtype}, got {a.dtype}. {where}", rule="input-dtype"
         )
