@@ -238,3 +238,38 @@ def test_only_the_samples_asked_for_are_read(keras, tmp_path):
     np.testing.assert_array_equal(got["b"], b[:64])
     got = load_arrays(tmp_path / "x.npz", specs)
     assert got["a"].shape == (5000, 8)
+
+
+# --- leftovers -----------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("swap", ["out", "parent"])
+def test_a_dump_whose_directory_is_swapped_for_a_symlink_leaves_nothing(tmp_path, monkeypatch, swap):
+    """--out (or its parent) is swapped for a symlink after the worker staged every
+    tensor: nothing is published, and the staging directory goes wherever it ended up."""
+    from kerinspect import api
+    from kerinspect.errors import OutputError
+
+    (tmp_path / "p").mkdir()
+    out = tmp_path / "p" / "acts"
+    real_job = api._job
+
+    def job_then_swap(*args, **kwargs):
+        result = real_job(*args, **kwargs)
+        victim = out if swap == "out" else tmp_path / "p"
+        os.rename(victim, str(victim) + "-moved")
+        os.symlink(str(victim) + "-moved", victim)
+        return result
+
+    monkeypatch.setattr(api, "_job", job_then_swap)
+    moved = (tmp_path / "p" / "acts-moved") if swap == "out" else (tmp_path / "p-moved" / "acts")
+    if swap == "out":  # DIR itself is a symlink now: refused, nothing published
+        with pytest.raises(OutputError) as e:
+            kerinspect.dump_activations(CNN, out, samples=4, load=_load())
+        assert "nothing was published" in e.value.message
+        assert os.listdir(moved) == []
+    else:  # the same directory (same inode) under a moved parent: published there, complete
+        dump = kerinspect.dump_activations(CNN, out, samples=4, load=_load())
+        assert sorted(os.listdir(moved)) == sorted({"manifest.json", "inputs"} | {t["file"] for t in dump.manifest["tensors"]})
+    left = [p for p in tmp_path.rglob(".kerinspect-staging-*")]
+    assert left == []

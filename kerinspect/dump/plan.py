@@ -165,10 +165,12 @@ def prepare_dump(
             except OSError:
                 pass
         raise
-    os.close(dfd)
     return {
         "out": path,
         "out_id": [st.st_dev, st.st_ino],
+        # held open until publish or abort: wherever DIR is moved or swapped meanwhile,
+        # the staging dir can still be removed through it (parent-side only: not in "write")
+        "out_fd": dfd,
         "created": created,
         "staging": staging,
         "staging_id": [sst.st_dev, sst.st_ino],

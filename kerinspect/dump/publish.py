@@ -180,7 +180,7 @@ def publish_dump(plan: Mapping[str, Any], draft: Mapping[str, Any]) -> dict[str,
     """
     shown = show_path(plan["out"])
     try:
-        return _publish(plan, draft, shown)
+        manifest = _publish(plan, draft, shown)
     except OSError as e:
         abort_dump(plan)
         raise OutputError(
@@ -190,6 +190,19 @@ def publish_dump(plan: Mapping[str, Any], draft: Mapping[str, Any]) -> dict[str,
     except BaseException:
         abort_dump(plan)
         raise
+    held = release_dir(plan)
+    if held is not None:
+        os.close(held)
+    return manifest
+
+
+def release_dir(plan: Mapping[str, Any]) -> int | None:
+    """The descriptor on ``DIR`` that :func:`~kerinspect.dump.plan.prepare_dump` holds,
+    taken out of the plan (the caller closes it); None if already released."""
+    if isinstance(plan, dict):
+        fd = plan.pop("out_fd", None)
+        return fd if isinstance(fd, int) else None
+    return None
 
 
 def _publish(plan: Mapping[str, Any], draft: Mapping[str, Any], shown: str) -> dict[str, Any]:
@@ -232,7 +245,8 @@ def _publish(plan: Mapping[str, Any], draft: Mapping[str, Any], shown: str) -> d
     finally:
         os.close(sfd)
         os.close(dfd)
-    abort_dump({**plan, "created": False})  # the staging dir (and the previous dump in it) goes
+    # the staging dir (and the previous dump in it) goes; the held descriptor stays the caller's
+    abort_dump({**{k: v for k, v in plan.items() if k != "out_fd"}, "created": False})
     return manifest
 
 
@@ -384,7 +398,19 @@ def _manifest(plan: Mapping[str, Any], draft: Mapping[str, Any], items: list[_St
 
 def abort_dump(plan: Mapping[str, Any]) -> None:
     """Undo :func:`prepare_dump`: remove the staging dir and everything in it, and
-    ``DIR`` itself if this run created it and it is empty. Never raises."""
+    ``DIR`` itself if this run created it and it is empty. Never raises.
+
+    The staging dir is removed through the descriptor ``prepare_dump`` held on ``DIR``,
+    so it goes even when ``DIR`` (or a parent) was renamed or swapped for a symlink
+    since: nothing is left behind wherever it ended up."""
+    held = release_dir(plan)
+    if held is not None:
+        try:
+            rmtree_at(held, plan["staging"])
+        except OSError:
+            pass
+        finally:
+            os.close(held)
     try:
         dfd = open_dir(plan["out"], plan["out_id"])
     except (OSError, KeyError):
