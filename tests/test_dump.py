@@ -426,8 +426,9 @@ def test_overwrite_replaces_only_the_previous_dump(saved, tmp_path):
     assert tree_hash(out) == before
 
 
-def test_replace_failure_publishes_nothing(factories, tmp_path, monkeypatch):
-    model = factories.mlp()
+def test_replace_failure_publishes_nothing(saved, tmp_path, monkeypatch):
+    """The worker writes, the parent's publish fails: nothing published, nothing left."""
+    model = saved["mlp"]
 
     def broken_replace(*args, **kwargs):
         raise OSError(5, "Input/output error")
@@ -443,10 +444,10 @@ def test_replace_failure_publishes_nothing(factories, tmp_path, monkeypatch):
     assert os.listdir(empty) == [] and leftovers(tmp_path) == []
 
 
-def test_failed_overwrite_restores_the_previous_dump(factories, tmp_path, monkeypatch):
+def test_failed_overwrite_restores_the_previous_dump(saved, tmp_path, monkeypatch):
     import kerinspect
 
-    model = factories.nested()
+    model = saved["nested"]
     out = tmp_path / "out"
     dump(model, out, samples=4)
     before = tree_hash(out)
@@ -524,16 +525,13 @@ def test_disk_full_exit_7_and_no_partial_file(saved, tmp_path, preallocate):
     """A real EFBIG from RLIMIT_FSIZE: from posix_fallocate, or (sparse files, as
     on filesystems without fallocate) from a short pwrite in the middle of the run."""
     out = tmp_path / "out"
-    code = "import sys\nfrom kerinspect.cli import main\n"
-    if preallocate == "sparse":
-        code += ("import os, kerinspect.engine.dump_writer as w\n"
-                 "w.preallocate = lambda fd, n: os.ftruncate(fd, n) if n else None\n")
-    code += "sys.argv = sys.argv[1:]\nmain()\n"
+    env = {**os.environ, "PYTHONPATH": str(ROOT)}
+    if preallocate == "sparse":  # the worker writes sparse files (its fault hook)
+        env["KERINSPECT_TEST_FAULT"] = "no-fallocate"
     r = subprocess.run(
-        [sys.executable, "-c", code, "kerinspect", "dump", saved["mlp"], "--out", str(out),
+        [sys.executable, "-m", "kerinspect", "dump", saved["mlp"], "--out", str(out),
          "--samples", "4096", "--batch-size", "256"],
-        capture_output=True, text=True, cwd=ROOT, preexec_fn=_limited_fsize(64 << 10),
-        env={**os.environ, "PYTHONPATH": str(ROOT)},
+        capture_output=True, text=True, cwd=ROOT, preexec_fn=_limited_fsize(64 << 10), env=env,
     )
     assert r.returncode == ExitCode.OUTPUT, r.stderr
     lines = r.stderr.strip().splitlines()

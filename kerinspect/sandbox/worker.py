@@ -12,7 +12,8 @@ descriptor named by ``KERINSPECT_PROTOCOL_FD``:
 Its stdout and stderr go to a log the parent reads only after a crash.
 Test-only fault hook: ``KERINSPECT_TEST_FAULT=<fault>@<phase>`` (fault: segv,
 hang, oom, exit, nohook) fires when the worker enters that phase; ``no-netns`` makes
-the worker skip its network namespace, as on a kernel that refuses one.
+the worker skip its network namespace, as on a kernel that refuses one; ``no-fallocate``
+makes the dump writer use sparse files, as on a filesystem without ``fallocate``.
 """
 
 from __future__ import annotations
@@ -109,8 +110,13 @@ def main(argv: list[str]) -> int:
     from .confine import confine
 
     limits = json.loads(os.environ.get("KERINSPECT_LIMITS", "{}"))
-    if os.environ.get("KERINSPECT_TEST_FAULT") == "no-netns":  # as where the kernel refuses one
+    fault = os.environ.get("KERINSPECT_TEST_FAULT")
+    if fault == "no-netns":  # as where the kernel refuses one
         limits["isolate_network"] = False
+    elif fault == "no-fallocate":  # as on filesystems without fallocate: sparse files, short writes
+        from kerinspect.engine import dump_writer
+
+        dump_writer.preallocate = lambda fd, n: os.ftruncate(fd, n) if n else None
     namespace = confine(limits)
     fd = int(os.environ["KERINSPECT_PROTOCOL_FD"])
     os.set_inheritable(fd, False)  # processes the model might start do not get the channel
