@@ -1,0 +1,57 @@
+"""The layout is the rule: ruff refuses an import in the wrong place (docs/ARCHITECTURE.md).
+
+Each case lints one line as if it were a file at a given path (``--stdin-filename``), so
+the per-directory ruff configs (pyproject.toml, kerinspect/*/ruff.toml) are what decide.
+"""
+
+from __future__ import annotations
+
+import shutil
+import subprocess
+import sys
+
+import pytest
+
+from tests.conftest import ROOT
+
+RUFF = shutil.which("ruff", path=str(ROOT / ".venv" / "bin")) or shutil.which("ruff")
+
+CASES = [
+    # (where, code, allowed)
+    ("kerinspect/report.py", "import tensorflow as tf\nprint(tf)\n", False),
+    ("kerinspect/report.py", "import keras\nprint(keras)\n", False),
+    ("kerinspect/api.py", "import h5py\nprint(h5py)\n", False),
+    ("kerinspect/api.py", "import numpy as np\nprint(np)\n", False),  # parent path: lazily only
+    ("kerinspect/api.py", "def f():\n    import numpy as np\n    return np\n", True),
+    ("kerinspect/gate.py", "import click\nprint(click)\n", False),
+    ("kerinspect/cli.py", "import click\nprint(click)\n", True),
+    ("kerinspect/scan/policy.py", "import keras\nprint(keras)\n", False),
+    ("kerinspect/scan/policy.py", "def f():\n    import tensorflow as tf\n    return tf\n", False),
+    ("kerinspect/scan/container.py", "import h5py\nprint(h5py)\n", True),
+    ("kerinspect/sandbox/runner.py", "import numpy as np\nprint(np)\n", False),
+    ("kerinspect/sandbox/runner.py", "import keras\nprint(keras)\n", False),
+    ("kerinspect/engine/trace.py", "import keras\nimport numpy as np\nimport tensorflow as tf\nprint(keras, np, tf)\n", True),
+    ("kerinspect/engine/trace.py", "import rich\nprint(rich)\n", False),
+]
+
+
+@pytest.mark.skipif(RUFF is None, reason="ruff is a dev dependency")
+@pytest.mark.parametrize("where, code, allowed", CASES)
+def test_ruff_enforces_who_may_import_what(where, code, allowed):
+    out = subprocess.run([RUFF, "check", "--no-cache", "--select", "TID", "--stdin-filename", where, "-"],
+                         input=code, capture_output=True, text=True, cwd=ROOT)
+    assert (out.returncode == 0) == allowed, out.stdout + out.stderr
+
+
+def test_the_parent_of_a_run_imports_no_tensorflow_keras_numpy_or_h5py(tmp_path):
+    """What `kerinspect summary` loads in its own process, up to the worker's answer."""
+    code = (
+        "import sys, runpy\n"
+        "sys.argv = ['kerinspect', 'summary', sys.argv[1], '-f', 'json']\n"
+        "try:\n    runpy.run_module('kerinspect', run_name='__main__')\nexcept SystemExit as e:\n    assert not e.code, e.code\n"
+        "print('LOADED', sorted(m for m in ('tensorflow', 'keras', 'numpy', 'h5py') if m in sys.modules), file=sys.stderr)\n"
+    )
+    out = subprocess.run([sys.executable, "-c", code, str(ROOT / "sample_models" / "cnn.keras")],
+                         capture_output=True, text=True, cwd=ROOT, timeout=300)
+    assert out.returncode == 0, out.stderr
+    assert out.stderr.strip().splitlines()[-1] == "LOADED []"
