@@ -1,10 +1,12 @@
 """Shared fixtures. TensorFlow is imported at most once per session, and only by
 tests that ask for it (the ``keras`` fixture); the rest run without it.
 
-Model files are opened in this process by default here (``KERINSPECT_ISOLATION=off``):
-a worker costs a TensorFlow import (~3 s) per model. Tests marked ``isolated`` run
-through the real worker process, as users do; they cover every command and every
-hostile file end to end.
+Model files are opened the way users open them: through the real, isolated worker
+process (kerinspect's default). Only in-memory ``keras.Model`` objects are inspected in
+this process, which is what the API does for them too. ``KERINSPECT_ISOLATION`` from the
+caller's environment is ignored here, so a developer's debugging switch cannot turn the
+suite into an in-process one. Tests marked ``isolated`` are the ones whose subject is the
+worker itself (crashes, limits, hostile files end to end).
 """
 
 from __future__ import annotations
@@ -19,13 +21,7 @@ SAMPLES = ROOT / "sample_models"
 REALWORLD = ROOT.parent / "shared" / "realworld"
 
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
-os.environ["KERINSPECT_ISOLATION"] = "off"
-
-
-@pytest.fixture(autouse=True)
-def _isolation_for_marked_tests(request, monkeypatch):
-    if request.node.get_closest_marker("isolated") is not None:
-        monkeypatch.setenv("KERINSPECT_ISOLATION", "on")
+os.environ["KERINSPECT_ISOLATION"] = "on"
 
 
 @pytest.fixture(scope="session")
