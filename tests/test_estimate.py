@@ -1,4 +1,4 @@
-"""The static parameter estimate (``kerinspect/scan/estimate.py``) against Keras itself.
+"""The static parameter estimate (``kerinspect/scan/estimate/``) against Keras itself.
 
 * Every layer class the allowlist accepts has a case in :data:`CASES` (a small instance,
   built with plain Keras inside a Functional model) or an explicit entry in
