@@ -12,8 +12,11 @@ import enum
 import unicodedata
 from collections.abc import Iterable
 
-#: Longest message printed for one error; Keras messages embed whole configs.
+#: Longest piece of untrusted text (a name, a value) shown in one message.
 MAX_MESSAGE_CHARS = 500
+#: Longest error line: room for a whole Keras explanation (which the loader keeps
+#: whole, see :func:`whole_sentences`) plus the path and a hint.
+MAX_LINE_CHARS = 2000
 
 #: GitHub Actions' legacy workflow-command prefix, recognised anywhere in a log line.
 LEGACY_COMMAND = "##["
@@ -99,6 +102,17 @@ def escape_text(text: str, limit: int = MAX_MESSAGE_CHARS) -> str:
     return escaped
 
 
+def whole_sentences(text: str, limit: int = 1200) -> str:
+    """``text``, or when longer than ``limit``, its whole sentences up to ``limit`` then
+    ``[...]``: a cause is never cut mid-sentence (the end often says what to fix, so
+    the limit is generous; it only guards against configs pasted into messages)."""
+    if len(text) <= limit:
+        return text
+    head = text[:limit]
+    cut = max(head.rfind(". "), head.rfind("! "), head.rfind("? "), head.rfind(": "))
+    return (head[: cut + 1] if cut > 0 else head.rsplit(" ", 1)[0]) + " [...]"
+
+
 class KerinspectError(Exception):
     """Base class of every error a user can cause.
 
@@ -122,7 +136,7 @@ class KerinspectError(Exception):
         text = self.message
         if self.hint:
             text = f"{text} Hint: {self.hint}"
-        return escape_text(text)
+        return escape_text(text, MAX_LINE_CHARS)
 
 
 class UsageError(KerinspectError):

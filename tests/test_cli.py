@@ -110,7 +110,8 @@ def test_missing_file_is_exit_3(tmp_path):
         ("text.keras", b"hello\n", 3, "unknown-format"),
         ("empty.keras", b"", 3, "empty-file"),
         ("model.txt", b"PK\x03\x04rest", 3, "format-mismatch"),
-        ("h5_named.keras", b"\x89HDF\r\n\x1a\n" + b"\0" * 100, 3, "format-mismatch"),
+        # HDF5 under a .keras name is read by its content (then found broken here)
+        ("h5_named.keras", b"\x89HDF\r\n\x1a\n" + b"\0" * 100, 4, "bad-hdf5"),
         ("zip_named.h5", b"PK\x03\x04" + b"\0" * 100, 3, "format-mismatch"),
     ],
 )

@@ -129,9 +129,14 @@ def assert_every_call_matches(report, reference, what, rel=1e-4, abs_=1e-6):
     """Every layer call of ``report`` (inputs aside) has a reference output, and its
     statistics are numpy's on that output."""
     layers = {r.path: r for r in report.layers if r.class_name != "InputLayer"}
+    # calls made inside a layer (attention's query/key/value projections) have no
+    # tf_keras counterpart: they are checked where the layer's own output is
+    layers = {p: r for p, r in layers.items() if p in reference or not any(p.startswith(q + "/") for q in reference)}
     assert sorted(layers) == sorted(reference), what
     for path, arrays in reference.items():
         outs = layers[path].outputs
+        if len(outs) == len(arrays) + 1 and outs[-1].name == "attention_scores":
+            outs = outs[:-1]  # captured by kerinspect; tf_keras returns the output only
         assert len(outs) == len(arrays), (what, path)
         for out, ref in zip(outs, arrays):
             x = ref.astype(np.float64)
@@ -210,3 +215,181 @@ def test_realworld_h5_files_inspect_and_match_tf_keras(tfk, path, tmp_path):
     assert final.stats.max == pytest.approx(float(pred.max()), rel=1e-5, abs=1e-7)
     assert_every_call_matches(report, tf_keras_calls(tfk, ref_model, [x]), path.name, rel=1e-5, abs_=1e-7)
     assert json.loads(json.dumps(report.to_dict()))["model"]["notes"]
+
+
+# -- tf.keras 2.x attention models, TFOpLambda, old configs --------------------------
+
+
+def _ref(name):
+    return {"class_name": "__keras_tensor__",
+            "config": {"shape": [], "dtype": "float32", "keras_history": [name, 0, 0]}}
+
+
+def test_upgrade_drops_keys_keras3_refuses_and_nothing_else():
+    mha = {"class_name": "MultiHeadAttention", "config": {"num_heads": 2, "key_dim": 4,
+           "query_shape": [None, 5, 8], "key_shape": [None, 5, 8], "value_shape": [None, 5, 8]}}
+    dw = {"class_name": "DepthwiseConv2D", "config": {"kernel_size": 3, "groups": 1}}
+    dw2 = {"class_name": "DepthwiseConv2D", "config": {"kernel_size": 3, "groups": 2}}
+    drop = {"class_name": "Dropout", "config": {"rate": 0.5, "noise_shape": 3}}
+    drop_ok = {"class_name": "Dropout", "config": {"rate": 0.5, "noise_shape": [None, 1]}}
+    new, changes = upgrade_config({"class_name": "Sequential", "config": {"layers": [mha, dw, dw2, drop, drop_ok]}})
+    assert changes == ("mha-build-shapes", "depthwise-groups", "dropout-noise-shape")
+    mha2, dw_, dw2_, drop_, drop_ok_ = new["config"]["layers"]
+    assert mha2["config"] == {"num_heads": 2, "key_dim": 4}
+    assert "groups" not in dw_["config"] and dw2_["config"]["groups"] == 2  # only the no-op value
+    assert drop_["config"]["noise_shape"] is None and drop_ok_["config"]["noise_shape"] == [None, 1]
+
+
+def test_upgrade_turns_keras2_call_references_into_keras3_tensors():
+    layers = [
+        {"class_name": "InputLayer", "name": "x", "config": {"name": "x"}, "inbound_nodes": []},
+        {"class_name": "MultiHeadAttention", "name": "mha", "config": {"name": "mha"},
+         "inbound_nodes": [[["x", 0, 0, {"value": ["x", 0, 0], "key": ["x", 0, 0]}]]]},
+        {"class_name": "TFOpLambda", "name": "tf.__operators__.add", "config": {"function": "__operators__.add"},
+         "inbound_nodes": [["x", 0, 0, {"y": ["mha", 0, 0], "name": None}]]},
+        {"class_name": "TFOpLambda", "name": "tf.concat", "config": {"function": "concat"},
+         "inbound_nodes": [[["x", 0, 0, {"axis": -1}], ["mha", 0, 0, {"axis": -1}]]]},
+        {"class_name": "Dense", "name": "d", "config": {"name": "d"},
+         "inbound_nodes": [[["tf.concat", 0, 0, {}]]]},
+    ]
+    cfg = {"class_name": "Functional", "config": {"name": "m", "layers": layers,
+                                                  "input_layers": [["x", 0, 0]], "output_layers": [["d", 0, 0]]}}
+    new, changes = upgrade_config(cfg)
+    assert changes == ("call-tensor-arguments", "tf-op-layer")
+    _, mha, add, concat, dense = new["config"]["layers"]
+    assert mha["inbound_nodes"] == [{"args": [_ref("x")], "kwargs": {"value": _ref("x"), "key": _ref("x")}}]
+    assert add["inbound_nodes"] == [{"args": [_ref("x")], "kwargs": {"y": _ref("mha"), "name": None}}]
+    assert concat["inbound_nodes"] == [{"args": [[_ref("x"), _ref("mha")]], "kwargs": {"axis": -1}}]
+    assert dense["inbound_nodes"] == [[["tf.concat", 0, 0, {}]]]  # what Keras 3 reads itself: untouched
+
+
+def test_scan_tells_a_keras2_tensor_reference_from_a_string_argument():
+    from kerinspect.errors import PolicyError
+    from kerinspect.scan.policy import scan_config
+
+    def model(kwargs, cls="MultiHeadAttention"):
+        return {"class_name": "Functional", "config": {"name": "m", "layers": [
+            {"class_name": "InputLayer", "name": "x", "config": {"name": "x", "batch_input_shape": [None, 4, 8]},
+             "inbound_nodes": []},
+            {"class_name": cls, "name": "mha", "config": {"name": "mha", "num_heads": 1, "key_dim": 2,
+                                                          "function": "__operators__.add"},
+             "inbound_nodes": [[["x", 0, 0, kwargs]]]}],
+            "input_layers": [["x", 0, 0]], "output_layers": [["mha", 0, 0]]}}
+
+    scan_config(model({"value": ["x", 0, 0]}))  # exactly [layer of this graph, int, int]
+    scan_config(model({"y": ["x", 0, 0], "name": "add"}, cls="TFOpLambda"))  # an op's own name
+    for bad in ({"value": ["/etc/passwd", 0, 0]},  # not a layer of the graph
+                {"value": ["x", 0, 0, "/etc/passwd"]},
+                {"value": ["x", "0", 0]},
+                {"value": ["x", True, 0]},
+                {"value": [["x", 0, 0], "/etc/passwd"]},
+                {"name": "/etc/passwd"}):  # a name string is a TF op's only
+        with pytest.raises(PolicyError, match="node-string-argument|string"):
+            scan_config(model(bad))
+    # a .keras archive's list-form node gets no such allowance
+    from kerinspect.scan.container import Limits, Reporter
+    from kerinspect.scan.policy import ConfigScanner
+
+    scanner = ConfigScanner(Limits(), False, frozenset(), Reporter(None), tensor_references=False)
+    with pytest.raises(PolicyError):
+        scanner.run(model({"value": ["x", 0, 0]}))
+
+
+def tf_op_model(tfk):
+    """A tf.keras 2.x functional model made of raw TF ops and ``mha(x, x)``: every
+    op converted, each in the form tf_keras saves it."""
+    import tensorflow as tf
+
+    L = tfk.layers
+    tfk.utils.set_random_seed(5)
+    x = tfk.Input((4, 6), name="x")
+    att = L.MultiHeadAttention(2, 3, name="mha")(x, x)
+    a = x + 1.0
+    b = a * att
+    c = tf.math.subtract(b, x) / 2.0
+    outs = [
+        tf.math.reduce_mean(c, axis=1, keepdims=True), tf.reshape(x, (-1, 24)), tf.transpose(x, perm=[0, 2, 1]),
+        tf.concat([x, c], axis=-1), tf.squeeze(tf.expand_dims(x, 1), axis=1), x[:, 1:3, ::2], x[..., 0],
+        tf.nn.relu(x) + tf.math.sigmoid(x) - tf.math.exp(-tf.abs(x)), tf.matmul(x, tf.transpose(x, perm=[0, 2, 1])),
+        tf.math.reduce_max(x, axis=[1, 2]) + tf.reduce_sum(x, axis=-1)[:, 0], tf.sqrt(tf.square(x) + 1e-3),
+        tf.nn.softmax(x, axis=-1) * tf.math.tanh(x), tf.math.maximum(x, 0.5) - tf.math.minimum(x, -0.5),
+        tf.math.reduce_min(x, axis=1) * tf.math.reduce_std(x, axis=1),
+        L.DepthwiseConv2D(2, name="dw")(tf.expand_dims(x, -1)), L.Dropout(0.5, name="drop")(x),
+    ]
+    return tfk.Model(x, outs, name="tfops")
+
+
+@pytest.mark.isolated
+def test_tf_op_layers_and_attention_match_tf_keras(tfk, tmp_path):
+    model = tf_op_model(tfk)
+    path = tmp_path / "tfops.h5"
+    model.save(path)
+    x = np.random.default_rng(2).standard_normal((5, 4, 6)).astype("float32")
+    np.save(tmp_path / "x.npy", x)
+    report = kerinspect.inspect_model(str(path), str(tmp_path / "x.npy"))
+    notes = set(report.model.notes)
+    for change in ("call-tensor-arguments", "tf-op-layer", "depthwise-groups"):
+        assert f"legacy config upgraded: {change}" in notes, report.model.notes
+    classes = {r.class_name for r in report.layers}
+    assert {"TFOpLambda", "SlicingOpLambda", "MultiHeadAttention"} <= classes
+    assert_every_call_matches(report, tf_keras_calls(tfk, model, [x]), "tfops", rel=2e-5, abs_=1e-6)
+
+
+@pytest.mark.isolated
+def test_an_op_without_a_conversion_fails_in_one_line_naming_it(tfk, tmp_path):
+    import tensorflow as tf
+    from click.testing import CliRunner
+
+    from kerinspect.cli import cli
+    from tests.test_cli import assert_one_line_error
+
+    x = tfk.Input((4,), name="x")
+    path = tmp_path / "cumsum.h5"
+    tfk.Model(x, tf.math.cumsum(x, axis=1)).save(path)
+    line = assert_one_line_error(CliRunner().invoke(cli, ["summary", str(path)]), 4, "unsupported-tf-op")
+    assert "tf.math.cumsum" in line and "Hint:" in line
+
+
+@pytest.mark.isolated
+def test_a_lambda_calling_a_registered_function_loads_with_custom_objects(keras, tmp_path):
+    from click.testing import CliRunner
+
+    from kerinspect.cli import cli
+    from tests.test_cli import assert_one_line_error
+
+    src = tmp_path / "vae_fns.py"
+    src.write_text("import keras\n\n@keras.saving.register_keras_serializable(package='vae')\n"
+                   "def sampling(x):\n    return x * 2.0 + 1.0\n")
+    import runpy
+
+    fn = runpy.run_path(str(src))["sampling"]
+    x = keras.Input((3,))
+    model = keras.Model(x, keras.layers.Lambda(fn, output_shape=(3,), name="sample")(x))
+    model.save(tmp_path / "vae.keras")
+    line = assert_one_line_error(CliRunner().invoke(cli, ["summary", str(tmp_path / "vae.keras")]), 5,
+                                 "function-reference")
+    assert "--custom-objects" in line
+    data = np.random.default_rng(0).standard_normal((4, 3)).astype("float32")
+    np.save(tmp_path / "x.npy", data)
+    report = kerinspect.inspect_model(str(tmp_path / "vae.keras"), str(tmp_path / "x.npy"),
+                                      load=kerinspect.LoadOptions(custom_objects=str(src)))
+    assert report.layers[-1].outputs[0].stats.mean == pytest.approx(float(np.mean(data * 2.0 + 1.0)), rel=1e-5)
+
+
+def test_a_long_keras_cause_is_kept_whole_with_a_hint():
+    from kerinspect.engine.load import known_cause_hint
+    from kerinspect.errors import ModelLoadError, whole_sentences
+
+    cause = ("Layer 'block' was never built and thus it doesn't have any variables. " * 12
+             + "However the weights file lists 4 variables for this layer. In most cases, this error "
+             "indicates that either: 1. The layer is owned by a parent layer that implements a `build()` "
+             "method, but calling the parent's `build()` method did NOT create the state of the child "
+             "layer 'dense'. A `build()` method must create ALL state for the layer.")
+    line = ModelLoadError(f"Keras could not load the model: {cause} Received: path=m.keras",
+                          hint=known_cause_hint(cause)).one_line()
+    assert "A `build()` method must create ALL state for the layer. Received: path=m.keras" in line
+    assert "Hint: a custom layer creates sub-layers" in line
+    cut = whole_sentences("First sentence here. " * 100, limit=100)
+    assert cut.endswith("here. [...]") and len(cut) < 110
+    assert "Python" in known_cause_hint("bad marshal data (unknown type code)")
+    assert "**kwargs" in known_cause_hint("TransformerBlock.__init__() got an unexpected keyword argument 'trainable'")

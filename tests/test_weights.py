@@ -753,3 +753,29 @@ def test_realworld_legacy_h5_match_tf_keras(tmp_path):
             assert {w.layer for w in report.weights} == {"model/dense", "model/dense_1", "model_1/dense_2",
                                                          "model_1/dense_3"}
 
+
+
+def test_optimizer_and_metric_state_is_not_listed_as_model_weights(keras, tmp_path):
+    keras.utils.set_random_seed(0)
+    model = keras.Sequential([keras.Input((3,)), keras.layers.Dense(2, name="d")])
+    model.compile(optimizer="adam", loss="mse")
+    model.fit(np.ones((4, 3)), np.ones((4, 2)), epochs=1, verbose=0)
+    saved = tmp_path / "trained.keras"
+    model.save(saved)
+    # a metric's counters, as some Keras 3 saves keep them (metrics/mean/vars/1: 1e9 samples)
+    h5_path = tmp_path / "model.weights.h5"
+    with zipfile.ZipFile(saved) as zf:
+        h5_path.write_bytes(zf.read("model.weights.h5"))
+        members = {n: zf.read(n) for n in zf.namelist() if n != "model.weights.h5"}
+    with h5py.File(h5_path, "a") as h5:
+        assert "optimizer" in h5
+        vars_ = h5.create_group("metrics/mean/vars")
+        vars_["0"], vars_["1"] = np.float32(3e9), np.float32(1e9)
+    path = tmp_path / "with_metrics.keras"
+    with zipfile.ZipFile(path, "w") as zf:
+        for name, data in members.items():
+            zf.writestr(name, data)
+        zf.write(h5_path, "model.weights.h5")
+    report = inspect_weights(path)
+    assert sorted(w.name for w in report.weights) == sorted(f"d/{v.name}" for v in model.weights)
+    assert not any(w.flags for w in report.weights)

@@ -12,7 +12,7 @@ import re
 from dataclasses import dataclass
 from typing import Any
 
-from kerinspect.errors import ChildCrashError, ModelLoadError, escape_text
+from kerinspect.errors import ChildCrashError, KerinspectError, ModelLoadError, escape_text, whole_sentences
 from kerinspect.scan.preflight import ModelFile
 
 
@@ -85,6 +85,34 @@ def _out_of_memory(exc: BaseException) -> bool:
 _UNKNOWN_CLASS = re.compile(r"Could not locate (?:class|function) '([^']+)'")
 
 
+_INIT_KWARG = re.compile(r"(\w+)\.__init__\(\) got an unexpected keyword argument '(\w+)'")
+
+
+def known_cause_hint(message: str) -> str | None:
+    """A next step for loader failures whose cause is known from Keras's message."""
+    import sys
+
+    if "bad marshal data" in message or "unknown type code" in message:
+        here = f"{sys.version_info.major}.{sys.version_info.minor}"
+        return (
+            f"a Lambda layer's bytecode was compiled by another Python version than this one ({here}); "
+            "run kerinspect under the Python that saved the model, or rebuild the Lambda from source "
+            "in a --custom-objects file"
+        )
+    init = _INIT_KWARG.search(message)
+    if init:
+        return (
+            f"the custom class {init.group(1)}'s __init__ does not accept '{init.group(2)}', which Keras "
+            "passes to every layer: give it **kwargs and pass them to super().__init__(**kwargs)"
+        )
+    if "did NOT create the state" in message or "does not have a `build()` method" in message:
+        return (
+            "a custom layer creates sub-layers whose weights only exist after a call: give it a build() "
+            "method that builds them (or calls it once), in the --custom-objects file"
+        )
+    return None
+
+
 @dataclass(frozen=True)
 class LoadedModel:
     """A deserialized model and how it was read."""
@@ -120,6 +148,8 @@ def load_model(
         return LoadedModel(model, "keras")
     except MemoryError:
         raise  # the worker reports it as exit 8 (memory-limit), not as a bad file
+    except KerinspectError:
+        raise  # already one clear line (an op the legacy upgrade cannot convert)
     except Exception as e:  # noqa: BLE001 - every loader failure becomes one clear error
         inner = innermost_message(e)
         if _out_of_memory(e):
@@ -138,6 +168,8 @@ def load_model(
                 hint="pass --custom-objects FILE.py that defines or registers it",
             ) from e
         raise ModelLoadError(
-            f"Keras could not load the model: {inner}. Received: path={escape_text(model_file.path)}",
+            f"Keras could not load the model: {escape_text(whole_sentences(inner), 1500)}"
+            f"{'' if inner.endswith(('.', '[...]')) else '.'} Received: path={escape_text(model_file.path)}",
             rule="load-failed",
+            hint=known_cause_hint(inner),
         ) from e

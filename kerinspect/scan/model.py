@@ -82,7 +82,9 @@ def scan_model_file(
         raise ValueError(f"fmt must be 'keras' or 'h5', got {fmt!r}")
     p = os.fspath(path)
     rep = Reporter(p)
-    scanner = ConfigScanner(limits, allow_code, frozenset(custom_classes), rep)
+    # Keras 2 tensor references ([layer, node, tensor] lists) are accepted only in
+    # HDF5 configs, which the loader rewrites as tensors (engine/legacy.py).
+    scanner = ConfigScanner(limits, allow_code, frozenset(custom_classes), rep, tensor_references=fmt == "h5")
     fp, size = open_regular(p, rep)
     with fp:
         if fmt == "keras":

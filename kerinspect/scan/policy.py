@@ -9,6 +9,14 @@ file-path arguments, strings smuggled into ``inbound_nodes`` (SAFETY.md rows
 1-15); models too big to build (a parameter estimate from the config) or to
 feed (elements per sample of a declared input).
 
+A Keras 2 tensor passed to a call by keyword is stored as a reference
+``[layer_name, node_index, tensor_index]`` in a list-form node's kwargs
+(``mha(x, x)`` saves ``{"value": ["x", 0, 0]}``): exactly that shape, naming a layer
+of the same graph (:func:`is_tensor_reference`), is a tensor, not a string argument.
+tf.keras 2.x ``TFOpLambda``/``SlicingOpLambda`` layers name a TensorFlow op that the
+loader computes from its own table (never resolved against TensorFlow); their calls
+may pass the op's ``name`` string.
+
 Classes that are neither allowed nor dangerous (a user's custom layer) are not
 refused: they are reported back as unknown for the loader. The known Keras
 classes are listed in the generated :mod:`kerinspect.scan.allowlist`; what is
@@ -28,7 +36,7 @@ from kerinspect.scan import denylist as _denylist
 from kerinspect.scan.container import Limits, Reporter, show
 from kerinspect.scan.estimate import estimate, layer_name
 
-__all__ = ["ConfigScanner", "ConfigSummary", "parse_json_object", "scan_config"]
+__all__ = ["ConfigScanner", "ConfigSummary", "is_tensor_reference", "parse_json_object", "scan_config"]
 
 #: ``(estimated_params, class_names, unknown_classes)``
 ConfigSummary = tuple[int | None, tuple[str, ...], tuple[str, ...]]
@@ -96,6 +104,14 @@ _FOREIGN_PACKAGES = frozenset(
     }
 )
 
+#: tf.keras 2.x raw-TensorFlow-op layers (the loader converts them, see engine/tfop.py).
+TF_OP_CLASSES = frozenset({"TFOpLambda", "SlicingOpLambda"})
+#: Where tf.keras 2.13-2.15 ``.keras`` archives put their model classes (Keras 3: keras.src.models).
+_KERAS2_ARCHIVE_MODULES = ("keras.src.engine.", "keras.engine.")
+_MODEL_CLASS_NAMES = frozenset({"Functional", "Sequential", "Model"})
+#: tf_keras's layer name for a constant first argument of a call.
+_CONSTANT_VALUE = "_CONSTANT_VALUE"
+
 _ALL_CLASS_NAMES: frozenset[str] = frozenset().union(*_allowlist.CLASSES.values())
 _STDLIB: frozenset[str] = frozenset(sys.stdlib_module_names) - {"__main__"}
 _JSON_TOKEN = re.compile(r'"(?:[^"\\]|\\.)*"|[\[\]{}]', re.S)
@@ -117,6 +133,35 @@ def _package(module: str) -> str:
 
 def _is_keras_module(module: str) -> bool:
     return module == "keras" or module.startswith("keras.")
+
+
+def _is_int(x: Any) -> bool:
+    return isinstance(x, int) and not isinstance(x, bool)
+
+
+def is_tensor_reference(x: Any, layer_names: frozenset[str] | set[str]) -> bool:
+    """Exactly ``[layer_name, node_index, tensor_index]`` naming a layer of the graph:
+    how Keras 2 stored a tensor passed to a call by keyword."""
+    return (
+        isinstance(x, list)
+        and len(x) == 3
+        and isinstance(x[0], str)
+        and x[0] in layer_names
+        and _is_int(x[1])
+        and _is_int(x[2])
+    )
+
+
+def graph_layer_names(layers: list[Any]) -> frozenset[str]:
+    """The names of the layers of one functional config's ``layers`` list."""
+    names = set()
+    for lay in layers:
+        if isinstance(lay, dict):
+            cfg = lay.get("config")
+            name = lay.get("name", cfg.get("name") if isinstance(cfg, dict) else None)
+            if isinstance(name, str):
+                names.add(name)
+    return frozenset(names)
 
 
 # --------------------------------------------------------------------------- JSON
@@ -184,7 +229,13 @@ class ConfigScanner:
     """One pass over every dict and list of a model config."""
 
     def __init__(
-        self, limits: Limits, allow_code: bool, custom_classes: frozenset[str], rep: Reporter
+        self,
+        limits: Limits,
+        allow_code: bool,
+        custom_classes: frozenset[str],
+        rep: Reporter,
+        *,
+        tensor_references: bool = True,
     ) -> None:
         self.limits = limits
         self.allow_code = allow_code
@@ -192,6 +243,10 @@ class ConfigScanner:
         self.rep = rep
         self.class_names: set[str] = set()
         self.unknown: set[str] = set()
+        #: Accept Keras 2 tensor references in list-form nodes (legacy .h5 configs,
+        #: which the loader rewrites as tensors); off for .keras archives.
+        self.tensor_references = tensor_references
+        self._graphs: list[frozenset[str]] = [frozenset()]
 
     # -- entry point
     def run(self, config: Any) -> ConfigSummary:
@@ -275,11 +330,15 @@ class ConfigScanner:
                     sub,
                 )
             if key == "inbound_nodes":
-                self._check_nodes(value, sub, path)
+                self._check_nodes(value, sub, path, node.get("class_name") in TF_OP_CLASSES)
             child_inert = inert or (loc == () and key == "compile_config")
             if key in ("layers", "cells") and isinstance(value, list):
-                for i, item in enumerate(value):
-                    self._walk(item, (*sub, i), (*path, layer_name(item, i)), child_inert)
+                self._graphs.append(graph_layer_names(value) if self.tensor_references else frozenset())
+                try:
+                    for i, item in enumerate(value):
+                        self._walk(item, (*sub, i), (*path, layer_name(item, i)), child_inert)
+                finally:
+                    self._graphs.pop()
             elif key in ("layer", "forward_layer", "backward_layer", "cell") and isinstance(value, dict):
                 self._walk(value, sub, (*path, layer_name(value, key)), child_inert)
             else:
@@ -322,6 +381,15 @@ class ConfigScanner:
         self.class_names.add(cn)
         if module is not None:
             self._check_module(module, f"class '{show(cn)}'", path, loc)
+            if module.startswith(_KERAS2_ARCHIVE_MODULES) and cn in _MODEL_CLASS_NAMES:
+                self.rep.malformed(
+                    "keras2-archive",
+                    f"This .keras archive was written by tf.keras 2.13-2.15 (class '{show(cn)}' from module "
+                    f"'{show(module)}'), whose archive layout Keras 3 does not read.",
+                    hint="open it with tf_keras (Keras 2) and save it as .h5, which kerinspect reads",
+                )
+        if cn in TF_OP_CLASSES and (module is None or _is_keras_module(module)):
+            return  # computed by the loader from its own op table, by the op's name
         denied = _denylist.DENIED_CLASSES.get(cn)
         if denied == "lambda-layer":
             self._check_lambda(node, loc, path)
@@ -376,7 +444,11 @@ class ConfigScanner:
                 self.unknown.add(name)
             return "custom"
         if module == "builtins":
-            return "ok" if name in _allowlist.BUILTIN_FUNCTIONS else "code"
+            if name in _allowlist.BUILTIN_FUNCTIONS:
+                return "ok"
+            # Keras 3 writes a registered function (``package>name``) as a builtins
+            # reference; Keras's safe mode resolves it from the user's registration.
+            return "declared" if name in self.custom else "code"
         self._check_module(module, f"function '{show(name)}'", path, loc)
         if _is_keras_module(module):
             api = f"{module}.{name}"
@@ -425,14 +497,22 @@ class ConfigScanner:
             verdict = self._check_function(function, (*loc, "config", "function"), path, inert=False)
             if self.allow_code:
                 return
+            if verdict == "declared":
+                return  # the user's --custom-objects registers it: their own code, not the file's
             if verdict != "ok":
+                registered = function.get("module") == "builtins" and ">" in str(function.get("config"))
                 self.refuse(
                     "function-reference",
                     f"Lambda layer calls '{show(function.get('module'))}.{show(function.get('config'))}', "
                     "which is not on kerinspect's allowlist of Keras functions",
                     path,
                     loc,
-                    hint=hint,
+                    hint=(
+                        "it is a registered function: pass --custom-objects FILE.py that defines and "
+                        "registers it (or, only if you trust this file, --trust-model with that file)"
+                    )
+                    if registered
+                    else hint,
                 )
         legacy_module = inner.get("module")
         if isinstance(legacy_module, str) and legacy_module:
@@ -442,7 +522,9 @@ class ConfigScanner:
         self.refuse("lambda-layer", "Lambda layers run arbitrary functions when loaded", path, loc, hint=hint)
 
     # -- inbound nodes: tensors, numbers, flags; never strings
-    def _check_nodes(self, nodes: Any, loc: tuple[str | int, ...], path: tuple[str, ...]) -> None:
+    def _check_nodes(
+        self, nodes: Any, loc: tuple[str | int, ...], path: tuple[str, ...], tf_op: bool = False
+    ) -> None:
         if not isinstance(nodes, list):
             return
         for i, node in enumerate(nodes):
@@ -450,14 +532,45 @@ class ConfigScanner:
             if isinstance(node, dict):
                 self._node_value(node.get("args"), (*sub, "args"), path)
                 self._node_value(node.get("kwargs"), (*sub, "kwargs"), path)
-            elif isinstance(node, list):  # Keras 2: [[layer_name, node_index, tensor_index, kwargs], ...]
-                for j, entry in enumerate(node):
-                    if isinstance(entry, list) and entry and isinstance(entry[0], str):
-                        self._node_value(entry[1:], (*sub, j), path)
-                    else:
-                        self._node_value(entry, (*sub, j), path)
+            elif isinstance(node, list):
+                # Keras 2: [[layer_name, node_index, tensor_index, kwargs], ...]; a
+                # TFOpLambda keeps its first argument's structure (one entry, or nested).
+                self._legacy_node(node, sub, path, tf_op)
 
-    def _node_value(self, value: Any, loc: tuple[str | int, ...], path: tuple[str, ...]) -> None:
+    def _legacy_node(self, data: Any, loc: tuple[str | int, ...], path: tuple[str, ...], tf_op: bool) -> None:
+        if isinstance(data, list) and data and isinstance(data[0], str) and 3 <= len(data) <= 4:
+            # an entry: the name is looked up among created layers (never passed on)
+            self._node_value(data[1] if data[0] != _CONSTANT_VALUE else data[1:3], (*loc, 1), path)
+            if data[0] != _CONSTANT_VALUE:
+                self._node_value(data[2], (*loc, 2), path)
+            if len(data) == 4:
+                self._legacy_kwargs(data[3], (*loc, 3), path, tf_op)
+        elif isinstance(data, list):
+            for j, entry in enumerate(data):
+                self._legacy_node(entry, (*loc, j), path, tf_op)
+        else:
+            self._node_value(data, loc, path)
+
+    def _legacy_kwargs(
+        self, kwargs: Any, loc: tuple[str | int, ...], path: tuple[str, ...], tf_op: bool
+    ) -> None:
+        if not isinstance(kwargs, dict):
+            self._node_value(kwargs, loc, path)
+            return
+        for key, item in kwargs.items():
+            if tf_op and key == "name" and isinstance(item, (str, type(None))):
+                continue  # a TensorFlow op's own name (``tf.transpose(x, name="t")``)
+            self._node_value(item, (*loc, key), path, refs=self._graphs[-1])
+
+    def _node_value(
+        self,
+        value: Any,
+        loc: tuple[str | int, ...],
+        path: tuple[str, ...],
+        refs: frozenset[str] = frozenset(),
+    ) -> None:
+        if refs and is_tensor_reference(value, refs):
+            return  # a Keras 2 reference to a tensor of this graph
         if isinstance(value, str):
             self.refuse(
                 "node-string-argument",
@@ -468,7 +581,7 @@ class ConfigScanner:
             )
         if isinstance(value, list):
             for i, item in enumerate(value):
-                self._node_value(item, (*loc, i), path)
+                self._node_value(item, (*loc, i), path, refs)
         elif isinstance(value, dict):
             cn = value.get("class_name")
             if cn in ("__keras_tensor__", "__lambda__"):
@@ -476,11 +589,17 @@ class ConfigScanner:
             for key, item in value.items():
                 if key == "dtype" and cn in ("__numpy__", "__tensor__") and isinstance(item, str):
                     continue
+                if key == "config" and cn in ("__numpy__", "__tensor__") and isinstance(item, dict):
+                    # Keras 3: {"class_name": "__tensor__", "config": {"value": [...], "dtype": "float32"}}
+                    for k, v in item.items():
+                        if not (k == "dtype" and isinstance(v, str)):
+                            self._node_value(v, (*loc, key, k), path)
+                    continue
                 if key in ("class_name", "module", "registered_name") and isinstance(item, (str, type(None))):
                     continue
                 if key == "config" and cn == "function":
                     continue  # a function reference, checked by the walk
-                self._node_value(item, (*loc, key), path)
+                self._node_value(item, (*loc, key), path, refs)
 
 
 # --------------------------------------------------------------------------- public API

@@ -1,8 +1,9 @@
 """Pre-flight: find out what a model file is before anything parses it.
 
 The format is sniffed from the bytes, not trusted from the extension: a ``.keras``
-file must be a zip starting at offset 0, an ``.h5``/``.hdf5`` file must carry the
-HDF5 signature. Keras's own errors for bad files are often misleading ("File not
+file must be a zip starting at offset 0 or HDF5 (older Keras wrote HDF5 whatever the
+extension: it is read by its content, see :func:`content_note`), an ``.h5``/``.hdf5``
+file must carry the HDF5 signature; a file that is both (a polyglot) is refused. Keras's own errors for bad files are often misleading ("File not
 found" for a truncated zip); every loader failure becomes one
 :class:`~kerinspect.errors.ModelLoadError` carrying the innermost cause.
 """
@@ -164,12 +165,12 @@ def preflight(
             "a Keras archive (no zip signature)" if ext in KERAS_EXTENSIONS else "a .keras zip or HDF5 file"
         )
         raise InputFileError(f"Not {what}. Received: path={shown}", rule="unknown-format")
-    if ext in KERAS_EXTENSIONS and fmt != "keras":
-        raise InputFileError(
-            f"Extension .keras but the content is HDF5. Received: path={shown}",
-            rule="format-mismatch",
-            hint="rename it to .h5",
-        )
+    if ext in KERAS_EXTENSIONS and fmt == "h5" and snapshot_dir is not None:
+        # Keras 2 wrote HDF5 whatever the extension: read it by its content (it holds
+        # no zip, so it is no polyglot); the snapshot is named .h5 so Keras does too.
+        renamed = os.path.join(os.path.dirname(copy), "model.h5")
+        os.replace(copy, renamed)
+        copy = renamed
     if ext in H5_EXTENSIONS and fmt != "h5":
         raise InputFileError(
             f"Extension {ext} but the content is a zip archive. Received: path={shown}",
@@ -185,6 +186,13 @@ def preflight(
     if snapshot_dir is not None:
         return ModelFile(copy, fmt, st.st_size, sha256=digest, shown_path=p)
     return ModelFile(p, fmt, st.st_size)
+
+
+def content_note(shown_path: str, fmt: str) -> str | None:
+    """The report note for a file read by its content rather than its extension."""
+    if os.path.splitext(shown_path)[1].lower() in KERAS_EXTENSIONS and fmt == "h5":
+        return "the file is HDF5 under a .keras name (older Keras wrote HDF5 whatever the extension): read as .h5"
+    return None
 
 
 def _snapshot(fd: int, st: os.stat_result, into: str, ext: str, shown: str) -> tuple[str, str]:

@@ -40,8 +40,10 @@ LIMITS = Limits()
 #: Walk limits: links visited (nesting: :data:`~kerinspect.scan.weight_names.MAX_DEPTH`).
 MAX_LINKS = 1_000_000
 
-#: Top-level groups of a Keras 3 weights file that hold no model weights.
-_NOT_MODEL_STATE = frozenset({"optimizer"})
+#: Top-level groups of a Keras 3 weights file that hold no model weights: the
+#: optimizer's slots and the compiled metrics' counters (``metrics/mean/vars/1``),
+#: never read as (or flagged like) weights of the model.
+_NOT_MODEL_STATE = frozenset({"optimizer", "metrics"})
 
 
 # -- HDF5 access --------------------------------------------------------------------
