@@ -34,7 +34,10 @@ if TYPE_CHECKING:
     from .config import CheckConfig
 
 #: Rule names, in the order flags are shown.
-RULES = ("nan", "inf", "exploding", "dead")
+RULES = ("nan", "inf", "exploding", "dead", "vanishing", "saturated", "constant")
+#: Rules ``summary`` shows as flags but ``check`` runs only when asked
+#: (``--rule NAME``, ``rules = [...]`` in the configuration).
+OPTIONAL_RULES = ("vanishing", "saturated", "constant")
 
 #: Largest finite value of the narrow float dtypes (float32/64 are not narrowed).
 _NARROW_FLOAT_MAX = {
@@ -77,6 +80,9 @@ def tensor_verdicts(
     *,
     is_input: bool = False,
     is_weight: bool = False,
+    input_rms: float | None = None,
+    input_spread: float | None = None,
+    container: bool = False,
 ) -> dict[str, Verdict]:
     """Apply every rule in :data:`RULES` to one tensor's statistics.
 
@@ -84,6 +90,23 @@ def tensor_verdicts(
     "dead" units are ids, not activations). Model inputs and weights are not
     checked for dead units: zero columns there are data or sparsity, not a
     layer's fault.
+
+    The rules relative to the call's input (``input_rms``, ``input_spread``: see
+    :class:`~kerinspect.report.LayerRecord`) and ``saturated`` apply to layer
+    outputs only, never to inputs, weights or a ``container`` (a nested model's
+    record repeats the output of a layer inside it, which carries the flag):
+
+    * ``vanishing``: the output's RMS is below ``min_rms_ratio`` times the RMS of
+      the call's float input (not checked without a float input of non-zero RMS);
+    * ``saturated``: the share of values at the bounds of the layer's bounded
+      activation is at least ``max_saturated_fraction``;
+    * ``constant``: the output's spread across samples is at most
+      ``min_sample_spread`` times its RMS, while the call's input varies by more
+      than that (``input_spread``, the largest spread across samples of its
+      inputs, is above ``min_sample_spread`` times the output's RMS). Not checked
+      when the input's variation is already that small (an input that does not
+      vary, or one whose values vanished upstream): the flag lands where the
+      variation is lost, not on every layer after it.
     """
     nc = Verdict.NOT_CHECKED
     if stats is None or not is_float_dtype(dtype) or stats.count == 0:
@@ -92,8 +115,28 @@ def tensor_verdicts(
     def v(failed: bool) -> Verdict:
         return Verdict.FAILED if failed else Verdict.PASSED
 
+    layer_output = not (is_input or is_weight or container)
+    rms = stats.magnitude
+    vanishing = nc
+    if layer_output and rms is not None and input_rms is not None and input_rms > 0:
+        vanishing = v(rms < thresholds.min_rms_ratio * input_rms)
+    saturated = nc
+    if layer_output and stats.saturated_fraction is not None:
+        saturated = v(stats.saturated_fraction >= thresholds.max_saturated_fraction)
+    constant = nc
+    if (
+        layer_output
+        and rms is not None
+        and stats.sample_spread is not None
+        and input_spread is not None
+        and input_spread > thresholds.min_sample_spread * rms
+    ):
+        constant = v(stats.sample_spread <= thresholds.min_sample_spread * rms)
     limit = effective_max_abs(dtype, thresholds.max_abs)
     return {
+        "vanishing": vanishing,
+        "saturated": saturated,
+        "constant": constant,
         "nan": v(stats.nan_count > 0),
         "inf": v(stats.inf_count > 0),
         "exploding": nc if stats.abs_max is None else v(stats.abs_max > limit),
@@ -112,9 +155,22 @@ def tensor_flags(
     *,
     is_input: bool = False,
     is_weight: bool = False,
+    input_rms: float | None = None,
+    input_spread: float | None = None,
+    container: bool = False,
 ) -> tuple[str, ...]:
-    """The names of the rules this tensor fails, in :data:`RULES` order."""
-    verdicts = tensor_verdicts(dtype, stats, thresholds, is_input=is_input, is_weight=is_weight)
+    """The names of the rules this tensor fails, in :data:`RULES` order (the
+    arguments are those of :func:`tensor_verdicts`)."""
+    verdicts = tensor_verdicts(
+        dtype,
+        stats,
+        thresholds,
+        is_input=is_input,
+        is_weight=is_weight,
+        input_rms=input_rms,
+        input_spread=input_spread,
+        container=container,
+    )
     return tuple(rule for rule in RULES if verdicts[rule] is Verdict.FAILED)
 
 
@@ -216,6 +272,36 @@ def _activation_failure(rule: str, layer: LayerRecord, out: TensorRecord, thresh
         narrowed = f" ({out.dtype} limit)" if limit != thresholds.max_abs else ""
         msg = f"max |x| = {st.abs_max:.4g} > {limit:.4g}{narrowed}"
         values = {"abs_max": st.abs_max, "limit": limit}
+    elif rule == "vanishing":
+        rms, in_rms = st.magnitude or 0.0, layer.input_rms or 0.0
+        ratio = rms / in_rms if in_rms else 0.0
+        msg = (
+            f"RMS {rms:.3g} is {ratio:.3g} of the input's RMS {in_rms:.3g} "
+            f"(limit {thresholds.min_rms_ratio:g})"
+        )
+        values = {"rms": rms, "input_rms": in_rms, "ratio": ratio, "limit": thresholds.min_rms_ratio}
+    elif rule == "saturated":
+        share = st.saturated_fraction or 0.0
+        bound = "one-hot" if layer.activation == "softmax" else f"at the bounds of {layer.activation}"
+        what = "distributions" if layer.activation == "softmax" else "values"
+        msg = f"{_pct(share)} of {what} are {bound} (limit {_pct(thresholds.max_saturated_fraction)})"
+        values = {
+            "saturated_fraction": share,
+            "activation": layer.activation,
+            "limit": thresholds.max_saturated_fraction,
+        }
+    elif rule == "constant":
+        rms, spread = st.magnitude or 0.0, st.sample_spread or 0.0
+        msg = (
+            f"the same for every sample: spread across samples {spread:.3g} (RMS {rms:.3g}, "
+            f"limit {thresholds.min_sample_spread:g} of it) while the input varies"
+        )
+        values = {
+            "sample_spread": spread,
+            "rms": rms,
+            "input_spread": layer.input_spread,
+            "limit": thresholds.min_sample_spread,
+        }
     else:
         units = out.shape[-1] if out.shape else 0
         msg = (
@@ -489,6 +575,14 @@ def run_checks(
         "exploding": _Tally("exploding", "activations", "tensor", th.max_abs),
         "dead": _Tally("dead", "activations", "tensor", th.max_dead_fraction),
     }
+    optional = {
+        "vanishing": th.min_rms_ratio,
+        "saturated": th.max_saturated_fraction,
+        "constant": th.min_sample_spread,
+    }
+    for rule in OPTIONAL_RULES:  # off unless asked for, in this order
+        if rule in config.rules:
+            tallies[rule] = _Tally(rule, "activations", "tensor", optional[rule])
     ignored_layers: list[str] = []
     checked_tensors = 0
     for layer in report.layers:
@@ -504,8 +598,16 @@ def run_checks(
                 for t in tallies.values():
                     t.skip_ignored()
                 continue
-            verdicts = tensor_verdicts(out.dtype, out.stats, th, is_input=is_input)
-            if not is_input and any(v is not Verdict.NOT_CHECKED for v in verdicts.values()):
+            verdicts = tensor_verdicts(
+                out.dtype,
+                out.stats,
+                th,
+                is_input=is_input,
+                input_rms=layer.input_rms,
+                input_spread=layer.input_spread,
+                container=layer.container,
+            )
+            if not is_input and any(verdicts[rule] is not Verdict.NOT_CHECKED for rule in tallies):
                 checked_tensors += 1  # inputs alone never make a model "covered"
             for rule, tally in tallies.items():
                 tally.add(

@@ -8,6 +8,7 @@ the command's options::
     [tool.kerinspect.check]
     max_abs = 1e4
     max_dead_fraction = 0.5
+    rules = ["vanishing", "constant"]   # optional rules to run too
     ignore = ["augment", "debug_*"]      # globs on layer paths
     samples = 32
     seed = 0
@@ -43,6 +44,9 @@ from .spec import (
     DEFAULT_DIM,
     DEFAULT_MAX_ABS,
     DEFAULT_MAX_DEAD_FRACTION,
+    DEFAULT_MAX_SATURATED_FRACTION,
+    DEFAULT_MIN_RMS_RATIO,
+    DEFAULT_MIN_SAMPLE_SPREAD,
     DEFAULT_SEED,
     DEFAULT_TOLERANCE,
     RunSpec,
@@ -62,6 +66,11 @@ class CheckConfig:
         max_abs: a finite |x| above this fails ``exploding`` (narrow floats: see
             :func:`kerinspect.checks.effective_max_abs`).
         max_dead_fraction: a share of dead units at or above this fails ``dead``.
+        min_rms_ratio, max_saturated_fraction, min_sample_spread: the limits of
+            the optional rules ``vanishing``, ``saturated`` and ``constant``
+            (see :func:`kerinspect.checks.tensor_verdicts`).
+        rules: optional rules to run as well (:data:`kerinspect.checks.OPTIONAL_RULES`);
+            they are off by default.
         ignore: glob patterns on layer paths; a matching layer (and every layer
             inside it, and every call of it) is exempt from all rules.
         tolerance: how far a tensor's mean or std may move from the baseline, in
@@ -75,6 +84,10 @@ class CheckConfig:
 
     max_abs: float = DEFAULT_MAX_ABS
     max_dead_fraction: float = DEFAULT_MAX_DEAD_FRACTION
+    min_rms_ratio: float = DEFAULT_MIN_RMS_RATIO
+    max_saturated_fraction: float = DEFAULT_MAX_SATURATED_FRACTION
+    min_sample_spread: float = DEFAULT_MIN_SAMPLE_SPREAD
+    rules: tuple[str, ...] = ()
     ignore: tuple[str, ...] = ()
     tolerance: float = DEFAULT_TOLERANCE
     baseline: str | None = None
@@ -87,7 +100,13 @@ class CheckConfig:
 
     @property
     def thresholds(self) -> Thresholds:
-        return Thresholds(max_abs=self.max_abs, max_dead_fraction=self.max_dead_fraction)
+        return Thresholds(
+            max_abs=self.max_abs,
+            max_dead_fraction=self.max_dead_fraction,
+            min_rms_ratio=self.min_rms_ratio,
+            max_saturated_fraction=self.max_saturated_fraction,
+            min_sample_spread=self.min_sample_spread,
+        )
 
     def run_spec(self, **options: Any) -> RunSpec:
         """The :class:`~kerinspect.spec.RunSpec` these settings describe, with ``options``
@@ -109,6 +128,7 @@ class CheckConfig:
     def to_dict(self) -> dict[str, Any]:
         d = dataclasses.asdict(self)
         d["ignore"] = list(self.ignore)
+        d["rules"] = list(self.rules)
         d["shape"] = list(self.shape)
         return d
 
@@ -148,10 +168,19 @@ def validate(raw: Mapping[str, Any], *, source: str, table: str, base_dir: str |
             if not is_number or not value > 0 or not math.isfinite(value):
                 raise bad("a positive number")
             out[key] = float(value)
-        elif key == "max_dead_fraction":
+        elif key in ("max_dead_fraction", "min_rms_ratio", "max_saturated_fraction", "min_sample_spread"):
             if not is_number or not 0 <= value <= 1:
                 raise bad("a number from 0 to 1")
             out[key] = float(value)
+        elif key == "rules":
+            from .checks import OPTIONAL_RULES
+
+            items = [value] if isinstance(value, str) else value
+            if not isinstance(items, list) or not all(
+                isinstance(v, str) and v in OPTIONAL_RULES for v in items
+            ):
+                raise bad("a list of rule names from " + ", ".join(repr(r) for r in OPTIONAL_RULES))
+            out[key] = tuple(dict.fromkeys(items))
         elif key == "tolerance":
             if not is_number or not value >= 0 or not math.isfinite(value):
                 raise bad("a number >= 0")

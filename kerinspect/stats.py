@@ -6,6 +6,20 @@ and max over finite values, zero/NaN/Inf counts, and per-unit activity (was unit
 ``j`` of the last axis ever non-zero). Batches are summarised with
 :func:`summarize` and combined with :meth:`RunningStats.merge`; the merge is
 associative, so the result does not depend on how samples were batched.
+
+Two more statistics are kept when asked for (:func:`summarize`'s ``spread`` and
+``bounds``):
+
+* the **spread across samples**: per unit (last axis), the standard deviation over
+  the samples (axis 0) of the sample's value of that unit (its mean over the other
+  axes: time steps, pixels), averaged over the units; kept as per-unit sample
+  count, mean and M2, merged exactly (Chan) across batches. Rank 1: the std of the
+  samples. It is 0 for an output that is the same for every sample.
+* the **share at the saturation bounds** of a bounded activation (:data:`BOUNDED`):
+  the share of values within :data:`SATURATION_MARGIN` of the bounds (``tanh``:
+  |y| >= 0.99; ``sigmoid``, ``hard_sigmoid``: y <= 0.01 or y >= 0.99); for
+  ``softmax`` (over the last axis), the share of distributions whose largest
+  probability is at least 0.99 (one-hot).
 """
 
 from __future__ import annotations
@@ -17,6 +31,12 @@ from dataclasses import dataclass, field
 import numpy as np
 
 from kerinspect.report import TensorStats
+
+#: Activations whose outputs are bounded, as :func:`summarize`'s ``bounds`` names them.
+BOUNDED = ("tanh", "sigmoid", "hard_sigmoid", "softmax")
+#: A value this close to a bound of its activation counts as saturated (tanh: |y| >= 0.99,
+#: where its gradient is below 2% of its largest; softmax: a largest probability >= 0.99).
+SATURATION_MARGIN = 0.01
 
 
 def numeric_kind(dtype: np.dtype) -> str | None:
@@ -56,9 +76,20 @@ class RunningStats:
     nan: int = 0
     inf: int = 0
     active: np.ndarray | None = None  # bool per unit of the last axis
+    #: spread across samples: samples seen, per-unit mean and M2 of the samples'
+    #: values (None: not asked for, or undefined: non-finite values, no batch axis)
+    samples: int = 0
+    unit_mean: np.ndarray | None = None
+    unit_m2: np.ndarray | None = None
+    #: values (softmax: distributions) at the bounds of the activation, and of how many
+    saturated: int = 0
+    saturation_of: int = 0
 
     def merge(self, other: RunningStats) -> RunningStats:
         """Fold ``other`` into ``self`` (Chan et al.'s parallel update) and return self."""
+        self._merge_spread(other)
+        self.saturated += other.saturated
+        self.saturation_of += other.saturation_of
         n = self.finite + other.finite
         if n:
             delta = other.mean - self.mean
@@ -79,6 +110,40 @@ class RunningStats:
             else:  # the unit axis changed size between batches: no unit identity
                 self.active = np.zeros(0, dtype=bool)
         return self
+
+    def _merge_spread(self, other: RunningStats) -> None:
+        """Per-unit Chan update of the samples' moments. A summary without them (or
+        with another unit count) makes the merged spread undefined; an empty
+        ``self`` (a fresh accumulator) takes ``other``'s."""
+        if self.count == 0 and self.samples == 0:
+            self.samples = other.samples
+            self.unit_mean = None if other.unit_mean is None else other.unit_mean.copy()
+            self.unit_m2 = None if other.unit_m2 is None else other.unit_m2.copy()
+            return
+        if other.count == 0 and other.samples == 0:
+            return
+        a_mean, a_m2, b_mean, b_m2 = self.unit_mean, self.unit_m2, other.unit_mean, other.unit_m2
+        if a_mean is None or a_m2 is None or b_mean is None or b_m2 is None or a_mean.shape != b_mean.shape:
+            self.samples, self.unit_mean, self.unit_m2 = 0, None, None
+            return
+        na, nb = self.samples, other.samples
+        n = na + nb
+        if nb:
+            delta = b_mean - a_mean
+            self.unit_m2 = a_m2 + b_m2 + delta * delta * (na * nb / n)
+            self.unit_mean = a_mean + delta * (nb / n)
+        self.samples = n
+
+    def sample_spread(self) -> float | None:
+        """The spread across samples (see the module's docstring); None when undefined."""
+        if self.unit_m2 is None or not self.samples or not self.unit_m2.size:
+            return None
+        return float(np.mean(np.sqrt(np.maximum(self.unit_m2, 0.0) / self.samples)))
+
+    def rms(self) -> float | None:
+        """Root mean square of the finite values; None if there are none."""
+        norm = self.l2_norm()
+        return None if norm is None else norm / math.sqrt(self.finite)
 
     def l2_norm(self) -> float | None:
         """L2 norm of the finite values, from the merged moments; None if there are none."""
@@ -103,6 +168,9 @@ class RunningStats:
             nan_count=self.nan,
             inf_count=self.inf,
             dead_fraction=dead,
+            rms=self.rms(),
+            sample_spread=self.sample_spread(),
+            saturated_fraction=self.saturated / self.saturation_of if self.saturation_of else None,
         )
 
 
@@ -128,6 +196,8 @@ def summarize(
     *,
     parts: int = 1,
     map_fn: Callable[[Callable[[tuple[int, int]], _Part], list[tuple[int, int]]], Iterable[_Part]] = map,
+    spread: bool = False,
+    bounds: str | None = None,
 ) -> RunningStats | None:
     """Summarise one batch. Returns None for non-numeric arrays (strings, objects).
 
@@ -144,6 +214,14 @@ def summarize(
     (an executor's ``map``, to use threads: numpy releases the GIL). The blocks'
     moments are folded here, in block order, whatever the parts: the result is
     bit for bit the same for every ``parts`` and every number of threads.
+
+    ``spread=True`` (axis 0 holds samples) also keeps the spread across samples, in
+    the same pass: each block adds its rows, per sample and unit, into a samples x
+    units float64 matrix (a sample's rows are folded in block order, by the thread
+    that scans its first block; a part hands the rows of a sample begun before it
+    back to the caller, which folds them in order), so it too is the same for every
+    ``parts``. ``bounds`` (one of :data:`BOUNDED`) counts the values at the
+    activation's saturation bounds.
     """
     a = np.asarray(array)
     kind = numeric_kind(a.dtype)
@@ -163,8 +241,22 @@ def summarize(
     parts = max(1, min(parts, row_blocks))
     cuts = [row_blocks * i // parts * rows for i in range(parts)] + [n_rows]
     spans = [(cuts[i], cuts[i + 1]) for i in range(parts)]
-    results = map_fn(lambda span: _scan(grid, span, rows, kind, units), spans)
+    if bounds is not None and (bounds not in BOUNDED or (bounds == "softmax" and units == 0)):
+        bounds = None
+    # per sample (axis 0) and unit: the sum of the sample's values (rank >= 2 only)
+    sums = np.zeros((a.shape[0], n_cols), dtype=np.float64) if spread and units > 0 else None
+    positions = n_rows // a.shape[0] if sums is not None else 0
+    scan = _Scan(grid, rows, kind, units, sums, positions, bounds)
+    results = map_fn(scan, spans)
+    spread_ok = spread and a.ndim >= 1
+    if bounds is not None:
+        s.saturation_of = count if bounds != "softmax" else n_rows
     for part in results:
+        spread_ok = spread_ok and part.spread_ok
+        s.saturated += part.saturated
+        if sums is not None and spread_ok:
+            for c0, piece in part.lead:  # rows of a sample begun in an earlier part, in order
+                sums[part.lead_sample, c0 : c0 + piece.size] += piece
         s.zeros += part.zeros
         s.nan += part.nan
         s.inf += part.inf
@@ -174,7 +266,29 @@ def summarize(
             np.logical_or(s.active, part.active, out=s.active)
         for k, block_mean, m2 in part.moments:
             _merge_moments(s, k, block_mean, m2)
+    if spread_ok:
+        _sample_moments(s, a, sums, positions)
     return s
+
+
+def _sample_moments(s: RunningStats, a: np.ndarray, sums: np.ndarray | None, positions: int) -> None:
+    """Set the per-unit moments of the samples' values (see :func:`summarize`)."""
+    if sums is None:  # rank 1: each value is a sample (one unit)
+        if s.finite != s.count:
+            return
+        s.samples = s.finite
+        s.unit_mean = np.array([s.mean])
+        s.unit_m2 = np.array([s.m2])
+        return
+    n = a.shape[0]
+    if positions > 1:
+        np.divide(sums, positions, out=sums)  # the samples' means over their positions
+    mean = np.add.reduce(sums, axis=0) / n
+    np.subtract(sums, mean, out=sums)
+    np.multiply(sums, sums, out=sums)
+    s.samples = n
+    s.unit_mean = mean
+    s.unit_m2 = np.add.reduce(sums, axis=0)
 
 
 @dataclass
@@ -189,14 +303,43 @@ class _Part:
     max: float = -math.inf
     active: np.ndarray | None = None
     moments: list[tuple[int, float, float]] = field(default_factory=list)
+    spread_ok: bool = True
+    lead_sample: int = -1  # a sample begun before this part's first row (-1: none)
+    lead: list[tuple[int, np.ndarray]] = field(default_factory=list)  # its rows' sums: (unit, values)
+    saturated: int = 0
 
 
-def _scan(grid: np.ndarray, span: tuple[int, int], rows: int, kind: str, units: int) -> _Part:
+class _Scan:
+    """What every part of one :func:`summarize` shares; called with a part's span."""
+
+    def __init__(
+        self,
+        grid: np.ndarray,
+        rows: int,
+        kind: str,
+        units: int,
+        sums: np.ndarray | None,
+        positions: int,
+        bounds: str | None,
+    ):
+        self.grid, self.rows, self.kind, self.units = grid, rows, kind, units
+        self.sums, self.positions, self.bounds = sums, positions, bounds
+
+    def __call__(self, span: tuple[int, int]) -> _Part:
+        return _scan(self, span)
+
+
+def _scan(job: _Scan, span: tuple[int, int]) -> _Part:
     """One pass over the blocks of ``grid[span[0]:span[1]]`` (see :func:`summarize`)."""
+    grid, rows, kind, units = job.grid, job.rows, job.kind, job.units
+    sums, positions, bounds = job.sums, job.positions, job.bounds
     r_begin, r_end = span
     n_cols = grid.shape[1]
     cols = min(n_cols, BLOCK)
     part = _Part(active=np.zeros(units, dtype=bool) if units > 0 else None)
+    if sums is not None and r_begin % positions:
+        part.lead_sample = r_begin // positions
+    row_max = np.empty(0) if bounds == "softmax" else None  # softmax: a row's max over its column blocks
     size = min(rows, r_end - r_begin) * cols
     scratch = np.empty(size, dtype=np.float64)
     nonzero = np.empty(size, dtype=bool)
@@ -213,7 +356,21 @@ def _scan(grid: np.ndarray, span: tuple[int, int], rows: int, kind: str, units: 
             x = scratch[:m]
             np.copyto(x.reshape(block.shape), block, casting="unsafe")
             lo, hi = (block.min(), block.max()) if native else (x.min(), x.max())
-            if kind == "float" and not (math.isfinite(lo) and math.isfinite(hi)):
+            finite = kind != "float" or (math.isfinite(lo) and math.isfinite(hi))
+            if bounds is not None:
+                if row_max is not None:
+                    bmax = x.reshape(block.shape).max(axis=1)
+                    row_max = bmax if c0 == 0 else np.maximum(row_max, bmax)
+                    if c0 + cols >= n_cols:
+                        part.saturated += int(np.count_nonzero(row_max >= 1 - SATURATION_MARGIN))
+                else:
+                    part.saturated += _at_bounds(x, bounds, nonzero[:m])
+            if sums is not None and part.spread_ok:
+                if finite:
+                    _add_sample_sums(part, sums, x.reshape(block.shape), r0, c0, positions)
+                else:
+                    part.spread_ok = False
+            if not finite:
                 finite_mask = np.isfinite(x)
                 n_finite = int(np.count_nonzero(finite_mask))
                 n_nan = int(np.count_nonzero(np.isnan(x)))
@@ -235,6 +392,45 @@ def _scan(grid: np.ndarray, span: tuple[int, int], rows: int, kind: str, units: 
                 m2 = float(np.einsum("i,i->", x, x))
             part.moments.append((k, block_mean, m2))
     return part
+
+
+def _at_bounds(x: np.ndarray, bounds: str, buf: np.ndarray) -> int:
+    """How many of ``x`` lie within :data:`SATURATION_MARGIN` of the bounds of ``bounds``."""
+    lo, hi = (-1.0, 1.0) if bounds == "tanh" else (0.0, 1.0)
+    n = int(np.count_nonzero(np.greater_equal(x, hi - SATURATION_MARGIN, out=buf)))
+    return n + int(np.count_nonzero(np.less_equal(x, lo + SATURATION_MARGIN, out=buf)))
+
+
+def _add_sample_sums(
+    part: _Part, sums: np.ndarray, block: np.ndarray, r0: int, c0: int, positions: int
+) -> None:
+    """Add a block's rows (grid rows ``r0...``, units ``c0...``) into their samples' rows
+    of ``sums``; a sample begun in an earlier part goes to ``part.lead`` instead."""
+    n, width = block.shape
+    first, last = r0 // positions, (r0 + n - 1) // positions
+    if positions == 1:
+        seg = block
+    elif first == last:
+        seg = np.add.reduce(block, axis=0, keepdims=True)
+    else:  # the end of a sample, whole samples, the start of one (np.add.reduceat is 10x slower)
+        head = -r0 % positions
+        whole = (n - head) // positions
+        pieces = []
+        if head:
+            pieces.append(np.add.reduce(block[:head], axis=0, keepdims=True))
+        if whole:
+            middle = block[head : head + whole * positions].reshape(whole, positions, width)
+            pieces.append(np.add.reduce(middle, axis=1))
+        if head + whole * positions < n:
+            pieces.append(np.add.reduce(block[head + whole * positions :], axis=0, keepdims=True))
+        seg = np.concatenate(pieces) if len(pieces) > 1 else pieces[0]
+    j = 0
+    if first == part.lead_sample:
+        part.lead.append((c0, seg[0].copy()))
+        j = 1
+    if j < seg.shape[0]:
+        target = sums[first + j : last + 1, c0 : c0 + width]
+        np.add(target, seg[j:], out=target)
 
 
 def _merge_moments(s: RunningStats, n: int, mean: float, m2: float) -> None:

@@ -48,7 +48,10 @@ def test_every_spec_round_trips_through_json(value):
 
 
 def test_json_keeps_the_report_layout_of_thresholds():
-    assert Thresholds().to_dict() == {"max_abs": 1e4, "max_dead_fraction": 0.5}
+    assert Thresholds().to_dict() == {"max_abs": 1e4, "max_dead_fraction": 0.5,
+                                      "min_rms_ratio": 1e-6, "max_saturated_fraction": 0.9,
+                                      "min_sample_spread": 1e-6,
+                                      "uniform_attention_entropy": 0.95, "collapsed_attention_weight": 0.95}
     assert Thresholds.from_dict({"max_abs": 3, "unknown": 1}) == Thresholds(max_abs=3.0)  # reports: lenient
 
 
