@@ -7,6 +7,7 @@ Each ``<!-- example: ... -->`` block is re-run through the real CLI and worker
 from __future__ import annotations
 
 import importlib.util
+import sys
 
 import pytest
 
@@ -16,6 +17,7 @@ from tests.conftest import ROOT
 def _script():
     spec = importlib.util.spec_from_file_location("readme_examples", ROOT / "scripts" / "readme_examples.py")
     module = importlib.util.module_from_spec(spec)
+    sys.modules[spec.name] = module  # dataclasses look their module up there
     spec.loader.exec_module(module)
     return module
 

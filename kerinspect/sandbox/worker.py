@@ -116,7 +116,11 @@ def main(argv: list[str]) -> int:
     elif fault == "no-fallocate":  # as on filesystems without fallocate: sparse files, short writes
         from kerinspect.engine import dump_writer
 
-        dump_writer.preallocate = lambda fd, n: os.ftruncate(fd, n) if n else None
+        def sparse(fd: int, length: int) -> None:
+            if length:
+                os.ftruncate(fd, length)
+
+        dump_writer.preallocate = sparse
     namespace = confine(limits)
     fd = int(os.environ["KERINSPECT_PROTOCOL_FD"])
     os.set_inheritable(fd, False)  # processes the model might start do not get the channel
