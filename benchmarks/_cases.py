@@ -25,10 +25,14 @@ os.environ["KERAS_BACKEND"] = "tensorflow"
 
 #: Embedding vocabulary of the encoder (its token inputs are drawn from it).
 VOCAB = 8000
+#: The custom layers of the "blocks" model (registered on import).
+CUSTOM_LAYERS = os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", "sample_models")
+sys.path.insert(0, CUSTOM_LAYERS)
 
 
 def build(out: str) -> None:
-    """ResNet50 (weights=None), a small transformer encoder and a stacked LSTM."""
+    """ResNet50 (weights=None), a small transformer encoder (functional, and the same
+    built from custom transformer blocks) and a stacked LSTM."""
     import keras
 
     keras.utils.set_random_seed(0)
@@ -45,6 +49,17 @@ def build(out: str) -> None:
         h = keras.layers.LayerNormalization(name=f"norm{i}b")(keras.layers.Add(name=f"res{i}b")([h, f]))
     y = keras.layers.Dense(10, name="head")(keras.layers.GlobalAveragePooling1D(name="pool")(h))
     keras.Model(x, y, name="encoder").save(os.path.join(out, "encoder.keras"))
+
+    # The same encoder as custom layers (sample_models/custom_layers.py): one row per
+    # block without deep capture; every inner call (attention, projections, FFN) with it.
+    from custom_layers import TokenAndPositionEmbedding, TransformerBlock
+
+    x = keras.Input((seq,), dtype="int32", name="tokens")
+    h = TokenAndPositionEmbedding(seq, VOCAB, width, name="embed")(x)
+    for i in range(4):
+        h = TransformerBlock(width, heads, 4 * width, name=f"block{i}")(h)
+    y = keras.layers.Dense(10, name="head")(keras.layers.GlobalAveragePooling1D(name="pool")(h))
+    keras.Model(x, y, name="blocks").save(os.path.join(out, "blocks.keras"))
 
     x = keras.Input((100, 32), name="sequence")
     h = keras.layers.LSTM(128, return_sequences=True, name="lstm1")(x)
@@ -90,6 +105,7 @@ def main(argv: list[str]) -> int:
         build(argv[2])
         return 0
     path, samples, batch = argv[2], int(argv[3]), int(argv[4])
+    import custom_layers  # noqa: F401 - registers the "blocks" model's classes
     import keras
 
     model = keras.saving.load_model(path, compile=False)

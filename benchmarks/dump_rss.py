@@ -71,8 +71,12 @@ def measure(cmd: list[str]) -> int:
     )
     env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(ROOT), os.environ.get("PYTHONPATH", "")])}
     res = subprocess.run(
-        [sys.executable, "-c", wrapper, json.dumps(cmd)], capture_output=True, text=True, check=True,
-        cwd=ROOT, env=env,
+        [sys.executable, "-c", wrapper, json.dumps(cmd)],
+        capture_output=True,
+        text=True,
+        check=True,
+        cwd=ROOT,
+        env=env,
     )
     code, kib = res.stdout.split()
     if code != "0":
@@ -97,8 +101,21 @@ def main() -> int:
         rows = []
         for n in sizes:
             out = work / f"dump_{n}"
-            cmd = [sys.executable, "-m", "kerinspect", "dump", str(model), "--out", str(out),
-                   "--samples", str(n), "--batch-size", str(args.batch_size), "--max-bytes", "64GiB"]
+            cmd = [
+                sys.executable,
+                "-m",
+                "kerinspect",
+                "dump",
+                str(model),
+                "--out",
+                str(out),
+                "--samples",
+                str(n),
+                "--batch-size",
+                str(args.batch_size),
+                "--max-bytes",
+                "64GiB",
+            ]
             kib = measure(cmd)
             size = json.loads((out / "manifest.json").read_text())["total_bytes"]
             rows.append(("kerinspect dump", n, size, kib))
@@ -107,8 +124,9 @@ def main() -> int:
             for n in sizes:
                 out = work / f"naive_{n}"
                 out.mkdir()
-                code = NAIVE.format(root=str(ROOT), model=str(model), samples=n, batch=args.batch_size,
-                                    out=str(out))
+                code = NAIVE.format(
+                    root=str(ROOT), model=str(model), samples=n, batch=args.batch_size, out=str(out)
+                )
                 kib = measure([sys.executable, "-c", code])
                 size = sum(p.stat().st_size for p in out.iterdir())
                 rows.append(("naive (in memory)", n, size, kib))

@@ -57,7 +57,17 @@ MODELS: dict[str, tuple[str, int, int]] = {
         32,
         16,
     ),
+    "blocks": (
+        "the same encoder built from custom TransformerBlock layers (sample_models/custom_layers.py): "
+        "every inner call captured",
+        32,
+        16,
+    ),
     "lstm": ("2 x LSTM(128) over 100 steps of 32 features (0.2 M params)", 32, 16),
+}
+#: Extra options of a model's kerinspect runs (its custom classes).
+OPTIONS: dict[str, tuple[str, ...]] = {
+    "blocks": ("--custom-objects", str(ROOT / "sample_models" / "custom_layers.py")),
 }
 
 LAUNCHER = r"""
@@ -288,6 +298,13 @@ def report(
     lines += ["", "Targets (`summary` against the floor of the same run):", ""]
     for model, w, la, tr in summary_ratios:
         lines.append(f"- {model}: wall {w:.2f}× {verdict(w, 1.5, 1.2)}")
+        shallow = next((c for c in main if c.model == model and c.name == "summary --depth 1"), None)
+        if shallow is not None:
+            floor_w = next(c for c in main if c.model == model and c.name == "floor").median("wall")
+            sw = shallow.median("wall")
+            lines.append(
+                f"- {model}: `--depth 1` wall {sw / floor_w:.2f}× (deep capture costs {w / (sw / floor_w):.2f}× it)"
+            )
         lines.append(f"- {model}: peak RSS {la:.2f}× largest process, {tr:.2f}× tree {verdict(tr, 1.3, 1.1)}")
     if flat:
         small, large, floor_large = flat
@@ -368,8 +385,22 @@ def main() -> int:
             main_cases += [
                 Case(m, "floor", [sys.executable, str(CASES), "floor", path, n, b]),
                 Case(m, "naive", [sys.executable, str(CASES), "naive", path, n, b]),
-                Case(m, "summary", kerinspect("summary", path, "--samples", n, "--batch-size", b)),
+                Case(
+                    m,
+                    "summary",
+                    kerinspect("summary", path, "--samples", n, "--batch-size", b, *OPTIONS.get(m, ())),
+                ),
             ]
+            if m == "blocks":  # deep capture off: what the outer-graph replay alone costs
+                main_cases.append(
+                    Case(
+                        m,
+                        "summary --depth 1",
+                        kerinspect(
+                            "summary", path, "--samples", n, "--batch-size", b, "--depth", "1", *OPTIONS[m]
+                        ),
+                    )
+                )
         rounds(main_cases, runs, args.warmup, "main")
         flat: list[Case] = []
         if not args.quick:

@@ -17,10 +17,13 @@ import dataclasses
 import os
 import shutil
 from collections.abc import Iterator, Mapping, Sequence
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from .errors import InputFileError, UsageError, escape_text
 from .report import ModelReport, WeightsReport
+
+if TYPE_CHECKING:
+    from .diff import DiffReport
 from .spec import (  # noqa: F401 - the defaults and specs are re-exported here
     DEFAULT_BATCH_SIZE,
     DEFAULT_DIM,
@@ -89,11 +92,65 @@ def inspect_model(
         from .engine.jobs import feed_options
 
         return inspect_loaded(
-            model, inputs, **feed_options(run), thresholds=run.thresholds, progress=progress
+            model,
+            inputs,
+            **feed_options(run),
+            thresholds=run.thresholds,
+            progress=progress,
+            max_depth=run.depth,
         )
     with snapshot(model) as model_file:
         result = _job("inspect", model_file, inputs, run, load or LoadOptions(), progress)
     return _with_isolation(_from_worker(ModelReport.from_dict, result, "report"), result)
+
+
+def inspect_for_report(
+    model: Any,
+    inputs: Any = None,
+    *,
+    spec: RunSpec | None = None,
+    progress: ProgressFn | None = None,
+    load: LoadOptions | None = None,
+    **options: Any,
+) -> Any:
+    """:func:`inspect_model` with what ``kerinspect report`` draws: every output's value
+    histogram, and the feature maps and attention probabilities of one sample
+    (``spec.sample``; at most ``spec.feature_maps`` layers of ``spec.channels``
+    channels each).
+
+    Returns:
+        A :class:`~kerinspect.figures.ReportData` (report, pictures, the file's SHA-256).
+
+    Raises:
+        KerinspectError: as :func:`inspect_model`; a ``sample`` the run does not have is
+            a :class:`~kerinspect.errors.UsageError`.
+    """
+    from .figures import ReportData, parse_pictures
+
+    run = _run_spec(spec, options)
+    if not isinstance(model, (str, os.PathLike)):
+        _check_model_object(model)
+        from .engine.collect import inspect_loaded
+        from .engine.jobs import feed_options
+        from .engine.pictures import PictureCollector, check_sample
+
+        collector = PictureCollector(run.sample, run.feature_maps, run.channels)
+        report = inspect_loaded(
+            model,
+            inputs,
+            **feed_options(run),
+            thresholds=run.thresholds,
+            progress=progress,
+            max_depth=run.depth,
+            collector=collector,
+        )
+        check_sample(run.sample, report.samples, None)
+        return ReportData(report, parse_pictures(collector.pictures()))
+    with snapshot(model) as model_file:
+        result = _job("report", model_file, inputs, run, load or LoadOptions(), progress)
+        sha256 = model_file.sha256
+    report = _with_isolation(_from_worker(ModelReport.from_dict, result, "report"), result)
+    return ReportData(report, _from_worker(parse_pictures, result, "pictures"), sha256)
 
 
 def dump_activations(
@@ -143,6 +200,143 @@ def dump_activations(
             return _dump(model_file, out, inputs, run, overwrite, max_bytes, progress, load)
     _check_model_object(model)
     return _dump(model, out, inputs, run, overwrite, max_bytes, progress, load)
+
+
+def activations(
+    model: Any,
+    inputs: Any,
+    layers: str | Sequence[str] | None = None,
+    *,
+    batch_size: int = DEFAULT_BATCH_SIZE,
+    samples: int | None = None,
+    max_bytes: int = DEFAULT_MAX_BYTES,
+    progress: ProgressFn | None = None,
+    load: LoadOptions | None = None,
+    **options: Any,
+) -> dict[str, Any]:
+    """The outputs of the chosen layer calls on ``inputs``, as numpy arrays in memory.
+
+    The engine is the one of :func:`dump_activations`: every call of every operation
+    at every depth (the second call of a shared layer is ``shared@1``, a nested
+    model's layers are ``encoder/dense``, a custom layer's sub-layers
+    ``block/att/query``), each output of a multi-output call as ``path:output``
+    (``lstm:state_h``), and an attention layer's probabilities as
+    ``path:attention_scores`` (``block/att:attention_scores``, shape
+    ``(samples, heads, queries, keys)``) next to ``path:output``. The model runs
+    batch by batch in inference mode; after the first batch each selected tensor's
+    array is allocated once for every sample and filled batch by batch, so memory
+    holds the arrays asked for plus one batch of the model, never every activation.
+
+    A ``keras.Model`` object runs **in this process**: it is already your own code.
+    A model *file* is opened as the CLI opens it: pre-flight and a private snapshot
+    here, then the static scan, Keras's loading and the forward passes in the
+    isolated worker (``load`` says how); the worker writes a ``dump`` into a private
+    temporary directory, every file of which is checked here before it is read back
+    (:func:`kerinspect.dump.load_dump`) and the directory removed.
+
+    >>> acts = kerinspect.activations(model, x, layers=["block/*"])  # doctest: +SKIP
+    >>> acts["block/att:attention_scores"].shape                      # doctest: +SKIP
+    (64, 2, 10, 10)
+
+    Args:
+        model: a built ``keras.Model``, or the path of a ``.keras``/``.h5`` file.
+        inputs: an array (one-input models); a list of arrays in ``model.inputs``
+            order; a dict by input name; a ``.npy``/``.npz`` path; or None for
+            synthetic inputs (``samples``, ``seed``, ``dim``, ``shapes`` in ``options``).
+        layers: glob patterns (or one pattern) matched against layer paths as the
+            report shows them (``"block/*"``, ``"shared@1"``, ``"*"``); None: every
+            layer call. Every pattern must match at least one call.
+        batch_size: samples per forward pass.
+        samples: use only the first ``samples`` rows of ``inputs`` (None: all).
+        max_bytes: refuse to hold more than this many bytes of arrays (default 2 GiB);
+            it is checked after the first batch, before anything large is allocated.
+        progress: called as ``progress(samples_done, samples_total)`` after each batch.
+        load: how a model *file* is opened (:class:`~kerinspect.spec.LoadOptions`:
+            isolation, limits, ``custom_objects``, ``trust_model``); ignored for
+            model objects.
+        **options: other fields of :class:`~kerinspect.spec.RunSpec` by name
+            (``seed``, ``dim``, ``shapes``).
+
+    Returns:
+        ``{key: array}`` in call order, every sample stacked on axis 0. A selected
+        tensor that cannot be stacked (no batch axis, such as a position embedding
+        computed once per batch; strings) is left out, with a ``UserWarning``
+        naming it and why.
+
+    Raises:
+        UsageError: a ``layers`` pattern matches no layer call, or a bad argument (exit 2).
+        OutputError: the arrays would need more than ``max_bytes`` (exit 7).
+        InferenceError: the model failed to run, or a tensor changed shape between
+            batches (exit 6).
+        KerinspectError: for a file, whatever opening it raises (not found,
+            refused by the scan, malformed...).
+    """
+    if isinstance(layers, str):
+        layers = (layers,)
+    run = _run_spec(
+        None, {"batch_size": batch_size, "samples": samples, "layers": tuple(layers or ()), **options}
+    )
+    if not isinstance(model, (str, os.PathLike)):
+        _check_model_object(model)
+        from .engine.activations import collect_activations
+        from .engine.collect import build_feed
+        from .engine.jobs import feed_options
+
+        feed = build_feed(model, inputs, **feed_options(run))
+        got = collect_activations(model, feed, run.layers, max_bytes=max_bytes, progress=progress)
+        _warn_skipped(got.skipped)
+        return got.arrays
+    import numpy as np
+
+    from .dump import load_dump
+    from .errors import KerinspectError
+
+    with _scratch("activations") as tmp:
+        try:
+            dump_activations(
+                model,
+                os.path.join(tmp, "dump"),
+                inputs,
+                spec=run,
+                max_bytes=max_bytes,
+                progress=progress,
+                load=load,
+            )
+        except KerinspectError as e:  # the dump's messages name its flags; say the parameters
+            e.message, e.hint = _parameters_named(e.message), e.hint and _parameters_named(e.hint)
+            raise
+        dump = load_dump(os.path.join(tmp, "dump"))
+        # copies out of the memory maps before the directory goes
+        arrays = {key: np.array(dump[key]) for key in dump}
+        skipped = {
+            f"{e.get('path')}:{e.get('output_name')}": str(e.get("reason"))
+            for e in dump.manifest.get("skipped", ())
+            if isinstance(e, dict)
+        }
+    _warn_skipped(skipped)
+    return arrays
+
+
+def _parameters_named(text: str) -> str:
+    for flag, param in (
+        ("--layers ", "layers pattern "),
+        ("--layers", "layers"),
+        ("--batch-size", "batch_size"),
+        ("--samples", "samples"),
+        ("--max-bytes", "max_bytes"),
+    ):
+        text = text.replace(flag, param)
+    return text
+
+
+def _warn_skipped(skipped: Mapping[str, str]) -> None:
+    if skipped:
+        import warnings
+
+        listed = "; ".join(f"{escape_text(k, 100)} ({escape_text(v, 100)})" for k, v in skipped.items())
+        warnings.warn(
+            f"Selected tensors that cannot be stacked by sample were left out: {listed}", stacklevel=3
+        )
 
 
 def _dump(
@@ -220,6 +414,76 @@ def inspect_weights(
     return _with_isolation(_from_worker(WeightsReport.from_dict, result, "report"), result)
 
 
+def diff_models(
+    model_a: Any,
+    model_b: Any,
+    inputs: Any = None,
+    *,
+    spec: RunSpec | None = None,
+    progress: ProgressFn | None = None,
+    load: LoadOptions | None = None,
+    **options: Any,
+) -> DiffReport:
+    """Run two models on the same inputs and compare them, layer call by layer call.
+
+    Both run in one isolated worker, batch by batch. Calls are paired by path, then
+    by graph structure (renamed copies); each pair's outputs get cosine similarity,
+    normalised error ``‖a−b‖/‖a‖``, SQNR in dB, max ``|a−b|`` and both sides'
+    statistics, merged across batches. Model A is the reference.
+
+    Args:
+        model_a, model_b: paths of ``.keras``/``.h5`` files, or built ``keras.Model``
+            objects (both in memory: compared in this process).
+        inputs: as for :func:`inspect_model` (for model A's signature; B gets the same arrays).
+        spec: the run's options; ``diff_tolerance`` (largest normalised error of an
+            agreeing output, and of a layer that does not count as diverging) and
+            ``local`` (also run each layer of B on A's inputs of that layer) are its
+            diff fields.
+        progress: called as ``progress(samples_done, samples_total)`` after each batch.
+        load: how the model *files* are opened, as for :func:`inspect_model`.
+        **options: fields of the spec by name.
+
+    Returns:
+        A :class:`~kerinspect.diff.DiffReport`; its ``divergence`` names the first
+        layer whose error exceeds the tolerance, ``exit_code`` is 0 when the models'
+        outputs agree within it and 1 when not.
+
+    Raises:
+        KerinspectError: a subclass carrying the exit code, as for :func:`inspect_model`.
+    """
+    run = _run_spec(spec, options)
+    paths = [isinstance(m, (str, os.PathLike)) for m in (model_a, model_b)]
+    if paths[0] != paths[1]:
+        raise UsageError(
+            "diff compares two model files or two keras.Model objects, not one of each. "
+            f"Received: model_a={type(model_a).__name__}, model_b={type(model_b).__name__}"
+        )
+    if not paths[0]:
+        _check_model_object(model_a)
+        _check_model_object(model_b)
+        from .engine.collect import build_feed
+        from .engine.diff import diff_loaded, model_info
+        from .engine.jobs import feed_options
+
+        feed = build_feed(model_a, inputs, **feed_options(run))
+        return diff_loaded(
+            model_a,
+            model_b,
+            feed,
+            info_a=model_info(model_a, None, "in-memory", "keras", ()),
+            info_b=model_info(model_b, None, "in-memory", "keras", ()),
+            tolerance=run.diff_tolerance,
+            local=run.local,
+            max_depth=run.depth,
+            progress=progress,
+        )
+    from .diff import DiffReport as Parsed
+
+    with snapshot(model_a) as file_a, snapshot(model_b) as file_b:
+        result = _job("diff", file_a, inputs, run, load or LoadOptions(), progress, model_b=file_b)
+    return _with_isolation(_from_worker(Parsed.from_dict, result, "diff"), result)
+
+
 # -- plumbing ----------------------------------------------------------------------
 
 
@@ -291,14 +555,21 @@ def _job(
     progress: ProgressFn | None,
     max_file_size: int = WORKER_MAX_FILE_SIZE,
     write: dict[str, Any] | None = None,
+    model_b: Any = None,
 ) -> dict[str, Any]:
     """Run one job of :mod:`kerinspect.engine.jobs` on the snapshot ``model_file`` (a
     :class:`~kerinspect.scan.preflight.ModelFile`) in the isolated worker (or in this
-    process when ``load.isolate`` is off)."""
+    process when ``load.isolate`` is off). ``model_b``: the second snapshot (``diff``)."""
     from .errors import KerinspectError
     from .sandbox.protocol import ModelRef, Request, parse_request
 
     absolute = os.path.abspath(model_file.path)
+    shown = [(absolute, model_file.shown)]
+    ref_b = None
+    if model_b is not None:
+        absolute_b = os.path.abspath(model_b.path)
+        ref_b = ModelRef(absolute_b, model_b.format, model_b.size, shown_path=model_b.shown)
+        shown.append((absolute_b, model_b.shown))
     with _scratch("inputs") as tmp:
         request = Request(
             command=command,
@@ -307,6 +578,7 @@ def _job(
             run=run,
             load=load.replace(custom_objects=_checked_file(load.custom_objects, "custom-objects")),
             write=write,
+            model_b=ref_b,
         ).to_json()
         try:
             if not load.isolate:  # the same request, through the same check, in this process
@@ -327,8 +599,9 @@ def _job(
             return {**outcome.result, "isolation": _isolation(True, outcome.network_isolated)}
         except KerinspectError as e:
             # the job saw the snapshot's path; say it the way the user did
-            if absolute != model_file.shown:
-                e.message = e.message.replace(escape_text(absolute), escape_text(model_file.shown))
+            for seen, said in shown:
+                if seen != said:
+                    e.message = e.message.replace(escape_text(seen), escape_text(said))
             raise
 
 

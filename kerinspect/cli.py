@@ -18,6 +18,7 @@ from rich.console import Console
 
 from . import __version__
 from . import spec as sp
+from .checks import OPTIONAL_RULES
 from .errors import ExitCode, KerinspectError, escape_text
 
 CONTEXT = {"help_option_names": ["-h", "--help"], "max_content_width": 100}
@@ -405,6 +406,54 @@ def threshold_options(f: Callable[..., Any]) -> Callable[..., Any]:
             type=click.FloatRange(0, 1),
             help="Flag 'dead' when this share of units is zero for every sample.",
         ),
+        click.option(
+            "--min-rms-ratio",
+            cls=SpecOption,
+            spec_default=sp.DEFAULT_MIN_RMS_RATIO,
+            shown=f"{sp.DEFAULT_MIN_RMS_RATIO:g}",
+            type=click.FloatRange(0, 1),
+            help="Flag 'vanishing' when an output's RMS is below this times the RMS of its layer's float input.",
+        ),
+        click.option(
+            "--max-saturated-fraction",
+            cls=SpecOption,
+            spec_default=sp.DEFAULT_MAX_SATURATED_FRACTION,
+            type=click.FloatRange(0, 1),
+            help="Flag 'saturated' when this share of a tanh/sigmoid/hard_sigmoid layer's values sit "
+            "at its bounds (softmax: of its distributions are one-hot).",
+        ),
+        click.option(
+            "--min-sample-spread",
+            cls=SpecOption,
+            spec_default=sp.DEFAULT_MIN_SAMPLE_SPREAD,
+            shown=f"{sp.DEFAULT_MIN_SAMPLE_SPREAD:g}",
+            type=click.FloatRange(0, 1),
+            help="Flag 'constant' when an output's spread across samples is at most this times its RMS "
+            "while its layer's input varies.",
+        ),
+    ]
+    for opt in reversed(opts):
+        f = opt(f)
+    return f
+
+
+def attention_threshold_options(f: Callable[..., Any]) -> Callable[..., Any]:
+    """Limits of the per-head attention flags."""
+    opts = [
+        click.option(
+            "--uniform-attention-entropy",
+            cls=SpecOption,
+            spec_default=sp.DEFAULT_UNIFORM_ATTENTION_ENTROPY,
+            type=click.FloatRange(0, 1),
+            help="Flag a head 'uniform-attention' when every query's normalised entropy is at least this.",
+        ),
+        click.option(
+            "--collapsed-attention-weight",
+            cls=SpecOption,
+            spec_default=sp.DEFAULT_COLLAPSED_ATTENTION_WEIGHT,
+            type=click.FloatRange(0, 1),
+            help="Flag a head 'collapsed-attention' when every query puts at least this weight on one key.",
+        ),
     ]
     for opt in reversed(opts):
         f = opt(f)
@@ -443,7 +492,17 @@ def cli() -> None:
 @cli.command()
 @click.argument("model", metavar="MODEL")
 @input_options
+@click.option(
+    "--depth",
+    "-d",
+    type=click.IntRange(min=1),
+    default=None,
+    metavar="N",
+    help="Show layer calls nested at most N levels deep (1: the model's own layers only). "
+    "Default: every call at every depth.",
+)
 @threshold_options
+@attention_threshold_options
 @load_options
 @output_options
 @debug_option
@@ -461,9 +520,11 @@ def summary(
 ) -> None:
     """Run MODEL (.keras or .h5) on sample inputs and show every layer call's output.
 
-    One row per output tensor of every layer call, in graph order: shared layers
-    once per call (name@1), nested models followed by their layers (outer/inner),
-    every output of multi-output layers (lstm:state_h).
+    One row per output tensor of every layer call, in call order: shared layers
+    once per call (name@1), nested models, custom layers and subclassed models
+    followed by the layers called inside them (outer/inner, indented), every output
+    of multi-output layers (lstm:state_h), and the attention probabilities of every
+    attention layer (att:attention_scores).
 
     \b
     Examples:
@@ -480,6 +541,57 @@ def summary(
     from .render import render_markdown, render_table
 
     emit(report, fmt, width, render_table, render_markdown)
+
+
+@cli.command()
+@click.argument("model", metavar="MODEL")
+@input_options
+@attention_threshold_options
+@load_options
+@output_options
+@debug_option
+def attention(
+    model: str,
+    input_file: str | None,
+    timeout: float | None,
+    max_memory: int | None,
+    max_params: int | None,
+    custom_objects: str | None,
+    trust_model: bool,
+    fmt: str,
+    width: int | None,
+    **run_options: Any,
+) -> None:
+    """Run MODEL on sample inputs and show the health of every attention head.
+
+    One table per attention layer call (MultiHeadAttention and its subclasses,
+    GroupedQueryAttention), at any depth, one row per head: mean normalised entropy
+    (1: attends to everything equally), its minimum over queries, mean largest
+    weight (1: one key takes all), weight on the first key (sink), weight on the
+    query's own position (diagonal), and the largest row-sum error. Masked keys
+    and fully masked query rows are left out. Flags: uniform-attention,
+    collapsed-attention. The probabilities are those the model computes, even
+    where a fused kernel never materialises them (recomputed and verified).
+
+    \b
+    Examples:
+      kerinspect attention model.keras
+      kerinspect attention model.keras --input batch.npz --format json
+    """
+    from .api import inspect_model
+
+    spec = run_spec(run_options)
+    load = make_load_options(timeout, max_memory, custom_objects, trust_model, max_params)
+    with _ProgressBar(stderr_console()) as progress:
+        report = inspect_model(model, input_file, spec=spec, progress=progress, load=load)
+    from .render import attention_json, render_attention_markdown, render_attention_table
+
+    if fmt == "json":
+        from .render import render_json
+
+        click.echo(render_json(attention_json(report)))
+        return
+    emit(report, fmt, width, render_attention_table, render_attention_markdown)
 
 
 @cli.command()
@@ -534,6 +646,10 @@ _CHECK_SETTINGS = {
     "shapes": "shape",
     "max_abs": "max_abs",
     "max_dead_fraction": "max_dead_fraction",
+    "min_rms_ratio": "min_rms_ratio",
+    "max_saturated_fraction": "max_saturated_fraction",
+    "min_sample_spread": "min_sample_spread",
+    "rules": "rules",
     "ignore": "ignore",
     "baseline": "baseline",
     "tolerance": "tolerance",
@@ -544,6 +660,14 @@ _CHECK_SETTINGS = {
 @click.argument("models", metavar="MODEL...", nargs=-1, required=True)
 @input_options
 @threshold_options
+@click.option(
+    "--rule",
+    "rules",
+    multiple=True,
+    type=click.Choice(OPTIONAL_RULES),
+    help="Also run this optional rule (repeatable): vanishing, saturated, constant. "
+    "Replaces the configuration's 'rules'.",
+)
 @click.option(
     "--ignore",
     multiple=True,
@@ -670,6 +794,95 @@ def check(
     return code
 
 
+@cli.command()
+@click.argument("model_a", metavar="A")
+@click.argument("model_b", metavar="B")
+@input_options
+@click.option(
+    "--depth",
+    "-d",
+    type=click.IntRange(min=1),
+    default=None,
+    metavar="N",
+    help="Compare layer calls nested at most N levels deep (1: the models' own layers only). "
+    "Default: every call at every depth.",
+)
+@click.option(
+    "--tolerance",
+    "diff_tolerance",
+    cls=SpecOption,
+    spec_default=sp.DEFAULT_DIFF_TOLERANCE,
+    shown=f"{sp.DEFAULT_DIFF_TOLERANCE:g}",
+    type=click.FloatRange(min=0),
+    help="Largest normalised error |a-b|/|a| of an output for the models to agree; the first "
+    "layer above it is where the divergence starts.",
+)
+@click.option(
+    "--local",
+    is_flag=True,
+    default=None,
+    help="Also run each layer of B on A's inputs of that layer (shadow mode): its own error, "
+    "apart from the error it inherited.",
+)
+@click.option("--junit", "junit_path", metavar="FILE", help="Also write the verdict as JUnit XML to FILE.")
+@load_options
+@output_options
+@debug_option
+def diff(
+    model_a: str,
+    model_b: str,
+    input_file: str | None,
+    junit_path: str | None,
+    timeout: float | None,
+    max_memory: int | None,
+    max_params: int | None,
+    custom_objects: str | None,
+    trust_model: bool,
+    fmt: str,
+    width: int | None,
+    **run_options: Any,
+) -> int:
+    """Run models A and B on the same inputs and show, layer by layer, where B starts
+    to disagree with A (a converted, quantized, fine-tuned or re-exported copy).
+
+    Layer calls are paired by path, then by graph structure where names differ.
+    Per pair and output: cosine similarity, normalised error |a-b|/|a|, SQNR in
+    dB, max |a-b|, and both sides' mean and std, over every sample. The report
+    names the first layer, in graph order, whose error exceeds --tolerance.
+
+    \b
+    Exit codes: 0 the models' outputs agree within --tolerance, 1 they do not;
+    otherwise the code of the error (2, 3, 4, 5, 6, 8, 70); 7 when --junit cannot
+    be written.
+
+    \b
+    Examples:
+      kerinspect diff model.keras model_int8.keras
+      kerinspect diff old.h5 new.keras --tolerance 1e-4 --local
+      kerinspect diff a.keras b.keras --input batch.npz --format markdown --junit diff.xml
+    """
+    from .api import diff_models
+    from .errors import ExitCode, OutputError, worst_exit_code
+
+    spec = run_spec(run_options)
+    load = make_load_options(timeout, max_memory, custom_objects, trust_model, max_params)
+    with _ProgressBar(stderr_console()) as progress:
+        report = diff_models(model_a, model_b, input_file, spec=spec, progress=progress, load=load)
+    code = report.exit_code
+    if junit_path:
+        from .render_diff import diff_junit_xml
+
+        try:
+            _write_file(junit_path, diff_junit_xml(report))
+        except OutputError as e:
+            click.echo(f"kerinspect: error[{e.rule}]: {e.one_line()}", err=True)
+            code = worst_exit_code([code, ExitCode.OUTPUT])
+    from .render_diff import render_diff_markdown, render_diff_table
+
+    emit(report, fmt, width, render_diff_table, render_diff_markdown)
+    return code
+
+
 def _write_file(path: str, data: bytes) -> None:
     """Write ``data`` to ``path`` atomically (see :func:`kerinspect.safefs.write_file_atomic`)."""
     from .safefs import write_file_atomic
@@ -769,6 +982,95 @@ def _echo_dump(result: Any, out: str) -> None:
         what = escape_text(f"{s['path']}:{s['output_name']}", 120)
         click.echo(f"  skipped {what}: {escape_text(s['reason'] or '', 120)}")
     click.echo(f"manifest: {escape_text(os.path.join(out, MANIFEST), 200)}")
+
+
+@cli.command()
+@click.argument("model", metavar="MODEL")
+@click.option(
+    "--out",
+    "-o",
+    metavar="FILE",
+    help="Write the page to FILE. Default: the model's file name with .html, in the current directory.",
+)
+@input_options
+@click.option(
+    "--depth",
+    "-d",
+    type=click.IntRange(min=1),
+    default=None,
+    metavar="N",
+    help="Capture layer calls nested at most N levels deep. Default: every call at every depth.",
+)
+@click.option(
+    "--sample",
+    "-k",
+    cls=SpecOption,
+    spec_default=sp.DEFAULT_SAMPLE,
+    type=click.IntRange(min=0),
+    metavar="K",
+    help="Draw the feature maps and attention probabilities of sample K (0-based).",
+)
+@click.option(
+    "--feature-maps",
+    cls=SpecOption,
+    spec_default=sp.DEFAULT_FEATURE_MAPS,
+    type=click.IntRange(min=0),
+    metavar="N",
+    help="Draw the feature maps of at most N layers, evenly spaced along the depth (0: none).",
+)
+@click.option(
+    "--channels",
+    cls=SpecOption,
+    spec_default=sp.DEFAULT_CHANNELS,
+    type=click.IntRange(min=1),
+    metavar="N",
+    help="Draw at most N channels (the most varied) of each feature map layer.",
+)
+@threshold_options
+@attention_threshold_options
+@load_options
+@debug_option
+def report(
+    model: str,
+    out: str | None,
+    input_file: str | None,
+    timeout: float | None,
+    max_memory: int | None,
+    max_params: int | None,
+    custom_objects: str | None,
+    trust_model: bool,
+    **run_options: Any,
+) -> None:
+    """Run MODEL on sample inputs and write a self-contained HTML report.
+
+    One file that opens offline in any browser (no CDN, nothing loaded from
+    elsewhere): the layer table (nested blocks collapsible, filterable by flag),
+    mean, std, max |x| and zero fraction along the depth, a value histogram per
+    layer output, attention heatmaps per head and feature maps of one sample, and
+    the full JSON report embedded.
+
+    \b
+    Examples:
+      kerinspect report model.keras
+      kerinspect report model.keras -o report.html --sample 3
+      kerinspect report model.keras --feature-maps 0 --samples 8
+    """
+    import shlex
+
+    from .api import inspect_for_report
+    from .render_html import render_report
+
+    spec = run_spec(run_options)
+    load = make_load_options(timeout, max_memory, custom_objects, trust_model, max_params)
+    target = out or os.path.splitext(os.path.basename(model.rstrip("/\\")))[0] + ".html"
+    with _ProgressBar(stderr_console()) as progress:
+        data = inspect_for_report(model, input_file, spec=spec, progress=progress, load=load)
+    command = "kerinspect " + shlex.join(sys.argv[1:]) if sys.argv[1:2] == ["report"] else None
+    page = render_report(data, command=command).encode("utf-8")
+    _write_file(target, page)
+    from .units import format_bytes
+
+    click.echo(f"Wrote {escape_text(target, 200)} ({format_bytes(len(page), exact=False)})", err=True)
 
 
 class _ProgressBar:

@@ -22,8 +22,10 @@ from rich.text import Text
 from . import _ci
 from .errors import LEGACY_COMMAND, escape_text
 from .report import (
+    AttentionRecord,
     CheckResult,
     CheckRun,
+    HeadStats,
     LayerRecord,
     ModelReport,
     RuleResult,
@@ -92,10 +94,12 @@ def rows(report: ModelReport) -> Iterator[tuple[LayerRecord, TensorRecord | None
     for layer in report.layers:
         outs: list[TensorRecord | None] = list(layer.outputs) or [None]
         multi = len(outs) > 1
+        indent = "  " * layer.depth  # rows indented by nesting depth
         for k, out in enumerate(outs):
-            label = safe(layer.path) + (f":{safe(out.name)}" if multi and out is not None else "")
+            label = indent + safe(layer.path) + (f":{safe(out.name)}" if multi and out is not None else "")
             if out is None:
-                yield layer, None, [label, safe(layer.class_name), "-", _params_cell(layer)] + [""] * 9
+                shape = "-" if layer.called else "(not called)"
+                yield layer, None, [label, safe(layer.class_name), shape, _params_cell(layer)] + [""] * 9
                 continue
             st = out.stats
             yield (
@@ -122,11 +126,15 @@ def rows(report: ModelReport) -> Iterator[tuple[LayerRecord, TensorRecord | None
 def loader_text(report: ModelReport) -> str:
     m = report.model
     text = f"Keras {safe(m.keras_version)}"
+    prefix = "legacy config upgraded: "
     if m.loader == "keras+legacy-h5-upgrade":
-        changes = ", ".join(safe(n.removeprefix("legacy config upgraded: ")) for n in m.notes)
+        changes = ", ".join(safe(n.removeprefix(prefix)) for n in m.notes if n.startswith(prefix))
         text += f" (legacy Keras 2 config upgraded: {changes})"
     elif m.loader != "keras":
         text += f" ({safe(m.loader)})"
+    for note in m.notes:  # how the file was read (by its content, ...)
+        if not note.startswith(prefix):
+            text += f"; {safe(note)}"
     return text
 
 
@@ -140,8 +148,21 @@ def header_lines(report: ModelReport) -> list[str]:
     ]
     for i in report.inputs:
         origin = f"synthetic, seed={i.seed}" if i.source == "synthetic" else f"from {safe(i.source)}"
+        if i.note:
+            origin += f"; {safe(i.note)}"
         lines.append(f"input {safe(i.name)!r}: {safe(i.dtype)} {fmt_shape(i.shape)} ({origin})")
+    if report.max_depth is not None:
+        lines.append(f"depth: layer calls nested at most {report.max_depth} level(s) deep are shown")
     return lines
+
+
+def attention_notes(report: ModelReport) -> list[str]:
+    """One line per attention layer call whose probabilities could not be captured."""
+    return [
+        f"attention {safe(r.path)!r}: unavailable ({safe(r.attention.reason or 'unknown reason')})"
+        for r in report.layers
+        if r.attention is not None and r.attention.status != "ok"
+    ]
 
 
 def footer_line(report: ModelReport) -> str:
@@ -255,6 +276,8 @@ def render_table(report: ModelReport, console: Console, *, fit: bool = True) -> 
     ]
     _table(console, COLUMNS, shown, [c for _, _, c in body], styles, _NUMERIC, ("Layer",))
     console.print(Text(footer_line(report)))
+    for line in attention_notes(report):
+        console.print(Text(line, style="yellow"))
     _hidden_note(console, COLUMNS, shown)
     if report.warnings:
         console.print(Text(f"{len(report.warnings)} warning(s) from Keras; see --format json", style="dim"))
@@ -299,6 +322,7 @@ def render_markdown(report: ModelReport) -> str:
         named = [_md_code(cells[0]), _md_code(cells[1])] + [_md_cell(c) for c in cells[2:]]
         out.append("| " + " | ".join(named) + " |")
     out += ["", _md_cell(footer_line(report)), ""]
+    out += [f"- {_md_text(line)}" for line in attention_notes(report)]
     return "\n".join(out)
 
 
@@ -536,3 +560,143 @@ def render_weights_markdown(report: WeightsReport) -> str:
         out.append("| " + " | ".join(named) + " |")
     out += ["", _md_cell(weights_footer_line(report)), ""]
     return "\n".join(out)
+
+
+# -- kerinspect attention -----------------------------------------------------------
+
+ATTENTION_COLUMNS = (
+    "Head",
+    "Entropy",
+    "Min entropy",
+    "Max weight",
+    "Sink",
+    "Diagonal",
+    "Row-sum err",
+    "Flags",
+)
+_ATTENTION_NUMERIC = {"Head", "Entropy", "Min entropy", "Max weight", "Sink", "Diagonal", "Row-sum err"}
+_ATTENTION_PRIORITY = (
+    "Head",
+    "Entropy",
+    "Flags",
+    "Max weight",
+    "Sink",
+    "Diagonal",
+    "Min entropy",
+    "Row-sum err",
+)
+
+
+def attention_layers(report: ModelReport) -> list[LayerRecord]:
+    """The layer calls that carry attention statistics, in call order."""
+    return [r for r in report.layers if r.attention is not None]
+
+
+def _source_text(att: AttentionRecord) -> str:
+    if att.source == "recomputed":
+        diff = "" if att.max_difference is None else f" (max difference {att.max_difference:.2g})"
+        return "recomputed on the explicit path, matched the fused output" + diff
+    return "computed by the layer"
+
+
+def attention_title(layer: LayerRecord) -> str:
+    """The line above one attention layer's table."""
+    att = layer.attention
+    assert att is not None
+    head = f"{safe(layer.path)} ({safe(layer.class_name)})"
+    if att.status != "ok":
+        return f"{head} · attention: unavailable ({safe(att.reason or 'unknown reason')})"
+    return (
+        f"{head} · probabilities {fmt_shape(att.shape)} · {_source_text(att)} · "
+        f"{fmt_count(att.queries)} query rows"
+    )
+
+
+def head_rows(layer: LayerRecord) -> Iterator[tuple[HeadStats, list[str]]]:
+    """One row of plain cells per head."""
+    att = layer.attention
+    for h in att.heads if att is not None else ():
+        yield (
+            h,
+            [
+                str(h.head),
+                fmt_float(h.entropy),
+                fmt_float(h.min_entropy),
+                fmt_float(h.max_weight),
+                fmt_float(h.sink),
+                fmt_float(h.diagonal),
+                fmt_float(h.row_sum_error),
+                ",".join(h.flags),
+            ],
+        )
+
+
+def attention_footer(report: ModelReport) -> str:
+    layers = attention_layers(report)
+    heads = [h for r in layers if r.attention is not None for h in r.attention.heads]
+    flags = Counter(f for h in heads for f in h.flags)
+    detail = f" ({', '.join(f'{k}: {v}' for k, v in sorted(flags.items()))})" if flags else ""
+    unavailable = sum(1 for r in layers if r.attention is not None and r.attention.status != "ok")
+    extra = f", {unavailable} unavailable" if unavailable else ""
+    return (
+        f"{fmt_count(len(layers))} attention layer call{'s' if len(layers) != 1 else ''}{extra} · "
+        f"{fmt_count(len(heads))} heads, "
+        f"{sum(1 for h in heads if h.flags)} flagged{detail}"
+    )
+
+
+def render_attention_table(report: ModelReport, console: Console, *, fit: bool = True) -> None:
+    """Print one table per attention layer call, one row per head (``kerinspect attention``)."""
+    for line in header_lines(report):
+        console.print(Text(line))
+    layers = attention_layers(report)
+    if not layers:
+        console.print(Text("no attention layer was called"))
+    for layer in layers:
+        console.print(Text(""))
+        console.print(Text(attention_title(layer), style="bold"), soft_wrap=True)
+        body = list(head_rows(layer))
+        if not body:
+            continue
+        cells = [c for _, c in body]
+        shown = fit_columns(cells, console.width if fit else None, ATTENTION_COLUMNS, _ATTENTION_PRIORITY, ())
+        styles = ["red" if h.flags else None for h, _ in body]
+        _table(console, ATTENTION_COLUMNS, shown, cells, styles, _ATTENTION_NUMERIC, ())
+    console.print(Text(attention_footer(report)))
+
+
+def render_attention_markdown(report: ModelReport) -> str:
+    """``kerinspect attention`` as GitHub-flavoured Markdown."""
+    out = [f"**{_md_text(header_lines(report)[0])}**", ""]
+    out += [f"- {_md_text(line)}" for line in header_lines(report)[1:]]
+    for layer in attention_layers(report):
+        out += ["", f"**{_md_text(attention_title(layer))}**", ""]
+        body = list(head_rows(layer))
+        if not body:
+            continue
+        out += [
+            "| " + " | ".join(ATTENTION_COLUMNS) + " |",
+            "|" + "|".join("---:" if c in _ATTENTION_NUMERIC else "---" for c in ATTENTION_COLUMNS) + "|",
+        ]
+        out += ["| " + " | ".join(_md_cell(c) for c in cells) + " |" for _, cells in body]
+    out += ["", _md_cell(attention_footer(report)), ""]
+    return "\n".join(out)
+
+
+def attention_json(report: ModelReport) -> dict[str, Any]:
+    """``kerinspect attention --format json``: the model, its inputs, and every
+    attention layer call with its ``heads`` (the same records as the full report's)."""
+    data = report.to_dict()
+    return {
+        "schema_version": data["schema_version"],
+        "kerinspect_version": data["kerinspect_version"],
+        "model": data["model"],
+        "inputs": data["inputs"],
+        "samples": data["samples"],
+        "thresholds": data["thresholds"],
+        "layers": [
+            {k: r[k] for k in ("path", "name", "class_name", "call", "depth", "parent", "attention")}
+            for r in data["layers"]
+            if r.get("attention") is not None
+        ],
+    }

@@ -11,6 +11,7 @@ import math
 from dataclasses import dataclass, field
 from typing import Any
 
+from . import bins
 from .spec import Thresholds  # defined with the other run options; reports record them
 
 #: Version of the JSON layout below; bumped on incompatible changes.
@@ -34,6 +35,15 @@ class TensorStats:
     population standard deviation. ``dead_fraction`` is the share of units (the
     last axis) that were exactly zero at every sample and position; None when the
     tensor has fewer than two axes.
+
+    ``rms`` is the root mean square of the finite values. ``sample_spread`` is the
+    spread across samples: per unit (last axis), the standard deviation over the
+    samples of the sample's value of that unit (its mean over the other axes),
+    averaged over the units; 0 when every sample gives the same output; None when
+    undefined (no batch axis, non-finite values). ``saturated_fraction`` is the share
+    of values at the saturation bounds of the layer's bounded activation (softmax:
+    the share of one-hot distributions, see :mod:`kerinspect.stats`); None for other
+    layers. These three are None in reports written before they existed.
     """
 
     count: int
@@ -46,9 +56,13 @@ class TensorStats:
     nan_count: int
     inf_count: int
     dead_fraction: float | None
+    rms: float | None = None
+    sample_spread: float | None = None
+    saturated_fraction: float | None = None
+    histogram: tuple[int, ...] | None = None
 
     def to_dict(self) -> dict[str, Any]:
-        return {
+        data: dict[str, Any] = {
             "count": self.count,
             "mean": _num(self.mean),
             "std": _num(self.std),
@@ -59,11 +73,33 @@ class TensorStats:
             "nan_count": self.nan_count,
             "inf_count": self.inf_count,
             "dead_fraction": _num(self.dead_fraction),
+            "rms": _num(self.rms),
+            "sample_spread": _num(self.sample_spread),
+            "saturated_fraction": _num(self.saturated_fraction),
         }
+        if self.histogram is not None:  # only when asked for (kerinspect report)
+            data["histogram"] = bins.compact(self.histogram)
+        return data
 
     @classmethod
     def from_dict(cls, d: dict[str, Any]) -> TensorStats:
-        return cls(**{k: d[k] for k in cls.__dataclass_fields__})
+        values = {k: d[k] for k in cls.__dataclass_fields__ if k in d or k not in _NEW_STATS}
+        if values.get("histogram") is not None:
+            values["histogram"] = bins.expand(values["histogram"])
+        return cls(**values)
+
+    @property
+    def magnitude(self) -> float | None:
+        """The RMS, or (for a report written before ``rms`` existed) from mean and std."""
+        if self.rms is not None:
+            return self.rms
+        if self.mean is None or self.std is None:
+            return None
+        return math.sqrt(self.mean * self.mean + self.std * self.std)
+
+
+#: TensorStats keys that older reports lack.
+_NEW_STATS = ("rms", "sample_spread", "saturated_fraction", "histogram")
 
 
 @dataclass(frozen=True)
@@ -105,6 +141,118 @@ class TensorRecord:
 
 
 @dataclass(frozen=True)
+class HeadStats:
+    """Health of one attention head, over every query row that has a key to attend to.
+
+    Attributes:
+        head: the head's index.
+        entropy: mean normalised entropy ``-sum p log p / log(valid keys)`` over
+            query rows with at least two valid keys; near 1: the head attends to
+            everything equally.
+        min_entropy: the lowest normalised entropy of any such row.
+        max_weight: mean of each row's largest weight; near 1: one key takes all.
+        sink: mean weight on the first key (the "attention sink").
+        diagonal: mean weight of each query on its own position (queries == keys only).
+        row_sum_error: largest ``|sum_s p - 1|`` of a valid row (a correctness check:
+            NaN or a broken mask shows here); None when NaN.
+        flags: ``uniform-attention``, ``collapsed-attention``.
+    """
+
+    head: int
+    entropy: float | None
+    min_entropy: float | None
+    max_weight: float | None
+    sink: float | None
+    diagonal: float | None
+    row_sum_error: float | None
+    flags: tuple[str, ...] = ()
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "head": self.head,
+            "entropy": _num(self.entropy),
+            "min_entropy": _num(self.min_entropy),
+            "max_weight": _num(self.max_weight),
+            "sink": _num(self.sink),
+            "diagonal": _num(self.diagonal),
+            "row_sum_error": _num(self.row_sum_error),
+            "flags": list(self.flags),
+        }
+
+    @classmethod
+    def from_dict(cls, d: dict[str, Any]) -> HeadStats:
+        return cls(
+            head=int(d["head"]),
+            entropy=d.get("entropy"),
+            min_entropy=d.get("min_entropy"),
+            max_weight=d.get("max_weight"),
+            sink=d.get("sink"),
+            diagonal=d.get("diagonal"),
+            row_sum_error=d.get("row_sum_error"),
+            flags=tuple(d.get("flags", ())),
+        )
+
+
+@dataclass(frozen=True)
+class AttentionRecord:
+    """The attention probabilities of one call of an attention layer.
+
+    Attributes:
+        output: name of the layer output that holds them (``attention_scores``), None
+            when unavailable.
+        source: ``layer`` (the layer computed them itself) or ``recomputed`` (the
+            fused kernel returned none: the layer's explicit path was run again and
+            its output matched the fused one).
+        status: ``ok`` or ``unavailable``.
+        reason: why they are unavailable.
+        shape: ``(samples, heads, queries, keys)``.
+        queries: query rows with at least one valid key (those in the statistics), per head.
+        max_difference: for ``recomputed``: the largest difference seen between the
+            fused and the explicit output.
+        heads: one :class:`HeadStats` per head.
+    """
+
+    output: str | None
+    source: str
+    status: str
+    reason: str | None
+    shape: tuple[int, ...] = ()
+    queries: int = 0
+    max_difference: float | None = None
+    heads: tuple[HeadStats, ...] = ()
+
+    @property
+    def flags(self) -> tuple[str, ...]:
+        """Every head flag, each once, in order."""
+        return tuple(dict.fromkeys(f for h in self.heads for f in h.flags))
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "output": self.output,
+            "source": self.source,
+            "status": self.status,
+            "reason": self.reason,
+            "shape": list(self.shape),
+            "queries": self.queries,
+            "max_difference": _num(self.max_difference),
+            "heads": [h.to_dict() for h in self.heads],
+        }
+
+    @classmethod
+    def from_dict(cls, d: dict[str, Any]) -> AttentionRecord:
+        return cls(
+            output=d.get("output"),
+            source=d.get("source", "layer"),
+            status=d.get("status", "ok"),
+            reason=d.get("reason"),
+            shape=tuple(d.get("shape", ())),
+            queries=int(d.get("queries", 0)),
+            max_difference=d.get("max_difference"),
+            heads=tuple(HeadStats.from_dict(h) for h in d.get("heads", ())),
+        )
+
+
+@dataclass(frozen=True)
 class LayerRecord:
     """One call of one operation (a layer, a nested model, or a raw ``keras.ops`` op).
 
@@ -116,9 +264,26 @@ class LayerRecord:
         call: 0-based index of this call of the operation object in the whole
             model (the layers inside a nested model's second call have call 1).
         params: the operation's parameter count (weights it owns, nested included).
-        depth: nesting level; 0 for the top model's own layers.
-        container: True for a nested model whose inner layers follow this record.
-        outputs: every tensor the call produced, flattened in Keras order.
+        depth: nesting level; 0 for the top model's own layers, 1 for the layers
+            called inside them (a nested model's, a custom layer's), and so on.
+        container: True for a call whose inner layer calls follow this record (a
+            nested model, a custom layer, a subclassed model, a wrapper).
+        outputs: every tensor the call produced, flattened in Keras order (for an
+            attention layer, its probabilities as ``attention_scores`` too).
+        parent: path of the enclosing call's record (None at depth 0).
+        called: False for a sub-layer that its parent built but did not call during
+            the run (e.g. the softmax a fused attention kernel bypasses); such a
+            record has no outputs and is no layer call in the totals.
+        attention: the attention probabilities' per-head statistics, for attention
+            layers (or why they are unavailable).
+        activation: the bounded activation the layer ends with (``tanh``,
+            ``sigmoid``, ``hard_sigmoid``, ``softmax``), read from the layer; None
+            for any other layer.
+        input_rms: the RMS of every float value the call received (its inputs
+            together), over every sample; None without float inputs.
+        input_spread: how much the call's inputs vary across samples: the largest
+            spread across samples (see :class:`TensorStats`) of its numeric inputs;
+            None when unknown.
     """
 
     path: str
@@ -129,6 +294,12 @@ class LayerRecord:
     depth: int = 0
     container: bool = False
     outputs: tuple[TensorRecord, ...] = ()
+    parent: str | None = None
+    called: bool = True
+    attention: AttentionRecord | None = None
+    activation: str | None = None
+    input_rms: float | None = None
+    input_spread: float | None = None
 
     def to_dict(self) -> dict[str, Any]:
         return {
@@ -139,7 +310,13 @@ class LayerRecord:
             "params": self.params,
             "depth": self.depth,
             "container": self.container,
+            "parent": self.parent,
+            "called": self.called,
             "outputs": [o.to_dict() for o in self.outputs],
+            "attention": None if self.attention is None else self.attention.to_dict(),
+            "activation": self.activation,
+            "input_rms": _num(self.input_rms),
+            "input_spread": _num(self.input_spread),
         }
 
     @classmethod
@@ -153,7 +330,19 @@ class LayerRecord:
             depth=d.get("depth", 0),
             container=d.get("container", False),
             outputs=tuple(TensorRecord.from_dict(o) for o in d["outputs"]),
+            parent=d.get("parent"),
+            called=bool(d.get("called", True)),
+            attention=AttentionRecord.from_dict(d["attention"]) if d.get("attention") else None,
+            activation=d.get("activation"),
+            input_rms=d.get("input_rms"),
+            input_spread=d.get("input_spread"),
         )
+
+    def __repr__(self) -> str:
+        """One line per output (shape, dtype, mean, std, flags), not every statistic."""
+        from .notebook import layer_repr
+
+        return layer_repr(self)
 
 
 @dataclass(frozen=True)
@@ -161,7 +350,9 @@ class InputRecord:
     """One model input as it was fed: its name, full shape, dtype and origin.
 
     ``source`` is ``"synthetic"`` (generated from the signature with ``seed``) or
-    the path of the ``.npy``/``.npz`` file it came from, or ``"array"``.
+    the path of the ``.npy``/``.npz`` file it came from, or ``"array"``. ``note``
+    says how synthetic values were drawn when the signature alone would mislead
+    (a float input drawn as token ids for the ``Embedding`` it feeds).
     """
 
     name: str
@@ -169,6 +360,7 @@ class InputRecord:
     dtype: str
     source: str
     seed: int | None = None
+    note: str | None = None
 
     def to_dict(self) -> dict[str, Any]:
         return {
@@ -177,6 +369,7 @@ class InputRecord:
             "dtype": self.dtype,
             "source": self.source,
             "seed": self.seed,
+            "note": self.note,
         }
 
     @classmethod
@@ -187,6 +380,7 @@ class InputRecord:
             dtype=d["dtype"],
             source=d["source"],
             seed=d.get("seed"),
+            note=d.get("note"),
         )
 
 
@@ -336,14 +530,17 @@ class ModelReport:
     warnings: tuple[str, ...] = ()
     kerinspect_version: str = ""
     isolation: Isolation | None = None
+    max_depth: int | None = None
 
     @property
     def totals(self) -> Totals:
         """Layer calls (input rows excluded), parameters counted once per layer
         (first call, leaves only, so nested models are not counted twice), and
         the number of tensors and flagged tensors."""
-        calls = [r for r in self.layers if r.class_name != "InputLayer"]
-        params = sum(r.params for r in calls if r.call == 0 and not r.container)
+        calls = [r for r in self.layers if r.class_name != "InputLayer" and r.called]
+        params = sum(
+            r.params for r in self.layers if r.class_name != "InputLayer" and r.call == 0 and not r.container
+        )
         tensors = [o for r in self.layers for o in r.outputs]
         return Totals(
             layer_calls=len(calls),
@@ -366,6 +563,7 @@ class ModelReport:
             "weights": [w.to_dict() for w in self.weights],
             "warnings": list(self.warnings),
             "isolation": None if self.isolation is None else self.isolation.to_dict(),
+            "max_depth": self.max_depth,
         }
 
     @classmethod
@@ -381,7 +579,58 @@ class ModelReport:
             warnings=tuple(d.get("warnings", ())),
             kerinspect_version=d.get("kerinspect_version", ""),
             isolation=Isolation.from_dict(d["isolation"]) if d.get("isolation") else None,
+            max_depth=d.get("max_depth"),
         )
+
+    # -- in a notebook (kerinspect/notebook.py) --
+
+    def __repr__(self) -> str:
+        """A few lines: the model, its counts and the flagged tensors (not every field)."""
+        from .notebook import report_repr
+
+        return report_repr(self)
+
+    def __getitem__(self, key: str) -> LayerRecord | TensorRecord:
+        """The layer call at path ``key`` (``report["block/att"]``, ``report["shared@1"]``),
+        or one of its outputs as ``"path:output"`` (``"block/att:attention_scores"``).
+
+        Raises:
+            KeyError: no such path (a :class:`~kerinspect.notebook.NotFoundError`); the
+                message lists the closest paths.
+        """
+        from .notebook import lookup
+
+        return lookup(self, key)
+
+    def __contains__(self, key: object) -> bool:
+        from .notebook import contains
+
+        return contains(self, key)
+
+    def flagged(self) -> tuple[LayerRecord, ...]:
+        """The layer calls with at least one flagged output, in graph order."""
+        from .notebook import flagged
+
+        return flagged(self)
+
+    def to_pandas(self) -> Any:
+        """A ``pandas.DataFrame``, one row per output tensor, indexed by its key (the
+        layer path, or ``path:output`` for a multi-output call, as in
+        :func:`kerinspect.activations`): the layer's path, class, call, depth and
+        parameters, the tensor's shape and dtype, every statistic of
+        :class:`TensorStats`, its flags (comma-separated) and ``model_output``.
+
+        Raises:
+            ImportError: pandas is not installed (it is optional).
+        """
+        from .notebook import report_frame
+
+        return report_frame(self)
+
+    def _repr_html_(self) -> str:
+        from .notebook import report_html
+
+        return report_html(self)
 
 
 # -- kerinspect check -------------------------------------------------------------
@@ -579,6 +828,33 @@ class CheckResult:
             "error": None if self.error is None else self.error.to_dict(),
         }
 
+    # -- in a notebook (kerinspect/notebook.py) --
+
+    def __repr__(self) -> str:
+        """The verdict, then each failed rule with its counts and first failure."""
+        from .notebook import result_repr
+
+        return result_repr(self)
+
+    def __getitem__(self, rule: str) -> RuleResult:
+        """``result["nan"]``: one rule's result (as :meth:`rule`; the ``KeyError`` lists
+        the rules that ran)."""
+        from .notebook import check_lookup
+
+        return check_lookup(self, rule)
+
+    def to_pandas(self) -> Any:
+        """A ``pandas.DataFrame``, one row per rule: verdict, counts, threshold and the
+        first failing layer. Raises ``ImportError`` without pandas."""
+        from .notebook import check_frame
+
+        return check_frame([self])
+
+    def _repr_html_(self) -> str:
+        from .notebook import check_html
+
+        return check_html([self], f"{self.path}: {self.status}")
+
 
 @dataclass(frozen=True)
 class CheckRun:
@@ -613,6 +889,36 @@ class CheckRun:
             },
             "models": [r.to_dict() for r in self.results],
         }
+
+    # -- in a notebook (kerinspect/notebook.py) --
+
+    def __repr__(self) -> str:
+        """The totals, then each model's status and failed rules."""
+        from .notebook import run_repr
+
+        return run_repr(self)
+
+    def __getitem__(self, path: str) -> CheckResult:
+        """``run["model.keras"]``: one model's result, by the path it was checked as."""
+        from .notebook import run_lookup
+
+        return run_lookup(self, path)
+
+    def to_pandas(self) -> Any:
+        """A ``pandas.DataFrame``, one row per (model, rule). Raises ``ImportError``
+        without pandas."""
+        from .notebook import check_frame
+
+        return check_frame(self.results)
+
+    def _repr_html_(self) -> str:
+        from .notebook import check_html
+
+        caption = (
+            f"{len(self.results)} models: {self.count('passed')} passed, {self.count('failed')} failed, "
+            f"{self.count('error')} errors"
+        )
+        return check_html(self.results, caption)
 
 
 @dataclass(frozen=True)

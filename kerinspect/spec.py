@@ -47,8 +47,27 @@ DEFAULT_DIM = 8
 DEFAULT_MAX_ABS = 1e4
 #: A share of dead units at or above this is ``dead``.
 DEFAULT_MAX_DEAD_FRACTION = 0.5
+#: An output whose RMS is below this times the RMS of its call's float input is ``vanishing``.
+DEFAULT_MIN_RMS_RATIO = 1e-6
+#: A share of values at a bounded activation's saturation bounds at or above this is ``saturated``.
+DEFAULT_MAX_SATURATED_FRACTION = 0.9
+#: An output whose spread across samples is at most this times its RMS, while its
+#: input's is above, is ``constant``.
+DEFAULT_MIN_SAMPLE_SPREAD = 1e-6
+#: An attention head whose every query row has a normalised entropy at or above
+#: this is ``uniform-attention`` (it attends to everything equally).
+DEFAULT_UNIFORM_ATTENTION_ENTROPY = 0.95
+#: An attention head whose every query row puts at least this weight on one key
+#: is ``collapsed-attention``.
+DEFAULT_COLLAPSED_ATTENTION_WEIGHT = 0.95
 #: Largest move of a tensor's mean/std from a baseline, in baseline standard deviations.
 DEFAULT_TOLERANCE = 0.1
+#: ``diff``: largest normalised error ``‖a−b‖/‖a‖`` of an output for the models to agree.
+DEFAULT_DIFF_TOLERANCE = 1e-2
+#: ``report``: the sample drawn, most layers with feature maps, most channels per layer.
+DEFAULT_SAMPLE = 0
+DEFAULT_FEATURE_MAPS = 12
+DEFAULT_CHANNELS = 16
 #: Wall-clock seconds of the isolated worker (0: none).
 DEFAULT_TIMEOUT = 600.0
 #: Parameters a model's config may declare (``--max-params``), estimated statically.
@@ -308,10 +327,29 @@ class Thresholds(Spec):
         max_abs: finite |x| above this is ``exploding`` (lowered for float16 to a
             tenth of its range, see :func:`kerinspect.checks.effective_max_abs`).
         max_dead_fraction: a share of dead units at or above this is ``dead``.
+        min_rms_ratio: an output whose RMS is below this times the RMS of its call's
+            float input is ``vanishing``.
+        max_saturated_fraction: a share of values at the saturation bounds of the
+            layer's bounded activation at or above this is ``saturated``.
+        min_sample_spread: an output whose spread across samples is at most this
+            times its RMS is ``constant`` (when its call's input varies by more).
+        uniform_attention_entropy: an attention head is ``uniform-attention`` when
+            every query row's normalised entropy is at least this.
+        collapsed_attention_weight: an attention head is ``collapsed-attention``
+            when every query row puts at least this weight on one key.
     """
 
     max_abs: float = field(default=DEFAULT_MAX_ABS, metadata=greater_than(0))
     max_dead_fraction: float = field(default=DEFAULT_MAX_DEAD_FRACTION, metadata=between(0, 1))
+    min_rms_ratio: float = field(default=DEFAULT_MIN_RMS_RATIO, metadata=between(0, 1))
+    max_saturated_fraction: float = field(default=DEFAULT_MAX_SATURATED_FRACTION, metadata=between(0, 1))
+    min_sample_spread: float = field(default=DEFAULT_MIN_SAMPLE_SPREAD, metadata=between(0, 1))
+    uniform_attention_entropy: float = field(
+        default=DEFAULT_UNIFORM_ATTENTION_ENTROPY, metadata=between(0, 1)
+    )
+    collapsed_attention_weight: float = field(
+        default=DEFAULT_COLLAPSED_ATTENTION_WEIGHT, metadata=between(0, 1)
+    )
 
     def to_dict(self) -> dict[str, Any]:
         return self.to_json()
@@ -336,6 +374,15 @@ class RunSpec(Spec):
             strings ``("name=16,8",)`` or ``{"name": (16, 8)}``.
         thresholds: limits for the ``exploding`` and ``dead`` flags.
         layers: glob patterns of the layer calls a dump writes (empty: all).
+        depth: capture layer calls nested at most this many levels (1: the model's
+            own layers only); None captures every call at every depth.
+        diff_tolerance: ``diff``: largest normalised error ``‖a−b‖/‖a‖`` of an output
+            for two models to agree, and for a layer not to count as diverging.
+        local: ``diff``: also run each layer of model B on model A's inputs of that
+            layer (shadow mode), telling a layer's own error from the one it inherited.
+        sample: ``report``: the sample whose feature maps and attention are drawn.
+        feature_maps: ``report``: most layers whose feature maps are drawn (0: none).
+        channels: ``report``: most channels drawn per feature map layer.
     """
 
     samples: int | None = field(default=None, metadata=at_least(1))
@@ -345,6 +392,12 @@ class RunSpec(Spec):
     shapes: tuple[str, ...] | dict[str, tuple[int, ...]] = ()
     thresholds: Thresholds = field(default_factory=Thresholds)
     layers: tuple[str, ...] = ()
+    depth: int | None = field(default=None, metadata=at_least(1))
+    diff_tolerance: float = field(default=DEFAULT_DIFF_TOLERANCE, metadata=at_least(0))
+    local: bool = False
+    sample: int = field(default=DEFAULT_SAMPLE, metadata=at_least(0))
+    feature_maps: int = field(default=DEFAULT_FEATURE_MAPS, metadata=at_least(0))
+    channels: int = field(default=DEFAULT_CHANNELS, metadata=at_least(1))
 
 
 @dataclass(frozen=True)

@@ -20,6 +20,10 @@ Two more statistics are kept when asked for (:func:`summarize`'s ``spread`` and
   |y| >= 0.99; ``sigmoid``, ``hard_sigmoid``: y <= 0.01 or y >= 0.99); for
   ``softmax`` (over the last axis), the share of distributions whose largest
   probability is at least 0.99 (one-hot).
+
+and ``histogram``: the **value histogram** over the fixed bins of :mod:`kerinspect.bins`
+(signed log-magnitude, an exact-zero bin), counted block by block in the same pass;
+integer counts, so merged batches and any ``parts`` give exactly the same bins.
 """
 
 from __future__ import annotations
@@ -30,6 +34,7 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
+from kerinspect import bins
 from kerinspect.report import TensorStats
 
 #: Activations whose outputs are bounded, as :func:`summarize`'s ``bounds`` names them.
@@ -84,9 +89,12 @@ class RunningStats:
     #: values (softmax: distributions) at the bounds of the activation, and of how many
     saturated: int = 0
     saturation_of: int = 0
+    #: counts per bin of :mod:`kerinspect.bins` (None: not asked for)
+    hist: np.ndarray | None = None
 
     def merge(self, other: RunningStats) -> RunningStats:
         """Fold ``other`` into ``self`` (Chan et al.'s parallel update) and return self."""
+        self._merge_hist(other)
         self._merge_spread(other)
         self.saturated += other.saturated
         self.saturation_of += other.saturation_of
@@ -110,6 +118,16 @@ class RunningStats:
             else:  # the unit axis changed size between batches: no unit identity
                 self.active = np.zeros(0, dtype=bool)
         return self
+
+    def _merge_hist(self, other: RunningStats) -> None:
+        """Add the histograms; one without (not asked for) makes the merged one None,
+        except into a fresh accumulator, which takes ``other``'s."""
+        if self.count == 0 and self.hist is None:
+            self.hist = None if other.hist is None else other.hist.copy()
+        elif self.hist is not None and other.hist is not None:
+            self.hist += other.hist
+        elif other.count:
+            self.hist = None
 
     def _merge_spread(self, other: RunningStats) -> None:
         """Per-unit Chan update of the samples' moments. A summary without them (or
@@ -171,6 +189,7 @@ class RunningStats:
             rms=self.rms(),
             sample_spread=self.sample_spread(),
             saturated_fraction=self.saturated / self.saturation_of if self.saturation_of else None,
+            histogram=None if self.hist is None else tuple(int(c) for c in self.hist),
         )
 
 
@@ -198,6 +217,7 @@ def summarize(
     map_fn: Callable[[Callable[[tuple[int, int]], _Part], list[tuple[int, int]]], Iterable[_Part]] = map,
     spread: bool = False,
     bounds: str | None = None,
+    histogram: bool = False,
 ) -> RunningStats | None:
     """Summarise one batch. Returns None for non-numeric arrays (strings, objects).
 
@@ -221,7 +241,8 @@ def summarize(
     that scans its first block; a part hands the rows of a sample begun before it
     back to the caller, which folds them in order), so it too is the same for every
     ``parts``. ``bounds`` (one of :data:`BOUNDED`) counts the values at the
-    activation's saturation bounds.
+    activation's saturation bounds. ``histogram=True`` counts the finite values into
+    the bins of :mod:`kerinspect.bins` (integer counts: the same for every ``parts``).
     """
     a = np.asarray(array)
     kind = numeric_kind(a.dtype)
@@ -232,6 +253,8 @@ def summarize(
     units = a.shape[-1] if a.ndim >= 2 else 0
     if units > 0:
         s.active = np.zeros(units, dtype=bool)
+    if histogram and kind != "bool":
+        s.hist = np.zeros(bins.BINS, dtype=np.int64)
     if count == 0:
         return s
     grid = a.reshape(-1, units) if units > 0 else a.reshape(1, -1)
@@ -246,7 +269,7 @@ def summarize(
     # per sample (axis 0) and unit: the sum of the sample's values (rank >= 2 only)
     sums = np.zeros((a.shape[0], n_cols), dtype=np.float64) if spread and units > 0 else None
     positions = n_rows // a.shape[0] if sums is not None else 0
-    scan = _Scan(grid, rows, kind, units, sums, positions, bounds)
+    scan = _Scan(grid, rows, kind, units, sums, positions, bounds, s.hist is not None)
     results = map_fn(scan, spans)
     spread_ok = spread and a.ndim >= 1
     if bounds is not None:
@@ -258,6 +281,8 @@ def summarize(
             for c0, piece in part.lead:  # rows of a sample begun in an earlier part, in order
                 sums[part.lead_sample, c0 : c0 + piece.size] += piece
         s.zeros += part.zeros
+        if s.hist is not None and part.hist is not None:
+            s.hist += part.hist
         s.nan += part.nan
         s.inf += part.inf
         s.min = min(s.min, part.min)
@@ -307,6 +332,7 @@ class _Part:
     lead_sample: int = -1  # a sample begun before this part's first row (-1: none)
     lead: list[tuple[int, np.ndarray]] = field(default_factory=list)  # its rows' sums: (unit, values)
     saturated: int = 0
+    hist: np.ndarray | None = None
 
 
 class _Scan:
@@ -321,9 +347,11 @@ class _Scan:
         sums: np.ndarray | None,
         positions: int,
         bounds: str | None,
+        histogram: bool = False,
     ):
         self.grid, self.rows, self.kind, self.units = grid, rows, kind, units
         self.sums, self.positions, self.bounds = sums, positions, bounds
+        self.histogram = histogram
 
     def __call__(self, span: tuple[int, int]) -> _Part:
         return _scan(self, span)
@@ -337,6 +365,8 @@ def _scan(job: _Scan, span: tuple[int, int]) -> _Part:
     n_cols = grid.shape[1]
     cols = min(n_cols, BLOCK)
     part = _Part(active=np.zeros(units, dtype=bool) if units > 0 else None)
+    if job.histogram:
+        part.hist = np.zeros(bins.BINS, dtype=np.int64)
     if sums is not None and r_begin % positions:
         part.lead_sample = r_begin // positions
     row_max = np.empty(0) if bounds == "softmax" else None  # softmax: a row's max over its column blocks
@@ -380,6 +410,8 @@ def _scan(job: _Scan, span: tuple[int, int]) -> _Part:
                 if not x.size:
                     continue
                 lo, hi = x.min(), x.max()
+            if part.hist is not None:
+                part.hist += _bin_counts(x)
             part.min = min(part.min, float(lo))
             part.max = max(part.max, float(hi))
             k = x.size
@@ -392,6 +424,17 @@ def _scan(job: _Scan, span: tuple[int, int]) -> _Part:
                 m2 = float(np.einsum("i,i->", x, x))
             part.moments.append((k, block_mean, m2))
     return part
+
+
+def _bin_counts(x: np.ndarray) -> np.ndarray:
+    """Counts of the finite float64 values ``x`` per bin of :mod:`kerinspect.bins`
+    (as :func:`kerinspect.bins.bin_of`, vectorised; frexp is exact)."""
+    mantissa, exponent = np.frexp(x)
+    j = 2 * (exponent.astype(np.int64) - bins.MIN_EXP) + (np.abs(mantissa) >= bins.HALF_OCTAVE)
+    np.clip(j, 0, bins.MAGNITUDE_BINS - 1, out=j)
+    index = np.where(x > 0, bins.ZERO + 1 + j, bins.ZERO - 1 - j)
+    index[x == 0] = bins.ZERO
+    return np.bincount(index, minlength=bins.BINS)
 
 
 def _at_bounds(x: np.ndarray, bounds: str, buf: np.ndarray) -> int:

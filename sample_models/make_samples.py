@@ -12,10 +12,12 @@ import io
 import json
 import os
 import sys
+import warnings
 import zipfile
 
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
 sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), ".."))
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))  # custom_layers.py
 
 from kerinspect.engine.tfenv import import_keras  # noqa: E402
 
@@ -57,6 +59,25 @@ def attention() -> keras.Model:
     pooled = layers.GlobalAveragePooling1D(name="pool")(h)
     out = layers.Dense(3, activation="softmax", name="classes")(pooled)
     return keras.Model([tokens, positions], [out, scores], name="attention")
+
+
+def transformer() -> keras.Model:
+    """Custom layers (``custom_layers.py``): a token+position embedding and a
+    transformer block whose MultiHeadAttention is called without asking for scores.
+    Head 1's query and key projections are sharpened so that the two heads differ."""
+    from custom_layers import TokenAndPositionEmbedding, TransformerBlock
+
+    tokens = keras.Input((10,), dtype="int32", name="tokens")
+    h = TokenAndPositionEmbedding(10, 40, 16, name="embed")(tokens)
+    block = TransformerBlock(16, 2, 32, name="block")
+    h = block(h)
+    pooled = layers.GlobalAveragePooling1D(name="pool")(h)
+    model = keras.Model(tokens, layers.Dense(2, activation="softmax", name="classes")(pooled), name="transformer")
+    for projection in (block.att._query_dense, block.att._key_dense):
+        kernel, bias = projection.get_weights()
+        kernel[:, 1, :] *= 60.0  # head 1 attends sharply
+        projection.set_weights([kernel, bias])
+    return model
 
 
 def lstm_state() -> keras.Model:
@@ -130,15 +151,42 @@ def legacy_mlp() -> keras.Model:
     )
 
 
+def classifier() -> keras.Model:
+    """A small MLP classifier: the float32 side of the ``kerinspect diff`` pair."""
+    x = keras.Input((24,), name="features")
+    h = layers.Dense(64, activation="relu", name="fc1")(x)
+    h = layers.LayerNormalization(name="norm")(h)
+    h = layers.Dense(64, activation="gelu", name="fc2")(h)
+    h = layers.Dropout(0.1, name="dropout")(h)
+    h = layers.Dense(32, activation="relu", name="fc3")(h)
+    out = layers.Dense(5, activation="softmax", name="classes")(h)
+    return keras.Model(x, out, name="classifier")
+
+
+def classifier_int8() -> keras.Model:
+    """``classifier`` (the same seed, so the same weights) after ``model.quantize("int8")``
+    (its Dense layers): ``kerinspect diff classifier.keras classifier_int8.keras``.
+    (A quantized MultiHeadAttention does not load back in Keras 3.15, hence no
+    quantized ``attention``.)"""
+    model = classifier()
+    with warnings.catch_warnings():  # "Layer InputLayer does not have a `quantize` method"
+        warnings.simplefilter("ignore")
+        model.quantize("int8")
+    return model
+
+
 MODELS = {
     "cnn.keras": cnn,
     "attention.keras": attention,
+    "transformer.keras": transformer,
     "lstm_state.keras": lstm_state,
     "nested_shared.keras": nested_shared,
     "nan_model.keras": nan_model,
     "dead_relu.keras": dead_relu,
     "exploding.keras": exploding,
     "legacy_mlp.h5": legacy_mlp,
+    "classifier.keras": classifier,
+    "classifier_int8.keras": classifier_int8,
 }
 
 
@@ -178,8 +226,10 @@ def _normalize_zip(path: str) -> None:
         f.write(buf.getvalue())
 
 
-def main(out_dir: str = HERE) -> None:
+def main(out_dir: str = HERE, only: tuple[str, ...] = ()) -> None:
     for name, build in MODELS.items():
+        if only and name not in only:
+            continue
         keras.utils.set_random_seed(1234)
         model = build()
         path = os.path.join(out_dir, name)
@@ -190,4 +240,4 @@ def main(out_dir: str = HERE) -> None:
 
 
 if __name__ == "__main__":
-    main(sys.argv[1] if len(sys.argv) > 1 else HERE)
+    main(sys.argv[1] if len(sys.argv) > 1 else HERE, tuple(sys.argv[2:]))

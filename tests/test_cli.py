@@ -158,7 +158,7 @@ def test_summary_json_is_the_documented_contract(keras):
     data = json.loads(r.stdout)
     assert data["model"]["format"] == "keras" and data["model"]["name"] == "lstm_state"
     assert data["inputs"] == [{"name": "sequence", "shape": [6, 5, 4], "dtype": "float32",
-                               "source": "synthetic", "seed": 3}]
+                               "source": "synthetic", "seed": 3, "note": None}]
     lstm = next(layer for layer in data["layers"] if layer["path"] == "lstm")
     assert [o["name"] for o in lstm["outputs"]] == ["output", "state_h", "state_c"]
     assert lstm["outputs"][0]["shape"] == [6, 5, 8] and lstm["call"] == 0

@@ -111,7 +111,8 @@ def test_json_contract_keys():
     out = layer["outputs"][1]
     assert set(out) >= {"name", "shape", "dtype", "stats", "flags"}
     assert set(out["stats"]) == {"count", "mean", "std", "min", "max", "abs_max", "zero_fraction",
-                                 "nan_count", "inf_count", "dead_fraction"}
+                                 "nan_count", "inf_count", "dead_fraction",
+                                 "rms", "sample_spread", "saturated_fraction"}
     assert out["flags"] == ["exploding"]
 
 

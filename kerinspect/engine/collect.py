@@ -8,8 +8,10 @@ statistics (:class:`StatsCollector`, :func:`inspect_loaded`).
 
 from __future__ import annotations
 
+import math
 import os
 import warnings
+import weakref
 from collections.abc import Mapping, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from typing import Any
@@ -17,15 +19,56 @@ from typing import Any
 import numpy as np
 
 from kerinspect import __version__
-from kerinspect.checks import tensor_flags
+from kerinspect.checks import is_float_dtype, tensor_flags
 from kerinspect.engine.inputs import DEFAULT_DIM, Feed  # noqa: F401 - DEFAULT_DIM re-exported
 from kerinspect.errors import InferenceError, UsageError
 from kerinspect.report import LayerRecord, ModelInfo, ModelReport, TensorRecord, Thresholds, WeightRecord
 from kerinspect.spec import DEFAULT_BATCH_SIZE, DEFAULT_SAMPLES, DEFAULT_SEED, ProgressFn
-from kerinspect.stats import RunningStats, numeric_kind, summarize
+from kerinspect.stats import BOUNDED, RunningStats, numeric_kind, summarize
 
 #: Tensors with at least this many values are summarised in parallel parts.
 PARALLEL_MIN_SIZE = 1 << 20
+
+#: Raw ``keras.ops`` operations that are a bounded activation, by class name.
+_BOUNDED_OPS = {"Tanh": "tanh", "Sigmoid": "sigmoid", "HardSigmoid": "hard_sigmoid"}
+
+
+def bounded_activation(op: Any) -> str | None:
+    """The bounded activation (one of :data:`kerinspect.stats.BOUNDED`) that ``op``'s
+    output is, read from the layer: its ``activation`` (Keras's own layers that apply
+    it last: ``Dense``, ``Conv2D``, ``Activation``...; not the gated RNNs, whose
+    output is not the activation's), a ``Softmax`` over the last axis, or a raw
+    ``keras.ops`` ``tanh``/``sigmoid``/``hard_sigmoid``. None for anything else
+    (custom layers included: where they apply an ``activation`` is their own)."""
+    cls = type(op).__name__
+    module = type(op).__module__ or ""
+    if not module.startswith("keras."):
+        return None
+    if cls in _BOUNDED_OPS:
+        return _BOUNDED_OPS[cls]
+    if cls == "Softmax":
+        axis = getattr(op, "axis", -1)
+        return "softmax" if axis == -1 or axis == [-1] or axis == (-1,) else None
+    if "rnn" in module or hasattr(op, "cell") or hasattr(op, "forward_layer"):
+        return None
+    name = getattr(getattr(op, "activation", None), "__name__", None)
+    return name if name in BOUNDED else None
+
+
+class _Input:
+    """One tensor a call received: another call's output (``source``), or, when it
+    is no reported call's output, its own statistics (``stats``) at ``position``."""
+
+    __slots__ = ("source", "stats", "dtype", "position")
+
+    def __init__(
+        self,
+        source: tuple[int, int] | None = None,
+        stats: RunningStats | None = None,
+        dtype: str = "",
+        position: int = 0,
+    ):
+        self.source, self.stats, self.dtype, self.position = source, stats, dtype, position
 
 
 def default_threads() -> int:
@@ -54,18 +97,91 @@ class StatsCollector:
         self.dtypes: list[list[str]] = []
         self.stats: list[list[RunningStats | None]] = []
         self.model_outputs: set[tuple[int, int]] = set()
+        self.heads: dict[int, Any] = {}  # site index -> HeadAccumulator
+        self.activations: dict[int, str | None] = {}  # site index -> bounded activation
+        self.inputs: dict[int, list[_Input]] = {}  # site index -> what the call received
+        self._live: dict[int, tuple[Any, int, int]] = {}  # id(tensor) -> (weakref, site, output): this batch
         self._first_batch = True
         self._batch_rows = 0
         self._threads = default_threads() if threads is None else max(1, threads)
         self._pool: ThreadPoolExecutor | None = None
 
-    def summarize(self, arr: np.ndarray) -> RunningStats | None:
+    def summarize(
+        self, arr: np.ndarray, *, spread: bool = False, bounds: str | None = None
+    ) -> RunningStats | None:
         """:func:`~kerinspect.stats.summarize`, in parallel parts for a large tensor."""
         if self._threads < 2 or arr.size < PARALLEL_MIN_SIZE or numeric_kind(arr.dtype) is None:
-            return summarize(arr)
+            return summarize(arr, spread=spread, bounds=bounds)
         if self._pool is None:
             self._pool = ThreadPoolExecutor(self._threads, thread_name_prefix="kerinspect-stats")
-        return summarize(arr, parts=self._threads, map_fn=self._pool.map)
+        return summarize(arr, parts=self._threads, map_fn=self._pool.map, spread=spread, bounds=bounds)
+
+    def _batched(self, arr: np.ndarray) -> bool:
+        """Axis 0 holds this batch's samples (the spread across samples is defined)."""
+        return arr.ndim >= 1 and arr.shape[0] == self._batch_rows
+
+    def consumed(self, site: Any, op: Any, inputs: Sequence[Any]) -> None:
+        """Remember what the call receives: for each numeric input, the reported
+        call that produced it (found by identity, nothing recomputed) or, failing
+        that, its own statistics, merged across batches. Also reads the layer's
+        bounded activation (first batch)."""
+        from kerinspect.engine.trace import tensor_dtype, to_numpy
+
+        i = site.index
+        if self._first_batch:
+            self.activations[i] = bounded_activation(op)
+            refs = []
+            for position, t in enumerate(inputs):
+                if not (hasattr(t, "shape") and hasattr(t, "dtype")):
+                    continue  # flags, None, Python numbers
+                source = self._producer(t)
+                if source is not None:
+                    refs.append(_Input(source=source))
+                    continue
+                arr = to_numpy(t)
+                if numeric_kind(arr.dtype) not in ("float", "int"):
+                    continue
+                own = self.summarize(arr, spread=self._batched(arr))
+                refs.append(_Input(stats=own, dtype=tensor_dtype(t), position=position))
+            self.inputs[i] = refs
+            return
+        for ref in self.inputs.get(i, ()):
+            if ref.source is None and ref.stats is not None and ref.position < len(inputs):
+                arr = to_numpy(inputs[ref.position])
+                more = self.summarize(arr, spread=self._batched(arr))
+                if more is not None:
+                    ref.stats.merge(more)
+
+    def _producer(self, t: Any) -> tuple[int, int] | None:
+        """``(site index, output index)`` of the reported output ``t`` is, in this batch."""
+        entry = self._live.get(id(t))
+        if entry is None or entry[0]() is not t:
+            return None
+        return entry[1], entry[2]
+
+    def _input_figures(self, index: int) -> tuple[float | None, float | None]:
+        """``(input_rms, input_spread)`` of one call (see :class:`~kerinspect.report.LayerRecord`)."""
+        squares = 0.0
+        finite = 0
+        spreads = []
+        for ref in self.inputs.get(index, ()):
+            if ref.source is not None:
+                j, k = ref.source
+                if k >= len(self.stats[j]):
+                    continue
+                acc, dtype = self.stats[j][k], self.dtypes[j][k]
+            else:
+                acc, dtype = ref.stats, ref.dtype
+            if acc is None or not acc.finite:
+                continue
+            rms = acc.rms()
+            if is_float_dtype(dtype) and rms is not None:
+                squares += rms * rms * acc.finite
+                finite += acc.finite
+            spread = acc.sample_spread()
+            if spread is not None and rms is not None and (is_float_dtype(dtype) or "int" in dtype):
+                spreads.append(spread)
+        return (math.sqrt(squares / finite) if finite else None), (max(spreads) if spreads else None)
 
     def close(self) -> None:
         """Stop the statistics threads (if any were started)."""
@@ -75,6 +191,7 @@ class StatsCollector:
 
     def start_batch(self, rows: int) -> None:
         self._batch_rows = rows
+        self._live = {}
 
     def enter(self, site: Any) -> None:
         if self._first_batch:
@@ -99,7 +216,11 @@ class StatsCollector:
                     self.stats[i].append(None)
                 continue
             arr = to_numpy(t)
-            s = self.summarize(arr)
+            s = self.summarize(arr, spread=self._batched(arr), bounds=self.activations.get(i))
+            try:
+                self._live[id(t)] = (weakref.ref(t), i, k)
+            except TypeError:  # not weak-referenceable: its consumers summarise it themselves
+                pass
             shape = list(arr.shape)
             if self._first_batch or k >= len(self.stats[i]):
                 self.shapes[i].append(shape)
@@ -116,6 +237,15 @@ class StatsCollector:
     def model_output(self, site: Any, k: int) -> None:
         self.model_outputs.add((site.index, k))
 
+    def attention(self, site: Any, capture: Any) -> None:
+        """Fold one call's attention probabilities into per-head statistics."""
+        from kerinspect.engine.attention import HeadAccumulator
+
+        acc = self.heads.get(site.index)
+        if acc is None:
+            acc = self.heads[site.index] = HeadAccumulator()
+        acc.update(capture)
+
     def end_batch(self) -> None:
         self._first_batch = False
 
@@ -128,16 +258,33 @@ class StatsCollector:
                 else [f"output_{k}" for k in range(len(shapes))]
             )
             is_input = site.class_name == "InputLayer"
+            heads = self.heads.get(site.index)
+            attention = None
+            if heads is not None:
+                output = "attention_scores" if "attention_scores" in names else None
+                attention = heads.record(output, thresholds)
+            input_rms, input_spread = self._input_figures(site.index)
             tensors = []
             for k, (name, shape, dtype, acc) in enumerate(zip(names, shapes, dtypes, stats)):
                 final = None if acc is None else acc.finalize()
+                flags = tensor_flags(
+                    dtype,
+                    final,
+                    thresholds,
+                    is_input=is_input,
+                    input_rms=input_rms,
+                    input_spread=input_spread,
+                    container=site.container,
+                )
+                if attention is not None and name == attention.output:
+                    flags += attention.flags
                 tensors.append(
                     TensorRecord(
                         name,
                         tuple(shape),
                         dtype,
                         final,
-                        tensor_flags(dtype, final, thresholds, is_input=is_input),
+                        flags,
                         model_output=(site.index, k) in self.model_outputs,
                     )
                 )
@@ -151,6 +298,12 @@ class StatsCollector:
                     site.depth,
                     site.container,
                     tuple(tensors),
+                    parent=site.parent,
+                    called=site.called,
+                    attention=attention,
+                    activation=self.activations.get(site.index),
+                    input_rms=input_rms,
+                    input_spread=input_spread,
                 )
             )
         return tuple(out)
@@ -163,7 +316,7 @@ def weight_records(model: Any, thresholds: Thresholds) -> tuple[WeightRecord, ..
     out = []
     for layer, name, w in weight_paths(model):
         value = to_numpy(w.value if hasattr(w, "value") else w)
-        stats = summarize(value)
+        stats = summarize(value)  # no spread: a weight has no samples
         final = None if stats is None else stats.finalize()
         dtype = tensor_dtype(w)
         out.append(
@@ -196,12 +349,18 @@ def build_feed(
     ``source`` overrides how user inputs are described in the report."""
     from kerinspect.engine import inputs as inp
 
-    specs = inp.input_specs(model)
+    try:
+        specs = inp.input_specs(model)
+    except InferenceError as e:
+        if e.rule != "no-signature" or inputs is None:
+            raise
+        return _unsigned_feed(model, inputs, batch_size=batch_size, samples=samples, source=source)
     if inputs is None:
         if isinstance(shapes, Mapping):
             parsed = dict(shapes)
         else:
             parsed = inp.parse_shape_options(shapes or (), specs)
+        specs = token_id_specs(model, specs, dim, parsed)
         return inp.synthetic_feed(
             specs,
             samples=DEFAULT_SAMPLES if samples is None else samples,
@@ -230,6 +389,75 @@ def build_feed(
     return inp.array_feed(arrays, specs, source=source or label, batch_size=batch_size, samples=samples)
 
 
+def token_id_specs(
+    model: Any, specs: list[Any], dim: int, shapes: Mapping[str, tuple[int, ...]]
+) -> list[Any]:
+    """``specs`` with the inputs that reach an ``Embedding`` unchanged (at any depth,
+    inside custom layers too) drawn as token ids in ``[0, input_dim)``, even when
+    declared float, and saying so. Only models that hold an Embedding are probed,
+    with one forward pass of one sample."""
+    from dataclasses import replace
+
+    from kerinspect.engine import inputs as inp
+    from kerinspect.engine.keras_adapter import all_layers
+    from kerinspect.engine.trace import embedding_inputs
+
+    open_specs = [
+        i for i, s in enumerate(specs) if s.kind == "float" or (s.kind == "int" and s.int_high is None)
+    ]
+    if not open_specs or not any(type(layer).__name__ == "Embedding" for layer in all_layers(model)):
+        return specs
+    probes = []
+    for k, s in enumerate(specs):
+        shape = inp.concrete_shape(s, dim, shapes.get(s.name))
+        if s.kind in ("float", "int"):  # 0/1 ids, a different pattern per input
+            pattern = (np.arange(int(np.prod(shape))) // (k + 1)) % 2
+            dtype = (
+                "float32"
+                if s.kind == "float" and s.dtype not in ("float16", "bfloat16", "float64")
+                else s.dtype
+            )
+            probes.append(pattern.reshape((1, *shape)).astype(dtype if dtype != "bfloat16" else "float32"))
+        else:
+            probes.append(
+                next(
+                    inp.synthetic_feed([s], samples=1, batch_size=1, seed=0, dim=dim, shapes=shapes).batches()
+                )[0]
+            )
+    found = embedding_inputs(model, probes)
+    out = list(specs)
+    for i in open_specs:
+        if i in found:
+            high, path = found[i]
+            note = (
+                f"drawn as token ids in [0, {high}) for Embedding {path!r}"
+                if specs[i].kind == "float"
+                else None
+            )
+            out[i] = replace(specs[i], int_high=high, token_note=note)
+    return out
+
+
+def _unsigned_feed(
+    model: Any, inputs: Any, *, batch_size: int, samples: int | None, source: str | None
+) -> Feed:
+    """The feed of a model without an input signature (a subclassed model saved
+    unbuilt): the user's arrays define it."""
+    from kerinspect.engine import inputs as inp
+
+    if isinstance(inputs, (str, os.PathLike)):
+        arrays, label = inp.read_unsigned(inputs), os.fspath(inputs)
+    elif isinstance(inputs, Mapping):
+        arrays, label = {str(k): np.asarray(v) for k, v in inputs.items()}, "array"
+    elif isinstance(inputs, np.ndarray) or not isinstance(inputs, Sequence):
+        arrays, label = {"input": np.asarray(inputs)}, "array"
+    else:
+        arrays = {f"input_{i}" if len(inputs) > 1 else "input": np.asarray(a) for i, a in enumerate(inputs)}
+        label = "array"
+    specs = inp.array_input_specs(arrays)
+    return inp.array_feed(arrays, specs, source=source or label, batch_size=batch_size, samples=samples)
+
+
 def inspect_loaded(
     keras_model: Any,
     inputs: Any = None,
@@ -246,8 +474,14 @@ def inspect_loaded(
     loader: str = "keras",
     notes: tuple[str, ...] = (),
     input_source: str | None = None,
+    max_depth: int | None = None,
+    collector: StatsCollector | None = None,
 ) -> ModelReport:
-    """:func:`inspect_model` on an already-loaded model, in this process."""
+    """:func:`inspect_model` on an already-loaded model, in this process.
+
+    ``max_depth`` limits the layer calls captured to that many nesting levels;
+    ``collector`` replaces the default :class:`StatsCollector` (a subclass that keeps
+    more, as :mod:`kerinspect.engine.pictures` does); it is closed here."""
     thresholds = thresholds or Thresholds()
     feed = build_feed(
         keras_model,
@@ -259,9 +493,9 @@ def inspect_loaded(
         shapes=shapes,
         source=input_source,
     )
-    collector = StatsCollector()
+    collector = StatsCollector() if collector is None else collector
     try:
-        caught = run_batches_collecting_warnings(keras_model, feed, collector, progress)
+        caught = run_batches_collecting_warnings(keras_model, feed, collector, progress, max_depth=max_depth)
     finally:
         collector.close()
     from kerinspect.engine.tfenv import import_keras
@@ -288,18 +522,19 @@ def inspect_loaded(
         weights=weight_records(keras_model, thresholds),
         warnings=tuple(caught),
         kerinspect_version=__version__,
+        max_depth=max_depth,
     )
 
 
 def run_batches_collecting_warnings(
-    model: Any, feed: Feed, visitor: Any, progress: ProgressFn | None = None
+    model: Any, feed: Feed, visitor: Any, progress: ProgressFn | None = None, *, max_depth: int | None = None
 ) -> list[str]:
     """:func:`run_batches`, returning the warnings Keras raised (each once, one line)
     instead of letting them reach stderr."""
     caught: list[str] = []
     with warnings.catch_warnings(record=True) as wlist:
         warnings.simplefilter("always")
-        run_batches(model, feed, visitor, progress)
+        run_batches(model, feed, visitor, progress, max_depth=max_depth)
         for w in wlist:
             text = " ".join(str(w.message).split())
             if text not in caught:
@@ -307,16 +542,19 @@ def run_batches_collecting_warnings(
     return caught
 
 
-def run_batches(model: Any, feed: Feed, visitor: Any, progress: ProgressFn | None = None) -> None:
+def run_batches(
+    model: Any, feed: Feed, visitor: Any, progress: ProgressFn | None = None, *, max_depth: int | None = None
+) -> None:
     """Replay ``model`` on every batch of ``feed``, reporting to ``visitor``.
 
-    ``visitor`` may define ``start_batch(rows)`` and ``end_batch()``.
+    ``visitor`` may define ``start_batch(rows)`` and ``end_batch()``; ``max_depth``
+    limits the layer calls reported to that many nesting levels (None: all).
     Raises :class:`InferenceError` naming the layer that failed.
     """
     from kerinspect.engine.load import innermost_message
     from kerinspect.engine.trace import LayerCallError, Replayer
 
-    replay = Replayer(model, visitor)
+    replay = Replayer(model, visitor, max_depth=max_depth)
     done = 0
     for batch in feed.batches():
         rows = len(batch[0]) if batch else 0

@@ -30,7 +30,7 @@ from kerinspect.safefs import O_NEW, open_dir, os_reason, preallocate, split_rel
 from kerinspect.stats import RunningStats, numeric_kind, summarize
 from kerinspect.units import format_bytes
 
-__all__ = ["dtype_text", "write_dump"]
+__all__ = ["dtype_text", "tensor_key", "write_dump"]
 
 ProgressFn = Callable[[int, int], None]
 
@@ -50,6 +50,19 @@ def _npy_header(dtype: np.dtype, shape: tuple[int, ...]) -> bytes:
         buf = io.BytesIO()
         np.lib.format.write_array_header_2_0(buf, d)
     return buf.getvalue()
+
+
+def tensor_key(path: str, names: Sequence[str], k: int, index: int, keys: set[str]) -> str:
+    """The key of output ``k`` of the call at ``path`` (``index`` in call order), as
+    dumps and :func:`kerinspect.activations` name it: the path for a single-output
+    call, ``path:output`` otherwise (``lstm:state_h``, ``att:attention_scores``),
+    ``#index`` added when it is already in ``keys`` (hostile names can collide:
+    ``x@1`` and x's second call). The key is added to ``keys``."""
+    key = path if len(names) == 1 else f"{path}:{names[k]}"
+    if key in keys:
+        key = f"{key}#{index}"
+    keys.add(key)
+    return key
 
 
 @dataclass
@@ -211,10 +224,7 @@ class _DumpWriter:
             if arr is None or reason is not None:
                 self.skipped.append({**meta, "source_dtype": source_dtype, "reason": reason})
                 continue
-            key = site.path if len(tensors) == 1 else f"{site.path}:{names[k]}"
-            if key in self.keys:  # hostile names can collide ("x@1" and x's second call)
-                key = f"{key}#{site.index}"
-            self.keys.add(key)
+            key = tensor_key(site.path, names, k, site.index, self.keys)
             slot = _Slot(
                 file=tensor_file_name(site.index, k, len(tensors), site.path, names[k]),
                 shape=tuple(int(d) for d in arr.shape[1:]),

@@ -40,6 +40,8 @@ class InputSpec:
         int_high: exclusive upper bound for integer values, when a consumer
             defines one (Embedding ``input_dim``...).
         vocabulary: tokens a consuming lookup/vectorisation layer knows.
+        token_note: set when a float input is drawn as token ids (it reaches an
+            ``Embedding`` unchanged): what the report's input line says.
     """
 
     name: str
@@ -47,6 +49,7 @@ class InputSpec:
     dtype: str
     int_high: int | None = None
     vocabulary: tuple[str, ...] | None = None
+    token_note: str | None = None
 
     @property
     def kind(self) -> str:
@@ -86,11 +89,15 @@ def input_specs(model: Any) -> list[InputSpec]:
 
     graph = graph_of(model)
     if graph is None:
+        built = built_input_specs(model)
+        if built:
+            return built
         raise InferenceError(
             f"Model {model.name!r} ({type(model).__name__}) has no input signature: it is "
-            "not a Functional or built Sequential model.",
+            "not a Functional or built Sequential model, and was saved without the input "
+            "shapes it was built with.",
             rule="no-signature",
-            hint="save the model after building it with keras.Input(...)",
+            hint="feed it sample inputs with --input FILE (.npy, or .npz keyed by input name)",
         )
     specs = []
     for x in graph.inputs:
@@ -98,6 +105,53 @@ def input_specs(model: Any) -> list[InputSpec]:
         high, vocab = _consumer_constraints(graph, x)
         specs.append(InputSpec(x.name, tuple(x.shape), dtype, high, vocab))
     return specs
+
+
+def built_input_specs(model: Any) -> list[InputSpec]:
+    """A subclassed model's signature from the shapes it was built with (its saved
+    ``build_config``): float32, the batch axis dynamic. Empty when there are none."""
+    from kerinspect.engine.keras_adapter import build_input_shapes
+
+    shapes = build_input_shapes(model)
+    if not shapes:
+        return []
+    specs = []
+    for arg, shape in shapes.items():
+        if not isinstance(shape, (tuple, list)) or not all(d is None or isinstance(d, int) for d in shape):
+            return []  # nested structures: no flat signature to draw from
+        name = arg.removesuffix("_shape") or arg
+        specs.append(InputSpec(name if len(shapes) > 1 else "input", (None, *tuple(shape)[1:]), "float32"))
+    return specs
+
+
+def array_input_specs(arrays: Mapping[str, np.ndarray]) -> list[InputSpec]:
+    """A signature read off the user's arrays, for a model that declares none: one
+    input per array, its shape with the batch axis dynamic, its dtype."""
+    specs = []
+    for name, a in arrays.items():
+        kind = np.asarray(a).dtype
+        dtype = "string" if kind.kind in "USO" else str(kind)
+        specs.append(InputSpec(name, (None, *np.shape(a)[1:]), dtype))
+    return specs
+
+
+def read_unsigned(path: str | os.PathLike[str]) -> dict[str, np.ndarray]:
+    """The arrays of an ``.npy`` (one input, named ``input``) or ``.npz`` (one input
+    per key) file, for a model without a signature; never unpickles."""
+    p = os.fspath(path)
+    try:
+        with open(p, "rb") as f:
+            magic = f.read(6)
+    except OSError:
+        magic = b""
+    names = ["input"]
+    if magic.startswith(b"PK"):
+        try:
+            with np.load(p, allow_pickle=False) as data:
+                names = list(data.keys()) or names
+        except Exception:  # noqa: BLE001 - load_arrays says what is wrong with the file
+            pass
+    return load_arrays(p, [InputSpec(n, (None,), "float32") for n in names])
 
 
 def _consumer_constraints(graph: Any, tensor: Any) -> tuple[int | None, tuple[str, ...] | None]:
@@ -206,9 +260,12 @@ def _fmt_declared(shape: Sequence[int | None]) -> str:
 def _generate(spec: InputSpec, rng: np.random.Generator, shape: tuple[int, ...]) -> np.ndarray:
     """Draw one batch. Every kind draws exactly one float64 per element, in order,
     so consecutive batches concatenate to what one large draw would give."""
-    if spec.kind == "float":
+    if spec.kind == "float" and spec.token_note is None:
         return rng.standard_normal(shape).astype(np.float32)
     u = rng.random(shape)
+    if spec.kind == "float":  # token ids for the Embedding it feeds, as floats
+        high = spec.int_high or DEFAULT_INT_HIGH
+        return np.minimum((u * high).astype(np.int64), high - 1).astype(np.float32)
     if spec.kind == "bool":
         return u < 0.5
     if spec.kind == "int":
@@ -235,7 +292,8 @@ def synthetic_feed(
     shapes = shapes or {}
     per_sample = [concrete_shape(s, dim, shapes.get(s.name)) for s in specs]
     records = tuple(
-        InputRecord(s.name, (samples, *shp), s.dtype, "synthetic", seed) for s, shp in zip(specs, per_sample)
+        InputRecord(s.name, (samples, *shp), s.dtype, "synthetic", seed, s.token_note)
+        for s, shp in zip(specs, per_sample)
     )
 
     def batches() -> Iterator[list[np.ndarray]]:
@@ -322,7 +380,9 @@ def _read_rows(zf: Any, entry: Any, max_rows: int | None) -> np.ndarray:
         buf = m.read(count * dtype.itemsize)
     if len(buf) != count * dtype.itemsize:
         raise InputFileError(f"Input array {entry.name!r} is truncated.", rule="input-unreadable")
-    return np.frombuffer(buf, dtype=dtype, count=count).reshape(shape, order="F" if entry.fortran_order else "C")
+    return np.frombuffer(buf, dtype=dtype, count=count).reshape(
+        shape, order="F" if entry.fortran_order else "C"
+    )
 
 
 def array_feed(

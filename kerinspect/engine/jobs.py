@@ -115,6 +115,14 @@ def feed_options(run: RunSpec) -> dict[str, Any]:
     }
 
 
+def _notes(model: ModelRef, loaded: LoadedModel) -> tuple[str, ...]:
+    """How the file was read: by its content (HDF5 named .keras), then the loader's notes."""
+    from kerinspect.scan.preflight import content_note
+
+    note = content_note(shown_path(model), model.format)
+    return loaded.notes if note is None else (note, *loaded.notes)
+
+
 def inspect_job(request: Request, channel: Any) -> dict[str, Any]:
     """``summary``/``check``: the whole report, as JSON."""
     model_file = model_file_of(request.model)
@@ -129,8 +137,9 @@ def inspect_job(request: Request, channel: Any) -> dict[str, Any]:
         path=shown_path(request.model),
         fmt=model_file.format,
         loader=loaded.loader,
-        notes=loaded.notes,
+        notes=_notes(request.model, loaded),
         input_source=None if request.inputs is None else request.inputs.source,
+        max_depth=request.run.depth,
     )
     return {"report": report.to_dict()}
 
@@ -164,4 +173,60 @@ def weights_job(request: Request, channel: Any) -> dict[str, Any]:
     return {"report": data}
 
 
-JOBS = {"inspect": inspect_job, "dump": dump_job, "weights": weights_job}
+def diff_job(request: Request, channel: Any) -> dict[str, Any]:
+    """``diff``: two models on the same inputs, every paired layer call compared."""
+    from kerinspect.engine.diff import diff_loaded, model_info
+    from kerinspect.errors import KerinspectError
+
+    if request.model_b is None:
+        raise KerinspectError("The worker received a malformed request: diff needs model_b", rule="protocol")
+    file_a, file_b = model_file_of(request.model), model_file_of(request.model_b)
+    loaded_a = scan_and_load(file_a, request.load, channel)
+    loaded_b = scan_and_load(file_b, request.load, channel)
+    channel.phase("run")
+    feed = build_feed(
+        loaded_a.model,
+        read_inputs(request.inputs),
+        **feed_options(request.run),
+        source=None if request.inputs is None else request.inputs.source,
+    )
+    report = diff_loaded(
+        loaded_a.model,
+        loaded_b.model,
+        feed,
+        info_a=model_info(
+            loaded_a.model,
+            shown_path(request.model),
+            file_a.format,
+            loaded_a.loader,
+            _notes(request.model, loaded_a),
+        ),
+        info_b=model_info(
+            loaded_b.model,
+            shown_path(request.model_b),
+            file_b.format,
+            loaded_b.loader,
+            _notes(request.model_b, loaded_b),
+        ),
+        tolerance=request.run.diff_tolerance,
+        local=request.run.local,
+        max_depth=request.run.depth,
+        progress=channel.progress,
+    )
+    return {"diff": report.to_dict()}
+
+
+def report_job(request: Request, channel: Any) -> dict[str, Any]:
+    """``report``: :func:`kerinspect.engine.pictures.report_job`."""
+    from .pictures import report_job as job
+
+    return job(request, channel)
+
+
+JOBS = {
+    "inspect": inspect_job,
+    "dump": dump_job,
+    "weights": weights_job,
+    "diff": diff_job,
+    "report": report_job,
+}

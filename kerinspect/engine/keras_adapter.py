@@ -49,6 +49,23 @@ pins the same range). The internals, and what each is used for:
     from others (:func:`is_graph_model`). ``keras.Sequential`` is public, but
     ``Functional`` is not exported, and ``keras.tree`` differs from ``keras.src.tree``
     in no way the engine relies on; both are taken from ``keras.src`` for one source.
+``Layer.__call__`` (the one entry point of every layer call)
+    :func:`layer_call_hook` shadows it on the ``Layer`` class for the duration of a
+    run, so that the engine sees the layers called inside custom layers, subclassed
+    models and wrappers (every call at every depth). Restored exactly in ``finally``;
+    calls on other threads, symbolic calls and calls inside ``tf.function`` traces
+    pass straight through.
+``Layer._flatten_layers(include_self=False, recursive=False)``
+    A layer's direct sub-layers (:func:`sublayers`), to list those built but never
+    called during a call (a fused kernel bypassed them).
+``Layer._build_shapes_dict``
+    The input shapes a subclassed model was built with, as saved in its
+    ``build_config`` (:func:`build_input_shapes`): its input signature.
+``MultiHeadAttention._compute_attention`` / ``GroupedQueryAttention._compute_attention``
+    The attention core (its docstring names it the method to override):
+    :func:`attention_core_replaced` shadows it on one instance to capture the
+    probabilities; ``return_attention_scores`` is an argument of the MHA form and the
+    ``_return_attention_scores`` attribute of the GQA form (:func:`compute_attention_with_scores`).
 ``keras.src.legacy.saving.legacy_h5_format.load_model_from_hdf5``
     Loading ``.h5`` files from an open ``h5py.File`` (whose config the legacy
     upgrade rewrites), with ``safe_mode`` (:func:`load_model_from_hdf5`).
@@ -57,7 +74,9 @@ pins the same range). The internals, and what each is used for:
 from __future__ import annotations
 
 import contextlib
+import inspect
 import re
+import threading
 from collections.abc import Callable, Iterator
 from typing import Any
 
@@ -301,6 +320,134 @@ def simulate_keras_without_graph_hook() -> None:
                 self.__dict__["_run_through_graph"] = hook
 
     Functional.call = call_bypassing_the_instance
+
+
+#: ``hook(original, layer, args, kwargs)``: runs one layer call (by calling
+#: ``original(layer, *args, **kwargs)``) and returns its outputs.
+LayerCallHook = Callable[[Callable[..., Any], Any, tuple[Any, ...], dict[str, Any]], Any]
+
+
+@contextlib.contextmanager
+def layer_call_hook(hook: LayerCallHook) -> Iterator[None]:
+    """For the duration of the block, every concrete ``Layer.__call__`` made on this
+    thread goes through ``hook``.
+
+    The class attribute is replaced (a layer instance cannot shadow ``__call__``:
+    Python looks special methods up on the type) and restored exactly in
+    ``finally``, also when hooks nest. Calls from other threads and symbolic calls
+    (``KerasTensor`` arguments: model construction, ``compute_output_spec``) run the
+    original directly.
+    """
+    layer_cls = keras.layers.Layer
+    missing = object()
+    previous = layer_cls.__dict__.get("__call__", missing)
+    original = layer_cls.__call__
+    owner = threading.get_ident()
+
+    def __call__(self: Any, *args: Any, **kwargs: Any) -> Any:
+        if threading.get_ident() != owner or any_symbolic(args, kwargs):
+            return original(self, *args, **kwargs)
+        return hook(original, self, args, kwargs)
+
+    layer_cls.__call__ = __call__
+    try:
+        yield
+    finally:
+        if previous is missing:  # pragma: no cover - Layer always defines __call__
+            del layer_cls.__call__
+        else:
+            layer_cls.__call__ = previous
+
+
+def any_symbolic(args: Any, kwargs: Any) -> bool:
+    """True when a call's arguments hold a symbolic ``KerasTensor``."""
+    for x in tree.flatten((args, kwargs)):
+        if isinstance(x, KerasTensor):
+            return True
+    return False
+
+
+def sublayers(layer: Any) -> list[Any]:
+    """The layer's direct sub-layers (tracked attributes), each once."""
+    try:
+        return list(layer._flatten_layers(include_self=False, recursive=False))
+    except Exception:  # noqa: BLE001 - a layer that breaks tracking has none we can name
+        return []
+
+
+def all_layers(model: Any) -> list[Any]:
+    """Every layer reachable from ``model`` (itself included), recursively."""
+    try:
+        return list(model._flatten_layers(include_self=True, recursive=True))
+    except Exception:  # noqa: BLE001
+        return [model]
+
+
+def build_input_shapes(model: Any) -> dict[str, Any] | None:
+    """``{argument: shape}`` the (subclassed) model was built with, from its saved
+    ``build_config``; None when it was never built with known shapes."""
+    shapes = getattr(model, "_build_shapes_dict", None)
+    if not isinstance(shapes, dict) or not shapes:
+        return None
+    return dict(shapes)
+
+
+def is_attention_layer(layer: Any) -> bool:
+    """True for ``MultiHeadAttention`` (and subclasses, keras-hub's included) and
+    ``GroupQueryAttention`` (class ``GroupedQueryAttention``): the layers whose ``_compute_attention`` is captured."""
+    layers = keras.layers
+    return isinstance(layer, (layers.MultiHeadAttention, layers.GroupQueryAttention))
+
+
+@contextlib.contextmanager
+def attention_core_replaced(layer: Any, core: Callable[..., Any]) -> Iterator[Callable[..., Any]]:
+    """For the duration of the block, ``layer._compute_attention`` is ``core`` on this
+    instance only; yields the original bound method. (``MultiHeadAttention.call``
+    compares the *class* attribute to choose its causal fast path, so shadowing the
+    instance changes nothing the layer decides.)"""
+    missing = object()
+    previous = layer.__dict__.get("_compute_attention", missing)
+    original = layer._compute_attention
+    layer.__dict__["_compute_attention"] = core
+    try:
+        yield original
+    finally:
+        if previous is missing:
+            layer.__dict__.pop("_compute_attention", None)
+        else:
+            layer.__dict__["_compute_attention"] = previous
+
+
+def bind_attention_arguments(original: Callable[..., Any], args: Any, kwargs: Any) -> dict[str, Any]:
+    """``_compute_attention``'s arguments by name (its signature changed in 3.9 and
+    3.15; GQA's has no ``return_attention_scores``)."""
+    bound = inspect.signature(original).bind(*args, **kwargs)
+    bound.apply_defaults()
+    return dict(bound.arguments)
+
+
+def compute_attention_with_scores(layer: Any, original: Callable[..., Any], arguments: dict[str, Any]) -> Any:
+    """Run ``original`` (a bound ``_compute_attention``) once more, in inference mode,
+    asking for the probabilities: ``(output, scores)``."""
+    arguments = dict(arguments)
+    if "training" in arguments:
+        arguments["training"] = False
+    if "return_attention_scores" in arguments:
+        arguments["return_attention_scores"] = True
+        return original(**arguments)
+    if hasattr(layer, "_return_attention_scores"):  # GroupedQueryAttention reads an attribute
+        before = layer._return_attention_scores
+        layer._return_attention_scores = True
+        try:
+            return original(**arguments)
+        finally:
+            layer._return_attention_scores = before
+    raise TypeError(f"{type(layer).__name__}._compute_attention has no way to ask for scores")
+
+
+def flash_attention_on(layer: Any) -> bool:
+    """True when the layer was configured for flash attention (no scores, ever)."""
+    return bool(getattr(layer, "_flash_attention", False))
 
 
 # -- loading --------------------------------------------------------------------

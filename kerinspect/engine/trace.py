@@ -26,8 +26,8 @@ report with no layers.
 from __future__ import annotations
 
 import contextlib
-from collections.abc import Callable, Sequence
-from dataclasses import dataclass
+from collections.abc import Callable, Iterator, Sequence
+from dataclasses import dataclass, replace
 from typing import Any, Protocol
 
 import numpy as np
@@ -51,9 +51,15 @@ _RNN_STATE_NAMES = {
 
 @dataclass(frozen=True)
 class CallSite:
-    """One call of one operation, as the report will name it."""
+    """One call of one operation, as the report will name it.
 
-    index: int  # position in graph order across the whole (nested) replay
+    ``in_graph`` is True for a node of a functional graph (what the graph replay
+    runs), False for a layer called inside another layer's ``call`` (seen through
+    the ``Layer.__call__`` hook). ``called`` is False for a sub-layer its parent
+    built but did not call (it gets no ``produced`` event).
+    """
+
+    index: int  # position in call order across the whole (nested) run
     path: str
     name: str
     class_name: str
@@ -62,6 +68,9 @@ class CallSite:
     depth: int
     container: bool
     output_names: tuple[str, ...]
+    parent: str | None = None
+    in_graph: bool = True
+    called: bool = True
 
 
 class Visitor(Protocol):
@@ -72,7 +81,13 @@ class Visitor(Protocol):
         """Called with the call's flattened outputs, once they exist."""
 
     # Optional: ``model_output(site, k)`` is called after ``produced`` when output
-    # ``k`` of ``site`` is one of the top model's own outputs.
+    # ``k`` of ``site`` is one of the top model's own outputs; ``attention(site,
+    # capture)`` before ``produced`` for every call of an attention layer
+    # (:class:`~kerinspect.engine.attention.Capture`); ``consumed(site, op, inputs)``
+    # after ``enter`` with the operation and the tensors the call receives;
+    # ``arguments(site, op, args, kwargs)`` after ``consumed`` with the call's own
+    # positional and keyword arguments (graph nodes and inner layer calls; what a
+    # shadow re-run of the call needs, see :meth:`Replayer.quietly`).
 
 
 class LayerCallError(Exception):
@@ -156,7 +171,7 @@ def output_names(op: Any, n: int) -> tuple[str, ...]:
     if n == 1:
         return ("output",)
     cls = type(op).__name__
-    if cls == "MultiHeadAttention" and n == 2:
+    if ka.is_attention_layer(op) and n == 2:
         return ("output", "attention_scores")
     if cls == "Bidirectional":
         inner = _RNN_STATE_NAMES.get(type(getattr(op, "forward_layer", None)).__name__)
@@ -172,9 +187,10 @@ _UNSET: Any = object()
 
 
 def runs_a_loop(op: Any) -> bool:
-    """True for layers whose call is a loop over time steps (RNN layers and the
-    Bidirectional wrapper): the ones worth running as a graph."""
-    return isinstance(op, (keras.layers.RNN, keras.layers.Bidirectional))
+    """True for layers whose call is a loop over time steps (RNN layers): the ones
+    worth running as a graph. (A ``Bidirectional`` wrapper runs eagerly: its forward
+    and backward RNNs are calls of their own, each run as a graph.)"""
+    return isinstance(op, keras.layers.RNN)
 
 
 @dataclass
@@ -229,44 +245,97 @@ def call_order(graph: Any) -> list[tuple[Any, Any, str]]:
     return [(s.node, s.op, s.relpath) for s in _plan(graph).steps]
 
 
+class _Frame:
+    """One layer call in progress: the parent of the calls made inside it."""
+
+    __slots__ = ("site", "op", "entered", "children", "seen", "counts", "capture", "hidden")
+
+    def __init__(self, site: CallSite, op: Any, *, entered: bool = False, hidden: bool = False):
+        self.site = site
+        self.op = op
+        self.entered = entered  # its own __call__ has started (later calls of op are inner calls)
+        self.children = 0  # inner calls reported under it
+        self.seen: set[int] = set()  # ids of sub-layers called (eagerly or in a graph)
+        self.counts: dict[int, int] = {}  # calls per sub-layer within this call: ``@k``
+        self.capture: Any = None  # attention capture of this call
+        self.hidden = hidden  # deeper than ``max_depth``: nothing under it is reported
+
+
 class Replayer:
     """Runs a model batch by batch, reporting every layer call to a visitor.
 
+    Two mechanisms, both restored when each batch ends:
+
+    * functional graphs (the top model, nested Functional/Sequential models) run
+      node by node through :meth:`_replay` (``Functional._run_through_graph``);
+    * every other layer call at any depth (inside a custom layer's ``call``, a
+      subclassed model, a wrapper, an attention layer's projections) is seen by a
+      hook on ``Layer.__call__`` (:func:`~kerinspect.engine.keras_adapter.layer_call_hook`)
+      and reported under its parent's path (``block/att``, ``block/att/query``,
+      ``block/dense@1`` for a second call within one parent call). Calls inside a
+      ``tf.function`` trace (an RNN's compiled loop) are not rows: their values are
+      graph tensors. Sub-layers a call built but did not call are reported as such.
+
+    Attention layers have their probabilities captured
+    (:class:`~kerinspect.engine.attention.AttentionProbe`) and reported as one more
+    output, ``attention_scores``, unless the layer already returns them.
+
     Args:
-        model: a built Keras model (Functional, Sequential or subclassed; a
-            subclassed model is reported as one opaque call).
+        model: a built Keras model (Functional, Sequential or subclassed).
         visitor: receives :meth:`Visitor.enter` / :meth:`Visitor.produced` events,
-            in graph order, for every call of every operation.
+            in call order, for every call of every operation.
+        max_depth: report calls nested at most this many levels (1: the top
+            model's own layers); None: every level.
+        attention: capture attention probabilities.
+        watch: called as ``watch(site, layer, args)`` before every reported layer
+            call runs (the input-range probe uses it).
     """
 
-    def __init__(self, model: Any, visitor: Visitor):
+    def __init__(
+        self,
+        model: Any,
+        visitor: Visitor,
+        *,
+        max_depth: int | None = None,
+        attention: bool = True,
+        watch: Callable[[CallSite, Any, tuple[Any, ...]], None] | None = None,
+    ):
         self.model = model
         self.visitor = visitor
         self.graph = graph_of(model)
+        self.max_depth = max_depth
+        self.attention = attention
+        self.watch = watch
         self._plans: dict[int, _Plan] = {}
         self._index = 0
         self._calls: dict[int, int] = {}
         self._completed = 0  # layer calls finished in this batch (inputs excluded)
         self._current: CallSite | None = None
         self._graph_calls: dict[int, Any] = {}  # id(op) -> its call as a tf.function, or None
+        self._stack: list[_Frame] = []
+        self._quiet = 0  # > 0: layer calls run unreported (the attention re-run)
+        self._graph_seen: dict[int, set[int]] = {}  # id(layer) -> sub-layers its traced graph calls
 
     def __call__(self, inputs: Sequence[Any]) -> Any:
         """Run one batch. ``inputs`` is the flat list of arrays, in ``model.inputs`` order."""
         self._index = 0
         self._calls = {}
         self._completed = 0
-        if self.graph is None:
-            return self._run_opaque(inputs)
-        struct = ka.pack_like(ka.inputs_struct(self.graph), list(inputs))
-        installed = self._installed(self.graph, prefix="", depth=0, top=True)
-        with installed:
-            try:
-                out = self.model(struct, training=False)
-            except (LayerCallError, ka.KerasDriftError):
-                raise
-            except Exception as e:  # noqa: BLE001 - failed before any layer ran
-                site = self._current or self._site(self.model, "", self.model.name, 0, 1)
-                raise LayerCallError(site, self._completed, e) from e
+        self._stack = []
+        self._quiet = 0
+        with ka.layer_call_hook(self._on_layer_call):
+            if self.graph is None:
+                return self._run_opaque(inputs)
+            struct = ka.pack_like(ka.inputs_struct(self.graph), list(inputs))
+            installed = self._installed(self.graph, prefix="", depth=0, top=True)
+            with installed:
+                try:
+                    out = self.model(struct, training=False)
+                except (LayerCallError, ka.KerasDriftError):
+                    raise
+                except Exception as e:  # noqa: BLE001 - failed before any layer ran
+                    site = self._current or self._site(self.model, "", self.model.name, 0, 1)
+                    raise LayerCallError(site, self._completed, e) from e
         self._check_hook(installed, self.model)
         return out
 
@@ -280,13 +349,23 @@ class Replayer:
             raise ka.hook_did_not_run(model.name)
 
     def _site(
-        self, op: Any, prefix: str, relpath: str, depth: int, n_out: int, container: bool = False
+        self,
+        op: Any,
+        prefix: str,
+        relpath: str,
+        depth: int,
+        n_out: int,
+        container: bool = False,
+        *,
+        in_graph: bool = True,
+        called: bool = True,
     ) -> CallSite:
         """Name the next call. ``call`` counts calls of this operation object across
         the whole model (so the layers inside a nested model's second call are
-        second calls too); ``relpath`` carries the graph-local ``@k`` suffix."""
+        second calls too); ``relpath`` carries the local ``@k`` suffix."""
         call = self._calls.get(id(op), 0)
-        self._calls[id(op)] = call + 1
+        if called:
+            self._calls[id(op)] = call + 1
         site = CallSite(
             index=self._index,
             path=f"{prefix}/{relpath}" if prefix else relpath,
@@ -297,36 +376,138 @@ class Replayer:
             depth=depth,
             container=container,
             output_names=output_names(op, n_out),
+            parent=prefix or None,
+            in_graph=in_graph,
+            called=called,
         )
         self._index += 1
         return site
 
+    def _hidden(self, depth: int) -> bool:
+        return self.max_depth is not None and depth >= self.max_depth
+
+    @contextlib.contextmanager
+    def _quietly(self) -> Iterator[None]:
+        """Layer calls made in the block are not reported (a re-run of our own)."""
+        self._quiet += 1
+        try:
+            yield
+        finally:
+            self._quiet -= 1
+
     def _run_opaque(self, inputs: Sequence[Any]) -> Any:
+        """A model without a functional graph (subclassed): one row for the model,
+        then every layer call made inside its ``call``."""
         n_out = len(ka.flatten(getattr(self.model, "outputs", None) or [None]))
-        site = self._site(self.model, "", self.model.name, 0, n_out)
+        site = self._site(self.model, "", self.model.name, 0, n_out, in_graph=False)
         self.visitor.enter(site)
+        self._consumed(site, self.model, list(inputs))
         arg = inputs[0] if len(inputs) == 1 else list(inputs)
+        frame = _Frame(site, self.model)
+        self._stack.append(frame)
         try:
             out = self.model(arg, training=False)
+        except (LayerCallError, ka.KerasDriftError):
+            raise
         except Exception as e:  # noqa: BLE001
-            raise LayerCallError(site, 0, e) from e
-        flat = ka.flatten(out)
-        if len(flat) != len(site.output_names):
-            site = CallSite(**{**site.__dict__, "output_names": output_names(self.model, len(flat))})
+            raise LayerCallError(self._current or site, self._completed, e) from e
+        finally:
+            self._stack.pop()
+        site, flat = self._finish(frame, ka.flatten(out))
         self.visitor.produced(site, flat)
-        for k in range(len(flat)):
+        for k in range(len(ka.flatten(out))):
             self._model_output(site, k)
         return out
+
+    def _consumed(self, site: CallSite, op: Any, inputs: list[Any]) -> None:
+        """Tell the visitor (if it asks) what a reported call receives."""
+        seen = getattr(self.visitor, "consumed", None)
+        if seen is not None:
+            seen(site, op, inputs)
+
+    def _arguments(self, site: CallSite, op: Any, args: Any, kwargs: dict[str, Any]) -> None:
+        """Tell the visitor (if it asks) the arguments a reported call is made with."""
+        given = getattr(self.visitor, "arguments", None)
+        if given is not None:
+            given(site, op, args, kwargs)
+
+    def quietly(self) -> contextlib.AbstractContextManager[None]:
+        """Context manager: layer calls made in the block (by a visitor, during a
+        batch) run as plain Keras calls, unreported (a shadow re-run of a layer)."""
+        return self._quietly()
 
     def _model_output(self, site: CallSite, k: int) -> None:
         mark = getattr(self.visitor, "model_output", None)
         if mark is not None:
             mark(site, k)
 
-    def _call(self, op: Any, operation_fn: Callable[[Any], Any], args: Any, kwargs: dict[str, Any]) -> Any:
-        """Call one (non-container) operation as Keras would.
+    def _on_layer_call(
+        self, original: Callable[..., Any], layer: Any, args: Any, kwargs: dict[str, Any]
+    ) -> Any:
+        """Every concrete ``Layer.__call__`` of the run comes here."""
+        top = self._stack[-1] if self._stack else None
+        if top is None or self._quiet:
+            return original(layer, *args, **kwargs)
+        if top.op is layer and not top.entered:  # the call the replay itself made
+            top.entered = True
+            return self._run(top, original, layer, args, kwargs)
+        if not tf.executing_eagerly():  # inside a tf.function trace: graph tensors
+            # (traced once, on the first batch: remembered for the next ones)
+            self._graph_seen.setdefault(id(top.op), set()).add(id(layer))
+            return original(layer, *args, **kwargs)
+        top.seen.add(id(layer))
+        depth = top.site.depth + 1
+        if top.hidden or self._hidden(depth):
+            frame = _Frame(top.site, layer, entered=True, hidden=True)
+            self._stack.append(frame)
+            try:
+                return self._run(frame, original, layer, args, kwargs)
+            finally:
+                self._stack.pop()
+        k = top.counts.get(id(layer), 0)
+        top.counts[id(layer)] = k + 1
+        top.children += 1
+        relpath = layer.name if k == 0 else f"{layer.name}@{k}"
+        site = self._site(layer, top.site.path, relpath, depth, 1, in_graph=False)
+        previous, self._current = self._current, site
+        self.visitor.enter(site)
+        self._consumed(site, layer, ka.flatten((args, kwargs)))
+        self._arguments(site, layer, args, kwargs)
+        frame = _Frame(site, layer, entered=True)
+        self._stack.append(frame)
+        try:
+            outputs = self._run(frame, original, layer, args, kwargs)
+        except (LayerCallError, ka.KerasDriftError):
+            raise
+        except Exception as e:  # noqa: BLE001 - re-raised with the innermost failing layer
+            raise LayerCallError(site, self._completed, e) from e
+        finally:
+            self._stack.pop()
+        site, flat = self._finish(frame, ka.flatten(outputs))
+        self._completed += 1
+        self.visitor.produced(site, flat)
+        self._current = previous
+        return outputs
 
-        A layer with a time loop (:func:`runs_a_loop`) has its ``call`` run as a
+    def _run(
+        self, frame: _Frame, original: Callable[..., Any], layer: Any, args: Any, kwargs: dict[str, Any]
+    ) -> Any:
+        """Run one layer call: RNN loops as a graph, attention with its probabilities captured."""
+        if self.watch is not None and not frame.hidden:
+            self.watch(frame.site, layer, args)
+        if self.attention and not frame.hidden and ka.is_attention_layer(layer):
+            from kerinspect.engine.attention import AttentionProbe
+
+            probe = AttentionProbe(layer, self._quietly)
+            with ka.attention_core_replaced(layer, probe) as core:
+                probe.original = core
+                out = self._compiled(original, layer, args, kwargs)
+            frame.capture = probe.capture
+            return out
+        return self._compiled(original, layer, args, kwargs)
+
+    def _compiled(self, original: Callable[..., Any], layer: Any, args: Any, kwargs: dict[str, Any]) -> Any:
+        """A layer with a time loop (:func:`runs_a_loop`) has its ``call`` run as a
         ``tf.function`` (traced once per input signature, kept for every batch):
         Keras's RNN loop is a ``tf.while_loop``, which eagerly is a Python loop,
         about 10x slower than in a graph (an LSTM over 100 steps). Only ``call``
@@ -334,18 +515,55 @@ class Replayer:
         the training flag and output masks are handled exactly as before. If the
         compiled call fails, the layer runs eagerly from then on.
         """
-        compiled = self._graph_calls.get(id(op), _UNSET)
+        compiled = self._graph_calls.get(id(layer), _UNSET)
         if compiled is _UNSET:
-            compiled = self._graph_calls[id(op)] = (
-                tf.function(op.call, reduce_retracing=True) if runs_a_loop(op) else None
+            compiled = self._graph_calls[id(layer)] = (
+                tf.function(layer.call, reduce_retracing=True) if runs_a_loop(layer) else None
             )
         if compiled is not None:
             try:
-                with ka.call_replaced(op, compiled):
-                    return operation_fn(op)(*args, **kwargs)
+                with ka.call_replaced(layer, compiled):
+                    return original(layer, *args, **kwargs)
             except Exception:  # noqa: BLE001 - not traceable (Python side effects...): as Keras does
-                self._graph_calls[id(op)] = None
-        return operation_fn(op)(*args, **kwargs)
+                self._graph_calls[id(layer)] = None
+        return original(layer, *args, **kwargs)
+
+    def _finish(self, frame: _Frame, flat: list[Any]) -> tuple[CallSite, list[Any]]:
+        """After a call: its site as the report shows it (container when calls were
+        reported inside it, output names, the attention probabilities as one more
+        output), and its sub-layers that were never called."""
+        site = frame.site
+        op = frame.op
+        names = output_names(op, len(flat))
+        capture = frame.capture
+        if capture is not None:
+            if capture.probs is not None and not any(t is capture.probs for t in flat):
+                flat = [*flat, capture.probs]
+                names = (*output_names(op, len(flat) - 1), "attention_scores")
+            elif capture.probs is not None:
+                k = next(i for i, t in enumerate(flat) if t is capture.probs)
+                names = tuple("attention_scores" if i == k else n for i, n in enumerate(names))
+            report = getattr(self.visitor, "attention", None)
+            if report is not None:
+                report(site, capture)
+        changes: dict[str, Any] = {}
+        if names != site.output_names:
+            changes["output_names"] = names
+        inner_hidden = self._hidden(site.depth + 1)
+        if inner_hidden and site.container:  # its inner rows are not shown: a leaf here
+            changes["container"] = False
+        elif frame.children and not site.container:
+            changes["container"] = True
+        if changes:
+            site = replace(site, **changes)
+        if not frame.hidden and not inner_hidden and not ka.is_graph_model(op):
+            seen = frame.seen | self._graph_seen.get(id(op), set())
+            for sub in ka.sublayers(op):
+                if id(sub) not in seen:
+                    self.visitor.enter(
+                        self._site(sub, site.path, sub.name, site.depth + 1, 0, in_graph=False, called=False)
+                    )
+        return site, flat
 
     def _installed(self, graph: Any, *, prefix: str, depth: int, top: bool) -> _Installed:
         return _Installed(self, graph, prefix, depth, top)
@@ -373,6 +591,7 @@ class Replayer:
                 self.visitor.produced(site, [y])
         remaining = dict(plan.consumers)
         completed = self._completed
+        hidden = self._hidden(depth)
         for step in plan.steps:
             if any(id(x) not in tensors for x in step.inputs):
                 continue  # not computable from these inputs (as in Keras)
@@ -380,28 +599,38 @@ class Replayer:
             sub = graph_of(op) if ka.is_graph_model(op) else None
             site = self._site(op, prefix, step.relpath, depth, len(step.outputs), container=sub is not None)
             self._current = site
-            self.visitor.enter(site)
+            if not hidden:
+                self.visitor.enter(site)
+                self._consumed(site, op, [tensors[i] for i in step.input_ids])
             args, kwargs = ka.fill_in_arguments(step.node, tensors)
+            if not hidden:
+                self._arguments(site, op, args, kwargs)
+            frame = _Frame(site, op, hidden=hidden)
+            self._stack.append(frame)
             try:
-                if sub is not None:
+                if sub is not None and not self._hidden(depth + 1):
                     inner = self._installed(sub, prefix=site.path, depth=depth + 1, top=False)
                     with inner:
                         outputs = operation_fn(op)(*args, **kwargs)
+                    self._check_hook(inner, op)
                 else:
-                    outputs = self._call(op, operation_fn, args, kwargs)
+                    outputs = operation_fn(op)(*args, **kwargs)
             except (LayerCallError, ka.KerasDriftError):
                 raise
             except Exception as e:  # noqa: BLE001 - re-raised with the failing layer
                 raise LayerCallError(site, self._completed, e) from e
-            if sub is not None:
-                self._check_hook(inner, op)
+            finally:
+                self._stack.pop()
             flat = ka.flatten(outputs)
             self._completed += 1
-            self.visitor.produced(site, flat)
-            if top:
-                for k, x in enumerate(step.outputs):
-                    if id(x) in plan.keep:
-                        self._model_output(site, k)
+            if not hidden:
+                shown_site, shown = self._finish(frame, flat)
+                self.visitor.produced(shown_site, shown)
+                if top:
+                    for k, x in enumerate(step.outputs):
+                        if id(x) in plan.keep:
+                            self._model_output(shown_site, k)
+                del shown
             for x, y in zip(step.outputs, flat):
                 if remaining.get(id(x)) or id(x) in plan.keep:
                     tensors[id(x)] = y
@@ -458,3 +687,45 @@ def to_numpy(t: Any) -> np.ndarray:
     if isinstance(t, tf.Tensor):
         return np.asarray(t)
     return np.asarray(keras.ops.convert_to_numpy(t))
+
+
+class _Nothing:
+    """A visitor that keeps nothing."""
+
+    def enter(self, site: CallSite) -> None:
+        pass
+
+    def produced(self, site: CallSite, tensors: Sequence[Any]) -> None:
+        pass
+
+
+def embedding_inputs(model: Any, probes: Sequence[np.ndarray]) -> dict[int, tuple[int, str]]:
+    """Which model inputs reach an ``Embedding`` unchanged, at any depth.
+
+    Runs the model once on ``probes`` (one small batch per input, values that are
+    valid ids for any Embedding and tell the inputs apart) and watches every layer
+    call: an ``Embedding`` whose input equals probe ``i`` (same shape and values)
+    reads model input ``i``. Returns ``{i: (smallest input_dim, path of that
+    Embedding)}``; empty when the run fails (the real run will say why).
+    """
+    found: dict[int, tuple[int, str]] = {}
+    embedding = keras.layers.Embedding
+
+    def watch(site: CallSite, layer: Any, args: tuple[Any, ...]) -> None:
+        if not isinstance(layer, embedding) or not args:
+            return
+        try:
+            seen = to_numpy(args[0])
+        except Exception:  # noqa: BLE001 - not a tensor we can read
+            return
+        for i, p in enumerate(probes):
+            if seen.shape == p.shape and np.array_equal(seen.astype(np.float64), p.astype(np.float64)):
+                dim = int(layer.input_dim)
+                if i not in found or dim < found[i][0]:
+                    found[i] = (dim, site.path)
+
+    try:
+        Replayer(model, _Nothing(), attention=False, watch=watch)(list(probes))
+    except Exception:  # noqa: BLE001 - the probe is a hint; the real run reports failures
+        return {}
+    return found

@@ -20,7 +20,7 @@ from kerinspect.errors import KerinspectError
 from kerinspect.spec import LoadOptions, RunSpec, Spec, SpecError, one_of
 
 #: The jobs of :data:`kerinspect.engine.jobs.JOBS`.
-COMMANDS = ("inspect", "dump", "weights")
+COMMANDS = ("inspect", "dump", "weights", "report", "diff")
 #: The messages the worker sends back (checked by :mod:`kerinspect.sandbox.runner`).
 MESSAGE_TYPES = ("phase", "progress", "result", "error")
 
@@ -73,6 +73,7 @@ class Request(Spec):
             (checked to exist by the parent), ``max_params``).
         write: ``dump`` only: the write job of :func:`kerinspect.dump.prepare_dump`
             (``plan["write"]``), passed through untouched.
+        model_b: ``diff`` only: the second model file (compared with ``model``).
     """
 
     command: str = field(metadata=one_of(*COMMANDS))
@@ -81,6 +82,7 @@ class Request(Spec):
     run: RunSpec = field(default_factory=RunSpec)
     load: LoadOptions = field(default_factory=LoadOptions)
     write: dict[str, Any] | None = None
+    model_b: ModelRef | None = None
 
 
 def parse_request(data: Any) -> Request:

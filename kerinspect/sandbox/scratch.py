@@ -1,7 +1,8 @@
 """Private scratch directories of a run, and the sweep that removes a killed run's.
 
 Every directory a run makes in the temp folder (the worker's scratch HOME with its
-``request.json``, in-memory inputs handed to the worker, the model snapshot) is named
+``request.json``, in-memory inputs handed to the worker, the model snapshot, the dump
+:func:`kerinspect.activations` reads back from a model file) is named
 ``kerinspect-<kind>-<pid>-<random>`` after the kerinspect process that owns it. A run
 removes its own in ``finally``; a run that was SIGKILLed cannot, so each new run first
 sweeps the directories whose owner process is gone. A directory whose pid is alive (the
@@ -18,7 +19,7 @@ import shutil
 import stat
 import tempfile
 
-KINDS = ("worker", "inputs", "snapshot")
+KINDS = ("worker", "inputs", "snapshot", "activations")
 _NAME = re.compile(rf"kerinspect-(?:{'|'.join(KINDS)})-(\d+)-[A-Za-z0-9_]+\Z")
 
 

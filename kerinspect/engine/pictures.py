@@ -1,0 +1,323 @@
+"""What ``kerinspect report`` needs beyond the statistics, computed in the worker.
+
+:class:`PictureCollector` is the :class:`~kerinspect.engine.collect.StatsCollector`
+of a report: it also counts every output's value histogram (:mod:`kerinspect.bins`),
+and, for one chosen sample (``RunSpec.sample``), keeps small plain pictures:
+
+* **feature maps**: for a convolution's 4-D output ``(batch, H, W, C)``, the sample's
+  channels with the largest variance (at most ``RunSpec.channels``), each
+  downsampled by block means to at most :data:`MAX_MAP` pixels a side; for a 3-D
+  sequence output ``(batch, T, C)`` of a convolution, recurrent layer or embedding, a
+  strip (one row per channel, time along the width, at most :data:`MAX_STRIP` wide).
+  Of the layers that qualify, ``RunSpec.feature_maps`` are kept, evenly spaced
+  along the depth;
+* **attention probabilities**: per attention layer and head, the sample's query x key
+  matrix, summed over blocks of keys and averaged over blocks of queries down to at
+  most :data:`MAX_ATTENTION` a side, with the token ids of the model's integer
+  inputs for the axes.
+
+Each picture leaves the worker as bytes 0-255 (base64) with its value range: the
+parent, which never imports numpy, only colours and encodes them
+(:mod:`kerinspect.figures`). Nothing else of the sample is kept: the sample's
+tensors are reduced as they appear and released with the batch.
+"""
+
+from __future__ import annotations
+
+import base64
+from typing import Any
+
+import numpy as np
+
+from kerinspect.engine.collect import PARALLEL_MIN_SIZE, StatsCollector
+from kerinspect.errors import UsageError, escape_text
+from kerinspect.sandbox.protocol import Request
+from kerinspect.stats import RunningStats, numeric_kind, summarize
+
+#: Largest side of a feature map picture, and width of a sequence strip.
+MAX_MAP = 64
+MAX_STRIP = 256
+#: Largest side of an attention picture (queries and keys).
+MAX_ATTENTION = 128
+#: Most token ids kept of one integer input.
+MAX_TOKENS = 4096
+#: Layer classes whose 3-D outputs are drawn as strips (besides convolutions).
+SEQUENCE_LAYERS = ("LSTM", "GRU", "SimpleRNN", "Bidirectional", "Embedding", "ConvLSTM1D")
+
+
+def _bytes_of(unit: np.ndarray) -> str:
+    """Values in [0, 1] as base64 bytes 0-255, row-major."""
+    q = np.clip(np.rint(np.nan_to_num(unit, nan=0.0) * 255.0), 0, 255).astype(np.uint8)
+    return base64.b64encode(q.tobytes()).decode("ascii")
+
+
+def _pool(a: np.ndarray, fy: int, fx: int, how: str = "mean") -> np.ndarray:
+    """Block-reduce a 2-D array by ``fy`` x ``fx`` (a last partial block counts as one)."""
+    h, w = a.shape
+    ph, pw = -(-h // fy) * fy, -(-w // fx) * fx
+    if (ph, pw) != (h, w):
+        padded = np.zeros((ph, pw), dtype=np.float64)
+        padded[:h, :w] = a
+        counts = np.zeros((ph, pw), dtype=np.float64)
+        counts[:h, :w] = 1
+        total = padded.reshape(ph // fy, fy, pw // fx, fx).sum(axis=(1, 3))
+        if how == "sum":
+            return total
+        return total / np.maximum(counts.reshape(ph // fy, fy, pw // fx, fx).sum(axis=(1, 3)), 1)
+    blocks = a.astype(np.float64).reshape(h // fy, fy, w // fx, fx)
+    return blocks.sum(axis=(1, 3)) if how == "sum" else blocks.mean(axis=(1, 3))
+
+
+def _scale(a: np.ndarray) -> tuple[np.ndarray, float, float]:
+    finite = a[np.isfinite(a)]
+    if not finite.size:
+        return np.zeros_like(a, dtype=np.float64), 0.0, 0.0
+    lo, hi = float(finite.min()), float(finite.max())
+    span = hi - lo
+    return ((a - lo) / span if span > 0 else np.zeros_like(a, dtype=np.float64)), lo, hi
+
+
+def feature_map(arr: np.ndarray, channels: int) -> dict[str, Any] | None:
+    """The picture of one sample's output (``arr`` without the batch axis): a grid of
+    its top-variance channels (rank 3: ``H, W, C``) or a strip (rank 2: ``T, C``)."""
+    a = np.asarray(arr, dtype=np.float64)
+    if a.ndim == 3:
+        h, w, c = a.shape
+        flat = a.reshape(h * w, c)
+        var = np.nanvar(np.where(np.isfinite(flat), flat, np.nan), axis=0) if h * w else np.zeros(c)
+        var = np.nan_to_num(var, nan=-1.0)
+        order = [int(i) for i in np.argsort(-var, kind="stable")[:channels]]
+        f = max(1, -(-max(h, w) // MAX_MAP))
+        maps = [_pool(a[:, :, i], f, f) for i in order]
+        stacked, lo, hi = _scale(np.stack(maps)) if maps else (np.zeros((0, 1, 1)), 0.0, 0.0)
+        images = [
+            {
+                "label": f"ch {i}",
+                "channel": i,
+                "variance": float(var[i]),
+                "height": int(stacked.shape[1]),
+                "width": int(stacked.shape[2]),
+                "pixels": _bytes_of(stacked[k]),
+            }
+            for k, i in enumerate(order)
+        ]
+        return {"kind": "grid", "shape": [h, w, c], "low": lo, "high": hi, "images": images}
+    if a.ndim == 2:
+        t, c = a.shape
+        var = (
+            np.nan_to_num(np.nanvar(np.where(np.isfinite(a), a, np.nan), axis=0), nan=-1.0)
+            if t
+            else np.zeros(c)
+        )
+        order = [int(i) for i in np.argsort(-var, kind="stable")[: max(channels, 1) * 4]]
+        f = max(1, -(-t // MAX_STRIP))
+        strip = _pool(a[:, order].T, 1, f) if order else np.zeros((0, 1))
+        unit, lo, hi = _scale(strip)
+        image = {
+            "label": f"{len(order)} of {c} channels x {t} steps",
+            "channel": -1,
+            "variance": float(var[order].mean()) if order else 0.0,
+            "height": int(unit.shape[0]),
+            "width": int(unit.shape[1]),
+            "pixels": _bytes_of(unit),
+            "channels": order,
+        }
+        return {"kind": "strip", "shape": [t, c], "low": lo, "high": hi, "images": [image]}
+    return None
+
+
+def attention_picture(probs: np.ndarray) -> dict[str, Any]:
+    """One sample's ``(heads, queries, keys)`` probabilities, pooled to at most
+    :data:`MAX_ATTENTION` a side: keys summed (a pooled row still sums to 1), queries
+    averaged; each head scaled to its own largest weight."""
+    p = np.asarray(probs, dtype=np.float64)
+    heads, t, s = p.shape
+    fq, fk = max(1, -(-t // MAX_ATTENTION)), max(1, -(-s // MAX_ATTENTION))
+    images = []
+    for h in range(heads):
+        pooled = _pool(_pool(p[h], 1, fk, "sum"), fq, 1)
+        finite = pooled[np.isfinite(pooled)]
+        top = float(finite.max()) if finite.size else 0.0
+        unit = pooled / top if top > 0 else np.zeros_like(pooled)
+        images.append(
+            {
+                "head": h,
+                "height": int(pooled.shape[0]),
+                "width": int(pooled.shape[1]),
+                "max": top,
+                "pixels": _bytes_of(unit),
+            }
+        )
+    return {"heads": heads, "queries": t, "keys": s, "step_q": fq, "step_k": fk, "images": images}
+
+
+class PictureCollector(StatsCollector):
+    """A :class:`StatsCollector` that also counts histograms and keeps one sample's
+    pictures (see the module's docstring)."""
+
+    def __init__(self, sample: int, feature_maps: int, channels: int, threads: int | None = None) -> None:
+        super().__init__(threads)
+        self.sample = sample
+        self.max_maps = feature_maps
+        self.channels = channels
+        self.offset = 0  # samples in the batches before this one
+        self.rows = 0
+        self.seen = 0
+        self.maps: list[tuple[int, dict[str, Any]]] = []  # (site index, picture)
+        self.pictures_of_attention: list[tuple[int, dict[str, Any]]] = []
+        self.tokens: list[list[int]] = []  # the sample's integer inputs, in graph order
+
+    def summarize(
+        self, arr: np.ndarray, *, spread: bool = False, bounds: str | None = None
+    ) -> RunningStats | None:
+        """As :meth:`StatsCollector.summarize`, with the histogram."""
+        if self._threads < 2 or arr.size < PARALLEL_MIN_SIZE or numeric_kind(arr.dtype) is None:
+            return summarize(arr, spread=spread, bounds=bounds, histogram=True)
+        if self._pool is None:
+            from concurrent.futures import ThreadPoolExecutor
+
+            self._pool = ThreadPoolExecutor(self._threads, thread_name_prefix="kerinspect-stats")
+        return summarize(
+            arr, parts=self._threads, map_fn=self._pool.map, spread=spread, bounds=bounds, histogram=True
+        )
+
+    def start_batch(self, rows: int) -> None:
+        self.offset = self.seen
+        self.rows = rows
+        self.seen += rows
+        super().start_batch(rows)
+
+    def _row(self) -> int | None:
+        """The chosen sample's row in this batch (None: not in it)."""
+        k = self.sample - self.offset
+        return k if 0 <= k < self.rows else None
+
+    def produced(self, site: Any, tensors: Any) -> None:
+        super().produced(site, tensors)
+        row = self._row()
+        if row is None:
+            return
+        from kerinspect.engine.trace import to_numpy
+
+        cls = site.class_name
+        for k, t in enumerate(tensors):
+            if t is None or not hasattr(t, "shape"):
+                continue
+            arr = to_numpy(t)
+            if arr.ndim < 1 or arr.shape[0] != self.rows:
+                continue
+            kind = numeric_kind(arr.dtype)
+            if cls == "InputLayer" and kind == "int" and arr.ndim == 2:
+                self.tokens.append([int(v) for v in arr[row, :MAX_TOKENS]])
+                continue
+            if kind != "float" or self.max_maps <= 0 or site.container:
+                continue
+            wanted = (arr.ndim == 4 and "Conv" in cls) or (
+                arr.ndim == 3 and ("Conv" in cls or cls in SEQUENCE_LAYERS)
+            )
+            if not wanted:
+                continue
+            picture = feature_map(arr[row], self.channels)
+            if picture is not None:
+                picture.update(path=site.path, tensor=_name(site, k), class_name=cls)
+                self.maps.append((site.index, picture))
+
+    def attention(self, site: Any, capture: Any) -> None:
+        super().attention(site, capture)
+        row = self._row()
+        if row is None or capture.probs is None:
+            return
+        from kerinspect.engine.trace import to_numpy
+
+        p = to_numpy(capture.probs)
+        if p.ndim != 4 or p.shape[0] != self.rows:
+            return
+        picture = attention_picture(p[row])
+        picture.update(path=site.path, class_name=site.class_name, source=capture.source)
+        self.pictures_of_attention.append((site.index, picture))
+
+    def pictures(self) -> dict[str, Any]:
+        """The plain-data pictures (see :mod:`kerinspect.figures` for the schema)."""
+        maps = self.maps
+        if len(maps) > self.max_maps:  # evenly spaced along the depth, first and last included
+            n = self.max_maps
+            picks = sorted({round(i * (len(maps) - 1) / max(n - 1, 1)) for i in range(n)})
+            maps = [maps[i] for i in picks]
+        attention = []
+        for _, picture in self.pictures_of_attention:
+            t, s = picture["queries"], picture["keys"]
+            picture["query_tokens"] = next((ids for ids in self.tokens if len(ids) == t), None)
+            picture["key_tokens"] = next((ids for ids in self.tokens if len(ids) == s), None)
+            attention.append(picture)
+        return {
+            "sample": self.sample,
+            "feature_maps": [p for _, p in maps],
+            "attention": attention,
+        }
+
+
+def _name(site: Any, k: int) -> str:
+    names = site.output_names
+    return names[k] if k < len(names) else f"output_{k}"
+
+
+def report_job(request: Request, channel: Any) -> dict[str, Any]:
+    """``report``: the whole report with histograms, and the chosen sample's pictures."""
+    from kerinspect.engine.collect import inspect_loaded
+    from kerinspect.engine.jobs import (
+        _notes,
+        feed_options,
+        model_file_of,
+        read_inputs,
+        scan_and_load,
+        shown_path,
+    )
+
+    model_file = model_file_of(request.model)
+    loaded = scan_and_load(model_file, request.load, channel)
+    run = request.run
+    channel.phase("run")
+    collector = PictureCollector(run.sample, run.feature_maps, run.channels)
+    report = inspect_loaded(
+        loaded.model,
+        read_inputs(request.inputs),
+        **feed_options(run),
+        thresholds=run.thresholds,
+        progress=channel.progress,
+        path=shown_path(request.model),
+        fmt=model_file.format,
+        loader=loaded.loader,
+        notes=_notes(request.model, loaded),
+        input_source=None if request.inputs is None else request.inputs.source,
+        max_depth=run.depth,
+        collector=collector,
+    )
+    check_sample(run.sample, report.samples, shown_path(request.model))
+    pictures = collector.pictures()
+    pictures["tensorflow_version"] = _tf_version()
+    return {"report": report.to_dict(), "pictures": pictures}
+
+
+def check_sample(sample: int, samples: int, path: str | None) -> None:
+    """Refuse a ``sample`` the run did not have."""
+    if sample >= samples:
+        raise UsageError(
+            f"sample={sample} is out of range: the run had {samples} samples (0 to {samples - 1}). "
+            f"Received: path={escape_text(path or '<in-memory model>')}",
+            hint="choose a smaller sample, or run more samples",
+        )
+
+
+def _tf_version() -> str:
+    try:
+        from kerinspect.engine.tfenv import import_keras
+
+        import_keras()
+        import tensorflow as tf
+
+        return str(tf.__version__)
+    except Exception:  # noqa: BLE001 - a version string is only informative
+        return "unknown"
+
+
+__all__ = ["PictureCollector", "attention_picture", "feature_map", "report_job"]

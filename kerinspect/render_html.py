@@ -1,0 +1,566 @@
+"""``kerinspect report``: one self-contained, offline HTML page (stdlib only).
+
+Everything is written here as text: the layer table as HTML, the depth chart and the
+histograms as inline SVG, the pictures as PNG data URIs (:mod:`kerinspect.figures`),
+the report as JSON in a ``<script type="application/json">`` block. No template
+engine, no plotting library, no CDN, no web font. The page's Content-Security-Policy
+forbids every load but ``data:`` images, and allows one script: the page's own,
+by its SHA-256 (so even a name that escaped its escaping could not run a script).
+
+Every untrusted string (layer names, paths, dtypes, notes: they come from the model
+file) passes :func:`text`: control characters escaped and length bounded
+(:func:`kerinspect.errors.escape_text`), then HTML-escaped, quotes included.
+
+:func:`html_table` is the compact table alone (no script needed), for notebooks
+(``ModelReport._repr_html_``).
+"""
+
+from __future__ import annotations
+
+import base64
+import hashlib
+import html
+import json
+import math
+from collections.abc import Iterable
+from typing import Any
+
+from . import bins
+from .errors import escape_text
+from .figures import AttentionMap, FeatureMap, Pictures, ReportData, css_gradient, data_uri
+from .report import LayerRecord, ModelReport, TensorStats
+
+#: Colours of the depth chart's series.
+_SERIES = (
+    ("abs_max", "max |x|", "#d62728"),
+    ("std", "std", "#1f77b4"),
+    ("mean", "|mean|", "#2ca02c"),
+)
+
+TABLE_CSS = """
+.ki-table{border-collapse:collapse;font:12px/1.35 ui-monospace,SFMono-Regular,Menlo,Consolas,monospace}
+.ki-table th,.ki-table td{padding:2px 8px;border-bottom:1px solid #e4e4e4;text-align:right;white-space:nowrap}
+.ki-table th{background:#f4f4f4;position:sticky;top:0}
+.ki-table td.l,.ki-table th.l{text-align:left}
+.ki-table tr.flagged td{background:#fff1f0}
+.ki-table tr.flagged td.flags{color:#b00020;font-weight:600}
+.ki-table tr.container td.l:first-child{font-weight:600}
+.ki-table tr.hidden{display:none}
+.ki-table button.tg{border:0;background:none;cursor:pointer;padding:0 4px 0 0;font:inherit}
+"""
+
+PAGE_CSS = """
+body{font:14px/1.45 system-ui,-apple-system,"Segoe UI",Roboto,sans-serif;margin:0;color:#222;background:#fff}
+header,section{padding:12px 24px}
+header{background:#fafafa;border-bottom:1px solid #ddd}
+h1{font-size:20px;margin:0 0 6px}
+h2{font-size:17px;margin:18px 0 8px;border-bottom:1px solid #eee}
+h3{font-size:14px;margin:14px 0 6px;font-family:ui-monospace,monospace}
+dl.meta{display:grid;grid-template-columns:max-content 1fr;gap:2px 14px;margin:0;font-size:13px}
+dl.meta dt{color:#666}
+dl.meta dd{margin:0;font-family:ui-monospace,monospace;word-break:break-all}
+.scroll{overflow:auto;max-height:70vh;border:1px solid #eee}
+.chart{overflow-x:auto}
+.grid{display:flex;flex-wrap:wrap;gap:10px}
+figure{margin:0;font-size:11px;font-family:ui-monospace,monospace}
+figure img{display:block;image-rendering:pixelated;border:1px solid #ccc}
+.hist figcaption{max-width:260px;overflow:hidden;text-overflow:ellipsis;white-space:nowrap}
+.scale{display:inline-block;width:120px;height:10px;vertical-align:middle;margin:0 6px}
+.note{color:#666;font-size:12px}
+code{font-family:ui-monospace,monospace}
+"""
+
+#: The page's one script: collapse nested blocks, filter rows by flag.
+SCRIPT = """
+(function(){
+  var t=document.getElementById('ki-layers');if(!t)return;
+  var rows=Array.prototype.slice.call(t.querySelectorAll('tbody tr'));
+  var closed={};
+  var sel=document.getElementById('ki-filter');
+  function update(){
+    var want=sel?sel.value:'';
+    rows.forEach(function(r){
+      var anc=(r.getAttribute('data-anc')||'').split(' ');
+      var hide=anc.some(function(a){return a&&closed[a];});
+      var flags=(r.getAttribute('data-flags')||'').split(' ');
+      if(want==='*'&&!r.getAttribute('data-flags'))hide=true;
+      if(want&&want!=='*'&&flags.indexOf(want)<0)hide=true;
+      r.classList.toggle('hidden',hide);
+    });
+  }
+  t.addEventListener('click',function(e){
+    var b=e.target.closest('button.tg');if(!b)return;
+    var id=b.getAttribute('data-id');closed[id]=!closed[id];
+    b.textContent=closed[id]?'\\u25b8':'\\u25be';update();
+  });
+  if(sel)sel.addEventListener('change',update);
+  document.body.setAttribute('data-ready','1');
+  window.addEventListener('load',function(){
+    var out=[];
+    [['table','#ki-layers'],['depth','#ki-depth'],['histogram','#ki-histograms svg'],
+     ['heatmap','svg.heat'],['featuremap','figure.fmap img']].forEach(function(p){
+      var e=document.querySelector(p[1]);var r=e?e.getBoundingClientRect():{width:0,height:0};
+      out.push(p[0]+':'+Math.round(r.width)+'x'+Math.round(r.height));
+    });
+    document.body.setAttribute('data-rendered',out.join(' '));
+  });
+})();
+"""
+
+
+def text(value: Any, limit: int = 200) -> str:
+    """Untrusted text as HTML text or attribute value (see the module's docstring)."""
+    return html.escape(escape_text(str(value), limit=limit), quote=True)
+
+
+def script_json(data: Any) -> str:
+    """JSON that is safe inside ``<script type="application/json">``: no ``<``, ``>``
+    or ``&`` (so no ``</script>`` or ``<!--``), ASCII only (no U+2028)."""
+    raw = json.dumps(data, ensure_ascii=True, allow_nan=False, separators=(",", ":"))
+    return raw.replace("<", "\\u003c").replace(">", "\\u003e").replace("&", "\\u0026")
+
+
+def _csp() -> str:
+    digest = base64.b64encode(hashlib.sha256(SCRIPT.encode()).digest()).decode()
+    return (
+        "default-src 'none'; img-src data:; style-src 'unsafe-inline'; "
+        f"script-src 'sha256-{digest}'; base-uri 'none'; form-action 'none'"
+    )
+
+
+# -- the layer table ----------------------------------------------------------------
+
+
+def _ancestors(report: ModelReport) -> list[list[int]]:
+    """Per layer call, the indices of the container calls it is nested in."""
+    index = {layer.path: i for i, layer in enumerate(report.layers) if layer.container}
+    out = []
+    for layer in report.layers:
+        chain: list[int] = []
+        parent = layer.parent
+        while parent is not None and parent in index and index[parent] not in chain:
+            chain.append(index[parent])
+            parent = report.layers[index[parent]].parent
+        out.append(chain)
+    return out
+
+
+def html_table(report: ModelReport, *, table_id: str = "ki-layers", style: bool = True) -> str:
+    """The layer table as ``summary`` shows it (one row per output tensor), as an HTML
+    fragment: flagged rows highlighted, nested rows indented, with its own ``<style>``
+    (``style=False``: without). Needs no script; :func:`render_report` adds collapsing
+    and the flag filter."""
+    from .render import COLUMNS, rows
+
+    ancestors = _ancestors(report)
+    position = {id(layer): i for i, layer in enumerate(report.layers)}
+    head = "".join(
+        f'<th class="{"l" if c in ("Layer", "Class", "Output shape", "Flags") else ""}">{html.escape(c)}</th>'
+        for c in COLUMNS
+    )
+    body = []
+    seen_toggle: set[int] = set()
+    for layer, out, cells in rows(report):
+        i = position[id(layer)]
+        flags = out.flags if out is not None else ()
+        classes = [c for c in ("flagged" if flags else "", "container" if layer.container else "") if c]
+        toggle = ""
+        if layer.container and i not in seen_toggle:
+            seen_toggle.add(i)
+            toggle = f'<button class="tg" data-id="{i}" title="collapse">\u25be</button>'
+        tds = []
+        for col, cell in zip(COLUMNS, cells):
+            if col == "Layer":
+                pad = 12 * layer.depth
+                tds.append(
+                    f'<td class="l" style="padding-left:{pad + 8}px">{toggle}{html.escape(cell.strip())}</td>'
+                )
+            elif col in ("Class", "Output shape"):
+                tds.append(f'<td class="l">{html.escape(cell)}</td>')
+            elif col == "Flags":
+                tds.append(f'<td class="l flags">{html.escape(cell)}</td>')
+            else:
+                tds.append(f"<td>{html.escape(cell)}</td>")
+        attrs = f' data-anc="{" ".join(str(a) for a in ancestors[i])}"'
+        if flags:
+            attrs += f' data-flags="{text(" ".join(flags))}"'
+        if classes:
+            attrs += f' class="{" ".join(classes)}"'
+        body.append(f"<tr{attrs}>{''.join(tds)}</tr>")
+    css = f"<style>{TABLE_CSS}</style>" if style else ""
+    return (
+        f'{css}<table class="ki-table" id="{html.escape(table_id)}"><thead><tr>{head}</tr></thead>'
+        f"<tbody>{''.join(body)}</tbody></table>"
+    )
+
+
+# -- the depth chart -----------------------------------------------------------------
+
+
+def _points(report: ModelReport) -> list[tuple[LayerRecord, str, TensorStats]]:
+    """One point per layer call (its first output with statistics), containers and
+    inputs left out, in graph order."""
+    out = []
+    for layer in report.layers:
+        if layer.container:
+            continue
+        for t in layer.outputs:
+            if t.stats is not None and t.stats.count and t.stats.mean is not None:
+                out.append((layer, t.name, t.stats))
+                break
+    return out
+
+
+def _fmt(x: float | None) -> str:
+    return "-" if x is None else f"{x:.4g}"
+
+
+def depth_chart(report: ModelReport) -> str:
+    """Inline SVG: max |x|, std and |mean| (log scale) and the zero fraction (linear)
+    of every layer call, in graph order; flagged calls marked in red."""
+    points = _points(report)
+    n = len(points)
+    if not n:
+        return '<p class="note">No layer output with numeric statistics.</p>'
+    left, right, top = 64, 16, 14
+    step = max(4.0, min(24.0, 1100 / n))
+    width = max(900, int(left + right + step * max(n - 1, 1)))
+    h1, gap, h2 = 220, 36, 80
+    height = top + h1 + gap + h2 + 40
+    values = [
+        abs(v)
+        for _, _, s in points
+        for v in (s.abs_max, s.std, s.mean)
+        if v is not None and math.isfinite(v) and v != 0
+    ]
+    lo = math.floor(math.log10(min(values))) if values else -1
+    hi = math.ceil(math.log10(max(values))) if values else 1
+    if hi <= lo:
+        hi = lo + 1
+
+    def x(i: int) -> float:
+        return left + step * i
+
+    def y_log(v: float) -> float:
+        return top + h1 * (hi - math.log10(v)) / (hi - lo)
+
+    def y_zero(f: float) -> float:
+        return top + h1 + gap + h2 * (1 - f)
+
+    parts = [
+        f'<svg xmlns="http://www.w3.org/2000/svg" id="ki-depth" width="{width}" height="{height}" '
+        f'viewBox="0 0 {width} {height}" font-family="sans-serif" font-size="11">'
+    ]
+    for e in range(lo, hi + 1):  # decades
+        yy = y_log(10.0**e)
+        parts.append(f'<line x1="{left}" x2="{width - right}" y1="{yy:.1f}" y2="{yy:.1f}" stroke="#eee"/>')
+        parts.append(f'<text x="{left - 6}" y="{yy + 4:.1f}" text-anchor="end">1e{e}</text>')
+    for f in (0.0, 0.5, 1.0):
+        yy = y_zero(f)
+        parts.append(f'<line x1="{left}" x2="{width - right}" y1="{yy:.1f}" y2="{yy:.1f}" stroke="#eee"/>')
+        parts.append(f'<text x="{left - 6}" y="{yy + 4:.1f}" text-anchor="end">{int(f * 100)}%</text>')
+    parts.append(f'<text x="4" y="{top + h1 + gap - 8}">zero fraction</text>')
+    for i, (layer, _, _) in enumerate(points):
+        flagged = any(t.flags for t in layer.outputs)
+        if flagged:
+            parts.append(
+                f'<line x1="{x(i):.1f}" x2="{x(i):.1f}" y1="{top}" y2="{top + h1 + gap + h2}" '
+                'stroke="#ffb3b3" stroke-width="2"/>'
+            )
+    for key, _, colour in _SERIES:
+        segs: list[list[str]] = [[]]
+        for i, (_, _, s) in enumerate(points):
+            v = getattr(s, key)
+            if v is None or not math.isfinite(v) or v == 0:
+                segs.append([])
+                continue
+            segs[-1].append(f"{x(i):.1f},{y_log(abs(v)):.1f}")
+        for seg in segs:
+            if len(seg) > 1:
+                parts.append(
+                    f'<polyline fill="none" stroke="{colour}" stroke-width="1.5" points="{" ".join(seg)}"/>'
+                )
+            elif seg:
+                xs, ys = seg[0].split(",")
+                parts.append(f'<circle cx="{xs}" cy="{ys}" r="2" fill="{colour}"/>')
+    zeros = [
+        f"{x(i):.1f},{y_zero(s.zero_fraction):.1f}"
+        for i, (_, _, s) in enumerate(points)
+        if s.zero_fraction is not None
+    ]
+    if zeros:
+        parts.append(
+            f'<polyline fill="none" stroke="#9467bd" stroke-width="1.5" points="{" ".join(zeros)}"/>'
+        )
+    for i, (layer, name, s) in enumerate(points):  # hover targets
+        tip = (
+            f"{layer.path}:{name} ({layer.class_name})\nmean {_fmt(s.mean)} · std {_fmt(s.std)} · "
+            f"max|x| {_fmt(s.abs_max)} · zeros {_fmt(s.zero_fraction)}"
+        )
+        parts.append(
+            f'<rect x="{x(i) - step / 2:.1f}" y="{top}" width="{step:.1f}" height="{h1 + gap + h2}" '
+            f'fill="transparent"><title>{text(tip, 400)}</title></rect>'
+        )
+    legend_x = left
+    for _, label, colour in (*_SERIES, ("zero_fraction", "zero fraction", "#9467bd")):
+        parts.append(f'<rect x="{legend_x}" y="{height - 14}" width="10" height="10" fill="{colour}"/>')
+        parts.append(f'<text x="{legend_x + 14}" y="{height - 5}">{html.escape(label)}</text>')
+        legend_x += 110
+    parts.append(
+        f'<text x="{legend_x}" y="{height - 5}" fill="#c00">red: flagged layer call · x: {n} layer calls in graph order</text>'
+    )
+    parts.append("</svg>")
+    return "".join(parts)
+
+
+# -- histograms ----------------------------------------------------------------------
+
+
+def _edge(v: float) -> str:
+    if v == 0:
+        return "0"
+    if math.isinf(v):
+        return "-inf" if v < 0 else "inf"
+    return f"{v:.2g}"
+
+
+def histogram_svg(counts: tuple[int, ...], *, width: int = 240, height: int = 56) -> str:
+    """Inline SVG bars of one histogram (:mod:`kerinspect.bins`), from its first to its
+    last non-empty bin (the zero bin always shown, marked)."""
+    nonzero = [i for i, c in enumerate(counts) if c]
+    if not nonzero:
+        return '<svg xmlns="http://www.w3.org/2000/svg" width="1" height="1"></svg>'
+    first, last = min(nonzero[0], bins.ZERO), max(nonzero[-1], bins.ZERO)
+    shown = counts[first : last + 1]
+    top = max(shown)
+    bar = width / len(shown)
+    parts = [
+        f'<svg xmlns="http://www.w3.org/2000/svg" class="h" width="{width}" height="{height + 14}" '
+        f'viewBox="0 0 {width} {height + 14}" font-family="sans-serif" font-size="9">'
+    ]
+    for k, c in enumerate(shown):
+        index = first + k
+        low, high = bins.bin_range(index)
+        colour = "#888" if index == bins.ZERO else ("#1f77b4" if index > bins.ZERO else "#ff7f0e")
+        h = 0 if not c else max(1.0, height * c / top)
+        label = "exactly 0" if index == bins.ZERO else f"[{_edge(low)}, {_edge(high)})"
+        parts.append(
+            f'<rect x="{k * bar:.2f}" y="{height - h:.2f}" width="{max(bar - 0.5, 0.5):.2f}" height="{h:.2f}" '
+            f'fill="{colour}"><title>{label}: {c:,}</title></rect>'
+        )
+    low, _ = bins.bin_range(first)
+    _, high = bins.bin_range(last)
+    zx = (bins.ZERO - first + 0.5) * bar
+    parts.append(
+        f'<line x1="{zx:.1f}" x2="{zx:.1f}" y1="0" y2="{height}" stroke="#bbb" stroke-dasharray="2,2"/>'
+    )
+    parts.append(f'<text x="0" y="{height + 11}">{_edge(low if first != bins.ZERO else 0.0)}</text>')
+    parts.append(f'<text x="{zx:.1f}" y="{height + 11}" text-anchor="middle">0</text>')
+    parts.append(
+        f'<text x="{width}" y="{height + 11}" text-anchor="end">{_edge(high if last != bins.ZERO else 0.0)}</text>'
+    )
+    parts.append("</svg>")
+    return "".join(parts)
+
+
+def _histograms(report: ModelReport) -> str:
+    figures = []
+    for layer in report.layers:
+        if layer.container:
+            continue
+        for t in layer.outputs:
+            if t.stats is None or t.stats.histogram is None:
+                continue
+            name = layer.path + (f":{t.name}" if len(layer.outputs) > 1 else "")
+            flagged = " flagged" if t.flags else ""
+            figures.append(
+                f'<figure class="hist{flagged}">{histogram_svg(t.stats.histogram)}'
+                f'<figcaption title="{text(name)}">{text(name)}</figcaption></figure>'
+            )
+    if not figures:
+        return '<p class="note">No histograms in this report.</p>'
+    return f'<div class="grid" id="ki-histograms">{"".join(figures)}</div>'
+
+
+# -- pictures ------------------------------------------------------------------------
+
+
+def _feature_map(m: FeatureMap) -> str:
+    scale = (
+        f'<span class="note">{_fmt(m.low)}<span class="scale" style="background:{css_gradient()}"></span>'
+        f"{_fmt(m.high)}</span>"
+    )
+    title = f"{text(m.path)}:{text(m.tensor)} ({text(m.class_name)}) · sample shape ({', '.join(map(str, m.shape))})"
+    figs = []
+    for image in m.images:
+        if m.kind == "grid":
+            side = 96
+            w, h = side, max(1, round(side * image.height / image.width))
+        else:
+            w = min(900, max(image.width * 4, 300))
+            h = min(400, max(image.height * 6, 24))
+        figs.append(
+            f'<figure class="fmap"><img src="{data_uri(image)}" width="{w}" height="{h}" alt="{text(image.label)}">'
+            f"<figcaption>{text(image.label)}</figcaption></figure>"
+        )
+    what = (
+        f"top {len(m.images)} channels by variance, one colour scale"
+        if m.kind == "grid"
+        else "one row per channel (top by variance), time left to right"
+    )
+    return f'<h3>{title}</h3><p class="note">{what}: {scale}</p><div class="grid">{"".join(figs)}</div>'
+
+
+def _ticks(tokens: tuple[int, ...] | None, n: int, step: int) -> list[tuple[int, str]]:
+    """Axis labels: the token id at the start of every labelled cell (at most ~32)."""
+    every = max(1, math.ceil(n / 32))
+    out = []
+    for cell in range(0, n, every):
+        position = cell * step
+        label = str(tokens[position]) if tokens is not None and position < len(tokens) else str(position)
+        out.append((cell, label))
+    return out
+
+
+def _heatmap(a: AttentionMap, k: int) -> str:
+    image = a.images[k]
+    cell = max(2, min(16, 320 // max(image.width, image.height)))
+    w, h = image.width * cell, image.height * cell
+    left, top = 44, 44
+    parts = [
+        f'<svg xmlns="http://www.w3.org/2000/svg" class="heat" width="{left + w + 4}" height="{top + h + 4}" '
+        f'font-family="ui-monospace,monospace" font-size="9">'
+        f'<image href="{data_uri(image)}" x="{left}" y="{top}" width="{w}" height="{h}" '
+        'preserveAspectRatio="none" style="image-rendering:pixelated"/>'
+    ]
+    for c, label in _ticks(a.key_tokens, image.width, a.step_k):
+        cx = left + (c + 0.5) * cell
+        parts.append(f'<text transform="translate({cx:.1f},{top - 4}) rotate(-90)">{text(label, 12)}</text>')
+    for r, label in _ticks(a.query_tokens, image.height, a.step_q):
+        cy = top + (r + 0.5) * cell + 3
+        parts.append(f'<text x="{left - 4}" y="{cy:.1f}" text-anchor="end">{text(label, 12)}</text>')
+    parts.append("</svg>")
+    return "".join(parts)
+
+
+def _attention(a: AttentionMap, layer: LayerRecord | None) -> str:
+    stats: dict[int, Any] = {}
+    if layer is not None and layer.attention is not None:
+        stats = {h.head: h for h in layer.attention.heads}
+    pooled = ""
+    if a.step_q > 1 or a.step_k > 1:
+        pooled = f" · pooled by {a.step_q} queries x {a.step_k} keys (keys summed, queries averaged)"
+    axes = "token ids" if a.query_tokens is not None or a.key_tokens is not None else "positions"
+    figs = []
+    for k, image in enumerate(a.images):
+        h = stats.get(image.index)
+        detail = ""
+        if h is not None:
+            detail = (
+                f"entropy {_fmt(h.entropy)} · max weight {_fmt(h.max_weight)} · sink {_fmt(h.sink)}"
+                + (f" · diagonal {_fmt(h.diagonal)}" if h.diagonal is not None else "")
+                + (f" · <b>{text(','.join(h.flags))}</b>" if h.flags else "")
+            )
+        figs.append(
+            f'<figure class="att">{_heatmap(a, k)}<figcaption>head {image.index} · colour 0 to '
+            f"{_fmt(image.value)}<br>{detail}</figcaption></figure>"
+        )
+    return (
+        f"<h3>{text(a.path)} ({text(a.class_name)})</h3>"
+        f'<p class="note">{a.heads} heads · {a.queries} queries (rows) x {a.keys} keys (columns) · '
+        f"axes: {axes}{pooled} · probabilities {text(a.source)} · each head scaled to its largest weight "
+        f'<span class="scale" style="background:{css_gradient()}"></span></p>'
+        f'<div class="grid">{"".join(figs)}</div>'
+    )
+
+
+# -- the page ------------------------------------------------------------------------
+
+
+def _meta(rows: Iterable[tuple[str, str]]) -> str:
+    return '<dl class="meta">' + "".join(f"<dt>{html.escape(k)}</dt><dd>{v}</dd>" for k, v in rows) + "</dl>"
+
+
+def _header(data: ReportData, command: str | None, version: str) -> str:
+    r = data.report
+    m = r.model
+    inputs = "<br>".join(
+        f"{text(i.name)}: {text(i.dtype)} ({', '.join(map(str, i.shape))}) · "
+        + (f"synthetic, seed={i.seed}" if i.source == "synthetic" else f"from {text(i.source)}")
+        + (f"; {text(i.note)}" if i.note else "")
+        for i in r.inputs
+    )
+    rows = [
+        ("model", f"{text(m.name)} ({text(m.class_name)}) · {m.params:,} parameters"),
+        ("file", text(m.path or "(in memory)", 500)),
+        ("SHA-256", text(data.sha256 or "-")),
+        ("format", f"{text(m.format)} · loader {text(m.loader)}"),
+        (
+            "versions",
+            f"Keras {text(m.keras_version)} · TensorFlow {text(data.pictures.tensorflow_version or '-')} · "
+            f"kerinspect {text(version)}",
+        ),
+        ("inputs", inputs or "-"),
+        (
+            "run",
+            f"{r.samples} samples in batches of {r.batch_size} · pictures of sample {data.pictures.sample}",
+        ),
+    ]
+    if command:
+        rows.append(("command", text(command, 2000)))
+    for note in m.notes:
+        rows.append(("note", text(note)))
+    return f"<header><h1>kerinspect report: {text(m.name)}</h1>{_meta(rows)}</header>"
+
+
+def _flag_filter(report: ModelReport) -> str:
+    flags = sorted({f for layer in report.layers for t in layer.outputs for f in t.flags})
+    options = '<option value="">all rows</option><option value="*">flagged rows</option>' + "".join(
+        f'<option value="{text(f)}">{text(f)}</option>' for f in flags
+    )
+    return f'<label>Show <select id="ki-filter">{options}</select></label>'
+
+
+def render_report(data: ReportData, *, command: str | None = None) -> str:
+    """The whole page (see the module's docstring)."""
+    from . import __version__
+    from .render import footer_line
+
+    report: ModelReport = data.report
+    pictures: Pictures = data.pictures
+    by_path = {layer.path: layer for layer in report.layers}
+    attention = (
+        "".join(_attention(a, by_path.get(a.path)) for a in pictures.attention)
+        or '<p class="note">No attention layer, or no probabilities captured.</p>'
+    )
+    maps = (
+        "".join(_feature_map(m) for m in pictures.feature_maps)
+        or '<p class="note">No convolution or sequence output to draw.</p>'
+    )
+    embedded = {
+        "report": report.to_dict(),
+        "file": {"sha256": data.sha256},
+        "command": command,
+        "sample": pictures.sample,
+        "tensorflow_version": pictures.tensorflow_version,
+    }
+    title = f"kerinspect report: {escape_text(report.model.name, limit=200)}"
+    return (
+        "<!DOCTYPE html>\n"
+        f'<html lang="en"><head><meta charset="utf-8">'
+        f'<meta http-equiv="Content-Security-Policy" content="{_csp()}">'
+        '<meta name="viewport" content="width=device-width,initial-scale=1">'
+        f"<title>{html.escape(title)}</title><style>{PAGE_CSS}{TABLE_CSS}</style></head><body>"
+        f"{_header(data, command, __version__)}"
+        f'<section id="layers"><h2>Layers</h2><p>{_flag_filter(report)} '
+        f'<span class="note">{text(footer_line(report), 600)}</span></p>'
+        f'<div class="scroll">{html_table(report, style=False)}</div></section>'
+        f'<section id="depth"><h2>Health along the depth</h2><div class="chart">{depth_chart(report)}</div></section>'
+        f'<section id="histograms"><h2>Value histograms</h2><p class="note">Per layer output: signed '
+        "log-magnitude bins, two per octave, and an exact-zero bin (grey); negative values orange, "
+        f"positive blue; counts over all samples.</p>{_histograms(report)}</section>"
+        f'<section id="attention"><h2>Attention (sample {pictures.sample})</h2>{attention}</section>'
+        f'<section id="feature-maps"><h2>Feature maps (sample {pictures.sample})</h2>{maps}</section>'
+        f'<script type="application/json" id="kerinspect-report">{script_json(embedded)}</script>'
+        f"<script>{SCRIPT}</script></body></html>\n"
+    )
