@@ -4,6 +4,9 @@ VENV   ?= .venv
 BIN     = $(VENV)/bin
 STAMP   = $(VENV)/.installed-stamp
 PYTEST_ARGS ?=
+# Test processes: every test that opens a model file starts a real worker (a TensorFlow
+# import each), so the suite runs on every core. TEST_WORKERS=0 runs it in one process.
+TEST_WORKERS ?= auto
 # make bench BENCH_ARGS="--quick" (2 runs, no 16x samples check) or "--runs 3"
 BENCH_ARGS ?=
 
@@ -21,10 +24,10 @@ demo: install  ## inspect a sample attention model
 	$(BIN)/kerinspect summary sample_models/attention.keras
 
 test: install  ## the whole suite (what CI runs)
-	$(BIN)/python -m pytest $(PYTEST_ARGS)
+	$(BIN)/python -m pytest -n $(TEST_WORKERS) $(PYTEST_ARGS)
 
 test-fast: install  ## skip the slow tests
-	$(BIN)/python -m pytest -m "not slow" $(PYTEST_ARGS)
+	$(BIN)/python -m pytest -n $(TEST_WORKERS) -m "not slow" $(PYTEST_ARGS)
 
 lint: install
 	$(BIN)/ruff check kerinspect tests sample_models scripts

@@ -13,8 +13,10 @@ __version__ = "0.1.0"
 
 #: public name -> module that defines it
 _LAZY = {
+    "activations": "api",
     "inspect_model": "api",
     "dump_activations": "api",
+    "diff_models": "api",
     "LoadOptions": "api",
     "run_checks": "checks",
     "load_dump": "dump",

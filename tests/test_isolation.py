@@ -204,7 +204,9 @@ def test_every_command_gives_the_same_answer_through_the_worker(keras, tmp_path,
     b = kerinspect.inspect_model(model, samples=8, batch_size=3, load=local)
     assert a.isolation.worker and not b.isolation.worker  # where it ran, and nothing else, differs
     assert {**a.to_dict(), "isolation": None} == {**b.to_dict(), "isolation": None}
-    assert inspect_weights(model, load=worker) == inspect_weights(model, load=local)
+    wa, wb = inspect_weights(model, load=worker), inspect_weights(model, load=local)
+    assert wa.isolation.worker and not wb.isolation.worker
+    assert {**wa.to_dict(), "isolation": None} == {**wb.to_dict(), "isolation": None}
     d1 = kerinspect.dump_activations(model, tmp_path / "w", samples=8, batch_size=3, load=worker)
     d2 = kerinspect.dump_activations(model, tmp_path / "l", samples=8, batch_size=3, load=local)
     assert [t["key"] for t in d1.manifest["tensors"]] == [t["key"] for t in d2.manifest["tensors"]]

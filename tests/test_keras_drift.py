@@ -247,11 +247,12 @@ def test_a_subclassed_call_is_not_a_drift(keras):
     np.testing.assert_array_equal(np.asarray(out), np.full((2, 3), 2.0))
 
 
-def test_the_cli_fails_with_exit_70_in_process(keras_without_hook):
+def test_the_cli_fails_with_exit_70_in_process(keras_without_hook, monkeypatch):
     from click.testing import CliRunner
 
     from kerinspect.cli import cli
 
+    monkeypatch.setenv("KERINSPECT_ISOLATION", "off")  # the patched Keras lives in this process
     r = CliRunner().invoke(cli, ["summary", str(SAMPLES / "cnn.keras")])
     assert r.exit_code == 70, (r.stdout, r.stderr)
     lines = r.stderr.strip().splitlines()

@@ -230,7 +230,7 @@ class _DumpWriter:
                 shape=tuple(int(d) for d in arr.shape[1:]),
                 dtype=arr.dtype,
                 meta={"key": key, **meta, "source_dtype": source_dtype},
-                stats=summarize(arr),
+                stats=summarize(arr, spread=True),  # axis 0 is the batch (checked above)
                 first=arr,
             )
             self.slots[(site.index, k)] = slot
@@ -245,7 +245,7 @@ class _DumpWriter:
                 rule="dump-shape",
                 hint="use --batch-size equal to --samples, or leave the layer out with --layers",
             )
-        s = summarize(stored)
+        s = summarize(stored, spread=True)
         if slot.stats is not None and s is not None:
             slot.stats.merge(s)
         self._pwrite(slot, stored)

@@ -1,0 +1,212 @@
+"""Activations in memory: the engine of ``dump``, writing into preallocated arrays.
+
+:func:`collect_activations` replays a model batch by batch exactly as
+:func:`~kerinspect.engine.dump_writer.write_dump` does (:func:`~kerinspect.engine.collect.run_batches`,
+every layer call at every depth, attention probabilities as ``path:attention_scores``)
+and names the tensors the same way (:func:`~kerinspect.engine.dump_writer.tensor_key`),
+but fills one numpy array per selected tensor instead of a ``.npy`` file. After the
+first batch it knows each tensor's per-sample shape and dtype and allocates the
+whole array once; each later batch is copied into its rows and dropped, so memory
+holds the selected arrays plus one batch of the model's tensors, never every
+activation at once.
+"""
+
+from __future__ import annotations
+
+import fnmatch
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+import numpy as np
+
+from kerinspect.engine.dump_writer import _storable, tensor_key
+from kerinspect.errors import InferenceError, OutputError, UsageError, escape_text
+from kerinspect.spec import ProgressFn
+from kerinspect.units import format_bytes
+
+__all__ = ["Activations", "collect_activations"]
+
+
+@dataclass
+class Activations:
+    """What :func:`collect_activations` gathered.
+
+    Attributes:
+        arrays: ``{key: array}`` in call order, every sample stacked on axis 0.
+        skipped: ``{key: reason}`` for selected tensors that could not be stacked
+            (no batch axis, strings).
+        paths: every layer call's path, in call order (for messages).
+    """
+
+    arrays: dict[str, np.ndarray] = field(default_factory=dict)
+    skipped: dict[str, str] = field(default_factory=dict)
+    paths: list[str] = field(default_factory=list)
+
+
+@dataclass
+class _Slot:
+    key: str
+    first: np.ndarray | None  # the first batch, until the array is allocated
+    array: np.ndarray | None = None
+
+
+class _ArrayCollector:
+    """Visitor: keeps the first batch of each selected tensor, then allocates and fills.
+
+    Errors raised while the model runs are kept and re-raised at the end of the
+    batch, so that Keras's call wrappers cannot rewrap them (as the dump writer).
+    """
+
+    def __init__(self, patterns: Sequence[str], samples: int, max_bytes: int | None):
+        self.patterns = list(patterns)
+        self.samples = samples
+        self.max_bytes = max_bytes
+        self.slots: dict[tuple[int, int], _Slot] = {}
+        self.keys: set[str] = set()
+        self.matched: set[str] = set()
+        self.out = Activations()
+        self.first = True
+        self.rows = 0
+        self.row0 = 0
+        self.error: BaseException | None = None
+
+    def start_batch(self, rows: int) -> None:
+        self.rows = rows
+
+    def enter(self, site: Any) -> None:
+        if self.first:
+            self.out.paths.append(site.path)
+
+    def _selected(self, path: str) -> bool:
+        if not self.patterns:
+            return True
+        hit = [p for p in self.patterns if fnmatch.fnmatchcase(path, p)]
+        self.matched.update(hit)
+        return bool(hit)
+
+    def produced(self, site: Any, tensors: Sequence[Any]) -> None:
+        if self.error is not None:
+            return
+        try:
+            self._produced(site, tensors)
+        except Exception as e:  # noqa: BLE001 - re-raised by end_batch, outside Keras's wrappers
+            self.error = e
+
+    def _produced(self, site: Any, tensors: Sequence[Any]) -> None:
+        from kerinspect.engine.trace import to_numpy
+
+        if not self.first:
+            for k, t in enumerate(tensors):
+                slot = self.slots.get((site.index, k))
+                if slot is not None:
+                    self._write(slot, None if t is None else _storable(to_numpy(t)))
+            return
+        if not self._selected(site.path):
+            return
+        names = list(site.output_names)
+        if len(names) != len(tensors):
+            names = [f"output_{k}" for k in range(len(tensors))]
+        for k, t in enumerate(tensors):
+            key = tensor_key(site.path, names, k, site.index, self.keys)
+            if t is None:
+                self.out.skipped[key] = "the layer produced no tensor"
+                continue
+            arr = _storable(to_numpy(t))
+            if arr is None:
+                self.out.skipped[key] = f"{to_numpy(t).dtype} values are not numbers"
+            elif arr.ndim == 0 or arr.shape[0] != self.rows:
+                self.out.skipped[key] = "axis 0 is not the batch axis"
+            else:
+                # a copy: the engine may reuse or release the tensor's buffer
+                self.slots[(site.index, k)] = _Slot(key, np.array(arr, copy=True))
+
+    def _write(self, slot: _Slot, arr: np.ndarray | None) -> None:
+        target = slot.array
+        assert target is not None
+        if arr is None or arr.shape != (self.rows, *target.shape[1:]) or arr.dtype != target.dtype:
+            got = "nothing" if arr is None else f"{arr.dtype} {tuple(arr.shape)}"
+            raise InferenceError(
+                f"Tensor {escape_text(slot.key, 200)!r} changed between batches: it was "
+                f"{target.dtype} (batch, {', '.join(map(str, target.shape[1:]))}) and is now {got}; "
+                "cannot stack it.",
+                rule="activations-shape",
+                hint="pass batch_size equal to the number of samples, or leave the layer out of layers",
+            )
+        target[self.row0 : self.row0 + self.rows] = arr
+
+    def end_batch(self) -> None:
+        if self.error is not None:
+            raise self.error
+        if self.first:
+            self._allocate()
+            self.first = False
+        self.row0 += self.rows
+
+    def _allocate(self) -> None:
+        unmatched = [p for p in self.patterns if p not in self.matched]
+        if unmatched:
+            raise UsageError(
+                f"layers pattern {escape_text(unmatched[0], 100)!r} matches no layer call. "
+                f"Received: layers={[escape_text(p, 100) for p in self.patterns]!r}. Layer paths: "
+                + ", ".join(escape_text(p, 60) for p in self.out.paths),
+                rule="layers-no-match",
+            )
+        total = sum(
+            self.samples * int(np.prod(s.first.shape[1:], dtype=np.int64)) * s.first.dtype.itemsize
+            for s in self.slots.values()
+            if s.first is not None
+        )
+        if self.max_bytes is not None and total > self.max_bytes:
+            raise OutputError(
+                f"The activations would need {format_bytes(total)} for {len(self.slots)} tensors of "
+                f"{self.samples} samples, above max_bytes={format_bytes(self.max_bytes)}.",
+                rule="max-bytes",
+                hint="raise max_bytes, or select fewer layers (layers) or samples (samples)",
+            )
+        for s in self.slots.values():
+            assert s.first is not None
+            s.array = np.empty((self.samples, *s.first.shape[1:]), dtype=s.first.dtype)
+            s.array[: self.rows] = s.first
+            s.first = None
+
+    def result(self) -> Activations:
+        if self.row0 != self.samples:  # pragma: no cover - a feed that lies about its size
+            raise InferenceError(
+                f"Fed {self.row0} samples, expected {self.samples}", rule="activations-shape"
+            )
+        order = sorted(self.slots.items(), key=lambda kv: kv[0])
+        self.out.arrays = {s.key: s.array for _, s in order if s.array is not None}
+        return self.out
+
+
+def collect_activations(
+    model: Any,
+    feed: Any,
+    layers: Sequence[str] = (),
+    *,
+    max_bytes: int | None = None,
+    progress: ProgressFn | None = None,
+) -> Activations:
+    """Run ``model`` on ``feed`` and return the selected tensors as arrays.
+
+    Args:
+        model: a built Keras model.
+        feed: the :class:`~kerinspect.engine.inputs.Feed` to run.
+        layers: glob patterns matched against layer paths (empty: every call).
+        max_bytes: refuse (before allocating) to hold more than this; None: no limit.
+        progress: called as ``progress(samples_done, samples_total)`` after each batch.
+
+    Returns:
+        The :class:`Activations`.
+
+    Raises:
+        UsageError: a pattern of ``layers`` matches no layer call.
+        OutputError: the arrays would need more than ``max_bytes``.
+        InferenceError: the model failed to run, or a tensor changed shape between batches.
+    """
+    from kerinspect.engine.collect import run_batches_collecting_warnings
+
+    collector = _ArrayCollector(layers, int(feed.samples), max_bytes)
+    run_batches_collecting_warnings(model, feed, collector, progress)
+    return collector.result()

@@ -1,0 +1,429 @@
+"""Reports in a notebook: concise reprs, lookup by path, tables for pandas and HTML.
+
+The methods of :class:`~kerinspect.report.ModelReport`, :class:`~kerinspect.report.CheckResult`
+and :class:`~kerinspect.report.CheckRun` that a notebook uses (``repr(report)``,
+``report["block/att"]``, ``report.flagged()``, ``report.to_pandas()``,
+``_repr_html_``) are thin wrappers over the functions here. Pure: stdlib only;
+pandas is imported by ``to_pandas`` alone, when called. Every name shown comes from
+a model file and is untrusted text: it is escaped for a terminal
+(:func:`~kerinspect.errors.escape_text`) in reprs and with :func:`html.escape` in HTML.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import difflib
+import html
+from collections.abc import Iterable, Sequence
+from typing import TYPE_CHECKING, Any
+
+from .errors import UsageError, escape_text
+
+if TYPE_CHECKING:
+    from .report import CheckResult, CheckRun, LayerRecord, ModelReport, RuleResult, TensorRecord
+
+#: Flagged tensors (or failed rules) listed by a repr before "... and N more".
+REPR_LISTED = 8
+
+
+class NotFoundError(UsageError, KeyError):
+    """A path (or rule, or model) that a report does not hold; both a
+    :class:`~kerinspect.errors.UsageError` (exit 2) and a :class:`KeyError`."""
+
+    default_rule = "not-found"
+
+    def __str__(self) -> str:  # KeyError's would quote the whole message, and drop the hint
+        return self.one_line()
+
+
+def _t(text: object, limit: int = 120) -> str:
+    return escape_text(str(text), limit)
+
+
+def _count(n: int) -> str:
+    return f"{n:,}"
+
+
+def _float(x: float | None) -> str:
+    if x is None:
+        return "-"
+    return "0" if x == 0 else f"{x:.4g}"
+
+
+def _fraction(x: float | None) -> str:
+    return "-" if x is None else f"{100 * x:.1f}%"
+
+
+def _shape(shape: Sequence[int]) -> str:
+    return "(" + ", ".join(str(d) for d in shape) + ("," if len(shape) == 1 else "") + ")"
+
+
+def _not_found(what: str, key: str, known: Sequence[str], where: str) -> NotFoundError:
+    close = difflib.get_close_matches(key, known, n=5, cutoff=0.6)
+    close += [k for k in known if key and key in k and k not in close]  # a bare name: paths holding it
+    close = close[:5]
+    hint = ("did you mean " + ", ".join(repr(_t(c)) for c in close) + "?") if close else None
+    return NotFoundError(f"No {what} {_t(key)!r} in {where}. Received: key={_t(key)!r}", hint=hint)
+
+
+# -- ModelReport --------------------------------------------------------------------
+
+
+def tensor_key(layer: LayerRecord, out: TensorRecord) -> str:
+    """The key of one output, as :func:`kerinspect.activations` and dumps name it: the
+    layer path for a single-output call, ``path:output`` otherwise."""
+    return layer.path if len(layer.outputs) == 1 else f"{layer.path}:{out.name}"
+
+
+def lookup(report: ModelReport, key: str) -> LayerRecord | TensorRecord:
+    """``report[key]``: the layer call at path ``key`` (``"block/att"``, ``"shared@1"``),
+    or one output of it as ``"path:output"`` (``"block/att:attention_scores"``).
+
+    Raises:
+        NotFoundError: (a ``KeyError``) no such path; the message lists close matches.
+    """
+    if not isinstance(key, str):
+        raise TypeError(f"report keys are layer paths (str), got {type(key).__name__}")
+    for layer in report.layers:
+        if layer.path == key:
+            return layer
+    if ":" in key:
+        path, name = key.rsplit(":", 1)
+        for layer in report.layers:
+            if layer.path == path:
+                for out in layer.outputs:
+                    if out.name == name:
+                        return out
+    known = [r.path for r in report.layers] + [
+        tensor_key(r, o) for r in report.layers if len(r.outputs) > 1 for o in r.outputs
+    ]
+    raise _not_found("layer call", key, known, f"model {_t(report.model.name)!r}")
+
+
+def contains(report: ModelReport, key: object) -> bool:
+    """``key in report``: ``report[key]`` would succeed."""
+    if not isinstance(key, str):
+        return False
+    try:
+        lookup(report, key)
+    except KeyError:
+        return False
+    return True
+
+
+def flagged(report: ModelReport) -> tuple[LayerRecord, ...]:
+    """The layer calls with at least one flagged output, in graph order."""
+    return tuple(r for r in report.layers if any(o.flags for o in r.outputs))
+
+
+def _flagged_lines(report: ModelReport) -> list[str]:
+    pairs = [(tensor_key(r, o), o.flags) for r in report.layers for o in r.outputs if o.flags]
+    if not pairs:
+        return []
+    width = min(max(len(_t(k, 60)) for k, _ in pairs[:REPR_LISTED]), 60)
+    lines = ["  flagged:"]
+    lines += [f"    {_t(k, 60):<{width}}  {_t(','.join(f))}" for k, f in pairs[:REPR_LISTED]]
+    if len(pairs) > REPR_LISTED:
+        lines.append(f"    ... and {len(pairs) - REPR_LISTED} more (report.flagged())")
+    return lines
+
+
+def report_repr(report: ModelReport) -> str:
+    """A few lines: the model, the counts, and every flagged tensor (the first few)."""
+    m = report.model
+    where = f" from {_t(m.path, 200)}" if m.path else ""
+    t = report.totals
+    lines = [
+        f"<ModelReport {_t(m.name)!r} ({_t(m.class_name)}){where}",
+        f"  {_count(report.samples)} samples · {_count(t.layer_calls)} layer calls · "
+        f"{_count(t.params)} parameters · {_count(t.tensors)} tensors, {_count(t.flagged_tensors)} flagged",
+        *_flagged_lines(report),
+    ]
+    return "\n".join(lines) + ">"
+
+
+def layer_repr(layer: LayerRecord) -> str:
+    """One line per output: shape, dtype, mean, std and flags."""
+    head = f"<LayerRecord {_t(layer.path, 200)!r} ({_t(layer.class_name)}"
+    head += f", call {layer.call}, depth {layer.depth}, {_count(layer.params)} params)"
+    if not layer.called:
+        return head + " not called>"
+    lines = [head]
+    for o in layer.outputs:
+        st = o.stats
+        figures = f"mean {_float(st.mean)} std {_float(st.std)}" if st is not None else "no statistics"
+        flags = f" [{_t(','.join(o.flags))}]" if o.flags else ""
+        lines.append(f"  {_t(o.name)}: {_shape(o.shape)} {_t(o.dtype)} {figures}{flags}")
+    return "\n".join(lines) + ">"
+
+
+#: ``to_pandas`` columns before the statistics (which follow in TensorStats order).
+_FRAME_HEAD = ("path", "output", "layer", "class_name", "call", "depth", "parent", "container", "params")
+
+
+def report_rows(report: ModelReport) -> list[dict[str, Any]]:
+    """One plain dict per output tensor, in graph order (what ``to_pandas`` holds)."""
+    from .report import TensorStats
+
+    stat_names = [f.name for f in dataclasses.fields(TensorStats)]
+    rows = []
+    for r in report.layers:
+        for o in r.outputs:
+            row: dict[str, Any] = {
+                "key": tensor_key(r, o),
+                "path": r.path,
+                "output": o.name,
+                "layer": r.name,
+                "class_name": r.class_name,
+                "call": r.call,
+                "depth": r.depth,
+                "parent": r.parent,
+                "container": r.container,
+                "params": r.params,
+                "shape": tuple(o.shape),
+                "dtype": o.dtype,
+            }
+            for name in stat_names:
+                row[name] = None if o.stats is None else getattr(o.stats, name)
+            row["flags"] = ",".join(o.flags)
+            row["model_output"] = o.model_output
+            rows.append(row)
+    return rows
+
+
+def _pandas() -> Any:
+    try:
+        import pandas
+    except ImportError:
+        raise ImportError(
+            "to_pandas() needs pandas, which is not installed; install it with: pip install pandas"
+        ) from None
+    return pandas
+
+
+def report_frame(report: ModelReport) -> Any:
+    """``report.to_pandas()``: a DataFrame, one row per output tensor, indexed by key."""
+    pd = _pandas()
+    return pd.DataFrame(report_rows(report)).set_index("key") if report.layers else pd.DataFrame()
+
+
+def html_table(
+    columns: Sequence[str],
+    rows: Iterable[Sequence[str]],
+    *,
+    numeric: Iterable[str] = (),
+    indents: Sequence[int] | None = None,
+    caption: str | None = None,
+) -> str:
+    """A compact, self-contained HTML table: every cell and the caption escaped
+    with :func:`html.escape` (cells are untrusted text); ``numeric`` columns right
+    aligned; ``indents`` (one per row) indent the first cell by nesting depth."""
+    num = set(numeric)
+    right = "text-align:right"
+    out = ['<table class="kerinspect" style="border-collapse:collapse;font-size:12px">']
+    if caption:
+        out.append(f'<caption style="text-align:left">{html.escape(caption)}</caption>')
+    out.append(
+        "<thead><tr>"
+        + "".join(
+            f'<th style="{right if c in num else "text-align:left"}">{html.escape(c)}</th>' for c in columns
+        )
+        + "</tr></thead><tbody>"
+    )
+    for i, row in enumerate(rows):
+        cells = []
+        for j, (c, v) in enumerate(zip(columns, row)):
+            style = [right] if c in num else ["text-align:left"]
+            if j == 0 and indents is not None and indents[i]:
+                style.append(f"padding-left:{indents[i] * 1.2:.1f}em")
+            cells.append(f'<td style="{";".join(style)}">{html.escape(v)}</td>')
+        out.append("<tr>" + "".join(cells) + "</tr>")
+    out.append("</tbody></table>")
+    return "".join(out)
+
+
+_HTML_COLUMNS = ("Layer", "Class", "Output shape", "Params", "Mean", "Std", "Min", "Max", "Zeros", "NaN",
+                 "Inf", "Dead", "Flags")  # fmt: skip
+_HTML_NUMERIC = ("Params", "Mean", "Std", "Min", "Max", "Zeros", "NaN", "Inf", "Dead")
+
+
+def report_html(report: ModelReport) -> str:
+    """``report._repr_html_()``: the summary line, then one row per output tensor."""
+    rows: list[list[str]] = []
+    indents: list[int] = []
+    for r in report.layers:
+        params = "" if r.class_name == "InputLayer" else (
+            ("shared" if r.params else "0") if r.call > 0 else _count(r.params)
+        )  # fmt: skip
+        if not r.outputs:
+            rows.append([r.path, r.class_name, "-" if r.called else "(not called)", params] + [""] * 9)
+            indents.append(r.depth)
+        for k, o in enumerate(r.outputs):
+            st = o.stats
+            label = r.path if len(r.outputs) == 1 else f"{r.path}:{o.name}"
+            rows.append(
+                [
+                    label,
+                    r.class_name if k == 0 else "",
+                    _shape(o.shape) + ("" if o.dtype == "float32" else f" {o.dtype}"),
+                    params if k == 0 else "",
+                    *(
+                        [
+                            _float(st.mean),
+                            _float(st.std),
+                            _float(st.min),
+                            _float(st.max),
+                            _fraction(st.zero_fraction),
+                            _count(st.nan_count),
+                            _count(st.inf_count),
+                            _fraction(st.dead_fraction),
+                        ]
+                        if st is not None
+                        else ["-"] * 8
+                    ),  # fmt: skip
+                    ",".join(o.flags),
+                ]
+            )
+            indents.append(r.depth)
+    m = report.model
+    t = report.totals
+    caption = (
+        f"Model {m.name!r} ({m.class_name})" + (f" from {m.path}" if m.path else "")
+        + f" · {report.samples:,} samples · {t.layer_calls:,} layer calls · {t.params:,} parameters"
+        + f" · {t.tensors:,} tensors, {t.flagged_tensors:,} flagged"
+    )  # fmt: skip
+    return html_table(_HTML_COLUMNS, rows, numeric=_HTML_NUMERIC, indents=indents, caption=caption)
+
+
+# -- check results ------------------------------------------------------------------
+
+_VERDICT = {"failed": "FAIL", "passed": "pass", "not_checked": "skip"}
+
+
+def _rule_counts(rule: RuleResult) -> str:
+    c = rule.counts
+    unit = rule.unit + ("s" if c.total != 1 else "")
+    text = (
+        f"{c.failed} of {c.total} {unit} failed" if rule.failed else f"{c.passed} of {c.total} {unit} passed"
+    )
+    return text + (f", {c.ignored} ignored" if c.ignored else "")
+
+
+def check_lookup(result: CheckResult, key: str) -> RuleResult:
+    """``result[rule]``: one rule's result (``"nan"``, ``"dead"``...)."""
+    for r in result.rules:
+        if r.rule == key:
+            return r
+    raise _not_found("rule", key, [r.rule for r in result.rules], f"the check of {_t(result.path)!r}")
+
+
+def run_lookup(run: CheckRun, key: str) -> CheckResult:
+    """``run[path]``: one model's result, by the path it was checked as."""
+    for r in run.results:
+        if r.path == key:
+            return r
+    raise _not_found("model", key, [r.path for r in run.results], "this check run")
+
+
+def _result_lines(result: CheckResult, indent: str) -> list[str]:
+    if result.error is not None:
+        return [f"{indent}error[{_t(result.error.rule)}]: {_t(result.error.message, 300)}"]
+    lines = []
+    for rule in result.rules:
+        if rule.failed:
+            first = rule.failures[0] if rule.failures else None
+            at = ""
+            if first is not None:
+                at = f"; first: {_t(first.layer, 80)}" + (f":{_t(first.tensor, 40)}" if first.tensor else "")
+            lines.append(f"{indent}{_t(rule.rule)}: {_rule_counts(rule)}{at}")
+    if result.first_fault is not None:
+        f = result.first_fault
+        lines.append(f"{indent}NaN/Inf starts at {_t(f.layer, 80)!r} ({_t(f.class_name)})")
+    return lines
+
+
+def result_repr(result: CheckResult) -> str:
+    """The verdict, then each failed rule with its counts and first failure."""
+    passed = sum(1 for r in result.rules if r.verdict == "passed")
+    head = f"<CheckResult {_t(result.path, 200)!r}: {result.status} (exit {result.exit_code})"
+    if result.error is None:
+        head += f", {len(result.failed_rules)} rules failed, {passed} passed"
+    return "\n".join([head, *_result_lines(result, "  ")]) + ">"
+
+
+def run_repr(run: CheckRun) -> str:
+    """The totals, then one line per model (failed and errors first) and its failed rules."""
+    head = (
+        f"<CheckRun {len(run.results)} models: {run.count('passed')} passed, {run.count('failed')} failed, "
+        f"{run.count('error')} errors (exit {run.exit_code})"
+    )
+    order = {"failed": 0, "error": 1, "passed": 2}
+    lines = [head]
+    for r in sorted(run.results, key=lambda r: order.get(r.status, 3)):
+        lines.append(f"  {r.status:<6}  {_t(r.path, 200)}")
+        lines += _result_lines(r, "            ")
+    return "\n".join(lines) + ">"
+
+
+def check_rows(results: Iterable[CheckResult]) -> list[dict[str, Any]]:
+    """One plain dict per (model, rule); a model that could not be checked gets one
+    row with rule None and its error."""
+    rows: list[dict[str, Any]] = []
+    for res in results:
+        if res.error is not None:
+            rows.append({"model": res.path, "status": res.status, "rule": None, "verdict": "error",
+                         "error": res.error.message})  # fmt: skip
+            continue
+        for rule in res.rules:
+            first = rule.failures[0] if rule.failures else None
+            rows.append(
+                {
+                    "model": res.path,
+                    "status": res.status,
+                    "rule": rule.rule,
+                    "target": rule.target,
+                    "unit": rule.unit,
+                    "verdict": rule.verdict,
+                    "failed": rule.counts.failed,
+                    "passed": rule.counts.passed,
+                    "not_checked": rule.counts.not_checked,
+                    "ignored": rule.counts.ignored,
+                    "threshold": rule.threshold,
+                    "first_failure": None if first is None else first.layer,
+                    "error": None,
+                }
+            )
+    return rows
+
+
+def check_frame(results: Iterable[CheckResult]) -> Any:
+    """``to_pandas()`` of check results: one row per (model, rule)."""
+    frame = _pandas().DataFrame(check_rows(results))
+    for column in ("failed", "passed", "not_checked", "ignored"):
+        if column in frame:  # an error row has no counts: nullable integers, not floats
+            frame[column] = frame[column].astype("Int64")
+    return frame
+
+
+_CHECK_COLUMNS = ("Model", "Rule", "Verdict", "Failed", "Passed", "Not checked", "First failure")
+
+
+def check_html(results: Sequence[CheckResult], caption: str) -> str:
+    """``_repr_html_()`` of check results: one row per (model, rule)."""
+    rows = []
+    for r in check_rows(results):
+        if r["rule"] is None:
+            rows.append([r["model"], "-", "error", "", "", "", r["error"]])
+            continue
+        rows.append(
+            [
+                r["model"],
+                r["rule"],
+                _VERDICT.get(r["verdict"], r["verdict"]),
+                str(r["failed"]),
+                str(r["passed"]),
+                str(r["not_checked"]),
+                r["first_failure"] or "",
+            ]
+        )
+    return html_table(_CHECK_COLUMNS, rows, numeric=("Failed", "Passed", "Not checked"), caption=caption)
