@@ -585,7 +585,10 @@ def _job(
                 from .engine.jobs import JOBS, QuietChannel
 
                 parsed = parse_request(request)
-                return {**JOBS[parsed.command](parsed, QuietChannel(progress)), "isolation": _isolation(False)}
+                return {
+                    **JOBS[parsed.command](parsed, QuietChannel(progress)),
+                    "isolation": _isolation(False),
+                }
             from .sandbox.runner import run_worker
 
             def relay(msg: dict[str, Any]) -> None:
