@@ -50,7 +50,18 @@ def _dense(
     x = ins[0]
     units = _int(cfg, "units")
     count = _last(x) * units + _bias(cfg) * units + _lora(cfg, _last(x), units)
+    if _quantized(cfg) == "int8":  # Dense._int8_build: one kernel scale per unit
+        count += units
     return count, (None if x is None else [[*x[:-1], units]])
+
+
+def _quantized(cfg: dict[str, Any]) -> str | None:
+    """The quantization mode of a layer's ``QuantizedDTypePolicy`` (``int8``...), if any."""
+    dtype = cfg.get("dtype")
+    if isinstance(dtype, dict) and str(dtype.get("class_name", "")).startswith("Quantized"):
+        inner = dtype.get("config")
+        return str(inner.get("mode")) if isinstance(inner, dict) else "unknown"
+    return None
 
 
 _EINSUM = (
