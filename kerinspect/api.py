@@ -89,15 +89,12 @@ def inspect_model(
     if not isinstance(model, (str, os.PathLike)):
         _check_model_object(model)
         from .engine.collect import inspect_loaded
-        from .engine.jobs import feed_options
 
         return inspect_loaded(
             model,
             inputs,
-            **feed_options(run),
-            thresholds=run.thresholds,
+            run=run,
             progress=progress,
-            max_depth=run.depth,
         )
     with snapshot(model) as model_file:
         result = _job("inspect", model_file, inputs, run, load or LoadOptions(), progress)
@@ -131,17 +128,14 @@ def inspect_for_report(
     if not isinstance(model, (str, os.PathLike)):
         _check_model_object(model)
         from .engine.collect import inspect_loaded
-        from .engine.jobs import feed_options
         from .engine.pictures import PictureCollector, check_sample
 
         collector = PictureCollector(run.sample, run.feature_maps, run.channels)
         report = inspect_loaded(
             model,
             inputs,
-            **feed_options(run),
-            thresholds=run.thresholds,
+            run=run,
             progress=progress,
-            max_depth=run.depth,
             collector=collector,
         )
         check_sample(run.sample, report.samples, None)
@@ -474,7 +468,6 @@ def diff_models(
             info_b=model_info(model_b, None, "in-memory", "keras", ()),
             tolerance=run.diff_tolerance,
             local=run.local,
-            max_depth=run.depth,
             progress=progress,
         )
     from .diff import DiffReport as Parsed

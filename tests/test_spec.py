@@ -250,3 +250,24 @@ def test_check_flags_win_even_when_equal_to_the_default(captured, config):
 def test_check_without_config_runs_the_defaults(captured):
     spec, _ = _check(captured, "--no-config")
     assert spec == RunSpec()
+
+
+def test_the_parsed_spec_reaches_the_replay_whole(keras, monkeypatch):
+    """A run option needs a field in spec.py, a flag in cli.py and the code that reads it:
+    the spec the worker parsed reaches the replay (and the collector's caller) whole."""
+    from kerinspect import api
+    from kerinspect.engine import trace
+    from kerinspect.spec import LoadOptions, RunSpec
+    from tests.conftest import SAMPLES
+
+    seen = []
+    real_init = trace.Replayer.__init__
+
+    def spy(self, *args, **kwargs):
+        real_init(self, *args, **kwargs)
+        seen.append(self.run)
+
+    monkeypatch.setattr(trace.Replayer, "__init__", spy)
+    run = RunSpec(samples=3, seed=7, depth=1)
+    api.inspect_model(str(SAMPLES / "cnn.keras"), spec=run, load=LoadOptions(isolate=False))
+    assert seen and seen[-1] == run

@@ -23,7 +23,7 @@ from kerinspect.checks import is_float_dtype, tensor_flags
 from kerinspect.engine.inputs import DEFAULT_DIM, Feed  # noqa: F401 - DEFAULT_DIM re-exported
 from kerinspect.errors import InferenceError, UsageError
 from kerinspect.report import LayerRecord, ModelInfo, ModelReport, TensorRecord, Thresholds, WeightRecord
-from kerinspect.spec import DEFAULT_BATCH_SIZE, DEFAULT_SAMPLES, DEFAULT_SEED, ProgressFn
+from kerinspect.spec import DEFAULT_BATCH_SIZE, DEFAULT_SAMPLES, DEFAULT_SEED, ProgressFn, RunSpec
 from kerinspect.stats import BOUNDED, RunningStats, numeric_kind, summarize
 
 #: Tensors with at least this many values are summarised in parallel parts.
@@ -476,12 +476,16 @@ def inspect_loaded(
     input_source: str | None = None,
     max_depth: int | None = None,
     collector: StatsCollector | None = None,
+    run: RunSpec | None = None,
 ) -> ModelReport:
     """:func:`inspect_model` on an already-loaded model, in this process.
 
     ``max_depth`` limits the layer calls captured to that many nesting levels;
     ``collector`` replaces the default :class:`StatsCollector` (a subclass that keeps
     more, as :mod:`kerinspect.engine.pictures` does); it is closed here."""
+    if run is not None:  # the typed spec, as the worker has it: it sets every run option
+        samples, batch_size, seed, dim = run.samples, run.batch_size, run.seed, run.dim
+        shapes, thresholds, max_depth = run.shapes, run.thresholds, run.depth
     thresholds = thresholds or Thresholds()
     feed = build_feed(
         keras_model,
@@ -495,7 +499,9 @@ def inspect_loaded(
     )
     collector = StatsCollector() if collector is None else collector
     try:
-        caught = run_batches_collecting_warnings(keras_model, feed, collector, progress, max_depth=max_depth)
+        caught = run_batches_collecting_warnings(
+            keras_model, feed, collector, progress, max_depth=max_depth, run=run
+        )
     finally:
         collector.close()
     from kerinspect.engine.tfenv import import_keras
@@ -527,14 +533,20 @@ def inspect_loaded(
 
 
 def run_batches_collecting_warnings(
-    model: Any, feed: Feed, visitor: Any, progress: ProgressFn | None = None, *, max_depth: int | None = None
+    model: Any,
+    feed: Feed,
+    visitor: Any,
+    progress: ProgressFn | None = None,
+    *,
+    max_depth: int | None = None,
+    run: RunSpec | None = None,
 ) -> list[str]:
     """:func:`run_batches`, returning the warnings Keras raised (each once, one line)
     instead of letting them reach stderr."""
     caught: list[str] = []
     with warnings.catch_warnings(record=True) as wlist:
         warnings.simplefilter("always")
-        run_batches(model, feed, visitor, progress, max_depth=max_depth)
+        run_batches(model, feed, visitor, progress, max_depth=max_depth, run=run)
         for w in wlist:
             text = " ".join(str(w.message).split())
             if text not in caught:
@@ -543,7 +555,13 @@ def run_batches_collecting_warnings(
 
 
 def run_batches(
-    model: Any, feed: Feed, visitor: Any, progress: ProgressFn | None = None, *, max_depth: int | None = None
+    model: Any,
+    feed: Feed,
+    visitor: Any,
+    progress: ProgressFn | None = None,
+    *,
+    max_depth: int | None = None,
+    run: RunSpec | None = None,
 ) -> None:
     """Replay ``model`` on every batch of ``feed``, reporting to ``visitor``.
 
@@ -554,7 +572,7 @@ def run_batches(
     from kerinspect.engine.load import innermost_message
     from kerinspect.engine.trace import LayerCallError, Replayer
 
-    replay = Replayer(model, visitor, max_depth=max_depth)
+    replay = Replayer(model, visitor, max_depth=max_depth, run=run)
     done = 0
     for batch in feed.batches():
         rows = len(batch[0]) if batch else 0

@@ -131,15 +131,13 @@ def inspect_job(request: Request, channel: Any) -> dict[str, Any]:
     report = inspect_loaded(
         loaded.model,
         read_inputs(request.inputs),
-        **feed_options(request.run),
-        thresholds=request.run.thresholds,
+        run=request.run,  # every run option, typed: the engine reads what it needs from it
         progress=channel.progress,
         path=shown_path(request.model),
         fmt=model_file.format,
         loader=loaded.loader,
         notes=_notes(request.model, loaded),
         input_source=None if request.inputs is None else request.inputs.source,
-        max_depth=request.run.depth,
     )
     return {"report": report.to_dict()}
 

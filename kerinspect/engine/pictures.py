@@ -266,7 +266,6 @@ def report_job(request: Request, channel: Any) -> dict[str, Any]:
     from kerinspect.engine.collect import inspect_loaded
     from kerinspect.engine.jobs import (
         _notes,
-        feed_options,
         model_file_of,
         read_inputs,
         scan_and_load,
@@ -281,15 +280,13 @@ def report_job(request: Request, channel: Any) -> dict[str, Any]:
     report = inspect_loaded(
         loaded.model,
         read_inputs(request.inputs),
-        **feed_options(run),
-        thresholds=run.thresholds,
+        run=run,
         progress=channel.progress,
         path=shown_path(request.model),
         fmt=model_file.format,
         loader=loaded.loader,
         notes=_notes(request.model, loaded),
         input_source=None if request.inputs is None else request.inputs.source,
-        max_depth=run.depth,
         collector=collector,
     )
     check_sample(run.sample, report.samples, shown_path(request.model))

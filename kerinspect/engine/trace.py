@@ -34,6 +34,7 @@ import numpy as np
 
 from kerinspect.engine import keras_adapter as ka
 from kerinspect.engine.tfenv import import_keras
+from kerinspect.spec import RunSpec
 
 keras = import_keras()
 import tensorflow as tf  # noqa: E402 - imported (quietly) by import_keras
@@ -289,6 +290,10 @@ class Replayer:
         attention: capture attention probabilities.
         watch: called as ``watch(site, layer, args)`` before every reported layer
             call runs (the input-range probe uses it).
+        run: the run's :class:`~kerinspect.spec.RunSpec`, for options the replay
+            reads (its ``depth`` unless ``max_depth`` is given). A new run option that
+            the replay needs is read here as ``self.run.<field>``: nothing between the
+            CLI and this class has to pass it along.
     """
 
     def __init__(
@@ -299,11 +304,13 @@ class Replayer:
         max_depth: int | None = None,
         attention: bool = True,
         watch: Callable[[CallSite, Any, tuple[Any, ...]], None] | None = None,
+        run: RunSpec | None = None,
     ):
         self.model = model
         self.visitor = visitor
         self.graph = graph_of(model)
-        self.max_depth = max_depth
+        self.run = run if run is not None else RunSpec()
+        self.max_depth = max_depth if max_depth is not None or run is None else run.depth
         self.attention = attention
         self.watch = watch
         self._plans: dict[int, _Plan] = {}
