@@ -1,6 +1,6 @@
 """Deserialize a model file with Keras 3, translating every failure into one clear error.
 
-Runs in the worker, after the static scan (:mod:`kerinspect.scan.static`) accepted the file.
+Runs in the worker, after the static scan (:mod:`kerinspect.scan`) accepted the file.
 Keras's own errors for bad files are often misleading ("File not found" for a
 truncated zip); every loader failure becomes one
 :class:`~kerinspect.errors.ModelLoadError` carrying the innermost cause.

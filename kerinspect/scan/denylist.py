@@ -1,6 +1,6 @@
 """What the static scan refuses by name, whatever the allowlist says.
 
-Hand-written policy, read by :mod:`kerinspect.scan.static` and by
+Hand-written policy, read by :mod:`kerinspect.scan.policy` and by
 ``scripts/gen_allowlist.py`` (which drops these names when it generates
 :mod:`kerinspect.scan.allowlist` from the installed Keras). Rule ids are stable.
 """

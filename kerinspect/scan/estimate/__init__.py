@@ -1,6 +1,6 @@
 """Parameter, weight-memory and input-size estimates from a model config, without building it.
 
-Owned by the static scan (:mod:`kerinspect.scan.static`). Pure Python; never imports
+Owned by the static scan (:mod:`kerinspect.scan.policy`). Pure Python; never imports
 TensorFlow, Keras or numpy.
 
 What is counted
