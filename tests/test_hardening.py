@@ -273,3 +273,24 @@ def test_a_dump_whose_directory_is_swapped_for_a_symlink_leaves_nothing(tmp_path
         assert sorted(os.listdir(moved)) == sorted({"manifest.json", "inputs"} | {t["file"] for t in dump.manifest["tensors"]})
     left = [p for p in tmp_path.rglob(".kerinspect-staging-*")]
     assert left == []
+
+
+def test_a_full_temp_folder_is_one_clear_line(tmp_path, monkeypatch):
+    """The snapshot needs room for a copy of the model: when the temp folder has none,
+    say so (exit 7) rather than 'cannot read the model'."""
+    import errno
+
+    from kerinspect.errors import OutputError
+    from kerinspect.scan import preflight as pf
+
+    real_write = os.write
+
+    def full(fd, data):
+        if fd > 2:
+            raise OSError(errno.ENOSPC, "No space left on device")
+        return real_write(fd, data)
+
+    monkeypatch.setattr(pf.os, "write", full)
+    with pytest.raises(OutputError) as e:
+        pf.preflight(CNN, snapshot_dir=str(tmp_path))
+    assert e.value.rule == "snapshot-failed" and "No space left" in e.value.message and "TMPDIR" in e.value.hint

@@ -212,8 +212,18 @@ def _snapshot(fd: int, st: os.stat_result, into: str, ext: str, shown: str) -> t
                 break
             h.update(chunk)
             view = memoryview(chunk)
-            while view:
-                view = view[os.write(out, view) :]
+            try:
+                while view:
+                    view = view[os.write(out, view) :]
+            except OSError as e:
+                from kerinspect.errors import OutputError
+
+                raise OutputError(
+                    f"Cannot copy the model file ({st.st_size:,} bytes) into the temporary folder "
+                    f"{escape_text(into)}: {e.strerror}. Received: path={shown}",
+                    rule="snapshot-failed",
+                    hint="set TMPDIR to a folder with room for a copy of the model",
+                ) from None
             copied += len(chunk)
     finally:
         os.close(out)
