@@ -6,7 +6,9 @@ LSTM; all built here, offline, into a temporary directory) and in the same run:
 * floor   -- ``import keras``, load the file, ``model.predict`` (``_cases.py floor``);
 * naive   -- the same plus ``keras.Model(model.inputs, [l.output for l in model.layers])``
   and float64 numpy statistics of every output (``_cases.py naive``);
-* summary -- ``kerinspect summary MODEL`` (a light parent and its isolated worker).
+* summary -- ``kerinspect summary MODEL`` (a light parent and its isolated worker);
+* diff    -- ResNet50 only: ``kerinspect diff MODEL MODEL`` (the model against itself, both
+  replayed batch by batch in one worker), reported as its peak RSS against ``summary``'s.
 
 Rounds are interleaved (floor, naive, summary, floor, ...) after one warm-up round,
 and medians are reported with their ratio to the floor. Also measured: peak RSS of
@@ -65,6 +67,10 @@ MODELS: dict[str, tuple[str, int, int]] = {
     ),
     "lstm": ("2 x LSTM(128) over 100 steps of 32 features (0.2 M params)", 32, 16),
 }
+#: Models also measured as ``kerinspect diff MODEL MODEL`` (peak RSS against ``summary``).
+DIFF_MODELS = ("resnet50",)
+#: Largest peak RSS (largest process) of ``diff`` as a multiple of ``summary``'s.
+DIFF_TARGET = 2.2
 #: Extra options of a model's kerinspect runs (its custom classes).
 OPTIONS: dict[str, tuple[str, ...]] = {
     "blocks": ("--custom-objects", str(ROOT / "sample_models" / "custom_layers.py")),
@@ -306,6 +312,15 @@ def report(
                 f"- {model}: `--depth 1` wall {sw / floor_w:.2f}× (deep capture costs {w / (sw / floor_w):.2f}× it)"
             )
         lines.append(f"- {model}: peak RSS {la:.2f}× largest process, {tr:.2f}× tree {verdict(tr, 1.3, 1.1)}")
+        diff = next((c for c in main if c.model == model and c.name == "diff"), None)
+        if diff is not None:
+            summ = next(c for c in main if c.model == model and c.name == "summary")
+            dl, sl = diff.median("largest_kib"), summ.median("largest_kib")
+            lines.append(
+                f"- {model}: diff peak RSS ≤ {DIFF_TARGET:g}× summary: {mib(dl)} MiB against {mib(sl)} MiB "
+                f"(largest process), {dl / sl:.2f}× {verdict(dl / sl, DIFF_TARGET)}; tree "
+                f"{diff.median('tree_kib') / summ.median('tree_kib'):.2f}×; wall {diff.median('wall'):.1f} s"
+            )
     if flat:
         small, large, floor_large = flat
         s_samples, l_samples = (
@@ -391,6 +406,16 @@ def main() -> int:
                     kerinspect("summary", path, "--samples", n, "--batch-size", b, *OPTIONS.get(m, ())),
                 ),
             ]
+            if m in DIFF_MODELS:  # the model against itself: both replays, one worker
+                main_cases.append(
+                    Case(
+                        m,
+                        "diff",
+                        kerinspect(
+                            "diff", path, path, "--samples", n, "--batch-size", b, *OPTIONS.get(m, ())
+                        ),
+                    )
+                )
             if m == "blocks":  # deep capture off: what the outer-graph replay alone costs
                 main_cases.append(
                     Case(

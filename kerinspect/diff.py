@@ -437,6 +437,65 @@ class DiffReport:
             isolation=None if iso is None else Isolation.from_dict(iso),
         )
 
+    # -- in a notebook (kerinspect/notebook.py) --
+
+    def __repr__(self) -> str:
+        """A few lines: the models, the pairing, the first divergence, the verdict and
+        the pairs above the tolerance (not every field)."""
+        from .notebook import diff_repr
+
+        return diff_repr(self)
+
+    def __getitem__(self, key: str) -> PairDiff | OutputDiff:
+        """The pair whose path in model A (or else in B) is ``key`` (``result["fc2"]``),
+        or one of its outputs as ``"path:output"`` (``"block/att:attention_scores"``).
+
+        Raises:
+            KeyError: no such pair (a :class:`~kerinspect.notebook.NotFoundError`); the
+                message lists the closest paths.
+        """
+        from .notebook import diff_lookup
+
+        return diff_lookup(self, key)
+
+    def __contains__(self, key: object) -> bool:
+        from .notebook import diff_contains
+
+        return diff_contains(self, key)
+
+    def diverged(self, *, local: bool = False) -> tuple[PairDiff, ...]:
+        """The pairs whose largest normalised error exceeds the tolerance, in A's graph
+        order: the first divergence and, usually, every layer after it.
+
+        Args:
+            local: compare the layers' own errors instead (a ``local=True`` diff).
+
+        Raises:
+            UsageError: ``local`` on a diff that did not compute local errors.
+        """
+        from .notebook import diverged
+
+        return diverged(self, local=local)
+
+    def to_pandas(self) -> Any:
+        """A ``pandas.DataFrame``, one row per paired output, indexed by its key (A's
+        path, or ``path:output`` for a multi-output call): both paths and classes, how
+        they were paired, shapes and dtypes, ``cosine``, ``normalised_error``,
+        ``sqnr_db``, ``max_abs_diff`` (with ``local``, again as ``local_cosine``...),
+        both sides' mean and std, ``diverged`` and ``note``.
+
+        Raises:
+            ImportError: pandas is not installed (it is optional).
+        """
+        from .notebook import diff_frame
+
+        return diff_frame(self)
+
+    def _repr_html_(self) -> str:
+        from .notebook import diff_html
+
+        return diff_html(self)
+
 
 # -- pairing -----------------------------------------------------------------------
 

@@ -1,7 +1,7 @@
 """Reports in a notebook: concise reprs, lookup by path, tables for pandas and HTML.
 
-The methods of :class:`~kerinspect.report.ModelReport`, :class:`~kerinspect.report.CheckResult`
-and :class:`~kerinspect.report.CheckRun` that a notebook uses (``repr(report)``,
+The methods of :class:`~kerinspect.report.ModelReport`, :class:`~kerinspect.report.CheckResult`,
+:class:`~kerinspect.report.CheckRun` and :class:`~kerinspect.diff.DiffReport` that a notebook uses (``repr(report)``,
 ``report["block/att"]``, ``report.flagged()``, ``report.to_pandas()``,
 ``_repr_html_``) are thin wrappers over the functions here. Pure: stdlib only;
 pandas is imported by ``to_pandas`` alone, when called. Every name shown comes from
@@ -20,7 +20,8 @@ from typing import TYPE_CHECKING, Any
 from .errors import UsageError, escape_text
 
 if TYPE_CHECKING:
-    from .report import CheckResult, CheckRun, LayerRecord, ModelReport, RuleResult, TensorRecord
+    from .diff import DiffReport, OutputDiff, PairDiff, Sums
+    from .report import CheckResult, CheckRun, LayerRecord, ModelInfo, ModelReport, RuleResult, TensorRecord
 
 #: Flagged tensors (or failed rules) listed by a repr before "... and N more".
 REPR_LISTED = 8
@@ -427,3 +428,217 @@ def check_html(results: Sequence[CheckResult], caption: str) -> str:
             ]
         )
     return html_table(_CHECK_COLUMNS, rows, numeric=("Failed", "Passed", "Not checked"), caption=caption)
+
+
+# -- diff results -------------------------------------------------------------------
+
+
+def pair_key(pair: PairDiff, out: OutputDiff) -> str:
+    """The key of one paired output: A's path for a single-output call, ``path:output`` otherwise."""
+    return pair.path_a if len(pair.outputs) == 1 else f"{pair.path_a}:{out.name}"
+
+
+def diff_lookup(report: DiffReport, key: str) -> PairDiff | OutputDiff:
+    """``result[key]``: the pair whose path in A (or, failing that, in B) is ``key``, or
+    one output of it as ``"path:output"``.
+
+    Raises:
+        NotFoundError: (a ``KeyError``) no such pair; the message lists close matches.
+    """
+    if not isinstance(key, str):
+        raise TypeError(f"diff result keys are layer paths (str), got {type(key).__name__}")
+    for attr in ("path_a", "path_b"):
+        for pair in report.pairs:
+            if getattr(pair, attr) == key:
+                return pair
+    if ":" in key:
+        path, name = key.rsplit(":", 1)
+        for pair in report.pairs:
+            if path in (pair.path_a, pair.path_b):
+                for out in pair.outputs:
+                    if out.name == name:
+                        return out
+    known = [p.path_a for p in report.pairs]
+    known += [p.path_b for p in report.pairs if p.path_b != p.path_a]
+    known += [pair_key(p, o) for p in report.pairs if len(p.outputs) > 1 for o in p.outputs]
+    where = f"the pairs of {_t(report.model_a.name)!r} and {_t(report.model_b.name)!r}"
+    error = _not_found("pair", key, known, where)
+    for side, unpaired in (("A", report.unpaired_a), ("B", report.unpaired_b)):
+        if any(u.path == key for u in unpaired):
+            error.hint = (
+                f"{_t(key)!r} is a layer call of model {side} with no counterpart (unpaired_{side.lower()})"
+            )
+    raise error
+
+
+def diff_contains(report: DiffReport, key: object) -> bool:
+    """``key in result``: ``result[key]`` would succeed."""
+    if not isinstance(key, str):
+        return False
+    try:
+        diff_lookup(report, key)
+    except KeyError:
+        return False
+    return True
+
+
+def diverged(report: DiffReport, *, local: bool = False) -> tuple[PairDiff, ...]:
+    """The pairs whose largest normalised error exceeds the tolerance, in A's graph
+    order (containers included); ``local``: the layers' own errors (``local=True`` runs)."""
+    if local and not report.local:
+        raise UsageError(
+            "diverged(local=True) needs the layers' own errors, which this diff did not compute. "
+            "Received: local=False in the diff; run diff_models(..., local=True)"
+        )
+    out = []
+    for pair in report.pairs:
+        e = pair.local_error if local else pair.error
+        if e is not None and e > report.tolerance:
+            out.append(pair)
+    return tuple(out)
+
+
+def _side(info: ModelInfo, label: str) -> str:
+    where = f" from {_t(info.path, 200)}" if info.path else ""
+    return f"{label} {_t(info.name)!r} ({_t(info.class_name)}){where}"
+
+
+def _verdict(report: DiffReport) -> str:
+    return "outputs agree" if report.agree else "outputs differ"
+
+
+def diff_repr(report: DiffReport) -> str:
+    """The two models, the pairing, the first divergence, the verdict and the pairs above
+    the tolerance (the first few)."""
+    from .diff import fmt_error
+
+    lines = [
+        f"<DiffReport {_side(report.model_a, 'A')} vs {_side(report.model_b, 'B')}",
+        f"  {_count(report.samples)} samples · {_t(report.pairing_summary(), 200)} · "
+        f"tolerance {report.tolerance:g}" + (" · local errors" if report.local else ""),
+    ]
+    for div in (report.divergence, report.local_divergence):
+        if div is not None:
+            lines.append(f"  {_t(div.sentence(report.tolerance), 400)}")
+    verdict = f"  verdict: {_verdict(report)} (exit {report.exit_code})"
+    lines.append(verdict + "".join(f"; {_t(f, 300)}" for f in report.failures[:3]))
+    above = diverged(report)
+    if above:
+        width = min(max(len(_t(p.path_a, 60)) for p in above[:REPR_LISTED]), 60)
+        lines.append(f"  diverged ({len(above)} pairs above tolerance):")
+        for p in above[:REPR_LISTED]:
+            local = f" (local {fmt_error(p.local_error)})" if report.local else ""
+            b = "" if p.path_b == p.path_a else f"  B: {_t(p.path_b, 60)}"
+            lines.append(f"    {_t(p.path_a, 60):<{width}}  {fmt_error(p.error)}{local}{b}")
+        if len(above) > REPR_LISTED:
+            lines.append(f"    ... and {len(above) - REPR_LISTED} more (result.diverged())")
+    return "\n".join(lines) + ">"
+
+
+#: The metric columns of ``to_pandas``; with ``local``, each again prefixed ``local_``.
+DIFF_METRICS = ("cosine", "normalised_error", "sqnr_db", "max_abs_diff")
+
+
+def _metrics(sums: Sums | None, prefix: str) -> dict[str, Any]:
+    if sums is None:
+        return {prefix + m: None for m in DIFF_METRICS}
+    return {
+        prefix + "cosine": sums.cosine,
+        prefix + "normalised_error": sums.normalised_error,
+        prefix + "sqnr_db": sums.sqnr_db,
+        prefix + "max_abs_diff": sums.max_abs,
+    }
+
+
+def diff_rows(report: DiffReport) -> list[dict[str, Any]]:
+    """One plain dict per paired output, in A's graph order (what ``to_pandas`` holds):
+    both paths and classes, how they were paired, both shapes and dtypes, the metrics of
+    the inherited error, with ``local`` those of the layer's own error (``local_...``),
+    both sides' mean and std, ``diverged`` (normalised error above the tolerance) and ``note``."""
+    rows = []
+    for p in report.pairs:
+        for o in p.outputs:
+            row: dict[str, Any] = {
+                "key": pair_key(p, o),
+                "path_a": p.path_a,
+                "path_b": p.path_b,
+                "output": o.name,
+                "class_a": p.class_a,
+                "class_b": p.class_b,
+                "paired_by": p.paired_by,
+                "container": p.container,
+                "policy_a": p.policy_a,
+                "policy_b": p.policy_b,
+                "shape_a": tuple(o.shape_a),
+                "shape_b": tuple(o.shape_b),
+                "dtype_a": o.dtype_a,
+                "dtype_b": o.dtype_b,
+                "model_output": o.model_output,
+                **_metrics(o.error, ""),
+                "count": None if o.error is None else o.error.count,
+                "mismatched": None if o.error is None else o.error.mismatched,
+            }
+            if report.local:
+                row.update(_metrics(o.local, "local_"))
+            for side, st in (("a", o.stats_a), ("b", o.stats_b)):
+                row[f"mean_{side}"] = None if st is None else st.mean
+                row[f"std_{side}"] = None if st is None else st.std
+            row["diverged"] = o.error is not None and o.error.normalised_error > report.tolerance
+            row["note"] = o.note
+            rows.append(row)
+    return rows
+
+
+def diff_frame(report: DiffReport) -> Any:
+    """``result.to_pandas()``: a DataFrame, one row per paired output, indexed by key."""
+    pd = _pandas()
+    rows = diff_rows(report)
+    return pd.DataFrame(rows).set_index("key") if rows else pd.DataFrame()
+
+
+def diff_html(report: DiffReport) -> str:
+    """``result._repr_html_()``: the verdict as caption, then one row per paired output."""
+    from .diff import fmt_error
+
+    columns = ["Layer", "B", "Class", "Paired by", "Output shape", "Cosine", "Norm. error", "SQNR dB",
+               "Max |a-b|"]  # fmt: skip
+    if report.local:
+        columns.append("Local error")
+    columns.append("Note")
+    numeric = ("Cosine", "Norm. error", "SQNR dB", "Max |a-b|", "Local error")
+    rows: list[list[str]] = []
+    indents: list[int] = []
+    for p in report.pairs:
+        cls = p.class_a if p.class_a == p.class_b else f"{p.class_a}/{p.class_b}"
+        for k, o in enumerate(p.outputs):
+            shape = (
+                _shape(o.shape_a) if o.shape_a == o.shape_b else f"{_shape(o.shape_a)} / {_shape(o.shape_b)}"
+            )
+            e = o.error
+            note = ["diverged"] if e is not None and e.normalised_error > report.tolerance else []
+            note += [o.note] if o.note else []
+            row = [
+                pair_key(p, o),
+                "" if p.path_b == p.path_a else p.path_b,
+                cls if k == 0 else "",
+                p.paired_by if k == 0 else "",
+                shape,
+                *(
+                    [_float(e.cosine), fmt_error(e.normalised_error), _float(e.sqnr_db), _float(e.max_abs)]
+                    if e is not None
+                    else ["-"] * 4
+                ),
+            ]
+            if report.local:
+                row.append("-" if o.local is None else fmt_error(o.local.normalised_error))
+            row.append("; ".join(note))
+            rows.append(row)
+            indents.append(p.path_a.count("/"))
+    a, b = report.model_a, report.model_b
+    caption = (
+        f"Model A {a.name!r} vs B {b.name!r} · {report.samples:,} samples · {report.pairing_summary()}"
+        f" · tolerance {report.tolerance:g} · {_verdict(report)} (exit {report.exit_code})"
+    )
+    if report.divergence is not None:
+        caption += f" · {report.divergence.sentence(report.tolerance)}"
+    return html_table(columns, rows, numeric=numeric, indents=indents, caption=caption)

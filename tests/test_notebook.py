@@ -267,3 +267,54 @@ def test_check_results_print_index_and_tabulate(report):
     assert list(df["rule"]) == [r.rule for r in result.rules]
     assert list(df["failed"]) == [r.counts.failed for r in result.rules]
     assert run.to_pandas().query("verdict == 'failed'")["model"].tolist() == ["broken.keras"]
+
+
+# -- diff results -------------------------------------------------------------------
+
+
+def test_diff_result_prints_indexes_selects_and_tabulates(keras):
+    """A small model against a copy whose ``fc2`` kernel is scaled by 1.5: with ReLU and
+    zero biases every output from ``fc2`` on is exactly 1.5 times A's (error 0.5)."""
+    import kerinspect
+
+    keras.utils.set_random_seed(0)
+    x_in = keras.Input((8,), name="x")
+    h = keras.layers.Dense(16, activation="relu", name="fc1")(x_in)
+    h = keras.layers.Dense(16, activation="relu", name="fc2")(h)
+    a = keras.Model(x_in, keras.layers.Dense(4, name="head")(h), name="small")
+    b = keras.models.clone_model(a)
+    b.set_weights(a.get_weights())
+    kernel, bias = b.get_layer("fc2").get_weights()
+    b.get_layer("fc2").set_weights([kernel * 1.5, bias])
+    x = np.random.default_rng(0).normal(size=(32, 8)).astype("float32")
+
+    result = kerinspect.diff_models(a, b, x, local=True)
+    golden("diff_repr.txt", repr(result))
+
+    assert result["fc2"] is result.pairs[2] and result["fc2"].error == pytest.approx(0.5)
+    assert "head" in result and "fc9" not in result and 3 not in result
+    with pytest.raises(KeyError, match=r"No pair 'fc22'") as caught:
+        result["fc22"]
+    assert "'fc2'" in caught.value.hint and caught.value.exit_code == 2
+    assert [p.path_a for p in result.diverged()] == ["fc2", "head"]
+    assert [p.path_a for p in result.diverged(local=True)] == ["fc2"]  # head's own error is 0
+
+    page = result._repr_html_()
+    assert page.count("<tr>") == 1 + sum(len(p.outputs) for p in result.pairs)
+    hostile = dataclasses.replace(
+        result, pairs=(dataclasses.replace(result.pairs[2], path_a="<img src=x onerror=alert(1)>"),)
+    )
+    page = hostile._repr_html_()
+    assert "<img" not in page and "&lt;img src=x onerror=alert(1)&gt;" in page
+
+    pytest.importorskip("pandas")
+    df = result.to_pandas()
+    assert list(df.index) == [p.path_a for p in result.pairs]  # one row per paired output
+    for p in result.pairs:
+        o = p.outputs[0]
+        assert df.loc[p.path_a, "normalised_error"] == o.error.normalised_error
+        assert df.loc[p.path_a, "cosine"] == o.error.cosine
+        assert df.loc[p.path_a, "sqnr_db"] == o.error.sqnr_db
+        if o.local is not None:
+            assert df.loc[p.path_a, "local_normalised_error"] == o.local.normalised_error
+    assert df["diverged"].tolist() == [False, False, True, True]

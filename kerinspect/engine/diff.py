@@ -3,8 +3,8 @@ compare every paired layer call.
 
 Both models are replayed by the engine's own :class:`~kerinspect.engine.trace.Replayer`
 (every call of every operation, at every depth), on the same inputs, one batch at
-a time: model A's paired outputs of the batch are held until model B has produced
-their counterparts, each pair is reduced to mergeable :class:`~kerinspect.diff.Sums`
+a time: model A's paired outputs of the batch are held, spilled to private files
+(:class:`_Spill`), until model B has produced their counterparts, each pair is reduced to mergeable :class:`~kerinspect.diff.Sums`
 (and both sides' :mod:`~kerinspect.stats`), and released. Before the first batch,
 one sample is run through each model to list its calls, which
 :func:`~kerinspect.diff.pair_sites` pairs (path, then structure).
@@ -17,6 +17,9 @@ apart from what it inherited from the layers before.
 
 from __future__ import annotations
 
+import contextlib
+import os
+import shutil
 import warnings
 from collections.abc import Sequence
 from typing import Any
@@ -31,6 +34,143 @@ from kerinspect.stats import RunningStats, numeric_kind, summarize
 
 #: Values per block of the comparison's float64 scratch.
 BLOCK = 1 << 20
+#: Largest spill file (bytes) when the worker's RLIMIT_FSIZE does not set a smaller one.
+SPILL_CHUNK = 1 << 30
+#: Below this RLIMIT_FSIZE, A's tensors are held in memory rather than spilled.
+SPILL_MIN_CHUNK = 1 << 20
+
+
+class _Held:
+    """One of A's tensors, spilled: its bytes in ``files`` (in order), and how to read them back."""
+
+    __slots__ = ("files", "dtype", "shape", "dtype_name", "uses", "__weakref__")
+
+    def __init__(
+        self, files: list[str], dtype: np.dtype[Any], shape: tuple[int, ...], dtype_name: str
+    ) -> None:
+        self.files = files
+        self.dtype = dtype
+        self.shape = shape
+        self.dtype_name = dtype_name
+        self.uses = 0
+
+
+class _Spill:
+    """Model A's held tensors of a batch, kept out of the process's memory.
+
+    Each numeric tensor A produces (or, for ``local``, consumes) at a paired call is
+    written to private files in the temp folder (the worker's scratch ``TMPDIR``) and
+    dropped from memory; B reads it back when its counterpart appears, and the files
+    are removed once every reference to them was consumed (or at the next batch). The
+    bytes read back are the tensor's own, so every figure is what it was in memory.
+    A file never exceeds ``RLIMIT_FSIZE`` (a tensor larger than it spans several).
+    Tensors that cannot be spilled (strings, non-eager values) are held as they are.
+    """
+
+    def __init__(self) -> None:
+        import resource
+
+        from kerinspect.sandbox import scratch
+
+        soft = resource.getrlimit(resource.RLIMIT_FSIZE)[0]
+        limit = SPILL_CHUNK if soft == resource.RLIM_INFINITY or soft <= 0 else min(SPILL_CHUNK, soft)
+        self.chunk = limit if limit >= SPILL_MIN_CHUNK else 0
+        self.dir = scratch.make("activations") if self.chunk else ""
+        self._count = 0
+        self._live: dict[int, tuple[Any, _Held]] = {}  # id(tensor) -> (weak ref to it, its spill)
+
+    def put(self, t: Any) -> Any:
+        """``t`` spilled (a :class:`_Held`), or ``t`` itself when it cannot be."""
+        import weakref
+
+        from kerinspect.engine.trace import tensor_dtype, tf
+
+        if not self.chunk or not isinstance(t, tf.Tensor):
+            return t
+        seen = self._live.get(id(t))
+        if seen is not None and seen[0]() is t:  # the same tensor, held twice (an output, then an input)
+            seen[1].uses += 1
+            return seen[1]
+        try:
+            arr = np.asarray(t)
+        except Exception:  # noqa: BLE001 - not readable as numpy: held as it is
+            return t
+        if arr.dtype.hasobject or arr.dtype.itemsize == 0:
+            return t
+        raw = np.ascontiguousarray(arr).reshape(-1).view(np.uint8)
+        files: list[str] = []
+        for start in range(0, max(raw.size, 1), self.chunk):
+            self._count += 1
+            path = os.path.join(self.dir, f"{self._count}.bin")
+            fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+            files.append(path)
+            try:
+                view = raw[start : start + self.chunk].data
+                while view.nbytes:
+                    view = view[os.write(fd, view) :]
+            finally:
+                os.close(fd)
+        held = _Held(files, arr.dtype, tuple(arr.shape), tensor_dtype(t))
+        held.uses = 1
+        try:
+            self._live[id(t)] = (weakref.ref(t), held)
+        except TypeError:  # no weak references: no sharing either
+            pass
+        return held
+
+    def array(self, held: _Held) -> np.ndarray:
+        """The spilled tensor's values, as a new numpy array."""
+        nbytes = int(np.prod(held.shape, dtype=np.int64)) * held.dtype.itemsize
+        buf = np.empty(nbytes, np.uint8)
+        for i, path in enumerate(held.files):
+            lo, hi = i * self.chunk, min(nbytes, (i + 1) * self.chunk)
+            fd = os.open(path, os.O_RDONLY)
+            try:
+                pos = lo
+                while pos < hi:
+                    got = os.preadv(fd, [buf[pos:hi].data], pos - lo)
+                    if got <= 0:
+                        raise OSError(f"spill file {path} is short")
+                    pos += got
+            finally:
+                os.close(fd)
+        return buf.view(held.dtype).reshape(held.shape)
+
+    def tensor(self, held: _Held) -> Any:
+        """The spilled tensor, as a backend tensor again (for a shadow re-run)."""
+        from kerinspect.engine.trace import tf
+
+        return tf.convert_to_tensor(self.array(held))
+
+    def done(self, items: Sequence[Any]) -> None:
+        """One reference to each spilled tensor in ``items`` is consumed; remove what is unreferenced."""
+        for h in items:
+            if isinstance(h, _Held):
+                h.uses -= 1
+                if h.uses <= 0:
+                    self._remove(h)
+
+    def _remove(self, held: _Held) -> None:
+        for path in held.files:
+            with contextlib.suppress(OSError):
+                os.unlink(path)
+        held.files = []
+
+    def clear(self) -> None:
+        """Drop everything held (a new batch, or the end)."""
+        for _, held in self._live.values():
+            self._remove(held)
+        self._live = {}
+        if self.dir:
+            for name in os.listdir(self.dir):
+                with contextlib.suppress(OSError):
+                    os.unlink(os.path.join(self.dir, name))
+
+    def close(self) -> None:
+        self._live = {}
+        if self.dir:
+            shutil.rmtree(self.dir, ignore_errors=True)
+            self.dir = ""
 
 
 def tensor_sums(a: np.ndarray, b: np.ndarray) -> Sums:
@@ -121,28 +261,31 @@ def _merge_stats(acc: RunningStats | None, arr: np.ndarray) -> RunningStats | No
 
 
 class _Recorder:
-    """Visitor of model A: keeps the batch's outputs (and, for ``local``, inputs) of paired calls."""
+    """Visitor of model A: keeps the batch's outputs (and, for ``local``, inputs) of paired
+    calls, spilled out of memory (:class:`_Spill`) until B asks for them."""
 
-    def __init__(self, paired: set[int], local: bool) -> None:
+    def __init__(self, paired: set[int], local: bool, spill: _Spill) -> None:
         self.paired = paired
         self.local = local
+        self.spill = spill
         self.outputs: dict[int, list[Any]] = {}
         self.inputs: dict[int, list[Any]] = {}
 
     def start_batch(self) -> None:
         self.outputs = {}
         self.inputs = {}
+        self.spill.clear()
 
     def enter(self, site: Any) -> None:
         pass
 
     def consumed(self, site: Any, op: Any, inputs: Sequence[Any]) -> None:
         if self.local and site.index in self.paired:
-            self.inputs[site.index] = list(inputs)
+            self.inputs[site.index] = [self.spill.put(t) for t in inputs]
 
     def produced(self, site: Any, tensors: Sequence[Any]) -> None:
         if site.index in self.paired:
-            self.outputs[site.index] = list(tensors)
+            self.outputs[site.index] = [None if t is None else self.spill.put(t) for t in tensors]
 
 
 def _is_tensor(t: Any) -> bool:
@@ -198,14 +341,19 @@ class _Comparer:
         a_out = self.recorder.outputs.pop(ia, None)
         if a_out is None:
             return
+        spill = self.recorder.spill
         shadow = self._shadow(site, ia) if self.local else None
         for k, (ta, tb) in enumerate(zip(a_out, tensors)):
             side = self.acc.setdefault((ia, k), _Side())
             if ta is None or tb is None:
                 side.note = side.note or "absent output"
                 continue
-            xa, xb = to_numpy(ta), to_numpy(tb)
-            side.dtype_a, side.dtype_b = tensor_dtype(ta), tensor_dtype(tb)
+            if isinstance(ta, _Held):
+                xa, dtype_a = spill.array(ta), ta.dtype_name
+            else:
+                xa, dtype_a = to_numpy(ta), tensor_dtype(ta)
+            xb = to_numpy(tb)
+            side.dtype_a, side.dtype_b = dtype_a, tensor_dtype(tb)
             side.shape_a = _grow(side.shape_a, xa, self.rows)
             side.shape_b = _grow(side.shape_b, xb, self.rows)
             kinds = (numeric_kind(xa.dtype), numeric_kind(xb.dtype))
@@ -224,7 +372,9 @@ class _Comparer:
                 if xs.shape == xa.shape and numeric_kind(xs.dtype) in ("float", "int", "bool"):
                     s = tensor_sums(xa, xs)
                     side.local = s if side.local is None else side.local.merged(s)
-        del a_out
+            del xa
+        spill.done(a_out)
+        del a_out, shadow
 
     def _shadow(self, site: Any, ia: int) -> list[Any] | None:
         """B's call re-run on A's inputs of the paired call (None: not possible, and why)."""
@@ -233,6 +383,11 @@ class _Comparer:
         pending = self._pending.pop(site.index, None)
         b_in = self._inputs.pop(site.index, None)
         a_in = self.recorder.inputs.pop(ia, None)
+        if a_in is not None:  # read back (only if it will be used), then let the files go
+            spill, held = self.recorder.spill, a_in
+            if not site.container and pending is not None and b_in is not None:
+                a_in = [spill.tensor(t) if isinstance(t, _Held) else t for t in held]
+            spill.done(held)
         if site.container:
             self.local_notes.setdefault(ia, "a nested model: see its layers")
             return None
@@ -332,7 +487,8 @@ def diff_loaded(
     from kerinspect.engine.trace import Replayer
 
     caught: list[str] = []
-    with warnings.catch_warnings(record=True) as wlist:
+    with contextlib.ExitStack() as stack:
+        wlist = stack.enter_context(warnings.catch_warnings(record=True))
         warnings.simplefilter("always")
         replay_a = Replayer(model_a, _Lister(), max_depth=max_depth)
         replay_b = Replayer(model_b, _Lister(), max_depth=max_depth)
@@ -351,7 +507,8 @@ def diff_loaded(
         idx_b, keys_b = _keys(lb)
         pairing = pair_sites(keys_a, keys_b)
         pairs = [(idx_a[i], idx_b[j], how) for i, j, how in pairing.pairs]
-        recorder = _Recorder({ia for ia, _, _ in pairs}, local)
+        spill = stack.enter_context(contextlib.closing(_Spill()))
+        recorder = _Recorder({ia for ia, _, _ in pairs}, local, spill)
         comparer = _Comparer(recorder, {ib: ia for ia, ib, _ in pairs}, local)
         comparer.replayer = replay_b
         replay_a.visitor, replay_b.visitor = recorder, comparer
