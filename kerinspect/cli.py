@@ -19,7 +19,7 @@ from rich.console import Console
 from . import __version__
 from . import spec as sp
 from .checks import OPTIONAL_RULES
-from .errors import ExitCode, KerinspectError, escape_text
+from .errors import ExitCode, KerinspectError, UsageError, escape_text
 
 CONTEXT = {"help_option_names": ["-h", "--help"], "max_content_width": 100}
 
@@ -91,14 +91,20 @@ class KerinspectGroup(click.Group):
 
 def _with_flag(group: click.Group, e: KerinspectError) -> KerinspectError:
     """The library names parameters (``batch_size must be ...``); say the flag instead."""
+    import re
+
     parameter = getattr(e, "parameter", None)
-    if not parameter or not e.message.startswith(parameter + " "):
+    if parameter is None and isinstance(e, UsageError):  # from the worker: the name is in the text
+        lead = re.match(r"([a-z_]+)[ =]", e.message)
+        parameter = lead.group(1) if lead else None
+    if not parameter or e.message[len(parameter) : len(parameter) + 1] not in (" ", "="):
         return e
     for command in group.commands.values():
         for param in command.params:
-            if isinstance(param, click.Option) and param.name == parameter:
+            if isinstance(param, click.Option) and param.name == parameter and param.opts[0].startswith("-"):
                 flag = max(param.opts, key=len)
-                e.message = flag + e.message[len(parameter) :]
+                sep = " " if e.message[len(parameter)] == "=" else ""
+                e.message = flag + sep + e.message[len(parameter) + (1 if sep else 0) :]
                 return e
     return e
 

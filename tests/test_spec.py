@@ -271,3 +271,17 @@ def test_the_parsed_spec_reaches_the_replay_whole(keras, monkeypatch):
     run = RunSpec(samples=3, seed=7, depth=1)
     api.inspect_model(str(SAMPLES / "cnn.keras"), spec=run, load=LoadOptions(isolate=False))
     assert seen and seen[-1] == run
+
+
+def test_errors_from_the_worker_name_the_flag_too():
+    """An error the worker raised reaches the CLI without its ``parameter`` attribute: the
+    parameter named at the start of the message is still shown as its flag."""
+    from kerinspect.cli import _with_flag, cli
+    from kerinspect.errors import UsageError
+
+    e = _with_flag(cli, UsageError("sample=99 is out of range: the run had 32 samples."))
+    assert e.message == "--sample 99 is out of range: the run had 32 samples."
+    e = _with_flag(cli, UsageError("batch_size must be at least 1."))
+    assert e.message == "--batch-size must be at least 1."
+    untouched = _with_flag(cli, UsageError("the model has no inputs"))
+    assert untouched.message == "the model has no inputs"
