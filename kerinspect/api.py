@@ -455,8 +455,8 @@ def diff_models(
     if not paths[0]:
         _check_model_object(model_a)
         _check_model_object(model_b)
-        from .engine.collect import build_feed
-        from .engine.diff import diff_loaded, model_info
+        from .engine.collect import build_feed, model_info
+        from .engine.diff import diff_loaded
         from .engine.jobs import feed_options
 
         feed = build_feed(model_a, inputs, **feed_options(run))

@@ -443,6 +443,20 @@ def threshold_options(f: Callable[..., Any]) -> Callable[..., Any]:
     return f
 
 
+def depth_option(verb: str, own: str | None = None) -> Callable[[Callable[..., Any]], Callable[..., Any]]:
+    """``--depth N`` (RunSpec ``depth``): how many nesting levels of layer calls a command
+    looks at; ``verb`` says what it does with them, ``own`` whose layers level 1 is."""
+    level1 = f" (1: {own} own layers only)" if own else ""
+    return click.option(
+        "--depth",
+        "-d",
+        type=click.IntRange(min=1),
+        default=None,
+        metavar="N",
+        help=f"{verb} layer calls nested at most N levels deep{level1}. Default: every call at every depth.",
+    )
+
+
 def attention_threshold_options(f: Callable[..., Any]) -> Callable[..., Any]:
     """Limits of the per-head attention flags."""
     opts = [
@@ -498,15 +512,7 @@ def cli() -> None:
 @cli.command()
 @click.argument("model", metavar="MODEL")
 @input_options
-@click.option(
-    "--depth",
-    "-d",
-    type=click.IntRange(min=1),
-    default=None,
-    metavar="N",
-    help="Show layer calls nested at most N levels deep (1: the model's own layers only). "
-    "Default: every call at every depth.",
-)
+@depth_option("Show", "the model's")
 @threshold_options
 @attention_threshold_options
 @load_options
@@ -804,15 +810,7 @@ def check(
 @click.argument("model_a", metavar="A")
 @click.argument("model_b", metavar="B")
 @input_options
-@click.option(
-    "--depth",
-    "-d",
-    type=click.IntRange(min=1),
-    default=None,
-    metavar="N",
-    help="Compare layer calls nested at most N levels deep (1: the models' own layers only). "
-    "Default: every call at every depth.",
-)
+@depth_option("Compare", "the models'")
 @click.option(
     "--tolerance",
     "diff_tolerance",
@@ -999,14 +997,7 @@ def _echo_dump(result: Any, out: str) -> None:
     help="Write the page to FILE. Default: the model's file name with .html, in the current directory.",
 )
 @input_options
-@click.option(
-    "--depth",
-    "-d",
-    type=click.IntRange(min=1),
-    default=None,
-    metavar="N",
-    help="Capture layer calls nested at most N levels deep. Default: every call at every depth.",
-)
+@depth_option("Capture")
 @click.option(
     "--sample",
     "-k",

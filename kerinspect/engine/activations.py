@@ -13,14 +13,13 @@ activation at once.
 
 from __future__ import annotations
 
-import fnmatch
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
 import numpy as np
 
-from kerinspect.engine.dump_writer import _storable, tensor_key
+from kerinspect.engine.dump_writer import SelectingVisitor, _storable, tensor_key
 from kerinspect.errors import InferenceError, OutputError, UsageError, escape_text
 from kerinspect.spec import ProgressFn
 from kerinspect.units import format_bytes
@@ -51,47 +50,21 @@ class _Slot:
     array: np.ndarray | None = None
 
 
-class _ArrayCollector:
-    """Visitor: keeps the first batch of each selected tensor, then allocates and fills.
-
-    Errors raised while the model runs are kept and re-raised at the end of the
-    batch, so that Keras's call wrappers cannot rewrap them (as the dump writer).
-    """
+class _ArrayCollector(SelectingVisitor):
+    """Visitor: keeps the first batch of each selected tensor, then allocates and fills
+    (errors are kept and re-raised by ``end_batch``, as in the dump writer)."""
 
     def __init__(self, patterns: Sequence[str], samples: int, max_bytes: int | None):
-        self.patterns = list(patterns)
+        super().__init__(patterns)
         self.samples = samples
         self.max_bytes = max_bytes
         self.slots: dict[tuple[int, int], _Slot] = {}
         self.keys: set[str] = set()
-        self.matched: set[str] = set()
         self.out = Activations()
-        self.first = True
-        self.rows = 0
-        self.row0 = 0
-        self.error: BaseException | None = None
-
-    def start_batch(self, rows: int) -> None:
-        self.rows = rows
 
     def enter(self, site: Any) -> None:
         if self.first:
             self.out.paths.append(site.path)
-
-    def _selected(self, path: str) -> bool:
-        if not self.patterns:
-            return True
-        hit = [p for p in self.patterns if fnmatch.fnmatchcase(path, p)]
-        self.matched.update(hit)
-        return bool(hit)
-
-    def produced(self, site: Any, tensors: Sequence[Any]) -> None:
-        if self.error is not None:
-            return
-        try:
-            self._produced(site, tensors)
-        except Exception as e:  # noqa: BLE001 - re-raised by end_batch, outside Keras's wrappers
-            self.error = e
 
     def _produced(self, site: Any, tensors: Sequence[Any]) -> None:
         from kerinspect.engine.trace import to_numpy

@@ -458,6 +458,24 @@ def _unsigned_feed(
     return inp.array_feed(arrays, specs, source=source or label, batch_size=batch_size, samples=samples)
 
 
+def model_info(model: Any, path: str | None, fmt: str, loader: str, notes: tuple[str, ...]) -> ModelInfo:
+    """What a report says of a loaded model: name, class, file, parameter counts, Keras."""
+    from kerinspect.engine.tfenv import import_keras
+
+    keras = import_keras()
+    return ModelInfo(
+        name=model.name,
+        class_name=type(model).__name__,
+        path=path,
+        format=fmt,
+        params=int(model.count_params()),
+        trainable_params=int(sum(int(np.prod(w.shape)) for w in model.trainable_weights)),
+        keras_version=keras.__version__,
+        loader=loader,
+        notes=notes,
+    )
+
+
 def inspect_loaded(
     keras_model: Any,
     inputs: Any = None,
@@ -504,22 +522,8 @@ def inspect_loaded(
         )
     finally:
         collector.close()
-    from kerinspect.engine.tfenv import import_keras
-
-    keras = import_keras()
-    info = ModelInfo(
-        name=keras_model.name,
-        class_name=type(keras_model).__name__,
-        path=path,
-        format=fmt,
-        params=int(keras_model.count_params()),
-        trainable_params=int(sum(int(np.prod(w.shape)) for w in keras_model.trainable_weights)),
-        keras_version=keras.__version__,
-        loader=loader,
-        notes=notes,
-    )
     return ModelReport(
-        model=info,
+        model=model_info(keras_model, path, fmt, loader, notes),
         inputs=feed.records,
         layers=collector.records(thresholds),
         samples=feed.samples,

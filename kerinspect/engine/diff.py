@@ -454,23 +454,6 @@ def _keys(lister: _Lister) -> tuple[list[int], list[SiteKey]]:
     return indices, keys
 
 
-def model_info(model: Any, path: str | None, fmt: str, loader: str, notes: tuple[str, ...]) -> ModelInfo:
-    from kerinspect.engine.tfenv import import_keras
-
-    keras = import_keras()
-    return ModelInfo(
-        name=model.name,
-        class_name=type(model).__name__,
-        path=path,
-        format=fmt,
-        params=int(model.count_params()),
-        trainable_params=int(sum(int(np.prod(w.shape)) for w in model.trainable_weights)),
-        keras_version=keras.__version__,
-        loader=loader,
-        notes=notes,
-    )
-
-
 def diff_loaded(
     model_a: Any,
     model_b: Any,

@@ -131,40 +131,19 @@ def _string_widths(feed: Any) -> dict[int, int]:
     return widths
 
 
-class _DumpWriter:
-    """Visitor: buffers the first batch, then sizes, preallocates and fills the files.
+class SelectingVisitor:
+    """What the dump writer and the in-memory activations share: layer paths selected by
+    glob patterns (remembering which patterns matched), and errors raised while the model
+    runs kept (``error``) for ``end_batch`` to re-raise, so that Keras's call wrappers
+    cannot rewrap them. Subclasses define ``_produced(site, tensors)``."""
 
-    Errors raised while the model runs are kept and re-raised at the end of the
-    batch, so that Keras's call wrappers cannot rewrap them.
-    """
-
-    def __init__(self, staging: str, patterns: Sequence[str], max_bytes: int, feed: Any):
-        self.staging = staging
+    def __init__(self, patterns: Sequence[str]):
         self.patterns = list(patterns)
-        self.max_bytes = max_bytes
-        self.feed = feed
-        self.samples = int(feed.samples)
-        self.sfd = open_dir(staging)
-        self.ifd: int | None = None
-        self.slots: dict[tuple[int, int], _Slot] = {}
-        self.input_slots: list[_Slot] = []
-        self.skipped: list[dict[str, Any]] = []
-        self.paths: list[str] = []
         self.matched: set[str] = set()
-        self.keys: set[str] = set()
         self.first = True
         self.rows = 0
         self.row0 = 0
-        self.inputs: list[np.ndarray] = []
-        self.widths: dict[int, int] = {}
-        self.total = 0
         self.error: BaseException | None = None
-
-    # the feed tells the writer what it fed
-    def tee(self, batches: Iterator[list[np.ndarray]]) -> Iterator[list[np.ndarray]]:
-        for batch in batches:
-            self.inputs = batch
-            yield batch
 
     def start_batch(self, rows: int) -> None:
         self.rows = rows
@@ -176,10 +155,6 @@ class _DumpWriter:
         self.matched.update(hit)
         return bool(hit)
 
-    def enter(self, site: Any) -> None:
-        if self.first:
-            self.paths.append(site.path)
-
     def produced(self, site: Any, tensors: Sequence[Any]) -> None:
         if self.error is not None:
             return
@@ -187,6 +162,40 @@ class _DumpWriter:
             self._produced(site, tensors)
         except Exception as e:  # noqa: BLE001 - re-raised by end_batch, outside Keras's wrappers
             self.error = e
+
+    def _produced(self, site: Any, tensors: Sequence[Any]) -> None:
+        raise NotImplementedError
+
+
+class _DumpWriter(SelectingVisitor):
+    """Visitor: buffers the first batch, then sizes, preallocates and fills the files."""
+
+    def __init__(self, staging: str, patterns: Sequence[str], max_bytes: int, feed: Any):
+        super().__init__(patterns)
+        self.staging = staging
+        self.max_bytes = max_bytes
+        self.feed = feed
+        self.samples = int(feed.samples)
+        self.sfd = open_dir(staging)
+        self.ifd: int | None = None
+        self.slots: dict[tuple[int, int], _Slot] = {}
+        self.input_slots: list[_Slot] = []
+        self.skipped: list[dict[str, Any]] = []
+        self.paths: list[str] = []
+        self.keys: set[str] = set()
+        self.inputs: list[np.ndarray] = []
+        self.widths: dict[int, int] = {}
+        self.total = 0
+
+    # the feed tells the writer what it fed
+    def tee(self, batches: Iterator[list[np.ndarray]]) -> Iterator[list[np.ndarray]]:
+        for batch in batches:
+            self.inputs = batch
+            yield batch
+
+    def enter(self, site: Any) -> None:
+        if self.first:
+            self.paths.append(site.path)
 
     def _produced(self, site: Any, tensors: Sequence[Any]) -> None:
         from kerinspect.engine.trace import tensor_dtype, to_numpy

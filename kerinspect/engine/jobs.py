@@ -173,7 +173,8 @@ def weights_job(request: Request, channel: Any) -> dict[str, Any]:
 
 def diff_job(request: Request, channel: Any) -> dict[str, Any]:
     """``diff``: two models on the same inputs, every paired layer call compared."""
-    from kerinspect.engine.diff import diff_loaded, model_info
+    from kerinspect.engine.collect import model_info
+    from kerinspect.engine.diff import diff_loaded
     from kerinspect.errors import KerinspectError
 
     if request.model_b is None:
