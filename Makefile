@@ -44,7 +44,7 @@ bench: install  ## wall time and peak memory against a plain forward pass
 sample-models: install  ## rebuild sample_models/ (deterministic)
 	$(BIN)/python sample_models/make_samples.py
 
-allowlist: install  ## regenerate kerinspect/scan/allowlist.py from the installed Keras
+allowlist: install  ## regenerate kerinspect/scan/allowlist.py (and allowlist_hub.py) from the installed Keras (and keras-hub)
 	$(BIN)/python scripts/gen_allowlist.py
 
 clean:

@@ -32,6 +32,10 @@ CASES = [
     ("kerinspect/sandbox/runner.py", "import keras\nprint(keras)\n", False),
     ("kerinspect/engine/trace.py", "import keras\nimport numpy as np\nimport tensorflow as tf\nprint(keras, np, tf)\n", True),
     ("kerinspect/engine/trace.py", "import rich\nprint(rich)\n", False),
+    ("kerinspect/engine/hub.py", "def f():\n    import keras_hub\n    return keras_hub\n", True),
+    ("kerinspect/scan/policy.py", "def f():\n    import keras_hub\n    return keras_hub\n", False),
+    ("kerinspect/sandbox/worker.py", "import keras_hub\nprint(keras_hub)\n", False),
+    ("kerinspect/api.py", "def f():\n    import keras_hub\n    return keras_hub\n", False),
 ]
 
 

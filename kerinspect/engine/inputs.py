@@ -7,6 +7,11 @@ the layers that consume them (``Embedding.input_dim``, ``CategoryEncoding``,
 lookup vocabularies), else ``[0, DEFAULT_INT_HIGH)``; string inputs are words
 from the consuming layer's vocabulary. Dynamic axes (``None`` beyond the batch
 axis) take ``dim`` (default :data:`DEFAULT_DIM`) unless a shape is given.
+
+The inputs of a keras-hub backbone (or task) are drawn by their role
+(:func:`kerinspect.engine.hub.backbone_input_hints`): ``token_ids`` in
+``[0, vocabulary_size)``, ``segment_ids`` in ``[0, num_segments)``, ``padding_mask``
+all ones, and their sequence axis no longer than ``max_sequence_length``.
 """
 
 from __future__ import annotations
@@ -41,7 +46,11 @@ class InputSpec:
             defines one (Embedding ``input_dim``...).
         vocabulary: tokens a consuming lookup/vectorisation layer knows.
         token_note: set when a float input is drawn as token ids (it reaches an
-            ``Embedding`` unchanged): what the report's input line says.
+            ``Embedding`` unchanged), or as a keras-hub backbone input: what the
+            report's input line says.
+        fill: every synthetic element takes this value (a padding mask of ones).
+        max_dim: dynamic axes take at most this size (a backbone's
+            ``max_sequence_length``), whatever ``dim`` says.
     """
 
     name: str
@@ -50,6 +59,8 @@ class InputSpec:
     int_high: int | None = None
     vocabulary: tuple[str, ...] | None = None
     token_note: str | None = None
+    fill: int | None = None
+    max_dim: int | None = None
 
     @property
     def kind(self) -> str:
@@ -99,11 +110,29 @@ def input_specs(model: Any) -> list[InputSpec]:
             rule="no-signature",
             hint="feed it sample inputs with --input FILE (.npy, or .npz keyed by input name)",
         )
+    from kerinspect.engine.hub import backbone_input_hints
+
+    hints = backbone_input_hints(model, [x.name for x in graph.inputs])
     specs = []
     for x in graph.inputs:
         dtype = str(x.dtype)
         high, vocab = _consumer_constraints(graph, x)
-        specs.append(InputSpec(x.name, tuple(x.shape), dtype, high, vocab))
+        hint = hints.get(x.name)
+        if hint is not None and dtype != "string":
+            specs.append(
+                InputSpec(
+                    x.name,
+                    tuple(x.shape),
+                    dtype,
+                    hint.int_high or high,
+                    vocab,
+                    hint.note,
+                    hint.fill,
+                    hint.max_len,
+                )
+            )
+        else:
+            specs.append(InputSpec(x.name, tuple(x.shape), dtype, high, vocab))
     return specs
 
 
@@ -231,7 +260,8 @@ def concrete_shape(spec: InputSpec, dim: int, shape: tuple[int, ...] | None) -> 
     """
     declared = spec.shape[1:]
     if shape is None:
-        shape = tuple(dim if d is None else d for d in declared)
+        free = dim if spec.max_dim is None else min(dim, spec.max_dim)
+        shape = tuple(free if d is None else d for d in declared)
     elif len(shape) != len(declared) or any(d is not None and d != s for d, s in zip(declared, shape)):
         raise UsageError(
             f"--shape for input {spec.name!r} is {shape}, but the model declares "
@@ -263,6 +293,8 @@ def _generate(spec: InputSpec, rng: np.random.Generator, shape: tuple[int, ...])
     if spec.kind == "float" and spec.token_note is None:
         return rng.standard_normal(shape).astype(np.float32)
     u = rng.random(shape)
+    if spec.fill is not None:  # drawn all the same, to keep the stream in step
+        return np.full(shape, spec.fill, dtype=spec.dtype)
     if spec.kind == "float":  # token ids for the Embedding it feeds, as floats
         high = spec.int_high or DEFAULT_INT_HIGH
         return np.minimum((u * high).astype(np.int64), high - 1).astype(np.float32)

@@ -21,6 +21,7 @@ from kerinspect.scan.preflight import ModelFile
 from kerinspect.spec import LoadOptions, RunSpec
 
 from .collect import build_feed, inspect_loaded
+from .hub import HUB_INSTALL_HINT
 from .load import LoadedModel
 
 
@@ -75,10 +76,28 @@ def scan_and_load(model_file: ModelFile, options: LoadOptions, channel: Any = No
             f"(custom objects are never imported from the file). "
             f"Received: path={escape_text(model_file.path)}",
             rule="unknown-class",
-            hint="pass --custom-objects FILE.py that defines or registers it",
+            hint=_unknown_hint(scanned.unknown_classes),
         )
+    if scanned.hub_classes:  # registers keras-hub's classes for Keras's safe-mode lookup
+        from .hub import import_keras_hub
+
+        import_keras_hub(scanned.hub_classes, model_file.path)
     channel.phase("load")
     return load_model(model_file, safe_mode=not trust, custom_objects=custom)
+
+
+def _unknown_hint(names: tuple[str, ...]) -> str:
+    """Unknown keras-hub names are classes kerinspect's keras-hub allowlist does not hold."""
+    hint = "pass --custom-objects FILE.py that defines or registers it"
+    if any(n.startswith(("keras_hub>", "keras_nlp>")) for n in names):
+        from kerinspect.scan.allowlist_hub import KERAS_HUB_VERSION
+
+        hint = (
+            f"kerinspect accepts the keras-hub {KERAS_HUB_VERSION} classes ({HUB_INSTALL_HINT}); "
+            "for another keras-hub, and only if you trust this file, pass --custom-objects FILE.py "
+            "that does `import keras_hub`"
+        )
+    return hint
 
 
 def model_file_of(model: ModelRef) -> ModelFile:

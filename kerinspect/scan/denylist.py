@@ -123,3 +123,36 @@ BUILTIN_FUNCTION_MODULES: tuple[str, ...] = (
 
 #: Function names that deserialize or look up arbitrary objects.
 EXCLUDED_FUNCTIONS: frozenset[str] = frozenset({"get", "serialize", "deserialize"})
+
+# --------------------------------------------------------------------------- keras-hub
+
+#: Packages of the registered names (``registered_name: "keras_hub>BertBackbone"``) that
+#: keras-hub's classes are registered under (``keras_nlp`` is its former name, still
+#: registered as an alias). ``scripts/gen_allowlist.py`` lists these registrations in
+#: :mod:`kerinspect.scan.allowlist_hub`.
+HUB_REGISTERED_PACKAGES: tuple[str, ...] = ("keras_hub", "keras_nlp")
+
+#: Top-level packages whose registrations become live in the worker when it imports
+#: keras_hub (keras-hub imports tensorflow_text, which registers ``Text>`` layers).
+#: Keras looks a ``registered_name`` up before anything else, so once keras_hub is
+#: imported a name of these packages resolves wherever it appears: the scan allows
+#: only the allowlisted ones.
+HUB_IMPORTED_PACKAGES: tuple[str, ...] = ("keras_hub", "tensorflow_text")
+
+#: The only keras-hub registered *functions* a config may reference (an activation).
+#: The others (``upload_preset``, ``serialize``/``deserialize``/``get``, the vocabulary
+#: trainers, ImageNet/COCO label helpers, ``version``) are not modeling functions.
+HUB_FUNCTIONS: frozenset[str] = frozenset({"gelu_approximate"})
+
+#: keras-hub classes refused by name (none today: every registered class is a backbone,
+#: task, layer, preprocessor, tokenizer, converter, sampler or metric; what their configs
+#: may hold is checked by the scan, see :data:`HUB_PATH_KEYS`).
+HUB_DENIED_CLASSES: frozenset[str] = frozenset()
+
+#: Config keys of keras-hub classes whose *string* value the class reads as a file:
+#: tokenizers' ``vocabulary``/``merges`` (WordPiece, BytePair, ParSeq...), SentencePiece
+#: ``proto``, Whisper's ``special_tokens``/``language_tokens`` (``json.load`` of a path).
+#: A saved model keeps them in its archive's assets and writes ``null`` here.
+HUB_PATH_KEYS: frozenset[str] = frozenset(
+    {"vocabulary", "merges", "proto", "special_tokens", "language_tokens", "tokenizer_file", "spm_proto"}
+)
