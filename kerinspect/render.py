@@ -127,7 +127,7 @@ def loader_text(report: ModelReport) -> str:
     m = report.model
     text = f"Keras {safe(m.keras_version)}"
     prefix = "legacy config upgraded: "
-    if m.loader == "keras+legacy-h5-upgrade":
+    if m.loader in ("keras+legacy-h5-upgrade", "keras+legacy-archive-upgrade"):
         changes = ", ".join(safe(n.removeprefix(prefix)) for n in m.notes if n.startswith(prefix))
         text += f" (legacy Keras 2 config upgraded: {changes})"
     elif m.loader != "keras":
@@ -524,6 +524,39 @@ def weights_footer_line(report: WeightsReport) -> str:
     )
 
 
+#: The training-state section: variables saved beside the weights (optimizer, metrics).
+STATE_COLUMNS = ("State", "Variable", "Shape", "Values")
+_STATE_NUMERIC = {"Values"}
+_STATE_PRIORITY = ("Variable", "State", "Shape", "Values")
+_STATE_FOLDED = ("State", "Variable")
+#: How each kind of state names its group in the file (shown once, on its first row).
+_STATE_PREFIXES = {"optimizer": ("optimizer/", "optimizer_weights/"), "metrics": ("metrics/",)}
+
+
+def state_rows(report: WeightsReport) -> Iterator[list[str]]:
+    """One row of plain cells per training-state variable: its kind (``optimizer``,
+    ``metrics``) on the first row of each, the variable's path in that group."""
+    for kind, variables in (("optimizer", report.optimizer), ("metrics", report.metrics)):
+        for i, v in enumerate(variables):
+            rel = v.name
+            for prefix in _STATE_PREFIXES[kind]:
+                if rel.startswith(prefix):
+                    rel = rel[len(prefix) :]
+                    break
+            shape = fmt_shape(v.shape) + ("" if v.dtype == "float32" else f" {safe(v.dtype)}")
+            yield ["" if i else kind, safe(rel), shape, fmt_count(v.size)]
+
+
+def state_line(report: WeightsReport) -> str:
+    """What the training-state section holds, and that it is not checked."""
+    parts = [
+        f"{fmt_count(len(found))} {what} variable{'' if len(found) == 1 else 's'} ({fmt_count(sum(v.size for v in found))} values)"
+        for what, found in (("optimizer", report.optimizer), ("metric", report.metrics))
+        if found
+    ]
+    return f"Training state saved with the model: {' · '.join(parts)}; not model weights, not checked"
+
+
 def render_weights_table(report: WeightsReport, console: Console, *, fit: bool = True) -> None:
     """Print a weights report as a Rich table: header, one row per weight, footer.
 
@@ -541,6 +574,15 @@ def render_weights_table(report: WeightsReport, console: Console, *, fit: bool =
     _table(console, WEIGHT_COLUMNS, shown, cells, styles, _WEIGHT_NUMERIC, _WEIGHT_FOLDED)
     console.print(Text(weights_footer_line(report)))
     _hidden_note(console, WEIGHT_COLUMNS, shown)
+    if report.optimizer or report.metrics:
+        console.print()
+        console.print(Text(state_line(report)))
+        state = list(state_rows(report))
+        shown = fit_columns(
+            state, console.width if fit else None, STATE_COLUMNS, _STATE_PRIORITY, _STATE_FOLDED
+        )
+        _table(console, STATE_COLUMNS, shown, state, [None] * len(state), _STATE_NUMERIC, _STATE_FOLDED)
+        _hidden_note(console, STATE_COLUMNS, shown)
     if report.warnings:
         console.print(Text(f"{len(report.warnings)} warning(s); see --format json", style="dim"))
 
@@ -559,6 +601,20 @@ def render_weights_markdown(report: WeightsReport) -> str:
         named = [_md_code(cells[0]), _md_code(cells[1])] + [_md_cell(c) for c in cells[2:]]
         out.append("| " + " | ".join(named) + " |")
     out += ["", _md_cell(weights_footer_line(report)), ""]
+    if report.optimizer or report.metrics:
+        out += [
+            _md_cell(state_line(report)),
+            "",
+            "| " + " | ".join(STATE_COLUMNS) + " |",
+            "|" + "|".join("---:" if c in _STATE_NUMERIC else "---" for c in STATE_COLUMNS) + "|",
+        ]
+        for cells in state_rows(report):
+            out.append(
+                "| "
+                + " | ".join([_md_cell(cells[0]), _md_code(cells[1])] + [_md_cell(c) for c in cells[2:]])
+                + " |"
+            )
+        out.append("")
     return "\n".join(out)
 
 

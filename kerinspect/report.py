@@ -388,8 +388,9 @@ class InputRecord:
 class ModelInfo:
     """What was inspected: the file, its format and the loader that read it.
 
-    ``loader`` is ``keras``, or ``keras+legacy-h5-upgrade`` when a Keras 2 config
-    was rewritten for Keras 3 first; ``notes`` lists what was changed."""
+    ``loader`` is ``keras``, or ``keras+legacy-h5-upgrade`` (a legacy ``.h5``) /
+    ``keras+legacy-archive-upgrade`` (a tf.keras 2.13-2.15 ``.keras``) when a Keras 2
+    config was rewritten for Keras 3 first; ``notes`` lists what was changed."""
 
     name: str
     class_name: str
@@ -531,6 +532,9 @@ class ModelReport:
     kerinspect_version: str = ""
     isolation: Isolation | None = None
     max_depth: int | None = None
+    #: how the batches ran: ``compiled (CPU)``/``compiled (GPU)`` (one traced function
+    #: per batch, statistics on that device) or ``eager`` (layer by layer)
+    engine: str = ""
 
     @property
     def totals(self) -> Totals:
@@ -564,6 +568,7 @@ class ModelReport:
             "warnings": list(self.warnings),
             "isolation": None if self.isolation is None else self.isolation.to_dict(),
             "max_depth": self.max_depth,
+            "engine": self.engine,
         }
 
     @classmethod
@@ -580,6 +585,7 @@ class ModelReport:
             kerinspect_version=d.get("kerinspect_version", ""),
             isolation=Isolation.from_dict(d["isolation"]) if d.get("isolation") else None,
             max_depth=d.get("max_depth"),
+            engine=d.get("engine", ""),
         )
 
     # -- in a notebook (kerinspect/notebook.py) --
@@ -922,6 +928,33 @@ class CheckRun:
 
 
 @dataclass(frozen=True)
+class StateVariable:
+    """A variable of the training state saved beside the weights: an optimizer's slot
+    or counter (``optimizer/vars/3``, ``optimizer_weights/Adam/dense/kernel/m``) or a
+    compiled metric's accumulator (``metrics/mean/vars/1``, a sample count).
+
+    Not a weight of the model: listed apart, never summarised or flagged. ``name`` is
+    its path in the weights file (without TensorFlow's ``:0`` suffix).
+    """
+
+    name: str
+    shape: tuple[int, ...]
+    dtype: str
+
+    @property
+    def size(self) -> int:
+        """Number of values."""
+        return math.prod(self.shape)
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"name": self.name, "shape": list(self.shape), "dtype": self.dtype, "size": self.size}
+
+    @classmethod
+    def from_dict(cls, d: dict[str, Any]) -> StateVariable:
+        return cls(name=d["name"], shape=tuple(d["shape"]), dtype=d["dtype"])
+
+
+@dataclass(frozen=True)
 class WeightTotals:
     """Footer figures of a :class:`WeightsReport`; they add up from its rows."""
 
@@ -947,6 +980,9 @@ class WeightsReport:
         model_name, model_class: from the saved config, when there is one.
         saved_with: the Keras version recorded in the file, if any.
         warnings: what was skipped or could not be used (an oversized config...).
+        optimizer, metrics: the training state saved with the model (an optimizer's
+            slots and counters, compiled metrics' accumulators), in file order: not
+            model weights, so never in ``weights``, the totals or the flags.
     """
 
     path: str
@@ -960,6 +996,8 @@ class WeightsReport:
     warnings: tuple[str, ...] = ()
     kerinspect_version: str = ""
     isolation: Isolation | None = None
+    optimizer: tuple[StateVariable, ...] = ()
+    metrics: tuple[StateVariable, ...] = ()
 
     @property
     def totals(self) -> WeightTotals:
@@ -984,6 +1022,8 @@ class WeightsReport:
             },
             "thresholds": self.thresholds.to_dict(),
             "weights": [w.to_dict() for w in self.weights],
+            "optimizer": [v.to_dict() for v in self.optimizer],
+            "metrics": [v.to_dict() for v in self.metrics],
             "totals": self.totals.to_dict(),
             "warnings": list(self.warnings),
             "isolation": None if self.isolation is None else self.isolation.to_dict(),
@@ -1004,4 +1044,6 @@ class WeightsReport:
             warnings=tuple(d.get("warnings", ())),
             kerinspect_version=d.get("kerinspect_version", ""),
             isolation=Isolation.from_dict(d["isolation"]) if d.get("isolation") else None,
+            optimizer=tuple(StateVariable.from_dict(v) for v in d.get("optimizer", ())),
+            metrics=tuple(StateVariable.from_dict(v) for v in d.get("metrics", ())),
         )

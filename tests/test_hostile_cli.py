@@ -105,3 +105,46 @@ def test_savedmodel_directory_gets_a_diagnosis(keras, tmp_path):
     result = run("summary", tmp_path / "sm")
     assert result.exit_code == 3 and "error[savedmodel]" in result.stderr
     assert "model.save('model.keras')" in result.stderr
+
+
+def _custom_class_and_lambda(hostile, tmp_path):
+    """``lambda.keras`` (bytecode in ``model/encoder/evil``) whose later ``head`` layer is
+    a custom class, registered as ``Custom>Block``: the file needs both options."""
+    from tests.hostile import members, write_zip
+
+    content = members(hostile["lambda.keras"])
+    config = json.loads(content["config.json"])
+    (head,) = [layer for layer in config["config"]["layers"] if layer["config"].get("name") == "head"]
+    head.update(module=None, class_name="Block", registered_name="Custom>Block")
+    path = tmp_path / "custom_and_lambda.keras"
+    write_zip(path, {**content, "config.json": json.dumps(config).encode()})
+    source = tmp_path / "blocks.py"
+    source.write_text(
+        "import keras\n\n@keras.saving.register_keras_serializable(package='Custom')\n"
+        "class Block(keras.layers.Dense):\n    pass\n"
+    )
+    return path, source
+
+
+def test_a_file_needing_custom_objects_and_trust_says_both_in_one_line(hostile, home, tmp_path):
+    path, source = _custom_class_and_lambda(hostile, tmp_path)
+    both = run("summary", path)
+    assert both.exit_code == 5, both.stderr
+    (line,) = both.stderr.strip().splitlines()
+    assert LINE.match(line) and line.startswith("kerinspect: error[lambda-bytecode]: ")
+    assert "layer 'model/encoder/evil'" in line and "custom class 'Custom>Block', which is not loaded" in line
+    assert "Hint: this file needs both --custom-objects FILE.py that defines 'Custom>Block'" in line
+    assert "--trust-model" in line
+    # with the class given, only the code is left to decide on
+    code_only = run("summary", path, "--custom-objects", source)
+    assert code_only.exit_code == 5, code_only.stderr
+    (line,) = code_only.stderr.strip().splitlines()
+    assert "error[lambda-bytecode]" in line and "Custom>Block" not in line and "--custom-objects" not in line
+    assert "Hint: only if you trust this file: --trust-model" in line
+    # trusting the file, only the class is missing
+    class_only = run("summary", path, "--trust-model")
+    assert class_only.exit_code == 4, class_only.stderr
+    (line,) = class_only.stderr.strip().splitlines()[-1:]
+    assert "error[unknown-class]" in line and "Custom>Block" in line and "--custom-objects" in line
+    assert not hostile.canary.exists()
+    assert list(home.iterdir()) == []

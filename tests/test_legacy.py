@@ -393,3 +393,56 @@ def test_a_long_keras_cause_is_kept_whole_with_a_hint():
     assert cut.endswith("here. [...]") and len(cut) < 110
     assert "Python" in known_cause_hint("bad marshal data (unknown type code)")
     assert "**kwargs" in known_cause_hint("TransformerBlock.__init__() got an unexpected keyword argument 'trainable'")
+    missing = known_cause_hint("RecommenderNet.__init__() missing 2 required positional arguments: 'num_users' "
+                               "and 'embedding_size'")
+    assert missing.startswith("the file stores no value for 'num_users' and 'embedding_size', which "
+                              "RecommenderNet.__init__ requires") and "no loader can rebuild" in missing
+    assert "'units'" in known_cause_hint("Block.__init__() missing 1 required keyword-only argument: 'units'")
+
+
+# -- tf.keras 2.13-2.15 / tf_keras .keras archives ------------------------------------
+
+
+def _windows_layout(path, out):
+    """``path`` with its weights file as tf.keras on Windows wrote it: every group that
+    holds variables at the root, its path joined with backslashes (``layers\\dense``)."""
+    import h5py
+
+    from tests.hostile import members, write_zip
+
+    content = members(path)
+    src, dst = out.with_suffix(".src.h5"), out.with_suffix(".win.h5")
+    src.write_bytes(content["model.weights.h5"])
+    with h5py.File(src, "r") as f, h5py.File(dst, "w") as g:
+        def move(name, obj):
+            if isinstance(obj, h5py.Group) and "vars" in obj:
+                f.copy(obj["vars"], g.require_group(name.replace("/", "\\")), name="vars")
+        f.visititems(move)
+        if "vars" in f:
+            f.copy(f["vars"], g, name="vars")
+        assert any("\\" in k for k in g.keys())
+    write_zip(out, {**content, "model.weights.h5": dst.read_bytes()})
+    return out
+
+
+def test_keras2_archives_match_tf_keras(tfk, tmp_path):
+    """A ``.keras`` archive written by tf_keras (the format of tf.keras 2.13-2.15): its
+    Keras 2 config is upgraded, Keras 3 reads its weights, every call matches tf_keras;
+    also with the weights file's names joined with backslashes (saved on Windows)."""
+    for name, model in keras2_models(tfk).items():
+        path = tmp_path / f"{name}.keras"
+        model.save(path)
+        shape = (9,) + tuple(model.input_shape[1:])
+        rng = np.random.default_rng(1)
+        x = rng.integers(0, 20, shape).astype("int32") if name == "rnn" else rng.standard_normal(shape).astype("float32")
+        np.save(tmp_path / f"{name}_x.npy", x)
+        reference = tf_keras_calls(tfk, model, [x])
+        for variant in (path, _windows_layout(path, tmp_path / f"{name}_windows.keras")):
+            report = kerinspect.inspect_model(str(variant), str(tmp_path / f"{name}_x.npy"), batch_size=4)
+            assert report.model.loader == "keras+legacy-archive-upgrade", name
+            notes = set(report.model.notes)
+            assert "legacy config upgraded: keras2-archive" in notes
+            assert ("legacy config upgraded: windows-weight-paths" in notes) == (variant != path), notes
+            assert report.model.params == model.count_params()
+            assert_every_call_matches(report, reference, f"{name} {variant.name}")
+

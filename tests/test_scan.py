@@ -460,6 +460,22 @@ def test_committed_allowlist_matches_installed_keras(keras):
     assert _allowlist.KERAS_VERSION == keras.__version__
 
 
+def test_committed_hub_allowlist_matches_installed_keras_hub(keras):
+    """kerinspect/scan/allowlist_hub.py is what the generator makes from the installed
+    keras-hub (skipped without it: pip install 'kerinspect[hub]')."""
+    keras_hub = pytest.importorskip("keras_hub")
+    from kerinspect.scan import allowlist_hub
+
+    gen = _generator()
+    committed = (ROOT / "kerinspect" / "scan" / "allowlist_hub.py").read_text()
+    assert gen.render_hub(gen.collect_hub()) == committed, "stale: run python scripts/gen_allowlist.py"
+    assert allowlist_hub.KERAS_HUB_VERSION == keras_hub.__version__
+    assert allowlist_hub.CLASSES["keras_hub>BertBackbone"] == "keras_hub.src.models.bert.bert_backbone:BertBackbone"
+    assert allowlist_hub.FUNCTIONS == {"keras_hub>gelu_approximate", "keras_nlp>gelu_approximate"}
+    assert not any(name.startswith("Text>") for name in allowlist_hub.CLASSES)  # live, never allowed
+    assert "Text" in allowlist_hub.PACKAGES
+
+
 def test_denylist_matches_keras_and_is_excluded(keras):
     from keras.src.saving import serialization_lib
 
@@ -580,3 +596,108 @@ def test_keras_payloads_are_live_in_a_throwaway_process(hostile, tmp_path):
     assert "storage.googleapis.com" in json.dumps(kinds["get_file"])  # mnist gadget: a download
     assert "TOPSECRET" in report["results"]["string_lookup_path.keras"]["vocabulary"]
     assert not hostile.canary.exists()
+
+
+# ------------------------------------------------------------------ code and custom classes together
+
+
+def _code_and_custom(custom_first, function=None):
+    lam = {"class_name": "Lambda", "module": "keras.layers", "inbound_nodes": [],
+           "config": {"name": "lam", "function": function or {"class_name": "__lambda__", "config": {"code": "YQ=="}}}}
+    block = {"class_name": "Block", "module": None, "registered_name": "Custom>Block", "config": {"name": "b"},
+             "inbound_nodes": []}
+    return {"class_name": "Functional", "config": {"name": "m", "layers": [block, lam] if custom_first else [lam, block]}}
+
+
+@pytest.mark.parametrize("custom_first", [True, False])
+def test_code_and_an_unknown_class_are_named_in_one_refusal(custom_first):
+    """A file that needs both --custom-objects and --trust-model says so at once,
+    whichever comes first in the config (issue 11 item 5)."""
+    with pytest.raises(PolicyError) as info:
+        scan_config(_code_and_custom(custom_first))
+    e = info.value
+    assert e.rule == "lambda-bytecode" and "(layer 'm/lam', at config.layers[" in e.message
+    assert "the model also uses custom class 'Custom>Block', which is not loaded" in e.message
+    assert "--custom-objects FILE.py that defines 'Custom>Block'" in e.hint and "--trust-model" in e.hint
+    # the class declared: the code alone is refused, as before
+    with pytest.raises(PolicyError) as info:
+        scan_config(_code_and_custom(custom_first), custom_classes={"Custom>Block"})
+    assert "Custom>Block" not in info.value.message and info.value.hint == "only if you trust this file: --trust-model"
+    # the code trusted: the class is reported unknown (for the loader's one line)
+    assert scan_config(_code_and_custom(custom_first), allow_code=True)[2] == ("Custom>Block",)
+
+
+def test_a_registered_function_and_an_unknown_class_need_only_custom_objects():
+    function = {"class_name": "function", "module": "builtins", "config": "vae>sampling", "registered_name": "function"}
+    with pytest.raises(PolicyError) as info:
+        scan_config(_code_and_custom(False, function))
+    assert info.value.rule == "function-reference" and "'Custom>Block'" in info.value.message
+    assert info.value.hint == ("pass --custom-objects FILE.py that defines 'Custom>Block' and defines and "
+                               "registers the function")
+    assert scan_config(_code_and_custom(False, function), custom_classes={"Custom>Block", "vae>sampling"})[2] == ()
+
+
+# ------------------------------------------------------------------ tf.keras 2.13-2.15 archives
+
+
+def _keras2_archive(path, layer):
+    """A ``.keras`` archive as tf.keras 2.13-2.15 wrote it: a Keras 2 config in the new
+    serialization form, its model class from ``keras.src.engine.functional``."""
+    import io
+
+    import h5py
+
+    def entry(cls, name, config, nodes, **extra):
+        return {"module": "keras.layers", "class_name": cls, "registered_name": None, "name": name,
+                "config": {"name": name, **config}, "inbound_nodes": nodes, **extra}
+
+    layers = [entry("InputLayer", "x", {"batch_input_shape": [None, 4], "dtype": "float32"}, []), layer(entry)]
+    config = {"module": "keras.src.engine.functional", "class_name": "Functional", "registered_name": None,
+              "config": {"name": "model", "layers": layers, "input_layers": [["x", 0, 0]],
+                         "output_layers": [[layers[-1]["name"], 0, 0]]}}
+    weights = io.BytesIO()
+    with h5py.File(weights, "w") as f:
+        f.create_group("layers")
+    with zipfile.ZipFile(path, "w") as z:
+        z.writestr("metadata.json", json.dumps({"keras_version": "2.15.0"}))
+        z.writestr("config.json", json.dumps(config))
+        z.writestr("model.weights.h5", weights.getvalue())
+    return path
+
+
+_MHA = {"num_heads": 2, "key_dim": 2}
+KERAS2_ARCHIVES = {
+    # name: (the last layer, given the entry builder; None when it scans, else the rule)
+    "dense": (lambda e: e("Dense", "d", {"units": 3}, [[["x", 0, 0, {}]]]), None),
+    "mha-reference": (lambda e: e("MultiHeadAttention", "mha", _MHA, [[["x", 0, 0, {"value": ["x", 0, 0]}]]]), None),
+    "mha-string": (lambda e: e("MultiHeadAttention", "mha", _MHA, [[["x", 0, 0, {"value": "/etc/passwd"}]]]),
+                   "node-string-argument"),
+    "module-os": (lambda e: e("system", "d", {}, [[["x", 0, 0, {}]]], module="os"), "non-keras-module"),
+    "lambda": (lambda e: e("Lambda", "lam", {"function": ["YQ==", None, None], "function_type": "lambda"},
+                           [[["x", 0, 0, {}]]]), "lambda-bytecode"),
+}
+
+
+@pytest.mark.parametrize("name", sorted(KERAS2_ARCHIVES))
+def test_keras2_archives_are_judged_as_the_loader_reads_them(tmp_path, name):
+    """The Keras 2 config of a tf.keras 2.13-2.15 archive is scanned in the form the
+    loader reads it (scan/keras2.py): Keras 2 tensor references pass, strings, foreign
+    modules and bytecode are refused as in any other file."""
+    layer, rule = KERAS2_ARCHIVES[name]
+    path = _keras2_archive(tmp_path / f"{name}.keras", layer)
+    if rule is None:
+        result = scan_model_file(path, "keras")
+        assert result.unknown_classes == ()
+        # Dense 4x3 + 3; attention: query, key, value 4x2x2 + 2x2 each, output 2x2x4 + 4
+        assert result.estimated_params == (15 if name == "dense" else 3 * (16 + 4) + 16 + 4)
+        return
+    with pytest.raises(PolicyError) as info:
+        scan_model_file(path, "keras")
+    assert info.value.rule == rule
+
+
+def test_a_keras2_archive_custom_class_is_unknown_by_its_registered_name(tmp_path):
+    path = _keras2_archive(tmp_path / "custom.keras", lambda e: e(
+        "Block", "b", {}, [[["x", 0, 0, {}]]], module="my_project.layers", registered_name="Custom>Block"))
+    assert scan_model_file(path, "keras").unknown_classes == ("Custom>Block",)
+    assert scan_model_file(path, "keras", custom_classes={"Custom>Block"}).unknown_classes == ()

@@ -33,7 +33,7 @@ from kerinspect.render import (
     render_weights_table,
     weight_rows,
 )
-from kerinspect.report import TensorStats, Thresholds, WeightRecord, WeightsReport
+from kerinspect.report import StateVariable, TensorStats, Thresholds, WeightRecord, WeightsReport
 from kerinspect.scan import weight_names
 from kerinspect.scan import weights as kw
 from kerinspect.scan.weights import block_slices, dataset_stats, inspect_weights, var_names
@@ -410,8 +410,13 @@ def hand_built(layer_a="encoder/dense", layer_b="lstm") -> WeightsReport:
         WeightRecord("lookup", "lookup/vars/0", (3,), "int64", st(1.0, 0.8, 0.0, 2.0), (), 2.236),
         WeightRecord("", "vars/0", (2,), "string", None, (), None),
     )
+    # training state: listed apart, never summarised or flagged (a 1e9 sample count included)
+    optimizer = (StateVariable("optimizer/vars/0", (), "int64"), StateVariable(f"optimizer/{layer_a}/m", (4, 8),
+                                                                                "float32"))
+    metrics = (StateVariable("metrics/mean/vars/0", (), "float32"), StateVariable("metrics/mean/vars/1", (),
+                                                                                  "float32"))
     return WeightsReport("models/toy.keras", "keras", "keras3", w, Thresholds(), "toy", "Functional", "3.15.1",
-                         kerinspect_version="0.1.0")
+                         kerinspect_version="0.1.0", optimizer=optimizer, metrics=metrics)
 
 
 def weights_table(report, width=140, fit=True):
@@ -447,6 +452,12 @@ def test_weights_json_golden_and_round_trip():
     assert data["kind"] == "weights" and set(data["model"]) == {
         "path", "format", "layout", "name", "class_name", "saved_with"}
     assert data["totals"] == {"weights": 7, "params": 32 + 8 + 128 + 16 + 400 + 3 + 2, "flagged": 3}
+    assert data["optimizer"][1] == {"name": "optimizer/encoder/dense/m", "shape": [4, 8], "dtype": "float32",
+                                    "size": 32}
+    assert [v["name"] for v in data["metrics"]] == ["metrics/mean/vars/0", "metrics/mean/vars/1"]
+    assert not any("flags" in v or "stats" in v for v in data["optimizer"] + data["metrics"])
+    old = {k: v for k, v in data.items() if k not in ("optimizer", "metrics")}  # a report from before
+    assert WeightsReport.from_dict(old).optimizer == () and WeightsReport.from_dict(old).metrics == ()
     assert data["weights"][1]["norm"] is None and data["weights"][1]["stats"]["mean"] is None
 
 
@@ -460,8 +471,15 @@ def test_weights_totals_add_up_from_rows():
     rows = list(weight_rows(report))
     assert report.totals.params == sum(int(c[3].replace(",", "")) for _, c in rows)
     assert report.totals.flagged == sum(1 for _, c in rows if c[-1])
-    footer = weights_table(report).strip().splitlines()[-1]
-    assert footer == "7 weights · 589 parameters · 3 flagged (exploding: 1, inf: 1, nan: 1)"
+    lines = weights_table(report).strip().splitlines()
+    assert "7 weights · 589 parameters · 3 flagged (exploding: 1, inf: 1, nan: 1)" in lines
+    # the training state comes after, apart: its 4 variables are not in the weights' figures
+    state = lines.index(next(line for line in lines if line.startswith("Training state")))
+    assert lines.index("7 weights · 589 parameters · 3 flagged (exploding: 1, inf: 1, nan: 1)") < state
+    assert lines[state] == ("Training state saved with the model: 2 optimizer variables (33 values) · "
+                            "2 metric variables (2 values); not model weights, not checked")
+    assert [line.split()[0] for line in lines[state + 3:]] == ["optimizer", "encoder/dense/m",
+                                                               "metrics", "mean/vars/1"]
 
 
 @pytest.mark.parametrize("render", ["table", "markdown"])
@@ -472,6 +490,7 @@ def test_weights_hostile_names_are_escaped(render):
     assert not any(line.lstrip("| ").startswith("::") for line in text.splitlines())
     assert "\\n:\\x3aerror" in text and "\\x1b[2J" in text
     assert json.loads(render_json(report))["weights"][0]["layer"] == HOSTILE
+    assert json.loads(render_json(report))["optimizer"][1]["name"] == f"optimizer/{HOSTILE}/m"
 
 
 # -- the CLI on sample models (no TensorFlow) ------------------------------------------
@@ -779,3 +798,98 @@ def test_optimizer_and_metric_state_is_not_listed_as_model_weights(keras, tmp_pa
     report = inspect_weights(path)
     assert sorted(w.name for w in report.weights) == sorted(f"d/{v.name}" for v in model.weights)
     assert not any(w.flags for w in report.weights)
+    assert [v.name for v in report.metrics] == ["metrics/mean/vars/0", "metrics/mean/vars/1"]
+    assert [v.shape for v in report.optimizer] == [tuple(v.shape) for v in model.optimizer.variables]
+
+
+def _trained_state(keras):
+    """A model compiled with Adam and a metric, fitted one step on targets large enough
+    that Adam's second moments exceed the ``exploding`` limit (were they weights)."""
+    keras.utils.set_random_seed(0)
+    x = keras.Input((4,), name="x")
+    h = keras.layers.Dense(3, activation="relu", name="hidden")(x)
+    model = keras.Model(x, keras.layers.Dense(1, name="out")(h), name="trained")
+    model.compile(optimizer="adam", loss="mse", metrics=["mae"])
+    data = np.random.default_rng(0).standard_normal((64, 4)).astype("float32")
+    model.fit(data, 1e5 * data.sum(1, keepdims=True), epochs=1, batch_size=64, verbose=0)
+    return model
+
+
+@pytest.mark.parametrize("fmt", [".keras", ".h5"])
+def test_optimizer_state_of_a_trained_model_is_listed_apart(keras, tmp_path, fmt):
+    model = _trained_state(keras)
+    path = tmp_path / f"trained{fmt}"
+    model.save(path)
+    r = run("weights", path, "--format", "json")  # through the worker, as users run it
+    assert r.exit_code == 0, r.stderr
+    data = json.loads(r.stdout)
+    report = WeightsReport.from_dict(data)
+    assert_matches_keras(keras, report, model)  # the model's rows: Keras's model.weights, by numpy
+    assert data["totals"] == {"weights": len(model.weights), "params": model.count_params(), "flagged": 0}
+    slots = model.optimizer.variables
+    big = max(float(np.abs(keras.ops.convert_to_numpy(v.value)).max()) for v in slots)
+    assert big > data["thresholds"]["max_abs"]  # a weight this large would be flagged exploding
+    names = [f"optimizer/vars/{i}" for i in range(len(slots))] if fmt == ".keras" else [
+        f"optimizer_weights/{v.path}" for v in slots]
+    assert [v["name"] for v in data["optimizer"]] == names
+    assert [(tuple(v["shape"]), v["dtype"]) for v in data["optimizer"]] == [(tuple(v.shape), v.dtype) for v in slots]
+    assert data["metrics"] == []  # Keras 3 does not save compiled metrics' state
+    assert not any("flags" in v for v in data["optimizer"])
+    table = run("weights", path, "--width", "200")
+    assert table.exit_code == 0
+    assert f"{len(slots)} optimizer variables" in table.stdout and "not model weights" in table.stdout
+
+
+TF_KERAS_TRAINED = """
+import json, os, sys
+import numpy as np
+os.environ["TF_CPP_MIN_LOG_LEVEL"] = "3"
+import tf_keras as k
+x = k.Input((4,), name="x")
+model = k.Model(x, k.layers.Dense(1, name="out")(k.layers.Dense(3, activation="relu", name="hidden")(x)))
+model.compile(optimizer="adam", loss="mse", metrics=["mae"])
+data = np.random.default_rng(0).standard_normal((64, 4)).astype("float32")
+model.fit(data, 1e3 * data.sum(1, keepdims=True), epochs=1, batch_size=64, verbose=0)
+out = sys.argv[1]
+model.save(os.path.join(out, "k2.keras"))
+model.save(os.path.join(out, "k2.h5"))
+np.savez(os.path.join(out, "weights.npz"), **{w.name.rsplit(":", 1)[0]: w.numpy() for w in model.weights})
+json.dump({
+    "optimizer": [[v.name.rsplit(":", 1)[0], list(v.shape)] for v in model.optimizer.variables()],
+    "metrics": [[float(v.numpy()) for v in m.variables] for m in model.metrics],
+}, open(os.path.join(out, "state.json"), "w"))
+"""
+
+
+@pytest.mark.slow
+def test_tf_keras_optimizer_and_metric_state_is_listed_apart(tmp_path):
+    """tf.keras 2.x keeps the compiled metrics' accumulators in a ``.keras`` file
+    (``metrics/mean/vars/1``: the sample count, 64 here): listed apart, never flagged."""
+    proc = subprocess.run([sys.executable, "-c", TF_KERAS_TRAINED, str(tmp_path)], capture_output=True, text=True,
+                          timeout=600)
+    if proc.returncode != 0 and "No module named 'tf_keras'" in proc.stderr:
+        pytest.skip("tf_keras is not installed")
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    ref = dict(np.load(tmp_path / "weights.npz"))
+    state = json.loads((tmp_path / "state.json").read_text())
+    counts = [values[1] for values in state["metrics"]]
+    assert counts == [64.0, 64.0]
+    for fmt in ("keras", "h5"):
+        r = run("weights", tmp_path / f"k2.{fmt}", "--format", "json", "--max-abs", "10")
+        assert r.exit_code == 0, r.stderr
+        data = json.loads(r.stdout)
+        assert [w["name"] for w in data["weights"]] == list(ref), fmt
+        for w in data["weights"]:
+            x = ref[w["name"]].astype(np.float64)
+            assert tuple(w["shape"]) == x.shape and w["flags"] == []
+            assert (w["stats"]["mean"], w["stats"]["std"]) == pytest.approx((x.mean(), x.std()), rel=1e-9)
+        assert data["totals"]["flagged"] == 0
+        shapes = [tuple(shape) for _, shape in state["optimizer"]]
+        assert [tuple(v["shape"]) for v in data["optimizer"]] == shapes, fmt
+        if fmt == "h5":
+            assert [v["name"] for v in data["optimizer"]] == [f"optimizer_weights/{n}" for n, _ in state["optimizer"]]
+            assert data["metrics"] == []
+        else:  # the loss's Mean and the mae wrapper: total and count each
+            assert [v["name"] for v in data["metrics"]] == [
+                "metrics/mean/vars/0", "metrics/mean/vars/1",
+                "metrics/mean_metric_wrapper/vars/0", "metrics/mean_metric_wrapper/vars/1"]

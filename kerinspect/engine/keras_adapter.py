@@ -69,6 +69,10 @@ pins the same range). The internals, and what each is used for:
 ``keras.src.legacy.saving.legacy_h5_format.load_model_from_hdf5``
     Loading ``.h5`` files from an open ``h5py.File`` (whose config the legacy
     upgrade rewrites), with ``safe_mode`` (:func:`load_model_from_hdf5`).
+``keras.src.legacy.saving.saving_utils.model_from_config`` / ``saving_options``
+    Building a model from a Keras 2 config the way that loader does, under
+    ``use_legacy_config`` and ``SafeModeScope`` (:func:`model_from_legacy_config`, for
+    tf.keras 2.13-2.15 ``.keras`` archives).
 """
 
 from __future__ import annotations
@@ -462,3 +466,22 @@ def load_model_from_hdf5(
     return legacy_h5_format.load_model_from_hdf5(
         source, custom_objects=custom_objects, compile=False, safe_mode=safe_mode
     )
+
+
+def model_from_legacy_config(
+    config: dict[str, Any], *, custom_objects: dict[str, Any] | None = None, safe_mode: bool = True
+) -> Any:
+    """A model (weights not loaded) from a Keras 2 model config, built exactly as
+    :func:`load_model_from_hdf5` builds one: registered custom objects included,
+    legacy config handling on, ``safe_mode`` in force."""
+    from keras.src.backend.common import global_state
+    from keras.src.legacy.saving import saving_options, saving_utils
+    from keras.src.saving import object_registration, serialization_lib
+
+    scoped = global_state.get_global_attribute("custom_objects_scope_dict", {})
+    objects = {**(custom_objects or {}), **object_registration.GLOBAL_CUSTOM_OBJECTS, **scoped}
+    with (
+        saving_options.keras_option_scope(use_legacy_config=True),
+        serialization_lib.SafeModeScope(safe_mode),
+    ):
+        return saving_utils.model_from_config(config, custom_objects=objects)

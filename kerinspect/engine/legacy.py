@@ -65,16 +65,35 @@ change so the report can say how the file was read:
 
 Only the config is rewritten; weights are read by Keras's own legacy loader.
 The static security scan has already run on the original config.
+
+tf.keras 2.13-2.15 ``.keras`` archives (:func:`load_keras2_archive`) get two more:
+
+``keras2-archive``
+    Their ``config.json`` holds Keras 2 layer configs (``batch_input_shape``...) in the
+    new serialization form, naming modules Keras 3 does not have
+    (``keras.src.engine.functional``), which Keras 3's archive loader cannot import.
+    The config is read as the Keras 2 config it is: ``module`` and ``registered_name``
+    are dropped (a registered ``package>Name`` becomes the class name, as Keras 2 wrote
+    it in ``.h5`` files), the transforms above apply, and Keras's legacy loader builds
+    the model. Its weights file has Keras 3's layout and is read by Keras
+    (``Model.load_weights``) from a copy that leaves out the optimizer and metric state.
+``windows-weight-paths``
+    tf.keras on Windows joined the weights file's group names with ``\\``
+    (``layers\\dense/vars/0``); the copy names them with ``/`` (``layers/dense/vars/0``).
 """
 
 from __future__ import annotations
 
 import copy
 import json
+import os
+import tempfile
+import zipfile
 from typing import Any
 
 from kerinspect.errors import ModelLoadError, escape_text
 from kerinspect.scan import allowlist as _allowlist
+from kerinspect.scan.keras2 import keras2_archive
 from kerinspect.scan.policy import graph_layer_names, is_tensor_reference
 
 #: Initializer class names (and their snake_case aliases) whose Keras 2 configs may
@@ -460,6 +479,27 @@ def upgrade_config(config: dict[str, Any]) -> tuple[dict[str, Any], tuple[str, .
     return config, tuple(dict.fromkeys(changes))
 
 
+def _with_tf_ops(config: dict[str, Any], path: str, custom_objects: dict[str, Any] | None) -> Any:
+    """``custom_objects`` plus kerinspect's TFOpLambda classes when the config has such
+    layers; one line naming the op when one cannot be converted."""
+    ops = tf_op_functions(config)
+    if not ops:
+        return custom_objects
+    from kerinspect.engine import tfop
+
+    unsupported = [(layer, fn) for layer, fn in ops if fn not in tfop.OPS]
+    if unsupported:
+        layer, fn = unsupported[0]
+        raise ModelLoadError(
+            f"Layer {escape_text(layer, 120)!r} is a tf.keras 2.x TFOpLambda calling the TensorFlow op "
+            f"tf.{escape_text(fn, 120)}, which kerinspect cannot convert to Keras 3 "
+            f"({len(unsupported)} such layer{'s' if len(unsupported) > 1 else ''}). Received: path={escape_text(path)}",
+            rule="unsupported-tf-op",
+            hint="load it with tf_keras and re-save it from code that uses keras.ops or Keras layers",
+        )
+    return {**tfop.custom_objects(), **(custom_objects or {})}
+
+
 def load_legacy_h5(
     path: str, *, safe_mode: bool = True, custom_objects: dict[str, Any] | None = None
 ) -> tuple[Any, tuple[str, ...]]:
@@ -489,21 +529,7 @@ def load_legacy_h5(
         changes = tuple(dict.fromkeys(found))
     if not changes:
         return load_model_from_hdf5(path, custom_objects=custom_objects, safe_mode=safe_mode), ()
-    ops = tf_op_functions(upgraded)
-    if ops:
-        from kerinspect.engine import tfop
-
-        unsupported = [(layer, fn) for layer, fn in ops if fn not in tfop.OPS]
-        if unsupported:
-            layer, fn = unsupported[0]
-            raise ModelLoadError(
-                f"Layer {escape_text(layer, 120)!r} is a tf.keras 2.x TFOpLambda calling the TensorFlow op "
-                f"tf.{escape_text(fn, 120)}, which kerinspect cannot convert to Keras 3 "
-                f"({len(unsupported)} such layer{'s' if len(unsupported) > 1 else ''}). Received: path={escape_text(path)}",
-                rule="unsupported-tf-op",
-                hint="load it with tf_keras and re-save it from code that uses keras.ops or Keras layers",
-            )
-        custom_objects = {**tfop.custom_objects(), **(custom_objects or {})}
+    custom_objects = _with_tf_ops(upgraded, path, custom_objects)
     patched = json.dumps(upgraded)
 
     class _UpgradedFile(h5py.File):
@@ -518,3 +544,59 @@ def load_legacy_h5(
     with _UpgradedFile(path, "r") as f:
         model = load_model_from_hdf5(f, custom_objects=custom_objects, safe_mode=safe_mode)
     return model, changes
+
+
+# -- tf.keras 2.13-2.15 .keras archives ------------------------------------------------
+
+
+def keras2_archive_config(path: str) -> dict[str, Any] | None:
+    """The config of a ``.keras`` archive written by tf.keras 2.13-2.15 or tf_keras, in
+    Keras 2's ``.h5`` form (:func:`kerinspect.scan.keras2.as_keras2_config`), else None.
+    The archive has passed the scan (members, sizes, config)."""
+    with zipfile.ZipFile(path) as zf:
+        config = json.loads(zf.read("config.json"))
+        try:
+            version = json.loads(zf.read("metadata.json")).get("keras_version")
+        except (KeyError, ValueError, AttributeError):
+            version = None  # no metadata (Keras does not need it either)
+    return keras2_archive(config, keras_version=version)
+
+
+def _copy_weights(path: str, tmp: str) -> tuple[str, bool]:
+    """The archive's ``model.weights.h5`` copied to ``tmp`` as Keras 3 names its groups
+    (``\\`` joins become ``/``), without the training state
+    (:func:`kerinspect.scan.weight_layouts.normalized_copy`: every link and dataset
+    checked). Returns the copy's path (named ``*.weights.h5``, as ``load_weights``
+    wants) and whether any name had a backslash."""
+    import h5py
+
+    from kerinspect.scan.weight_layouts import normalized_copy
+
+    member = os.path.join(tmp, "member.h5")
+    with zipfile.ZipFile(path) as zf, zf.open("model.weights.h5") as src, open(member, "wb") as out:
+        while chunk := src.read(1 << 20):
+            out.write(chunk)
+    target = os.path.join(tmp, "model.weights.h5")
+    with h5py.File(member, "r", locking=False) as f, h5py.File(target, "w", locking=False) as g:
+        backslash = normalized_copy(f, g, training_state=False)
+    return target, backslash
+
+
+def load_keras2_archive(
+    path: str,
+    config: dict[str, Any],
+    *,
+    safe_mode: bool = True,
+    custom_objects: dict[str, Any] | None = None,
+) -> tuple[Any, tuple[str, ...]]:
+    """Load a tf.keras 2.13-2.15 ``.keras`` archive (``config`` from
+    :func:`keras2_archive_config`) with Keras 3: ``(model, changes)``."""
+    from kerinspect.engine.keras_adapter import model_from_legacy_config
+
+    upgraded, changes = upgrade_config(config)
+    custom_objects = _with_tf_ops(upgraded, path, custom_objects)
+    with tempfile.TemporaryDirectory(prefix="kerinspect-keras2-") as tmp:
+        weights, backslash = _copy_weights(path, tmp)
+        model = model_from_legacy_config(upgraded, custom_objects=custom_objects, safe_mode=safe_mode)
+        model.load_weights(weights)
+    return model, ("keras2-archive", *(("windows-weight-paths",) if backslash else ()), *changes)

@@ -87,6 +87,10 @@ _UNKNOWN_CLASS = re.compile(r"Could not locate (?:class|function) '([^']+)'")
 
 _INIT_KWARG = re.compile(r"(\w+)\.__init__\(\) got an unexpected keyword argument '(\w+)'")
 
+_INIT_MISSING = re.compile(
+    r"(\w+)\.__init__\(\) missing \d+ required (?:positional|keyword-only) arguments?: ([^.]+)"
+)
+
 
 def known_cause_hint(message: str) -> str | None:
     """A next step for loader failures whose cause is known from Keras's message."""
@@ -105,6 +109,14 @@ def known_cause_hint(message: str) -> str | None:
             f"the custom class {init.group(1)}'s __init__ does not accept '{init.group(2)}', which Keras "
             "passes to every layer: give it **kwargs and pass them to super().__init__(**kwargs)"
         )
+    missing = _INIT_MISSING.search(message)
+    if missing:
+        return (
+            f"the file stores no value for {missing.group(2)}, which {missing.group(1)}.__init__ requires "
+            "(its saved config holds only what the class's get_config returned), so no loader can rebuild "
+            "the model from this file: re-save it with a get_config that returns the constructor arguments, "
+            "or build the model in code and load only its weights"
+        )
     if "did NOT create the state" in message or "does not have a `build()` method" in message:
         return (
             "a custom layer creates sub-layers whose weights only exist after a call: give it a build() "
@@ -118,15 +130,18 @@ class LoadedModel:
     """A deserialized model and how it was read."""
 
     model: Any
-    loader: str  # "keras", or "keras+legacy-h5-upgrade" when the config was rewritten
+    #: "keras", or "keras+legacy-h5-upgrade" / "keras+legacy-archive-upgrade" when a Keras 2
+    #: config (a legacy .h5, a tf.keras 2.13-2.15 .keras archive) was rewritten
+    loader: str
     notes: tuple[str, ...] = ()
 
 
 def load_model(
     model_file: ModelFile, *, safe_mode: bool = True, custom_objects: dict[str, Any] | None = None
 ) -> LoadedModel:
-    """Load with Keras 3 (``compile=False``); legacy ``.h5`` configs are upgraded
-    first (:mod:`kerinspect.engine.legacy`). Every failure becomes a ModelLoadError."""
+    """Load with Keras 3 (``compile=False``); the Keras 2 configs of legacy ``.h5`` files
+    and of tf.keras 2.13-2.15 / tf_keras ``.keras`` archives are upgraded first
+    (:mod:`kerinspect.engine.legacy`). Every failure becomes a ModelLoadError."""
     from kerinspect.engine.tfenv import import_keras
 
     keras = import_keras()
@@ -142,6 +157,16 @@ def load_model(
                     model, "keras+legacy-h5-upgrade", tuple(f"legacy config upgraded: {c}" for c in changes)
                 )
             return LoadedModel(model, "keras")
+        from kerinspect.engine.legacy import keras2_archive_config, load_keras2_archive
+
+        keras2 = keras2_archive_config(model_file.path)
+        if keras2 is not None:  # tf.keras 2.13-2.15 wrote it: a Keras 2 config, Keras 3 weights layout
+            model, changes = load_keras2_archive(
+                model_file.path, keras2, safe_mode=safe_mode, custom_objects=custom_objects
+            )
+            return LoadedModel(
+                model, "keras+legacy-archive-upgrade", tuple(f"legacy config upgraded: {c}" for c in changes)
+            )
         model = keras.saving.load_model(
             model_file.path, compile=False, safe_mode=safe_mode, custom_objects=custom_objects
         )

@@ -27,6 +27,7 @@ from kerinspect.scan.container import (
     scan_hdf5_file,
     scan_keras_archive,
 )
+from kerinspect.scan.keras2 import keras2_archive
 from kerinspect.scan.policy import ConfigScanner, ConfigSummary, parse_json_object
 
 __all__ = ["ScanResult", "scan_model_file"]
@@ -43,6 +44,9 @@ class ScanResult:
         class_names: every class the config references, sorted, for diagnostics.
         unknown_classes: classes (and custom functions) neither allowlisted nor declared
             in ``custom_classes``; the loader must not load the model while any remain.
+        hub_classes: the allowlisted keras-hub classes and functions the config uses
+            (registered names, ``keras_hub>BertBackbone``): the loader imports keras_hub
+            for them (:mod:`kerinspect.scan.allowlist_hub`).
     """
 
     format: str
@@ -50,6 +54,7 @@ class ScanResult:
     estimated_params: int | None
     class_names: tuple[str, ...]
     unknown_classes: tuple[str, ...]
+    hub_classes: tuple[str, ...] = ()
 
 
 def scan_model_file(
@@ -83,7 +88,8 @@ def scan_model_file(
     p = os.fspath(path)
     rep = Reporter(p)
     # Keras 2 tensor references ([layer, node, tensor] lists) are accepted only in
-    # HDF5 configs, which the loader rewrites as tensors (engine/legacy.py).
+    # Keras 2 configs (HDF5, tf.keras 2.13-2.15 archives), which the loader rewrites
+    # as tensors (engine/legacy.py).
     scanner = ConfigScanner(limits, allow_code, frozenset(custom_classes), rep, tensor_references=fmt == "h5")
     fp, size = open_regular(p, rep)
     with fp:
@@ -91,6 +97,10 @@ def scan_model_file(
 
             def judge(raw: bytes) -> tuple[dict[str, Any], ConfigSummary]:
                 parsed = parse_json_object(raw, "config.json", limits, rep)
+                keras2 = keras2_archive(parsed, keep_foreign_modules=True)
+                if keras2 is not None:  # judged in the form the loader reads it (scan/keras2.py)
+                    scanner.tensor_references = True
+                    return parsed, scanner.run(keras2)
                 return parsed, scanner.run(parsed)
 
             config, (params, names, unknown) = scan_keras_archive(fp, size, limits, rep, judge)
@@ -113,4 +123,4 @@ def scan_model_file(
             assert h5_config is not None
             config = h5_config
             params, names, unknown = scanner.run(config)
-    return ScanResult(fmt, config, params, names, unknown)
+    return ScanResult(fmt, config, params, names, unknown, tuple(sorted(scanner.hub)))

@@ -32,6 +32,7 @@ from collections.abc import Iterable
 from typing import Any, NoReturn
 
 from kerinspect.scan import allowlist as _allowlist
+from kerinspect.scan import allowlist_hub as _allowlist_hub
 from kerinspect.scan import denylist as _denylist
 from kerinspect.scan.container import Limits, Reporter, show
 from kerinspect.scan.estimate import estimate, layer_name
@@ -113,6 +114,25 @@ _MODEL_CLASS_NAMES = frozenset({"Functional", "Sequential", "Model"})
 _CONSTANT_VALUE = "_CONSTANT_VALUE"
 
 _ALL_CLASS_NAMES: frozenset[str] = frozenset().union(*_allowlist.CLASSES.values())
+#: ``(module, class_name)`` of every allowlisted keras-hub class, as Keras finds it when no
+#: registered name resolves (``importlib.import_module(module)``, then the name in it).
+_HUB_MODULE_CLASSES: frozenset[tuple[str, str]] = frozenset(
+    (module, name) for module, _, name in (v.partition(":") for v in _allowlist_hub.CLASSES.values())
+)
+#: The top-level packages of keras-hub's modules (its former name included).
+_HUB_MODULE_PACKAGES = frozenset(_denylist.HUB_REGISTERED_PACKAGES)
+#: Strings in a keras-hub class's config that name a file or URL: a scheme (http(s)://,
+#: gs://, hf://, kaggle://, s3://...), ``file:``, an absolute or home path, a ``..`` step,
+#: or a vocabulary/proto/merges/config file name. keras-hub tokenizers open such strings.
+_HUB_FILE_VALUE = re.compile(
+    r"""^\s*(?:[A-Za-z][A-Za-z0-9+.-]*://|file:|/|~|\\|[A-Za-z]:[\\/])"""
+    r"""|(?:^|[\\/])\.\.(?:[\\/]|$)"""
+    r"""|\.(?:txt|model|json|spm|vocab|proto|pb|bin|tiktoken|h5|keras|npy|npz|zip|tar|gz)\s*$""",
+    re.I,
+)
+#: A preset's own file name (``"config_file": "tokenizer.json"``): keras-hub reads it only in
+#: ``from_preset``, inside the preset directory, never when deserializing a config.
+_HUB_CONFIG_FILE = re.compile(r"^[A-Za-z0-9_-]+\.json$")
 _STDLIB: frozenset[str] = frozenset(sys.stdlib_module_names) - {"__main__"}
 _JSON_TOKEN = re.compile(r'"(?:[^"\\]|\\.)*"|[\[\]{}]', re.S)
 
@@ -225,6 +245,12 @@ def parse_json_object(raw: bytes | str, what: str, limits: Limits, rep: Reporter
 # --------------------------------------------------------------------------- config walk
 
 
+#: The next step for code a file would run.
+_TRUST_HINT = "only if you trust this file: --trust-model"
+#: A kept refusal: ``(rule, what, layer path, loc, hint, needs_trust)``.
+_CodeRefusal = tuple[str, str, tuple[str, ...], tuple[str | int, ...], str | None, bool]
+
+
 class ConfigScanner:
     """One pass over every dict and list of a model config."""
 
@@ -247,6 +273,15 @@ class ConfigScanner:
         #: which the loader rewrites as tensors); off for .keras archives.
         self.tensor_references = tensor_references
         self._graphs: list[frozenset[str]] = [frozenset()]
+        #: allowlisted keras-hub classes and functions the config uses (the loader
+        #: imports keras_hub for them), and the config dicts of those objects
+        self.hub: set[str] = set()
+        self._hub_nodes: set[int] = set()
+        self._in_hub = 0
+        #: the first refusal that --trust-model lifts (code the file would run), kept
+        #: until the walk ends so that its message can also name the custom classes
+        #: the file needs: ``(rule, what, path, loc, hint, needs_trust)``
+        self._code_refusal: _CodeRefusal | None = None
 
     # -- entry point
     def run(self, config: Any) -> ConfigSummary:
@@ -260,6 +295,7 @@ class ConfigScanner:
         root = config["config"].get("name")
         root_name = root if isinstance(root, str) else "model"
         self._walk(config, (), (root_name,), inert=False)
+        self._raise_code_refusal()
         params = self._check_size(config, root_name)
         return params, tuple(sorted(self.class_names)), tuple(sorted(self.unknown))
 
@@ -302,6 +338,45 @@ class ConfigScanner:
     def malformed(self, what: str, layer_path: tuple[str, ...], loc: tuple[str | int, ...]) -> NoReturn:
         self.rep.malformed("bad-config", f"{what} {self._where(layer_path, loc)}.")
 
+    def refuse_code(
+        self,
+        rule: str,
+        what: str,
+        layer_path: tuple[str, ...],
+        loc: tuple[str | int, ...],
+        hint: str | None = _TRUST_HINT,
+        *,
+        needs_trust: bool = True,
+    ) -> None:
+        """A refusal of code the file would run (lifted by --trust-model, or for a
+        registered function by --custom-objects): the first one is raised when the
+        walk ends (:meth:`_raise_code_refusal`), the rest of the config still walked."""
+        if self._code_refusal is None:
+            self._code_refusal = (rule, what, layer_path, loc, hint, needs_trust)
+
+    def _raise_code_refusal(self) -> None:
+        """Raise the kept code refusal; when the file also uses classes that are not
+        loaded, one line says that it needs --custom-objects too."""
+        if self._code_refusal is None:
+            return
+        rule, what, layer_path, loc, hint, needs_trust = self._code_refusal
+        if not self.unknown:
+            self.refuse(rule, what, layer_path, loc, hint=hint)
+        names = sorted(self.unknown)
+        shown = ", ".join(repr(show(n, 80)) for n in names[:5]) + (", ..." if len(names) > 5 else "")
+        plural = len(names) > 1
+        self.rep.policy(
+            rule,
+            f"{what} {self._where(layer_path, loc)}; the model also uses custom class{'es' if plural else ''} "
+            f"{shown}, which {'are' if plural else 'is'} not loaded.",
+            hint=(
+                f"this file needs both --custom-objects FILE.py that defines {shown} and, only if you trust "
+                "this file, --trust-model"
+            )
+            if needs_trust
+            else f"pass --custom-objects FILE.py that defines {shown} and defines and registers the function",
+        )
+
     # -- the walk
     def _walk(self, node: Any, loc: tuple[str | int, ...], path: tuple[str, ...], inert: bool) -> None:
         if len(loc) > self.limits.max_json_depth:
@@ -319,8 +394,12 @@ class ConfigScanner:
             return
         if "class_name" in node:
             self._check_object(node, loc, path, inert)
+        hub = id(node) in self._hub_nodes
+        self._in_hub += hub
         for key, value in node.items():
             sub = (*loc, key)
+            if self._in_hub and isinstance(value, str) and isinstance(key, str):
+                self._check_hub_string(key, value, path, sub)
             if isinstance(value, str) and isinstance(key, str) and key.lower() in _PATH_KEYS and value:
                 self.refuse(
                     "file-path-argument",
@@ -343,6 +422,40 @@ class ConfigScanner:
                 self._walk(value, sub, (*path, layer_name(value, key)), child_inert)
             else:
                 self._walk(value, sub, path, child_inert)
+        self._in_hub -= hub
+
+    def _check_hub_string(
+        self, key: str, value: str, path: tuple[str, ...], loc: tuple[str | int, ...]
+    ) -> None:
+        """Inside a keras-hub object's config: refuse a string that names a file or URL
+        (keras-hub tokenizers open a string ``vocabulary``, ``merges``, ``proto``...)."""
+        if key in ("class_name", "module", "registered_name") or not value:
+            return
+        if key == "config_file" and _HUB_CONFIG_FILE.match(value):
+            return
+        if key.lower() in _denylist.HUB_PATH_KEYS or _HUB_FILE_VALUE.search(value):
+            self.refuse(
+                "file-path-argument",
+                f"keras-hub argument '{show(key, 40)}' names a file or URL ({show(value, 120)!s}); "
+                "keras-hub would read it from outside the model file",
+                path,
+                loc,
+            )
+
+    def _hub_verdict(self, cn: str, module: str | None, reg: str | None) -> str | None:
+        """``"hub"`` for an allowlisted keras-hub class, ``"unknown"`` for a keras-hub name
+        the allowlist does not hold, None when the object is not keras-hub's.
+
+        Keras resolves ``registered_name`` first, from the registry, which holds keras-hub's
+        (and tensorflow_text's) classes once the worker imports keras_hub: such a name decides
+        whatever ``module`` says. Otherwise Keras imports ``module`` and takes ``class_name``
+        from it."""
+        package, sep, _ = (reg or "").partition(">")
+        if sep and package in _allowlist_hub.PACKAGES:
+            return "hub" if reg in _allowlist_hub.CLASSES else "unknown"
+        if module is not None and _package(module) in _HUB_MODULE_PACKAGES:
+            return "hub" if (module, cn) in _HUB_MODULE_CLASSES else "unknown"
+        return None
 
     def _check_object(
         self, node: dict[str, Any], loc: tuple[str | int, ...], path: tuple[str, ...], inert: bool
@@ -358,24 +471,22 @@ class ConfigScanner:
             return
         if cn == "__lambda__":
             if not (self.allow_code or inert):
-                self.refuse(
+                self.refuse_code(
                     "lambda-bytecode",
                     "Serialized Python bytecode (__lambda__) would run when the model is loaded",
                     path,
                     loc,
-                    hint="only if you trust this file: --trust-model",
                 )
             return
         if cn == "function":
             verdict = self._check_function(node, loc, path, inert)
             if verdict == "code" and not (self.allow_code or inert):
-                self.refuse(
+                self.refuse_code(
                     "function-reference",
                     f"The config calls function '{show(module)}.{show(node.get('config'))}', "
                     "which is not on kerinspect's allowlist of Keras functions",
                     path,
                     loc,
-                    hint="only if you trust this file: --trust-model",
                 )
             return
         self.class_names.add(cn)
@@ -405,6 +516,12 @@ class ConfigScanner:
             allowed = cn in _allowlist.CLASSES.get(module, ())
         else:
             allowed = False
+        hub = None if denied else self._hub_verdict(cn, module, reg)
+        if hub is not None:
+            allowed = hub == "hub"
+            if allowed and not inert:
+                self.hub.add(reg if reg in _allowlist_hub.CLASSES else cn)
+                self._hub_nodes.add(id(node))
         if allowed or inert:
             return
         # Keras resolves a keras.* module itself; custom objects only win through registered_name.
@@ -446,6 +563,10 @@ class ConfigScanner:
         if module == "builtins":
             if name in _allowlist.BUILTIN_FUNCTIONS:
                 return "ok"
+            if name in _allowlist_hub.FUNCTIONS:  # keras-hub's registered activation
+                if not inert:
+                    self.hub.add(name)
+                return "ok"
             # Keras 3 writes a registered function (``package>name``) as a builtins
             # reference; Keras's safe mode resolves it from the user's registration.
             return "declared" if name in self.custom else "code"
@@ -472,7 +593,6 @@ class ConfigScanner:
     def _check_lambda(self, node: dict[str, Any], loc: tuple[str | int, ...], path: tuple[str, ...]) -> None:
         inner = node.get("config")
         inner = inner if isinstance(inner, dict) else {}
-        hint = "only if you trust this file: --trust-model"
         bytecode = False
         for key in ("function", "output_shape"):
             value = inner.get(key)
@@ -483,15 +603,14 @@ class ConfigScanner:
             elif key == "function" and isinstance(value, list):
                 bytecode = True  # what legacy_h5 turns into __lambda__ regardless of function_type
         if bytecode:
-            if self.allow_code:
-                return
-            self.refuse(
-                "lambda-bytecode",
-                "Lambda layer holds serialized Python bytecode that would run when the model is loaded",
-                path,
-                loc,
-                hint=hint,
-            )
+            if not self.allow_code:
+                self.refuse_code(
+                    "lambda-bytecode",
+                    "Lambda layer holds serialized Python bytecode that would run when the model is loaded",
+                    path,
+                    loc,
+                )
+            return
         function = inner.get("function")
         if isinstance(function, dict) and function.get("class_name") == "function":
             verdict = self._check_function(function, (*loc, "config", "function"), path, inert=False)
@@ -501,7 +620,7 @@ class ConfigScanner:
                 return  # the user's --custom-objects registers it: their own code, not the file's
             if verdict != "ok":
                 registered = function.get("module") == "builtins" and ">" in str(function.get("config"))
-                self.refuse(
+                self.refuse_code(
                     "function-reference",
                     f"Lambda layer calls '{show(function.get('module'))}.{show(function.get('config'))}', "
                     "which is not on kerinspect's allowlist of Keras functions",
@@ -512,14 +631,15 @@ class ConfigScanner:
                         "registers it (or, only if you trust this file, --trust-model with that file)"
                     )
                     if registered
-                    else hint,
+                    else _TRUST_HINT,
+                    needs_trust=not registered,
                 )
+                return
         legacy_module = inner.get("module")
         if isinstance(legacy_module, str) and legacy_module:
             self._check_module(legacy_module, "a Lambda function", path, (*loc, "config", "module"))
-        if self.allow_code:
-            return
-        self.refuse("lambda-layer", "Lambda layers run arbitrary functions when loaded", path, loc, hint=hint)
+        if not self.allow_code:
+            self.refuse_code("lambda-layer", "Lambda layers run arbitrary functions when loaded", path, loc)
 
     # -- inbound nodes: tensors, numbers, flags; never strings
     def _check_nodes(

@@ -41,9 +41,12 @@ LIMITS = Limits()
 MAX_LINKS = 1_000_000
 
 #: Top-level groups of a Keras 3 weights file that hold no model weights: the
-#: optimizer's slots and the compiled metrics' counters (``metrics/mean/vars/1``),
-#: never read as (or flagged like) weights of the model.
+#: optimizer's slots and the compiled metrics' counters (``metrics/mean/vars/1``,
+#: kept by Keras 2.13-2.15 ``.keras`` files), listed apart as training state, never
+#: read as (or flagged like) weights of the model.
 _NOT_MODEL_STATE = frozenset({"optimizer", "metrics"})
+#: The legacy layout's optimizer group, beside ``model_weights``.
+LEGACY_OPTIMIZER = "optimizer_weights"
 
 
 # -- HDF5 access --------------------------------------------------------------------
@@ -71,6 +74,8 @@ class Walker:
         self.links = 0
         self.warnings: list[str] = []
         self.entries: list[Entry] = []
+        #: training state, by kind (``optimizer``, ``metrics``): ``(name, dataset)``
+        self.state: dict[str, list[tuple[str, Any]]] = {"optimizer": [], "metrics": []}
 
     def _where(self, group: Any, key: str) -> str:
         return escape_text(f"{group.name.rstrip('/')}/{key}", 200)
@@ -124,6 +129,58 @@ class Walker:
     def add(self, layer: str, name: str, dataset: Any) -> None:
         check_dataset(dataset)
         self.entries.append(Entry(layer, name, dataset))
+
+    def add_state(
+        self, kind: str, group: Any, prefix: str, depth: int, order: list[str] | None = None
+    ) -> None:
+        """Every dataset under ``group`` as training state of ``kind``, named
+        ``<prefix>/<path>``: in ``order`` (variable names, a legacy group's
+        ``weight_names``) first, then by path with numbers in numeric order."""
+        found = dict(self.datasets(group, depth))
+        by_base = {_strip_index(rel): rel for rel in found}
+        ordered = [by_base[b] for b in dict.fromkeys(_strip_index(n) for n in order or ()) if b in by_base]
+        ordered += sorted((rel for rel in found if rel not in ordered), key=_path_key)
+        for rel in ordered:
+            check_dataset(found[rel])
+            self.state[kind].append((f"{prefix}/{_strip_index(rel)}", found[rel]))
+
+
+def has_backslash_paths(h5: Any) -> bool:
+    """True when the top-level group names hold ``\\`` joins (``layers\\dense``): a
+    Keras 3 layout weights file written by tf.keras 2.13-2.15 on Windows."""
+    return any("\\" in key for key in h5.keys())
+
+
+def normalized_copy(src: Any, dst: Any, *, training_state: bool = True) -> bool:
+    """Copy the groups and datasets of the weights file ``src`` into the empty file
+    ``dst`` with Keras 3's names: a name joined with ``\\`` (``layers\\dense``) becomes
+    nested groups (``layers/dense``). Without ``training_state`` the top-level
+    ``optimizer`` and ``metrics`` groups are left out.
+
+    Every link is checked before it is followed and every dataset before it is copied
+    (:class:`Walker`, :func:`check_dataset`); datasets are copied by libhdf5 (no values
+    pass through memory). Returns whether any name had a backslash."""
+    import h5py
+
+    walker = Walker()
+    backslash = False
+
+    def copy_group(group: Any, target: Any, depth: int) -> None:
+        nonlocal backslash
+        for key, obj in walker.children(group, depth):
+            parts = [p for p in key.split("\\") if p] or [key]
+            backslash |= len(parts) > 1
+            if not training_state and depth == 0 and parts[0] in _NOT_MODEL_STATE:
+                continue
+            parent = target.require_group("/".join(parts[:-1])) if len(parts) > 1 else target
+            if isinstance(obj, h5py.Dataset):
+                check_dataset(obj)
+                group.copy(obj, parent, name=parts[-1])
+            else:
+                copy_group(obj, parent.require_group(parts[-1]), depth + 1)
+
+    copy_group(src, dst, 0)
+    return backslash
 
 
 def check_dataset(ds: Any) -> None:
@@ -208,7 +265,7 @@ class Keras3Reader:
             elif key == "layers":
                 self.layers(child, [], Scope.of(self.config), 1)
             elif key in _NOT_MODEL_STATE:
-                continue
+                self.w.add_state(key, child, key, 1)
             else:  # a subclassed model keeps its layers under attribute names
                 self.layer(child, key, [], None, 1)
 
@@ -304,6 +361,11 @@ def _int_key(key: str) -> tuple[int, int | str]:
     return (0, int(key)) if key.isdigit() else (1, key)
 
 
+def _path_key(path: str) -> list[tuple[int, int | str]]:
+    """``vars/10`` after ``vars/9``: each segment compared as a number when it is one."""
+    return [_int_key(seg) for seg in path.split("/")]
+
+
 def _sub_class(parent_class: str | None, parent_cfg: Any, key: str, seg: str) -> tuple[str | None, Any]:
     """Class (and config, when the parent's config holds it) of a sub-object."""
     inner = inner_config(parent_cfg)
@@ -344,8 +406,17 @@ class LegacyReader:
     def read(self, root: Any) -> None:
         order = _attr_strings(root.attrs, "layer_names") or []
         groups = dict(self.w.groups(root, 1))
+        optimizer = groups.pop(LEGACY_OPTIMIZER, None) if LEGACY_OPTIMIZER not in order else None
         for key in [k for k in order if k in groups] + sorted(k for k in groups if k not in order):
             self.layer(key, groups[key])
+        if optimizer is not None:  # a weights-only file keeps it beside the layers
+            self.optimizer(optimizer)
+
+    def optimizer(self, group: Any) -> None:
+        """The optimizer's variables (``optimizer_weights/Adam/dense/kernel/m:0``), in
+        the order of the group's ``weight_names``."""
+        order = _attr_strings(group.attrs, "weight_names")
+        self.w.add_state("optimizer", group, LEGACY_OPTIMIZER, 2, order)
 
     def layer(self, key: str, group: Any) -> None:
         found = dict(self.w.datasets(group, 2))

@@ -48,7 +48,7 @@ import numpy as np
 
 from kerinspect.checks import tensor_flags
 from kerinspect.errors import KerinspectError, ModelLoadError, PolicyError, escape_text
-from kerinspect.report import Thresholds, WeightRecord, WeightsReport
+from kerinspect.report import StateVariable, Thresholds, WeightRecord, WeightsReport
 from kerinspect.scan.container import (
     CONFIG_MEMBER,
     METADATA_MEMBER,
@@ -62,6 +62,7 @@ from kerinspect.scan.container import (
 )
 from kerinspect.scan.preflight import ModelFile, preflight
 from kerinspect.scan.weight_layouts import (
+    LEGACY_OPTIMIZER,
     LIMITS,
     Entry,
     Keras3Reader,
@@ -69,6 +70,8 @@ from kerinspect.scan.weight_layouts import (
     Walker,
     attr_string,
     check_dataset,
+    has_backslash_paths,
+    normalized_copy,
 )
 from kerinspect.scan.weight_names import VAR_NAMES, class_of, entry_name, var_names
 from kerinspect.stats import RunningStats, summarize
@@ -183,6 +186,14 @@ def _open_source(mf: ModelFile) -> Iterator[_Source]:
             saved_with = meta.get("keras_version") if isinstance(meta, dict) else None
             fileobj = _member_file(zf, raw, info, stack, rep)
             h5 = stack.enter_context(h5py.File(fileobj, "r", locking=False))
+            if has_backslash_paths(h5):  # tf.keras 2.13-2.15 on Windows: read a copy named with /
+                spool = stack.enter_context(tempfile.TemporaryFile())
+                fixed = stack.enter_context(h5py.File(spool, "w", locking=False))
+                normalized_copy(h5, fixed)
+                warnings.append(
+                    "the weights file names its groups with backslashes (tf.keras on Windows); read as /"
+                )
+                h5 = fixed
             yield _Source(h5, "keras3", h5, config, _str_or_none(saved_with), warnings)
             return
         h5 = stack.enter_context(h5py.File(mf.path, "r", locking=False))
@@ -333,8 +344,15 @@ def inspect_weights(
             if src.layout == "keras3":
                 Keras3Reader(walker, src.config).read(src.root)
             else:
-                LegacyReader(walker, src.config).read(src.root)
+                legacy = LegacyReader(walker, src.config)
+                legacy.read(src.root)
+                optimizer = _legacy_optimizer(src) if src.root is not src.h5 else None
+                if optimizer is not None:
+                    legacy.optimizer(optimizer)
             records = tuple(_record(e, thresholds) for e in _unique(walker.entries))
+            state = {
+                kind: tuple(_state(name, ds) for name, ds in found) for kind, found in walker.state.items()
+            }
             warnings = tuple(src.warnings + walker.warnings)
             config = src.config
     except KerinspectError:
@@ -356,7 +374,32 @@ def inspect_weights(
         saved_with=src.saved_with,
         warnings=warnings,
         kerinspect_version=__version__,
+        optimizer=state["optimizer"],
+        metrics=state["metrics"],
     )
+
+
+def _legacy_optimizer(src: _Source) -> Any:
+    """The ``optimizer_weights`` group beside a legacy file's ``model_weights``, or
+    None; a link there is refused, never followed."""
+    import h5py
+
+    link = src.h5.get(LEGACY_OPTIMIZER, getlink=True)
+    if link is None:
+        return None
+    if not isinstance(link, h5py.HardLink):
+        raise PolicyError(
+            f"HDF5 file contains a link at /{LEGACY_OPTIMIZER}; links are never followed.", rule="hdf5-link"
+        )
+    group = src.h5[LEGACY_OPTIMIZER]
+    return group if isinstance(group, h5py.Group) else None
+
+
+def _state(name: str, dataset: Any) -> StateVariable:
+    """A training-state variable: its name, shape and dtype (its values are not read)."""
+    dtype, _ = _numpy_dtype(dataset)
+    shape = () if dataset.shape is None else tuple(int(d) for d in dataset.shape)
+    return StateVariable(name=name, shape=shape, dtype=dtype)
 
 
 def _unique(entries: list[Entry]) -> list[Entry]:
