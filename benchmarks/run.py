@@ -71,6 +71,17 @@ MODELS: dict[str, tuple[str, int, int]] = {
 DIFF_MODELS = ("resnet50",)
 #: Largest peak RSS (largest process) of ``diff`` as a multiple of ``summary``'s.
 DIFF_TARGET = 2.2
+#: Long runs (many batches of 16), where the per-batch cost dominates: (model, samples,
+#: wall target against the floor of the same samples). Each is measured as the floor,
+#: ``summary --engine eager`` and ``summary --engine compiled``. ``full``: not in --quick.
+LONG: list[tuple[str, int, float, bool]] = [
+    ("resnet50", 256, 1.2, False),
+    ("encoder", 1024, 1.2, False),
+    ("blocks", 1024, 1.2, False),
+    ("resnet50", 1024, 1.15, True),
+]
+#: Peak RSS target of the long runs (largest process) against the floor's.
+LONG_RSS_TARGET = 1.1
 #: Extra options of a model's kerinspect runs (its custom classes).
 OPTIONS: dict[str, tuple[str, ...]] = {
     "blocks": ("--custom-objects", str(ROOT / "sample_models" / "custom_layers.py")),
@@ -254,7 +265,13 @@ def verdict(value: float, target: float, stretch: float | None = None) -> str:
 
 
 def report(
-    main: list[Case], flat: list[Case], help_case: Case, weights_case: Case, runs: int, info: dict[str, str]
+    main: list[Case],
+    flat: list[Case],
+    help_case: Case,
+    weights_case: Case,
+    runs: int,
+    info: dict[str, str],
+    long: Sequence[Case] = (),
 ) -> str:
     """The generated Markdown block."""
     lines = [
@@ -342,6 +359,7 @@ def report(
             f"{large.median('largest_kib') / floor_large.median('largest_kib'):.2f}× largest process, "
             f"{large.median('tree_kib') / floor_large.median('tree_kib'):.2f}× tree"
         )
+    lines += long_lines(long)
     hw = help_case.median("wall")
     lines.append(
         f"- `kerinspect --help`: {hw:.2f} s "
@@ -356,6 +374,34 @@ def report(
     )
     lines += ["", END]
     return "\n".join(lines)
+
+
+def long_lines(long: Sequence[Case]) -> list[str]:
+    """Targets of the long runs: each engine against the floor of the same samples."""
+    out = []
+    for model, samples, target, _ in LONG:
+        cases = {c.name.split(" ", 1)[1]: c for c in long if c.model == model and c.name.startswith(f"{samples} ")}
+        if "floor" not in cases:
+            continue
+        floor = cases["floor"]
+        fw, fl = floor.median("wall"), floor.median("largest_kib")
+        parts = []
+        for engine in ("compiled", "eager"):
+            c = cases.get(f"summary --engine {engine}")
+            if c is None:
+                continue
+            w, la = c.median("wall"), c.median("largest_kib")
+            mark = (
+                f" {verdict(w / fw, target)}, peak RSS {la / fl:.2f}× {verdict(la / fl, LONG_RSS_TARGET)}"
+                if engine == "compiled"
+                else f", peak RSS {la / fl:.2f}×"
+            )
+            parts.append(f"{engine} {w:.1f} s, {w / fw:.2f}×{mark}")
+        batches = -(-samples // 16)
+        out.append(
+            f"- {model}, {samples} samples ({batches} batches of 16), floor {fw:.1f} s: " + "; ".join(parts)
+        )
+    return out
 
 
 def write_doc(block: str) -> None:
@@ -442,6 +488,25 @@ def main() -> int:
                 Case(args.flat_model, "floor 256", [sys.executable, str(CASES), "floor", path, "256", "16"])
             )
             rounds(flat, min(runs, 3), 0, "16x")
+        long: list[Case] = []
+        for model, samples, _, full in LONG:
+            if (full and args.quick) or model not in args.models:
+                continue
+            path, n = str(work / f"{model}.keras"), str(samples)
+            long.append(Case(model, f"{n} floor", [sys.executable, str(CASES), "floor", path, n, "16"]))
+            for engine in ("eager", "compiled"):
+                long.append(
+                    Case(
+                        model,
+                        f"{n} summary --engine {engine}",
+                        kerinspect(
+                            "summary", path, "--samples", n, "--batch-size", "16", "--engine", engine,
+                            *OPTIONS.get(model, ()),
+                        ),
+                    )
+                )
+        if long:
+            rounds(long, min(runs, 3), 0, "long")
         help_case = Case("-", "help", kerinspect("--help"))
         weights_case = Case(
             "resnet50", "weights", kerinspect("weights", str(work / "resnet50.keras")), "libtensorflow"
@@ -451,7 +516,7 @@ def main() -> int:
         if not args.keep:
             shutil.rmtree(work, ignore_errors=True)
     info["load_after"] = loadavg()
-    block = report(main_cases, flat, help_case, weights_case, runs, info)
+    block = report(main_cases, flat, help_case, weights_case, runs, info, long)
     print("\n" + block)
     if not args.no_write:
         write_doc(block)

@@ -457,6 +457,22 @@ def depth_option(verb: str, own: str | None = None) -> Callable[[Callable[..., A
     )
 
 
+def engine_option(f: Callable[..., Any]) -> Callable[..., Any]:
+    """``--engine`` (RunSpec ``engine``): how the batches run."""
+    return click.option(
+        "--engine",
+        cls=SpecOption,
+        spec_default=sp.DEFAULT_ENGINE,
+        type=click.Choice(sp.ENGINES),
+        help="How batches run: 'compiled' traces the instrumented model once and runs each batch "
+        "as one graph, statistics computed on the device; 'eager' runs it layer by layer, "
+        "statistics in numpy. 'auto' compiles on a GPU from 2 batches; on a CPU it runs the "
+        f"first batch eagerly and compiles the rest from {sp.AUTO_COMPILE_MIN_BATCHES} batches "
+        f"when no output is above {sp.AUTO_COMPILE_MAX_TENSOR_BYTES >> 20} MiB. "
+        "A model that cannot be traced, or a batch with NaN/Inf, runs eagerly (with a note).",
+    )(f)
+
+
 def attention_threshold_options(f: Callable[..., Any]) -> Callable[..., Any]:
     """Limits of the per-head attention flags."""
     opts = [
@@ -513,6 +529,7 @@ def cli() -> None:
 @click.argument("model", metavar="MODEL")
 @input_options
 @depth_option("Show", "the model's")
+@engine_option
 @threshold_options
 @attention_threshold_options
 @load_options
@@ -558,6 +575,7 @@ def summary(
 @cli.command()
 @click.argument("model", metavar="MODEL")
 @input_options
+@engine_option
 @attention_threshold_options
 @load_options
 @output_options
@@ -671,6 +689,7 @@ _CHECK_SETTINGS = {
 @cli.command()
 @click.argument("models", metavar="MODEL...", nargs=-1, required=True)
 @input_options
+@engine_option
 @threshold_options
 @click.option(
     "--rule",

@@ -70,6 +70,15 @@ DEFAULT_FEATURE_MAPS = 12
 DEFAULT_CHANNELS = 16
 #: Wall-clock seconds of the isolated worker (0: none).
 DEFAULT_TIMEOUT = 600.0
+#: How batches run (``summary``, ``check``, ``attention``): ``auto`` is the compiled
+#: engine, falling back to the eager one (with a note) for a model it cannot trace.
+DEFAULT_ENGINE = "auto"
+ENGINES = ("auto", "compiled", "eager")
+#: ``auto`` on a CPU compiles a run of at least this many batches (after its first,
+#: eager, batch) whose largest output then is at most this many bytes (see
+#: :mod:`kerinspect.engine.compiled` for the measurements behind both).
+AUTO_COMPILE_MIN_BATCHES = 8
+AUTO_COMPILE_MAX_TENSOR_BYTES = 16 << 20
 #: Parameters a model's config may declare (``--max-params``), estimated statically.
 DEFAULT_MAX_PARAMS = 1_000_000_000
 #: Largest dump (tensors and inputs) in bytes, as the CLI shows it and as a number.
@@ -383,6 +392,10 @@ class RunSpec(Spec):
         sample: ``report``: the sample whose feature maps and attention are drawn.
         feature_maps: ``report``: most layers whose feature maps are drawn (0: none).
         channels: ``report``: most channels drawn per feature map layer.
+        engine: ``auto`` (compiled, else eager with a note), ``compiled`` (fail if the
+            model cannot be traced) or ``eager`` (layer by layer); see
+            :mod:`kerinspect.engine.compiled`. Jobs that keep whole tensors (dump,
+            report, diff) run eagerly.
     """
 
     samples: int | None = field(default=None, metadata=at_least(1))
@@ -398,6 +411,7 @@ class RunSpec(Spec):
     sample: int = field(default=DEFAULT_SAMPLE, metadata=at_least(0))
     feature_maps: int = field(default=DEFAULT_FEATURE_MAPS, metadata=at_least(0))
     channels: int = field(default=DEFAULT_CHANNELS, metadata=at_least(1))
+    engine: str = field(default=DEFAULT_ENGINE, metadata=one_of(*ENGINES))
 
 
 @dataclass(frozen=True)

@@ -292,11 +292,11 @@ def summarize(
         for k, block_mean, m2 in part.moments:
             _merge_moments(s, k, block_mean, m2)
     if spread_ok:
-        _sample_moments(s, a, sums, positions)
+        _sample_moments(s, a.shape[0], sums, positions)
     return s
 
 
-def _sample_moments(s: RunningStats, a: np.ndarray, sums: np.ndarray | None, positions: int) -> None:
+def _sample_moments(s: RunningStats, n: int, sums: np.ndarray | None, positions: int) -> None:
     """Set the per-unit moments of the samples' values (see :func:`summarize`)."""
     if sums is None:  # rank 1: each value is a sample (one unit)
         if s.finite != s.count:
@@ -305,7 +305,6 @@ def _sample_moments(s: RunningStats, a: np.ndarray, sums: np.ndarray | None, pos
         s.unit_mean = np.array([s.mean])
         s.unit_m2 = np.array([s.m2])
         return
-    n = a.shape[0]
     if positions > 1:
         np.divide(sums, positions, out=sums)  # the samples' means over their positions
     mean = np.add.reduce(sums, axis=0) / n
@@ -483,3 +482,56 @@ def _merge_moments(s: RunningStats, n: int, mean: float, m2: float) -> None:
     s.m2 = s.m2 + m2 + delta * delta * s.finite * n / total
     s.mean = s.mean + delta * n / total
     s.finite = total
+
+
+def from_partials(
+    shape: tuple[int, ...],
+    *,
+    finite: int,
+    total: float,
+    m2: float,
+    low: float,
+    high: float,
+    zeros: int,
+    nan: int,
+    active: np.ndarray | None,
+    unit_moments: tuple[np.ndarray, np.ndarray] | None = None,
+    spread: bool = False,
+    bounds: str | None = None,
+    saturated: int = 0,
+) -> RunningStats:
+    """A :class:`RunningStats` of one batch from the partial sums a compiled forward
+    pass computed on the device (:mod:`kerinspect.engine.compiled`), with the meaning
+    :func:`summarize` gives each field.
+
+    ``total`` and ``m2`` are the sum of the finite values and their squared deviations
+    from the batch mean ``total / finite``; ``low``/``high`` their extremes; ``active``
+    the per-unit activity (last axis, rank >= 2); ``unit_moments`` (rank >= 2): per
+    unit, the mean and M2 over the samples (axis 0) of each sample's mean over the
+    other axes; ``saturated`` the values (softmax: rows) at the bounds of ``bounds``.
+    ``spread``: axis 0 holds this batch's samples.
+    """
+    count = int(np.prod(shape)) if shape else 1
+    s = RunningStats(count=count, finite=int(finite), zeros=int(zeros), nan=int(nan))
+    s.inf = count - s.finite - s.nan
+    if s.finite:
+        s.mean = float(total) / s.finite
+        s.m2 = max(float(m2), 0.0)
+        s.min, s.max = float(low), float(high)
+    units = shape[-1] if len(shape) >= 2 else 0
+    if units > 0:
+        s.active = (
+            np.zeros(units, dtype=bool) if active is None else np.asarray(active, dtype=bool).reshape(-1)
+        )
+    if bounds in BOUNDED and not (bounds == "softmax" and units == 0):
+        s.saturated = int(saturated)
+        s.saturation_of = count if bounds != "softmax" else count // units
+    if not spread or count == 0 or not len(shape) or s.finite != count:
+        return s
+    if len(shape) == 1:  # each value is a sample (one unit)
+        s.samples, s.unit_mean, s.unit_m2 = s.finite, np.array([s.mean]), np.array([s.m2])
+    elif units > 0 and unit_moments is not None:
+        s.samples = shape[0]
+        s.unit_mean = np.asarray(unit_moments[0], dtype=np.float64).reshape(units).copy()
+        s.unit_m2 = np.asarray(unit_moments[1], dtype=np.float64).reshape(units).copy()
+    return s

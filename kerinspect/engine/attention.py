@@ -35,8 +35,12 @@ from typing import Any
 import numpy as np
 
 from kerinspect.engine import keras_adapter as ka
+from kerinspect.engine.tfenv import import_keras
 from kerinspect.report import AttentionRecord, HeadStats
 from kerinspect.spec import Thresholds
+
+import_keras()
+import tensorflow as tf  # noqa: E402 - imported (quietly) by import_keras
 
 #: Largest relative difference allowed between the fused and the explicit output,
 #: by compute dtype (scaled by the output's magnitude, at least 1).
@@ -55,8 +59,8 @@ class Capture:
     Attributes:
         probs: the probabilities, a backend tensor ``(batch, heads, queries, keys)``
             (or the layer's own shape for other attention axes); None when unavailable.
-        valid: numpy bool ``(batch, queries, keys)``: the keys each query may attend
-            to; None when the probabilities are not 4-D.
+        valid: bool tensor ``(batch, queries, keys)``: the keys each query may attend
+            to (:func:`valid_keys`); None when the probabilities are not 4-D.
         source: ``layer`` (the layer computed them) or ``recomputed`` (the explicit
             path, verified against the fused output).
         reason: why they are unavailable (None when they are not).
@@ -68,28 +72,113 @@ class Capture:
     source: str = "layer"
     reason: str | None = None
     max_difference: float | None = None
+    #: in a compiled trace: ``(difference, scale, tolerance)`` of the explicit path's
+    #: check, decided on the host once the batch ran (None: decided already)
+    pending: tuple[Any, Any, float] | None = None
 
 
-def _valid_keys(arguments: dict[str, Any], probs_shape: tuple[int, ...]) -> np.ndarray | None:
-    """``(B, T, S)`` bool: the keys each query may attend to, from the mask the layer
-    built and its causal flag."""
-    from kerinspect.engine.trace import to_numpy
+def valid_keys(arguments: dict[str, Any], probs: Any) -> Any | None:
+    """``(B, T, S)`` bool tensor: the keys each query may attend to, from the mask the
+    layer built and its causal flag (None when the probabilities are not 4-D).
 
-    if len(probs_shape) != 4:
+    TensorFlow operations, so that the same code serves an eager call and a compiled
+    trace (:mod:`kerinspect.engine.compiled`)."""
+    if len(probs.shape) != 4:
         return None
-    b, _, t, s = probs_shape
-    valid = np.ones((b, t, s), dtype=bool)
+    dims = tf.shape(probs)
+    b, t, s = dims[0], dims[2], dims[3]
+    valid = tf.ones(tf.stack([b, t, s]), dtype=tf.bool)
     mask = arguments.get("attention_mask")
     if mask is not None:
-        m: np.ndarray = np.asarray(to_numpy(mask)).astype(bool)
-        while m.ndim > 3:  # (B, 1, T, S) forms
-            m = np.asarray(m[:, 0] if m.shape[1] == 1 else m.all(axis=1))
-        if m.ndim == 2:
+        m = tf.cast(mask, tf.bool)
+        while m.shape.rank > 3:  # (B, 1, T, S) forms: every head's mask must allow the key
+            m = tf.reduce_all(m, axis=1)
+        if m.shape.rank == 2:
             m = m[None]
-        valid &= np.broadcast_to(m, (b, t, s))
-    if arguments.get("use_causal_mask"):
-        valid &= np.tril(np.ones((t, s), dtype=bool))[None]  # key <= query, as Keras
+        valid = tf.logical_and(valid, tf.broadcast_to(m, tf.stack([b, t, s])))
+    if arguments.get("use_causal_mask"):  # key <= query, as Keras
+        causal = tf.range(t)[:, None] >= tf.range(s)[None, :]
+        valid = tf.logical_and(valid, causal[None])
     return valid
+
+
+def output_difference(out: Any, again: Any, valid: Any | None) -> tuple[Any, Any]:
+    """``(max |out - again|, max(1, max |out|))`` over the query rows that have a key
+    to attend to (the fused and explicit paths differ on fully masked rows); NaN when
+    a difference is NaN. Scalar float64 tensors (eager or in a trace)."""
+    a, b = tf.cast(out, tf.float64), tf.cast(again, tf.float64)
+    d = tf.abs(a - b)
+    keep = tf.ones_like(d, dtype=tf.bool)
+    if valid is not None and a.shape.rank == 4:
+        keep = tf.broadcast_to(tf.reduce_any(valid, axis=-1)[:, :, None, None], tf.shape(d))
+    zero = tf.zeros_like(d)
+    diff = tf.maximum(tf.reduce_max(tf.where(keep, d, zero)), 0.0)
+    diff = tf.where(
+        tf.reduce_any(tf.logical_and(keep, tf.math.is_nan(d))), tf.constant(math.nan, tf.float64), diff
+    )
+    scale = tf.maximum(tf.reduce_max(tf.where(keep, tf.abs(a), zero)), 1.0)
+    return diff, scale
+
+
+def head_partials(probs: Any, valid: Any) -> dict[str, Any]:
+    """One batch's per-head sums of 4-D probabilities ``(B, H, T, S)`` (float64
+    TensorFlow operations: eager, or on the device in a compiled trace), folded across
+    batches by :meth:`HeadAccumulator.fold`:
+
+    ``rows``/``multi``: query rows with at least one/two valid keys; ``entropy_sum``,
+    ``entropy_min``, ``max_sum``, ``max_min`` (per head) over rows with two or more
+    valid keys (entropy normalised by the log of their count); ``sink_sum`` (weight
+    on key 0) and ``diag_sum`` (weight on key = query, the first ``min(T, S)`` rows)
+    over rows with a valid key; ``row_error`` the largest ``|sum - 1|`` of a row and
+    ``row_nan`` whether a row sum is NaN.
+
+    Head by head (when the number of heads is static), so that the float64
+    temporaries are those of one head's ``(B, T, S)``, not of every head at once."""
+    n_valid = tf.reduce_sum(tf.cast(valid, tf.float64), axis=-1)  # (B, T)
+    rows, multi = n_valid > 0, n_valid > 1
+    log_n = tf.math.log(tf.where(multi, n_valid, 2.0))
+    dims = tf.shape(probs)
+    rows_d = rows[:, : tf.minimum(dims[2], dims[3])]
+    heads = probs.shape[1]
+    parts = [probs[:, h] for h in range(heads)] if heads is not None else [probs]
+    figures = [_one_head(p, valid, rows, multi, log_n, rows_d) for p in parts]
+    out = {k: tf.concat([f[k] for f in figures], axis=0) for k in figures[0]}
+    out["rows"] = tf.reduce_sum(tf.cast(rows, tf.int64))
+    out["multi"] = tf.reduce_sum(tf.cast(multi, tf.int64))
+    out["shape"] = tf.shape(probs, out_type=tf.int64)
+    return out
+
+
+def _one_head(probs: Any, valid: Any, rows: Any, multi: Any, log_n: Any, rows_d: Any) -> dict[str, Any]:
+    """:func:`head_partials` of ``(B, T, S)`` probabilities (one head) or ``(B, H, T,
+    S)`` (every head); each figure has one value per head."""
+    p = tf.cast(probs, tf.float64)
+    one = p.shape.rank == 3
+    if one:
+        p = p[:, None]
+    pv = tf.where(valid[:, None], p, 0.0)
+    positive = pv > 0
+    plogp = tf.where(positive, pv * tf.math.log(tf.where(positive, pv, 1.0)), 0.0)
+    entropy = -tf.reduce_sum(plogp, axis=-1) / log_n[:, None]  # (B, H, T)
+    top = tf.reduce_max(pv, axis=-1)
+    multi_h = tf.broadcast_to(multi[:, None], tf.shape(entropy))
+    rows_h = tf.broadcast_to(rows[:, None], tf.shape(entropy))
+    inf = tf.constant(math.inf, tf.float64)
+    diag = tf.linalg.diag_part(p)  # (B, H, min(T, S))
+    error = tf.abs(tf.reduce_sum(p, axis=-1) - 1.0)
+    nan = tf.math.is_nan(error)
+    return {
+        "entropy_sum": tf.reduce_sum(tf.where(multi_h, entropy, 0.0), axis=[0, 2]),
+        "entropy_min": tf.reduce_min(tf.where(multi_h, entropy, inf), axis=[0, 2]),
+        "max_sum": tf.reduce_sum(tf.where(multi_h, top, 0.0), axis=[0, 2]),
+        "max_min": tf.reduce_min(tf.where(multi_h, top, inf), axis=[0, 2]),
+        "sink_sum": tf.reduce_sum(tf.where(rows_h, p[..., 0], 0.0), axis=[0, 2]),
+        "diag_sum": tf.reduce_sum(
+            tf.where(tf.broadcast_to(rows_d[:, None], tf.shape(diag)), diag, 0.0), axis=[0, 2]
+        ),
+        "row_error": tf.reduce_max(tf.where(tf.logical_and(rows_h, ~nan), error, 0.0), axis=[0, 2]),
+        "row_nan": tf.reduce_any(tf.logical_and(rows_h, nan), axis=[0, 2]),
+    }
 
 
 class AttentionProbe:
@@ -118,13 +207,13 @@ class AttentionProbe:
         return result
 
     def _capture(self, args: Any, kwargs: Any, result: Any) -> Capture:
-        from kerinspect.engine.trace import tensor_dtype, to_numpy
+        from kerinspect.engine.trace import tensor_dtype
 
         assert self.original is not None
         arguments = ka.bind_attention_arguments(self.original, args, kwargs)
         out, scores = result if isinstance(result, tuple) and len(result) == 2 else (result, None)
         if scores is not None:
-            return Capture(scores, _valid_keys(arguments, tuple(scores.shape)), "layer")
+            return Capture(scores, valid_keys(arguments, scores), "layer")
         if ka.flash_attention_on(self.layer):
             return Capture(source="recomputed", reason="flash attention computes no probabilities")
         with self.quiet():
@@ -132,24 +221,30 @@ class AttentionProbe:
         out2, scores2 = again
         if scores2 is None:
             return Capture(source="recomputed", reason="the layer's explicit path returned no probabilities")
-        valid = _valid_keys(arguments, tuple(scores2.shape))
-        a, b = to_numpy(out).astype(np.float64), to_numpy(out2).astype(np.float64)
-        if a.shape != b.shape:
-            return Capture(source="recomputed", reason=f"explicit output shape {b.shape} != fused {a.shape}")
-        rows = valid.any(axis=-1) if valid is not None and a.ndim == 4 else None
-        if rows is not None:  # compare only query rows with a key to attend to
-            a, b = a[rows], b[rows]
-        diff = float(np.max(np.abs(a - b))) if a.size else 0.0
-        scale = max(1.0, float(np.max(np.abs(a))) if a.size else 1.0)
-        tol = tolerance(tensor_dtype(out))
-        if not math.isfinite(diff) or diff > tol * scale:
+        if tuple(out.shape) != tuple(out2.shape):
             return Capture(
                 source="recomputed",
-                reason=f"the explicit path's output differs from the fused one by {diff:.3g} "
-                f"(tolerance {tol * scale:.3g})",
-                max_difference=diff,
+                reason=f"explicit output shape {tuple(out2.shape)} != fused {tuple(out.shape)}",
             )
-        return Capture(scores2, valid, "recomputed", None, diff)
+        valid = valid_keys(arguments, scores2)
+        diff, scale = output_difference(out, out2, valid)
+        tol = tolerance(tensor_dtype(out))
+        if not tf.executing_eagerly():  # a compiled trace: the host decides once the batch ran
+            return Capture(scores2, valid, "recomputed", None, None, pending=(diff, scale, tol))
+        return judged(Capture(scores2, valid, "recomputed"), float(diff), float(scale), tol)
+
+
+def judged(capture: Capture, diff: float, scale: float, tol: float) -> Capture:
+    """``capture`` (explicit path) accepted when its output differs from the fused one
+    by at most ``tol`` times ``scale``; otherwise unavailable, saying by how much."""
+    if not math.isfinite(diff) or diff > tol * scale:
+        return Capture(
+            source="recomputed",
+            reason=f"the explicit path's output differs from the fused one by {diff:.3g} "
+            f"(tolerance {tol * scale:.3g})",
+            max_difference=diff,
+        )
+    return Capture(capture.probs, capture.valid, "recomputed", None, diff)
 
 
 class HeadAccumulator:
@@ -182,53 +277,45 @@ class HeadAccumulator:
 
     def update(self, capture: Capture) -> None:
         """Fold one batch's capture in (an unavailable one keeps its reason)."""
-        from kerinspect.engine.trace import to_numpy
+        self.note(capture)
+        if capture.probs is None:
+            return
+        if len(capture.probs.shape) != 4 or capture.valid is None:
+            self.reason = self.reason or (
+                f"per-head statistics need 4-D probabilities, got shape {tuple(capture.probs.shape)}"
+            )
+            self.shape = tuple(capture.probs.shape)
+            return
+        self.fold({k: np.asarray(v) for k, v in head_partials(capture.probs, capture.valid).items()})
 
+    def note(self, capture: Capture) -> None:
+        """Count the batch and keep the capture's source, reason and difference."""
         self.batches += 1
         self.source = capture.source
         if capture.max_difference is not None:
             self.max_difference = max(self.max_difference or 0.0, capture.max_difference)
         if capture.probs is None:
             self.reason = self.reason or capture.reason
-            return
-        p = np.asarray(to_numpy(capture.probs))
-        if p.ndim != 4 or capture.valid is None:
-            self.reason = self.reason or f"per-head statistics need 4-D probabilities, got shape {p.shape}"
-            self.shape = tuple(p.shape)
-            return
-        b, h, t, s = p.shape
+
+    def fold(self, part: dict[str, np.ndarray]) -> None:
+        """Add one batch's :func:`head_partials` (as numpy arrays)."""
+        b, h, t, s = (int(d) for d in part["shape"])
         if not self.heads:
             self._start(h)
             self.shape = (0, h, t, s)
         self.shape = (self.shape[0] + b, h, t, s)
         self.square = t == s
-        valid = capture.valid
-        n_valid = valid.sum(axis=-1)  # (B, T)
-        rows = n_valid > 0
-        multi = n_valid > 1
-        log_n = np.log(np.where(multi, n_valid, 2))
-        for head in range(h):
-            ph = p[:, head].astype(np.float64)  # (B, T, S)
-            pv = np.where(valid, ph, 0.0)
-            with np.errstate(divide="ignore", invalid="ignore"):
-                plogp = np.where(pv > 0, pv * np.log(np.where(pv > 0, pv, 1.0)), 0.0)
-            entropy = -plogp.sum(axis=-1) / log_n  # (B, T)
-            mx = pv.max(axis=-1)
-            self.rows[head] += rows.sum()
-            self.multi_rows[head] += multi.sum()
-            if multi.any():
-                self.entropy_sum[head] += entropy[multi].sum()
-                self.entropy_min[head] = min(self.entropy_min[head], float(entropy[multi].min()))
-                self.max_sum[head] += mx[multi].sum()
-                self.max_min[head] = min(self.max_min[head], float(mx[multi].min()))
-            if rows.any():
-                self.sink_sum[head] += ph[..., 0][rows].sum()
-                if self.square:
-                    self.diag_sum[head] += np.diagonal(ph, axis1=-2, axis2=-1)[rows].sum()
-                err = np.abs(ph.sum(axis=-1) - 1.0)[rows]
-                self.row_error[head] = max(self.row_error[head], float(np.nanmax(err)) if err.size else 0.0)
-                if np.isnan(err).any():
-                    self.row_error[head] = math.nan
+        self.rows += float(part["rows"])
+        self.multi_rows += float(part["multi"])
+        self.entropy_sum += part["entropy_sum"]
+        self.entropy_min = np.minimum(self.entropy_min, part["entropy_min"])
+        self.max_sum += part["max_sum"]
+        self.max_min = np.minimum(self.max_min, part["max_min"])
+        self.sink_sum += part["sink_sum"]
+        if self.square:
+            self.diag_sum += part["diag_sum"]
+        error = np.where(np.isnan(self.row_error), np.nan, np.maximum(self.row_error, part["row_error"]))
+        self.row_error = np.where(part["row_nan"], np.nan, error)
 
     def record(self, output: str | None, thresholds: Thresholds) -> AttentionRecord:
         """The finished statistics, with the ``uniform-attention`` and

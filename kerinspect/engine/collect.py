@@ -12,7 +12,7 @@ import math
 import os
 import warnings
 import weakref
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from typing import Any
 
@@ -101,6 +101,7 @@ class StatsCollector:
         self.activations: dict[int, str | None] = {}  # site index -> bounded activation
         self.inputs: dict[int, list[_Input]] = {}  # site index -> what the call received
         self._live: dict[int, tuple[Any, int, int]] = {}  # id(tensor) -> (weakref, site, output): this batch
+        self.largest = 0  # bytes of the largest output summarised eagerly
         self._first_batch = True
         self._batch_rows = 0
         self._threads = default_threads() if threads is None else max(1, threads)
@@ -206,25 +207,41 @@ class StatsCollector:
         from kerinspect.engine.trace import tensor_dtype, to_numpy
 
         i = site.index
-        if self._first_batch:
-            self.sites[i] = site  # output names may be refined after the call
+        outs: list[tuple[tuple[int, ...], str, RunningStats | None] | None] = []
         for k, t in enumerate(tensors):
             if t is None:  # an optional output that is absent: keep the indices aligned
-                if self._first_batch:
-                    self.shapes[i].append([])
-                    self.dtypes[i].append("none")
-                    self.stats[i].append(None)
+                outs.append(None)
                 continue
             arr = to_numpy(t)
+            self.largest = max(self.largest, arr.nbytes)
             s = self.summarize(arr, spread=self._batched(arr), bounds=self.activations.get(i))
             try:
                 self._live[id(t)] = (weakref.ref(t), i, k)
             except TypeError:  # not weak-referenceable: its consumers summarise it themselves
                 pass
-            shape = list(arr.shape)
+            outs.append((tuple(arr.shape), tensor_dtype(t), s))
+        self.produced_summaries(site, outs)
+
+    def produced_summaries(
+        self, site: Any, outputs: Sequence[tuple[tuple[int, ...], str, RunningStats | None] | None]
+    ) -> None:
+        """Fold one batch's outputs of one call, already summarised: ``(shape, dtype,
+        statistics)`` per output, None for an absent optional one (what :meth:`produced`
+        computes; the compiled engine's partials, :mod:`kerinspect.engine.compiled`)."""
+        i = site.index
+        if self._first_batch:
+            self.sites[i] = site  # output names may be refined after the call
+        for k, out in enumerate(outputs):
+            if out is None:
+                if self._first_batch:
+                    self.shapes[i].append([])
+                    self.dtypes[i].append("none")
+                    self.stats[i].append(None)
+                continue
+            shape, dtype, s = list(out[0]), out[1], out[2]
             if self._first_batch or k >= len(self.stats[i]):
                 self.shapes[i].append(shape)
-                self.dtypes[i].append(tensor_dtype(t))
+                self.dtypes[i].append(dtype)
                 self.stats[i].append(s)
                 continue
             prev = self.shapes[i][k]
@@ -233,6 +250,26 @@ class StatsCollector:
             acc = self.stats[i][k]
             if acc is not None and s is not None:
                 acc.merge(s)
+
+    def consumed_summaries(self, site: Any, activation: str | None, items: Sequence[tuple[Any, ...]]) -> None:
+        """:meth:`consumed` with the inputs already resolved: ``("source", (site,
+        output))`` for another reported call's output, ``("stats", statistics, dtype,
+        position)`` for any other numeric input (the compiled engine's)."""
+        i = site.index
+        if self._first_batch:
+            self.activations[i] = activation
+            self.inputs[i] = [
+                _Input(source=item[1])
+                if item[0] == "source"
+                else _Input(stats=item[1], dtype=item[2], position=item[3])
+                for item in items
+            ]
+            return
+        given = {item[3]: item[1] for item in items if item[0] == "stats" and item[1] is not None}
+        for ref in self.inputs.get(i, ()):  # by position: the first batch may have run eagerly
+            more = given.get(ref.position) if ref.source is None and ref.stats is not None else None
+            if ref.stats is not None and more is not None:
+                ref.stats.merge(more)
 
     def model_output(self, site: Any, k: int) -> None:
         self.model_outputs.add((site.index, k))
@@ -245,6 +282,17 @@ class StatsCollector:
         if acc is None:
             acc = self.heads[site.index] = HeadAccumulator()
         acc.update(capture)
+
+    def attention_partials(self, site: Any, capture: Any, partials: dict[str, Any] | None) -> None:
+        """:meth:`attention` from per-head sums computed on the device (the compiled engine)."""
+        from kerinspect.engine.attention import HeadAccumulator
+
+        acc = self.heads.get(site.index)
+        if acc is None:
+            acc = self.heads[site.index] = HeadAccumulator()
+        acc.note(capture)
+        if partials is not None:
+            acc.fold(partials)
 
     def end_batch(self) -> None:
         self._first_batch = False
@@ -515,13 +563,24 @@ def inspect_loaded(
         shapes=shapes,
         source=input_source,
     )
+    engine = "eager" if run is None or collector is not None else run.engine
     collector = StatsCollector() if collector is None else collector
+    outcome = EngineOutcome()
     try:
         caught = run_batches_collecting_warnings(
-            keras_model, feed, collector, progress, max_depth=max_depth, run=run
+            keras_model,
+            feed,
+            collector,
+            progress,
+            max_depth=max_depth,
+            run=run,
+            engine=engine,
+            outcome=outcome,
         )
     finally:
         collector.close()
+    notes = (*notes, *outcome.notes)
+    assert collector is not None
     return ModelReport(
         model=model_info(keras_model, path, fmt, loader, notes),
         inputs=feed.records,
@@ -533,6 +592,7 @@ def inspect_loaded(
         warnings=tuple(caught),
         kerinspect_version=__version__,
         max_depth=max_depth,
+        engine=outcome.label,
     )
 
 
@@ -544,18 +604,53 @@ def run_batches_collecting_warnings(
     *,
     max_depth: int | None = None,
     run: RunSpec | None = None,
+    engine: str = "eager",
+    outcome: EngineOutcome | None = None,
 ) -> list[str]:
     """:func:`run_batches`, returning the warnings Keras raised (each once, one line)
+    instead of letting them reach stderr."""
+    return collecting_warnings(
+        lambda: run_batches(
+            model, feed, visitor, progress, max_depth=max_depth, run=run, engine=engine, outcome=outcome
+        )
+    )
+
+
+def collecting_warnings(work: Callable[[], None]) -> list[str]:
+    """Run ``work``, returning the warnings raised meanwhile (each once, one line)
     instead of letting them reach stderr."""
     caught: list[str] = []
     with warnings.catch_warnings(record=True) as wlist:
         warnings.simplefilter("always")
-        run_batches(model, feed, visitor, progress, max_depth=max_depth, run=run)
+        work()
         for w in wlist:
             text = " ".join(str(w.message).split())
             if text not in caught:
                 caught.append(text)
     return caught
+
+
+class EngineOutcome:
+    """How :func:`run_batches` ran: ``label`` for the report (``eager``, ``compiled
+    (CPU)``, ``compiled (GPU)``, ``eager, then compiled (CPU)``...: the engines in the
+    order they ran batches) and ``notes`` (why the compiled engine stopped, if it did)."""
+
+    def __init__(self) -> None:
+        self.compiled_batches = 0
+        self.device = ""
+        self.notes: list[str] = []
+        self._segments: list[str] = []
+
+    def ran(self, compiled: bool) -> None:
+        """One more batch, by the compiled engine or the eager one."""
+        name = f"compiled ({self.device})" if compiled else "eager"
+        self.compiled_batches += compiled
+        if not self._segments or self._segments[-1] != name:
+            self._segments.append(name)
+
+    @property
+    def label(self) -> str:
+        return ", then ".join(self._segments) or "eager"
 
 
 def run_batches(
@@ -566,39 +661,62 @@ def run_batches(
     *,
     max_depth: int | None = None,
     run: RunSpec | None = None,
+    engine: str = "eager",
+    outcome: EngineOutcome | None = None,
 ) -> None:
     """Replay ``model`` on every batch of ``feed``, reporting to ``visitor``.
 
     ``visitor`` may define ``start_batch(rows)`` and ``end_batch()``; ``max_depth``
     limits the layer calls reported to that many nesting levels (None: all).
-    Raises :class:`InferenceError` naming the layer that failed.
+    ``engine`` (``eager``, ``compiled`` or ``auto``; anything but eager needs a
+    :class:`StatsCollector`): see :mod:`kerinspect.engine.compiled`, whose
+    :class:`~kerinspect.engine.compiled.Chooser` decides batch by batch; a batch the
+    compiled engine cannot run runs eagerly, and so does the rest, with a note in
+    ``outcome``. Raises :class:`InferenceError` naming the layer that failed.
     """
-    from kerinspect.engine.load import innermost_message
-    from kerinspect.engine.trace import LayerCallError, Replayer
+    from kerinspect.engine.trace import Replayer
 
+    outcome = EngineOutcome() if outcome is None else outcome
     replay = Replayer(model, visitor, max_depth=max_depth, run=run)
+    chooser = None
+    if engine != "eager":
+        from kerinspect.engine.compiled import Chooser
+
+        chooser = Chooser(model, engine, feed.n_batches, visitor, run=run, max_depth=max_depth)
+        outcome.device = chooser.device
     done = 0
-    for batch in feed.batches():
+    for index, batch in enumerate(feed.batches()):
         rows = len(batch[0]) if batch else 0
-        if hasattr(visitor, "start_batch"):
-            visitor.start_batch(rows)
-        try:
-            replay(batch)
-        except LayerCallError as e:
-            cause = innermost_message(e.cause)
-            if "ResourceExhausted" in type(e.cause).__name__ or "OOM" in cause:
-                raise InferenceError(
-                    f"Out of memory running layer {e.site.path!r} (batch of {rows}).",
-                    rule="oom",
-                    hint="try a smaller --batch-size",
-                ) from e.cause
-            raise InferenceError(
-                f"Running layer {e.site.path!r} ({e.site.class_name}) failed "
-                f"({e.calls_done} layer calls before it succeeded): {cause}",
-                rule="inference-failed",
-            ) from e.cause
-        if hasattr(visitor, "end_batch"):
-            visitor.end_batch()
+        compiled = chooser is not None and chooser.run_batch(index, batch, rows, outcome)
+        if not compiled:
+            _eager_batch(replay, visitor, batch, rows)
+        outcome.ran(compiled)
         done += rows
         if progress is not None:
             progress(done, feed.samples)
+
+
+def _eager_batch(replay: Any, visitor: Any, batch: list[np.ndarray], rows: int) -> None:
+    """One batch through the eager replay (raises :class:`InferenceError`)."""
+    from kerinspect.engine.load import innermost_message
+    from kerinspect.engine.trace import LayerCallError
+
+    if hasattr(visitor, "start_batch"):
+        visitor.start_batch(rows)
+    try:
+        replay(batch)
+    except LayerCallError as e:
+        cause = innermost_message(e.cause)
+        if "ResourceExhausted" in type(e.cause).__name__ or "OOM" in cause:
+            raise InferenceError(
+                f"Out of memory running layer {e.site.path!r} (batch of {rows}).",
+                rule="oom",
+                hint="try a smaller --batch-size",
+            ) from e.cause
+        raise InferenceError(
+            f"Running layer {e.site.path!r} ({e.site.class_name}) failed "
+            f"({e.calls_done} layer calls before it succeeded): {cause}",
+            rule="inference-failed",
+        ) from e.cause
+    if hasattr(visitor, "end_batch"):
+        visitor.end_batch()

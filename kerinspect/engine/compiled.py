@@ -1,0 +1,458 @@
+"""The compiled engine: each batch is one ``tf.function`` call that returns only
+small arrays of partial statistics, computed where the tensors are (on the GPU
+when TensorFlow has one).
+
+The instrumented forward pass is the same :class:`~kerinspect.engine.trace.Replayer`
+as the eager engine's, run once inside a ``tf.function`` trace (``traced=True``):
+naming, deep capture (``Layer.__call__`` hook) and attention capture happen at
+trace time, so the report has exactly the rows of an eager run. At trace time a
+:class:`_Recorder` (the replay's visitor) records the events the replay reports
+and, for every tensor a call produces (and every input that no reported call
+produced), builds :func:`tensor_partials`: the batch's counts, sums, extremes,
+per-unit activity, per-sample sums and saturated values, as graph operations.
+Every batch then runs the traced graph; :func:`play` hands the recorded events to
+the :class:`~kerinspect.engine.collect.StatsCollector` with the partials of that
+batch, and the host merges them across batches in float64 exactly as the eager
+engine's statistics (:func:`kerinspect.stats.from_partials`).
+
+Precision: each batch's mean and M2 are two passes on the device (the sum, then the
+sum of squared deviations from that mean: no cancellation). float32 tensors are
+reduced in float32 (TensorFlow's reductions add in a tree, relative error ~1e-7
+per batch), float64 and integer tensors in float64, float16/bfloat16 cast to
+float32 first; the mean's rounding is taken off M2 on the host (:func:`summary_of`).
+A batch whose sums are not finite (NaN, Inf, or an overflow of exploding values) and
+the rest of the run go to the eager engine, whose float64 statistics mask and count
+them (:class:`NonFinite`). The tests compare both engines, and each with numpy
+statistics of plain-Keras outputs (relative 2e-3).
+
+Anything that cannot be traced (a custom ``call`` that reads tensor values in
+Python, a shape the graph cannot know) raises :class:`NotCompiled`; the caller
+falls back to the eager engine and says why in one note.
+"""
+
+from __future__ import annotations
+
+import contextlib
+from collections.abc import Iterator, Sequence
+from typing import Any
+
+import numpy as np
+
+from kerinspect.engine.tfenv import import_keras
+from kerinspect.spec import AUTO_COMPILE_MAX_TENSOR_BYTES, AUTO_COMPILE_MIN_BATCHES
+from kerinspect.stats import BOUNDED, SATURATION_MARGIN, RunningStats, from_partials
+
+keras = import_keras()
+import tensorflow as tf  # noqa: E402 - imported (quietly) by import_keras
+
+
+class NotCompiled(Exception):
+    """The model cannot run in the compiled engine; the message says why (one line)."""
+
+
+class BatchNeedsEager(NotCompiled):
+    """This batch's values need the eager engine (the model itself traced and ran): it
+    and the rest of the run go eagerly, also when ``--engine compiled`` was asked for."""
+
+
+class NonFinite(BatchNeedsEager):
+    """A batch holds NaN or Inf, or finite values whose float32 sums overflow: the
+    eager engine's float64 statistics count, mask and add them exactly."""
+
+
+def _reduced_dtype(dtype: tf.DType) -> tf.DType | None:
+    """The dtype a tensor's statistics are reduced in; None: not summarised."""
+    if dtype == tf.float64 or dtype.is_integer or dtype == tf.bool:
+        return tf.float64
+    if dtype.is_floating:  # float32, and float16/bfloat16/float8 exactly in float32
+        return tf.float32
+    return None
+
+
+def tensor_partials(x: Any, bounds: str | None) -> dict[str, Any]:
+    """Graph operations for one batch's partial statistics of ``x`` (see the module's
+    docstring); ``shape`` only for a tensor that is not summarised (strings). ``ok``
+    is False when the sums are not finite (NaN, Inf, or an overflow of the reduced
+    dtype): the host then summarises the run eagerly (:class:`NonFinite`)."""
+    shape = tf.shape(x, out_type=tf.int64)
+    wide = _reduced_dtype(x.dtype)
+    if wide is None:
+        return {"shape": shape}
+    rank = x.shape.rank
+    if rank is None:
+        raise NotCompiled("an output of unknown rank (its units are not known when traced)")
+    v = tf.cast(x, wide)
+    n = tf.size(v, out_type=tf.int64)
+    total = tf.reduce_sum(v)
+    mean = total / tf.cast(tf.maximum(n, 1), wide)
+    m2 = tf.reduce_sum(tf.math.squared_difference(v, mean))
+    out = {
+        "shape": shape,
+        "ok": tf.logical_and(tf.math.is_finite(total), tf.math.is_finite(m2)),
+        "total": tf.cast(total, tf.float64),
+        "mean": tf.cast(mean, tf.float64),  # the reduced dtype's mean M2 was taken around
+        "m2": tf.cast(m2, tf.float64),
+        "low": tf.cast(tf.reduce_min(v), tf.float64),
+        "high": tf.cast(tf.reduce_max(v), tf.float64),
+    }
+    nonzero = tf.not_equal(x, tf.zeros([], x.dtype))  # NaN is non-zero, as in numpy
+    # int32 counts (a 4-byte temporary, not count_nonzero's int64); exact below 2**31
+    out["zeros"] = n - tf.cast(tf.reduce_sum(tf.cast(nonzero, tf.int32)), tf.int64)
+    if rank >= 2:
+        out["active"] = tf.reduce_any(nonzero, axis=list(range(rank - 1)))
+        # the spread across samples (axis 0, when it is the batch: the host checks):
+        # each sample's mean of each unit over the other axes, then their per-unit mean
+        # and M2 over the samples, in float64
+        sums = tf.reduce_sum(v, axis=list(range(1, rank - 1))) if rank > 2 else v
+        positions = tf.cast(n // tf.maximum(shape[0] * shape[-1], 1), tf.float64)
+        means = tf.cast(sums, tf.float64) / positions
+        unit_mean = tf.reduce_mean(means, axis=0)
+        out["unit_mean"] = unit_mean
+        out["unit_m2"] = tf.reduce_sum(tf.math.squared_difference(means, unit_mean), axis=0)
+    if bounds in BOUNDED and not (bounds == "softmax" and rank < 2):
+        out["saturated"] = _saturated(v, bounds)
+    return out
+
+
+def _saturated(v: Any, bounds: str) -> Any:
+    """Values within :data:`~kerinspect.stats.SATURATION_MARGIN` of the bounds of
+    ``bounds`` (softmax: rows whose largest probability is at least 1 - margin)."""
+    if bounds == "softmax":
+        return tf.math.count_nonzero(tf.reduce_max(v, axis=-1) >= 1 - SATURATION_MARGIN, dtype=tf.int64)
+    lo, hi = (-1.0, 1.0) if bounds == "tanh" else (0.0, 1.0)
+    return tf.math.count_nonzero(v >= hi - SATURATION_MARGIN, dtype=tf.int64) + tf.math.count_nonzero(
+        v <= lo + SATURATION_MARGIN, dtype=tf.int64
+    )
+
+
+def summary_of(part: dict[str, np.ndarray], rows: int, bounds: str | None) -> RunningStats | None:
+    """The :class:`RunningStats` of one batch from its fetched :func:`tensor_partials`
+    (whose sums are finite: so is every value).
+
+    M2 was taken around the mean as the device rounded it; the deviation of that mean
+    from the exact one (``total / n``, in float64 here) adds ``n * delta**2``, taken off
+    again (a data mean large against its spread: 1e4 + N(0, 1) in float32)."""
+    shape = tuple(int(d) for d in part["shape"])
+    if "total" not in part:
+        return None
+    n = int(np.prod(shape))
+    total = float(part["total"])
+    delta = total / n - float(part["mean"]) if n else 0.0
+    return from_partials(
+        shape,
+        finite=n,
+        total=total,
+        m2=float(part["m2"]) - n * delta * delta,
+        low=float(part["low"]),
+        high=float(part["high"]),
+        zeros=int(part["zeros"]),
+        nan=0,
+        active=part.get("active"),
+        unit_moments=(part["unit_mean"], part["unit_m2"]) if "unit_mean" in part else None,
+        spread=len(shape) >= 1 and shape[0] == rows,
+        bounds=bounds,
+        saturated=int(part.get("saturated", 0)),
+    )
+
+
+class _Recorder:
+    """The replay's visitor during the trace: records every event, in order, and the
+    graph operations of each partial summary (returned by the traced function)."""
+
+    def __init__(self) -> None:
+        self.events: list[tuple[Any, ...]] = []
+        self._graph = tf.compat.v1.get_default_graph()  # the trace's (made in it)
+        self.outputs: list[Any] = []  # what the traced function returns, by slot
+        self._produced: dict[int, tuple[int, int]] = {}  # id(graph tensor) -> (site, output)
+        self._keep: list[Any] = []  # the graph tensors named in _produced (ids stay theirs)
+        self._bounds: dict[int, str | None] = {}
+        self._pending: list[Any] = []  # statistics not yet waited for (see gate)
+
+    def _slot(self, value: Any) -> int:
+        self.outputs.append(value)
+        if isinstance(value, dict) and tf.compat.v1.get_default_graph() is self._graph:
+            self._pending += [t for t in value.values() if isinstance(t, tf.Tensor)]
+        return len(self.outputs) - 1
+
+    def enter(self, site: Any) -> None:
+        self.events.append(("enter", site))
+
+    def consumed(self, site: Any, op: Any, inputs: Sequence[Any]) -> None:
+        from kerinspect.engine.collect import bounded_activation
+        from kerinspect.engine.trace import tensor_dtype
+
+        bounds = bounded_activation(op)
+        self._bounds[site.index] = bounds
+        refs: list[tuple[Any, ...]] = []
+        for position, t in enumerate(inputs):
+            if not (hasattr(t, "shape") and hasattr(t, "dtype")):
+                continue
+            source = self._produced.get(id(t))
+            if source is not None:
+                refs.append(("source", source))
+                continue
+            if not isinstance(t, tf.Tensor):  # numpy constants, Keras variables: their values
+                try:
+                    t = tf.convert_to_tensor(t)
+                except (TypeError, ValueError):
+                    continue
+            dtype = tf.as_dtype(t.dtype)
+            if not (dtype.is_floating or dtype.is_integer) or dtype == tf.bool:
+                continue
+            refs.append(("stats", self._slot(tensor_partials(t, None)), tensor_dtype(t), position))
+        self.events.append(("consumed", site, bounds, refs))
+
+    def produced(self, site: Any, tensors: Sequence[Any]) -> None:
+        from kerinspect.engine.trace import tensor_dtype
+
+        slots: list[tuple[int, str] | None] = []
+        for k, t in enumerate(tensors):
+            if t is None:
+                slots.append(None)
+                continue
+            if not isinstance(t, (tf.Tensor, tf.Variable)):
+                raise NotCompiled(f"layer {site.path!r} returns a {type(t).__name__}, not a tensor")
+            self._keep.append(t)
+            self._produced[id(t)] = (site.index, k)
+            slots.append((self._slot(tensor_partials(t, self._bounds.get(site.index))), tensor_dtype(t)))
+        self.events.append(("produced", site, slots))
+
+    def model_output(self, site: Any, k: int) -> None:
+        self.events.append(("model_output", site, k))
+
+    def gate(self) -> list[Any]:
+        """What the next call's operations wait for: the statistics of the last call's
+        outputs (see :meth:`~kerinspect.engine.trace.Replayer._gated`)."""
+        pending, self._pending = self._pending, []
+        return pending
+
+    def attention(self, site: Any, capture: Any) -> None:
+        from kerinspect.engine.attention import head_partials
+
+        part = None
+        if capture.probs is not None:
+            if len(capture.probs.shape) != 4 or capture.valid is None:
+                raise NotCompiled(f"attention of {site.path!r} is not 4-D")
+            part = self._slot(head_partials(capture.probs, capture.valid))
+        check = None
+        if capture.pending is not None:
+            diff, scale, tol = capture.pending
+            check = (self._slot({"diff": diff, "scale": scale}), tol)
+        self.events.append(("attention", site, capture, part, check))
+
+
+class CompiledReplay:
+    """Runs batches of one model through one traced function (see the module's
+    docstring). ``run`` is the run's :class:`~kerinspect.spec.RunSpec`."""
+
+    def __init__(self, model: Any, run: Any = None, max_depth: int | None = None):
+        self.model = model
+        self.run = run
+        self.max_depth = max_depth
+        self.recorder: _Recorder | None = None
+        self._fn: Any = None
+
+    def _trace(self, batch: Sequence[np.ndarray]) -> None:
+        from kerinspect.engine.trace import LayerCallError, Replayer
+
+        recorder: _Recorder | None = None
+
+        def forward(*inputs: Any) -> list[Any]:
+            nonlocal recorder
+            recorder = _Recorder()
+            replay = Replayer(self.model, recorder, max_depth=self.max_depth, run=self.run, traced=True)
+            replay(list(inputs))
+            if replay.unreported:  # rows an eager run has: the compiled engine would lose them
+                raise NotCompiled(
+                    f"layer {replay.unreported[0]!r} is called inside a graph of its own "
+                    "(a cond or loop body), which the compiled engine cannot report"
+                )
+            return recorder.outputs
+
+        signature = [
+            tf.TensorSpec((None, *a.shape[1:]), tf.string if a.dtype.kind in "OSU" else tf.as_dtype(a.dtype))
+            for a in batch
+        ]
+        fn = tf.function(forward, input_signature=signature, autograph=False)
+        try:
+            self._fn = fn.get_concrete_function()
+        except NotCompiled:
+            raise
+        except LayerCallError as e:
+            raise NotCompiled(f"layer {e.site.path!r} cannot be traced: {_one_line(e.cause)}") from e
+        except Exception as e:  # noqa: BLE001 - any failure to trace: the eager engine runs instead
+            raise NotCompiled(f"the model cannot be traced: {_one_line(e)}") from e
+        self.recorder = recorder
+
+    def __call__(self, batch: Sequence[np.ndarray]) -> list[Any]:
+        """Run one batch; the fetched partials, by slot (numpy)."""
+        first = self._fn is None
+        if first:
+            self._trace(batch)
+        try:
+            with _graph_optimizer_off():  # every call: the runtime keys its instantiation on it
+                values = self._fn(*[tf.convert_to_tensor(a) for a in batch])
+        except Exception as e:  # noqa: BLE001 - a graph that traced but does not run
+            raise NotCompiled(f"the traced graph failed: {_one_line(e)}") from e
+        return [tf.nest.map_structure(lambda t: t.numpy(), v) for v in values]
+
+
+@contextlib.contextmanager
+def _graph_optimizer_off() -> Iterator[None]:
+    """Grappler off while the traced function runs (it is instantiated on its first call,
+    and again whenever this setting differs): on the
+    instrumented graph (thousands of statistics operations) it takes seconds (4.9 s of
+    6.8 s for a 4-block encoder) and gains little, since the captured tensors keep it
+    from fusing the layers' operations (0.165 s against 0.175 s per batch)."""
+    previous = tf.config.optimizer.get_experimental_options().get("disable_meta_optimizer", False)
+    tf.config.optimizer.set_experimental_options({"disable_meta_optimizer": True})
+    try:
+        yield
+    finally:
+        tf.config.optimizer.set_experimental_options({"disable_meta_optimizer": previous})
+
+
+def _one_line(e: BaseException) -> str:
+    text = " ".join(str(e).split()) or type(e).__name__
+    return text if len(text) <= 300 else text[:297] + "..."
+
+
+def play(recorder: _Recorder, values: list[Any], collector: Any, rows: int) -> None:
+    """Hand one batch's recorded events to ``collector`` (a
+    :class:`~kerinspect.engine.collect.StatsCollector`) with that batch's partials.
+    Everything that can send the batch to the eager engine (:class:`NonFinite`, an
+    attention check that failed) is decided before ``collector`` is touched."""
+    from kerinspect.engine.attention import judged
+
+    if not all(bool(v.get("ok", True)) for v in values if isinstance(v, dict)):
+        raise NonFinite(
+            "a batch holds NaN or Inf values (or finite values whose float32 sums overflow), "
+            "which the eager engine summarises exactly"
+        )
+    known = getattr(collector, "sites", None)
+    if known:  # a batch ran before (eagerly, or compiled): the same calls, in the same order
+        entered = [e[1] for e in recorder.events if e[0] == "enter"]
+        if len(entered) != len(known) or any(a.path != b.path for a, b in zip(entered, known)):
+            first = next((a.path for a, b in zip(entered, known) if a.path != b.path), "the number of calls")
+            raise NotCompiled(f"the traced model reports other calls than the eager one (at {first!r})")
+    captures: dict[int, Any] = {}
+    for n, event in enumerate(recorder.events):
+        if event[0] == "attention" and event[4] is not None:
+            site, capture, (slot, tol) = event[1], event[2], event[4]
+            decided = judged(capture, float(values[slot]["diff"]), float(values[slot]["scale"]), tol)
+            if decided.probs is None:  # the eager engine reports it as unavailable
+                raise BatchNeedsEager(f"attention of {site.path!r}: {decided.reason}")
+            captures[n] = decided
+    collector.start_batch(rows)
+    for n, event in enumerate(recorder.events):
+        kind = event[0]
+        if kind == "enter":
+            collector.enter(event[1])
+        elif kind == "consumed":
+            _, site, bounds, refs = event
+            items = [
+                ref
+                if ref[0] == "source"
+                else ("stats", summary_of(values[ref[1]], rows, None), ref[2], ref[3])
+                for ref in refs
+            ]
+            collector.consumed_summaries(site, bounds, items)
+        elif kind == "produced":
+            _, site, slots = event
+            bounds = collector.activations.get(site.index)
+            outs = [
+                None
+                if slot is None
+                else (
+                    tuple(int(d) for d in values[slot[0]]["shape"]),
+                    slot[1],
+                    summary_of(values[slot[0]], rows, bounds),
+                )
+                for slot in slots
+            ]
+            collector.produced_summaries(site, outs)
+        elif kind == "model_output":
+            collector.model_output(event[1], event[2])
+        elif kind == "attention":
+            _, site, capture, part, _check = event
+            collector.attention_partials(
+                site, captures.get(n, capture), None if part is None else values[part]
+            )
+    collector.end_batch()
+
+
+#: ``--engine auto`` on a CPU: the first batch runs eagerly; the rest are compiled when
+#: there are at least this many batches (the trace and the first call cost about as much
+#: as a few eager batches: the 4-block encoder +0.6 s, then 0.06 s a batch against 0.20 s
+#: eagerly, on 2 cores) ...
+AUTO_MIN_BATCHES = AUTO_COMPILE_MIN_BATCHES
+#: ... and the first batch's largest output is at most this many bytes: the graph's
+#: elementwise statistics hold temporaries of up to a few times each tensor, where the
+#: eager engine's numpy scan works in cache-sized blocks (ResNet50, batch 16, 51 MB
+#: tensors: 1.3x the eager peak RSS, and no faster).
+AUTO_MAX_TENSOR_BYTES = AUTO_COMPILE_MAX_TENSOR_BYTES
+
+
+def device() -> str:
+    """``GPU`` when TensorFlow sees one (the traced function and its statistics run
+    there), else ``CPU``."""
+    return "GPU" if tf.config.list_logical_devices("GPU") else "CPU"
+
+
+class Chooser:
+    """Which engine runs each batch of one run (``engine``: ``compiled`` or ``auto``),
+    and the compiled runs themselves, into ``collector``.
+
+    ``compiled``: every batch, from the first; a model that cannot be traced is one
+    error (``not-compiled``). ``auto``: on a GPU, every batch of a run of two or more;
+    on a CPU, see :data:`AUTO_MIN_BATCHES` and :data:`AUTO_MAX_TENSOR_BYTES`. Once the
+    compiled engine cannot run a batch (or it holds NaN/Inf, :class:`NonFinite`), that
+    batch and the rest run eagerly, with a note.
+    """
+
+    def __init__(
+        self, model: Any, engine: str, batches: int, collector: Any, *, run: Any, max_depth: int | None
+    ):
+        self.engine = engine
+        self.batches = batches
+        self.collector = collector
+        self.device = device()
+        self.replay = CompiledReplay(model, run=run, max_depth=max_depth)
+        self.stopped = False
+
+    def wanted(self, index: int) -> bool:
+        if self.stopped:
+            return False
+        if self.engine == "compiled":
+            return True
+        if self.device == "GPU":
+            return self.batches >= 2
+        if index == 0 or self.batches < AUTO_MIN_BATCHES:
+            return False
+        return bool(self.collector.largest <= AUTO_MAX_TENSOR_BYTES)
+
+    def run_batch(self, index: int, batch: Sequence[np.ndarray], rows: int, outcome: Any) -> bool:
+        """Run batch ``index`` compiled if it should be; False: the caller runs it eagerly."""
+        from kerinspect.errors import InferenceError
+
+        if not self.wanted(index):
+            return False
+        try:
+            values = self.replay(batch)
+            assert self.replay.recorder is not None
+            play(self.replay.recorder, values, self.collector, rows)
+        except NotCompiled as e:
+            if self.engine == "compiled" and not isinstance(e, BatchNeedsEager):
+                raise InferenceError(
+                    f"The compiled engine cannot run this model: {e}",
+                    rule="not-compiled",
+                    hint="--engine auto runs it eagerly instead",
+                ) from e
+            self.stopped = True
+            outcome.notes.append(
+                f"eager engine: the compiled one cannot run this model ({e})"
+                if not outcome.compiled_batches
+                else f"eager engine from batch {index + 1}: {e}"
+            )
+            return False
+        return True
