@@ -105,19 +105,21 @@ def valid_keys(arguments: dict[str, Any], probs: Any) -> Any | None:
 def output_difference(out: Any, again: Any, valid: Any | None) -> tuple[Any, Any]:
     """``(max |out - again|, max(1, max |out|))`` over the query rows that have a key
     to attend to (the fused and explicit paths differ on fully masked rows); NaN when
-    a difference is NaN. Scalar float64 tensors (eager or in a trace)."""
-    a, b = tf.cast(out, tf.float64), tf.cast(again, tf.float64)
-    d = tf.abs(a - b)
-    keep = tf.ones_like(d, dtype=tf.bool)
-    if valid is not None and a.shape.rank == 4:
-        keep = tf.broadcast_to(tf.reduce_any(valid, axis=-1)[:, :, None, None], tf.shape(d))
-    zero = tf.zeros_like(d)
-    diff = tf.maximum(tf.reduce_max(tf.where(keep, d, zero)), 0.0)
-    diff = tf.where(
-        tf.reduce_any(tf.logical_and(keep, tf.math.is_nan(d))), tf.constant(math.nan, tf.float64), diff
-    )
-    scale = tf.maximum(tf.reduce_max(tf.where(keep, tf.abs(a), zero)), 1.0)
-    return diff, scale
+    a difference is NaN. Scalar float64 tensors (eager or in a trace); the masks
+    broadcast, so the only full-size temporaries are the difference and ``|out|``, in
+    float32 (float64 for float64 outputs: :data:`TOLERANCE` is far above either's
+    rounding)."""
+    wide = tf.float64 if out.dtype == tf.float64 else tf.float32
+    diff = tf.abs(tf.cast(out, wide) - tf.cast(again, wide))
+    size = tf.abs(tf.cast(out, wide))
+    if valid is not None and out.shape.rank == 4:
+        rows = tf.reduce_any(valid, axis=-1)[:, :, None, None]  # (B, T, 1, 1)
+        diff = tf.where(rows, diff, 0.0)
+        size = tf.where(rows, size, 0.0)
+    nan = tf.reduce_any(tf.math.is_nan(diff))
+    worst = tf.cast(tf.maximum(tf.reduce_max(diff), 0.0), tf.float64)
+    worst = tf.where(nan, tf.constant(math.nan, tf.float64), worst)
+    return worst, tf.cast(tf.maximum(tf.reduce_max(size), 1.0), tf.float64)
 
 
 def head_partials(probs: Any, valid: Any) -> dict[str, Any]:
