@@ -144,7 +144,9 @@ def header_lines(report: ModelReport) -> list[str]:
     lines = [
         f"Model {safe(m.name)!r} ({safe(m.class_name)}){where}",
         f"format: {safe(m.format)} · loaded with {loader_text(report)} · {report.samples} samples in "
-        f"batches of {report.batch_size}",
+        f"batches of {report.batch_size}"
+        # the engine, where it is not the plain eager one (see --engine)
+        + (f" · ran {safe(report.engine)}" if report.engine not in ("", "eager") else ""),
     ]
     for i in report.inputs:
         origin = f"synthetic, seed={i.seed}" if i.source == "synthetic" else f"from {safe(i.source)}"

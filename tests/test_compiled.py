@@ -364,3 +364,14 @@ def test_on_a_gpu_statistics_run_there_and_match(factories):
     for path, arrays in reference_calls(model, batch).items():
         for k, arr in enumerate(arrays):
             assert_stats(report[path].outputs[k].stats, arr, path)
+
+
+@pytest.mark.isolated
+def test_the_table_header_says_which_engine_ran(saved):
+    runner = CliRunner()
+    long = runner.invoke(cli, ["summary", saved["mlp"], "--samples", "64", "--batch-size", "8"])
+    assert long.exit_code == 0, long.output
+    if compiled_label() == "compiled (CPU)":
+        assert "batches of 8 · ran eager, then compiled (CPU)\n" in long.output
+    short = runner.invoke(cli, ["summary", saved["mlp"]])
+    assert short.exit_code == 0 and " · ran " not in short.output  # one batch: eager, not said
