@@ -630,6 +630,28 @@ def collecting_warnings(work: Callable[[], None]) -> list[str]:
     return caught
 
 
+def layer_failure(e: Any, rows: int, model: str = "", hint: str | None = None) -> InferenceError:
+    """The one-line error of a :class:`~kerinspect.engine.trace.LayerCallError` in a batch
+    of ``rows``: out of memory (rule ``oom``) or the failing layer and its cause (with
+    ``hint``); ``model`` (``A``/``B`` in a diff) names the model when there are two."""
+    from kerinspect.engine.load import innermost_message
+
+    cause = innermost_message(e.cause)
+    of = f" of model {model}" if model else ""
+    if "ResourceExhausted" in type(e.cause).__name__ or "OOM" in cause:
+        return InferenceError(
+            f"Out of memory running layer {e.site.path!r}{of} (batch of {rows}).",
+            rule="oom",
+            hint="try a smaller --batch-size",
+        )
+    return InferenceError(
+        f"Running layer {e.site.path!r} ({e.site.class_name}){of} failed "
+        f"({e.calls_done} layer calls before it succeeded): {cause}",
+        rule="inference-failed",
+        hint=hint,
+    )
+
+
 class EngineOutcome:
     """How :func:`run_batches` ran: ``label`` for the report (``eager``, ``compiled
     (CPU)``, ``compiled (GPU)``, ``eager, then compiled (CPU)``...: the engines in the
@@ -698,7 +720,6 @@ def run_batches(
 
 def _eager_batch(replay: Any, visitor: Any, batch: list[np.ndarray], rows: int) -> None:
     """One batch through the eager replay (raises :class:`InferenceError`)."""
-    from kerinspect.engine.load import innermost_message
     from kerinspect.engine.trace import LayerCallError
 
     if hasattr(visitor, "start_batch"):
@@ -706,17 +727,6 @@ def _eager_batch(replay: Any, visitor: Any, batch: list[np.ndarray], rows: int) 
     try:
         replay(batch)
     except LayerCallError as e:
-        cause = innermost_message(e.cause)
-        if "ResourceExhausted" in type(e.cause).__name__ or "OOM" in cause:
-            raise InferenceError(
-                f"Out of memory running layer {e.site.path!r} (batch of {rows}).",
-                rule="oom",
-                hint="try a smaller --batch-size",
-            ) from e.cause
-        raise InferenceError(
-            f"Running layer {e.site.path!r} ({e.site.class_name}) failed "
-            f"({e.calls_done} layer calls before it succeeded): {cause}",
-            rule="inference-failed",
-        ) from e.cause
+        raise layer_failure(e, rows) from e.cause
     if hasattr(visitor, "end_batch"):
         visitor.end_batch()

@@ -415,28 +415,19 @@ class _Comparer:
 
 def _run(replay: Any, batch: list[Any], which: str) -> None:
     """One batch through one model; a failing layer is an InferenceError naming the model."""
-    from kerinspect.engine.load import innermost_message
+    from kerinspect.engine.collect import layer_failure
     from kerinspect.engine.trace import LayerCallError
 
     rows = len(batch[0]) if batch else 0
     try:
         replay(batch)
     except LayerCallError as e:
-        cause = innermost_message(e.cause)
-        if "ResourceExhausted" in type(e.cause).__name__ or "OOM" in cause:
-            raise InferenceError(
-                f"Out of memory running layer {e.site.path!r} of model {which} (batch of {rows}).",
-                rule="oom",
-                hint="try a smaller --batch-size",
-            ) from e.cause
-        raise InferenceError(
-            f"Running layer {e.site.path!r} ({e.site.class_name}) of model {which} failed "
-            f"({e.calls_done} layer calls before it succeeded): {cause}",
-            rule="inference-failed",
-            hint="B is fed A's inputs: both must take the same input shapes and dtypes"
+        hint = (
+            "B is fed A's inputs: both must take the same input shapes and dtypes"
             if which == "B" and e.calls_done == 0
-            else None,
-        ) from e.cause
+            else None
+        )
+        raise layer_failure(e, rows, which, hint) from e.cause
 
 
 def _keys(lister: _Lister) -> tuple[list[int], list[SiteKey]]:
