@@ -20,7 +20,7 @@ from typing import Any
 import numpy as np
 
 from kerinspect.engine.dump_writer import SelectingVisitor, _storable, tensor_key
-from kerinspect.errors import InferenceError, OutputError, UsageError, escape_text
+from kerinspect.errors import InferenceError, OutputError, escape_text
 from kerinspect.spec import ProgressFn
 from kerinspect.units import format_bytes
 
@@ -117,14 +117,7 @@ class _ArrayCollector(SelectingVisitor):
         self.row0 += self.rows
 
     def _allocate(self) -> None:
-        unmatched = [p for p in self.patterns if p not in self.matched]
-        if unmatched:
-            raise UsageError(
-                f"layers pattern {escape_text(unmatched[0], 100)!r} matches no layer call. "
-                f"Received: layers={[escape_text(p, 100) for p in self.patterns]!r}. Layer paths: "
-                + ", ".join(escape_text(p, 60) for p in self.out.paths),
-                rule="layers-no-match",
-            )
+        self.check_matched(self.out.paths)
         total = sum(
             self.samples * int(np.prod(s.first.shape[1:], dtype=np.int64)) * s.first.dtype.itemsize
             for s in self.slots.values()

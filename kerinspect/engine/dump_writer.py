@@ -155,6 +155,25 @@ class SelectingVisitor:
         self.matched.update(hit)
         return bool(hit)
 
+    def check_matched(self, paths: Sequence[str], flag: str | None = None) -> None:
+        """Raise ``layers-no-match`` for the first pattern that matched no layer call,
+        listing the ``paths`` there are. ``flag``: the CLI option the patterns came from
+        (``--layers``); None: the ``layers=`` argument of the Python API."""
+        unmatched = [p for p in self.patterns if p not in self.matched]
+        if not unmatched:
+            return
+        first = escape_text(unmatched[0], 100)
+        if flag is not None:
+            said = f"{flag} {first!r} matches no layer call."
+        else:
+            said = (
+                f"layers pattern {first!r} matches no layer call. "
+                f"Received: layers={[escape_text(p, 100) for p in self.patterns]!r}."
+            )
+        raise UsageError(
+            said + " Layer paths: " + ", ".join(escape_text(p, 60) for p in paths), rule="layers-no-match"
+        )
+
     def produced(self, site: Any, tensors: Sequence[Any]) -> None:
         if self.error is not None:
             return
@@ -293,13 +312,7 @@ class _DumpWriter(SelectingVisitor):
 
     def _allocate(self) -> None:
         """After the first batch: check patterns and size, create and fill the files."""
-        unmatched = [p for p in self.patterns if p not in self.matched]
-        if unmatched:
-            raise UsageError(
-                f"--layers {escape_text(unmatched[0], 100)!r} matches no layer call. Layer paths: "
-                + ", ".join(escape_text(p, 60) for p in self.paths),
-                rule="layers-no-match",
-            )
+        self.check_matched(self.paths, "--layers")
         for i, (record, batch) in enumerate(zip(self.feed.records, self.inputs)):
             stored = _storable_input(np.asarray(batch), self.widths.get(i, 0))
             if stored is None:
