@@ -305,7 +305,7 @@ def test_engine_compiled_on_a_model_that_cannot_be_traced_is_one_error(keras):
 
 
 def test_auto_compiles_long_runs_of_small_tensors_after_one_eager_batch(factories, keras):
-    from kerinspect.engine import compiled
+    from kerinspect.spec import AUTO_COMPILE_MAX_TENSOR_BYTES
 
     model = factories.mlp()
     assert kerinspect.inspect_model(model).engine == "eager"  # one batch: the trace would not pay
@@ -315,7 +315,7 @@ def test_auto_compiles_long_runs_of_small_tensors_after_one_eager_batch(factorie
         assert long.engine == "eager, then compiled (CPU)"
     assert kerinspect.inspect_model(model, samples=64, batch_size=8, engine="eager").engine == "eager"
     # large tensors (the graph's temporaries would cost memory): eager throughout
-    x = keras.Input((compiled.AUTO_MAX_TENSOR_BYTES // 4 // 8 + 1,), name="x")
+    x = keras.Input((AUTO_COMPILE_MAX_TENSOR_BYTES // 4 // 8 + 1,), name="x")
     wide = keras.Model(x, keras.layers.ReLU(name="relu")(x))
     assert kerinspect.inspect_model(wide, samples=64, batch_size=8).engine == "eager"
 

@@ -381,18 +381,6 @@ def play(recorder: _Recorder, values: list[Any], collector: Any, rows: int) -> N
     collector.end_batch()
 
 
-#: ``--engine auto`` on a CPU: the first batch runs eagerly; the rest are compiled when
-#: there are at least this many batches (the trace and the first call cost about as much
-#: as a few eager batches: the 4-block encoder +0.6 s, then 0.06 s a batch against 0.20 s
-#: eagerly, on 2 cores) ...
-AUTO_MIN_BATCHES = AUTO_COMPILE_MIN_BATCHES
-#: ... and the first batch's largest output is at most this many bytes: the graph's
-#: elementwise statistics hold temporaries of up to a few times each tensor, where the
-#: eager engine's numpy scan works in cache-sized blocks (ResNet50, batch 16, 51 MB
-#: tensors: 1.3x the eager peak RSS, and no faster).
-AUTO_MAX_TENSOR_BYTES = AUTO_COMPILE_MAX_TENSOR_BYTES
-
-
 def device() -> str:
     """``GPU`` when TensorFlow sees one (the traced function and its statistics run
     there), else ``CPU``."""
@@ -405,7 +393,14 @@ class Chooser:
 
     ``compiled``: every batch, from the first; a model that cannot be traced is one
     error (``not-compiled``). ``auto``: on a GPU, every batch of a run of two or more;
-    on a CPU, see :data:`AUTO_MIN_BATCHES` and :data:`AUTO_MAX_TENSOR_BYTES`. Once the
+    on a CPU, the first batch eagerly, then the rest compiled when there are at least
+    :data:`~kerinspect.spec.AUTO_COMPILE_MIN_BATCHES` batches and that batch's largest
+    output is at most :data:`~kerinspect.spec.AUTO_COMPILE_MAX_TENSOR_BYTES`. The trace
+    and first call cost about as much as a few eager batches (the 4-block encoder +0.6 s,
+    then 0.06 s a batch against 0.20 s eagerly, on 2 cores); the graph's elementwise
+    statistics hold temporaries of a few times each tensor, where the eager engine's numpy
+    scan works in cache-sized blocks (ResNet50, batch 16, 51 MB outputs: 1.3x the eager
+    peak RSS, and no faster). Once the
     compiled engine cannot run a batch (or it holds NaN/Inf, :class:`NonFinite`), that
     batch and the rest run eagerly, with a note.
     """
@@ -427,9 +422,9 @@ class Chooser:
             return True
         if self.device == "GPU":
             return self.batches >= 2
-        if index == 0 or self.batches < AUTO_MIN_BATCHES:
+        if index == 0 or self.batches < AUTO_COMPILE_MIN_BATCHES:
             return False
-        return bool(self.collector.largest <= AUTO_MAX_TENSOR_BYTES)
+        return bool(self.collector.largest <= AUTO_COMPILE_MAX_TENSOR_BYTES)
 
     def run_batch(self, index: int, batch: Sequence[np.ndarray], rows: int, outcome: Any) -> bool:
         """Run batch ``index`` compiled if it should be; False: the caller runs it eagerly."""
