@@ -286,8 +286,7 @@ class CompiledReplay:
 
     def __call__(self, batch: Sequence[np.ndarray]) -> list[Any]:
         """Run one batch; the fetched partials, by slot (numpy)."""
-        first = self._fn is None
-        if first:
+        if self._fn is None:
             self._trace(batch)
         try:
             with _graph_optimizer_off():  # every call: the runtime keys its instantiation on it
@@ -300,10 +299,10 @@ class CompiledReplay:
 @contextlib.contextmanager
 def _graph_optimizer_off() -> Iterator[None]:
     """Grappler off while the traced function runs (it is instantiated on its first call,
-    and again whenever this setting differs): on the
-    instrumented graph (thousands of statistics operations) it takes seconds (4.9 s of
-    6.8 s for a 4-block encoder) and gains little, since the captured tensors keep it
-    from fusing the layers' operations (0.165 s against 0.175 s per batch)."""
+    and again whenever this setting differs). On the instrumented graph (thousands of
+    statistics operations) it takes seconds (4.9 s of 6.8 s for a 4-block encoder) and
+    gains little, since the captured tensors keep it from fusing the layers' operations
+    (0.165 s against 0.175 s per batch)."""
     previous = tf.config.optimizer.get_experimental_options().get("disable_meta_optimizer", False)
     tf.config.optimizer.set_experimental_options({"disable_meta_optimizer": True})
     try:
