@@ -122,10 +122,16 @@ def output_difference(out: Any, again: Any, valid: Any | None) -> tuple[Any, Any
     return worst, tf.cast(tf.maximum(tf.reduce_max(size), 1.0), tf.float64)
 
 
+#: Largest temporaries of :func:`head_partials`, in bytes: heads are summarised in groups
+#: whose probabilities hold at most this much (a BERT-base batch of 16 at 512 tokens:
+#: 16 MiB a head).
+HEAD_GROUP_BYTES = 16 << 20
+
+
 def head_partials(probs: Any, valid: Any) -> dict[str, Any]:
-    """One batch's per-head sums of 4-D probabilities ``(B, H, T, S)`` (float64
-    TensorFlow operations: eager, or on the device in a compiled trace), folded across
-    batches by :meth:`HeadAccumulator.fold`:
+    """One batch's per-head sums of 4-D probabilities ``(B, H, T, S)`` (TensorFlow
+    operations: eager, or on the device in a compiled trace), folded across batches by
+    :meth:`HeadAccumulator.fold`:
 
     ``rows``/``multi``: query rows with at least one/two valid keys; ``entropy_sum``,
     ``entropy_min``, ``max_sum``, ``max_min`` (per head) over rows with two or more
@@ -134,52 +140,56 @@ def head_partials(probs: Any, valid: Any) -> dict[str, Any]:
     over rows with a valid key; ``row_error`` the largest ``|sum - 1|`` of a row and
     ``row_nan`` whether a row sum is NaN.
 
-    Head by head (when the number of heads is static), so that the float64
-    temporaries are those of one head's ``(B, T, S)``, not of every head at once."""
+    Precision: each query row's figures (its entropy, largest weight, sum) are taken
+    over its keys in the probabilities' own dtype (float32: relative rounding about
+    1e-6 for a few hundred keys), then everything across rows in float64. Heads go in
+    groups of at most :data:`HEAD_GROUP_BYTES` (static shapes; a dynamic batch counts
+    as 32), so that the full-size temporaries are those of a few heads, and the
+    operations a graph holds few (every head at once for small ones)."""
+    wide = tf.float64 if probs.dtype == tf.float64 else tf.float32
     n_valid = tf.reduce_sum(tf.cast(valid, tf.float64), axis=-1)  # (B, T)
     rows, multi = n_valid > 0, n_valid > 1
     log_n = tf.math.log(tf.where(multi, n_valid, 2.0))
     dims = tf.shape(probs)
-    rows_d = rows[:, : tf.minimum(dims[2], dims[3])]
     heads = probs.shape[1]
-    parts = [probs[:, h] for h in range(heads)] if heads is not None else [probs]
-    figures = [_one_head(p, valid, rows, multi, log_n, rows_d) for p in parts]
-    out = {k: tf.concat([f[k] for f in figures], axis=0) for k in figures[0]}
-    out["rows"] = tf.reduce_sum(tf.cast(rows, tf.int64))
-    out["multi"] = tf.reduce_sum(tf.cast(multi, tf.int64))
-    out["shape"] = tf.shape(probs, out_type=tf.int64)
-    return out
-
-
-def _one_head(probs: Any, valid: Any, rows: Any, multi: Any, log_n: Any, rows_d: Any) -> dict[str, Any]:
-    """:func:`head_partials` of ``(B, T, S)`` probabilities (one head) or ``(B, H, T,
-    S)`` (every head); each figure has one value per head."""
-    p = tf.cast(probs, tf.float64)
-    one = p.shape.rank == 3
-    if one:
-        p = p[:, None]
-    pv = tf.where(valid[:, None], p, 0.0)
-    positive = pv > 0
-    plogp = tf.where(positive, pv * tf.math.log(tf.where(positive, pv, 1.0)), 0.0)
-    entropy = -tf.reduce_sum(plogp, axis=-1) / log_n[:, None]  # (B, H, T)
-    top = tf.reduce_max(pv, axis=-1)
-    multi_h = tf.broadcast_to(multi[:, None], tf.shape(entropy))
-    rows_h = tf.broadcast_to(rows[:, None], tf.shape(entropy))
-    inf = tf.constant(math.inf, tf.float64)
-    diag = tf.linalg.diag_part(p)  # (B, H, min(T, S))
-    error = tf.abs(tf.reduce_sum(p, axis=-1) - 1.0)
+    b, _, t, k = (d if d is not None else 32 if i == 0 else 512 for i, d in enumerate(probs.shape))
+    group = max(1, HEAD_GROUP_BYTES // max(1, b * t * k * wide.size))
+    starts = range(0, heads, group) if heads is not None else [0]
+    keep = valid[:, None]  # (B, 1, T, S)
+    figures: dict[str, list[Any]] = {"entropy": [], "top": [], "total": [], "sink": [], "diag": []}
+    for h in starts:
+        p = tf.cast(probs[:, h : h + group] if heads is not None else probs, wide)
+        pv = tf.where(keep, p, tf.zeros([], wide))
+        # p log p, 0 where p is 0 (and where a "probability" is below 0: not one)
+        figures["entropy"].append(-tf.reduce_sum(tf.math.xlogy(tf.nn.relu(pv), pv), axis=-1))
+        figures["top"].append(tf.reduce_max(pv, axis=-1))
+        figures["total"].append(tf.reduce_sum(p, axis=-1))
+        figures["sink"].append(p[..., 0])
+        figures["diag"].append(tf.linalg.diag_part(p))  # (B, h, min(T, S))
+    row = {key: tf.cast(tf.concat(parts, axis=1), tf.float64) for key, parts in figures.items()}  # (B, H, T)
+    shape = tf.shape(row["entropy"])
+    multi_h = tf.broadcast_to(multi[:, None], shape)
+    rows_h = tf.broadcast_to(rows[:, None], shape)
+    rows_d = rows[:, None, : tf.minimum(dims[2], dims[3])]
+    entropy = row["entropy"] / log_n[:, None]
+    error = tf.abs(row["total"] - 1.0)
     nan = tf.math.is_nan(error)
+    inf = tf.constant(math.inf, tf.float64)
+    zero = tf.zeros([], tf.float64)
     return {
-        "entropy_sum": tf.reduce_sum(tf.where(multi_h, entropy, 0.0), axis=[0, 2]),
+        "entropy_sum": tf.reduce_sum(tf.where(multi_h, entropy, zero), axis=[0, 2]),
         "entropy_min": tf.reduce_min(tf.where(multi_h, entropy, inf), axis=[0, 2]),
-        "max_sum": tf.reduce_sum(tf.where(multi_h, top, 0.0), axis=[0, 2]),
-        "max_min": tf.reduce_min(tf.where(multi_h, top, inf), axis=[0, 2]),
-        "sink_sum": tf.reduce_sum(tf.where(rows_h, p[..., 0], 0.0), axis=[0, 2]),
+        "max_sum": tf.reduce_sum(tf.where(multi_h, row["top"], zero), axis=[0, 2]),
+        "max_min": tf.reduce_min(tf.where(multi_h, row["top"], inf), axis=[0, 2]),
+        "sink_sum": tf.reduce_sum(tf.where(rows_h, row["sink"], zero), axis=[0, 2]),
         "diag_sum": tf.reduce_sum(
-            tf.where(tf.broadcast_to(rows_d[:, None], tf.shape(diag)), diag, 0.0), axis=[0, 2]
+            tf.where(tf.broadcast_to(rows_d, tf.shape(row["diag"])), row["diag"], zero), axis=[0, 2]
         ),
-        "row_error": tf.reduce_max(tf.where(tf.logical_and(rows_h, ~nan), error, 0.0), axis=[0, 2]),
+        "row_error": tf.reduce_max(tf.where(tf.logical_and(rows_h, ~nan), error, zero), axis=[0, 2]),
         "row_nan": tf.reduce_any(tf.logical_and(rows_h, nan), axis=[0, 2]),
+        "rows": tf.reduce_sum(tf.cast(rows, tf.int64)),
+        "multi": tf.reduce_sum(tf.cast(multi, tf.int64)),
+        "shape": tf.shape(probs, out_type=tf.int64),
     }
 
 
