@@ -249,7 +249,8 @@ def activations(
             isolation, limits, ``custom_objects``, ``trust_model``); ignored for
             model objects.
         **options: other fields of :class:`~kerinspect.spec.RunSpec` by name
-            (``seed``, ``dim``, ``shapes``).
+            (``seed``, ``dim``, ``shapes``; ``engine``: how the batches after the
+            first run, as ``dump --engine``).
 
     Returns:
         ``{key: array}`` in call order, every sample stacked on axis 0. A selected
@@ -277,7 +278,9 @@ def activations(
         from .engine.jobs import feed_options
 
         feed = build_feed(model, inputs, **feed_options(run))
-        got = collect_activations(model, feed, run.layers, max_bytes=max_bytes, progress=progress)
+        got = collect_activations(
+            model, feed, run.layers, max_bytes=max_bytes, progress=progress, engine=run.engine
+        )
         _warn_skipped(got.skipped)
         return got.arrays
     import numpy as np

@@ -473,6 +473,22 @@ def engine_option(f: Callable[..., Any]) -> Callable[..., Any]:
     )(f)
 
 
+def dump_engine_option(f: Callable[..., Any]) -> Callable[..., Any]:
+    """``--engine`` of ``dump`` (RunSpec ``engine``): how the batches after the first run."""
+    return click.option(
+        "--engine",
+        cls=SpecOption,
+        spec_default=sp.DEFAULT_ENGINE,
+        type=click.Choice(sp.ENGINES),
+        help="How batches run: the first always layer by layer (it chooses the tensors); "
+        "'compiled' runs the rest as one traced graph that returns only the chosen tensors, "
+        "'eager' layer by layer. 'auto' compiles them on a GPU; on a CPU from "
+        f"{sp.AUTO_COMPILE_MIN_BATCHES} batches, when the chosen tensors of a batch hold at most "
+        f"{sp.AUTO_COMPILE_MAX_FETCH_BYTES >> 20} MiB. A model that cannot be traced runs "
+        "eagerly (with a note).",
+    )(f)
+
+
 def attention_threshold_options(f: Callable[..., Any]) -> Callable[..., Any]:
     """Limits of the per-head attention flags."""
     opts = [
@@ -938,6 +954,7 @@ def _write_file(path: str, data: bytes) -> None:
     type=ByteSize(),
     help="Refuse a dump larger than this (tensors and inputs): 500M, 2GiB, 2GB, bytes.",
 )
+@dump_engine_option
 @load_options
 @debug_option
 def dump(
@@ -1004,6 +1021,10 @@ def _echo_dump(result: Any, out: str) -> None:
     for s in m["skipped"]:
         what = escape_text(f"{s['path']}:{s['output_name']}", 120)
         click.echo(f"  skipped {what}: {escape_text(s['reason'] or '', 120)}")
+    if m.get("engine") not in (None, "eager"):
+        click.echo(f"engine: {escape_text(m['engine'], 80)}")
+    for note in m.get("notes") or ():
+        click.echo(f"note: {escape_text(note, 400)}")
     click.echo(f"manifest: {escape_text(os.path.join(out, MANIFEST), 200)}")
 
 

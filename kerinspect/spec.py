@@ -79,6 +79,9 @@ ENGINES = ("auto", "compiled", "eager")
 #: :mod:`kerinspect.engine.compiled` for the measurements behind both).
 AUTO_COMPILE_MIN_BATCHES = 8
 AUTO_COMPILE_MAX_TENSOR_BYTES = 16 << 20
+#: ``auto`` on a CPU compiles a run that keeps whole tensors (``dump``) only when those
+#: of one batch hold at most this many bytes: the traced function returns them at once.
+AUTO_COMPILE_MAX_FETCH_BYTES = 256 << 20
 #: Parameters a model's config may declare (``--max-params``), estimated statically.
 DEFAULT_MAX_PARAMS = 1_000_000_000
 #: Largest dump (tensors and inputs) in bytes, as the CLI shows it and as a number.
@@ -394,8 +397,10 @@ class RunSpec(Spec):
         channels: ``report``: most channels drawn per feature map layer.
         engine: ``auto`` (compiled, else eager with a note), ``compiled`` (fail if the
             model cannot be traced) or ``eager`` (layer by layer); see
-            :mod:`kerinspect.engine.compiled`. Jobs that keep whole tensors (dump,
-            report, diff) run eagerly.
+            :mod:`kerinspect.engine.compiled`. ``dump`` and ``activations`` run their
+            first batch eagerly (it chooses the tensors) and may compile the rest, whose
+            traced function returns only those tensors; ``report`` and ``diff`` run
+            eagerly.
     """
 
     samples: int | None = field(default=None, metadata=at_least(1))

@@ -375,3 +375,104 @@ def test_the_table_header_says_which_engine_ran(saved):
         assert "batches of 8 · ran eager, then compiled (CPU)\n" in long.output
     short = runner.invoke(cli, ["summary", saved["mlp"]])
     assert short.exit_code == 0 and " · ran " not in short.output  # one batch: eager, not said
+
+
+# --- whole tensors (dump, kerinspect.activations): the traced function returns them ---
+
+
+def _activations(model, x, **kw):
+    from kerinspect.api import build_feed
+    from kerinspect.engine.activations import collect_activations
+
+    feed = build_feed(model, x, batch_size=BATCH)
+    return collect_activations(model, feed, **kw)
+
+
+@pytest.mark.parametrize("name", ["attention", "nested", "multi_io", "rnn_states"])
+def test_compiled_activations_are_plain_keras_outputs(factories, name):
+    """After the first (eager) batch, every batch's tensors come from the traced
+    function: each equals plain Keras's output of that call, batch by batch stacked."""
+    model = getattr(factories, name)()
+    batch = _inputs(model)
+    got = _activations(model, batch if len(batch) > 1 else batch[0], engine="compiled")
+    assert got.engine == f"eager, then {compiled_label()}" and not got.notes
+    ref = reference_calls(model, batch)
+    for path, arrays in ref.items():
+        keys = [c for c in got.arrays if c == path or c.startswith(path + ":")]  # in output order
+        assert len(keys) >= len(arrays), (path, keys)
+        for key, want in zip(keys, arrays):
+            np.testing.assert_allclose(got.arrays[key], want, rtol=1e-5, atol=1e-6, err_msg=key)
+    eager = _activations(model, batch if len(batch) > 1 else batch[0], engine="eager")
+    assert eager.engine == "eager" and list(eager.arrays) == list(got.arrays)
+    for key, arr in eager.arrays.items():
+        np.testing.assert_allclose(got.arrays[key], arr, rtol=1e-5, atol=1e-6, err_msg=key)
+
+
+def test_compiled_activations_inside_custom_blocks_match_a_replay_by_hand(keras):
+    """Deep capture and attention probabilities in the traced function's tensors."""
+    model = transformer(keras)
+    ids = np.random.default_rng(0).integers(0, 20, (SAMPLES, 6)).astype("int32")
+    got = _activations(model, ids, layers=["block", "block/*", "block2", "block2/*"], engine="compiled")
+    assert got.engine == f"eager, then {compiled_label()}"
+    ref = _by_hand(keras, model, ids)
+    for path, want in ref.items():
+        if path.startswith("block"):
+            np.testing.assert_allclose(got.arrays[path], want, rtol=1e-5, atol=1e-5, err_msg=path)
+    for name in ("block", "block2"):
+        h = ref["emb"] if name == "block" else ref["block"]
+        _, probs = model.get_layer(name).att(h, h, return_attention_scores=True)
+        np.testing.assert_allclose(got.arrays[f"{name}/att:attention_scores"], np.asarray(probs),
+                                   rtol=1e-5, atol=1e-6)
+    assert "emb" not in got.arrays  # only what was asked for
+
+
+def test_auto_compiles_long_dumps_of_small_tensors(factories):
+    from kerinspect.spec import AUTO_COMPILE_MIN_BATCHES
+
+    model = factories.mlp()
+    shape = (BATCH * AUTO_COMPILE_MIN_BATCHES, *model.inputs[0].shape[1:])
+    x = np.random.default_rng(3).standard_normal(shape).astype("float32")
+    if compiled_label() == "compiled (CPU)":
+        assert _activations(model, x, engine="auto").engine == "eager, then compiled (CPU)"
+        assert _activations(model, x[: BATCH * (AUTO_COMPILE_MIN_BATCHES - 1)], engine="auto").engine == "eager"
+    # the public API's default is auto
+    assert kerinspect.activations(model, x, batch_size=BATCH).keys() == _activations(model, x).arrays.keys()
+
+
+def test_activations_of_a_model_that_cannot_be_traced_run_eagerly(keras):
+    from kerinspect.errors import InferenceError
+
+    model = _untraceable(keras)
+    x = np.random.default_rng(2).standard_normal((64, 4)).astype("float32")
+    got = _activations(model, x, engine="auto")
+    assert got.engine == "eager" and "'reads'" in got.notes[0]
+    want = np.concatenate([np.asarray(model(x[i : i + BATCH])) for i in range(0, len(x), BATCH)])
+    np.testing.assert_allclose(got.arrays["head"], want, rtol=1e-5, atol=1e-6)  # its std is per batch
+    with pytest.raises(InferenceError) as info:
+        _activations(model, x, engine="compiled")
+    assert info.value.rule == "not-compiled"
+
+
+@pytest.mark.isolated
+def test_compiled_dump_through_the_worker(saved, keras, tmp_path):
+    """`kerinspect dump --engine compiled`: the real worker writes the traced function's
+    tensors, equal to plain Keras's; the manifest and the listing say which engine ran."""
+    model = keras.saving.load_model(saved["attention"])
+    batch = _inputs(model)
+    np.savez(tmp_path / "x.npz", **{t.name: a for t, a in zip(model.inputs, batch)})
+    out = tmp_path / "acts"
+    result = CliRunner().invoke(
+        cli,
+        ["dump", saved["attention"], "--out", str(out), "--input", str(tmp_path / "x.npz"),
+         "--batch-size", str(BATCH), "--engine", "compiled"],
+    )
+    assert result.exit_code == 0, result.output
+    assert f"engine: eager, then {compiled_label()}\n" in result.output
+    dump = kerinspect.load_dump(str(out))
+    assert dump.manifest["engine"] == f"eager, then {compiled_label()}" and dump.manifest["notes"] == []
+    ref = reference_calls(model, batch)
+    for entry in dump.manifest["tensors"]:
+        if entry["path"] in ref and entry["output_name"] != "attention_scores":
+            want = ref[entry["path"]][entry["output"]]
+            np.testing.assert_allclose(dump[entry["key"]], want, rtol=1e-5, atol=1e-6, err_msg=entry["key"])
+    assert any(e["output_name"] == "attention_scores" for e in dump.manifest["tensors"])

@@ -392,6 +392,8 @@ def _manifest(plan: Mapping[str, Any], draft: Mapping[str, Any], items: list[_St
         "tensors": tensors,
         "skipped": skipped,
         "warnings": [w for w in draft.get("warnings") or [] if isinstance(w, str)],
+        "engine": text(draft.get("engine")),
+        "notes": [n for n in draft.get("notes") or [] if isinstance(n, str)],
         "total_bytes": sum(int(i.entry["bytes"]) for i in items),
     }
 

@@ -36,11 +36,15 @@ class Activations:
         skipped: ``{key: reason}`` for selected tensors that could not be stacked
             (no batch axis, strings).
         paths: every layer call's path, in call order (for messages).
+        engine: which engines ran the batches (``eager``, ``eager, then compiled (CPU)``...).
+        notes: why the compiled engine stopped, if it did.
     """
 
     arrays: dict[str, np.ndarray] = field(default_factory=dict)
     skipped: dict[str, str] = field(default_factory=dict)
     paths: list[str] = field(default_factory=list)
+    engine: str = "eager"
+    notes: list[str] = field(default_factory=list)
 
 
 @dataclass
@@ -48,6 +52,7 @@ class _Slot:
     key: str
     first: np.ndarray | None  # the first batch, until the array is allocated
     array: np.ndarray | None = None
+    row_bytes: int = 0  # of one sample
 
 
 class _ArrayCollector(SelectingVisitor):
@@ -58,13 +63,8 @@ class _ArrayCollector(SelectingVisitor):
         super().__init__(patterns)
         self.samples = samples
         self.max_bytes = max_bytes
-        self.slots: dict[tuple[int, int], _Slot] = {}
         self.keys: set[str] = set()
-        self.out = Activations()
-
-    def enter(self, site: Any) -> None:
-        if self.first:
-            self.out.paths.append(site.path)
+        self.out = Activations(paths=self.paths)
 
     def _produced(self, site: Any, tensors: Sequence[Any]) -> None:
         from kerinspect.engine.trace import to_numpy
@@ -92,7 +92,7 @@ class _ArrayCollector(SelectingVisitor):
                 self.out.skipped[key] = "axis 0 is not the batch axis"
             else:
                 # a copy: the engine may reuse or release the tensor's buffer
-                self.slots[(site.index, k)] = _Slot(key, np.array(arr, copy=True))
+                self.slots[(site.index, k)] = _Slot(key, np.array(arr, copy=True), row_bytes=arr[0].nbytes)
 
     def _write(self, slot: _Slot, arr: np.ndarray | None) -> None:
         target = slot.array
@@ -153,6 +153,7 @@ def collect_activations(
     *,
     max_bytes: int | None = None,
     progress: ProgressFn | None = None,
+    engine: str = "eager",
 ) -> Activations:
     """Run ``model`` on ``feed`` and return the selected tensors as arrays.
 
@@ -162,6 +163,8 @@ def collect_activations(
         layers: glob patterns matched against layer paths (empty: every call).
         max_bytes: refuse (before allocating) to hold more than this; None: no limit.
         progress: called as ``progress(samples_done, samples_total)`` after each batch.
+        engine: how the batches after the first run, as in
+            :func:`~kerinspect.engine.dump_writer.write_dump`.
 
     Returns:
         The :class:`Activations`.
@@ -171,8 +174,11 @@ def collect_activations(
         OutputError: the arrays would need more than ``max_bytes``.
         InferenceError: the model failed to run, or a tensor changed shape between batches.
     """
-    from kerinspect.engine.collect import run_batches_collecting_warnings
+    from kerinspect.engine.collect import EngineOutcome, run_batches_collecting_warnings
 
     collector = _ArrayCollector(layers, int(feed.samples), max_bytes)
-    run_batches_collecting_warnings(model, feed, collector, progress)
-    return collector.result()
+    outcome = EngineOutcome()
+    run_batches_collecting_warnings(model, feed, collector, progress, engine=engine, outcome=outcome)
+    got = collector.result()
+    got.engine, got.notes = outcome.label, outcome.notes
+    return got

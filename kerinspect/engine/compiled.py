@@ -39,7 +39,11 @@ from typing import Any
 import numpy as np
 
 from kerinspect.engine.tfenv import import_keras
-from kerinspect.spec import AUTO_COMPILE_MAX_TENSOR_BYTES, AUTO_COMPILE_MIN_BATCHES
+from kerinspect.spec import (
+    AUTO_COMPILE_MAX_FETCH_BYTES,
+    AUTO_COMPILE_MAX_TENSOR_BYTES,
+    AUTO_COMPILE_MIN_BATCHES,
+)
 from kerinspect.stats import BOUNDED, SATURATION_MARGIN, RunningStats, from_partials
 
 keras = import_keras()
@@ -175,10 +179,15 @@ def summary_of(part: dict[str, np.ndarray], rows: int, bounds: str | None) -> Ru
 
 class _Recorder:
     """The replay's visitor during the trace: records every event, in order, and the
-    graph operations of each partial summary (returned by the traced function)."""
+    graph operations of each partial summary (returned by the traced function).
 
-    def __init__(self, rows: int) -> None:
+    ``fetch`` (a :class:`~kerinspect.engine.dump_writer.SelectingVisitor`'s
+    ``fetch_keys()``): instead of statistics, the whole tensors of these ``(site index,
+    output)`` are returned (``dump``, :func:`kerinspect.activations`); nothing else is."""
+
+    def __init__(self, rows: int, fetch: set[tuple[int, int]] | None = None) -> None:
         self.rows = rows  # of the batch traced: the size of a dynamic axis 0, for gate
+        self.fetch = fetch
         self.events: list[tuple[Any, ...]] = []
         self._graph = tf.compat.v1.get_default_graph()  # the trace's (made in it)
         self.outputs: list[Any] = []  # what the traced function returns, by slot
@@ -206,6 +215,8 @@ class _Recorder:
         from kerinspect.engine.collect import bounded_activation
         from kerinspect.engine.trace import tensor_dtype
 
+        if self.fetch is not None:  # the inputs' statistics are the StatsCollector's
+            return
         bounds = bounded_activation(op)
         self._bounds[site.index] = bounds
         refs: list[tuple[Any, ...]] = []
@@ -237,6 +248,10 @@ class _Recorder:
                 continue
             if not isinstance(t, (tf.Tensor, tf.Variable)):
                 raise NotCompiled(f"layer {site.path!r} returns a {type(t).__name__}, not a tensor")
+            if self.fetch is not None:
+                wanted = (site.index, k) in self.fetch
+                slots.append((self._slot(tf.convert_to_tensor(t)), tensor_dtype(t)) if wanted else None)
+                continue
             self._keep.append(t)
             self._produced[id(t)] = (site.index, k)
             slots.append((self._slot(tensor_partials(t, self._bounds.get(site.index)), t), tensor_dtype(t)))
@@ -261,7 +276,7 @@ class _Recorder:
         from kerinspect.engine.attention import head_partials
 
         part = None
-        if capture.probs is not None:
+        if capture.probs is not None and self.fetch is None:
             if len(capture.probs.shape) != 4 or capture.valid is None:
                 raise NotCompiled(f"attention of {site.path!r} is not 4-D")
             part = self._slot(head_partials(capture.probs, capture.valid), capture.probs)
@@ -276,10 +291,17 @@ class CompiledReplay:
     """Runs batches of one model through one traced function (see the module's
     docstring). ``run`` is the run's :class:`~kerinspect.spec.RunSpec`."""
 
-    def __init__(self, model: Any, run: Any = None, max_depth: int | None = None):
+    def __init__(
+        self,
+        model: Any,
+        run: Any = None,
+        max_depth: int | None = None,
+        fetch: set[tuple[int, int]] | None = None,
+    ):
         self.model = model
         self.run = run
         self.max_depth = max_depth
+        self.fetch = fetch  # see _Recorder
         self.recorder: _Recorder | None = None
         self._fn: Any = None
 
@@ -290,7 +312,7 @@ class CompiledReplay:
 
         def forward(*inputs: Any) -> list[Any]:
             nonlocal recorder
-            recorder = _Recorder(len(batch[0]) if batch else 1)
+            recorder = _Recorder(len(batch[0]) if batch else 1, self.fetch)
             replay = Replayer(self.model, recorder, max_depth=self.max_depth, run=self.run, traced=True)
             replay(list(inputs))
             if replay.unreported:  # rows an eager run has: the compiled engine would lose them
@@ -316,7 +338,8 @@ class CompiledReplay:
         self.recorder = recorder
 
     def __call__(self, batch: Sequence[np.ndarray]) -> list[Any]:
-        """Run one batch; the fetched partials, by slot (numpy)."""
+        """Run one batch; the fetched partials, by slot (numpy), or the fetched tensors
+        (``fetch``: as the function returned them, which the visitor views, not copies)."""
         if self._fn is None:
             self._trace(batch)
         try:
@@ -324,6 +347,8 @@ class CompiledReplay:
                 values = self._fn(*[tf.convert_to_tensor(a) for a in batch])
         except Exception as e:  # noqa: BLE001 - a graph that traced but does not run
             raise NotCompiled(f"the traced graph failed: {_one_line(e)}") from e
+        if self.fetch is not None:
+            return list(values)
         return [tf.nest.map_structure(lambda t: t.numpy(), v) for v in values]
 
 
@@ -352,27 +377,12 @@ def play(recorder: _Recorder, values: list[Any], collector: Any, rows: int) -> N
     :class:`~kerinspect.engine.collect.StatsCollector`) with that batch's partials.
     Everything that can send the batch to the eager engine (:class:`NonFinite`, an
     attention check that failed) is decided before ``collector`` is touched."""
-    from kerinspect.engine.attention import judged
-
     if not all(finite_partials(v) for v in values if isinstance(v, dict)):
         raise NonFinite(
             "a batch holds NaN or Inf values (or finite values whose float32 sums overflow), "
             "which the eager engine summarises exactly"
         )
-    known = getattr(collector, "sites", None)
-    if known:  # a batch ran before (eagerly, or compiled): the same calls, in the same order
-        entered = [e[1] for e in recorder.events if e[0] == "enter"]
-        if len(entered) != len(known) or any(a.path != b.path for a, b in zip(entered, known)):
-            first = next((a.path for a, b in zip(entered, known) if a.path != b.path), "the number of calls")
-            raise NotCompiled(f"the traced model reports other calls than the eager one (at {first!r})")
-    captures: dict[int, Any] = {}
-    for n, event in enumerate(recorder.events):
-        if event[0] == "attention" and event[4] is not None:
-            site, capture, (slot, tol) = event[1], event[2], event[4]
-            decided = judged(capture, float(values[slot]["diff"]), float(values[slot]["scale"]), tol)
-            if decided.probs is None:  # the eager engine reports it as unavailable
-                raise BatchNeedsEager(f"attention of {site.path!r}: {decided.reason}")
-            captures[n] = decided
+    captures = _checked(recorder, values, [s.path for s in getattr(collector, "sites", ())])
     collector.start_batch(rows)
     for n, event in enumerate(recorder.events):
         kind = event[0]
@@ -411,6 +421,44 @@ def play(recorder: _Recorder, values: list[Any], collector: Any, rows: int) -> N
     collector.end_batch()
 
 
+def _checked(recorder: _Recorder, values: list[Any], known: Sequence[str]) -> dict[int, Any]:
+    """What can send a batch to the eager engine before a visitor sees it: the traced
+    calls must be those of the batch before (``known``: their paths; empty when none
+    ran), and each attention capture's check (its explicit path's output against the
+    fused one) must pass. The judged captures, by event number."""
+    from kerinspect.engine.attention import judged
+
+    if known:  # a batch ran before (eagerly, or compiled): the same calls, in the same order
+        entered = [e[1].path for e in recorder.events if e[0] == "enter"]
+        if len(entered) != len(known) or entered != list(known):
+            first = next((a for a, b in zip(entered, known) if a != b), "the number of calls")
+            raise NotCompiled(f"the traced model reports other calls than the eager one (at {first!r})")
+    captures: dict[int, Any] = {}
+    for n, event in enumerate(recorder.events):
+        if event[0] == "attention" and event[4] is not None:
+            site, capture, (slot, tol) = event[1], event[2], event[4]
+            decided = judged(capture, float(values[slot]["diff"]), float(values[slot]["scale"]), tol)
+            if decided.probs is None:  # the eager engine reports it as unavailable
+                raise BatchNeedsEager(f"attention of {site.path!r}: {decided.reason}")
+            captures[n] = decided
+    return captures
+
+
+def play_fetched(recorder: _Recorder, values: list[Any], visitor: Any, rows: int) -> None:
+    """Hand one batch's recorded calls to ``visitor`` (a
+    :class:`~kerinspect.engine.dump_writer.SelectingVisitor`, after its first batch) with
+    the tensors it asked for (``fetch_keys``); None for the others, which it ignores."""
+    _checked(recorder, values, visitor.paths)
+    visitor.start_batch(rows)
+    for event in recorder.events:
+        if event[0] == "enter":
+            visitor.enter(event[1])
+        elif event[0] == "produced":
+            _, site, slots = event
+            visitor.produced(site, [None if slot is None else values[slot[0]] for slot in slots])
+    visitor.end_batch()
+
+
 def device() -> str:
     """``GPU`` when TensorFlow sees one (the traced function and its statistics run
     there), else ``CPU``."""
@@ -419,20 +467,29 @@ def device() -> str:
 
 class Chooser:
     """Which engine runs each batch of one run (``engine``: ``compiled`` or ``auto``),
-    and the compiled runs themselves, into ``collector``.
+    and the compiled runs themselves, into ``collector``: a
+    :class:`~kerinspect.engine.collect.StatsCollector` (statistics), or a visitor that
+    keeps whole tensors (``fetch_keys()``: ``dump``, :func:`kerinspect.activations`).
 
-    ``compiled``: every batch, from the first; a model that cannot be traced is one
-    error (``not-compiled``). ``auto``: on a GPU, every batch of a run of two or more;
-    on a CPU, the first batch eagerly, then the rest compiled when there are at least
-    :data:`~kerinspect.spec.AUTO_COMPILE_MIN_BATCHES` batches and that batch's largest
-    output is at most :data:`~kerinspect.spec.AUTO_COMPILE_MAX_TENSOR_BYTES`. The trace
-    and first call cost about as much as a few eager batches (the 4-block encoder +0.6 s,
-    then 0.06 s a batch against 0.20 s eagerly, on 2 cores); the graph's elementwise
-    statistics hold temporaries of a few times each tensor, where the eager engine's numpy
-    scan works in cache-sized blocks (ResNet50, batch 16, 51 MB outputs: 1.3x the eager
-    peak RSS, and no faster). Once the
-    compiled engine cannot run a batch (or it holds NaN/Inf, :class:`NonFinite`), that
-    batch and the rest run eagerly, with a note.
+    Statistics. ``compiled``: every batch, from the first; a model that cannot be traced
+    is one error (``not-compiled``). ``auto``: on a GPU, every batch of a run of two or
+    more; on a CPU, the first batch eagerly, then the rest compiled when there are at
+    least :data:`~kerinspect.spec.AUTO_COMPILE_MIN_BATCHES` batches and that batch's
+    largest output is at most :data:`~kerinspect.spec.AUTO_COMPILE_MAX_TENSOR_BYTES`.
+    The trace and first call cost about as much as a few eager batches (the 4-block
+    encoder: about 3 s, then 0.19 s a batch against 0.35 s eagerly, on 2 busy cores);
+    the graph's elementwise statistics hold temporaries of a few times each tensor,
+    where the eager engine's numpy scan works in cache-sized blocks (ResNet50, batch
+    16, 51 MB outputs: 1.3x the eager peak RSS, and no faster).
+
+    Whole tensors. The first batch always runs eagerly: it chooses the tensors (layer
+    patterns, what can be stored) that the traced function then returns, and nothing
+    else. ``compiled``: every later batch; ``auto``: as above, when the tensors of a
+    batch hold at most :data:`~kerinspect.spec.AUTO_COMPILE_MAX_FETCH_BYTES` (the
+    graph returns them all at once, where the eager engine hands them over one by one).
+
+    Once the compiled engine cannot run a batch (or it holds NaN/Inf,
+    :class:`NonFinite`), that batch and the rest run eagerly, with a note.
     """
 
     def __init__(
@@ -442,11 +499,13 @@ class Chooser:
         self.batches = batches
         self.collector = collector
         self.device = device()
-        self.replay = CompiledReplay(model, run=run, max_depth=max_depth)
+        self.fetching = hasattr(collector, "fetch_keys")
+        self._replay = (model, run, max_depth)
+        self.replay: CompiledReplay | None = None
         self.stopped = False
 
     def wanted(self, index: int) -> bool:
-        if self.stopped:
+        if self.stopped or (self.fetching and index == 0):
             return False
         if self.engine == "compiled":
             return True
@@ -454,6 +513,8 @@ class Chooser:
             return self.batches >= 2
         if index == 0 or self.batches < AUTO_COMPILE_MIN_BATCHES:
             return False
+        if self.fetching:
+            return bool(self.collector.fetch_bytes() <= AUTO_COMPILE_MAX_FETCH_BYTES)
         return bool(self.collector.largest <= AUTO_COMPILE_MAX_TENSOR_BYTES)
 
     def run_batch(self, index: int, batch: Sequence[np.ndarray], rows: int, outcome: Any) -> bool:
@@ -462,10 +523,17 @@ class Chooser:
 
         if not self.wanted(index):
             return False
+        if self.replay is None:
+            model, run, max_depth = self._replay
+            fetch = set(self.collector.fetch_keys()) if self.fetching else None
+            self.replay = CompiledReplay(model, run=run, max_depth=max_depth, fetch=fetch)
         try:
             values = self.replay(batch)
             assert self.replay.recorder is not None
-            play(self.replay.recorder, values, self.collector, rows)
+            if self.fetching:
+                play_fetched(self.replay.recorder, values, self.collector, rows)
+            else:
+                play(self.replay.recorder, values, self.collector, rows)
         except NotCompiled as e:
             if self.engine == "compiled" and not isinstance(e, BatchNeedsEager):
                 raise InferenceError(

@@ -135,7 +135,12 @@ class SelectingVisitor:
     """What the dump writer and the in-memory activations share: layer paths selected by
     glob patterns (remembering which patterns matched), and errors raised while the model
     runs kept (``error``) for ``end_batch`` to re-raise, so that Keras's call wrappers
-    cannot rewrap them. Subclasses define ``_produced(site, tensors)``."""
+    cannot rewrap them. Subclasses define ``_produced(site, tensors)`` and fill
+    ``slots``, keyed by ``(site index, output)``, in the first batch.
+
+    After the first batch, the compiled engine (:class:`~kerinspect.engine.compiled.Chooser`)
+    can run the rest: its traced function returns the tensors of ``fetch_keys()`` alone,
+    and this visitor sees the same calls with those tensors (None for the others)."""
 
     def __init__(self, patterns: Sequence[str]):
         self.patterns = list(patterns)
@@ -144,9 +149,23 @@ class SelectingVisitor:
         self.rows = 0
         self.row0 = 0
         self.error: BaseException | None = None
+        self.paths: list[str] = []  # every layer call's path, in call order (first batch)
+        self.slots: dict[tuple[int, int], Any] = {}  # each has row_bytes
 
     def start_batch(self, rows: int) -> None:
         self.rows = rows
+
+    def enter(self, site: Any) -> None:
+        if self.first:
+            self.paths.append(site.path)
+
+    def fetch_keys(self) -> list[tuple[int, int]]:
+        """The ``(site index, output)`` of the tensors written after the first batch."""
+        return list(self.slots)
+
+    def fetch_bytes(self) -> int:
+        """Bytes of those tensors in a batch of the first batch's size."""
+        return self.rows * sum(int(s.row_bytes) for s in self.slots.values())
 
     def _selected(self, path: str) -> bool:
         if not self.patterns:
@@ -197,10 +216,8 @@ class _DumpWriter(SelectingVisitor):
         self.samples = int(feed.samples)
         self.sfd = open_dir(staging)
         self.ifd: int | None = None
-        self.slots: dict[tuple[int, int], _Slot] = {}
         self.input_slots: list[_Slot] = []
         self.skipped: list[dict[str, Any]] = []
-        self.paths: list[str] = []
         self.keys: set[str] = set()
         self.inputs: list[np.ndarray] = []
         self.widths: dict[int, int] = {}
@@ -211,10 +228,6 @@ class _DumpWriter(SelectingVisitor):
         for batch in batches:
             self.inputs = batch
             yield batch
-
-    def enter(self, site: Any) -> None:
-        if self.first:
-            self.paths.append(site.path)
 
     def _produced(self, site: Any, tensors: Sequence[Any]) -> None:
         from kerinspect.engine.trace import tensor_dtype, to_numpy
@@ -406,6 +419,7 @@ def write_dump(
     job: Mapping[str, Any],
     *,
     progress: ProgressFn | None = None,
+    engine: str = "eager",
 ) -> dict[str, Any]:
     """Run ``model`` on ``feed`` and write the selected tensors into the staging dir.
 
@@ -423,6 +437,9 @@ def write_dump(
         feed: the :class:`~kerinspect.engine.inputs.Feed` to run.
         job: ``plan["write"]``: ``{"staging": path, "max_bytes": int, "layers": [patterns]}``.
         progress: called as ``progress(samples_done, samples_total)`` after each batch.
+        engine: ``eager``, ``compiled`` or ``auto``: how the batches after the first run
+            (:class:`~kerinspect.engine.compiled.Chooser`); the draft's ``engine`` says
+            which ran, its ``notes`` why the compiled one stopped, if it did.
 
     Returns:
         The manifest draft (plain data) for :func:`~kerinspect.dump.publish_dump`.
@@ -432,7 +449,7 @@ def write_dump(
         UsageError: a ``--layers`` pattern matches no layer call.
         InferenceError: the model failed to run.
     """
-    from kerinspect.engine.collect import run_batches_collecting_warnings
+    from kerinspect.engine.collect import EngineOutcome, run_batches_collecting_warnings
     from kerinspect.engine.inputs import Feed
     from kerinspect.engine.tfenv import import_keras
 
@@ -446,10 +463,13 @@ def write_dump(
             rule="write-failed",
         ) from None
     caught: list[str] = []
+    outcome = EngineOutcome()
     try:
         writer.widths = _string_widths(feed)
         teed = Feed(feed.records, feed.samples, feed.batch_size, lambda: writer.tee(feed.batches()))
-        caught = run_batches_collecting_warnings(model, teed, writer, progress)
+        caught = run_batches_collecting_warnings(
+            model, teed, writer, progress, engine=engine, outcome=outcome
+        )
         if writer.row0 != writer.samples:  # pragma: no cover - a feed that lies about its size
             raise InferenceError(f"Fed {writer.row0} samples, expected {writer.samples}", rule="dump-shape")
     finally:
@@ -464,4 +484,6 @@ def write_dump(
         "tensors": tensors,
         "skipped": writer.skipped,
         "warnings": caught,
+        "engine": outcome.label,
+        "notes": outcome.notes,
     }

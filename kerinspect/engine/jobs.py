@@ -176,7 +176,10 @@ def dump_job(request: Request, channel: Any) -> dict[str, Any]:
         **feed_options(request.run),
         source=None if request.inputs is None else request.inputs.source,
     )
-    return {"draft": write_dump(loaded.model, feed, request.write, progress=channel.progress)}
+    draft = write_dump(
+        loaded.model, feed, request.write, progress=channel.progress, engine=request.run.engine
+    )
+    return {"draft": draft}
 
 
 def weights_job(request: Request, channel: Any) -> dict[str, Any]:
