@@ -282,6 +282,7 @@ def activations(
             model, feed, run.layers, max_bytes=max_bytes, progress=progress, engine=run.engine
         )
         _warn_skipped(got.skipped)
+        _warn_notes(got.notes)
         return got.arrays
     import numpy as np
 
@@ -310,7 +311,9 @@ def activations(
             for e in dump.manifest.get("skipped", ())
             if isinstance(e, dict)
         }
+        notes = [n for n in dump.manifest.get("notes", ()) if isinstance(n, str)]
     _warn_skipped(skipped)
+    _warn_notes(notes)
     return arrays
 
 
@@ -324,6 +327,14 @@ def _parameters_named(text: str) -> str:
     ):
         text = text.replace(flag, param)
     return text
+
+
+def _warn_notes(notes: Sequence[str]) -> None:
+    """The engine's notes (why the compiled one stopped), each one ``UserWarning``."""
+    import warnings
+
+    for note in notes:
+        warnings.warn(escape_text(note, 400), stacklevel=3)
 
 
 def _warn_skipped(skipped: Mapping[str, str]) -> None:

@@ -484,8 +484,8 @@ def dump_engine_option(f: Callable[..., Any]) -> Callable[..., Any]:
         "'compiled' runs the rest as one traced graph that returns only the chosen tensors, "
         "'eager' layer by layer. 'auto' compiles them on a GPU; on a CPU from "
         f"{sp.AUTO_COMPILE_MIN_BATCHES} batches, when the chosen tensors of a batch hold at most "
-        f"{sp.AUTO_COMPILE_MAX_FETCH_BYTES >> 20} MiB. A model that cannot be traced runs "
-        "eagerly (with a note).",
+        f"{sp.AUTO_COMPILE_MAX_FETCH_BYTES >> 20} MiB. Under 'auto' a model that cannot be "
+        "traced runs eagerly (with a note); 'compiled' then fails (not-compiled).",
     )(f)
 
 

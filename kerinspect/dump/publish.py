@@ -368,6 +368,9 @@ def _manifest(plan: Mapping[str, Any], draft: Mapping[str, Any], items: list[_St
     def text(v: Any) -> str | None:
         return v if isinstance(v, str) else None
 
+    def lines(v: Any) -> list[str]:  # the worker's warnings and notes: a few lines of text
+        return [w[:2000] for w in v[:100] if isinstance(w, str)] if isinstance(v, list) else []
+
     model = dict(plan.get("model") or {})
     dm = draft.get("model")
     dm = dm if isinstance(dm, dict) else {}
@@ -391,9 +394,9 @@ def _manifest(plan: Mapping[str, Any], draft: Mapping[str, Any], items: list[_St
         "inputs": inputs,
         "tensors": tensors,
         "skipped": skipped,
-        "warnings": [w for w in draft.get("warnings") or [] if isinstance(w, str)],
+        "warnings": lines(draft.get("warnings")),
         "engine": text(draft.get("engine")),
-        "notes": [n for n in draft.get("notes") or [] if isinstance(n, str)],
+        "notes": lines(draft.get("notes")),
         "total_bytes": sum(int(i.entry["bytes"]) for i in items),
     }
 

@@ -128,7 +128,7 @@ def output_difference(out: Any, again: Any, valid: Any | None) -> tuple[Any, Any
 HEAD_GROUP_BYTES = 16 << 20
 
 
-def head_partials(probs: Any, valid: Any) -> dict[str, Any]:
+def head_partials(probs: Any, valid: Any, batch: int | None = None) -> dict[str, Any]:
     """One batch's per-head sums of 4-D probabilities ``(B, H, T, S)`` (TensorFlow
     operations: eager, or on the device in a compiled trace), folded across batches by
     :meth:`HeadAccumulator.fold`:
@@ -143,16 +143,18 @@ def head_partials(probs: Any, valid: Any) -> dict[str, Any]:
     Precision: each query row's figures (its entropy, largest weight, sum) are taken
     over its keys in the probabilities' own dtype (float32: relative rounding about
     1e-6 for a few hundred keys), then everything across rows in float64. Heads go in
-    groups of at most :data:`HEAD_GROUP_BYTES` (static shapes; a dynamic batch counts
-    as 32), so that the full-size temporaries are those of a few heads, and the
-    operations a graph holds few (every head at once for small ones)."""
+    groups of at most :data:`HEAD_GROUP_BYTES` (``batch``: the size of a dynamic batch
+    axis, as in a compiled trace; the others are static there), so that the full-size
+    temporaries are those of a few heads, and the operations a graph holds few (every
+    head at once for small ones)."""
     wide = tf.float64 if probs.dtype == tf.float64 else tf.float32
     n_valid = tf.reduce_sum(tf.cast(valid, tf.float64), axis=-1)  # (B, T)
     rows, multi = n_valid > 0, n_valid > 1
     log_n = tf.math.log(tf.where(multi, n_valid, 2.0))
     dims = tf.shape(probs)
     heads = probs.shape[1]
-    b, _, t, k = (d if d is not None else 32 if i == 0 else 512 for i, d in enumerate(probs.shape))
+    guess = (batch or 32, 1, 512, 512)
+    b, _, t, k = (guess[i] if d is None else d for i, d in enumerate(probs.shape))
     group = max(1, HEAD_GROUP_BYTES // max(1, b * t * k * wide.size))
     starts = range(0, heads, group) if heads is not None else [0]
     keep = valid[:, None]  # (B, 1, T, S)
@@ -160,8 +162,9 @@ def head_partials(probs: Any, valid: Any) -> dict[str, Any]:
     for h in starts:
         p = tf.cast(probs[:, h : h + group] if heads is not None else probs, wide)
         pv = tf.where(keep, p, tf.zeros([], wide))
-        # p log p, 0 where p is 0 (and where a "probability" is below 0: not one)
-        figures["entropy"].append(-tf.reduce_sum(tf.math.xlogy(tf.nn.relu(pv), pv), axis=-1))
+        # p log p, 0 where p is not above 0 (NaN too: left out, as numpy's mask does)
+        positive = tf.where(pv > 0, pv, tf.zeros([], wide))
+        figures["entropy"].append(-tf.reduce_sum(tf.math.xlogy(positive, pv), axis=-1))
         figures["top"].append(tf.reduce_max(pv, axis=-1))
         figures["total"].append(tf.reduce_sum(p, axis=-1))
         figures["sink"].append(p[..., 0])

@@ -691,7 +691,8 @@ def run_batches(
     ``visitor`` may define ``start_batch(rows)`` and ``end_batch()``; ``max_depth``
     limits the layer calls reported to that many nesting levels (None: all).
     ``engine`` (``eager``, ``compiled`` or ``auto``; anything but eager needs a
-    :class:`StatsCollector`): see :mod:`kerinspect.engine.compiled`, whose
+    :class:`StatsCollector` or a :class:`~kerinspect.engine.dump_writer.SelectingVisitor`):
+    see :mod:`kerinspect.engine.compiled`, whose
     :class:`~kerinspect.engine.compiled.Chooser` decides batch by batch; a batch the
     compiled engine cannot run runs eagerly, and so does the rest, with a note in
     ``outcome``. Raises :class:`InferenceError` naming the layer that failed.

@@ -50,8 +50,9 @@ keras = import_keras()
 import tensorflow as tf  # noqa: E402 - imported (quietly) by import_keras
 
 #: Bytes of tensors whose statistics the graph may leave pending while the next layer
-#: calls run (:meth:`_Recorder.gate`): ResNet50's outputs of a batch of 16 (13 to 51 MB)
-#: are still waited for after every call, as eagerly.
+#: calls run (:meth:`_Recorder.gate`): a call whose outputs reach it is waited for before
+#: the next call (ResNet50, batch 16: its 51 MB outputs after each call, the 13-26 MB ones
+#: every two or three calls); the small tensors of a transformer every few dozen.
 GATE_BYTES = 32 << 20
 
 
@@ -81,16 +82,18 @@ def _reduced_dtype(dtype: tf.DType) -> tf.DType | None:
 def tensor_partials(x: Any, bounds: str | None) -> dict[str, Any]:
     """Graph operations for one batch's partial statistics of ``x`` (see the module's
     docstring), as few as the statistics allow: each operation costs the runtime a
-    dispatch per batch, and the trace some Python (about 40 a tensor before, 12 now).
+    dispatch per batch, and the trace some Python (about 40 a tensor before, under 20 now).
     ``shape`` only for a tensor that is not summarised (strings).
 
     A tensor of rank >= 2 (units on the last axis, samples on the first) is first summed
-    over its middle axes: ``sums`` (samples x units, in the reduced dtype) is fetched and
-    the host takes the total, and each sample's per-unit mean, from it in float64. The
+    over its middle axes (samples x units, in the reduced dtype); from those sums, in
+    float64, ``units`` is each unit's mean and M2 over the samples of their per-sample
+    means (the spread across samples), from which the host also takes the total. The
     full tensor is read by that sum, the squared deviations from the batch mean (M2),
     the extremes and the per-unit non-zero counts (``nonzero``: zeros and dead units
-    both); ``moments`` is ``[mean, m2, low, high]`` in the reduced dtype. Nothing is
-    judged here: :func:`summary_of` checks that the sums are finite."""
+    both); ``moments`` is ``[mean, m2, low, high]`` in the reduced dtype. Only arrays of
+    one value per unit or fewer come back. Nothing is judged here:
+    :func:`finite_partials` checks that the sums are finite."""
     shape = tf.shape(x, out_type=tf.int64)
     wide = _reduced_dtype(x.dtype)
     if wide is None:
@@ -104,14 +107,22 @@ def tensor_partials(x: Any, bounds: str | None) -> dict[str, Any]:
     if rank >= 2:
         sums = tf.reduce_sum(v, axis=list(range(1, rank - 1))) if rank > 2 else v
         total = tf.reduce_sum(sums)
-        out["sums"] = sums
+        static = x.shape[1:-1].num_elements()  # positions each per-sample sum adds
+        middle: Any = float(max(static, 1)) if static is not None else None
+        if middle is None:
+            middle = tf.maximum(tf.cast(tf.reduce_prod(shape[1:-1]), tf.float64), 1.0)
+        means = tf.cast(sums, tf.float64) / middle
+        unit_mean = tf.reduce_mean(means, axis=0)
+        out["units"] = tf.stack(
+            [unit_mean, tf.reduce_sum(tf.math.squared_difference(means, unit_mean), axis=0)]
+        )
         # int32 counts (a 4-byte temporary, not count_nonzero's int64); exact below 2**31
         out["nonzero"] = tf.reduce_sum(tf.cast(nonzero, tf.int32), axis=list(range(rank - 1)))
     else:
         total = tf.reduce_sum(v)
-        out["sums"] = total
+        out["total"] = total
         out["nonzero"] = tf.reduce_sum(tf.cast(nonzero, tf.int32))
-    mean = total / tf.cast(tf.size(v), wide)  # NaN when empty (M2 is 0 then, read alone)
+    mean = total / tf.cast(tf.size(v, out_type=tf.int64), wide)  # NaN when empty (M2 is 0 then)
     m2 = tf.reduce_sum(tf.math.squared_difference(v, mean))
     out["moments"] = tf.stack([mean, m2, tf.reduce_min(v), tf.reduce_max(v)])
     if bounds in BOUNDED and not (bounds == "softmax" and rank < 2):
@@ -132,34 +143,33 @@ def _saturated(v: Any, bounds: str) -> Any:
 def finite_partials(part: dict[str, np.ndarray]) -> bool:
     """Whether one batch's fetched :func:`tensor_partials` have finite sums (no NaN,
     no Inf, no overflow of the reduced dtype): else the eager engine summarises it."""
-    if "moments" not in part:
+    if "moments" not in part or not np.prod(part["shape"]):  # empty: nothing to sum
         return True
-    return bool(np.isfinite(part["sums"]).all() and np.isfinite(part["moments"][1]))
+    sums = part["units"] if "units" in part else part["total"]
+    return bool(np.isfinite(sums).all() and np.isfinite(part["moments"][1]))
 
 
 def summary_of(part: dict[str, np.ndarray], rows: int, bounds: str | None) -> RunningStats | None:
     """The :class:`RunningStats` of one batch from its fetched :func:`tensor_partials`
     (whose sums are finite, :func:`finite_partials`: so is every value).
 
-    The total is the float64 sum of ``sums``. M2 was taken around the mean as the
-    device rounded it; the deviation of that mean from the exact one (``total / n``)
-    adds ``n * delta**2``, taken off again (a data mean large against its spread:
-    1e4 + N(0, 1) in float32). Each sample's per-unit mean is its row of ``sums`` over
-    the positions it sums; their mean and M2 over the samples are taken here."""
+    The total (rank >= 2) is the float64 sum of the per-unit means times the values each
+    stands for. M2 was taken around the mean as the device rounded it; the deviation of
+    that mean from the exact one (``total / n``) adds ``n * delta**2``, taken off again
+    (a data mean large against its spread: 1e4 + N(0, 1) in float32)."""
     shape = tuple(int(d) for d in part["shape"])
     if "moments" not in part:
         return None
     n = int(np.prod(shape))
-    sums = np.asarray(part["sums"], dtype=np.float64)
     mean, m2, low, high = (float(m) for m in part["moments"])
-    total = float(sums.sum())
+    unit_moments = None
+    if "units" in part:
+        unit_moments = (part["units"][0], part["units"][1])
+        total = float(np.sum(unit_moments[0], dtype=np.float64)) * (n // shape[-1]) if n else 0.0
+    else:
+        total = float(part["total"])
     delta = total / n - mean if n else 0.0
     nonzero = np.asarray(part["nonzero"], dtype=np.int64)
-    unit_moments = None
-    if len(shape) >= 2 and n:
-        means = sums.reshape(shape[0], shape[-1]) / (n // (shape[0] * shape[-1]))
-        unit_mean = means.mean(axis=0)
-        unit_moments = (unit_mean, ((means - unit_mean) ** 2).sum(axis=0))
     return from_partials(
         shape,
         finite=n,
@@ -170,7 +180,7 @@ def summary_of(part: dict[str, np.ndarray], rows: int, bounds: str | None) -> Ru
         zeros=n - int(nonzero.sum()),
         nan=0,
         active=nonzero > 0 if len(shape) >= 2 else None,
-        unit_moments=unit_moments,
+        unit_moments=unit_moments if n else None,
         spread=len(shape) >= 1 and shape[0] == rows,
         bounds=bounds,
         saturated=int(part.get("saturated", 0)),
@@ -204,8 +214,12 @@ class _Recorder:
         if isinstance(value, dict) and tf.compat.v1.get_default_graph() is self._graph:
             self._pending += [t for t in value.values() if isinstance(t, tf.Tensor)]
             if of is not None and of.shape.rank is not None:
-                dims = [self.rows if d is None and i == 0 else (d or 1) for i, d in enumerate(of.shape)]
-                self._pending_bytes += int(np.prod(dims, dtype=np.int64)) * of.dtype.size
+                # the batch's inputs are static but for axis 0, and so are most outputs;
+                # an axis of data-dependent size counts as 512
+                dims = [(self.rows if i == 0 else 512) if d is None else d for i, d in enumerate(of.shape)]
+                wide = _reduced_dtype(of.dtype) or of.dtype  # the temporaries' dtype
+                size = max(of.dtype.size, wide.size)
+                self._pending_bytes += int(np.prod(dims, dtype=np.int64)) * size
         return len(self.outputs) - 1
 
     def enter(self, site: Any) -> None:
@@ -215,7 +229,7 @@ class _Recorder:
         from kerinspect.engine.collect import bounded_activation
         from kerinspect.engine.trace import tensor_dtype
 
-        if self.fetch is not None:  # the inputs' statistics are the StatsCollector's
+        if self.fetch is not None:  # whole tensors: what a call consumed is not kept
             return
         bounds = bounded_activation(op)
         self._bounds[site.index] = bounds
@@ -264,9 +278,9 @@ class _Recorder:
         """What the next call's operations wait for (see
         :meth:`~kerinspect.engine.trace.Replayer._gated`): the statistics not yet waited
         for, once the tensors they read hold :data:`GATE_BYTES`; until then nothing, so
-        that the statistics of small tensors run beside the next calls (the 4-block
-        encoder: 0.03 s a batch of 0.2 s, where a gate after every call keeps the second
-        core idle)."""
+        that the statistics of small tensors can run beside the next calls (the 4-block
+        encoder, batch 16: 0.208 s a batch against 0.215 s with a gate after every call,
+        medians of 30 alternating calls)."""
         if self._pending_bytes < GATE_BYTES:
             return []
         pending, self._pending, self._pending_bytes = self._pending, [], 0
@@ -279,7 +293,7 @@ class _Recorder:
         if capture.probs is not None and self.fetch is None:
             if len(capture.probs.shape) != 4 or capture.valid is None:
                 raise NotCompiled(f"attention of {site.path!r} is not 4-D")
-            part = self._slot(head_partials(capture.probs, capture.valid), capture.probs)
+            part = self._slot(head_partials(capture.probs, capture.valid, self.rows), capture.probs)
         check = None
         if capture.pending is not None:
             diff, scale, tol = capture.pending
@@ -349,7 +363,7 @@ class CompiledReplay:
             raise NotCompiled(f"the traced graph failed: {_one_line(e)}") from e
         if self.fetch is not None:
             return list(values)
-        return [tf.nest.map_structure(lambda t: t.numpy(), v) for v in values]
+        return [tf.nest.map_structure(np.asarray, v) for v in values]  # views, not copies
 
 
 @contextlib.contextmanager
