@@ -205,3 +205,33 @@ def test_attention_command_on_the_sample_model():
     (layer,) = data["layers"]
     assert layer["path"] == "self_attention" and len(layer["attention"]["heads"]) == 2
     assert set(layer["attention"]["heads"][0]) >= {"entropy", "max_weight", "sink", "diagonal", "flags"}
+
+
+@pytest.mark.parametrize("group_bytes", [1, 1 << 30])  # a head at a time; every head at once
+def test_head_figures_against_numpy_with_nan_and_masked_keys(keras, monkeypatch, group_bytes):
+    """head_partials (eager here; the compiled engine builds the same operations in its
+    trace), for any grouping of heads: NaN probabilities are left out of the entropy and
+    the largest weight, as numpy's ``p > 0`` mask leaves them, and flag their row."""
+    import tensorflow as tf
+
+    from kerinspect.engine import attention
+
+    monkeypatch.setattr(attention, "HEAD_GROUP_BYTES", group_bytes)
+    rng = np.random.default_rng(4)
+    logits = rng.standard_normal((2, 3, 5, 6))
+    p = (np.exp(logits) / np.exp(logits).sum(-1, keepdims=True)).astype("float32")
+    p[0, 1, 2, 3] = np.nan
+    valid = np.ones((2, 5, 6), bool)
+    valid[1, :, 4:] = False  # the second sample's last two keys are padding
+    part = {k: np.asarray(v) for k, v in attention.head_partials(tf.constant(p), tf.constant(valid)).items()}
+    pv = np.where(valid[:, None], p.astype(np.float64), 0.0)
+    with np.errstate(invalid="ignore"):
+        terms = np.where(pv > 0, pv * np.log(np.where(pv > 0, pv, 1.0)), 0.0)
+    n = valid.sum(-1)[:, None]  # (2, 1, 5)
+    entropy = -terms.sum(-1) / np.log(n)
+    np.testing.assert_allclose(part["entropy_sum"], entropy.sum(axis=(0, 2)), rtol=1e-5)
+    np.testing.assert_allclose(part["entropy_min"], entropy.min(axis=(0, 2)), rtol=1e-5)
+    np.testing.assert_allclose(part["max_sum"], np.nanmax(pv, -1).sum(axis=(0, 2)), rtol=1e-6)
+    np.testing.assert_allclose(part["diag_sum"], np.diagonal(p, axis1=-2, axis2=-1).sum(axis=(0, 2)), rtol=1e-6)
+    assert part["row_nan"].tolist() == [False, True, False]
+    assert part["row_error"][1] < 1e-6 and part["rows"] == 10 and part["multi"] == 10

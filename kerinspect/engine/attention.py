@@ -165,7 +165,7 @@ def head_partials(probs: Any, valid: Any, batch: int | None = None) -> dict[str,
         # p log p, 0 where p is not above 0 (NaN too: left out, as numpy's mask does)
         positive = tf.where(pv > 0, pv, tf.zeros([], wide))
         figures["entropy"].append(-tf.reduce_sum(tf.math.xlogy(positive, pv), axis=-1))
-        figures["top"].append(tf.reduce_max(pv, axis=-1))
+        figures["top"].append(tf.reduce_max(positive, axis=-1))  # NaN left out here too
         figures["total"].append(tf.reduce_sum(p, axis=-1))
         figures["sink"].append(p[..., 0])
         figures["diag"].append(tf.linalg.diag_part(p))  # (B, h, min(T, S))
