@@ -457,36 +457,35 @@ def depth_option(verb: str, own: str | None = None) -> Callable[[Callable[..., A
     )
 
 
-def engine_option(f: Callable[..., Any]) -> Callable[..., Any]:
-    """``--engine`` (RunSpec ``engine``): how the batches run."""
+def _engine_option(help_text: str) -> Callable[[Callable[..., Any]], Callable[..., Any]]:
+    """``--engine`` (RunSpec ``engine``): how the batches run, said as ``help_text``."""
     return click.option(
         "--engine",
         cls=SpecOption,
         spec_default=sp.DEFAULT_ENGINE,
         type=click.Choice(sp.ENGINES),
-        help="How batches run: 'compiled' traces the instrumented model once and runs each batch "
-        "as one graph, statistics computed on the device; 'eager' runs it layer by layer, "
-        "statistics in numpy. 'auto' compiles on a GPU from 2 batches; on a CPU it runs the "
-        f"first batch eagerly and compiles the rest from {sp.AUTO_COMPILE_MIN_BATCHES} batches "
-        f"when no output is above {sp.AUTO_COMPILE_MAX_TENSOR_BYTES >> 20} MiB. "
-        "A model that cannot be traced, or a batch with NaN/Inf, runs eagerly (with a note).",
-    )(f)
+        help=help_text,
+    )
 
 
-def dump_engine_option(f: Callable[..., Any]) -> Callable[..., Any]:
-    """``--engine`` of ``dump`` (RunSpec ``engine``): how the batches after the first run."""
-    return click.option(
-        "--engine",
-        cls=SpecOption,
-        spec_default=sp.DEFAULT_ENGINE,
-        type=click.Choice(sp.ENGINES),
-        help="How batches run: the first always layer by layer (it chooses the tensors); "
-        "'compiled' runs the rest as one traced graph that returns only the chosen tensors, "
-        "'eager' layer by layer. 'auto' compiles them on a GPU; on a CPU from "
-        f"{sp.AUTO_COMPILE_MIN_BATCHES} batches, when the chosen tensors of a batch hold at most "
-        f"{sp.AUTO_COMPILE_MAX_FETCH_BYTES >> 20} MiB. Under 'auto' a model that cannot be "
-        "traced runs eagerly (with a note); 'compiled' then fails (not-compiled).",
-    )(f)
+#: ``--engine`` of the commands that keep statistics (summary, check, attention).
+engine_option = _engine_option(
+    "How batches run: 'compiled' traces the instrumented model once and runs each batch "
+    "as one graph, statistics computed on the device; 'eager' runs it layer by layer, "
+    "statistics in numpy. 'auto' compiles on a GPU from 2 batches; on a CPU it runs the "
+    f"first batch eagerly and compiles the rest from {sp.AUTO_COMPILE_MIN_BATCHES} batches "
+    f"when no output is above {sp.AUTO_COMPILE_MAX_TENSOR_BYTES >> 20} MiB. "
+    "A model that cannot be traced, or a batch with NaN/Inf, runs eagerly (with a note)."
+)
+#: ``--engine`` of ``dump``: how the batches after the first run.
+dump_engine_option = _engine_option(
+    "How batches run: the first always layer by layer (it chooses the tensors); "
+    "'compiled' runs the rest as one traced graph that returns only the chosen tensors, "
+    "'eager' layer by layer. 'auto' compiles them on a GPU; on a CPU from "
+    f"{sp.AUTO_COMPILE_MIN_BATCHES} batches, when the chosen tensors of a batch hold at most "
+    f"{sp.AUTO_COMPILE_MAX_FETCH_BYTES >> 20} MiB. Under 'auto' a model that cannot be "
+    "traced runs eagerly (with a note); 'compiled' then fails (not-compiled)."
+)
 
 
 def attention_threshold_options(f: Callable[..., Any]) -> Callable[..., Any]:
