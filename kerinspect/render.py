@@ -66,6 +66,23 @@ def fmt_float(x: float | None) -> str:
     return f"{x:.4g}"
 
 
+#: A mean at most this fraction of the largest magnitude is shown as ``~0``: below what
+#: float32 rounding resolves (a LayerNormalization output's mean, 1e-10 to 1e-9, differs
+#: in those digits between CPUs whose kernels add in another order).
+MEAN_RESOLUTION = 1e-6
+
+
+def fmt_mean(st: Any) -> str:
+    """A tensor's mean (:func:`fmt_float`), ``~0`` when it is rounding noise around zero
+    (:data:`MEAN_RESOLUTION`); the JSON keeps the exact figure."""
+    if st is None or st.mean is None:
+        return "-"
+    scale = max(abs(st.min or 0.0), abs(st.max or 0.0))
+    if st.mean != 0 and abs(st.mean) <= MEAN_RESOLUTION * scale:
+        return "~0"
+    return fmt_float(st.mean)
+
+
 def fmt_fraction(x: float | None) -> str:
     if x is None:
         return "-"
@@ -110,7 +127,7 @@ def rows(report: ModelReport) -> Iterator[tuple[LayerRecord, TensorRecord | None
                     safe(layer.class_name) if k == 0 else "",
                     fmt_shape(out.shape) + ("" if out.dtype == "float32" else f" {safe(out.dtype)}"),
                     _params_cell(layer) if k == 0 else "",
-                    fmt_float(st.mean) if st else "-",
+                    fmt_mean(st),
                     fmt_float(st.std) if st else "-",
                     fmt_float(st.min) if st else "-",
                     fmt_float(st.max) if st else "-",
@@ -493,7 +510,7 @@ def weight_rows(report: WeightsReport) -> Iterator[tuple[WeightRecord, list[str]
                 safe(rel),
                 fmt_shape(w.shape) + ("" if w.dtype == "float32" else f" {safe(w.dtype)}"),
                 fmt_count(w.size),
-                fmt_float(st.mean) if st else "-",
+                fmt_mean(st),
                 fmt_float(st.std) if st else "-",
                 fmt_float(st.min) if st else "-",
                 fmt_float(st.max) if st else "-",

@@ -204,3 +204,19 @@ def test_markdown_names_cannot_make_links_images_or_html():
     assert cell.startswith("``") and cell.endswith("``") and "\\|" in cell
     header = md.splitlines()[0]
     assert "<img" not in header.replace("\\<img", "") and "](" not in header.replace("\\]\\(", "")
+
+
+def test_a_mean_below_float32_resolution_is_shown_as_about_zero():
+    """A LayerNormalization output's mean (1e-10..1e-9 of values near 1) is rounding
+    noise whose digits differ between CPUs: the table shows ~0, the JSON the figure."""
+    from types import SimpleNamespace
+
+    from kerinspect.render import fmt_mean
+
+    def st(mean, lo=-3.0, hi=2.5):
+        return SimpleNamespace(mean=mean, min=lo, max=hi)
+
+    assert fmt_mean(st(3.459e-10)) == "~0" and fmt_mean(st(-2.9e-6)) == "~0"
+    assert fmt_mean(st(3.1e-6)) == "3.1e-06"  # above 1e-6 of the largest magnitude: shown
+    assert fmt_mean(st(0.0)) == "0" and fmt_mean(st(1e-12, 0.0, 1e-11)) == "1e-12"
+    assert fmt_mean(None) == "-" and fmt_mean(st(None)) == "-"
