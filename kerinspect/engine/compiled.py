@@ -112,8 +112,9 @@ def tensor_partials(x: Any, bounds: str | None) -> dict[str, Any]:
         sums = tf.reduce_sum(v, axis=list(range(1, rank - 1))) if rank > 2 else v
         total = tf.reduce_sum(sums)
         static = x.shape[1:-1].num_elements()  # positions each per-sample sum adds
-        middle: Any = float(max(static, 1)) if static is not None else None
-        if middle is None:
+        if static is not None:
+            middle: Any = float(max(static, 1))
+        else:
             middle = tf.maximum(tf.cast(tf.reduce_prod(shape[1:-1]), tf.float64), 1.0)
         means = tf.cast(sums, tf.float64) / middle
         unit_mean = tf.reduce_mean(means, axis=0)
@@ -184,7 +185,7 @@ def summary_of(part: dict[str, np.ndarray], rows: int, bounds: str | None) -> Ru
         zeros=n - int(nonzero.sum()),
         nan=0,
         active=nonzero > 0 if len(shape) >= 2 else None,
-        unit_moments=unit_moments if n else None,
+        unit_moments=unit_moments,
         spread=len(shape) >= 1 and shape[0] == rows,
         bounds=bounds,
         saturated=int(part.get("saturated", 0)),
@@ -221,9 +222,8 @@ class _Recorder:
                 # the batch's inputs are static but for axis 0, and so are most outputs;
                 # an axis of data-dependent size counts as 512
                 dims = [(self.rows if i == 0 else 512) if d is None else d for i, d in enumerate(of.shape)]
-                wide = _reduced_dtype(of.dtype) or of.dtype  # the temporaries' dtype
-                size = max(of.dtype.size, wide.size)
-                self._pending_bytes += int(np.prod(dims, dtype=np.int64)) * size
+                wide = _reduced_dtype(of.dtype) or of.dtype  # the temporaries' (never narrower)
+                self._pending_bytes += int(np.prod(dims, dtype=np.int64)) * wide.size
         return len(self.outputs) - 1
 
     def enter(self, site: Any) -> None:
