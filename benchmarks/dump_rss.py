@@ -44,19 +44,21 @@ def build_model(path: pathlib.Path) -> None:
 NAIVE = """
 import sys, numpy as np
 sys.path.insert(0, {root!r})
-from kerinspect.api import build_feed, run_batches
+from kerinspect.engine.batches import run_batches
+from kerinspect.engine.feed import build_feed
+from kerinspect.spec import RunSpec
 from kerinspect.engine.load import load_model
 from kerinspect.scan.preflight import preflight
-from kerinspect.engine.trace import to_numpy
+from kerinspect.engine.events import Visitor
+from kerinspect.engine.tensors import to_numpy
 model = load_model(preflight({model!r}))
-class Keep:
+class Keep(Visitor):
     def __init__(self): self.arrays = {{}}
-    def enter(self, site): pass
     def produced(self, site, tensors):
         for k, t in enumerate(tensors):
             self.arrays.setdefault((site.index, k), []).append(to_numpy(t))
 keep = Keep()
-run_batches(model, build_feed(model, samples={samples}, batch_size={batch}), keep)
+run_batches(model, build_feed(model, None, RunSpec(samples={samples}, batch_size={batch})), keep, RunSpec(engine="eager"))
 for (i, k), parts in keep.arrays.items():
     np.save({out!r} + f"/{{i:04d}}-{{k}}.npy", np.concatenate(parts), allow_pickle=False)
 """

@@ -4,10 +4,16 @@
 >>> report = kerinspect.inspect_model("model.keras", samples=64)   # doctest: +SKIP
 >>> [r.path for r in report.layers if any(o.flags for o in r.outputs)]  # doctest: +SKIP
 
-A model *file* is opened in a disposable, isolated worker process by default
-(:mod:`kerinspect.sandbox.runner`): the static scan, Keras's deserialization and the
-forward passes all happen there, and only plain data comes back. An in-memory
-``keras.Model`` is inspected in this process.
+Every function here only decides *where* its command's job runs; the job itself
+(:mod:`kerinspect.engine.jobs`, one per command) is the same code whatever the model:
+
+* a model *file* is pre-flighted and snapshotted here, then opened in a disposable,
+  isolated worker process by default (:mod:`kerinspect.sandbox.runner`): the static
+  scan, Keras's deserialization and the forward passes all happen there, and only
+  plain data comes back;
+* an in-memory ``keras.Model`` (already the caller's own code) runs in this process.
+
+Both take the same :class:`~kerinspect.spec.RunSpec` and give the same result.
 """
 
 from __future__ import annotations
@@ -37,20 +43,9 @@ from .spec import (  # noqa: F401 - the defaults and specs are re-exported here
     ProgressFn,
     RunSpec,
     Thresholds,
+    check_inputs,
     isolation_default,
 )
-
-#: The in-process building blocks, re-exported lazily (:mod:`kerinspect.engine.collect` imports
-#: numpy, which the parent process of a command never needs).
-_FROM_RUN = ("build_feed", "inspect_loaded", "run_batches")
-
-
-def __getattr__(name: str) -> Any:
-    if name in _FROM_RUN:
-        from .engine import collect as run
-
-        return getattr(run, name)
-    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
 
 
 def inspect_model(
@@ -86,19 +81,9 @@ def inspect_model(
             :class:`~kerinspect.spec.SpecError` (exit 2) for a bad option value.
     """
     run = _run_spec(spec, options)
-    if not isinstance(model, (str, os.PathLike)):
-        _check_model_object(model)
-        from .engine.collect import inspect_loaded
-
-        return inspect_loaded(
-            model,
-            inputs,
-            run=run,
-            progress=progress,
-        )
-    with snapshot(model) as model_file:
-        result = _job("inspect", model_file, inputs, run, load or LoadOptions(), progress)
-    return _with_isolation(_from_worker(ModelReport.from_dict, result, "report"), result)
+    with _place((model,), inputs, run, load) as place:
+        result = place.run("inspect", progress)
+    return _parsed(ModelReport.from_dict, result, "report")
 
 
 def inspect_for_report(
@@ -125,26 +110,10 @@ def inspect_for_report(
     from .figures import ReportData, parse_pictures
 
     run = _run_spec(spec, options)
-    if not isinstance(model, (str, os.PathLike)):
-        _check_model_object(model)
-        from .engine.collect import inspect_loaded
-        from .engine.pictures import PictureCollector, check_sample
-
-        collector = PictureCollector(run.sample, run.feature_maps, run.channels)
-        report = inspect_loaded(
-            model,
-            inputs,
-            run=run,
-            progress=progress,
-            collector=collector,
-        )
-        check_sample(run.sample, report.samples, None)
-        return ReportData(report, parse_pictures(collector.pictures()))
-    with snapshot(model) as model_file:
-        result = _job("report", model_file, inputs, run, load or LoadOptions(), progress)
-        sha256 = model_file.sha256
-    report = _with_isolation(_from_worker(ModelReport.from_dict, result, "report"), result)
-    return ReportData(report, _from_worker(parse_pictures, result, "pictures"), sha256)
+    with _place((model,), inputs, run, load) as place:
+        result = place.run("report", progress)
+    report = _parsed(ModelReport.from_dict, result, "report")
+    return ReportData(report, _from_worker(parse_pictures, result, "pictures"), place.sha256)
 
 
 def dump_activations(
@@ -154,7 +123,6 @@ def dump_activations(
     *,
     spec: RunSpec | None = None,
     overwrite: bool = False,
-    max_bytes: int = DEFAULT_MAX_BYTES,
     progress: ProgressFn | None = None,
     load: LoadOptions | None = None,
     **options: Any,
@@ -174,11 +142,12 @@ def dump_activations(
             patterns matched against layer paths (``encoder/*``, ``shared@1``);
             default: every layer call.
         overwrite: replace a previous kerinspect dump in ``out`` (only its own files).
-        max_bytes: refuse to write more than this (default 2 GiB).
         progress: called as ``progress(samples_done, samples_total)`` after each batch.
         load: how a model *file* is opened, as for :func:`inspect_model`.
         **options: fields of the spec by name, as for :func:`inspect_model`
-            (``samples``, ``batch_size``, ``seed``, ``dim``, ``shapes``, ``layers``).
+            (``samples``, ``batch_size``, ``seed``, ``dim``, ``shapes``, ``layers``,
+            ``depth``, ``engine``; ``max_bytes``: refuse to write more than this, default
+            2 GiB).
 
     Returns:
         The :class:`~kerinspect.dump.Dump`, as :func:`~kerinspect.dump.load_dump` reads it.
@@ -187,13 +156,9 @@ def dump_activations(
         KerinspectError: a subclass carrying the exit code; ``OutputError`` (exit 7)
             for a refused directory, a dump above ``max_bytes``, a full disk.
     """
-
     run = _run_spec(spec, options)
-    if isinstance(model, (str, os.PathLike)):
-        with snapshot(model) as model_file:
-            return _dump(model_file, out, inputs, run, overwrite, max_bytes, progress, load)
-    _check_model_object(model)
-    return _dump(model, out, inputs, run, overwrite, max_bytes, progress, load)
+    with _place((model,), inputs, run, load) as place:
+        return _dump(place, out, inputs, run, overwrite, progress)
 
 
 def activations(
@@ -269,21 +234,31 @@ def activations(
     if isinstance(layers, str):
         layers = (layers,)
     run = _run_spec(
-        None, {"batch_size": batch_size, "samples": samples, "layers": tuple(layers or ()), **options}
+        None,
+        {
+            "batch_size": batch_size,
+            "samples": samples,
+            "layers": tuple(layers or ()),
+            "max_bytes": max_bytes,
+            **options,
+        },
     )
-    if not isinstance(model, (str, os.PathLike)):
-        _check_model_object(model)
-        from .engine.activations import collect_activations
-        from .engine.collect import build_feed
-        from .engine.jobs import feed_options
+    with _place((model,), inputs, run, load) as place:
+        if place.in_process:  # the arrays themselves
+            got = place.run("activations", progress)["activations"]
+            arrays, skipped, notes = got.arrays, got.skipped, got.notes
+        else:  # the worker's arrays come back as a dump, checked, then read into memory
+            arrays, skipped, notes = _dumped_arrays(place, inputs, run, progress)
+    _warn_skipped(skipped)
+    _warn_notes(notes)
+    return arrays
 
-        feed = build_feed(model, inputs, **feed_options(run))
-        got = collect_activations(
-            model, feed, run.layers, max_bytes=max_bytes, progress=progress, engine=run.engine
-        )
-        _warn_skipped(got.skipped)
-        _warn_notes(got.notes)
-        return got.arrays
+
+def _dumped_arrays(
+    place: _Place, inputs: Any, run: RunSpec, progress: ProgressFn | None
+) -> tuple[dict[str, Any], dict[str, str], list[str]]:
+    """A dump of ``place``'s model into a private scratch directory, read back into
+    memory: its arrays, the tensors it left out (and why) and the engine's notes."""
     import numpy as np
 
     from .dump import load_dump
@@ -291,15 +266,7 @@ def activations(
 
     with _scratch("activations") as tmp:
         try:
-            dump_activations(
-                model,
-                os.path.join(tmp, "dump"),
-                inputs,
-                spec=run,
-                max_bytes=max_bytes,
-                progress=progress,
-                load=load,
-            )
+            _dump(place, os.path.join(tmp, "dump"), inputs, run, False, progress)
         except KerinspectError as e:  # the dump's messages name its flags; say the parameters
             e.message, e.hint = _parameters_named(e.message), e.hint and _parameters_named(e.hint)
             raise
@@ -312,9 +279,7 @@ def activations(
             if isinstance(e, dict)
         }
         notes = [n for n in dump.manifest.get("notes", ()) if isinstance(n, str)]
-    _warn_skipped(skipped)
-    _warn_notes(notes)
-    return arrays
+    return arrays, skipped, notes
 
 
 def _parameters_named(text: str) -> str:
@@ -348,19 +313,16 @@ def _warn_skipped(skipped: Mapping[str, str]) -> None:
 
 
 def _dump(
-    model: Any,
+    place: _Place,
     out: str | os.PathLike[str],
     inputs: Any,
     run: RunSpec,
     overwrite: bool,
-    max_bytes: int,
     progress: ProgressFn | None,
-    load: LoadOptions | None,
 ) -> Any:
+    """Prepare ``out`` here, write the dump where ``place`` runs jobs, publish it here."""
     from . import dump as d
-    from .scan.preflight import ModelFile
 
-    model_file = model if isinstance(model, ModelFile) else None
     if isinstance(inputs, (str, os.PathLike)):
         source: str | None = os.fspath(inputs)
     else:
@@ -377,32 +339,19 @@ def _dump(
     plan = d.prepare_dump(
         out,
         overwrite=overwrite,
-        max_bytes=max_bytes,
+        max_bytes=run.max_bytes,
         layers=run.layers,
-        model_path=None if model_file is None else model_file.shown,
-        model_sha256=None if model_file is None else model_file.sha256,
-        model_format="in-memory" if model_file is None else model_file.format,
+        model_path=place.shown,
+        model_sha256=place.sha256,
+        model_format=place.format,
         run=manifest_run,
     )
     try:
-        if model_file is None:
-            from .engine.collect import build_feed
-            from .engine.jobs import feed_options
-
-            feed = build_feed(model, inputs, **feed_options(run))
-            draft = d.write_dump(model, feed, plan["write"], progress=progress)
-        else:
-            result = _job(
-                "dump",
-                model_file,
-                inputs,
-                run,
-                load or LoadOptions(),
-                progress,
-                max_file_size=int(plan["write"]["max_bytes"]) + (1 << 20),
-                write=plan["write"],
-            )
-            draft = _from_worker(_dict, result, "draft")  # publish_dump checks its contents
+        # the worker may write the arrays (and its log), nothing more
+        result = place.run(
+            "dump", progress, write=plan["write"], max_file_size=int(plan["write"]["max_bytes"]) + (1 << 20)
+        )
+        draft = _from_worker(_dict, result, "draft")  # publish_dump checks its contents
     except BaseException:
         d.abort_dump(plan)
         raise
@@ -417,9 +366,13 @@ def inspect_weights(
     (no TensorFlow, nothing deserialized); see :func:`kerinspect.scan.weights.inspect_weights`.
     The file is parsed in the isolated worker, since HDF5 parsers crash on hostile files."""
     run = RunSpec() if thresholds is None else RunSpec(thresholds=thresholds)
-    with snapshot(path) as model_file:
-        result = _job("weights", model_file, None, run, load or LoadOptions(), None)
-    return _with_isolation(_from_worker(WeightsReport.from_dict, result, "report"), result)
+    if not isinstance(path, (str, os.PathLike)):
+        raise UsageError(
+            f"inspect_weights reads a model file, not an object. Received: path={type(path).__name__}"
+        )
+    with _place((path,), None, run, load) as place:
+        result = place.run("weights", None)
+    return _parsed(WeightsReport.from_dict, result, "report")
 
 
 def diff_models(
@@ -460,38 +413,108 @@ def diff_models(
         KerinspectError: a subclass carrying the exit code, as for :func:`inspect_model`.
     """
     run = _run_spec(spec, options)
-    paths = [isinstance(m, (str, os.PathLike)) for m in (model_a, model_b)]
-    if paths[0] != paths[1]:
-        raise UsageError(
-            "diff compares two model files or two keras.Model objects, not one of each. "
-            f"Received: model_a={type(model_a).__name__}, model_b={type(model_b).__name__}"
-        )
-    if not paths[0]:
-        _check_model_object(model_a)
-        _check_model_object(model_b)
-        from .engine.collect import build_feed, model_info
-        from .engine.diff import diff_loaded
-        from .engine.jobs import feed_options
-
-        feed = build_feed(model_a, inputs, **feed_options(run))
-        return diff_loaded(
-            model_a,
-            model_b,
-            feed,
-            info_a=model_info(model_a, None, "in-memory", "keras", ()),
-            info_b=model_info(model_b, None, "in-memory", "keras", ()),
-            tolerance=run.diff_tolerance,
-            local=run.local,
-            progress=progress,
-        )
+    with _place((model_a, model_b), inputs, run, load) as place:
+        result = place.run("diff", progress)
     from .diff import DiffReport as Parsed
 
-    with snapshot(model_a) as file_a, snapshot(model_b) as file_b:
-        result = _job("diff", file_a, inputs, run, load or LoadOptions(), progress, model_b=file_b)
-    return _with_isolation(_from_worker(Parsed.from_dict, result, "diff"), result)
+    return _parsed(Parsed.from_dict, result, "diff")
 
 
-# -- plumbing ----------------------------------------------------------------------
+# -- where a job runs ------------------------------------------------------------------
+
+
+class _Here:
+    """``keras.Model`` objects: their job runs in this process (:func:`kerinspect.engine.jobs.run_in_process`)."""
+
+    in_process = True
+    shown: str | None = None  # no file: what the report and the dump manifest say
+    sha256: str | None = None
+    format = "in-memory"
+
+    def __init__(self, models: Sequence[Any], inputs: Any, run: RunSpec):
+        self.models, self.inputs, self.spec = list(models), inputs, run
+
+    def run(
+        self,
+        command: str,
+        progress: ProgressFn | None,
+        *,
+        write: dict[str, Any] | None = None,
+        max_file_size: int = WORKER_MAX_FILE_SIZE,
+    ) -> dict[str, Any]:
+        if command == "weights":
+            raise UsageError("weights reads a model file, not a keras.Model object")
+        from .engine.jobs import run_in_process
+
+        return run_in_process(command, self.models, self.spec, self.inputs, progress=progress, write=write)
+
+
+class _Worker:
+    """Model files, pre-flighted and snapshotted here: their job runs in the isolated
+    worker (:func:`kerinspect.engine.jobs.run_request`), or in this process through the
+    same request when isolation is off."""
+
+    in_process = False
+
+    def __init__(self, files: Sequence[Any], inputs: Any, run: RunSpec, load: LoadOptions):
+        self.files, self.inputs, self.spec, self.load = list(files), inputs, run, load
+        self.shown: str | None = self.files[0].shown
+        self.sha256: str | None = self.files[0].sha256
+        self.format: str = self.files[0].format
+
+    def run(
+        self,
+        command: str,
+        progress: ProgressFn | None,
+        *,
+        write: dict[str, Any] | None = None,
+        max_file_size: int = WORKER_MAX_FILE_SIZE,
+    ) -> dict[str, Any]:
+        model_b = self.files[1] if len(self.files) > 1 else None
+        return _job(
+            command,
+            self.files[0],
+            self.inputs,
+            self.spec,
+            self.load,
+            progress,
+            max_file_size=max_file_size,
+            write=write,
+            model_b=model_b,
+        )
+
+
+_Place = _Here | _Worker
+
+
+@contextlib.contextmanager
+def _place(models: Sequence[Any], inputs: Any, run: RunSpec, load: LoadOptions | None) -> Iterator[_Place]:
+    """Where a job on ``models`` runs, for the length of the block: options that
+    contradict each other or the inputs are refused first, before any model is opened
+    or any worker starts; then files are pre-flighted and snapshotted (the snapshots
+    live as long as the block), objects checked."""
+    check_inputs(run, inputs is not None)
+    files = [isinstance(m, (str, os.PathLike)) for m in models]
+    if not any(files):
+        for m in models:
+            _check_model_object(m)
+        yield _Here(models, inputs, run)
+        return
+    if not all(files):
+        raise UsageError(
+            "diff compares two model files or two keras.Model objects, not one of each. "
+            f"Received: model_a={type(models[0]).__name__}, model_b={type(models[1]).__name__}"
+        )
+    with contextlib.ExitStack() as stack:
+        snapshots = [stack.enter_context(snapshot(m)) for m in models]
+        yield _Worker(snapshots, inputs, run, load or LoadOptions())
+
+
+def _parsed(parse: Any, result: dict[str, Any], key: str) -> Any:
+    """The result's ``key`` parsed (see :func:`_from_worker`), with how the worker was
+    confined when one ran."""
+    parsed = _from_worker(parse, result, key)
+    return _with_isolation(parsed, result) if "isolation" in result else parsed
 
 
 def _dict(value: Any) -> dict[str, Any]:
@@ -589,13 +612,10 @@ def _job(
         ).to_json()
         try:
             if not load.isolate:  # the same request, through the same check, in this process
-                from .engine.jobs import JOBS, QuietChannel
+                from .engine.jobs import QuietChannel, run_request
 
                 parsed = parse_request(request)
-                return {
-                    **JOBS[parsed.command](parsed, QuietChannel(progress)),
-                    "isolation": _isolation(False),
-                }
+                return {**run_request(parsed, QuietChannel(progress)), "isolation": _isolation(False)}
             from .sandbox.runner import run_worker
 
             def relay(msg: dict[str, Any]) -> None:

@@ -395,6 +395,9 @@ class RunSpec(Spec):
         sample: ``report``: the sample whose feature maps and attention are drawn.
         feature_maps: ``report``: most layers whose feature maps are drawn (0: none).
         channels: ``report``: most channels drawn per feature map layer.
+        max_bytes: ``dump`` and ``activations``: refuse to write or hold more than this
+            many bytes of arrays (checked after the first batch, before anything large
+            is allocated).
         engine: ``auto`` (compiled, else eager with a note), ``compiled`` (fail if the
             model cannot be traced) or ``eager`` (layer by layer); see
             :mod:`kerinspect.engine.compiled`. ``dump`` and ``activations`` run their
@@ -417,6 +420,17 @@ class RunSpec(Spec):
     feature_maps: int = field(default=DEFAULT_FEATURE_MAPS, metadata=at_least(0))
     channels: int = field(default=DEFAULT_CHANNELS, metadata=at_least(1))
     engine: str = field(default=DEFAULT_ENGINE, metadata=one_of(*ENGINES))
+    max_bytes: int = field(default=DEFAULT_MAX_BYTES, metadata=at_least(1))
+
+    def __post_init__(self) -> None:
+        super().__post_init__()
+        # options that contradict each other, refused before any model is opened
+        if self.samples is not None and self.sample >= self.samples:
+            raise SpecError(
+                f"sample={self.sample} is out of range: the run has {self.samples} samples "
+                f"(0 to {self.samples - 1}). Received: sample={self.sample}, samples={self.samples}",
+                parameter="sample",
+            )
 
 
 @dataclass(frozen=True)
@@ -443,3 +457,14 @@ class LoadOptions(Spec):
     trust_model: bool = False
     custom_objects: str | None = None
     max_params: int = field(default=DEFAULT_MAX_PARAMS, metadata=at_least(1))
+
+
+def check_inputs(run: RunSpec, inputs_given: bool) -> None:
+    """Refuse options that apply to synthetic inputs only when the user gives inputs
+    (before anything is opened: :mod:`kerinspect.api`; and in the engine's feed)."""
+    if inputs_given and run.shapes:
+        raise SpecError(
+            "shapes applies to synthetic inputs; the given inputs define the shapes. "
+            f"Received: shapes={escape_text(repr(run.shapes), 120)}",
+            parameter="shapes",
+        )

@@ -36,9 +36,10 @@ def numpy_stats(arr):
 
 
 def feed_arrays(model, n, seed=0):
-    from kerinspect.api import build_feed
+    from kerinspect.engine.feed import build_feed
+    from kerinspect.spec import RunSpec
 
-    return next(build_feed(model, None, samples=n, batch_size=n, seed=seed).batches())
+    return next(build_feed(model, None, RunSpec(samples=n, batch_size=n, seed=seed)).batches())
 
 
 @pytest.mark.parametrize("name", ["shared", "nested", "rnn_states", "attention", "masked"])

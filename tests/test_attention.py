@@ -31,7 +31,7 @@ def _tokens():
 
 
 def _replay(model, batch):
-    from kerinspect.engine.collect import StatsCollector
+    from kerinspect.engine.statistics import StatsCollector
     from kerinspect.engine.trace import Replayer
 
     rec = Recorder()

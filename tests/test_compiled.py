@@ -67,9 +67,10 @@ def assert_stats(stats, arr, where, rel=2e-3):
 
 
 def _inputs(model, seed=5):
-    from kerinspect.api import build_feed
+    from kerinspect.engine.feed import build_feed
+    from kerinspect.spec import RunSpec
 
-    return next(build_feed(model, None, samples=SAMPLES, batch_size=SAMPLES, seed=seed).batches())
+    return next(build_feed(model, None, RunSpec(samples=SAMPLES, batch_size=SAMPLES, seed=seed)).batches())
 
 
 def _compiled(model, batch, **kw):
@@ -381,11 +382,13 @@ def test_the_table_header_says_which_engine_ran(saved):
 
 
 def _activations(model, x, **kw):
-    from kerinspect.api import build_feed
     from kerinspect.engine.activations import collect_activations
+    from kerinspect.engine.feed import build_feed
+    from kerinspect.spec import RunSpec
 
-    feed = build_feed(model, x, batch_size=BATCH)
-    return collect_activations(model, feed, **kw)
+    run = RunSpec(batch_size=BATCH, engine=kw.pop("engine", "eager"), layers=tuple(kw.pop("layers", ())))
+    feed = build_feed(model, x, run)
+    return collect_activations(model, feed, run, **kw)
 
 
 @pytest.mark.parametrize("name", ["attention", "nested", "multi_io", "rnn_states"])

@@ -69,9 +69,10 @@ def leftovers(root):
 
 
 def feed_arrays(model, n, seed=0):
-    from kerinspect.api import build_feed
+    from kerinspect.engine.feed import build_feed
+    from kerinspect.spec import RunSpec
 
-    return next(build_feed(model, None, samples=n, batch_size=n, seed=seed).batches())
+    return next(build_feed(model, None, RunSpec(samples=n, batch_size=n, seed=seed)).batches())
 
 
 def dump(model, out, **kw):
@@ -392,7 +393,8 @@ def test_files_planted_during_the_run_are_never_followed_or_replaced(factories, 
     """Between write and publish, a symlink or a file appears at a final name:
     publish fails closed, writes nothing through it and leaves nothing of its own."""
     from kerinspect import dump as d
-    from kerinspect.api import build_feed
+    from kerinspect.engine.feed import build_feed
+    from kerinspect.spec import RunSpec
 
     model = factories.mlp()
     victim = tmp_path / "victim"
@@ -401,7 +403,7 @@ def test_files_planted_during_the_run_are_never_followed_or_replaced(factories, 
                               ("file", lambda p: p.write_text("theirs"), "publish-failed")):
         out = tmp_path / case
         plan = d.prepare_dump(out)
-        draft = d.write_dump(model, build_feed(model, samples=4), plan["write"])
+        draft = d.write_dump(model, build_feed(model, None, RunSpec(samples=4)), plan["write"], RunSpec(engine="eager"))
         planted = out / draft["tensors"][1]["file"]
         plant(planted)
         with pytest.raises(OutputError) as e:
@@ -563,11 +565,12 @@ def test_write_all_raises_on_a_full_device():
 
 def _staged(factories, tmp_path):
     from kerinspect import dump as d
-    from kerinspect.api import build_feed
+    from kerinspect.engine.feed import build_feed
+    from kerinspect.spec import RunSpec
 
     model = factories.mlp()
     plan = d.prepare_dump(tmp_path / "out")
-    return d, plan, d.write_dump(model, build_feed(model, samples=3), plan["write"])
+    return d, plan, d.write_dump(model, build_feed(model, None, RunSpec(samples=3)), plan["write"], RunSpec(engine="eager"))
 
 
 def _tamper_name(draft, staging):

@@ -209,11 +209,9 @@ def build(keras):
 
 
 def inspect(model, inputs=None, **kw):
-    from kerinspect.engine.collect import inspect_loaded
+    from kerinspect.api import inspect_model
 
-    return inspect_loaded(
-        model, inputs, samples=kw.pop("samples", 48), batch_size=kw.pop("batch_size", 16), **kw
-    )
+    return inspect_model(model, inputs, samples=kw.pop("samples", 48), batch_size=kw.pop("batch_size", 16), **kw)
 
 
 def health_flags(report: ModelReport) -> dict[str, set[str]]:

@@ -282,7 +282,7 @@ def test_scan_never_imports_keras_hub_and_the_worker_only_when_needed(keras, mod
         "from kerinspect.scan import scan_model_file\n"
         f"r = scan_model_file({path!r}, 'keras')\n"
         "print(r.hub_classes, 'keras_hub' in sys.modules, 'keras' in sys.modules)\n"
-        "from kerinspect.engine.jobs import scan_and_load\n"
+        "from kerinspect.engine.load import scan_and_load\n"
         "from kerinspect.scan.preflight import ModelFile\n"
         "from kerinspect.spec import LoadOptions\n"
         "import os\n"
@@ -296,7 +296,7 @@ def test_scan_never_imports_keras_hub_and_the_worker_only_when_needed(keras, mod
 
 
 def test_without_keras_hub_the_error_names_the_extra(models, monkeypatch):
-    from kerinspect.engine.jobs import scan_and_load
+    from kerinspect.engine.load import scan_and_load
     from kerinspect.scan.preflight import ModelFile
     from kerinspect.spec import LoadOptions
 

@@ -19,6 +19,7 @@ import sys
 import numpy as np
 import pytest
 
+from kerinspect.engine.events import Visitor
 from tests.conftest import ROOT, SAMPLES
 
 DRIFT_MODELS = ["mlp", "shared", "nested", "deep_nested", "rnn_states", "attention", "masked",
@@ -26,9 +27,10 @@ DRIFT_MODELS = ["mlp", "shared", "nested", "deep_nested", "rnn_states", "attenti
 
 
 def _batch(model, n=4, seed=2):
-    from kerinspect.api import build_feed
+    from kerinspect.engine.feed import build_feed
+    from kerinspect.spec import RunSpec
 
-    return next(build_feed(model, None, samples=n, batch_size=n, seed=seed).batches())
+    return next(build_feed(model, None, RunSpec(samples=n, batch_size=n, seed=seed)).batches())
 
 
 def keras_own_loop(model, batch, monkeypatch):
@@ -65,12 +67,9 @@ def keras_own_loop(model, batch, monkeypatch):
     return visits, [np.asarray(t) for t in ka.flatten(out)]
 
 
-class _Produced:
+class _Produced(Visitor):
     def __init__(self):
         self.calls = []
-
-    def enter(self, site):
-        pass
 
     def produced(self, site, tensors):
         if site.class_name != "InputLayer" and site.in_graph:  # graph nodes: what Keras's loop runs

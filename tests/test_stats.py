@@ -181,7 +181,7 @@ def test_blocked_pass_on_strided_input_and_large_mean(monkeypatch):
 @pytest.mark.parametrize("threads", [2, 3, 16])
 def test_collector_summarises_large_tensors_in_parallel_parts(monkeypatch, threads):
     """Parts summarised on threads: bit for bit the statistics of one thread."""
-    import kerinspect.engine.collect as run
+    import kerinspect.engine.statistics as run
     import kerinspect.stats as stats_module
 
     monkeypatch.setattr(run, "PARALLEL_MIN_SIZE", 10)

@@ -5,10 +5,11 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
+from kerinspect.engine.events import Visitor
 from tests.reference import reference_calls
 
 
-class Recorder:
+class Recorder(Visitor):
     def __init__(self):
         self.entered = []
         self.values = {}
@@ -24,9 +25,10 @@ class Recorder:
 
 
 def sample_inputs(model, n=5, seed=3):
-    from kerinspect.api import build_feed
+    from kerinspect.engine.feed import build_feed
+    from kerinspect.spec import RunSpec
 
-    feed = build_feed(model, None, samples=n, batch_size=n, seed=seed)
+    feed = build_feed(model, None, RunSpec(samples=n, batch_size=n, seed=seed))
     return next(feed.batches())
 
 
@@ -118,10 +120,7 @@ def test_tensors_are_released_after_last_consumer(factories):
     model = factories.mlp()
     refs = {}
 
-    class Weak:
-        def enter(self, site):
-            pass
-
+    class Weak(Visitor):
         def produced(self, site, tensors):
             refs[site.path] = weakref.ref(tensors[0])
 
@@ -155,10 +154,11 @@ class _FailsAtRunTime:
 
 @pytest.mark.parametrize("nested", [False, True])
 def test_layer_failure_names_the_layer(keras, nested):
-    from kerinspect.engine.collect import run_batches
+    from kerinspect.engine.batches import run_batches
     from kerinspect.engine.inputs import array_feed, input_specs
     from kerinspect.engine.trace import LayerCallError, Replayer
     from kerinspect.errors import InferenceError
+    from kerinspect.spec import RunSpec
 
     model = _FailsAtRunTime.model(keras, nested)
     batch = [np.zeros((2, 6), "float32")]
@@ -171,7 +171,7 @@ def test_layer_failure_names_the_layer(keras, nested):
     assert "boom on concrete values" in str(info.value.cause)
     feed = array_feed({"x": batch[0]}, input_specs(model), source="array", batch_size=2, samples=None)
     with pytest.raises(InferenceError) as err:
-        run_batches(model, feed, Recorder())
+        run_batches(model, feed, Recorder(), RunSpec(engine="eager"))
     assert f"Running layer '{path}' (Boom) failed" in err.value.message
     assert "boom on concrete values" in err.value.message
 

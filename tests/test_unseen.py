@@ -33,11 +33,12 @@ def check_against_reference(report, model, batch, rel=2e-3):
 @pytest.mark.parametrize("path", REALWORLD_KERAS, ids=lambda p: p.name)
 def test_realworld_keras_files_match_plain_keras(keras, path):
     import kerinspect
-    from kerinspect.api import build_feed
+    from kerinspect.engine.feed import build_feed
+    from kerinspect.spec import RunSpec
 
     report = kerinspect.inspect_model(str(path), samples=16, batch_size=16)
     model = keras.saving.load_model(path, compile=False)
-    batch = next(build_feed(model, None, samples=16, batch_size=16).batches())
+    batch = next(build_feed(model, None, RunSpec(samples=16, batch_size=16)).batches())
     assert check_against_reference(report, model, batch) == report.totals.layer_calls
     assert report.totals.params == model.count_params()
 
@@ -46,12 +47,13 @@ def test_realworld_keras_files_match_plain_keras(keras, path):
 def test_mobilenet_v2_every_call_matches_plain_keras(keras):
     """A real architecture (depthwise convs, BatchNorm, residual Adds, ReLU6), untrained."""
     import kerinspect
-    from kerinspect.api import build_feed
+    from kerinspect.engine.feed import build_feed
+    from kerinspect.spec import RunSpec
 
     keras.utils.set_random_seed(11)
     model = keras.applications.MobileNetV2(input_shape=(32, 32, 3), alpha=0.35, weights=None, classes=7)
     report = kerinspect.inspect_model(model, samples=4, batch_size=2)
-    batch = next(build_feed(model, None, samples=4, batch_size=4).batches())
+    batch = next(build_feed(model, None, RunSpec(samples=4, batch_size=4)).batches())
     n = check_against_reference(report, model, batch)
     assert n == report.totals.layer_calls > 100
     pred = model.predict(batch[0], verbose=0)

@@ -1,9 +1,9 @@
 """Activations in memory: the engine of ``dump``, writing into preallocated arrays.
 
 :func:`collect_activations` replays a model batch by batch exactly as
-:func:`~kerinspect.engine.dump_writer.write_dump` does (:func:`~kerinspect.engine.collect.run_batches`,
+:func:`~kerinspect.engine.dump_writer.write_dump` does (:func:`~kerinspect.engine.batches.run_batches`,
 every layer call at every depth, attention probabilities as ``path:attention_scores``)
-and names the tensors the same way (:func:`~kerinspect.engine.dump_writer.tensor_key`),
+and names the tensors the same way (:func:`~kerinspect.engine.selection.tensor_key`),
 but fills one numpy array per selected tensor instead of a ``.npy`` file. After the
 first batch it knows each tensor's per-sample shape and dtype and allocates the
 whole array once; each later batch is copied into its rows and dropped, so memory
@@ -19,9 +19,11 @@ from typing import Any
 
 import numpy as np
 
-from kerinspect.engine.dump_writer import SelectingVisitor, _storable, tensor_key
+from kerinspect.engine.events import CallSite
+from kerinspect.engine.selection import SelectingVisitor, storable, tensor_key
+from kerinspect.engine.tensors import to_numpy
 from kerinspect.errors import InferenceError, OutputError, escape_text
-from kerinspect.spec import ProgressFn
+from kerinspect.spec import ProgressFn, RunSpec
 from kerinspect.units import format_bytes
 
 __all__ = ["Activations", "collect_activations"]
@@ -66,14 +68,12 @@ class _ArrayCollector(SelectingVisitor):
         self.keys: set[str] = set()
         self.out = Activations(paths=self.paths)
 
-    def _produced(self, site: Any, tensors: Sequence[Any]) -> None:
-        from kerinspect.engine.trace import to_numpy
-
+    def _produced(self, site: CallSite, tensors: Sequence[Any]) -> None:
         if not self.first:
             for k, t in enumerate(tensors):
                 slot = self.slots.get((site.index, k))
                 if slot is not None:
-                    self._write(slot, None if t is None else _storable(to_numpy(t)))
+                    self._write(slot, None if t is None else storable(to_numpy(t)))
             return
         if not self._selected(site.path):
             return
@@ -85,7 +85,7 @@ class _ArrayCollector(SelectingVisitor):
             if t is None:
                 self.out.skipped[key] = "the layer produced no tensor"
                 continue
-            arr = _storable(to_numpy(t))
+            arr = storable(to_numpy(t))
             if arr is None:
                 self.out.skipped[key] = f"{to_numpy(t).dtype} values are not numbers"
             elif arr.ndim == 0 or arr.shape[0] != self.rows:
@@ -147,24 +147,19 @@ class _ArrayCollector(SelectingVisitor):
 
 
 def collect_activations(
-    model: Any,
-    feed: Any,
-    layers: Sequence[str] = (),
-    *,
-    max_bytes: int | None = None,
-    progress: ProgressFn | None = None,
-    engine: str = "eager",
+    model: Any, feed: Any, run: RunSpec, progress: ProgressFn | None = None
 ) -> Activations:
     """Run ``model`` on ``feed`` and return the selected tensors as arrays.
 
     Args:
         model: a built Keras model.
         feed: the :class:`~kerinspect.engine.inputs.Feed` to run.
-        layers: glob patterns matched against layer paths (empty: every call).
-        max_bytes: refuse (before allocating) to hold more than this; None: no limit.
+        run: the run's :class:`~kerinspect.spec.RunSpec`, whole: its ``layers`` (glob
+            patterns matched against layer paths; empty: every call), ``max_bytes``
+            (refuse, before allocating, to hold more than this), ``engine`` (how the
+            batches after the first run, as in
+            :func:`~kerinspect.engine.dump_writer.write_dump`) and ``depth``.
         progress: called as ``progress(samples_done, samples_total)`` after each batch.
-        engine: how the batches after the first run, as in
-            :func:`~kerinspect.engine.dump_writer.write_dump`.
 
     Returns:
         The :class:`Activations`.
@@ -174,11 +169,11 @@ def collect_activations(
         OutputError: the arrays would need more than ``max_bytes``.
         InferenceError: the model failed to run, or a tensor changed shape between batches.
     """
-    from kerinspect.engine.collect import EngineOutcome, run_batches_collecting_warnings
+    from kerinspect.engine.batches import EngineOutcome, run_batches
 
-    collector = _ArrayCollector(layers, int(feed.samples), max_bytes)
+    collector = _ArrayCollector(run.layers, int(feed.samples), run.max_bytes)
     outcome = EngineOutcome()
-    run_batches_collecting_warnings(model, feed, collector, progress, engine=engine, outcome=outcome)
+    run_batches(model, feed, collector, run, progress, outcome)
     got = collector.result()
     got.engine, got.notes = outcome.label, outcome.notes
     return got

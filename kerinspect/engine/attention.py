@@ -222,7 +222,7 @@ class AttentionProbe:
         return result
 
     def _capture(self, args: Any, kwargs: Any, result: Any) -> Capture:
-        from kerinspect.engine.trace import tensor_dtype
+        from kerinspect.engine.tensors import tensor_dtype
 
         assert self.original is not None
         arguments = ka.bind_attention_arguments(self.original, args, kwargs)

@@ -11,7 +11,7 @@ and, for every tensor a call produces (and every input that no reported call
 produced), builds :func:`tensor_partials`: the batch's counts, sums, extremes,
 per-unit activity, per-sample sums and saturated values, as graph operations.
 Every batch then runs the traced graph; :func:`play` hands the recorded events to
-the :class:`~kerinspect.engine.collect.StatsCollector` with the partials of that
+the :class:`~kerinspect.engine.statistics.StatsCollector` with the partials of that
 batch, and the host merges them across batches in float64 exactly as the eager
 engine's statistics (:func:`kerinspect.stats.from_partials`).
 
@@ -42,11 +42,15 @@ from typing import Any
 
 import numpy as np
 
+from kerinspect.engine.events import CallSite, Visitor
+from kerinspect.engine.statistics import bounded_activation
+from kerinspect.engine.tensors import tensor_dtype
 from kerinspect.engine.tfenv import import_keras
 from kerinspect.spec import (
     AUTO_COMPILE_MAX_FETCH_BYTES,
     AUTO_COMPILE_MAX_TENSOR_BYTES,
     AUTO_COMPILE_MIN_BATCHES,
+    RunSpec,
 )
 from kerinspect.stats import BOUNDED, SATURATION_MARGIN, RunningStats, from_partials
 
@@ -192,11 +196,11 @@ def summary_of(part: dict[str, np.ndarray], rows: int, bounds: str | None) -> Ru
     )
 
 
-class _Recorder:
+class _Recorder(Visitor):
     """The replay's visitor during the trace: records every event, in order, and the
     graph operations of each partial summary (returned by the traced function).
 
-    ``fetch`` (a :class:`~kerinspect.engine.dump_writer.SelectingVisitor`'s
+    ``fetch`` (a :class:`~kerinspect.engine.selection.SelectingVisitor`'s
     ``fetch_keys()``): instead of statistics, the whole tensors of these ``(site index,
     output)`` are returned (``dump``, :func:`kerinspect.activations`); nothing else is."""
 
@@ -226,13 +230,10 @@ class _Recorder:
                 self._pending_bytes += int(np.prod(dims, dtype=np.int64)) * wide.size
         return len(self.outputs) - 1
 
-    def enter(self, site: Any) -> None:
+    def enter(self, site: CallSite) -> None:
         self.events.append(("enter", site))
 
-    def consumed(self, site: Any, op: Any, inputs: Sequence[Any]) -> None:
-        from kerinspect.engine.collect import bounded_activation
-        from kerinspect.engine.trace import tensor_dtype
-
+    def consumed(self, site: CallSite, op: Any, inputs: Sequence[Any]) -> None:
         if self.fetch is not None:  # whole tensors: what a call consumed is not kept
             return
         bounds = bounded_activation(op)
@@ -256,9 +257,7 @@ class _Recorder:
             refs.append(("stats", self._slot(tensor_partials(t, None), t), tensor_dtype(t), position))
         self.events.append(("consumed", site, bounds, refs))
 
-    def produced(self, site: Any, tensors: Sequence[Any]) -> None:
-        from kerinspect.engine.trace import tensor_dtype
-
+    def produced(self, site: CallSite, tensors: Sequence[Any]) -> None:
         slots: list[tuple[int, str] | None] = []
         for k, t in enumerate(tensors):
             if t is None:
@@ -275,7 +274,7 @@ class _Recorder:
             slots.append((self._slot(tensor_partials(t, self._bounds.get(site.index)), t), tensor_dtype(t)))
         self.events.append(("produced", site, slots))
 
-    def model_output(self, site: Any, k: int) -> None:
+    def model_output(self, site: CallSite, k: int) -> None:
         self.events.append(("model_output", site, k))
 
     def gate(self) -> list[Any]:
@@ -290,7 +289,7 @@ class _Recorder:
         pending, self._pending, self._pending_bytes = self._pending, [], 0
         return pending
 
-    def attention(self, site: Any, capture: Any) -> None:
+    def attention(self, site: CallSite, capture: Any) -> None:
         from kerinspect.engine.attention import head_partials
 
         part = None
@@ -309,16 +308,9 @@ class CompiledReplay:
     """Runs batches of one model through one traced function (see the module's
     docstring). ``run`` is the run's :class:`~kerinspect.spec.RunSpec`."""
 
-    def __init__(
-        self,
-        model: Any,
-        run: Any = None,
-        max_depth: int | None = None,
-        fetch: set[tuple[int, int]] | None = None,
-    ):
+    def __init__(self, model: Any, run: RunSpec, fetch: set[tuple[int, int]] | None = None):
         self.model = model
         self.run = run
-        self.max_depth = max_depth
         self.fetch = fetch  # see _Recorder
         self.recorder: _Recorder | None = None
         self._fn: Any = None
@@ -331,7 +323,7 @@ class CompiledReplay:
         def forward(*inputs: Any) -> list[Any]:
             nonlocal recorder
             recorder = _Recorder(len(batch[0]) if batch else 1, self.fetch)
-            replay = Replayer(self.model, recorder, max_depth=self.max_depth, run=self.run, traced=True)
+            replay = Replayer(self.model, recorder, self.run, traced=True)
             replay(list(inputs))
             if replay.unreported:  # rows an eager run has: the compiled engine would lose them
                 raise NotCompiled(
@@ -392,7 +384,7 @@ def _one_line(e: BaseException) -> str:
 
 def play(recorder: _Recorder, values: list[Any], collector: Any, rows: int) -> None:
     """Hand one batch's recorded events to ``collector`` (a
-    :class:`~kerinspect.engine.collect.StatsCollector`) with that batch's partials.
+    :class:`~kerinspect.engine.statistics.StatsCollector`) with that batch's partials.
     Everything that can send the batch to the eager engine (:class:`NonFinite`, an
     attention check that failed) is decided before ``collector`` is touched."""
     if not all(finite_partials(v) for v in values if isinstance(v, dict)):
@@ -464,7 +456,7 @@ def _checked(recorder: _Recorder, values: list[Any], known: Sequence[str]) -> di
 
 def play_fetched(recorder: _Recorder, values: list[Any], visitor: Any, rows: int) -> None:
     """Hand one batch's recorded calls to ``visitor`` (a
-    :class:`~kerinspect.engine.dump_writer.SelectingVisitor`, after its first batch) with
+    :class:`~kerinspect.engine.selection.SelectingVisitor`, after its first batch) with
     the tensors it asked for (``fetch_keys``); None for the others, which it ignores."""
     _checked(recorder, values, visitor.paths)
     visitor.start_batch(rows)
@@ -486,7 +478,7 @@ def device() -> str:
 class Chooser:
     """Which engine runs each batch of one run (``engine``: ``compiled`` or ``auto``),
     and the compiled runs themselves, into ``collector``: a
-    :class:`~kerinspect.engine.collect.StatsCollector` (statistics), or a visitor that
+    :class:`~kerinspect.engine.statistics.StatsCollector` (statistics), or a visitor that
     keeps whole tensors (``fetch_keys()``: ``dump``, :func:`kerinspect.activations`).
 
     Statistics. ``compiled``: every batch, from the first; a model that cannot be traced
@@ -511,15 +503,15 @@ class Chooser:
     :class:`NonFinite`), that batch and the rest run eagerly, with a note.
     """
 
-    def __init__(
-        self, model: Any, engine: str, batches: int, collector: Any, *, run: Any, max_depth: int | None
-    ):
-        self.engine = engine
+    def __init__(self, model: Any, run: RunSpec, batches: int, collector: Any):
+        from kerinspect.engine.selection import SelectingVisitor
+
+        self.engine = run.engine
         self.batches = batches
         self.collector = collector
         self.device = device()
-        self.fetching = hasattr(collector, "fetch_keys")
-        self._replay = (model, run, max_depth)
+        self.fetching = isinstance(collector, SelectingVisitor)
+        self._replay = (model, run)
         self.replay: CompiledReplay | None = None
         self.stopped = False
 
@@ -543,9 +535,9 @@ class Chooser:
         if not self.wanted(index):
             return False
         if self.replay is None:
-            model, run, max_depth = self._replay
+            model, run = self._replay
             fetch = set(self.collector.fetch_keys()) if self.fetching else None
-            self.replay = CompiledReplay(model, run=run, max_depth=max_depth, fetch=fetch)
+            self.replay = CompiledReplay(model, run, fetch)
         try:
             values = self.replay(batch)
             assert self.replay.recorder is not None

@@ -28,8 +28,10 @@ import numpy as np
 
 from kerinspect import __version__
 from kerinspect.diff import DiffReport, OutputDiff, PairDiff, SiteKey, Sums, Unpaired, pair_sites
+from kerinspect.engine.events import CallSite, Visitor
 from kerinspect.errors import InferenceError
 from kerinspect.report import ModelInfo
+from kerinspect.spec import RunSpec
 from kerinspect.stats import RunningStats, numeric_kind, summarize
 
 #: Values per block of the comparison's float64 scratch.
@@ -83,7 +85,7 @@ class _Spill:
         """``t`` spilled (a :class:`_Held`), or ``t`` itself when it cannot be."""
         import weakref
 
-        from kerinspect.engine.trace import tensor_dtype, tf
+        from kerinspect.engine.tensors import tensor_dtype, tf
 
         if not self.chunk or not isinstance(t, tf.Tensor):
             return t
@@ -138,7 +140,7 @@ class _Spill:
 
     def tensor(self, held: _Held) -> Any:
         """The spilled tensor, as a backend tensor again (for a shadow re-run)."""
-        from kerinspect.engine.trace import tf
+        from kerinspect.engine.tensors import tf
 
         return tf.convert_to_tensor(self.array(held))
 
@@ -205,7 +207,7 @@ def _policy(op: Any) -> str | None:
     return str(name) if name is not None else None
 
 
-class _Lister:
+class _Lister(Visitor):
     """Visitor of the one-sample pre-pass: every reported call, in graph order."""
 
     def __init__(self) -> None:
@@ -214,17 +216,17 @@ class _Lister:
         self.policies: dict[int, str | None] = {}
         self.outputs: set[tuple[int, int]] = set()
 
-    def enter(self, site: Any) -> None:
+    def enter(self, site: CallSite) -> None:
         self.sites.setdefault(site.index, site)
 
-    def consumed(self, site: Any, op: Any, inputs: Sequence[Any]) -> None:
+    def consumed(self, site: CallSite, op: Any, inputs: Sequence[Any]) -> None:
         self.policies[site.index] = _policy(op)
 
-    def produced(self, site: Any, tensors: Sequence[Any]) -> None:
+    def produced(self, site: CallSite, tensors: Sequence[Any]) -> None:
         self.sites[site.index] = site  # output names are refined after the call
         self.order.append(site.index)
 
-    def model_output(self, site: Any, k: int) -> None:
+    def model_output(self, site: CallSite, k: int) -> None:
         self.outputs.add((site.index, k))
 
 
@@ -260,7 +262,7 @@ def _merge_stats(acc: RunningStats | None, arr: np.ndarray) -> RunningStats | No
     return acc.merge(s)
 
 
-class _Recorder:
+class _Recorder(Visitor):
     """Visitor of model A: keeps the batch's outputs (and, for ``local``, inputs) of paired
     calls, spilled out of memory (:class:`_Spill`) until B asks for them."""
 
@@ -271,19 +273,17 @@ class _Recorder:
         self.outputs: dict[int, list[Any]] = {}
         self.inputs: dict[int, list[Any]] = {}
 
-    def start_batch(self) -> None:
+    def release(self) -> None:
+        """Drop what the batch before kept (before A runs, and once B has run)."""
         self.outputs = {}
         self.inputs = {}
         self.spill.clear()
 
-    def enter(self, site: Any) -> None:
-        pass
-
-    def consumed(self, site: Any, op: Any, inputs: Sequence[Any]) -> None:
+    def consumed(self, site: CallSite, op: Any, inputs: Sequence[Any]) -> None:
         if self.local and site.index in self.paired:
             self.inputs[site.index] = [self.spill.put(t) for t in inputs]
 
-    def produced(self, site: Any, tensors: Sequence[Any]) -> None:
+    def produced(self, site: CallSite, tensors: Sequence[Any]) -> None:
         if site.index in self.paired:
             self.outputs[site.index] = [None if t is None else self.spill.put(t) for t in tensors]
 
@@ -302,7 +302,7 @@ def _swap(structure: Any, sub: dict[int, Any]) -> Any:
     return sub.get(id(structure), structure)
 
 
-class _Comparer:
+class _Comparer(Visitor):
     """Visitor of model B: compares each paired call's outputs with A's, as they appear."""
 
     def __init__(self, recorder: _Recorder, pair_of_b: dict[int, int], local: bool) -> None:
@@ -321,19 +321,16 @@ class _Comparer:
         self._inputs = {}
         self._pending = {}
 
-    def enter(self, site: Any) -> None:
-        pass
-
-    def consumed(self, site: Any, op: Any, inputs: Sequence[Any]) -> None:
+    def consumed(self, site: CallSite, op: Any, inputs: Sequence[Any]) -> None:
         if self.local and site.index in self.pair_of_b:
             self._inputs[site.index] = list(inputs)
 
-    def arguments(self, site: Any, op: Any, args: Any, kwargs: dict[str, Any]) -> None:
+    def arguments(self, site: CallSite, op: Any, args: Any, kwargs: dict[str, Any]) -> None:
         if self.local and site.index in self.pair_of_b and not site.container:
             self._pending[site.index] = (op, args, kwargs)
 
-    def produced(self, site: Any, tensors: Sequence[Any]) -> None:
-        from kerinspect.engine.trace import tensor_dtype, to_numpy
+    def produced(self, site: CallSite, tensors: Sequence[Any]) -> None:
+        from kerinspect.engine.tensors import tensor_dtype, to_numpy
 
         ia = self.pair_of_b.get(site.index)
         if ia is None:
@@ -376,7 +373,7 @@ class _Comparer:
         spill.done(a_out)
         del a_out, shadow
 
-    def _shadow(self, site: Any, ia: int) -> list[Any] | None:
+    def _shadow(self, site: CallSite, ia: int) -> list[Any] | None:
         """B's call re-run on A's inputs of the paired call (None: not possible, and why)."""
         from kerinspect.engine import keras_adapter as ka
 
@@ -415,7 +412,7 @@ class _Comparer:
 
 def _run(replay: Any, batch: list[Any], which: str) -> None:
     """One batch through one model; a failing layer is an InferenceError naming the model."""
-    from kerinspect.engine.collect import layer_failure
+    from kerinspect.engine.batches import layer_failure
     from kerinspect.engine.trace import LayerCallError
 
     rows = len(batch[0]) if batch else 0
@@ -452,20 +449,22 @@ def diff_loaded(
     *,
     info_a: ModelInfo,
     info_b: ModelInfo,
-    tolerance: float,
-    local: bool = False,
-    max_depth: int | None = None,
+    run: RunSpec,
     progress: Any = None,
 ) -> DiffReport:
-    """Compare two loaded models on ``feed`` (built for ``model_a``), layer call by layer call."""
+    """Compare two loaded models on ``feed`` (built for ``model_a``), layer call by layer call.
+
+    ``run``, whole: its ``diff_tolerance``, ``local`` (shadow mode) and ``depth``."""
     from kerinspect.engine.trace import Replayer
+
+    tolerance, local = run.diff_tolerance, run.local
 
     caught: list[str] = []
     with contextlib.ExitStack() as stack:
         wlist = stack.enter_context(warnings.catch_warnings(record=True))
         warnings.simplefilter("always")
-        replay_a = Replayer(model_a, _Lister(), max_depth=max_depth)
-        replay_b = Replayer(model_b, _Lister(), max_depth=max_depth)
+        replay_a = Replayer(model_a, _Lister(), run)
+        replay_b = Replayer(model_b, _Lister(), run)
         first = next(iter(feed.batches()), None)
         if first is None:
             raise InferenceError("There are no samples to compare", rule="no-samples")
@@ -489,11 +488,11 @@ def diff_loaded(
         done = 0
         for batch in feed.batches():
             rows = len(batch[0]) if batch else 0
-            recorder.start_batch()
+            recorder.release()
             _run(replay_a, batch, "A")
             comparer.start_batch(rows)
             _run(replay_b, batch, "B")
-            recorder.start_batch()  # release what B did not ask for
+            recorder.release()  # what B did not ask for
             done += rows
             if progress is not None:
                 progress(done, feed.samples)

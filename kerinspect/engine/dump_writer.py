@@ -7,7 +7,6 @@ checks everything it wrote before anything reaches ``DIR``.
 
 from __future__ import annotations
 
-import fnmatch
 import io
 import os
 import shutil
@@ -25,12 +24,16 @@ from kerinspect.dump.layout import (
     show_path,
     tensor_file_name,
 )
-from kerinspect.errors import InferenceError, OutputError, UsageError, escape_text
+from kerinspect.engine.events import CallSite
+from kerinspect.engine.selection import SelectingVisitor, storable, tensor_key
+from kerinspect.engine.tensors import tensor_dtype, to_numpy
+from kerinspect.errors import InferenceError, OutputError, escape_text
 from kerinspect.safefs import O_NEW, open_dir, os_reason, preallocate, split_rel, write_all
-from kerinspect.stats import RunningStats, numeric_kind, summarize
+from kerinspect.spec import RunSpec
+from kerinspect.stats import RunningStats, summarize
 from kerinspect.units import format_bytes
 
-__all__ = ["dtype_text", "tensor_key", "write_dump"]
+__all__ = ["dtype_text", "write_dump"]
 
 ProgressFn = Callable[[int, int], None]
 
@@ -50,19 +53,6 @@ def _npy_header(dtype: np.dtype, shape: tuple[int, ...]) -> bytes:
         buf = io.BytesIO()
         np.lib.format.write_array_header_2_0(buf, d)
     return buf.getvalue()
-
-
-def tensor_key(path: str, names: Sequence[str], k: int, index: int, keys: set[str]) -> str:
-    """The key of output ``k`` of the call at ``path`` (``index`` in call order), as
-    dumps and :func:`kerinspect.activations` name it: the path for a single-output
-    call, ``path:output`` otherwise (``lstm:state_h``, ``att:attention_scores``),
-    ``#index`` added when it is already in ``keys`` (hostile names can collide:
-    ``x@1`` and x's second call). The key is added to ``keys``."""
-    key = path if len(names) == 1 else f"{path}:{names[k]}"
-    if key in keys:
-        key = f"{key}#{index}"
-    keys.add(key)
-    return key
 
 
 @dataclass
@@ -86,18 +76,6 @@ class _Slot:
         return _npy_header(self.dtype, (samples, *self.shape))
 
 
-def _storable(arr: np.ndarray) -> np.ndarray | None:
-    """``arr`` as it will be stored: numbers and bools as-is (float16 too),
-    bfloat16/float8 (ml_dtypes) upcast to float32; None when it cannot be stored
-    without pickle (strings, objects)."""
-    kind = arr.dtype.kind
-    if kind in STORED_KINDS:
-        return arr
-    if kind == "V" and numeric_kind(arr.dtype) == "float":
-        return arr.astype(np.float32)
-    return None
-
-
 def _storable_input(arr: np.ndarray, width: int) -> np.ndarray | None:
     """A fed batch as stored under ``inputs/``: strings become fixed-width ``U``/``S``."""
     if arr.dtype.kind in INPUT_KINDS:
@@ -112,7 +90,7 @@ def _storable_input(arr: np.ndarray, width: int) -> np.ndarray | None:
                 dtype=f"U{max(width, 1)}",
             ).reshape(arr.shape)
         return None
-    return _storable(arr)
+    return storable(arr)
 
 
 def _string_widths(feed: Any) -> dict[int, int]:
@@ -129,80 +107,6 @@ def _string_widths(feed: Any) -> dict[int, int]:
                 else:
                     widths[i] = max([widths[i]] + [len(v) for v in a.reshape(-1)])
     return widths
-
-
-class SelectingVisitor:
-    """What the dump writer and the in-memory activations share: layer paths selected by
-    glob patterns (remembering which patterns matched), and errors raised while the model
-    runs kept (``error``) for ``end_batch`` to re-raise, so that Keras's call wrappers
-    cannot rewrap them. Subclasses define ``_produced(site, tensors)`` and fill
-    ``slots``, keyed by ``(site index, output)``, in the first batch.
-
-    After the first batch, the compiled engine (:class:`~kerinspect.engine.compiled.Chooser`)
-    can run the rest: its traced function returns the tensors of ``fetch_keys()`` alone,
-    and this visitor sees the same calls with those tensors (None for the others)."""
-
-    def __init__(self, patterns: Sequence[str]):
-        self.patterns = list(patterns)
-        self.matched: set[str] = set()
-        self.first = True
-        self.rows = 0
-        self.row0 = 0
-        self.error: BaseException | None = None
-        self.paths: list[str] = []  # every layer call's path, in call order (first batch)
-        self.slots: dict[tuple[int, int], Any] = {}  # each has row_bytes
-
-    def start_batch(self, rows: int) -> None:
-        self.rows = rows
-
-    def enter(self, site: Any) -> None:
-        if self.first:
-            self.paths.append(site.path)
-
-    def fetch_keys(self) -> list[tuple[int, int]]:
-        """The ``(site index, output)`` of the tensors written after the first batch."""
-        return list(self.slots)
-
-    def fetch_bytes(self) -> int:
-        """Bytes of those tensors in a batch of the first batch's size."""
-        return self.rows * sum(int(s.row_bytes) for s in self.slots.values())
-
-    def _selected(self, path: str) -> bool:
-        if not self.patterns:
-            return True
-        hit = [p for p in self.patterns if fnmatch.fnmatchcase(path, p)]
-        self.matched.update(hit)
-        return bool(hit)
-
-    def check_matched(self, paths: Sequence[str], flag: str | None = None) -> None:
-        """Raise ``layers-no-match`` for the first pattern that matched no layer call,
-        listing the ``paths`` there are. ``flag``: the CLI option the patterns came from
-        (``--layers``); None: the ``layers=`` argument of the Python API."""
-        unmatched = [p for p in self.patterns if p not in self.matched]
-        if not unmatched:
-            return
-        first = escape_text(unmatched[0], 100)
-        if flag is not None:
-            said = f"{flag} {first!r} matches no layer call."
-        else:
-            said = (
-                f"layers pattern {first!r} matches no layer call. "
-                f"Received: layers={[escape_text(p, 100) for p in self.patterns]!r}."
-            )
-        raise UsageError(
-            said + " Layer paths: " + ", ".join(escape_text(p, 60) for p in paths), rule="layers-no-match"
-        )
-
-    def produced(self, site: Any, tensors: Sequence[Any]) -> None:
-        if self.error is not None:
-            return
-        try:
-            self._produced(site, tensors)
-        except Exception as e:  # noqa: BLE001 - re-raised by end_batch, outside Keras's wrappers
-            self.error = e
-
-    def _produced(self, site: Any, tensors: Sequence[Any]) -> None:
-        raise NotImplementedError
 
 
 class _DumpWriter(SelectingVisitor):
@@ -229,9 +133,7 @@ class _DumpWriter(SelectingVisitor):
             self.inputs = batch
             yield batch
 
-    def _produced(self, site: Any, tensors: Sequence[Any]) -> None:
-        from kerinspect.engine.trace import tensor_dtype, to_numpy
-
+    def _produced(self, site: CallSite, tensors: Sequence[Any]) -> None:
         if self.first and not self._selected(site.path):
             return
         names = list(site.output_names)
@@ -256,7 +158,7 @@ class _DumpWriter(SelectingVisitor):
                 self.skipped.append({**meta, "source_dtype": None, "reason": "the layer produced no tensor"})
                 continue
             source_dtype = tensor_dtype(t)
-            arr = _storable(to_numpy(t))
+            arr = storable(to_numpy(t))
             reason = None
             if arr is None:
                 reason = f"{source_dtype} values cannot be stored as .npy without pickle"
@@ -277,7 +179,7 @@ class _DumpWriter(SelectingVisitor):
             self.slots[(site.index, k)] = slot
 
     def _write(self, slot: _Slot, arr: np.ndarray | None, what: str) -> None:
-        stored = None if arr is None else _storable(arr)
+        stored = None if arr is None else storable(arr)
         if stored is None or stored.shape != (self.rows, *slot.shape) or stored.dtype != slot.dtype:
             got = "nothing" if stored is None else f"{stored.dtype} {tuple(stored.shape)}"
             raise InferenceError(
@@ -417,9 +319,9 @@ def write_dump(
     model: Any,
     feed: Any,
     job: Mapping[str, Any],
+    run: RunSpec,
     *,
     progress: ProgressFn | None = None,
-    engine: str = "eager",
 ) -> dict[str, Any]:
     """Run ``model`` on ``feed`` and write the selected tensors into the staging dir.
 
@@ -436,20 +338,21 @@ def write_dump(
         model: a built Keras model.
         feed: the :class:`~kerinspect.engine.inputs.Feed` to run.
         job: ``plan["write"]``: ``{"staging": path, "max_bytes": int, "layers": [patterns]}``.
+        run: the run's :class:`~kerinspect.spec.RunSpec`, whole: its ``engine`` is how the
+            batches after the first run (:class:`~kerinspect.engine.compiled.Chooser`;
+            the draft's ``engine`` says which ran, its ``notes`` why the compiled one
+            stopped, if it did), its ``depth`` which calls are reported.
         progress: called as ``progress(samples_done, samples_total)`` after each batch.
-        engine: ``eager``, ``compiled`` or ``auto``: how the batches after the first run
-            (:class:`~kerinspect.engine.compiled.Chooser`); the draft's ``engine`` says
-            which ran, its ``notes`` why the compiled one stopped, if it did.
 
     Returns:
         The manifest draft (plain data) for :func:`~kerinspect.dump.publish_dump`.
 
     Raises:
         OutputError: too large, disk full, cannot write (exit 7).
-        UsageError: a ``--layers`` pattern matches no layer call.
+        UsageError: a ``layers`` pattern matches no layer call.
         InferenceError: the model failed to run.
     """
-    from kerinspect.engine.collect import EngineOutcome, run_batches_collecting_warnings
+    from kerinspect.engine.batches import EngineOutcome, run_batches
     from kerinspect.engine.inputs import Feed
     from kerinspect.engine.tfenv import import_keras
 
@@ -467,9 +370,7 @@ def write_dump(
     try:
         writer.widths = _string_widths(feed)
         teed = Feed(feed.records, feed.samples, feed.batch_size, lambda: writer.tee(feed.batches()))
-        caught = run_batches_collecting_warnings(
-            model, teed, writer, progress, engine=engine, outcome=outcome
-        )
+        caught = run_batches(model, teed, writer, run, progress, outcome)
         if writer.row0 != writer.samples:  # pragma: no cover - a feed that lies about its size
             raise InferenceError(f"Fed {writer.row0} samples, expected {writer.samples}", rule="dump-shape")
     finally:

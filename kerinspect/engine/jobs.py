@@ -1,34 +1,49 @@
-"""What the isolated worker does, one function per job.
+"""One job per command: loaded model(s) and a :class:`~kerinspect.spec.RunSpec` in, a result out.
 
-Each job takes the typed :class:`~kerinspect.sandbox.protocol.Request` (built by
-:mod:`kerinspect.api`, parsed and validated once by
-:func:`~kerinspect.sandbox.protocol.parse_request`) and a channel (``phase(name)``,
-``progress(done, total)``) and returns plain JSON. The same functions run
-in-process when isolation is off, with a silent channel. Every model is scanned
-statically (:mod:`kerinspect.scan.model`) before Keras sees it. No defaults are
-applied here: the request's specs carry every value.
+This is the only code that turns models plus a run spec into a result, whichever
+process it runs in. :mod:`kerinspect.api` decides *where*:
+
+* a model **file** runs in the isolated worker: :func:`run_request` (called by
+  :mod:`kerinspect.sandbox.worker`, or in the caller's process when isolation is off)
+  scans and loads each file (:func:`~kerinspect.engine.load.scan_and_load`), reads the
+  inputs the parent handed over, and calls the job;
+* a **keras.Model** object runs in the caller's process: :func:`run_in_process` wraps
+  it and calls the same job.
+
+Both build one :class:`Task` (the models as :class:`Subject`, the inputs, the spec
+whole) and the job reads what it needs from it; a new run option reaches every job
+and both paths with no wiring here. Every job returns plain data, as it crosses the
+process boundary (``{"report": ...}``, ``{"diff": ...}``, ``{"draft": ...}``); the
+in-memory arrays of ``activations`` are the one result that never leaves the caller's
+process (a file's activations come back as a ``dump``).
 """
 
 from __future__ import annotations
 
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass, replace
 from typing import Any
 
 import numpy as np
 
-from kerinspect.errors import ModelLoadError, escape_text
+from kerinspect import __version__
+from kerinspect.errors import KerinspectError, escape_text
+from kerinspect.report import ModelInfo, ModelReport
 from kerinspect.sandbox.protocol import InputsRef, ModelRef, Request
 from kerinspect.scan.preflight import ModelFile
-from kerinspect.spec import LoadOptions, RunSpec
+from kerinspect.spec import ProgressFn, RunSpec
 
-from .collect import build_feed, inspect_loaded
-from .hub import HUB_INSTALL_HINT
-from .load import LoadedModel
+from .batches import EngineOutcome, run_batches
+from .feed import build_feed
+from .inputs import Feed
+from .records import layer_records, model_info, weight_records
+from .statistics import StatsCollector
 
 
 class QuietChannel:
     """The channel of an in-process job: phases are ignored, progress relayed."""
 
-    def __init__(self, progress: Any = None):
+    def __init__(self, progress: ProgressFn | None = None):
         self._progress = progress
 
     def phase(self, name: str) -> None:
@@ -39,78 +54,230 @@ class QuietChannel:
             self._progress(done, total)
 
 
-def custom_objects(path: str | None) -> dict[str, Any] | None:
-    """Import the user's ``--custom-objects`` file (their own, trusted code)."""
-    if path is None:
-        return None
-    from .load import load_custom_objects
+@dataclass(frozen=True)
+class Subject:
+    """A loaded model and what a report says of where it came from.
 
-    return load_custom_objects(path)
-
-
-def scan_and_load(model_file: ModelFile, options: LoadOptions, channel: Any = None) -> LoadedModel:
-    """Refuse what the static scan refuses, then deserialize with Keras.
-
-    ``options``: its ``trust_model``, ``custom_objects`` (a file path), ``max_params``.
+    Attributes:
+        model: the built ``keras.Model``.
+        path: the file as the user named it; None for an object in memory.
+        format: ``keras``, ``h5`` or ``in-memory``.
+        loader: how it was loaded (``keras``, or the legacy upgrade's name).
+        notes: how the file was read (content sniffed, legacy conversions).
     """
-    from kerinspect.scan import Limits, scan_model_file
 
-    from .load import load_model
-    from .tfenv import import_keras
+    model: Any
+    path: str | None = None
+    format: str = "in-memory"
+    loader: str = "keras"
+    notes: tuple[str, ...] = ()
 
-    channel = channel or QuietChannel()
-    trust = options.trust_model
-    channel.phase("scan")
-    custom = custom_objects(options.custom_objects)
-    declared = set(custom or ())
-    if custom is not None:  # classes registered with @register_keras_serializable count too
-        declared |= set(import_keras().saving.get_custom_objects())
-    limits = Limits(max_params=options.max_params)
-    scanned = scan_model_file(
-        model_file.path, model_file.format, limits, allow_code=trust, custom_classes=frozenset(declared)
+    def info(self) -> ModelInfo:
+        return model_info(self.model, self.path, self.format, self.loader, self.notes)
+
+
+@dataclass(frozen=True)
+class Task:
+    """Everything a job reads.
+
+    Attributes:
+        subjects: the model (two for ``diff``: A, then B).
+        run: the run's options, whole.
+        inputs: None (synthetic), a ``.npy``/``.npz`` path, or arrays (as
+            :func:`~kerinspect.engine.feed.build_feed` takes them).
+        source: how the report names user inputs (the path as the user wrote it);
+            None: the path itself, or ``array``.
+        write: ``dump`` only: ``plan["write"]`` of :func:`kerinspect.dump.prepare_dump`.
+    """
+
+    subjects: tuple[Subject, ...]
+    run: RunSpec
+    inputs: Any = None
+    source: str | None = None
+    write: Mapping[str, Any] | None = None
+
+    @property
+    def subject(self) -> Subject:
+        return self.subjects[0]
+
+    def feed(self) -> Feed:
+        """The batches of this task, for its first model's signature."""
+        return build_feed(self.subject.model, self.inputs, self.run, source=self.source)
+
+
+# -- the jobs ------------------------------------------------------------------------
+
+
+def inspect(task: Task, channel: Any, collector: StatsCollector | None = None) -> ModelReport:
+    """The report of one model: every output's statistics and flags, and the weights'.
+
+    ``collector`` replaces the default :class:`StatsCollector` (a subclass that keeps
+    more, as the report's :class:`~kerinspect.engine.pictures.PictureCollector` does);
+    it is closed here."""
+    subject, run = task.subject, task.run
+    feed = task.feed()
+    collector = StatsCollector() if collector is None else collector
+    outcome = EngineOutcome()
+    try:
+        caught = run_batches(subject.model, feed, collector, run, channel.progress, outcome)
+    finally:
+        collector.close()
+    return ModelReport(
+        model=replace(subject, notes=(*subject.notes, *outcome.notes)).info(),
+        inputs=feed.records,
+        layers=layer_records(collector, run.thresholds),
+        samples=feed.samples,
+        batch_size=feed.batch_size,
+        thresholds=run.thresholds,
+        weights=weight_records(subject.model, run.thresholds),
+        warnings=tuple(caught),
+        kerinspect_version=__version__,
+        max_depth=run.depth,
+        engine=outcome.label,
     )
-    if scanned.unknown_classes:
-        names = ", ".join(repr(escape_text(n, 80)) for n in scanned.unknown_classes[:5])
-        raise ModelLoadError(
-            f"Unknown layer class {names}: the model uses custom code that is not loaded "
-            f"(custom objects are never imported from the file). "
-            f"Received: path={escape_text(model_file.path)}",
-            rule="unknown-class",
-            hint=_unknown_hint(scanned.unknown_classes),
-        )
-    if scanned.hub_classes:  # registers keras-hub's classes for Keras's safe-mode lookup
-        from .hub import import_keras_hub
-
-        import_keras_hub(scanned.hub_classes, model_file.path)
-    channel.phase("load")
-    return load_model(model_file, safe_mode=not trust, custom_objects=custom)
 
 
-def _unknown_hint(names: tuple[str, ...]) -> str:
-    """Unknown keras-hub names are classes kerinspect's keras-hub allowlist does not hold."""
-    hint = "pass --custom-objects FILE.py that defines or registers it"
-    if any(n.startswith(("keras_hub>", "keras_nlp>")) for n in names):
-        from kerinspect.scan.allowlist_hub import KERAS_HUB_VERSION
-
-        hint = (
-            f"kerinspect accepts the keras-hub {KERAS_HUB_VERSION} classes ({HUB_INSTALL_HINT}); "
-            "for another keras-hub, and only if you trust this file, pass --custom-objects FILE.py "
-            "that does `import keras_hub`"
-        )
-    return hint
+def inspect_job(task: Task, channel: Any) -> dict[str, Any]:
+    """``summary``, ``check``, ``attention``: the whole report."""
+    return {"report": inspect(task, channel).to_dict()}
 
 
-def model_file_of(model: ModelRef) -> ModelFile:
-    return ModelFile(model.path, model.format, model.size)
+def report_job(task: Task, channel: Any) -> dict[str, Any]:
+    """``report``: the report with every output's histogram, and the pictures of one
+    sample (``run.sample``): its feature maps and attention probabilities. Runs eagerly:
+    the pictures are read from the sample's tensors."""
+    from .pictures import PictureCollector, check_sample, tensorflow_version
+
+    run = task.run
+    collector = PictureCollector(run.sample, run.feature_maps, run.channels)
+    report = inspect(replace(task, run=run.replace(engine="eager")), channel, collector)
+    check_sample(run.sample, report.samples, task.subject.path)
+    pictures = collector.pictures()
+    pictures["tensorflow_version"] = tensorflow_version()
+    return {"report": report.to_dict(), "pictures": pictures}
 
 
-def shown_path(model: ModelRef) -> str:
+def dump_job(task: Task, channel: Any) -> dict[str, Any]:
+    """``dump``'s write phase: the selected tensors into the staging directory of
+    ``task.write`` (the parent publishes them)."""
+    from .dump_writer import write_dump
+
+    if task.write is None:
+        raise KerinspectError("The worker received a malformed request: dump needs write", rule="protocol")
+    draft = write_dump(task.subject.model, task.feed(), task.write, task.run, progress=channel.progress)
+    return {"draft": draft}
+
+
+def activations_job(task: Task, channel: Any) -> dict[str, Any]:
+    """:func:`kerinspect.activations` on a model in this process: the selected tensors as
+    arrays (:class:`~kerinspect.engine.activations.Activations`), never JSON."""
+    from .activations import collect_activations
+
+    return {"activations": collect_activations(task.subject.model, task.feed(), task.run, channel.progress)}
+
+
+def diff_job(task: Task, channel: Any) -> dict[str, Any]:
+    """``diff``: model B against model A on A's inputs, every paired call compared."""
+    from .diff import diff_loaded
+
+    if len(task.subjects) != 2:
+        raise KerinspectError("The worker received a malformed request: diff needs model_b", rule="protocol")
+    a, b = task.subjects
+    report = diff_loaded(
+        a.model,
+        b.model,
+        task.feed(),
+        info_a=a.info(),
+        info_b=b.info(),
+        run=task.run,
+        progress=channel.progress,
+    )
+    return {"diff": report.to_dict()}
+
+
+#: The jobs, by command. ``activations`` runs only in the caller's process (its arrays
+#: are not JSON); the others in either. ``weights`` reads a file with h5py alone and
+#: needs no loaded model: :func:`run_request` runs it.
+JOBS: dict[str, Callable[[Task, Any], dict[str, Any]]] = {
+    "inspect": inspect_job,
+    "report": report_job,
+    "dump": dump_job,
+    "diff": diff_job,
+    "activations": activations_job,
+}
+
+
+# -- where a job runs -------------------------------------------------------------------
+
+
+def run_in_process(
+    command: str,
+    models: Sequence[Any],
+    run: RunSpec,
+    inputs: Any = None,
+    *,
+    progress: ProgressFn | None = None,
+    write: Mapping[str, Any] | None = None,
+) -> dict[str, Any]:
+    """Run a job on ``keras.Model`` objects in this process (they are the caller's own
+    code already): the same job, on the same :class:`Task`, as a file gets in the worker."""
+    task = Task(tuple(Subject(m) for m in models), run, inputs, write=write)
+    return JOBS[command](task, QuietChannel(progress))
+
+
+def run_request(request: Request, channel: Any) -> dict[str, Any]:
+    """Run a worker request: scan and load each model file, read the inputs the parent
+    handed over, then the job. The request was parsed and validated once
+    (:func:`~kerinspect.sandbox.protocol.parse_request`): no defaults are applied here."""
+    if request.command == "weights":
+        return weights_job(request, channel)
+    refs = (request.model,) if request.model_b is None else (request.model, request.model_b)
+    subjects = tuple(_open(ref, request, channel) for ref in refs)
+    channel.phase("run")
+    task = Task(
+        subjects,
+        request.run,
+        _read_inputs(request.inputs),
+        source=None if request.inputs is None else request.inputs.source,
+        write=request.write,
+    )
+    if request.command not in JOBS or request.command == "activations":
+        raise KerinspectError(f"The worker has no job {escape_text(request.command, 40)!r}", rule="protocol")
+    return JOBS[request.command](task, channel)
+
+
+def weights_job(request: Request, channel: Any) -> dict[str, Any]:
+    """``weights``: h5py only, no TensorFlow, no deserialization (a file, never an object)."""
+    from kerinspect.scan.weights import inspect_weights
+
+    channel.phase("read")
+    report = inspect_weights(request.model.path, request.run.thresholds)
+    data = report.to_dict()
+    data["model"]["path"] = _shown(request.model)
+    return {"report": data}
+
+
+def _open(ref: ModelRef, request: Request, channel: Any) -> Subject:
+    """Scan and load one model file of a request."""
+    from kerinspect.scan.preflight import content_note
+
+    from .load import scan_and_load
+
+    model_file = ModelFile(ref.path, ref.format, ref.size)
+    loaded = scan_and_load(model_file, request.load, channel.phase)
+    shown = _shown(ref)
+    note = content_note(shown, ref.format)  # how the file was read: by its content (HDF5 named .keras)
+    notes = loaded.notes if note is None else (note, *loaded.notes)
+    return Subject(loaded.model, shown, ref.format, loaded.loader, notes)
+
+
+def _shown(ref: ModelRef) -> str:
     """The model's path as the user wrote it."""
-    return model.path if model.shown_path is None else model.shown_path
+    return ref.path if ref.shown_path is None else ref.shown_path
 
 
-def read_inputs(inputs: InputsRef | None) -> Any:
-    """What :func:`~kerinspect.engine.collect.build_feed` takes as ``inputs``: None
+def _read_inputs(inputs: InputsRef | None) -> Any:
+    """What :func:`~kerinspect.engine.feed.build_feed` takes as ``inputs``: None
     (synthetic), the user's file path, or the arrays the parent saved."""
     if inputs is None:
         return None
@@ -122,132 +289,4 @@ def read_inputs(inputs: InputsRef | None) -> Any:
         return [data[f"arr_{i}"] for i in range(len(data.files))]
 
 
-def feed_options(run: RunSpec) -> dict[str, Any]:
-    """The :func:`~kerinspect.engine.collect.build_feed` keywords a :class:`RunSpec` sets
-    (also used by :mod:`kerinspect.api` for in-memory models)."""
-    return {
-        "samples": run.samples,
-        "batch_size": run.batch_size,
-        "seed": run.seed,
-        "dim": run.dim,
-        "shapes": run.shapes,
-    }
-
-
-def _notes(model: ModelRef, loaded: LoadedModel) -> tuple[str, ...]:
-    """How the file was read: by its content (HDF5 named .keras), then the loader's notes."""
-    from kerinspect.scan.preflight import content_note
-
-    note = content_note(shown_path(model), model.format)
-    return loaded.notes if note is None else (note, *loaded.notes)
-
-
-def inspect_job(request: Request, channel: Any) -> dict[str, Any]:
-    """``summary``/``check``: the whole report, as JSON."""
-    model_file = model_file_of(request.model)
-    loaded = scan_and_load(model_file, request.load, channel)
-    channel.phase("run")
-    report = inspect_loaded(
-        loaded.model,
-        read_inputs(request.inputs),
-        run=request.run,  # every run option, typed: the engine reads what it needs from it
-        progress=channel.progress,
-        path=shown_path(request.model),
-        fmt=model_file.format,
-        loader=loaded.loader,
-        notes=_notes(request.model, loaded),
-        input_source=None if request.inputs is None else request.inputs.source,
-    )
-    return {"report": report.to_dict()}
-
-
-def dump_job(request: Request, channel: Any) -> dict[str, Any]:
-    """``dump``'s write phase: arrays into the staging directory the parent made."""
-    from kerinspect.engine.dump_writer import write_dump
-    from kerinspect.errors import KerinspectError
-
-    if request.write is None:
-        raise KerinspectError("The worker received a malformed request: dump needs write", rule="protocol")
-    loaded = scan_and_load(model_file_of(request.model), request.load, channel)
-    channel.phase("run")
-    feed = build_feed(
-        loaded.model,
-        read_inputs(request.inputs),
-        **feed_options(request.run),
-        source=None if request.inputs is None else request.inputs.source,
-    )
-    draft = write_dump(
-        loaded.model, feed, request.write, progress=channel.progress, engine=request.run.engine
-    )
-    return {"draft": draft}
-
-
-def weights_job(request: Request, channel: Any) -> dict[str, Any]:
-    """``weights``: h5py only, no TensorFlow, no deserialization."""
-    from kerinspect.scan.weights import inspect_weights
-
-    channel.phase("read")
-    report = inspect_weights(request.model.path, request.run.thresholds)
-    data = report.to_dict()
-    data["model"]["path"] = shown_path(request.model)
-    return {"report": data}
-
-
-def diff_job(request: Request, channel: Any) -> dict[str, Any]:
-    """``diff``: two models on the same inputs, every paired layer call compared."""
-    from kerinspect.engine.collect import model_info
-    from kerinspect.engine.diff import diff_loaded
-    from kerinspect.errors import KerinspectError
-
-    if request.model_b is None:
-        raise KerinspectError("The worker received a malformed request: diff needs model_b", rule="protocol")
-    file_a, file_b = model_file_of(request.model), model_file_of(request.model_b)
-    loaded_a = scan_and_load(file_a, request.load, channel)
-    loaded_b = scan_and_load(file_b, request.load, channel)
-    channel.phase("run")
-    feed = build_feed(
-        loaded_a.model,
-        read_inputs(request.inputs),
-        **feed_options(request.run),
-        source=None if request.inputs is None else request.inputs.source,
-    )
-    report = diff_loaded(
-        loaded_a.model,
-        loaded_b.model,
-        feed,
-        info_a=model_info(
-            loaded_a.model,
-            shown_path(request.model),
-            file_a.format,
-            loaded_a.loader,
-            _notes(request.model, loaded_a),
-        ),
-        info_b=model_info(
-            loaded_b.model,
-            shown_path(request.model_b),
-            file_b.format,
-            loaded_b.loader,
-            _notes(request.model_b, loaded_b),
-        ),
-        tolerance=request.run.diff_tolerance,
-        local=request.run.local,
-        max_depth=request.run.depth,
-        progress=channel.progress,
-    )
-    return {"diff": report.to_dict()}
-
-
-def report_job(request: Request, channel: Any) -> dict[str, Any]:
-    """``report``: :func:`kerinspect.engine.pictures.report_job`."""
-    from .pictures import report_job as job
-
-    return job(request, channel)
-
-
-JOBS = {
-    "inspect": inspect_job,
-    "dump": dump_job,
-    "weights": weights_job,
-    "diff": diff_job,
-    "report": report_job,
-}
+__all__ = ["JOBS", "QuietChannel", "Subject", "Task", "run_in_process", "run_request"]

@@ -14,6 +14,7 @@ from typing import Any
 
 from kerinspect.errors import ChildCrashError, KerinspectError, ModelLoadError, escape_text, whole_sentences
 from kerinspect.scan.preflight import ModelFile
+from kerinspect.spec import LoadOptions
 
 
 def innermost_message(exc: BaseException) -> str:
@@ -198,3 +199,64 @@ def load_model(
             rule="load-failed",
             hint=known_cause_hint(inner),
         ) from e
+
+
+def custom_objects(path: str | None) -> dict[str, Any] | None:
+    """Import the user's ``--custom-objects`` file (their own, trusted code)."""
+    if path is None:
+        return None
+    return load_custom_objects(path)
+
+
+def scan_and_load(model_file: ModelFile, options: LoadOptions, phase: Any = None) -> LoadedModel:
+    """Refuse what the static scan refuses, then deserialize with Keras.
+
+    ``options``: its ``trust_model``, ``custom_objects`` (a file path), ``max_params``;
+    ``phase``: called with the name of each step as it starts (``scan``, ``load``).
+    """
+    from kerinspect.scan import Limits, scan_model_file
+
+    from .tfenv import import_keras
+
+    trust = options.trust_model
+    if phase is not None:
+        phase("scan")
+    custom = custom_objects(options.custom_objects)
+    declared = set(custom or ())
+    if custom is not None:  # classes registered with @register_keras_serializable count too
+        declared |= set(import_keras().saving.get_custom_objects())
+    limits = Limits(max_params=options.max_params)
+    scanned = scan_model_file(
+        model_file.path, model_file.format, limits, allow_code=trust, custom_classes=frozenset(declared)
+    )
+    if scanned.unknown_classes:
+        names = ", ".join(repr(escape_text(n, 80)) for n in scanned.unknown_classes[:5])
+        raise ModelLoadError(
+            f"Unknown layer class {names}: the model uses custom code that is not loaded "
+            f"(custom objects are never imported from the file). "
+            f"Received: path={escape_text(model_file.path)}",
+            rule="unknown-class",
+            hint=_unknown_hint(scanned.unknown_classes),
+        )
+    if scanned.hub_classes:  # registers keras-hub's classes for Keras's safe-mode lookup
+        from kerinspect.engine.hub import import_keras_hub
+
+        import_keras_hub(scanned.hub_classes, model_file.path)
+    if phase is not None:
+        phase("load")
+    return load_model(model_file, safe_mode=not trust, custom_objects=custom)
+
+
+def _unknown_hint(names: tuple[str, ...]) -> str:
+    """Unknown keras-hub names are classes kerinspect's keras-hub allowlist does not hold."""
+    hint = "pass --custom-objects FILE.py that defines or registers it"
+    if any(n.startswith(("keras_hub>", "keras_nlp>")) for n in names):
+        from kerinspect.engine.hub import HUB_INSTALL_HINT
+        from kerinspect.scan.allowlist_hub import KERAS_HUB_VERSION
+
+        hint = (
+            f"kerinspect accepts the keras-hub {KERAS_HUB_VERSION} classes ({HUB_INSTALL_HINT}); "
+            "for another keras-hub, and only if you trust this file, pass --custom-objects FILE.py "
+            "that does `import keras_hub`"
+        )
+    return hint

@@ -1,6 +1,6 @@
 """What ``kerinspect report`` needs beyond the statistics, computed in the worker.
 
-:class:`PictureCollector` is the :class:`~kerinspect.engine.collect.StatsCollector`
+:class:`PictureCollector` is the :class:`~kerinspect.engine.statistics.StatsCollector`
 of a report: it also counts every output's value histogram (:mod:`kerinspect.bins`),
 and, for one chosen sample (``RunSpec.sample``), keeps small plain pictures:
 
@@ -29,9 +29,10 @@ from typing import Any
 
 import numpy as np
 
-from kerinspect.engine.collect import PARALLEL_MIN_SIZE, StatsCollector
+from kerinspect.engine.events import CallSite
+from kerinspect.engine.statistics import PARALLEL_MIN_SIZE, StatsCollector
+from kerinspect.engine.tensors import to_numpy
 from kerinspect.errors import UsageError, escape_text
-from kerinspect.sandbox.protocol import Request
 from kerinspect.stats import RunningStats, numeric_kind, summarize
 
 #: Largest side of a feature map picture, and width of a sequence strip.
@@ -192,13 +193,11 @@ class PictureCollector(StatsCollector):
         k = self.sample - self.offset
         return k if 0 <= k < self.rows else None
 
-    def produced(self, site: Any, tensors: Any) -> None:
+    def produced(self, site: CallSite, tensors: Any) -> None:
         super().produced(site, tensors)
         row = self._row()
         if row is None:
             return
-        from kerinspect.engine.trace import to_numpy
-
         cls = site.class_name
         for k, t in enumerate(tensors):
             if t is None or not hasattr(t, "shape"):
@@ -222,13 +221,11 @@ class PictureCollector(StatsCollector):
                 picture.update(path=site.path, tensor=_name(site, k), class_name=cls)
                 self.maps.append((site.index, picture))
 
-    def attention(self, site: Any, capture: Any) -> None:
+    def attention(self, site: CallSite, capture: Any) -> None:
         super().attention(site, capture)
         row = self._row()
         if row is None or capture.probs is None:
             return
-        from kerinspect.engine.trace import to_numpy
-
         p = to_numpy(capture.probs)
         if p.ndim != 4 or p.shape[0] != self.rows:
             return
@@ -256,43 +253,9 @@ class PictureCollector(StatsCollector):
         }
 
 
-def _name(site: Any, k: int) -> str:
+def _name(site: CallSite, k: int) -> str:
     names = site.output_names
     return names[k] if k < len(names) else f"output_{k}"
-
-
-def report_job(request: Request, channel: Any) -> dict[str, Any]:
-    """``report``: the whole report with histograms, and the chosen sample's pictures."""
-    from kerinspect.engine.collect import inspect_loaded
-    from kerinspect.engine.jobs import (
-        _notes,
-        model_file_of,
-        read_inputs,
-        scan_and_load,
-        shown_path,
-    )
-
-    model_file = model_file_of(request.model)
-    loaded = scan_and_load(model_file, request.load, channel)
-    run = request.run
-    channel.phase("run")
-    collector = PictureCollector(run.sample, run.feature_maps, run.channels)
-    report = inspect_loaded(
-        loaded.model,
-        read_inputs(request.inputs),
-        run=run,
-        progress=channel.progress,
-        path=shown_path(request.model),
-        fmt=model_file.format,
-        loader=loaded.loader,
-        notes=_notes(request.model, loaded),
-        input_source=None if request.inputs is None else request.inputs.source,
-        collector=collector,
-    )
-    check_sample(run.sample, report.samples, shown_path(request.model))
-    pictures = collector.pictures()
-    pictures["tensorflow_version"] = _tf_version()
-    return {"report": report.to_dict(), "pictures": pictures}
 
 
 def check_sample(sample: int, samples: int, path: str | None) -> None:
@@ -305,7 +268,8 @@ def check_sample(sample: int, samples: int, path: str | None) -> None:
         )
 
 
-def _tf_version() -> str:
+def tensorflow_version() -> str:
+    """TensorFlow's version, for the report page (``unknown`` if it cannot be read)."""
     try:
         from kerinspect.engine.tfenv import import_keras
 
@@ -317,4 +281,4 @@ def _tf_version() -> str:
         return "unknown"
 
 
-__all__ = ["PictureCollector", "attention_picture", "feature_map", "report_job"]
+__all__ = ["PictureCollector", "attention_picture", "check_sample", "feature_map", "tensorflow_version"]

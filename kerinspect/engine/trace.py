@@ -28,11 +28,13 @@ from __future__ import annotations
 import contextlib
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, replace
-from typing import Any, Protocol
+from typing import Any
 
 import numpy as np
 
 from kerinspect.engine import keras_adapter as ka
+from kerinspect.engine.events import CallSite, Visitor
+from kerinspect.engine.tensors import to_numpy
 from kerinspect.engine.tfenv import import_keras
 from kerinspect.spec import RunSpec
 
@@ -48,47 +50,6 @@ _RNN_STATE_NAMES = {
     "ConvLSTM2D": ("state_h", "state_c"),
     "ConvLSTM3D": ("state_h", "state_c"),
 }
-
-
-@dataclass(frozen=True)
-class CallSite:
-    """One call of one operation, as the report will name it.
-
-    ``in_graph`` is True for a node of a functional graph (what the graph replay
-    runs), False for a layer called inside another layer's ``call`` (seen through
-    the ``Layer.__call__`` hook). ``called`` is False for a sub-layer its parent
-    built but did not call (it gets no ``produced`` event).
-    """
-
-    index: int  # position in call order across the whole (nested) run
-    path: str
-    name: str
-    class_name: str
-    call: int
-    params: int
-    depth: int
-    container: bool
-    output_names: tuple[str, ...]
-    parent: str | None = None
-    in_graph: bool = True
-    called: bool = True
-
-
-class Visitor(Protocol):
-    def enter(self, site: CallSite) -> None:
-        """Called before the operation runs (for a nested model: before its layers)."""
-
-    def produced(self, site: CallSite, tensors: Sequence[Any]) -> None:
-        """Called with the call's flattened outputs, once they exist."""
-
-    # Optional: ``model_output(site, k)`` is called after ``produced`` when output
-    # ``k`` of ``site`` is one of the top model's own outputs; ``attention(site,
-    # capture)`` before ``produced`` for every call of an attention layer
-    # (:class:`~kerinspect.engine.attention.Capture`); ``consumed(site, op, inputs)``
-    # after ``enter`` with the operation and the tensors the call receives;
-    # ``arguments(site, op, args, kwargs)`` after ``consumed`` with the call's own
-    # positional and keyword arguments (graph nodes and inner layer calls; what a
-    # shadow re-run of the call needs, see :meth:`Replayer.quietly`).
 
 
 class LayerCallError(Exception):
@@ -283,17 +244,16 @@ class Replayer:
 
     Args:
         model: a built Keras model (Functional, Sequential or subclassed).
-        visitor: receives :meth:`Visitor.enter` / :meth:`Visitor.produced` events,
-            in call order, for every call of every operation.
-        max_depth: report calls nested at most this many levels (1: the top
-            model's own layers); None: every level.
+        visitor: receives the :class:`~kerinspect.engine.events.Visitor` events, in
+            call order, for every call of every operation.
+        run: the run's :class:`~kerinspect.spec.RunSpec` (default: its defaults), whole:
+            the replay reads the options it needs from it (``depth``: report calls nested
+            at most this many levels, 1 the top model's own layers, None every level). A
+            new run option that the replay needs is read here as ``self.run.<field>``:
+            nothing between the CLI and this class has to pass it along.
         attention: capture attention probabilities.
         watch: called as ``watch(site, layer, args)`` before every reported layer
             call runs (the input-range probe uses it).
-        run: the run's :class:`~kerinspect.spec.RunSpec`, for options the replay
-            reads (its ``depth`` unless ``max_depth`` is given). A new run option that
-            the replay needs is read here as ``self.run.<field>``: nothing between the
-            CLI and this class has to pass it along.
         traced: the replay runs inside a ``tf.function`` trace (the compiled engine,
             :mod:`kerinspect.engine.compiled`): the visitor sees graph tensors, every
             call in the trace's own graph is reported as in an eager run, and calls in
@@ -305,11 +265,10 @@ class Replayer:
         self,
         model: Any,
         visitor: Visitor,
+        run: RunSpec | None = None,
         *,
-        max_depth: int | None = None,
         attention: bool = True,
         watch: Callable[[CallSite, Any, tuple[Any, ...]], None] | None = None,
-        run: RunSpec | None = None,
         traced: bool = False,
     ):
         self.model = model
@@ -322,7 +281,7 @@ class Replayer:
         self.visitor = visitor
         self.graph = graph_of(model)
         self.run = run if run is not None else RunSpec()
-        self.max_depth = max_depth if max_depth is not None or run is None else run.depth
+        self.max_depth = self.run.depth
         self.attention = attention
         self.watch = watch
         self._plans: dict[int, _Plan] = {}
@@ -422,7 +381,7 @@ class Replayer:
         n_out = len(ka.flatten(getattr(self.model, "outputs", None) or [None]))
         site = self._site(self.model, "", self.model.name, 0, n_out, in_graph=False)
         self.visitor.enter(site)
-        self._consumed(site, self.model, list(inputs))
+        self.visitor.consumed(site, self.model, list(inputs))
         arg = inputs[0] if len(inputs) == 1 else list(inputs)
         frame = _Frame(site, self.model)
         self._stack.append(frame)
@@ -437,30 +396,13 @@ class Replayer:
         site, flat = self._finish(frame, ka.flatten(out))
         self.visitor.produced(site, flat)
         for k in range(len(ka.flatten(out))):
-            self._model_output(site, k)
+            self.visitor.model_output(site, k)
         return out
-
-    def _consumed(self, site: CallSite, op: Any, inputs: list[Any]) -> None:
-        """Tell the visitor (if it asks) what a reported call receives."""
-        seen = getattr(self.visitor, "consumed", None)
-        if seen is not None:
-            seen(site, op, inputs)
-
-    def _arguments(self, site: CallSite, op: Any, args: Any, kwargs: dict[str, Any]) -> None:
-        """Tell the visitor (if it asks) the arguments a reported call is made with."""
-        given = getattr(self.visitor, "arguments", None)
-        if given is not None:
-            given(site, op, args, kwargs)
 
     def quietly(self) -> contextlib.AbstractContextManager[None]:
         """Context manager: layer calls made in the block (by a visitor, during a
         batch) run as plain Keras calls, unreported (a shadow re-run of a layer)."""
         return self._quietly()
-
-    def _model_output(self, site: CallSite, k: int) -> None:
-        mark = getattr(self.visitor, "model_output", None)
-        if mark is not None:
-            mark(site, k)
 
     def _on_layer_call(
         self, original: Callable[..., Any], layer: Any, args: Any, kwargs: dict[str, Any]
@@ -494,8 +436,8 @@ class Replayer:
         site = self._site(layer, top.site.path, relpath, depth, 1, in_graph=False)
         previous, self._current = self._current, site
         self.visitor.enter(site)
-        self._consumed(site, layer, ka.flatten((args, kwargs)))
-        self._arguments(site, layer, args, kwargs)
+        self.visitor.consumed(site, layer, ka.flatten((args, kwargs)))
+        self.visitor.arguments(site, layer, args, kwargs)
         frame = _Frame(site, layer, entered=True)
         self._stack.append(frame)
         try:
@@ -518,8 +460,7 @@ class Replayer:
         what was produced before it (the visitor's ``gate()``): the graph then holds
         about what an eager run holds at once, not every tensor whose statistics are
         still pending (ResNet50, batch 16: 1.8x the eager peak without it)."""
-        gate = getattr(self.visitor, "gate", None) if self.traced else None
-        ops = gate() if gate is not None else None
+        ops = self.visitor.gate() if self.traced else None
         return tf.control_dependencies(ops) if ops else contextlib.nullcontext()
 
     def _nested_graph(self) -> bool:
@@ -593,9 +534,7 @@ class Replayer:
             elif capture.probs is not None:
                 k = next(i for i, t in enumerate(flat) if t is capture.probs)
                 names = tuple("attention_scores" if i == k else n for i, n in enumerate(names))
-            report = getattr(self.visitor, "attention", None)
-            if report is not None:
-                report(site, capture)
+            self.visitor.attention(site, capture)
         changes: dict[str, Any] = {}
         if names != site.output_names:
             changes["output_names"] = names
@@ -651,10 +590,10 @@ class Replayer:
             self._current = site
             if not hidden:
                 self.visitor.enter(site)
-                self._consumed(site, op, [tensors[i] for i in step.input_ids])
+                self.visitor.consumed(site, op, [tensors[i] for i in step.input_ids])
             args, kwargs = ka.fill_in_arguments(step.node, tensors)
             if not hidden:
-                self._arguments(site, op, args, kwargs)
+                self.visitor.arguments(site, op, args, kwargs)
             frame = _Frame(site, op, hidden=hidden)
             self._stack.append(frame)
             try:
@@ -680,7 +619,7 @@ class Replayer:
                 if top:
                     for k, x in enumerate(step.outputs):
                         if id(x) in plan.keep:
-                            self._model_output(shown_site, k)
+                            self.visitor.model_output(shown_site, k)
                 del shown
             for x, y in zip(step.outputs, flat):
                 if remaining.get(id(x)) or id(x) in plan.keep:
@@ -723,33 +662,6 @@ class _Installed:
             self._hook = None
 
 
-def tensor_dtype(t: Any) -> str:
-    """Keras's standard name of a backend tensor's dtype (``float32``, ``string``...)."""
-    return str(keras.backend.standardize_dtype(t.dtype))
-
-
-def to_numpy(t: Any) -> np.ndarray:
-    """A backend tensor as a numpy array (string tensors as object arrays of bytes).
-
-    An eager tensor comes back as a read-only view of its own buffer, not a copy
-    (Keras's ``convert_to_numpy`` copies: for ResNet50 at batch 16 that is 2.4 GB
-    of copies per batch). The view keeps the buffer alive; nothing may write to it.
-    """
-    if isinstance(t, tf.Tensor):
-        return np.asarray(t)
-    return np.asarray(keras.ops.convert_to_numpy(t))
-
-
-class _Nothing:
-    """A visitor that keeps nothing."""
-
-    def enter(self, site: CallSite) -> None:
-        pass
-
-    def produced(self, site: CallSite, tensors: Sequence[Any]) -> None:
-        pass
-
-
 def embedding_inputs(model: Any, probes: Sequence[np.ndarray]) -> dict[int, tuple[int, str]]:
     """Which model inputs reach an ``Embedding`` unchanged, at any depth.
 
@@ -776,7 +688,7 @@ def embedding_inputs(model: Any, probes: Sequence[np.ndarray]) -> dict[int, tupl
                     found[i] = (dim, site.path)
 
     try:
-        Replayer(model, _Nothing(), attention=False, watch=watch)(list(probes))
+        Replayer(model, Visitor(), attention=False, watch=watch)(list(probes))
     except Exception:  # noqa: BLE001 - the probe is a hint; the real run reports failures
         return {}
     return found

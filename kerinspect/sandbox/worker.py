@@ -99,11 +99,11 @@ def _maybe_fault(phase: str) -> None:
 
 
 def _dispatch(request: Any, channel: _Channel) -> dict[str, Any]:
-    from kerinspect.engine.jobs import JOBS
+    from kerinspect.engine.jobs import run_request
     from kerinspect.sandbox.protocol import parse_request
 
     parsed = parse_request(request)  # types and ranges, once; a bad request is a protocol error
-    return JOBS[parsed.command](parsed, channel)
+    return run_request(parsed, channel)
 
 
 def main(argv: list[str]) -> int:
