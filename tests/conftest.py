@@ -11,8 +11,10 @@ worker itself (crashes, limits, hostile files end to end).
 
 from __future__ import annotations
 
+import collections
 import os
 import pathlib
+import tempfile
 
 import pytest
 
@@ -22,6 +24,37 @@ REALWORLD = ROOT.parent / "shared" / "realworld"
 
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
 os.environ["KERINSPECT_ISOLATION"] = "on"
+
+
+# --- the suite's cost, made visible: every worker start is counted (sandbox/runner.py) ---
+STARTS_LOG = "KERINSPECT_WORKER_STARTS_LOG"
+STARTS_LABEL = "KERINSPECT_WORKER_STARTS_LABEL"
+
+
+def pytest_configure(config):
+    if not hasattr(config, "workerinput") and not os.environ.get(STARTS_LOG):  # the controller
+        fd, path = tempfile.mkstemp(prefix="kerinspect-worker-starts-", suffix=".log")
+        os.close(fd)
+        os.environ[STARTS_LOG] = config._kerinspect_starts = path  # inherited by xdist workers
+
+
+@pytest.hookimpl(hookwrapper=True)
+def pytest_runtest_protocol(item, nextitem):
+    os.environ[STARTS_LABEL] = item.nodeid  # each start is written with the test that caused it
+    yield
+    os.environ.pop(STARTS_LABEL, None)
+
+
+def pytest_terminal_summary(terminalreporter, config):
+    path = getattr(config, "_kerinspect_starts", None)
+    if not path or not os.path.exists(path):
+        return
+    with open(path, encoding="utf-8") as f:
+        starts = [line.partition(" ")[2] for line in f.read().splitlines() if line]
+    os.unlink(path)
+    by_file = collections.Counter(label.split("::", 1)[0] or "(no test)" for label in starts)
+    top = ", ".join(f"{name} {n}" for name, n in by_file.most_common(8))
+    terminalreporter.write_line(f"kerinspect worker starts: {len(starts)} (most: {top})")
 
 
 @pytest.fixture(scope="session")

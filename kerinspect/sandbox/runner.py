@@ -229,6 +229,22 @@ def _kill_group(pid: int) -> None:
         os.killpg(pid, signal.SIGKILL)
 
 
+#: Where each worker start is counted, one line each (``command label``): set by whoever
+#: wants to see what a session of many runs costs (the test suite: ``tests/conftest.py``);
+#: ``KERINSPECT_WORKER_STARTS_LABEL`` is written beside the command (the current test).
+WORKER_STARTS_LOG_ENV = "KERINSPECT_WORKER_STARTS_LOG"
+WORKER_STARTS_LABEL_ENV = "KERINSPECT_WORKER_STARTS_LABEL"
+
+
+def _count_start(request: dict[str, Any]) -> None:
+    log = os.environ.get(WORKER_STARTS_LOG_ENV)
+    if not log:
+        return
+    label = " ".join(os.environ.get(WORKER_STARTS_LABEL_ENV, "").split())
+    with contextlib.suppress(OSError), open(log, "a", encoding="utf-8") as f:
+        f.write(f"{request.get('command', '?')} {label}\n")
+
+
 def run_worker(
     request: dict[str, Any],
     limits: WorkerLimits | None = None,
@@ -249,6 +265,7 @@ def run_worker(
             :class:`ChildCrashError` when it crashed, timed out or hit a limit.
     """
     limits = limits or WorkerLimits()
+    _count_start(request)
     scratch_dirs.sweep(scratch_parent)  # what a SIGKILLed earlier run left behind
     scratch = scratch_dirs.make("worker", scratch_parent)
     read_fd, write_fd = os.pipe()
