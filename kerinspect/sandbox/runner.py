@@ -37,6 +37,7 @@ from kerinspect.errors import (
     InferenceError,
     InputFileError,
     KerinspectError,
+    Message,
     ModelLoadError,
     OutputError,
     PolicyError,
@@ -171,7 +172,7 @@ _MESSAGE_FIELDS: dict[str, dict[str, type | tuple[type, ...]]] = {
     "phase": {"phase": str},
     "progress": {"done": int, "total": int},
     "result": {"result": dict},
-    "error": {"exit_code": int, "message": str},
+    "error": {"exit_code": int},
 }
 
 
@@ -195,15 +196,29 @@ def _parse_message(line: bytes) -> dict[str, Any]:
         if not isinstance(msg.get(key), kind) or isinstance(msg.get(key), bool):
             raise _protocol_error(f"a {msg['type']} message without a valid {key!r}")
     if msg["type"] == "error":
-        for key in ("rule", "hint", "traceback"):
+        for key in ("rule", "traceback"):
             if msg.get(key) is not None and not isinstance(msg[key], str):
                 raise _protocol_error(f"an error message with a non-text {key!r}")
+        for key in ("message", "hint"):  # text, or segments referencing known parameters
+            if key == "hint" and msg.get(key) is None:
+                continue
+            try:
+                Message.from_json(msg.get(key))
+            except ValueError:
+                raise _protocol_error(f"an error message without a valid {key!r}") from None
     return msg
 
 
 def _error_from(msg: dict[str, Any]) -> KerinspectError:
+    """The worker's error (a message checked by :func:`_parse_message`), rebuilt as the
+    same class, its message and hint keeping their parameter references."""
     cls = _ERROR_CLASSES.get(msg["exit_code"], KerinspectError)
-    err = cls(str(msg.get("message", "worker failed")), rule=msg.get("rule"), hint=msg.get("hint"))
+    hint = msg.get("hint")
+    err = cls(
+        Message.from_json(msg["message"]),
+        rule=msg.get("rule"),
+        hint=None if hint is None else Message.from_json(hint),
+    )
     if cls is KerinspectError:
         err.exit_code = ExitCode.INTERNAL
     tb = msg.get("traceback")
