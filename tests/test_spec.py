@@ -253,7 +253,7 @@ def test_check_without_config_runs_the_defaults(captured):
 
 
 def test_the_parsed_spec_reaches_the_replay_whole(keras, monkeypatch):
-    """A run option needs a field in spec.py, a flag in cli.py and the code that reads it:
+    """A run option needs a field in spec.py, a flag in cli/ and the code that reads it:
     the spec the worker parsed reaches the replay (and the collector's caller) whole."""
     from kerinspect import api
     from kerinspect.engine import trace
@@ -276,7 +276,8 @@ def test_the_parsed_spec_reaches_the_replay_whole(keras, monkeypatch):
 def test_errors_from_the_worker_name_the_flag_too():
     """An error the worker raised reaches the CLI without its ``parameter`` attribute: the
     parameter named at the start of the message is still shown as its flag."""
-    from kerinspect.cli import _with_flag, cli
+    from kerinspect.cli import cli
+    from kerinspect.cli.group import _with_flag
     from kerinspect.errors import UsageError
 
     e = _with_flag(cli, UsageError("sample=99 is out of range: the run had 32 samples."))
