@@ -20,7 +20,7 @@ from kerinspect.cli.options import (
     make_load_options,
     threshold_options,
 )
-from kerinspect.cli.output import ProgressBar, stderr_console, stdout_console, write_file
+from kerinspect.cli.output import ProgressBar, stderr_console, stdout_console, write_junit
 
 #: check options that map onto :class:`kerinspect.config.CheckConfig` fields (the
 #: configuration file's keys). Any other run option goes straight to the RunSpec.
@@ -128,7 +128,7 @@ def check(
       kerinspect check model.keras --baseline release/model.json --tolerance 0.05
     """
     from kerinspect.config import discover
-    from kerinspect.errors import ExitCode, UsageError, worst_exit_code
+    from kerinspect.errors import UsageError
     from kerinspect.gate import check_models
 
     if no_config and config_path:
@@ -154,17 +154,13 @@ def check(
             reraise=debug_requested(),
             load=load,
             run_options=run_options,
+            name_parameter=cli.flag,  # a model's error shows flags, as every other error here
         )
     code = run.exit_code
     if junit_path:
         from kerinspect._ci import junit_xml
-        from kerinspect.errors import OutputError
 
-        try:
-            write_file(junit_path, junit_xml(run))
-        except OutputError as e:
-            click.echo(f"kerinspect: error[{e.rule}]: {e.one_line()}", err=True)
-            code = worst_exit_code([code, ExitCode.OUTPUT])
+        code = write_junit(junit_path, junit_xml(run), code)
     if fmt == "json":
         from kerinspect.render import render_json
 

@@ -17,7 +17,7 @@ from kerinspect.cli.options import (
     output_options,
     run_spec,
 )
-from kerinspect.cli.output import ProgressBar, emit, stderr_console, write_file
+from kerinspect.cli.output import ProgressBar, emit, stderr_console, write_junit
 
 
 @cli.command()
@@ -80,7 +80,6 @@ def diff(
       kerinspect diff a.keras b.keras --input batch.npz --format markdown --junit diff.xml
     """
     from kerinspect.api import diff_models
-    from kerinspect.errors import ExitCode, OutputError, worst_exit_code
 
     spec = run_spec(run_options)
     load = make_load_options(timeout, max_memory, custom_objects, trust_model, max_params)
@@ -90,11 +89,7 @@ def diff(
     if junit_path:
         from kerinspect.render_diff import diff_junit_xml
 
-        try:
-            write_file(junit_path, diff_junit_xml(report))
-        except OutputError as e:
-            click.echo(f"kerinspect: error[{e.rule}]: {e.one_line()}", err=True)
-            code = worst_exit_code([code, ExitCode.OUTPUT])
+        code = write_junit(junit_path, diff_junit_xml(report), code)
     from kerinspect.render_diff import render_diff_markdown, render_diff_table
 
     emit(report, fmt, width, render_diff_table, render_diff_markdown)

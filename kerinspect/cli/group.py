@@ -1,6 +1,6 @@
 """The ``kerinspect`` group: the entry point, the ``--debug`` switch, and how errors
 are printed: one line each, ``kerinspect: error[rule]: message``, with kerinspect's
-exit codes.
+exit codes, every parameter a library error references shown as its flag.
 
 The commands register themselves on :data:`cli` (``kerinspect/cli/<command>.py``).
 """
@@ -17,7 +17,7 @@ from typing import Any, NoReturn
 import click
 
 from kerinspect import __version__
-from kerinspect.errors import ExitCode, KerinspectError, UsageError, escape_text
+from kerinspect.errors import ExitCode, KerinspectError, escape_text
 
 CONTEXT = {"help_option_names": ["-h", "--help"], "max_content_width": 100}
 
@@ -41,12 +41,22 @@ def fail(code: int, rule: str, message: str) -> NoReturn:
     sys.exit(int(code))
 
 
+def print_error(e: KerinspectError) -> None:
+    """Print a library error as ``kerinspect: error[rule]: message Hint: ...`` on stderr,
+    each parameter it references shown as its flag (:meth:`KerinspectGroup.flag`)."""
+    click.echo(f"kerinspect: error[{escape_text(e.rule, 60)}]: {e.one_line(cli.flag)}", err=True)
+
+
 class KerinspectGroup(click.Group):
     """Click group whose errors are one line each, with kerinspect's exit codes."""
+
+    #: The command being run (:meth:`flag` looks at its options first).
+    invoked: click.Command | None = None
 
     def main(self, *args: Any, **kwargs: Any) -> Any:
         kwargs["standalone_mode"] = False
         _state["debug"] = False
+        self.invoked = None
         with _terminate_as_interrupt(), _warnings_as_lines():
             return self._main(*args, **kwargs)
 
@@ -73,7 +83,7 @@ class KerinspectGroup(click.Group):
                 worker_tb = getattr(e, "worker_traceback", None)
                 if worker_tb:
                     click.echo("--- in the isolated worker:\n" + worker_tb, err=True)
-            fail(e.exit_code, e.rule, _with_flag(self, e).one_line())
+            fail(e.exit_code, e.rule, e.one_line(self.flag))
         except Exception as e:  # noqa: BLE001 - the last line of defence
             if debug_requested():
                 traceback.print_exc()
@@ -87,25 +97,29 @@ class KerinspectGroup(click.Group):
             sys.exit(rv)
         return rv
 
+    def resolve_command(
+        self, ctx: click.Context, args: list[str]
+    ) -> tuple[str | None, click.Command | None, list[str]]:
+        name, command, rest = super().resolve_command(ctx, args)
+        self.invoked = command
+        return name, command, rest
 
-def _with_flag(group: click.Group, e: KerinspectError) -> KerinspectError:
-    """The library names parameters (``batch_size must be ...``); say the flag instead."""
-    import re
-
-    parameter = getattr(e, "parameter", None)
-    if parameter is None and isinstance(e, UsageError):  # from the worker: the name is in the text
-        lead = re.match(r"([a-z_]+)[ =]", e.message)
-        parameter = lead.group(1) if lead else None
-    if not parameter or e.message[len(parameter) : len(parameter) + 1] not in (" ", "="):
-        return e
-    for command in group.commands.values():
-        for param in command.params:
-            if isinstance(param, click.Option) and param.name == parameter and param.opts[0].startswith("-"):
-                flag = max(param.opts, key=len)
-                sep = " " if e.message[len(parameter)] == "=" else ""
-                e.message = flag + sep + e.message[len(parameter) + (1 if sep else 0) :]
-                return e
-    return e
+    def flag(self, parameter: str) -> str:
+        """How the command line names a library parameter (:class:`kerinspect.errors.Param`):
+        the longest flag of the option named after it (``batch_size``: ``--batch-size``),
+        else the option that has its name as a flag (``input``: ``--input``, whose value
+        is ``input_file``); the command being run is searched first, then every other.
+        A parameter without a flag keeps its name."""
+        commands = [self.invoked] if self.invoked is not None else []
+        commands += [c for c in self.commands.values() if c is not self.invoked]
+        options = [p for c in commands for p in c.params if isinstance(p, click.Option)]
+        for option in options:
+            if option.name == parameter:
+                return max(option.opts, key=len)
+        spelled = "--" + parameter.replace("_", "-")
+        if any(spelled in option.opts for option in options):
+            return spelled
+        return parameter
 
 
 @contextlib.contextmanager

@@ -1,6 +1,6 @@
 """Where a command's output goes: reports on stdout (:func:`emit`: a table, Markdown
 or JSON), the progress bar on stderr (:class:`ProgressBar`), files written atomically
-(:func:`write_file`)."""
+(:func:`write_file`, :func:`write_junit`)."""
 
 from __future__ import annotations
 
@@ -50,6 +50,20 @@ def write_file(path: str, data: bytes) -> None:
     from kerinspect.safefs import write_file_atomic
 
     write_file_atomic(path, data)
+
+
+def write_junit(path: str, xml: bytes, code: int) -> int:
+    """Write ``--junit`` XML to ``path``; the exit code is ``code``, or when the file
+    cannot be written (the error printed) the worse of ``code`` and 7."""
+    from kerinspect.cli.group import print_error
+    from kerinspect.errors import ExitCode, OutputError, worst_exit_code
+
+    try:
+        write_file(path, xml)
+    except OutputError as e:
+        print_error(e)
+        return worst_exit_code([code, ExitCode.OUTPUT])
+    return code
 
 
 class ProgressBar:
