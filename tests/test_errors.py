@@ -3,12 +3,21 @@ CLI shows their flags (``--batch-size``); no message text is rewritten to get th
 
 from __future__ import annotations
 
+import json
+
 import pytest
+from click.testing import CliRunner
 
 import kerinspect
-from kerinspect.errors import KerinspectError, Message, Param, UsageError, msg
+from kerinspect.cli import cli
+from kerinspect.errors import ExitCode, KerinspectError, Message, Param, UsageError, msg
 from kerinspect.spec import PARAMETERS, LoadOptions, SpecError, field_names
 from tests.conftest import SAMPLES
+
+
+def run(*args):
+    return CliRunner().invoke(cli, [str(a) for a in args])
+
 
 # -- the template -------------------------------------------------------------------
 
@@ -114,3 +123,74 @@ def test_the_library_names_the_parameter_of_a_bad_value():
         kerinspect.inspect_model(str(SAMPLES / "cnn.keras"), batch_size=0)
     assert e.value.message == "batch_size must be at least 1. Received: batch_size=0"
     assert "--" not in e.value.message and e.value.parameter == "batch_size"
+
+
+def test_a_bad_out_is_named_by_the_library_and_flagged_by_the_cli(tmp_path):
+    with pytest.raises(UsageError) as e:
+        kerinspect.dump_activations(str(SAMPLES / "cnn.keras"), "")
+    assert e.value.message == "out must name a directory"
+    r = run("dump", SAMPLES / "cnn.keras", "--out", "")
+    assert r.exit_code == ExitCode.USAGE
+    assert r.stderr == "kerinspect: error[usage]: --out must name a directory\n"
+
+
+def test_a_refused_output_directory_names_out_and_overwrite_each_way(tmp_path):
+    """A directory named like a template field is shown as it is: the path is a value."""
+    out = tmp_path / "{max_bytes}"
+    out.mkdir()
+    (out / "notes.txt").write_text("mine")
+    with pytest.raises(KerinspectError) as e:
+        kerinspect.dump_activations(str(SAMPLES / "cnn.keras"), str(out))
+    assert f"Received: out={out}" in e.value.message and "pass overwrite to replace" in e.value.hint
+    assert "--" not in e.value.one_line()
+    r = run("dump", SAMPLES / "cnn.keras", "--out", out)
+    assert r.exit_code == ExitCode.OUTPUT
+    (line,) = r.stderr.splitlines()
+    assert f"Received: --out={out} Hint: choose a new directory, or pass --overwrite to replace" in line
+    assert "{max_bytes}" in line and "--max-bytes" not in line and "out=" not in line.replace("--out=", "")
+
+
+# -- errors raised in the worker ---------------------------------------------------------
+
+
+@pytest.mark.isolated
+def test_a_worker_error_referencing_a_parameter_shows_the_flag_or_the_name():
+    """The static scan (in the worker) refuses a model above max_params; its hint
+    crosses the process boundary as a reference, not as text."""
+    with pytest.raises(KerinspectError) as e:
+        kerinspect.inspect_model(str(SAMPLES / "cnn.keras"), load=LoadOptions(max_params=10))
+    assert e.value.rule == "too-many-params" and e.value.exit_code == ExitCode.REFUSED
+    assert e.value.hint == "raise max_params if this size is expected"
+    assert e.value.hint_parts.parameters == ("max_params",)
+    r = run("summary", SAMPLES / "cnn.keras", "--max-params", "10")
+    assert r.exit_code == ExitCode.REFUSED
+    assert r.stderr.rstrip().endswith("Hint: raise --max-params if this size is expected")
+    assert "max_params" not in r.stderr
+    # kerinspect check records a model's error as text: with the flag, too
+    r = run("check", SAMPLES / "cnn.keras", "--max-params", "10", "--no-config", "--format", "json")
+    (result,) = json.loads(r.stdout)["models"]
+    assert result["error"]["message"].endswith("Hint: raise --max-params if this size is expected")
+
+
+@pytest.mark.isolated
+def test_an_input_file_the_worker_cannot_read_names_input_each_way(keras, tmp_path):
+    bad = tmp_path / "x.npy"
+    bad.write_bytes(b"not an array at all")
+    with pytest.raises(KerinspectError) as e:
+        kerinspect.inspect_model(str(SAMPLES / "dead_relu.keras"), str(bad))
+    assert e.value.rule == "input-unreadable" and f"Received: input={bad}" in e.value.message
+    r = run("summary", SAMPLES / "dead_relu.keras", "--input", bad)
+    assert r.exit_code == ExitCode.NO_INPUT
+    assert f"Received: --input={bad}" in r.stderr and "input=" not in r.stderr.replace("--input=", "")
+
+
+def test_worker_segments_are_rebuilt_and_untrusted_braces_stay_literal():
+    from kerinspect.sandbox.runner import _error_from, _parse_message
+
+    line = json.dumps({"type": "error", "exit_code": 2, "rule": "usage",
+                       "message": ["layer {batch_size} wants a smaller ", {"param": "batch_size"}],
+                       "hint": ["lower ", {"param": "batch_size"}]}).encode()
+    err = _error_from(_parse_message(line))
+    assert isinstance(err, UsageError)
+    assert (err.message, err.hint) == ("layer {batch_size} wants a smaller batch_size", "lower batch_size")
+    assert err.one_line(cli.flag) == "layer {batch_size} wants a smaller --batch-size Hint: lower --batch-size"

@@ -43,6 +43,7 @@ from kerinspect.errors import (
     PolicyError,
     UsageError,
     escape_text,
+    msg,
 )
 from kerinspect.sandbox import scratch as scratch_dirs
 
@@ -312,18 +313,18 @@ def run_worker(
                     buf += chunk
                     start = 0
                     while (end := buf.find(b"\n", max(start, scan_from))) >= 0:
-                        msg = _parse_message(bytes(buf[start:end]))
+                        message = _parse_message(bytes(buf[start:end]))
                         start = end + 1
-                        kind = msg["type"]
+                        kind = message["type"]
                         if kind == "phase":
-                            phase = PHASES.get(msg["phase"], "working")
-                            isolated = msg.get("network_isolated") is True
+                            phase = PHASES.get(message["phase"], "working")
+                            isolated = message.get("network_isolated") is True
                         elif kind == "result":
-                            result = msg["result"]
+                            result = message["result"]
                         elif kind == "error":
-                            error = msg
+                            error = message
                         if on_message is not None:
-                            on_message(msg)
+                            on_message(message)
                     del buf[:start]
                     if len(buf) > MAX_MESSAGE_BYTES:
                         raise _protocol_error(f"a message longer than {MAX_MESSAGE_BYTES:,} bytes")
@@ -339,7 +340,7 @@ def run_worker(
             raise ChildCrashError(
                 f"The worker timed out after {limits.timeout:g} s while {phase}; it was killed.",
                 rule="timeout",
-                hint="raise --timeout if the model is just slow",
+                hint=msg("raise {timeout} if the model is just slow"),
             ) from None
         finally:
             _kill_group(proc.pid)  # nothing the model started may outlive the job
@@ -353,7 +354,7 @@ def run_worker(
             sig = signal.Signals(-proc.returncode).name
             hint = None
             if -proc.returncode == signal.SIGKILL:
-                hint = "it was killed, often by the kernel when out of memory; see --max-memory"
+                hint = msg("it was killed, often by the kernel when out of memory; see {max_memory}")
             raise ChildCrashError(
                 f"The worker crashed ({sig}) while {phase}.", rule="worker-crashed", hint=hint
             )
@@ -362,7 +363,7 @@ def run_worker(
             raise ChildCrashError(
                 f"The worker ran out of memory while {phase} (limit {limits.max_memory:,} bytes).",
                 rule="memory-limit",
-                hint="raise --max-memory if the machine has room",
+                hint=msg("raise {max_memory} if the machine has room"),
             )
         raise ChildCrashError(
             f"The worker exited with status {proc.returncode} while {phase} without a result"

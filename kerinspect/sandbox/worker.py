@@ -30,7 +30,7 @@ import time
 import traceback
 from typing import Any
 
-from kerinspect.errors import ExitCode, KerinspectError, escape_text
+from kerinspect.errors import ExitCode, KerinspectError, escape_text, msg
 
 
 class _Channel:
@@ -154,8 +154,10 @@ def main(argv: list[str]) -> int:
                 "type": "error",
                 "exit_code": int(ExitCode.CRASHED),
                 "rule": "memory-limit",
-                "message": "The worker ran out of memory (the --max-memory limit was reached).",
-                "hint": "raise --max-memory, or lower --batch-size",
+                "message": msg(
+                    "The worker ran out of memory (the {max_memory} limit was reached)."
+                ).to_json(),
+                "hint": msg("raise {max_memory}, or lower {batch_size}").to_json(),
                 "traceback": traceback.format_exc(),
             }
         )
