@@ -9,8 +9,11 @@ escapes is a bug and exits with :attr:`ExitCode.INTERNAL`.
 from __future__ import annotations
 
 import enum
+import string
 import unicodedata
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
+from dataclasses import dataclass
+from typing import Any
 
 #: Longest piece of untrusted text (a name, a value) shown in one message.
 MAX_MESSAGE_CHARS = 500
@@ -113,30 +116,245 @@ def whole_sentences(text: str, limit: int = 1200) -> str:
     return (head[: cut + 1] if cut > 0 else head.rsplit(" ", 1)[0]) + " [...]"
 
 
+# -- messages that reference parameters ---------------------------------------------
+
+
+def _known_parameters() -> frozenset[str]:
+    from .spec import PARAMETERS  # spec imports this module: read it once both are loaded
+
+    return PARAMETERS
+
+
+@dataclass(frozen=True)
+class Param:
+    """A reference to a parameter inside a :class:`Message`: the library shows its name
+    (``batch_size``), the CLI its flag (``--batch-size``).
+
+    Raises:
+        ValueError: ``name`` is not one of :data:`kerinspect.spec.PARAMETERS` (a
+            programming error, or a malformed message from the worker).
+    """
+
+    name: str
+
+    def __post_init__(self) -> None:
+        if not isinstance(self.name, str) or self.name not in _known_parameters():
+            raise ValueError(f"not a kerinspect parameter: {self.name!r}")
+
+
+#: Most segments a message may have (one from the worker is checked against it).
+MAX_SEGMENTS = 200
+
+#: How a parameter is shown: its name in, the text out (the CLI: its flag).
+Namer = Callable[[str], str]
+
+
+class Message:
+    """Text whose parameter references are kept as data: a tuple of segments, each
+    literal text (``str``) or a :class:`Param`. Build one with :func:`msg`; join with ``+``.
+
+    ``str(message)`` shows parameters by name; :meth:`render` lets the caller name them.
+    """
+
+    __slots__ = ("segments",)
+
+    def __init__(self, segments: Iterable[str | Param] = ()):
+        merged: list[str | Param] = []
+        for seg in segments:
+            if isinstance(seg, str):
+                if not seg:
+                    continue
+                if merged and isinstance(merged[-1], str):
+                    merged[-1] += seg
+                    continue
+            elif not isinstance(seg, Param):
+                raise TypeError(f"a message segment is text or a Param, not {type(seg).__name__}")
+            merged.append(seg)
+        self.segments: tuple[str | Param, ...] = tuple(merged)
+
+    @property
+    def parameters(self) -> tuple[str, ...]:
+        """The names of the referenced parameters, in order (with repeats)."""
+        return tuple(s.name for s in self.segments if isinstance(s, Param))
+
+    def render(self, name: Namer | None = None) -> str:
+        """The text, each parameter shown as ``name(parameter)`` (default: its name)."""
+        return "".join(
+            s if isinstance(s, str) else (s.name if name is None else name(s.name)) for s in self.segments
+        )
+
+    def to_json(self) -> list[str | dict[str, str]]:
+        """Plain JSON: text as strings, a reference as ``{"param": name}``."""
+        return [s if isinstance(s, str) else {"param": s.name} for s in self.segments]
+
+    @classmethod
+    def from_json(cls, data: Any) -> Message:
+        """The inverse of :meth:`to_json`; a string is one text segment.
+
+        Raises:
+            ValueError: not a string or a list of at most :data:`MAX_SEGMENTS` strings
+                and ``{"param": name}`` objects naming known parameters.
+        """
+        if isinstance(data, str):
+            return cls((data,))
+        if not isinstance(data, list) or len(data) > MAX_SEGMENTS:
+            raise ValueError(f"a message is a string or a list of at most {MAX_SEGMENTS} segments")
+        segments: list[str | Param] = []
+        for item in data:
+            if isinstance(item, str):
+                segments.append(item)
+            elif isinstance(item, dict) and item.keys() == {"param"}:
+                segments.append(Param(item["param"]))
+            else:
+                raise ValueError('a message segment is a string or {"param": name}')
+        return cls(segments)
+
+    @classmethod
+    def of(cls, text: str | Message) -> Message:
+        """``text`` as a message (a plain string is literal text, never a template)."""
+        return text if isinstance(text, Message) else cls((text,))
+
+    def __add__(self, other: str | Message) -> Message:
+        if not isinstance(other, (str, Message)):
+            return NotImplemented
+        return Message((*self.segments, *Message.of(other).segments))
+
+    def __radd__(self, other: str) -> Message:
+        if not isinstance(other, str):
+            return NotImplemented
+        return Message((other, *self.segments))
+
+    def __eq__(self, other: object) -> bool:
+        return isinstance(other, Message) and other.segments == self.segments
+
+    def __hash__(self) -> int:
+        return hash(self.segments)
+
+    def __str__(self) -> str:
+        return self.render()
+
+    def __repr__(self) -> str:
+        return f"Message({list(self.segments)!r})"
+
+
+_FORMATTER = string.Formatter()
+
+
+def msg(template: str, /, **values: Any) -> Message:
+    """A :class:`Message` from a literal ``template``, parsed once, here.
+
+    A field given in ``values`` becomes text at once (``{count:,}`` and ``{name!r}``
+    work as in :meth:`str.format`), so a value's own braces are never read as fields:
+    untrusted text goes in ``values``, never into the template. A value that is a
+    :class:`Param` or a :class:`Message` is spliced in as one. Every other field
+    names a parameter and becomes a :class:`Param`::
+
+        msg("{batch_size} must be at least 1. Received: {batch_size}={value}", value=0)
+
+    Raises:
+        ValueError: a field is neither in ``values`` nor a known parameter, carries a
+            format or conversion on a parameter, is positional or indexed, or a value
+            is not used (programming errors: tests catch them).
+    """
+    segments: list[str | Param] = []
+    unused = set(values)
+    for literal, field, spec, conversion in _FORMATTER.parse(template):
+        segments.append(literal)
+        if field is None:
+            continue
+        if field in values:
+            unused.discard(field)
+            value = values[field]
+            if isinstance(value, (Param, Message)) and not spec and not conversion:
+                segments.extend(Message.of(value).segments if isinstance(value, Message) else (value,))
+                continue
+            value = _FORMATTER.convert_field(value, conversion)
+            segments.append(_FORMATTER.format_field(value, spec or ""))
+            continue
+        if spec or conversion:
+            raise ValueError(f"the parameter field {{{field}}} takes no format or conversion: {template!r}")
+        segments.append(Param(field))  # ValueError for '', '0', 'a.b', 'x[0]' and unknown names
+    if unused:
+        raise ValueError(f"values not used by the template {template!r}: {', '.join(sorted(unused))}")
+    return Message(segments)
+
+
+# -- the error family -----------------------------------------------------------------
+
+
 class KerinspectError(Exception):
     """Base class of every error a user can cause.
+
+    The message and hint are text, or a :class:`Message` that references parameters
+    (:func:`msg`). ``message`` and ``hint`` read as text naming each parameter by its
+    name, the Python API's view; :meth:`one_line` takes a ``name`` function for another
+    view (the CLI shows flags).
 
     Attributes:
         exit_code: the process exit code for this failure.
         rule: a short, stable id naming what failed (``model-not-found``, ...).
-        hint: an optional next step for the user.
+        message: the message as text (parameters by name).
+        hint: an optional next step for the user, as text.
+        message_parts: the message as a :class:`Message`.
+        hint_parts: the hint as a :class:`Message`, or None.
+        parameter: the parameter the error is about: the one given, else the first
+            the message references (None when it names none).
     """
 
     exit_code: ExitCode = ExitCode.INTERNAL
     default_rule = "error"
 
-    def __init__(self, message: str, *, rule: str | None = None, hint: str | None = None):
-        super().__init__(message)
-        self.message = message
+    def __init__(
+        self,
+        message: str | Message,
+        *,
+        rule: str | None = None,
+        hint: str | Message | None = None,
+        parameter: str | None = None,
+    ):
+        self.message_parts = Message.of(message)
+        super().__init__(str(self.message_parts))
         self.rule = rule or self.default_rule
-        self.hint = hint
+        self.hint_parts: Message | None = None if hint is None else Message.of(hint)
+        self._parameter = parameter
 
-    def one_line(self) -> str:
-        """The message and hint as one escaped line (no ``kerinspect:`` prefix)."""
-        text = self.message
-        if self.hint:
-            text = f"{text} Hint: {self.hint}"
-        return escape_text(text, MAX_LINE_CHARS)
+    @property
+    def message(self) -> str:
+        return self.message_parts.render()
+
+    @message.setter
+    def message(self, text: str) -> None:
+        # assigning the same text keeps the references; other text replaces them
+        if text != self.message:
+            self.message_parts = Message.of(text)
+
+    @property
+    def hint(self) -> str | None:
+        return None if self.hint_parts is None else self.hint_parts.render()
+
+    @hint.setter
+    def hint(self, text: str | None) -> None:
+        if text != self.hint:
+            self.hint_parts = None if text is None else Message.of(text)
+
+    @property
+    def parameter(self) -> str | None:
+        if self._parameter is not None:
+            return self._parameter
+        return next(iter(self.message_parts.parameters), None)
+
+    def render(self, name: Namer | None = None) -> str:
+        """The message, then ``Hint: ...``, parameters shown by ``name`` (default: their
+        names); not escaped."""
+        text = self.message_parts.render(name)
+        if self.hint_parts is not None and self.hint_parts.segments:
+            text = f"{text} Hint: {self.hint_parts.render(name)}"
+        return text
+
+    def one_line(self, name: Namer | None = None) -> str:
+        """The message and hint as one escaped line (no ``kerinspect:`` prefix),
+        parameters shown by ``name`` (default: their names)."""
+        return escape_text(self.render(name), MAX_LINE_CHARS)
 
 
 class UsageError(KerinspectError):

@@ -16,7 +16,7 @@ from typing import Any
 
 from . import __version__
 from .config import CheckConfig, ConfigFile
-from .errors import ExitCode, InputFileError, KerinspectError, escape_text
+from .errors import ExitCode, InputFileError, KerinspectError, Namer, escape_text
 from .report import SCHEMA_VERSION, CheckResult, CheckRun, ModelError, ModelReport
 
 #: Largest baseline JSON file read (bytes).
@@ -173,8 +173,8 @@ def load_baseline(path: str) -> ModelReport:
         ) from None
 
 
-def _error_text(e: KerinspectError) -> str:
-    text = e.message + (f" Hint: {e.hint}" if e.hint else "")
+def _error_text(e: KerinspectError, name_parameter: Namer | None = None) -> str:
+    text = e.render(name_parameter)
     return text if len(text) <= MAX_ERROR_CHARS else text[: MAX_ERROR_CHARS - 3] + "..."
 
 
@@ -191,6 +191,7 @@ def check_model(
     reraise: bool = False,
     load: Any = None,
     run_options: Mapping[str, Any] | None = None,
+    name_parameter: Namer | None = None,
 ) -> CheckResult:
     """Inspect and judge one model file; never raises for a bad model.
 
@@ -204,6 +205,8 @@ def check_model(
         run_options: fields of :class:`kerinspect.spec.RunSpec` that the settings
             file does not know, set on top of ``config`` (new run options need no
             configuration key to reach the model).
+        name_parameter: how an error's message shows a parameter it references
+            (default: by name, ``max_params``; the CLI passes its flags, ``--max-params``).
     """
     from . import api
     from .checks import run_checks
@@ -219,7 +222,9 @@ def check_model(
         )
         return run_checks(report, config, baseline=baseline, path=path)
     except KerinspectError as e:
-        return error_result(path, ModelError(int(e.exit_code), e.rule, _error_text(e)), config)
+        return error_result(
+            path, ModelError(int(e.exit_code), e.rule, _error_text(e, name_parameter)), config
+        )
     except Exception as e:  # noqa: BLE001 - one model's bug must not hide the others' verdicts
         if reraise:
             raise
@@ -239,6 +244,7 @@ def check_models(
     reraise: bool = False,
     load: Any = None,
     run_options: Mapping[str, Any] | None = None,
+    name_parameter: Namer | None = None,
 ) -> CheckRun:
     """Check every model named (paths or globs) and collect the verdicts.
 
@@ -250,6 +256,7 @@ def check_models(
         reraise: see :func:`check_model`.
         load: see :func:`check_model`.
         run_options: see :func:`check_model`.
+        name_parameter: see :func:`check_model`.
     """
     config_file = config_file or ConfigFile.empty()
     results = []
@@ -259,6 +266,14 @@ def check_models(
             continue
         config = config_file.settings_for(path, overrides)
         results.append(
-            check_model(path, config, progress=progress, reraise=reraise, load=load, run_options=run_options)
+            check_model(
+                path,
+                config,
+                progress=progress,
+                reraise=reraise,
+                load=load,
+                run_options=run_options,
+                name_parameter=name_parameter,
+            )
         )
     return CheckRun(tuple(results), config_file=config_file.path, kerinspect_version=__version__)

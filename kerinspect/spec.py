@@ -33,7 +33,7 @@ from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from typing import Any, Self, TypeVar, Union, cast
 
-from .errors import UsageError, escape_text
+from .errors import Message, Param, UsageError, escape_text, msg
 
 # -- defaults: the only place they are written -----------------------------------------
 
@@ -112,12 +112,13 @@ class SpecError(UsageError, ValueError):
     """A spec field has a bad type or value (exit 2).
 
     Attributes:
-        parameter: the field's name (``batch_size``); the CLI maps it to its flag.
+        parameter: the field's name (``batch_size``), also where it is no parameter of
+            :data:`PARAMETERS` (a field of the worker's request); the message references
+            it when it is one, so the CLI shows its flag.
     """
 
-    def __init__(self, message: str, *, parameter: str | None = None):
-        super().__init__(message, rule="usage")
-        self.parameter = parameter
+    def __init__(self, message: str | Message, *, parameter: str | None = None):
+        super().__init__(message, rule="usage", parameter=parameter)
 
 
 def at_least(low: float) -> dict[str, Any]:
@@ -272,17 +273,10 @@ class Spec:
             try:
                 coerced = _coerce(value, hints[f.name])
             except _Mismatch:
-                raise SpecError(
-                    f"{f.name} must be {_describe(hints[f.name])}. "
-                    f"Received: {f.name}={escape_text(repr(value), 80)}",
-                    parameter=f.name,
-                ) from None
+                raise _bad_value(f.name, _describe(hints[f.name]), value) from None
             problem = _range_problem(coerced, f.metadata)
             if problem is not None:
-                raise SpecError(
-                    f"{f.name} must be {problem}. Received: {f.name}={escape_text(repr(value), 80)}",
-                    parameter=f.name,
-                )
+                raise _bad_value(f.name, problem, value)
             if coerced is not value:
                 object.__setattr__(self, f.name, coerced)
 
@@ -321,6 +315,21 @@ class Spec:
     def replace(self, **changes: Any) -> Self:
         """A copy with ``changes`` (validated like any construction)."""
         return dataclasses.replace(cast(Any, self), **changes)
+
+
+def _bad_value(name: str, expected: str, value: Any) -> SpecError:
+    """``batch_size must be at least 1. Received: batch_size=0``, the field referenced
+    as a parameter where it is one (:data:`PARAMETERS`)."""
+    field_ref: Param | str = Param(name) if name in PARAMETERS else name
+    return SpecError(
+        msg(
+            "{name} must be {expected}. Received: {name}={value}",
+            name=field_ref,
+            expected=expected,
+            value=escape_text(repr(value), 80),
+        ),
+        parameter=name,
+    )
 
 
 def field_names(cls: type[Spec]) -> tuple[str, ...]:
@@ -457,6 +466,29 @@ class LoadOptions(Spec):
     trust_model: bool = False
     custom_objects: str | None = None
     max_params: int = field(default=DEFAULT_MAX_PARAMS, metadata=at_least(1))
+
+
+#: The parameters that errors may reference (:class:`kerinspect.errors.Param`): the
+#: fields of the specs, and the API's own parameters that the CLI has a flag for.
+PARAMETERS: frozenset[str] = frozenset(
+    (
+        *field_names(RunSpec),
+        *field_names(Thresholds),
+        *field_names(LoadOptions),
+        # kerinspect.dump_activations / activations
+        "out",
+        "overwrite",
+        "max_bytes",
+        # user inputs (the API's ``inputs``; ``input`` in reports, manifests and kerinspect check)
+        "input",
+        # kerinspect check (kerinspect.gate, kerinspect.config: the CheckConfig fields)
+        "config",
+        "baseline",
+        "tolerance",
+        "rules",
+        "ignore",
+    )
+)
 
 
 def check_inputs(run: RunSpec, inputs_given: bool) -> None:

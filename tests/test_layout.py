@@ -24,7 +24,9 @@ CASES = [
     ("kerinspect/api.py", "import numpy as np\nprint(np)\n", False),  # parent path: lazily only
     ("kerinspect/api.py", "def f():\n    import numpy as np\n    return np\n", True),
     ("kerinspect/gate.py", "import click\nprint(click)\n", False),
-    ("kerinspect/cli.py", "import click\nprint(click)\n", True),
+    ("kerinspect/cli/group.py", "import click\nprint(click)\n", True),
+    ("kerinspect/cli/dump.py", "import rich\nprint(rich)\n", True),
+    ("kerinspect/cli/dump.py", "import numpy as np\nprint(np)\n", False),
     ("kerinspect/scan/policy.py", "import keras\nprint(keras)\n", False),
     ("kerinspect/scan/policy.py", "def f():\n    import tensorflow as tf\n    return tf\n", False),
     ("kerinspect/scan/container.py", "import h5py\nprint(h5py)\n", True),

@@ -618,11 +618,12 @@ def test_code_and_an_unknown_class_are_named_in_one_refusal(custom_first):
     e = info.value
     assert e.rule == "lambda-bytecode" and "(layer 'm/lam', at config.layers[" in e.message
     assert "the model also uses custom class 'Custom>Block', which is not loaded" in e.message
-    assert "--custom-objects FILE.py that defines 'Custom>Block'" in e.hint and "--trust-model" in e.hint
+    assert "custom_objects FILE.py that defines 'Custom>Block'" in e.hint and "trust_model" in e.hint
+    assert e.hint_parts.parameters == ("custom_objects", "trust_model")  # the CLI shows their flags
     # the class declared: the code alone is refused, as before
     with pytest.raises(PolicyError) as info:
         scan_config(_code_and_custom(custom_first), custom_classes={"Custom>Block"})
-    assert "Custom>Block" not in info.value.message and info.value.hint == "only if you trust this file: --trust-model"
+    assert "Custom>Block" not in info.value.message and info.value.hint == "only if you trust this file: trust_model"
     # the code trusted: the class is reported unknown (for the loader's one line)
     assert scan_config(_code_and_custom(custom_first), allow_code=True)[2] == ("Custom>Block",)
 
@@ -632,7 +633,7 @@ def test_a_registered_function_and_an_unknown_class_need_only_custom_objects():
     with pytest.raises(PolicyError) as info:
         scan_config(_code_and_custom(False, function))
     assert info.value.rule == "function-reference" and "'Custom>Block'" in info.value.message
-    assert info.value.hint == ("pass --custom-objects FILE.py that defines 'Custom>Block' and defines and "
+    assert info.value.hint == ("pass custom_objects FILE.py that defines 'Custom>Block' and defines and "
                                "registers the function")
     assert scan_config(_code_and_custom(False, function), custom_classes={"Custom>Block", "vae>sampling"})[2] == ()
 

@@ -213,7 +213,8 @@ def test_the_cli_names_the_flag_of_a_bad_parameter(monkeypatch):
     monkeypatch.setattr("kerinspect.api.inspect_model", fake)
     r = CliRunner().invoke(cli, ["summary", "m.keras"])
     assert r.exit_code == ExitCode.USAGE
-    assert "error[usage]: --batch-size must be at least 1. Received: batch_size=0" in r.stderr
+    assert "error[usage]: --batch-size must be at least 1. Received: --batch-size=0" in r.stderr
+    assert "batch_size" not in r.stderr
 
 
 # -- check: defaults < configuration file < command line ------------------------------
@@ -253,7 +254,7 @@ def test_check_without_config_runs_the_defaults(captured):
 
 
 def test_the_parsed_spec_reaches_the_replay_whole(keras, monkeypatch):
-    """A run option needs a field in spec.py, a flag in cli.py and the code that reads it:
+    """A run option needs a field in spec.py, a flag in cli/ and the code that reads it:
     the spec the worker parsed reaches the replay (and the collector's caller) whole."""
     from kerinspect import api
     from kerinspect.engine import trace
@@ -273,15 +274,18 @@ def test_the_parsed_spec_reaches_the_replay_whole(keras, monkeypatch):
     assert seen and seen[-1] == run
 
 
-def test_errors_from_the_worker_name_the_flag_too():
-    """An error the worker raised reaches the CLI without its ``parameter`` attribute: the
-    parameter named at the start of the message is still shown as its flag."""
-    from kerinspect.cli import _with_flag, cli
-    from kerinspect.errors import UsageError
+def test_the_cli_names_flags_from_the_references_not_the_text():
+    """The CLI shows a referenced parameter as its option's longest flag (found by the
+    option's name, or by its flag where the value has another name: ``input`` is
+    ``--input``, stored as ``input_file``); text that merely looks like a parameter
+    stays as it is."""
+    from kerinspect.cli import cli
+    from kerinspect.errors import UsageError, msg
 
-    e = _with_flag(cli, UsageError("sample=99 is out of range: the run had 32 samples."))
-    assert e.message == "--sample 99 is out of range: the run had 32 samples."
-    e = _with_flag(cli, UsageError("batch_size must be at least 1."))
-    assert e.message == "--batch-size must be at least 1."
-    untouched = _with_flag(cli, UsageError("the model has no inputs"))
-    assert untouched.message == "the model has no inputs"
+    e = UsageError(msg("{sample}={value} is out of range: the run had 32 samples.", value=99))
+    assert e.message == "sample=99 is out of range: the run had 32 samples."
+    assert e.one_line(cli.flag) == "--sample=99 is out of range: the run had 32 samples."
+    e = UsageError(msg("Cannot read it. Received: {input}=x.npy"), hint=msg("lower {shapes}"))
+    assert e.one_line(cli.flag) == "Cannot read it. Received: --input=x.npy Hint: lower --shape"
+    untouched = UsageError("batch_size must be at least 1.")  # plain text: no reference
+    assert untouched.one_line(cli.flag) == "batch_size must be at least 1."

@@ -14,7 +14,7 @@ import stat
 import unicodedata
 from typing import Any
 
-from kerinspect.errors import escape_text
+from kerinspect.errors import Message, escape_text, msg
 from kerinspect.safefs import O_READ
 
 #: Layout of ``manifest.json``; bumped on incompatible changes.
@@ -76,6 +76,12 @@ def is_own_file(rel: str) -> bool:
 def show_path(path: str) -> str:
     """A path for a message."""
     return escape_text(path, 200)
+
+
+def received_out(shown: str) -> Message:
+    """`` Received: out=DIR``, the end of a message about the output directory ``shown``
+    (:func:`show_path`), ``out`` referenced as the parameter (the CLI says ``--out``)."""
+    return msg(" Received: {out}={shown}", shown=shown)
 
 
 def read_manifest_at(dfd: int) -> dict[str, Any]:

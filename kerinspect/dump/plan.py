@@ -22,9 +22,10 @@ from kerinspect.dump.layout import (
     STAGING_PREFIX,
     is_own_file,
     read_manifest_at,
+    received_out,
     show_path,
 )
-from kerinspect.errors import InputFileError, OutputError, UsageError, escape_text
+from kerinspect.errors import InputFileError, OutputError, UsageError, escape_text, msg
 from kerinspect.safefs import open_dir, os_reason
 
 __all__ = ["file_sha256", "prepare_dump"]
@@ -93,9 +94,11 @@ def prepare_dump(
     """
     raw = os.fspath(out)
     if not raw:
-        raise UsageError("--out must name a directory")
+        raise UsageError(msg("{out} must name a directory"))
     if int(max_bytes) < 1:
-        raise UsageError(f"--max-bytes must be at least 1. Received: max_bytes={max_bytes}")
+        raise UsageError(
+            msg("{max_bytes} must be at least 1. Received: {max_bytes}={value}", value=max_bytes)
+        )
     # Read the model before touching the filesystem, so a failure leaves nothing behind.
     model: dict[str, Any] = {"path": model_path, "sha256": None, "format": model_format}
     if model_path is not None:
@@ -113,31 +116,31 @@ def prepare_dump(
             pass
         except OSError as e:
             raise OutputError(
-                f"Cannot create the output directory: {os_reason(e)}. Received: out={shown}",
+                f"Cannot create the output directory: {os_reason(e)}." + received_out(shown),
                 rule="out-not-writable",
                 hint="its parent directory must exist and be writable",
             ) from None
         st = os.lstat(path)
     except OSError as e:
         raise OutputError(
-            f"Cannot access the output directory: {os_reason(e)}. Received: out={shown}",
+            f"Cannot access the output directory: {os_reason(e)}." + received_out(shown),
             rule="out-not-writable",
         ) from None
     if stat.S_ISLNK(st.st_mode):
         raise OutputError(
-            f"The output directory is a symbolic link; refusing to write through it. Received: out={shown}",
+            "The output directory is a symbolic link; refusing to write through it." + received_out(shown),
             rule="out-symlink",
             hint="pass the real directory",
         )
     if not stat.S_ISDIR(st.st_mode):
         raise OutputError(
-            f"The output path exists and is not a directory. Received: out={shown}", rule="out-not-dir"
+            "The output path exists and is not a directory." + received_out(shown), rule="out-not-dir"
         )
     try:
         dfd = open_dir(path, [st.st_dev, st.st_ino])
     except OSError as e:
         raise OutputError(
-            f"Cannot open the output directory: {os_reason(e)}. Received: out={shown}",
+            f"Cannot open the output directory: {os_reason(e)}." + received_out(shown),
             rule="out-not-writable",
         ) from None
     try:
@@ -145,7 +148,7 @@ def prepare_dump(
             previous = _previous_dump(dfd, shown, overwrite)
         except OSError as e:
             raise OutputError(
-                f"Cannot read the output directory: {os_reason(e)}. Received: out={shown}",
+                f"Cannot read the output directory: {os_reason(e)}." + received_out(shown),
                 rule="out-not-writable",
             ) from None
         staging = STAGING_PREFIX + secrets.token_hex(8)
@@ -154,7 +157,7 @@ def prepare_dump(
             sst = os.stat(staging, dir_fd=dfd, follow_symlinks=False)
         except OSError as e:
             raise OutputError(
-                f"Cannot write in the output directory: {os_reason(e)}. Received: out={shown}",
+                f"Cannot write in the output directory: {os_reason(e)}." + received_out(shown),
                 rule="out-not-writable",
             ) from None
     except BaseException:
@@ -196,10 +199,10 @@ def _previous_dump(dfd: int, shown: str, overwrite: bool) -> list[str]:
         return []
     if not overwrite:
         raise OutputError(
-            f"The output directory is not empty ({len(entries)} entries); refusing to touch it. "
-            f"Received: out={shown}",
+            f"The output directory is not empty ({len(entries)} entries); refusing to touch it."
+            + received_out(shown),
             rule="out-not-empty",
-            hint="choose a new directory, or pass --overwrite to replace a previous kerinspect dump",
+            hint=msg("choose a new directory, or pass {overwrite} to replace a previous kerinspect dump"),
         )
     listed = _read_previous_manifest(dfd, shown)
     found: list[str] = []
@@ -229,13 +232,13 @@ def _previous_dump(dfd: int, shown: str, overwrite: bool) -> list[str]:
 def refuse_entry(rel: str, mode: int, shown: str) -> None:
     if stat.S_ISLNK(mode):
         raise OutputError(
-            f"{escape_text(rel, 100)!r} in the output directory is a symbolic link; refusing to replace it. "
-            f"Received: out={shown}",
+            f"{escape_text(rel, 100)!r} in the output directory is a symbolic link; refusing to replace it."
+            + received_out(shown),
             rule="out-symlink",
         )
     raise OutputError(
         f"The output directory holds {escape_text(rel, 100)!r}, which is not a regular file of the "
-        f"previous kerinspect dump; refusing to overwrite. Received: out={shown}",
+        f"previous kerinspect dump; refusing to overwrite." + received_out(shown),
         rule="out-not-empty",
     )
 
@@ -250,7 +253,7 @@ def _check_listed(dir_fd: int, name: str, rel: str, listed: set[str], shown: str
             hint = "it was left by an interrupted kerinspect run; remove it"
         raise OutputError(
             f"The output directory holds {escape_text(rel, 100)!r}, which the previous dump's manifest "
-            f"does not list; refusing to overwrite files kerinspect did not write. Received: out={shown}",
+            f"does not list; refusing to overwrite files kerinspect did not write." + received_out(shown),
             rule="out-not-empty",
             hint=hint,
         )
@@ -259,8 +262,12 @@ def _check_listed(dir_fd: int, name: str, rel: str, listed: set[str], shown: str
 def _read_previous_manifest(dfd: int, shown: str) -> set[str]:
     """Relative paths a previous kerinspect manifest in ``dfd`` lists (itself included)."""
     refuse = OutputError(
-        f"The output directory is not empty and holds no kerinspect dump (no valid {MANIFEST}); "
-        f"--overwrite only replaces a previous kerinspect dump. Received: out={shown}",
+        msg(
+            "The output directory is not empty and holds no kerinspect dump (no valid {manifest}); "
+            "{overwrite} only replaces a previous kerinspect dump.",
+            manifest=MANIFEST,
+        )
+        + received_out(shown),
         rule="out-not-empty",
         hint="choose a new or empty directory",
     )

@@ -30,10 +30,11 @@ from kerinspect.dump.layout import (
     PREVIOUS,
     STORED_KINDS,
     is_own_file,
+    received_out,
     show_path,
 )
 from kerinspect.dump.plan import refuse_entry
-from kerinspect.errors import OutputError, escape_text
+from kerinspect.errors import OutputError, escape_text, msg
 from kerinspect.safefs import O_NEW, O_READ, move_noreplace, open_dir, os_reason, rmtree_at, split_rel, subdir
 from kerinspect.scan.npy import NpyDtype, npy_dtype, read_npy_header
 from kerinspect.units import format_bytes
@@ -184,7 +185,7 @@ def publish_dump(plan: Mapping[str, Any], draft: Mapping[str, Any]) -> dict[str,
     except OSError as e:
         abort_dump(plan)
         raise OutputError(
-            f"Cannot publish the dump: {os_reason(e)}; nothing was published. Received: out={shown}",
+            f"Cannot publish the dump: {os_reason(e)}; nothing was published." + received_out(shown),
             rule="publish-failed",
         ) from None
     except BaseException:
@@ -222,8 +223,12 @@ def _publish(plan: Mapping[str, Any], draft: Mapping[str, Any], shown: str) -> d
         limit = int(plan["write"]["max_bytes"])
         if total > limit:
             raise OutputError(
-                f"The dump would be {format_bytes(total)}, above --max-bytes {format_bytes(limit)}; "
-                f"nothing was published. Received: out={shown}",
+                msg(
+                    "The dump would be {total}, above {max_bytes} {limit}; nothing was published.",
+                    total=format_bytes(total),
+                    limit=format_bytes(limit),
+                )
+                + received_out(shown),
                 rule="too-large",
             )
         real_out = os.path.realpath(plan["out"])
@@ -232,7 +237,7 @@ def _publish(plan: Mapping[str, Any], draft: Mapping[str, Any], shown: str) -> d
             if os.path.commonpath([real_out, target]) != real_out:  # belt and braces: names are checked
                 raise OutputError(
                     f"{item.rel!r} would resolve outside the output directory (a symbolic link appeared "
-                    f"there during the run?); nothing was published. Received: out={shown}",
+                    f"there during the run?); nothing was published." + received_out(shown),
                     rule="out-escape",
                 )
         manifest = _manifest(plan, draft, items)

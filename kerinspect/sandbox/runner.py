@@ -37,11 +37,13 @@ from kerinspect.errors import (
     InferenceError,
     InputFileError,
     KerinspectError,
+    Message,
     ModelLoadError,
     OutputError,
     PolicyError,
     UsageError,
     escape_text,
+    msg,
 )
 from kerinspect.sandbox import scratch as scratch_dirs
 
@@ -171,7 +173,7 @@ _MESSAGE_FIELDS: dict[str, dict[str, type | tuple[type, ...]]] = {
     "phase": {"phase": str},
     "progress": {"done": int, "total": int},
     "result": {"result": dict},
-    "error": {"exit_code": int, "message": str},
+    "error": {"exit_code": int},
 }
 
 
@@ -195,15 +197,29 @@ def _parse_message(line: bytes) -> dict[str, Any]:
         if not isinstance(msg.get(key), kind) or isinstance(msg.get(key), bool):
             raise _protocol_error(f"a {msg['type']} message without a valid {key!r}")
     if msg["type"] == "error":
-        for key in ("rule", "hint", "traceback"):
+        for key in ("rule", "traceback"):
             if msg.get(key) is not None and not isinstance(msg[key], str):
                 raise _protocol_error(f"an error message with a non-text {key!r}")
+        for key in ("message", "hint"):  # text, or segments referencing known parameters
+            if key == "hint" and msg.get(key) is None:
+                continue
+            try:
+                Message.from_json(msg.get(key))
+            except ValueError:
+                raise _protocol_error(f"an error message without a valid {key!r}") from None
     return msg
 
 
 def _error_from(msg: dict[str, Any]) -> KerinspectError:
+    """The worker's error (a message checked by :func:`_parse_message`), rebuilt as the
+    same class, its message and hint keeping their parameter references."""
     cls = _ERROR_CLASSES.get(msg["exit_code"], KerinspectError)
-    err = cls(str(msg.get("message", "worker failed")), rule=msg.get("rule"), hint=msg.get("hint"))
+    hint = msg.get("hint")
+    err = cls(
+        Message.from_json(msg["message"]),
+        rule=msg.get("rule"),
+        hint=None if hint is None else Message.from_json(hint),
+    )
     if cls is KerinspectError:
         err.exit_code = ExitCode.INTERNAL
     tb = msg.get("traceback")
@@ -314,18 +330,18 @@ def run_worker(
                     buf += chunk
                     start = 0
                     while (end := buf.find(b"\n", max(start, scan_from))) >= 0:
-                        msg = _parse_message(bytes(buf[start:end]))
+                        message = _parse_message(bytes(buf[start:end]))
                         start = end + 1
-                        kind = msg["type"]
+                        kind = message["type"]
                         if kind == "phase":
-                            phase = PHASES.get(msg["phase"], "working")
-                            isolated = msg.get("network_isolated") is True
+                            phase = PHASES.get(message["phase"], "working")
+                            isolated = message.get("network_isolated") is True
                         elif kind == "result":
-                            result = msg["result"]
+                            result = message["result"]
                         elif kind == "error":
-                            error = msg
+                            error = message
                         if on_message is not None:
-                            on_message(msg)
+                            on_message(message)
                     del buf[:start]
                     if len(buf) > MAX_MESSAGE_BYTES:
                         raise _protocol_error(f"a message longer than {MAX_MESSAGE_BYTES:,} bytes")
@@ -341,7 +357,7 @@ def run_worker(
             raise ChildCrashError(
                 f"The worker timed out after {limits.timeout:g} s while {phase}; it was killed.",
                 rule="timeout",
-                hint="raise --timeout if the model is just slow",
+                hint=msg("raise {timeout} if the model is just slow"),
             ) from None
         finally:
             _kill_group(proc.pid)  # nothing the model started may outlive the job
@@ -355,7 +371,7 @@ def run_worker(
             sig = signal.Signals(-proc.returncode).name
             hint = None
             if -proc.returncode == signal.SIGKILL:
-                hint = "it was killed, often by the kernel when out of memory; see --max-memory"
+                hint = msg("it was killed, often by the kernel when out of memory; see {max_memory}")
             raise ChildCrashError(
                 f"The worker crashed ({sig}) while {phase}.", rule="worker-crashed", hint=hint
             )
@@ -364,7 +380,7 @@ def run_worker(
             raise ChildCrashError(
                 f"The worker ran out of memory while {phase} (limit {limits.max_memory:,} bytes).",
                 rule="memory-limit",
-                hint="raise --max-memory if the machine has room",
+                hint=msg("raise {max_memory} if the machine has room"),
             )
         raise ChildCrashError(
             f"The worker exited with status {proc.returncode} while {phase} without a result"

@@ -7,7 +7,10 @@ descriptor named by ``KERINSPECT_PROTOCOL_FD``:
 * ``{"type": "phase", "phase": "start|scan|load|run", "network_isolated": bool}``
 * ``{"type": "progress", "done": n, "total": m}``
 * ``{"type": "result", "result": {...}}`` or
-  ``{"type": "error", "exit_code": n, "rule": "...", "message": "...", "traceback": "..."}``
+  ``{"type": "error", "exit_code": n, "rule": "...", "message": [...], "hint": [...] | null,
+  "traceback": "..."}``, the message and hint as segments
+  (:meth:`kerinspect.errors.Message.to_json`: text, and ``{"param": name}`` where they
+  reference a parameter, so the parent can show it as the CLI's flag or the API's name)
 
 Its stdout and stderr go to a log the parent reads only after a crash.
 Test-only fault hook: ``KERINSPECT_TEST_FAULT=<fault>@<phase>`` (fault: segv,
@@ -27,7 +30,7 @@ import time
 import traceback
 from typing import Any
 
-from kerinspect.errors import ExitCode, KerinspectError, escape_text
+from kerinspect.errors import ExitCode, KerinspectError, escape_text, msg
 
 
 class _Channel:
@@ -140,8 +143,8 @@ def main(argv: list[str]) -> int:
                 "type": "error",
                 "exit_code": int(e.exit_code),
                 "rule": e.rule,
-                "message": e.message,
-                "hint": e.hint,
+                "message": e.message_parts.to_json(),
+                "hint": None if e.hint_parts is None else e.hint_parts.to_json(),
                 "traceback": traceback.format_exc(),
             }
         )
@@ -151,8 +154,10 @@ def main(argv: list[str]) -> int:
                 "type": "error",
                 "exit_code": int(ExitCode.CRASHED),
                 "rule": "memory-limit",
-                "message": "The worker ran out of memory (the --max-memory limit was reached).",
-                "hint": "raise --max-memory, or lower --batch-size",
+                "message": msg(
+                    "The worker ran out of memory (the {max_memory} limit was reached)."
+                ).to_json(),
+                "hint": msg("raise {max_memory}, or lower {batch_size}").to_json(),
                 "traceback": traceback.format_exc(),
             }
         )

@@ -17,7 +17,7 @@ import zipfile
 from dataclasses import dataclass
 from typing import IO
 
-from kerinspect.errors import InputFileError, ModelLoadError, PolicyError, escape_text
+from kerinspect.errors import InputFileError, Message, ModelLoadError, PolicyError, escape_text, msg
 from kerinspect.scan.container import Limits, Reporter, check_members
 from kerinspect.scan.npy import NpyDtype, read_npy_header
 
@@ -64,18 +64,17 @@ def check_input_file(path: str, limits: Limits | None = None) -> list[ArrayEntry
         PolicyError: a zip bomb, or a header declaring more bytes than stored (exit 5).
     """
     limits = limits or Limits()
-    shown = escape_text(path)
-    where = f"Received: input={shown}"
+    where = _received(path)
     try:
         fd = os.open(path, os.O_RDONLY | os.O_NONBLOCK | getattr(os, "O_CLOEXEC", 0))
     except OSError as e:
         raise InputFileError(
-            f"Cannot open the input file: {e.strerror}. {where}", rule="input-unreadable"
+            f"Cannot open the input file: {e.strerror}. " + where, rule="input-unreadable"
         ) from None
     with os.fdopen(fd, "rb") as f:
         st = os.fstat(f.fileno())
         if not stat.S_ISREG(st.st_mode):
-            raise InputFileError(f"The input is not a regular file. {where}", rule="input-unreadable")
+            raise InputFileError("The input is not a regular file. " + where, rule="input-unreadable")
         head = f.read(4)
         f.seek(0)
         if head == b"PK\x03\x04":
@@ -87,11 +86,16 @@ def check_input_file(path: str, limits: Limits | None = None) -> list[ArrayEntry
             what = _KIND_NAMES.get(entry.dtype.kind, str(entry.dtype))
             raise InputFileError(
                 f"Input array '{escape_text(entry.name, 80)}' has dtype {entry.dtype} ({what}), which no model input "
-                f"takes: it would be cast (dropping the imaginary part) or unpickled. {where}",
+                f"takes: it would be cast (dropping the imaginary part) or unpickled. " + where,
                 rule="input-dtype",
                 hint="convert it to a real dtype first, e.g. np.real(a).astype('float32')",
             )
     return entries
+
+
+def _received(path: str) -> Message:
+    """``Received: input=PATH``, ``input`` referenced as the parameter (the CLI: ``--input``)."""
+    return msg("Received: {input}={shown}", shown=escape_text(path))
 
 
 def _npy_entry(f: IO[bytes], size: int, path: str) -> ArrayEntry:
@@ -99,7 +103,7 @@ def _npy_entry(f: IO[bytes], size: int, path: str) -> ArrayEntry:
         shape, fortran, dtype = read_npy_header(f)
     except (ValueError, OSError, EOFError) as e:
         raise InputFileError(
-            f"Cannot read the input file as .npy/.npz: {escape_text(str(e), 120)}. Received: input={escape_text(path)}",
+            f"Cannot read the input file as .npy/.npz: {escape_text(str(e), 120)}. " + _received(path),
             rule="input-unreadable",
         ) from None
     offset = f.tell()
@@ -107,7 +111,7 @@ def _npy_entry(f: IO[bytes], size: int, path: str) -> ArrayEntry:
     if entry.nbytes > size - offset:
         raise PolicyError(
             f"The input .npy declares shape {shape} ({entry.nbytes:,} bytes) but holds {size - offset:,}. "
-            f"Received: input={escape_text(path)}",
+            + _received(path),
             rule="input-shape-bomb",
         )
     return entry
@@ -115,12 +119,12 @@ def _npy_entry(f: IO[bytes], size: int, path: str) -> ArrayEntry:
 
 def _npz_entries(f: IO[bytes], limits: Limits, path: str) -> list[ArrayEntry]:
     rep = Reporter(None)
-    where = f" Received: input={escape_text(path)}"
+    where = " " + _received(path)
     try:
         zf = zipfile.ZipFile(f)
     except (zipfile.BadZipFile, OSError, ValueError) as e:
         raise InputFileError(
-            f"The input .npz is not a valid zip: {escape_text(str(e), 120)}.{where}", rule="input-unreadable"
+            f"The input .npz is not a valid zip: {escape_text(str(e), 120)}." + where, rule="input-unreadable"
         ) from None
     entries = []
     with zf:
@@ -128,17 +132,17 @@ def _npz_entries(f: IO[bytes], limits: Limits, path: str) -> list[ArrayEntry]:
         try:
             check_members(infos, limits, rep, "the input .npz")
         except (PolicyError, InputFileError) as e:
-            e.message += where
+            e.message_parts += where
             if e.rule == "zip-bomb":
                 e.hint = "save it uncompressed (np.savez, not np.savez_compressed), or fewer samples"
             raise
         except ModelLoadError as e:  # malformed zip members
-            raise InputFileError(e.message + where, rule="input-unreadable") from None
+            raise InputFileError(e.message_parts + where, rule="input-unreadable") from None
         for info in infos:
             name = info.filename
             if not name.endswith(".npy") or "/" in name or "\\" in name:
                 raise InputFileError(
-                    f"The input .npz member '{escape_text(name, 80)}' is not a plain .npy entry.{where}",
+                    f"The input .npz member '{escape_text(name, 80)}' is not a plain .npy entry." + where,
                     rule="input-unreadable",
                 )
             try:
@@ -148,14 +152,14 @@ def _npz_entries(f: IO[bytes], limits: Limits, path: str) -> list[ArrayEntry]:
             except (ValueError, OSError, EOFError, zipfile.BadZipFile) as e:
                 raise InputFileError(
                     f"The input .npz member '{escape_text(name, 80)}' is not a valid .npy array "
-                    f"({escape_text(str(e), 120)}).{where}",
+                    f"({escape_text(str(e), 120)})." + where,
                     rule="input-unreadable",
                 ) from None
             entry = ArrayEntry(name[: -len(".npy")], name, shape, fortran, dtype)
             if entry.nbytes > info.file_size - header:
                 raise PolicyError(
                     f"The input .npz member '{escape_text(name, 80)}' declares shape {shape} "
-                    f"({entry.nbytes:,} bytes) but holds {max(0, info.file_size - header):,}.{where}",
+                    f"({entry.nbytes:,} bytes) but holds {max(0, info.file_size - header):,}." + where,
                     rule="input-shape-bomb",
                 )
             entries.append(entry)

@@ -23,7 +23,14 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import IO, Any, NoReturn, TypeVar
 
-from kerinspect.errors import InputFileError, KerinspectError, ModelLoadError, PolicyError, escape_text
+from kerinspect.errors import (
+    InputFileError,
+    KerinspectError,
+    Message,
+    ModelLoadError,
+    PolicyError,
+    escape_text,
+)
 from kerinspect.scan.npy import read_npy_header
 from kerinspect.spec import DEFAULT_MAX_PARAMS, MAX_INPUT_ELEMENTS
 
@@ -95,14 +102,19 @@ class Reporter:
         self.received = f" Received: path={escape_text(path)}" if path is not None else ""
 
     def fail(
-        self, cls: type[KerinspectError], rule: str, message: str, *, hint: str | None = None
+        self,
+        cls: type[KerinspectError],
+        rule: str,
+        message: str | Message,
+        *,
+        hint: str | Message | None = None,
     ) -> NoReturn:
-        raise cls(f"{message}{self.received}", rule=rule, hint=hint)
+        raise cls(message + self.received, rule=rule, hint=hint)
 
-    def policy(self, rule: str, message: str, *, hint: str | None = None) -> NoReturn:
+    def policy(self, rule: str, message: str | Message, *, hint: str | Message | None = None) -> NoReturn:
         self.fail(PolicyError, rule, message, hint=hint)
 
-    def malformed(self, rule: str, message: str, *, hint: str | None = None) -> NoReturn:
+    def malformed(self, rule: str, message: str | Message, *, hint: str | Message | None = None) -> NoReturn:
         self.fail(ModelLoadError, rule, message, hint=hint)
 
 

@@ -31,6 +31,7 @@ import sys
 from collections.abc import Iterable
 from typing import Any, NoReturn
 
+from kerinspect.errors import Message, msg
 from kerinspect.scan import allowlist as _allowlist
 from kerinspect.scan import allowlist_hub as _allowlist_hub
 from kerinspect.scan import denylist as _denylist
@@ -246,9 +247,9 @@ def parse_json_object(raw: bytes | str, what: str, limits: Limits, rep: Reporter
 
 
 #: The next step for code a file would run.
-_TRUST_HINT = "only if you trust this file: --trust-model"
+_TRUST_HINT = msg("only if you trust this file: {trust_model}")
 #: A kept refusal: ``(rule, what, layer path, loc, hint, needs_trust)``.
-_CodeRefusal = tuple[str, str, tuple[str, ...], tuple[str | int, ...], str | None, bool]
+_CodeRefusal = tuple[str, str, tuple[str, ...], tuple[str | int, ...], str | Message | None, bool]
 
 
 class ConfigScanner:
@@ -316,7 +317,7 @@ class ConfigScanner:
                 f"The model declares about {est.params:,} parameters, above the limit of {limits.max_params:,} "
                 f"(largest: layer '{'/'.join(show(p, 120) for p in where)}' with {count:,}); "
                 "it is refused before anything is built.",
-                hint="raise --max-params if this size is expected",
+                hint=msg("raise {max_params} if this size is expected"),
             )
         return est.params
 
@@ -331,7 +332,7 @@ class ConfigScanner:
         what: str,
         layer_path: tuple[str, ...],
         loc: tuple[str | int, ...],
-        hint: str | None = None,
+        hint: str | Message | None = None,
     ) -> NoReturn:
         self.rep.policy(rule, f"{what} {self._where(layer_path, loc)}.", hint=hint)
 
@@ -344,7 +345,7 @@ class ConfigScanner:
         what: str,
         layer_path: tuple[str, ...],
         loc: tuple[str | int, ...],
-        hint: str | None = _TRUST_HINT,
+        hint: str | Message | None = _TRUST_HINT,
         *,
         needs_trust: bool = True,
     ) -> None:
@@ -369,12 +370,16 @@ class ConfigScanner:
             rule,
             f"{what} {self._where(layer_path, loc)}; the model also uses custom class{'es' if plural else ''} "
             f"{shown}, which {'are' if plural else 'is'} not loaded.",
-            hint=(
-                f"this file needs both --custom-objects FILE.py that defines {shown} and, only if you trust "
-                "this file, --trust-model"
+            hint=msg(
+                "this file needs both {custom_objects} FILE.py that defines {shown} and, only if you trust "
+                "this file, {trust_model}",
+                shown=shown,
             )
             if needs_trust
-            else f"pass --custom-objects FILE.py that defines {shown} and defines and registers the function",
+            else msg(
+                "pass {custom_objects} FILE.py that defines {shown} and defines and registers the function",
+                shown=shown,
+            ),
         )
 
     # -- the walk
@@ -626,9 +631,9 @@ class ConfigScanner:
                     "which is not on kerinspect's allowlist of Keras functions",
                     path,
                     loc,
-                    hint=(
-                        "it is a registered function: pass --custom-objects FILE.py that defines and "
-                        "registers it (or, only if you trust this file, --trust-model with that file)"
+                    hint=msg(
+                        "it is a registered function: pass {custom_objects} FILE.py that defines and "
+                        "registers it (or, only if you trust this file, {trust_model} with that file)"
                     )
                     if registered
                     else _TRUST_HINT,

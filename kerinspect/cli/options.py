@@ -1,0 +1,338 @@
+"""The options the commands share, built once: what to feed the model
+(:func:`input_options`), how the file is opened (:func:`load_options`), what is
+flagged (:func:`threshold_options`), how the output looks (:func:`output_options`);
+and their translation into the library's :class:`~kerinspect.spec.RunSpec` and
+:class:`~kerinspect.spec.LoadOptions` (:func:`run_spec`, :func:`make_load_options`).
+
+Every default lives in :mod:`kerinspect.spec`; an option is named after the spec
+field it sets, which is also how :meth:`kerinspect.cli.group.KerinspectGroup.flag`
+finds the flag of a parameter that an error references.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from typing import Any
+
+import click
+
+from kerinspect import spec as sp
+from kerinspect.errors import KerinspectError
+
+
+class SpecOption(click.Option):
+    """An option whose default lives in :mod:`kerinspect.spec`.
+
+    Click itself sees ``default=None``, so a value that is not None was given on the
+    command line (``check`` relies on it: options override the configuration file);
+    the help still shows the real default, ``spec_default`` (or its text ``shown``).
+    """
+
+    def __init__(self, *args: Any, spec_default: Any, shown: str | None = None, **kwargs: Any):
+        kwargs["default"] = None
+        super().__init__(*args, **kwargs)
+        self.spec_default = spec_default
+        self.shown = str(spec_default) if shown is None else shown
+
+    def get_help_extra(self, ctx: click.Context) -> Any:
+        extra = super().get_help_extra(ctx)
+        extra["default"] = self.shown
+        return extra
+
+
+def is_given(value: Any) -> bool:
+    """Whether an option was given: Click passes None (or ``()`` for a repeatable
+    option) when it was not, since no option here has a Click default."""
+    return value is not None and value != ()
+
+
+def run_spec(options: dict[str, Any]) -> sp.RunSpec:
+    """The :class:`~kerinspect.spec.RunSpec` of a command's run options, by name (the
+    options are named after the spec's fields; ``max_abs`` and friends after those of
+    its ``thresholds``). An option not given keeps the spec's default."""
+    given = {k: v for k, v in options.items() if is_given(v)}
+    limits = {k: given.pop(k) for k in sp.field_names(sp.Thresholds) if k in given}
+    return sp.RunSpec(thresholds=sp.Thresholds(**limits), **given)
+
+
+def input_options(f: Callable[..., Any]) -> Callable[..., Any]:
+    """Options shared by every command that runs the model."""
+    opts = [
+        click.option(
+            "--input",
+            "-i",
+            "input_file",
+            metavar="FILE",
+            help="Feed samples from FILE: .npy for a one-input model, .npz keyed by "
+            "input name; axis 0 is the batch. Default: synthetic samples.",
+        ),
+        click.option(
+            "--samples",
+            "-n",
+            type=click.IntRange(min=1),
+            default=None,
+            help=f"Number of samples (synthetic default: {sp.DEFAULT_SAMPLES}; with --input: the first N).",
+        ),
+        click.option(
+            "--batch-size",
+            "-b",
+            cls=SpecOption,
+            spec_default=sp.DEFAULT_BATCH_SIZE,
+            type=click.IntRange(min=1),
+            help="Samples per forward pass; statistics are merged across batches.",
+        ),
+        click.option(
+            "--seed",
+            cls=SpecOption,
+            spec_default=sp.DEFAULT_SEED,
+            type=click.IntRange(min=0),
+            help="Seed of the synthetic samples.",
+        ),
+        click.option(
+            "--dim",
+            cls=SpecOption,
+            spec_default=sp.DEFAULT_DIM,
+            type=click.IntRange(min=1),
+            help="Size of every dynamic (None) axis of synthetic inputs.",
+        ),
+        click.option(
+            "--shape",
+            "shapes",
+            multiple=True,
+            metavar="[NAME=]D1,D2,...",
+            help="Per-sample shape of a synthetic input, batch axis excluded "
+            "(repeatable). Overrides --dim for that input.",
+        ),
+    ]
+    for opt in reversed(opts):
+        f = opt(f)
+    return f
+
+
+class ByteSize(click.ParamType):
+    """``2GiB``, ``500M``, ``2GB`` or a plain byte count (see :func:`kerinspect.dump.parse_size`)."""
+
+    name = "SIZE"
+
+    def __init__(self, minimum: int = 1):
+        self.minimum = minimum
+
+    def convert(self, value: Any, param: click.Parameter | None, ctx: click.Context | None) -> int:
+        from kerinspect.dump import parse_size
+
+        try:
+            return parse_size(value, minimum=self.minimum)
+        except KerinspectError as e:
+            self.fail(e.message, param, ctx)
+
+
+def worker_options(f: Callable[..., Any]) -> Callable[..., Any]:
+    """Limits of the isolated worker process that opens the model file."""
+    opts = [
+        click.option(
+            "--timeout",
+            cls=SpecOption,
+            spec_default=sp.DEFAULT_TIMEOUT,
+            shown=f"{sp.DEFAULT_TIMEOUT:g}",
+            type=click.FloatRange(min=0),
+            help="Seconds the isolated worker may take to load and run the model (0: no limit).",
+        ),
+        click.option(
+            "--max-memory",
+            type=ByteSize(minimum=0),
+            default=None,
+            metavar="SIZE",
+            help="Memory limit of the worker, e.g. 8G (default: half the RAM; 0: no limit).",
+        ),
+    ]
+    for opt in reversed(opts):
+        f = opt(f)
+    return f
+
+
+def load_options(f: Callable[..., Any]) -> Callable[..., Any]:
+    """How model files are opened: isolation limits, size limit, explicit trust."""
+    opts = [
+        click.option(
+            "--max-params",
+            cls=SpecOption,
+            spec_default=sp.DEFAULT_MAX_PARAMS,
+            type=click.IntRange(min=1),
+            help="Refuse a model whose config declares more parameters (checked before anything is built).",
+        ),
+        click.option(
+            "--custom-objects",
+            metavar="FILE.py",
+            default=None,
+            help="Python file that defines or registers the model's custom classes "
+            "(your own code; imported in the worker before loading).",
+        ),
+        click.option(
+            "--trust-model",
+            is_flag=True,
+            help="The file is yours and trusted: allow code in it (Lambda layers, functions). "
+            "Still runs in the isolated worker.",
+        ),
+    ]
+    for opt in reversed(opts):
+        f = opt(f)
+    return worker_options(f)
+
+
+def make_load_options(
+    timeout: float | None,
+    max_memory: int | None,
+    custom_objects: str | None = None,
+    trust_model: bool = False,
+    max_params: int | None = None,
+) -> sp.LoadOptions:
+    """LoadOptions from the CLI flags (None: not given, the spec's default); warns
+    loudly on stderr when trust is given."""
+    if trust_model:
+        click.echo(
+            "kerinspect: warning: --trust-model: code stored in the model file may run "
+            "(safe_mode is off); it stays inside the isolated worker.",
+            err=True,
+        )
+    return sp.LoadOptions.from_options(
+        timeout=timeout,
+        max_memory=max_memory,
+        custom_objects=custom_objects,
+        trust_model=trust_model,
+        max_params=max_params,
+    )
+
+
+def output_options(f: Callable[..., Any]) -> Callable[..., Any]:
+    """``--format table|json|markdown`` and ``--width``: see :func:`kerinspect.cli.output.emit`."""
+    f = click.option(
+        "--width",
+        type=click.IntRange(min=40),
+        default=None,
+        help="Table width in characters (default: the terminal's).",
+    )(f)
+    return click.option(
+        "--format",
+        "-f",
+        "fmt",
+        type=click.Choice(["table", "json", "markdown"]),
+        default="table",
+        show_default=True,
+        help="Output format (stdout).",
+    )(f)
+
+
+def threshold_options(f: Callable[..., Any]) -> Callable[..., Any]:
+    opts = [
+        click.option(
+            "--max-abs",
+            cls=SpecOption,
+            spec_default=sp.DEFAULT_MAX_ABS,
+            type=click.FloatRange(min=0, min_open=True),
+            help="Flag 'exploding' when a finite |value| exceeds this "
+            "(float16: at most a tenth of its range).",
+        ),
+        click.option(
+            "--max-dead-fraction",
+            cls=SpecOption,
+            spec_default=sp.DEFAULT_MAX_DEAD_FRACTION,
+            type=click.FloatRange(0, 1),
+            help="Flag 'dead' when this share of units is zero for every sample.",
+        ),
+        click.option(
+            "--min-rms-ratio",
+            cls=SpecOption,
+            spec_default=sp.DEFAULT_MIN_RMS_RATIO,
+            shown=f"{sp.DEFAULT_MIN_RMS_RATIO:g}",
+            type=click.FloatRange(0, 1),
+            help="Flag 'vanishing' when an output's RMS is below this times the RMS of its layer's float input.",
+        ),
+        click.option(
+            "--max-saturated-fraction",
+            cls=SpecOption,
+            spec_default=sp.DEFAULT_MAX_SATURATED_FRACTION,
+            type=click.FloatRange(0, 1),
+            help="Flag 'saturated' when this share of a tanh/sigmoid/hard_sigmoid layer's values sit "
+            "at its bounds (softmax: of its distributions are one-hot).",
+        ),
+        click.option(
+            "--min-sample-spread",
+            cls=SpecOption,
+            spec_default=sp.DEFAULT_MIN_SAMPLE_SPREAD,
+            shown=f"{sp.DEFAULT_MIN_SAMPLE_SPREAD:g}",
+            type=click.FloatRange(0, 1),
+            help="Flag 'constant' when an output's spread across samples is at most this times its RMS "
+            "while its layer's input varies.",
+        ),
+    ]
+    for opt in reversed(opts):
+        f = opt(f)
+    return f
+
+
+def depth_option(verb: str, own: str | None = None) -> Callable[[Callable[..., Any]], Callable[..., Any]]:
+    """``--depth N`` (RunSpec ``depth``): how many nesting levels of layer calls a command
+    looks at; ``verb`` says what it does with them, ``own`` whose layers level 1 is."""
+    level1 = f" (1: {own} own layers only)" if own else ""
+    return click.option(
+        "--depth",
+        "-d",
+        type=click.IntRange(min=1),
+        default=None,
+        metavar="N",
+        help=f"{verb} layer calls nested at most N levels deep{level1}. Default: every call at every depth.",
+    )
+
+
+def _engine_option(help_text: str) -> Callable[[Callable[..., Any]], Callable[..., Any]]:
+    """``--engine`` (RunSpec ``engine``): how the batches run, said as ``help_text``."""
+    return click.option(
+        "--engine",
+        cls=SpecOption,
+        spec_default=sp.DEFAULT_ENGINE,
+        type=click.Choice(sp.ENGINES),
+        help=help_text,
+    )
+
+
+#: ``--engine`` of the commands that keep statistics (summary, check, attention).
+engine_option = _engine_option(
+    "How batches run: 'compiled' traces the instrumented model once and runs each batch "
+    "as one graph, statistics computed on the device; 'eager' runs it layer by layer, "
+    "statistics in numpy. 'auto' compiles on a GPU from 2 batches; on a CPU it runs the "
+    f"first batch eagerly and compiles the rest from {sp.AUTO_COMPILE_MIN_BATCHES} batches "
+    f"when no output is above {sp.AUTO_COMPILE_MAX_TENSOR_BYTES >> 20} MiB. "
+    "A model that cannot be traced, or a batch with NaN/Inf, runs eagerly (with a note)."
+)
+#: ``--engine`` of ``dump``: how the batches after the first run.
+dump_engine_option = _engine_option(
+    "How batches run: the first always layer by layer (it chooses the tensors); "
+    "'compiled' runs the rest as one traced graph that returns only the chosen tensors, "
+    "'eager' layer by layer. 'auto' compiles them on a GPU; on a CPU from "
+    f"{sp.AUTO_COMPILE_MIN_BATCHES} batches, when the chosen tensors of a batch hold at most "
+    f"{sp.AUTO_COMPILE_MAX_FETCH_BYTES >> 20} MiB. Under 'auto' a model that cannot be "
+    "traced runs eagerly (with a note); 'compiled' then fails (not-compiled)."
+)
+
+
+def attention_threshold_options(f: Callable[..., Any]) -> Callable[..., Any]:
+    """Limits of the per-head attention flags."""
+    opts = [
+        click.option(
+            "--uniform-attention-entropy",
+            cls=SpecOption,
+            spec_default=sp.DEFAULT_UNIFORM_ATTENTION_ENTROPY,
+            type=click.FloatRange(0, 1),
+            help="Flag a head 'uniform-attention' when every query's normalised entropy is at least this.",
+        ),
+        click.option(
+            "--collapsed-attention-weight",
+            cls=SpecOption,
+            spec_default=sp.DEFAULT_COLLAPSED_ATTENTION_WEIGHT,
+            type=click.FloatRange(0, 1),
+            help="Flag a head 'collapsed-attention' when every query puts at least this weight on one key.",
+        ),
+    ]
+    for opt in reversed(opts):
+        f = opt(f)
+    return f

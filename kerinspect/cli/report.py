@@ -1,0 +1,106 @@
+"""``kerinspect report``: one self-contained HTML page (see :mod:`kerinspect.render_html`)."""
+
+from __future__ import annotations
+
+import os
+import sys
+from typing import Any
+
+import click
+
+from kerinspect import spec as sp
+from kerinspect.cli.group import cli, debug_option
+from kerinspect.cli.options import (
+    SpecOption,
+    attention_threshold_options,
+    depth_option,
+    input_options,
+    load_options,
+    make_load_options,
+    run_spec,
+    threshold_options,
+)
+from kerinspect.cli.output import ProgressBar, stderr_console, write_file
+from kerinspect.errors import escape_text
+
+
+@cli.command()
+@click.argument("model", metavar="MODEL")
+@click.option(
+    "--out",
+    "-o",
+    metavar="FILE",
+    help="Write the page to FILE. Default: the model's file name with .html, in the current directory.",
+)
+@input_options
+@depth_option("Capture")
+@click.option(
+    "--sample",
+    "-k",
+    cls=SpecOption,
+    spec_default=sp.DEFAULT_SAMPLE,
+    type=click.IntRange(min=0),
+    metavar="K",
+    help="Draw the feature maps and attention probabilities of sample K (0-based).",
+)
+@click.option(
+    "--feature-maps",
+    cls=SpecOption,
+    spec_default=sp.DEFAULT_FEATURE_MAPS,
+    type=click.IntRange(min=0),
+    metavar="N",
+    help="Draw the feature maps of at most N layers, evenly spaced along the depth (0: none).",
+)
+@click.option(
+    "--channels",
+    cls=SpecOption,
+    spec_default=sp.DEFAULT_CHANNELS,
+    type=click.IntRange(min=1),
+    metavar="N",
+    help="Draw at most N channels (the most varied) of each feature map layer.",
+)
+@threshold_options
+@attention_threshold_options
+@load_options
+@debug_option
+def report(
+    model: str,
+    out: str | None,
+    input_file: str | None,
+    timeout: float | None,
+    max_memory: int | None,
+    max_params: int | None,
+    custom_objects: str | None,
+    trust_model: bool,
+    **run_options: Any,
+) -> None:
+    """Run MODEL on sample inputs and write a self-contained HTML report.
+
+    One file that opens offline in any browser (no CDN, nothing loaded from
+    elsewhere): the layer table (nested blocks collapsible, filterable by flag),
+    mean, std, max |x| and zero fraction along the depth, a value histogram per
+    layer output, attention heatmaps per head and feature maps of one sample, and
+    the full JSON report embedded.
+
+    \b
+    Examples:
+      kerinspect report model.keras
+      kerinspect report model.keras -o report.html --sample 3
+      kerinspect report model.keras --feature-maps 0 --samples 8
+    """
+    import shlex
+
+    from kerinspect.api import inspect_for_report
+    from kerinspect.render_html import render_report
+
+    spec = run_spec(run_options)
+    load = make_load_options(timeout, max_memory, custom_objects, trust_model, max_params)
+    target = out or os.path.splitext(os.path.basename(model.rstrip("/\\")))[0] + ".html"
+    with ProgressBar(stderr_console()) as progress:
+        data = inspect_for_report(model, input_file, spec=spec, progress=progress, load=load)
+    command = "kerinspect " + shlex.join(sys.argv[1:]) if sys.argv[1:2] == ["report"] else None
+    page = render_report(data, command=command).encode("utf-8")
+    write_file(target, page)
+    from kerinspect.units import format_bytes
+
+    click.echo(f"Wrote {escape_text(target, 200)} ({format_bytes(len(page), exact=False)})", err=True)
