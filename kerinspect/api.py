@@ -25,7 +25,7 @@ import shutil
 from collections.abc import Iterator, Mapping, Sequence
 from typing import TYPE_CHECKING, Any
 
-from .errors import InputFileError, UsageError, escape_text
+from .errors import InputFileError, UsageError, escape_text, msg
 from .report import ModelReport, WeightsReport
 
 if TYPE_CHECKING:
@@ -262,14 +262,9 @@ def _dumped_arrays(
     import numpy as np
 
     from .dump import load_dump
-    from .errors import KerinspectError
 
     with _scratch("activations") as tmp:
-        try:
-            _dump(place, os.path.join(tmp, "dump"), inputs, run, False, progress)
-        except KerinspectError as e:  # the dump's messages name its flags; say the parameters
-            e.message, e.hint = _parameters_named(e.message), e.hint and _parameters_named(e.hint)
-            raise
+        _dump(place, os.path.join(tmp, "dump"), inputs, run, False, progress)
         dump = load_dump(os.path.join(tmp, "dump"))
         # copies out of the memory maps before the directory goes
         arrays = {key: np.array(dump[key]) for key in dump}
@@ -280,18 +275,6 @@ def _dumped_arrays(
         }
         notes = [n for n in dump.manifest.get("notes", ()) if isinstance(n, str)]
     return arrays, skipped, notes
-
-
-def _parameters_named(text: str) -> str:
-    for flag, param in (
-        ("--layers ", "layers pattern "),
-        ("--layers", "layers"),
-        ("--batch-size", "batch_size"),
-        ("--samples", "samples"),
-        ("--max-bytes", "max_bytes"),
-    ):
-        text = text.replace(flag, param)
-    return text
 
 
 def _warn_notes(notes: Sequence[str]) -> None:
@@ -606,7 +589,7 @@ def _job(
             model=ModelRef(absolute, model_file.format, model_file.size, shown_path=model_file.shown),
             inputs=_inputs_for_worker(inputs, tmp),
             run=run,
-            load=load.replace(custom_objects=_checked_file(load.custom_objects, "custom-objects")),
+            load=load.replace(custom_objects=_checked_custom_objects(load.custom_objects)),
             write=write,
             model_b=ref_b,
         ).to_json()
@@ -631,17 +614,20 @@ def _job(
             # the job saw the snapshot's path; say it the way the user did
             for seen, said in shown:
                 if seen != said:
-                    e.message = e.message.replace(escape_text(seen), escape_text(said))
+                    e.replace_text(escape_text(seen), escape_text(said))
             raise
 
 
-def _checked_file(path: str | os.PathLike[str] | None, what: str) -> str | None:
+def _checked_custom_objects(path: str | os.PathLike[str] | None) -> str | None:
+    """The ``custom_objects`` file as an absolute path, checked to exist here (before a
+    worker starts)."""
     if path is None:
         return None
     p = os.fspath(path)
     if not os.path.isfile(p):
         raise InputFileError(
-            f"{what} file not found. Received: {what}={escape_text(p)}", rule=f"{what}-not-found"
+            msg("The {custom_objects} file was not found. Received: {custom_objects}={p}", p=escape_text(p)),
+            rule="custom-objects-not-found",
         )
     return os.path.abspath(p)
 
@@ -663,10 +649,15 @@ def _inputs_for_worker(inputs: Any, tmp: str) -> Any:
         except ReadRefused as e:
             if e.kind == "missing":
                 raise InputFileError(
-                    f"Input file not found. Received: input={escape_text(p)}", rule="input-not-found"
+                    msg("Input file not found. Received: {input}={p}", p=escape_text(p)),
+                    rule="input-not-found",
                 ) from None
             raise InputFileError(
-                f"Cannot use the input file: {e.reason}. Received: input={escape_text(p)}",
+                msg(
+                    "Cannot use the input file: {reason}. Received: {input}={p}",
+                    reason=e.reason,
+                    p=escape_text(p),
+                ),
                 rule="input-unreadable",
             ) from None
         return InputsRef("file", os.path.abspath(p), p)

@@ -209,6 +209,11 @@ class Message:
                 raise ValueError('a message segment is a string or {"param": name}')
         return cls(segments)
 
+    def replace_text(self, old: str, new: str) -> Message:
+        """This message with ``old`` replaced by ``new`` in its text segments (a path the
+        user would not recognise, say); parameter references are kept."""
+        return Message(s.replace(old, new) if isinstance(s, str) else s for s in self.segments)
+
     @classmethod
     def of(cls, text: str | Message) -> Message:
         """``text`` as a message (a plain string is literal text, never a template)."""
@@ -327,6 +332,10 @@ class KerinspectError(Exception):
         # assigning the same text keeps the references; other text replaces them
         if text != self.message:
             self.message_parts = Message.of(text)
+
+    def replace_text(self, old: str, new: str) -> None:
+        """Replace ``old`` by ``new`` in the message's text (see :meth:`Message.replace_text`)."""
+        self.message_parts = self.message_parts.replace_text(old, new)
 
     @property
     def hint(self) -> str | None:

@@ -436,8 +436,13 @@ class RunSpec(Spec):
         # options that contradict each other, refused before any model is opened
         if self.samples is not None and self.sample >= self.samples:
             raise SpecError(
-                f"sample={self.sample} is out of range: the run has {self.samples} samples "
-                f"(0 to {self.samples - 1}). Received: sample={self.sample}, samples={self.samples}",
+                msg(
+                    "{sample}={k} is out of range: the run has {n} samples (0 to {last}). "
+                    "Received: {sample}={k}, {samples}={n}",
+                    k=self.sample,
+                    n=self.samples,
+                    last=self.samples - 1,
+                ),
                 parameter="sample",
             )
 
@@ -496,7 +501,9 @@ def check_inputs(run: RunSpec, inputs_given: bool) -> None:
     (before anything is opened: :mod:`kerinspect.api`; and in the engine's feed)."""
     if inputs_given and run.shapes:
         raise SpecError(
-            "shapes applies to synthetic inputs; the given inputs define the shapes. "
-            f"Received: shapes={escape_text(repr(run.shapes), 120)}",
+            msg(
+                "{shapes} applies to synthetic inputs; the given inputs define the shapes. Received: {shapes}={given}",
+                given=escape_text(repr(run.shapes), 120),
+            ),
             parameter="shapes",
         )

@@ -55,7 +55,6 @@ def dump(
     out: str,
     input_file: str | None,
     overwrite: bool,
-    max_bytes: int | None,
     timeout: float | None,
     max_memory: int | None,
     max_params: int | None,
@@ -81,10 +80,9 @@ def dump(
 
     spec = run_spec(run_options)
     load = make_load_options(timeout, max_memory, custom_objects, trust_model, max_params)
-    limit = {} if max_bytes is None else {"max_bytes": max_bytes}
     with ProgressBar(stderr_console()) as progress:
         result = dump_activations(
-            model, out, input_file, spec=spec, overwrite=overwrite, progress=progress, load=load, **limit
+            model, out, input_file, spec=spec, overwrite=overwrite, progress=progress, load=load
         )
     _echo_dump(result, out)
 

@@ -22,7 +22,7 @@ import numpy as np
 from kerinspect.engine.events import CallSite
 from kerinspect.engine.selection import SelectingVisitor, storable, tensor_key
 from kerinspect.engine.tensors import to_numpy
-from kerinspect.errors import InferenceError, OutputError, escape_text
+from kerinspect.errors import InferenceError, OutputError, escape_text, msg
 from kerinspect.spec import ProgressFn, RunSpec
 from kerinspect.units import format_bytes
 
@@ -104,7 +104,9 @@ class _ArrayCollector(SelectingVisitor):
                 f"{target.dtype} (batch, {', '.join(map(str, target.shape[1:]))}) and is now {got}; "
                 "cannot stack it.",
                 rule="activations-shape",
-                hint="pass batch_size equal to the number of samples, or leave the layer out of layers",
+                hint=msg(
+                    "pass {batch_size} equal to the number of samples, or leave the layer out of {layers}"
+                ),
             )
         target[self.row0 : self.row0 + self.rows] = arr
 
@@ -125,10 +127,16 @@ class _ArrayCollector(SelectingVisitor):
         )
         if self.max_bytes is not None and total > self.max_bytes:
             raise OutputError(
-                f"The activations would need {format_bytes(total)} for {len(self.slots)} tensors of "
-                f"{self.samples} samples, above max_bytes={format_bytes(self.max_bytes)}.",
+                msg(
+                    "The activations would need {need} for {tensors} tensors of {n} samples, "
+                    "above {max_bytes}={limit}.",
+                    need=format_bytes(total),
+                    tensors=len(self.slots),
+                    n=self.samples,
+                    limit=format_bytes(self.max_bytes),
+                ),
                 rule="max-bytes",
-                hint="raise max_bytes, or select fewer layers (layers) or samples (samples)",
+                hint=msg("raise {max_bytes}, or select fewer layers ({layers}) or samples ({samples})"),
             )
         for s in self.slots.values():
             assert s.first is not None

@@ -17,7 +17,7 @@ import numpy as np
 
 from kerinspect.engine.events import Visitor
 from kerinspect.engine.inputs import Feed
-from kerinspect.errors import InferenceError
+from kerinspect.errors import InferenceError, msg
 from kerinspect.spec import ProgressFn, RunSpec
 
 
@@ -47,7 +47,7 @@ def layer_failure(e: Any, rows: int, model: str = "", hint: str | None = None) -
         return InferenceError(
             f"Out of memory running layer {e.site.path!r}{of} (batch of {rows}).",
             rule="oom",
-            hint="try a smaller --batch-size",
+            hint=msg("try a smaller {batch_size}"),
         )
     return InferenceError(
         f"Running layer {e.site.path!r} ({e.site.class_name}){of} failed "

@@ -530,7 +530,7 @@ class Chooser:
 
     def run_batch(self, index: int, batch: Sequence[np.ndarray], rows: int, outcome: Any) -> bool:
         """Run batch ``index`` compiled if it should be; False: the caller runs it eagerly."""
-        from kerinspect.errors import InferenceError
+        from kerinspect.errors import InferenceError, msg
 
         if not self.wanted(index):
             return False
@@ -550,7 +550,7 @@ class Chooser:
                 raise InferenceError(
                     f"The compiled engine cannot run this model: {e}",
                     rule="not-compiled",
-                    hint="--engine auto runs it eagerly instead",
+                    hint=msg("{engine}=auto runs it eagerly instead"),
                 ) from e
             self.stopped = True
             outcome.notes.append(

@@ -27,7 +27,7 @@ from kerinspect.dump.layout import (
 from kerinspect.engine.events import CallSite
 from kerinspect.engine.selection import SelectingVisitor, storable, tensor_key
 from kerinspect.engine.tensors import tensor_dtype, to_numpy
-from kerinspect.errors import InferenceError, OutputError, escape_text
+from kerinspect.errors import InferenceError, Message, OutputError, escape_text, msg
 from kerinspect.safefs import O_NEW, open_dir, os_reason, preallocate, split_rel, write_all
 from kerinspect.spec import RunSpec
 from kerinspect.stats import RunningStats, summarize
@@ -36,6 +36,9 @@ from kerinspect.units import format_bytes
 __all__ = ["dtype_text", "write_dump"]
 
 ProgressFn = Callable[[int, int], None]
+
+#: The hint of a dump that does not fit.
+FEWER = msg("free some space or dump fewer layers ({layers}) or samples ({samples})")
 
 
 def dtype_text(dtype: np.dtype) -> str:
@@ -186,7 +189,7 @@ class _DumpWriter(SelectingVisitor):
                 f"Tensor {escape_text(what, 200)!r} changed between batches: it was {slot.dtype} "
                 f"(batch, {', '.join(map(str, slot.shape))}) and is now {got}; cannot stack it.",
                 rule="dump-shape",
-                hint="use --batch-size equal to --samples, or leave the layer out with --layers",
+                hint=msg("use {batch_size} equal to {samples}, or leave the layer out of {layers}"),
             )
         s = summarize(stored, spread=True)
         if slot.stats is not None and s is not None:
@@ -203,11 +206,13 @@ class _DumpWriter(SelectingVisitor):
 
     def _write_error(self, e: OSError) -> OutputError:
         return OutputError(
-            f"Cannot write the dump: {os_reason(e)}; it needs {format_bytes(self.total)}. "
-            f"Received: out={show_path(os.path.dirname(self.staging))}",
+            f"Cannot write the dump: {os_reason(e)}; it needs {format_bytes(self.total)}. " + self._where(),
             rule="write-failed",
-            hint="free some space or dump fewer layers (--layers) or samples (--samples)",
+            hint=FEWER,
         )
+
+    def _where(self) -> Message:
+        return msg("Received: {out}={path}", path=show_path(os.path.dirname(self.staging)))
 
     def end_batch(self) -> None:
         if self.error is not None:
@@ -227,7 +232,7 @@ class _DumpWriter(SelectingVisitor):
 
     def _allocate(self) -> None:
         """After the first batch: check patterns and size, create and fill the files."""
-        self.check_matched(self.paths, "--layers")
+        self.check_matched(self.paths)
         for i, (record, batch) in enumerate(zip(self.feed.records, self.inputs)):
             stored = _storable_input(np.asarray(batch), self.widths.get(i, 0))
             if stored is None:
@@ -251,21 +256,28 @@ class _DumpWriter(SelectingVisitor):
             )
         slots = list(self.slots.values()) + self.input_slots
         self.total = sum(len(s.header(self.samples)) + self.samples * s.row_bytes for s in slots)
-        where = f"Received: out={show_path(os.path.dirname(self.staging))}"
         if self.total > self.max_bytes:
             raise OutputError(
-                f"The dump would need {format_bytes(self.total)} for {len(self.slots)} tensors and "
-                f"{len(self.input_slots)} inputs of {self.samples} samples, above --max-bytes "
-                f"{format_bytes(self.max_bytes)}. {where}",
+                msg(
+                    "The dump would need {need} for {tensors} tensors and {inputs} inputs of {n} samples, "
+                    "above {max_bytes}={limit}. ",
+                    need=format_bytes(self.total),
+                    tensors=len(self.slots),
+                    inputs=len(self.input_slots),
+                    n=self.samples,
+                    limit=format_bytes(self.max_bytes),
+                )
+                + self._where(),
                 rule="max-bytes",
-                hint="raise --max-bytes, or dump fewer layers (--layers) or samples (--samples)",
+                hint=msg("raise {max_bytes}, or dump fewer layers ({layers}) or samples ({samples})"),
             )
         free = shutil.disk_usage(self.staging).free
         if self.total > free:
             raise OutputError(
-                f"The dump needs {format_bytes(self.total)} but only {format_bytes(free)} is free. {where}",
+                f"The dump needs {format_bytes(self.total)} but only {format_bytes(free)} is free. "
+                + self._where(),
                 rule="disk-full",
-                hint="free some space or dump fewer layers (--layers) or samples (--samples)",
+                hint=FEWER,
             )
         try:
             if self.input_slots:

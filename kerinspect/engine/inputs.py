@@ -24,7 +24,7 @@ from typing import Any
 
 import numpy as np
 
-from kerinspect.errors import InferenceError, InputFileError, PolicyError, UsageError
+from kerinspect.errors import InferenceError, InputFileError, PolicyError, UsageError, msg
 from kerinspect.report import InputRecord
 from kerinspect.spec import DEFAULT_DIM, MAX_INPUT_ELEMENTS
 
@@ -108,7 +108,7 @@ def input_specs(model: Any) -> list[InputSpec]:
             "not a Functional or built Sequential model, and was saved without the input "
             "shapes it was built with.",
             rule="no-signature",
-            hint="feed it sample inputs with --input FILE (.npy, or .npz keyed by input name)",
+            hint=msg("feed it sample inputs with {input} (a .npy file, or an .npz keyed by input name)"),
         )
     from kerinspect.engine.hub import backbone_input_hints
 
@@ -235,18 +235,31 @@ def parse_shape_options(shapes: Sequence[str], specs: Sequence[InputSpec]) -> di
         if not sep:
             if len(specs) != 1:
                 raise UsageError(
-                    f"--shape {raw!r} names no input, but the model has {len(specs)} inputs "
-                    f"({', '.join(names)}). Use --shape NAME=D1,D2,..."
+                    msg(
+                        "{shapes} {raw!r} names no input, but the model has {n} inputs ({names}). "
+                        "Give {shapes} as NAME=D1,D2,...",
+                        raw=raw,
+                        n=len(specs),
+                        names=", ".join(names),
+                    )
                 )
             name = names[0]
         if name not in names:
-            raise UsageError(f"--shape names unknown input {name!r}. Model inputs: {', '.join(names)}.")
+            raise UsageError(
+                msg(
+                    "{shapes} names unknown input {name!r}. Model inputs: {names}.",
+                    name=name,
+                    names=", ".join(names),
+                )
+            )
         try:
             parsed = tuple(int(d) for d in dims.replace("x", ",").split(",") if d.strip())
         except ValueError:
-            raise UsageError(f"--shape {raw!r}: dimensions must be integers, e.g. {name}=16,8") from None
+            raise UsageError(
+                msg("{shapes} {raw!r}: dimensions must be integers, e.g. {name}=16,8", raw=raw, name=name)
+            ) from None
         if not parsed or any(d < 1 for d in parsed):
-            raise UsageError(f"--shape {raw!r}: dimensions must be positive integers")
+            raise UsageError(msg("{shapes} {raw!r}: dimensions must be positive integers", raw=raw))
         out[name] = parsed
     return out
 
@@ -264,8 +277,12 @@ def concrete_shape(spec: InputSpec, dim: int, shape: tuple[int, ...] | None) -> 
         shape = tuple(free if d is None else d for d in declared)
     elif len(shape) != len(declared) or any(d is not None and d != s for d, s in zip(declared, shape)):
         raise UsageError(
-            f"--shape for input {spec.name!r} is {shape}, but the model declares "
-            f"{_fmt_declared(declared)} (batch axis excluded)."
+            msg(
+                "{shapes} for input {name!r} is {shape}, but the model declares {declared} (batch axis excluded).",
+                name=spec.name,
+                shape=shape,
+                declared=_fmt_declared(declared),
+            )
         )
     elements = math.prod(shape)
     if elements > MAX_INPUT_ELEMENTS:
@@ -273,7 +290,7 @@ def concrete_shape(spec: InputSpec, dim: int, shape: tuple[int, ...] | None) -> 
             f"One sample of input {spec.name!r} would have {elements:,} elements "
             f"{_fmt_declared(shape)}, above the limit of {MAX_INPUT_ELEMENTS:,}.",
             rule="input-too-large",
-            hint="the model declares dynamic axes: give smaller ones with --dim or --shape",
+            hint=msg("the model declares dynamic axes: give smaller ones with {dim} or {shapes}"),
         )
     return tuple(shape)
 
@@ -320,7 +337,7 @@ def synthetic_feed(
     """Seeded samples built from the signature (see the module docstring)."""
     _check_counts(samples, batch_size)
     if seed < 0:
-        raise UsageError(f"--seed must be 0 or more. Received: seed={seed}")
+        raise UsageError(msg("{seed} must be 0 or more. Received: {seed}={value}", value=seed))
     shapes = shapes or {}
     per_sample = [concrete_shape(s, dim, shapes.get(s.name)) for s in specs]
     records = tuple(
@@ -339,9 +356,11 @@ def synthetic_feed(
 
 def _check_counts(samples: int, batch_size: int) -> None:
     if samples < 1:
-        raise UsageError(f"--samples must be at least 1. Received: samples={samples}")
+        raise UsageError(msg("{samples} must be at least 1. Received: {samples}={value}", value=samples))
     if batch_size < 1:
-        raise UsageError(f"--batch-size must be at least 1. Received: batch_size={batch_size}")
+        raise UsageError(
+            msg("{batch_size} must be at least 1. Received: {batch_size}={value}", value=batch_size)
+        )
 
 
 # -- user data ------------------------------------------------------------------
@@ -360,16 +379,24 @@ def load_arrays(
 
     p = os.fspath(path)
     if not os.path.exists(p):
-        raise InputFileError(f"Input file not found. Received: input={p!r}", rule="input-not-found")
+        raise InputFileError(
+            msg("Input file not found. Received: {input}={p!r}", p=p), rule="input-not-found"
+        )
     if not os.path.isfile(p):
-        raise InputFileError(f"Input is not a regular file. Received: input={p!r}", rule="input-not-file")
+        raise InputFileError(
+            msg("Input is not a regular file. Received: {input}={p!r}", p=p), rule="input-not-file"
+        )
     names = [s.name for s in specs]
     entries = check_input_file(p)
     if entries[0].member is None:  # .npy
         if len(specs) != 1:
             raise InferenceError(
-                f"Input file holds one array, but the model has {len(specs)} inputs "
-                f"({', '.join(names)}). Received: input={p!r}",
+                msg(
+                    "Input file holds one array, but the model has {n} inputs ({names}). Received: {input}={p!r}",
+                    n=len(specs),
+                    names=", ".join(names),
+                    p=p,
+                ),
                 rule="input-names",
                 hint="save an .npz keyed by input name: np.savez(path, **{name: array})",
             )
@@ -387,7 +414,7 @@ def load_arrays(
                 f"Input file arrays {keys} do not match the model inputs {names}"
                 + (f"; missing {missing}" if missing else "")
                 + (f"; unknown {unknown}" if unknown else "")
-                + f". Received: input={p!r}",
+                + msg(". Received: {input}={p!r}", p=p),
                 rule="input-names",
             )
         wanted = {n: n for n in names}
@@ -433,15 +460,25 @@ def array_feed(
         raise InferenceError(
             "Input arrays have different numbers of samples: "
             + ", ".join(f"{s.name}={a.shape[0]}" for s, a in zip(specs, checked))
-            + f". Received: input={source!r}",
+            + msg(". Received: {input}={source!r}", source=source),
             rule="input-shape",
         )
     total = lengths.pop()
     if total < 1:
-        raise InferenceError(f"Input arrays hold no samples. Received: input={source!r}", rule="input-shape")
+        raise InferenceError(
+            msg("Input arrays hold no samples. Received: {input}={source!r}", source=source),
+            rule="input-shape",
+        )
     if samples is not None:
         if samples > total:
-            raise UsageError(f"--samples {samples} is more than the {total} samples in {source!r}")
+            raise UsageError(
+                msg(
+                    "{samples}={n} is more than the {total} samples in {source!r}",
+                    n=samples,
+                    total=total,
+                    source=source,
+                )
+            )
         total = samples
     records = tuple(
         InputRecord(s.name, (total, *a.shape[1:]), s.dtype, source) for s, a in zip(specs, checked)
@@ -464,44 +501,44 @@ def _as_feedable(spec: InputSpec, a: np.ndarray) -> np.ndarray:
 def validate_array(spec: InputSpec, a: Any, source: str) -> np.ndarray:
     """Check one user array against its input's rank, fixed axes, dtype and range."""
     a = np.asarray(a) if not isinstance(a, np.ndarray) else a
-    where = f"Received: input={source!r}"
+    where = msg("Received: {input}={source!r}", source=source)
     declared = spec.shape
     if a.ndim != len(declared):
         raise InferenceError(
             f"Input {spec.name!r} expects rank {len(declared)} {_fmt_declared(declared)}, "
-            f"got shape {tuple(a.shape)}. {where}",
+            f"got shape {tuple(a.shape)}. " + where,
             rule="input-shape",
         )
     for axis, (d, g) in enumerate(zip(declared, a.shape)):
         if d is not None and d != g:
             raise InferenceError(
                 f"Input {spec.name!r} expects shape {_fmt_declared(declared)}, got {tuple(a.shape)} "
-                f"(axis {axis}: {d} != {g}). {where}",
+                f"(axis {axis}: {d} != {g}). " + where,
                 rule="input-shape",
             )
     kind = a.dtype.kind
     if spec.kind == "string":
         if kind not in "USO":
             raise InferenceError(
-                f"Input {spec.name!r} expects strings, got {a.dtype}. {where}", rule="input-dtype"
+                f"Input {spec.name!r} expects strings, got {a.dtype}. " + where, rule="input-dtype"
             )
         return a
     if kind in "cOVMm":
         raise InferenceError(
             f"Input {spec.name!r} expects {spec.dtype}, got {a.dtype}: it has no exact {spec.dtype} "
-            f"form (casting would drop the imaginary part or need pickle). {where}",
+            "form (casting would drop the imaginary part or need pickle). " + where,
             rule="input-dtype",
             hint="convert it to a real dtype first, e.g. np.real(a).astype('float32')",
         )
     if kind in "US":
         raise InferenceError(
-            f"Input {spec.name!r} expects {spec.dtype}, got {a.dtype}. {where}", rule="input-dtype"
+            f"Input {spec.name!r} expects {spec.dtype}, got {a.dtype}. " + where, rule="input-dtype"
         )
     if spec.kind == "int":
         if kind == "f":
             raise InferenceError(
                 f"Input {spec.name!r} expects integers ({spec.dtype}), got {a.dtype}; "
-                f"floats would be silently truncated. {where}",
+                "floats would be silently truncated. " + where,
                 rule="input-dtype",
             )
         if a.size:
@@ -509,13 +546,13 @@ def validate_array(spec: InputSpec, a: Any, source: str) -> np.ndarray:
             if lo < 0 and spec.int_high is not None:
                 raise InferenceError(
                     f"Input {spec.name!r} holds negative index {lo}; it feeds a layer that "
-                    f"expects [0, {spec.int_high}). {where}",
+                    f"expects [0, {spec.int_high}). " + where,
                     rule="input-range",
                 )
             if spec.int_high is not None and hi >= spec.int_high:
                 raise InferenceError(
                     f"Input {spec.name!r} holds index {hi}, out of range [0, {spec.int_high}) "
-                    f"of the layer it feeds. {where}",
+                    "of the layer it feeds. " + where,
                     rule="input-range",
                 )
     return a

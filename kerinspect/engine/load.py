@@ -12,9 +12,20 @@ import re
 from dataclasses import dataclass
 from typing import Any
 
-from kerinspect.errors import ChildCrashError, KerinspectError, ModelLoadError, escape_text, whole_sentences
+from kerinspect.errors import (
+    ChildCrashError,
+    KerinspectError,
+    Message,
+    ModelLoadError,
+    escape_text,
+    msg,
+    whole_sentences,
+)
 from kerinspect.scan.preflight import ModelFile
 from kerinspect.spec import LoadOptions
+
+#: The hint of a class that is neither Keras's nor loaded.
+CUSTOM_OBJECTS_HINT = msg("pass {custom_objects} FILE.py that defines or registers it")
 
 
 def innermost_message(exc: BaseException) -> str:
@@ -57,8 +68,12 @@ def load_custom_objects(path: str) -> dict[str, Any]:
         namespace = runpy.run_path(path, run_name=name)
     except Exception as e:  # noqa: BLE001 - the user's file failed: say where
         raise ModelLoadError(
-            f"Running the --custom-objects file failed: {type(e).__name__}: {innermost_message(e)}. "
-            f"Received: custom_objects={escape_text(path)}",
+            msg(
+                "Running the {custom_objects} file failed: {kind}: {cause}. Received: {custom_objects}={path}",
+                kind=type(e).__name__,
+                cause=innermost_message(e),
+                path=escape_text(path),
+            ),
             rule="custom-objects-failed",
         ) from e
     explicit = namespace.get("custom_objects")
@@ -93,16 +108,17 @@ _INIT_MISSING = re.compile(
 )
 
 
-def known_cause_hint(message: str) -> str | None:
+def known_cause_hint(message: str) -> str | Message | None:
     """A next step for loader failures whose cause is known from Keras's message."""
     import sys
 
     if "bad marshal data" in message or "unknown type code" in message:
         here = f"{sys.version_info.major}.{sys.version_info.minor}"
-        return (
-            f"a Lambda layer's bytecode was compiled by another Python version than this one ({here}); "
+        return msg(
+            "a Lambda layer's bytecode was compiled by another Python version than this one ({here}); "
             "run kerinspect under the Python that saved the model, or rebuild the Lambda from source "
-            "in a --custom-objects file"
+            "in a {custom_objects} file",
+            here=here,
         )
     init = _INIT_KWARG.search(message)
     if init:
@@ -119,9 +135,9 @@ def known_cause_hint(message: str) -> str | None:
             "or build the model in code and load only its weights"
         )
     if "did NOT create the state" in message or "does not have a `build()` method" in message:
-        return (
+        return msg(
             "a custom layer creates sub-layers whose weights only exist after a call: give it a build() "
-            "method that builds them (or calls it once), in the --custom-objects file"
+            "method that builds them (or calls it once), in the {custom_objects} file"
         )
     return None
 
@@ -183,7 +199,7 @@ def load_model(
                 f"Out of memory while loading the model (building its layers or reading its weights): "
                 f"{inner}. Received: path={escape_text(model_file.path)}",
                 rule="memory-limit",
-                hint="raise --max-memory if the machine has room",
+                hint=msg("raise {max_memory} if the machine has room"),
             ) from e
         unknown = _UNKNOWN_CLASS.search(inner)
         if unknown:
@@ -191,7 +207,7 @@ def load_model(
                 f"Unknown layer class {escape_text(unknown.group(1))!r}: the model uses a custom class "
                 f"that is not loaded. Received: path={escape_text(model_file.path)}",
                 rule="unknown-class",
-                hint="pass --custom-objects FILE.py that defines or registers it",
+                hint=CUSTOM_OBJECTS_HINT,
             ) from e
         raise ModelLoadError(
             f"Keras could not load the model: {escape_text(whole_sentences(inner), 1500)}"
@@ -247,16 +263,17 @@ def scan_and_load(model_file: ModelFile, options: LoadOptions, phase: Any = None
     return load_model(model_file, safe_mode=not trust, custom_objects=custom)
 
 
-def _unknown_hint(names: tuple[str, ...]) -> str:
+def _unknown_hint(names: tuple[str, ...]) -> str | Message:
     """Unknown keras-hub names are classes kerinspect's keras-hub allowlist does not hold."""
-    hint = "pass --custom-objects FILE.py that defines or registers it"
+    hint: str | Message = CUSTOM_OBJECTS_HINT
     if any(n.startswith(("keras_hub>", "keras_nlp>")) for n in names):
         from kerinspect.engine.hub import HUB_INSTALL_HINT
         from kerinspect.scan.allowlist_hub import KERAS_HUB_VERSION
 
-        hint = (
-            f"kerinspect accepts the keras-hub {KERAS_HUB_VERSION} classes ({HUB_INSTALL_HINT}); "
-            "for another keras-hub, and only if you trust this file, pass --custom-objects FILE.py "
-            "that does `import keras_hub`"
+        hint = msg(
+            "kerinspect accepts the keras-hub {version} classes ({install}); for another keras-hub, "
+            "and only if you trust this file, pass {custom_objects} FILE.py that does `import keras_hub`",
+            version=KERAS_HUB_VERSION,
+            install=HUB_INSTALL_HINT,
         )
     return hint

@@ -32,7 +32,7 @@ import numpy as np
 from kerinspect.engine.events import CallSite
 from kerinspect.engine.statistics import PARALLEL_MIN_SIZE, StatsCollector
 from kerinspect.engine.tensors import to_numpy
-from kerinspect.errors import UsageError, escape_text
+from kerinspect.errors import UsageError, escape_text, msg
 from kerinspect.stats import RunningStats, numeric_kind, summarize
 
 #: Largest side of a feature map picture, and width of a sequence strip.
@@ -262,9 +262,14 @@ def check_sample(sample: int, samples: int, path: str | None) -> None:
     """Refuse a ``sample`` the run did not have."""
     if sample >= samples:
         raise UsageError(
-            f"sample={sample} is out of range: the run had {samples} samples (0 to {samples - 1}). "
-            f"Received: path={escape_text(path or '<in-memory model>')}",
-            hint="choose a smaller sample, or run more samples",
+            msg(
+                "{sample}={k} is out of range: the run had {n} samples (0 to {last}). Received: path={path}",
+                k=sample,
+                n=samples,
+                last=samples - 1,
+                path=escape_text(path or "<in-memory model>"),
+            ),
+            hint=msg("choose a smaller {sample}, or run more {samples}"),
         )
 
 

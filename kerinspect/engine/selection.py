@@ -16,7 +16,7 @@ import numpy as np
 
 from kerinspect.dump.layout import STORED_KINDS
 from kerinspect.engine.events import CallSite, Visitor
-from kerinspect.errors import UsageError, escape_text
+from kerinspect.errors import UsageError, escape_text, msg
 from kerinspect.stats import numeric_kind
 
 
@@ -88,23 +88,20 @@ class SelectingVisitor(Visitor):
         self.matched.update(hit)
         return bool(hit)
 
-    def check_matched(self, paths: Sequence[str], flag: str | None = None) -> None:
+    def check_matched(self, paths: Sequence[str]) -> None:
         """Raise ``layers-no-match`` for the first pattern that matched no layer call,
-        listing the ``paths`` there are. ``flag``: the CLI option the patterns came from
-        (``--layers``); None: the ``layers=`` argument of the Python API."""
+        listing the ``paths`` there are."""
         unmatched = [p for p in self.patterns if p not in self.matched]
         if not unmatched:
             return
-        first = escape_text(unmatched[0], 100)
-        if flag is not None:
-            said = f"{flag} {first!r} matches no layer call."
-        else:
-            said = (
-                f"layers pattern {first!r} matches no layer call. "
-                f"Received: layers={[escape_text(p, 100) for p in self.patterns]!r}."
-            )
         raise UsageError(
-            said + " Layer paths: " + ", ".join(escape_text(p, 60) for p in paths), rule="layers-no-match"
+            msg(
+                "{layers} pattern {first!r} matches no layer call. Received: {layers}={given!r}. Layer paths: {paths}",
+                first=escape_text(unmatched[0], 100),
+                given=[escape_text(p, 100) for p in self.patterns],
+                paths=", ".join(escape_text(p, 60) for p in paths),
+            ),
+            rule="layers-no-match",
         )
 
     def produced(self, site: CallSite, tensors: Sequence[Any]) -> None:
