@@ -27,6 +27,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
+from .numfmt import fmt_error
 from .report import InputRecord, Isolation, ModelInfo, TensorStats, _num
 
 #: Version of the diff JSON layout; bumped on incompatible changes.
@@ -296,15 +297,6 @@ class Divergence:
         out = "" if self.output == "output" else f" output '{self.output}'"
         kind = "local divergence" if self.local else "divergence"
         return f"{kind} starts at '{where}'{out} (normalised error {fmt_error(self.error)} > tolerance {tolerance:g})"
-
-
-def fmt_error(x: float | None) -> str:
-    """A normalised error as the reports show it (4 significant digits)."""
-    if x is None:
-        return "-"
-    if math.isinf(x):
-        return "inf"
-    return f"{x:.4g}"
 
 
 @dataclass(frozen=True)

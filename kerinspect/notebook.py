@@ -18,6 +18,7 @@ from collections.abc import Iterable, Sequence
 from typing import TYPE_CHECKING, Any
 
 from .errors import UsageError, escape_text
+from .numfmt import fmt_cosine, fmt_count, fmt_error, fmt_float, fmt_fraction, fmt_mean, fmt_shape, fmt_sqnr
 
 if TYPE_CHECKING:
     from .diff import DiffReport, OutputDiff, PairDiff, Sums
@@ -39,24 +40,6 @@ class NotFoundError(UsageError, KeyError):
 
 def _t(text: object, limit: int = 120) -> str:
     return escape_text(str(text), limit)
-
-
-def _count(n: int) -> str:
-    return f"{n:,}"
-
-
-def _float(x: float | None) -> str:
-    if x is None:
-        return "-"
-    return "0" if x == 0 else f"{x:.4g}"
-
-
-def _fraction(x: float | None) -> str:
-    return "-" if x is None else f"{100 * x:.1f}%"
-
-
-def _shape(shape: Sequence[int]) -> str:
-    return "(" + ", ".join(str(d) for d in shape) + ("," if len(shape) == 1 else "") + ")"
 
 
 def _not_found(what: str, key: str, known: Sequence[str], where: str) -> NotFoundError:
@@ -136,8 +119,8 @@ def report_repr(report: ModelReport) -> str:
     t = report.totals
     lines = [
         f"<ModelReport {_t(m.name)!r} ({_t(m.class_name)}){where}",
-        f"  {_count(report.samples)} samples · {_count(t.layer_calls)} layer calls · "
-        f"{_count(t.params)} parameters · {_count(t.tensors)} tensors, {_count(t.flagged_tensors)} flagged",
+        f"  {fmt_count(report.samples)} samples · {fmt_count(t.layer_calls)} layer calls · "
+        f"{fmt_count(t.params)} parameters · {fmt_count(t.tensors)} tensors, {fmt_count(t.flagged_tensors)} flagged",
         *_flagged_lines(report),
     ]
     return "\n".join(lines) + ">"
@@ -146,15 +129,15 @@ def report_repr(report: ModelReport) -> str:
 def layer_repr(layer: LayerRecord) -> str:
     """One line per output: shape, dtype, mean, std and flags."""
     head = f"<LayerRecord {_t(layer.path, 200)!r} ({_t(layer.class_name)}"
-    head += f", call {layer.call}, depth {layer.depth}, {_count(layer.params)} params)"
+    head += f", call {layer.call}, depth {layer.depth}, {fmt_count(layer.params)} params)"
     if not layer.called:
         return head + " not called>"
     lines = [head]
     for o in layer.outputs:
         st = o.stats
-        figures = f"mean {_float(st.mean)} std {_float(st.std)}" if st is not None else "no statistics"
+        figures = f"mean {fmt_mean(st)} std {fmt_float(st.std)}" if st is not None else "no statistics"
         flags = f" [{_t(','.join(o.flags))}]" if o.flags else ""
-        lines.append(f"  {_t(o.name)}: {_shape(o.shape)} {_t(o.dtype)} {figures}{flags}")
+        lines.append(f"  {_t(o.name)}: {fmt_shape(o.shape)} {_t(o.dtype)} {figures}{flags}")
     return "\n".join(lines) + ">"
 
 
@@ -254,7 +237,7 @@ def report_html(report: ModelReport) -> str:
     indents: list[int] = []
     for r in report.layers:
         params = "" if r.class_name == "InputLayer" else (
-            ("shared" if r.params else "0") if r.call > 0 else _count(r.params)
+            ("shared" if r.params else "0") if r.call > 0 else fmt_count(r.params)
         )  # fmt: skip
         if not r.outputs:
             rows.append([r.path, r.class_name, "-" if r.called else "(not called)", params] + [""] * 9)
@@ -266,18 +249,18 @@ def report_html(report: ModelReport) -> str:
                 [
                     label,
                     r.class_name if k == 0 else "",
-                    _shape(o.shape) + ("" if o.dtype == "float32" else f" {o.dtype}"),
+                    fmt_shape(o.shape) + ("" if o.dtype == "float32" else f" {o.dtype}"),
                     params if k == 0 else "",
                     *(
                         [
-                            _float(st.mean),
-                            _float(st.std),
-                            _float(st.min),
-                            _float(st.max),
-                            _fraction(st.zero_fraction),
-                            _count(st.nan_count),
-                            _count(st.inf_count),
-                            _fraction(st.dead_fraction),
+                            fmt_mean(st),
+                            fmt_float(st.std),
+                            fmt_float(st.min),
+                            fmt_float(st.max),
+                            fmt_fraction(st.zero_fraction),
+                            fmt_count(st.nan_count),
+                            fmt_count(st.inf_count),
+                            fmt_fraction(st.dead_fraction),
                         ]
                         if st is not None
                         else ["-"] * 8
@@ -510,11 +493,9 @@ def _verdict(report: DiffReport) -> str:
 def diff_repr(report: DiffReport) -> str:
     """The two models, the pairing, the first divergence, the verdict and the pairs above
     the tolerance (the first few)."""
-    from .diff import fmt_error
-
     lines = [
         f"<DiffReport {_side(report.model_a, 'A')} vs {_side(report.model_b, 'B')}",
-        f"  {_count(report.samples)} samples · {_t(report.pairing_summary(), 200)} · "
+        f"  {fmt_count(report.samples)} samples · {_t(report.pairing_summary(), 200)} · "
         f"tolerance {report.tolerance:g}" + (" · local errors" if report.local else ""),
     ]
     for div in (report.divergence, report.local_divergence):
@@ -598,8 +579,6 @@ def diff_frame(report: DiffReport) -> Any:
 
 def diff_html(report: DiffReport) -> str:
     """``result._repr_html_()``: the verdict as caption, then one row per paired output."""
-    from .diff import fmt_error
-
     columns = ["Layer", "B", "Class", "Paired by", "Output shape", "Cosine", "Norm. error", "SQNR dB",
                "Max |a-b|"]  # fmt: skip
     if report.local:
@@ -612,7 +591,9 @@ def diff_html(report: DiffReport) -> str:
         cls = p.class_a if p.class_a == p.class_b else f"{p.class_a}/{p.class_b}"
         for k, o in enumerate(p.outputs):
             shape = (
-                _shape(o.shape_a) if o.shape_a == o.shape_b else f"{_shape(o.shape_a)} / {_shape(o.shape_b)}"
+                fmt_shape(o.shape_a)
+                if o.shape_a == o.shape_b
+                else f"{fmt_shape(o.shape_a)} / {fmt_shape(o.shape_b)}"
             )
             e = o.error
             note = ["diverged"] if e is not None and e.normalised_error > report.tolerance else []
@@ -624,7 +605,12 @@ def diff_html(report: DiffReport) -> str:
                 p.paired_by if k == 0 else "",
                 shape,
                 *(
-                    [_float(e.cosine), fmt_error(e.normalised_error), _float(e.sqnr_db), _float(e.max_abs)]
+                    [
+                        fmt_cosine(e.cosine),
+                        fmt_error(e.normalised_error),
+                        fmt_sqnr(e.sqnr_db),
+                        fmt_float(e.max_abs),
+                    ]
                     if e is not None
                     else ["-"] * 4
                 ),
