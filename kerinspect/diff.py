@@ -28,7 +28,8 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from .numfmt import fmt_error
-from .report import InputRecord, Isolation, ModelInfo, TensorStats, _num
+from .records import Record, meta
+from .report import InputRecord, Isolation, ModelInfo, TensorStats
 
 #: Version of the diff JSON layout; bumped on incompatible changes.
 DIFF_SCHEMA_VERSION = 1
@@ -36,14 +37,14 @@ DIFF_SCHEMA_VERSION = 1
 #: How a pair was found (see :func:`pair_sites`).
 PAIRED_BY = ("path", "structure")
 
-
-def _inf(x: Any, default: float) -> float:
-    """JSON null back to the infinity it stands for."""
-    return default if x is None else float(x)
+#: Field metadata of the sums: required, written exactly (an overflowed sum is JSON's
+#: ``Infinity``, read back as such), the four products in the ``"sums"`` object.
+_COUNT = meta(required=True)
+_SUM = meta(required=True, exact=True, group="sums")
 
 
 @dataclass(frozen=True)
-class Sums:
+class Sums(Record):
     """Mergeable sums of one pair of tensors over every batch seen.
 
     Attributes:
@@ -54,13 +55,16 @@ class Sums:
         max_abs: largest ``|a-b|``.
     """
 
-    count: int = 0
-    mismatched: int = 0
-    aa: float = 0.0
-    bb: float = 0.0
-    ab: float = 0.0
-    dd: float = 0.0
-    max_abs: float = 0.0
+    count: int = field(default=0, metadata=_COUNT)
+    mismatched: int = field(default=0, metadata=_COUNT)
+    aa: float = field(default=0.0, metadata=_SUM)
+    bb: float = field(default=0.0, metadata=_SUM)
+    ab: float = field(default=0.0, metadata=_SUM)
+    dd: float = field(default=0.0, metadata=_SUM)
+    max_abs: float = field(default=0.0, metadata=meta(required=True, exact=True, key="max_abs_diff"))
+
+    #: the metrics first (computed from the sums, NaN/inf as null), then what they come from
+    JSON_KEYS = ("cosine", "normalised_error", "sqnr_db", "max_abs_diff", "count", "mismatched", "sums")
 
     def merged(self, other: Sums) -> Sums:
         """The sums of both (batches are independent: plain addition)."""
@@ -107,33 +111,13 @@ class Sums:
             return -math.inf
         return 10.0 * math.log10(self.aa / self.dd)
 
-    def to_dict(self) -> dict[str, Any]:
-        return {
-            "cosine": _num(self.cosine),
-            "normalised_error": _num(self.normalised_error),
-            "sqnr_db": _num(self.sqnr_db),
-            "max_abs_diff": self.max_abs,
-            "count": self.count,
-            "mismatched": self.mismatched,
-            "sums": {"aa": self.aa, "bb": self.bb, "ab": self.ab, "dd": self.dd},
-        }
 
-    @classmethod
-    def from_dict(cls, d: dict[str, Any]) -> Sums:
-        s = d["sums"]
-        return cls(
-            int(d["count"]),
-            int(d["mismatched"]),
-            float(s["aa"]),
-            float(s["bb"]),
-            float(s["ab"]),
-            float(s["dd"]),
-            float(d["max_abs_diff"]),
-        )
+#: Field metadata: a result without the key reads as None.
+_OR_NONE = meta(missing=None)
 
 
 @dataclass(frozen=True)
-class OutputDiff:
+class OutputDiff(Record):
     """One output of one pair of layer calls.
 
     ``error`` compares A's output with B's as each model computed it (the error B
@@ -147,47 +131,16 @@ class OutputDiff:
     shape_b: tuple[int, ...]
     dtype_a: str
     dtype_b: str
-    stats_a: TensorStats | None
-    stats_b: TensorStats | None
-    error: Sums | None
+    stats_a: TensorStats | None = field(metadata=_OR_NONE)
+    stats_b: TensorStats | None = field(metadata=_OR_NONE)
+    error: Sums | None = field(metadata=_OR_NONE)
     local: Sums | None = None
     note: str | None = None
     model_output: bool = False
 
-    def to_dict(self) -> dict[str, Any]:
-        return {
-            "name": self.name,
-            "shape_a": list(self.shape_a),
-            "shape_b": list(self.shape_b),
-            "dtype_a": self.dtype_a,
-            "dtype_b": self.dtype_b,
-            "stats_a": None if self.stats_a is None else self.stats_a.to_dict(),
-            "stats_b": None if self.stats_b is None else self.stats_b.to_dict(),
-            "error": None if self.error is None else self.error.to_dict(),
-            "local": None if self.local is None else self.local.to_dict(),
-            "note": self.note,
-            "model_output": self.model_output,
-        }
-
-    @classmethod
-    def from_dict(cls, d: dict[str, Any]) -> OutputDiff:
-        return cls(
-            name=str(d["name"]),
-            shape_a=tuple(int(x) for x in d["shape_a"]),
-            shape_b=tuple(int(x) for x in d["shape_b"]),
-            dtype_a=str(d["dtype_a"]),
-            dtype_b=str(d["dtype_b"]),
-            stats_a=None if d.get("stats_a") is None else TensorStats.from_dict(d["stats_a"]),
-            stats_b=None if d.get("stats_b") is None else TensorStats.from_dict(d["stats_b"]),
-            error=None if d.get("error") is None else Sums.from_dict(d["error"]),
-            local=None if d.get("local") is None else Sums.from_dict(d["local"]),
-            note=d.get("note"),
-            model_output=bool(d.get("model_output", False)),
-        )
-
 
 @dataclass(frozen=True)
-class PairDiff:
+class PairDiff(Record):
     """Two layer calls paired (``paired_by``: ``path`` or ``structure``), in A's graph order.
 
     ``policy_a``/``policy_b`` are the layers' dtype policies (``float32``,
@@ -198,11 +151,14 @@ class PairDiff:
     path_b: str
     class_a: str
     class_b: str
-    paired_by: str
+    paired_by: str = field(metadata=meta(choices=PAIRED_BY))
     outputs: tuple[OutputDiff, ...]
     container: bool = False
     policy_a: str | None = None
     policy_b: str | None = None
+
+    JSON_KEYS = ("path_a", "path_b", "class_a", "class_b", "paired_by", "container", "policy_a", "policy_b",
+                 "error", "local_error", "outputs")  # fmt: skip
 
     def _worst(self, local: bool) -> float | None:
         errors = [
@@ -222,74 +178,36 @@ class PairDiff:
         """The largest normalised error of the layer run on A's inputs (``--local``)."""
         return self._worst(True)
 
-    def to_dict(self) -> dict[str, Any]:
-        return {
-            "path_a": self.path_a,
-            "path_b": self.path_b,
-            "class_a": self.class_a,
-            "class_b": self.class_b,
-            "paired_by": self.paired_by,
-            "container": self.container,
-            "policy_a": self.policy_a,
-            "policy_b": self.policy_b,
-            "error": _num(self.error),
-            "local_error": _num(self.local_error),
-            "outputs": [o.to_dict() for o in self.outputs],
-        }
-
-    @classmethod
-    def from_dict(cls, d: dict[str, Any]) -> PairDiff:
-        paired_by = str(d["paired_by"])
-        if paired_by not in PAIRED_BY:
-            raise ValueError(f"paired_by {paired_by!r}")
-        return cls(
-            path_a=str(d["path_a"]),
-            path_b=str(d["path_b"]),
-            class_a=str(d["class_a"]),
-            class_b=str(d["class_b"]),
-            paired_by=paired_by,
-            outputs=tuple(OutputDiff.from_dict(o) for o in d["outputs"]),
-            container=bool(d.get("container", False)),
-            policy_a=d.get("policy_a"),
-            policy_b=d.get("policy_b"),
-        )
-
 
 @dataclass(frozen=True)
-class Unpaired:
+class Unpaired(Record):
     """A layer call of one model with no counterpart in the other."""
 
     path: str
     class_name: str
 
-    def to_dict(self) -> dict[str, Any]:
-        return {"path": self.path, "class_name": self.class_name}
 
-    @classmethod
-    def from_dict(cls, d: dict[str, Any]) -> Unpaired:
-        return cls(str(d["path"]), str(d["class_name"]))
+def _kind(local: bool) -> str:
+    return "local" if local else "inherited"
+
+
+def _is_local(kind: Any) -> bool:
+    if kind not in ("local", "inherited"):
+        raise ValueError(f"Divergence.kind {kind!r}")
+    return bool(kind == "local")
 
 
 @dataclass(frozen=True)
-class Divergence:
+class Divergence(Record):
     """Where the error first exceeds the tolerance, in graph order."""
 
     path_a: str
     path_b: str
     class_name: str
     output: str
-    error: float
-    local: bool  # the figure is the layer's own error (``--local``), not the inherited one
-
-    def to_dict(self) -> dict[str, Any]:
-        return {
-            "path_a": self.path_a,
-            "path_b": self.path_b,
-            "class_name": self.class_name,
-            "output": self.output,
-            "normalised_error": _num(self.error),
-            "kind": "local" if self.local else "inherited",
-        }
+    error: float = field(metadata=meta(key="normalised_error"))
+    #: the figure is the layer's own error (``--local``), not the inherited one
+    local: bool = field(metadata=meta(key="kind", codec=(_kind, _is_local)))
 
     def sentence(self, tolerance: float) -> str:
         """``divergence starts at 'fc2' (normalised error 0.12 > tolerance 0.01)`` (unescaped)."""
@@ -300,7 +218,7 @@ class Divergence:
 
 
 @dataclass(frozen=True)
-class DiffReport:
+class DiffReport(Record):
     """The result of ``kerinspect diff A B``: every pair of layer calls, in A's graph
     order (the order outputs were produced), and the verdict against ``tolerance``."""
 
@@ -309,7 +227,7 @@ class DiffReport:
     inputs: tuple[InputRecord, ...]
     samples: int
     batch_size: int
-    tolerance: float
+    tolerance: float = field(metadata=meta(exact=True))
     local: bool
     pairs: tuple[PairDiff, ...]
     unpaired_a: tuple[Unpaired, ...] = ()
@@ -317,6 +235,11 @@ class DiffReport:
     warnings: tuple[str, ...] = ()
     kerinspect_version: str = ""
     isolation: Isolation | None = None
+
+    schema_version = DIFF_SCHEMA_VERSION
+    JSON_KEYS = ("schema_version", "kerinspect_version", "model_a", "model_b", "inputs", "samples", "batch_size",
+                 "tolerance", "local", "agree", "exit_code", "failures", "divergence", "local_divergence",
+                 "pairing", "pairs", "unpaired_a", "unpaired_b", "warnings", "isolation")  # fmt: skip
 
     # -- verdicts ------------------------------------------------------------------
 
@@ -383,51 +306,10 @@ class DiffReport:
             text += f"; unpaired: {len(self.unpaired_a)} in A, {len(self.unpaired_b)} in B"
         return text
 
-    # -- JSON ------------------------------------------------------------------------
-
-    def to_dict(self) -> dict[str, Any]:
-        div, local_div = self.divergence, self.local_divergence
-        return {
-            "schema_version": DIFF_SCHEMA_VERSION,
-            "kerinspect_version": self.kerinspect_version,
-            "model_a": self.model_a.to_dict(),
-            "model_b": self.model_b.to_dict(),
-            "inputs": [i.to_dict() for i in self.inputs],
-            "samples": self.samples,
-            "batch_size": self.batch_size,
-            "tolerance": self.tolerance,
-            "local": self.local,
-            "agree": self.agree,
-            "exit_code": self.exit_code,
-            "failures": self.failures,
-            "divergence": None if div is None else div.to_dict(),
-            "local_divergence": None if local_div is None else local_div.to_dict(),
-            "pairing": self.pairing_summary(),
-            "pairs": [p.to_dict() for p in self.pairs],
-            "unpaired_a": [u.to_dict() for u in self.unpaired_a],
-            "unpaired_b": [u.to_dict() for u in self.unpaired_b],
-            "warnings": list(self.warnings),
-            "isolation": None if self.isolation is None else self.isolation.to_dict(),
-        }
-
-    @classmethod
-    def from_dict(cls, d: dict[str, Any]) -> DiffReport:
-        iso = d.get("isolation")
-        return cls(
-            model_a=ModelInfo.from_dict(d["model_a"]),
-            model_b=ModelInfo.from_dict(d["model_b"]),
-            inputs=tuple(InputRecord.from_dict(i) for i in d["inputs"]),
-            samples=int(d["samples"]),
-            batch_size=int(d["batch_size"]),
-            tolerance=float(d["tolerance"]),
-            local=bool(d["local"]),
-            pairs=tuple(PairDiff.from_dict(p) for p in d["pairs"]),
-            unpaired_a=tuple(Unpaired.from_dict(u) for u in d.get("unpaired_a", ())),
-            unpaired_b=tuple(Unpaired.from_dict(u) for u in d.get("unpaired_b", ())),
-            warnings=tuple(str(w) for w in d.get("warnings", ())),
-            kerinspect_version=str(d.get("kerinspect_version", "")),
-            isolation=None if iso is None else Isolation.from_dict(iso),
-        )
+    @property
+    def pairing(self) -> str:
+        """:meth:`pairing_summary` (the JSON's ``pairing``)."""
+        return self.pairing_summary()
 
     # -- in a notebook (kerinspect/notebook.py) --
 

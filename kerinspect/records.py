@@ -10,7 +10,8 @@ Writing (``to_dict``)
     Tuples become lists, records (and anything else with ``to_dict()``, such as
     :class:`~kerinspect.spec.Thresholds`) objects, and a NaN or infinite float becomes
     ``None`` (:func:`num`: JSON has no NaN; an undefined statistic is null), except in a
-    field marked ``exact``.
+    field marked ``exact``, which is written as it is. A field typed ``float`` is written
+    as a float even when it holds an int.
 
 Reading (``from_dict``)
     As lenient as a reader of older reports must be: a key the data lacks takes the
@@ -81,11 +82,11 @@ def meta(
 _PLAIN = meta()["json"]
 
 
-def _write(value: Any, exact: bool = False) -> Any:
+def _write(value: Any) -> Any:
     to_dict = getattr(value, "to_dict", None)
     if to_dict is not None:
         return to_dict()
-    if isinstance(value, float) and not exact:
+    if isinstance(value, float):
         return num(value)
     if isinstance(value, (tuple, list)):
         return [_write(v) for v in value]
@@ -143,6 +144,7 @@ class _Field:
     spec: dict[str, Any]
     hint: Any
     has_default: bool
+    number: bool  # typed float (or float | None): written through num(), an int as a float
 
 
 #: per record class: its fields, and its JSON keys in order with the fields each holds
@@ -159,8 +161,10 @@ def _plan(cls: type) -> _Plan:
         for f in dataclasses.fields(cast(Any, cls)):
             spec = cast(dict[str, Any], f.metadata.get("json", _PLAIN))
             has_default = f.default is not dataclasses.MISSING or f.default_factory is not dataclasses.MISSING
+            hint = hints[f.name]
+            number = hint is float or set(typing.get_args(hint)) == {float, type(None)}
             fields.append(
-                _Field(f.name, spec["key"] or f.name, spec["group"], spec, hints[f.name], has_default)
+                _Field(f.name, spec["key"] or f.name, spec["group"], spec, hint, has_default, number)
             )
         keys = cast(Any, cls).JSON_KEYS or tuple(dict.fromkeys(f.group or f.key for f in fields))
         layout = tuple((k, tuple(f for f in fields if (f.group or f.key) == k)) for k in keys)
@@ -190,7 +194,10 @@ class Record:
                     continue
                 if value is not None and f.spec["codec"] is not None:
                     value = f.spec["codec"][0](value)
-                into[f.key] = _write(value, f.spec["exact"])
+                if f.spec["exact"]:
+                    into[f.key] = value
+                else:
+                    into[f.key] = num(value) if f.number else _write(value)
         return data
 
     @classmethod

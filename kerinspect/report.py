@@ -1,8 +1,9 @@
 """Plain-data results of an inspection: what the CLI renders and JSON carries.
 
 Everything here is a frozen dataclass of builtins, so a report can cross a process
-boundary as JSON (:meth:`ModelReport.to_dict` / :meth:`ModelReport.from_dict`) and
-be rendered or checked without TensorFlow.
+boundary as JSON (:meth:`ModelReport.to_dict` / :meth:`ModelReport.from_dict`, generated
+from the fields by :class:`~kerinspect.records.Record`) and be rendered or checked
+without TensorFlow.
 """
 
 from __future__ import annotations
@@ -12,22 +13,20 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from . import bins
+from .records import Record, meta
 from .spec import Thresholds  # defined with the other run options; reports record them
 
 #: Version of the JSON layout below; bumped on incompatible changes.
 SCHEMA_VERSION = 1
 
-
-def _num(x: float | None) -> float | None:
-    """JSON-safe float: NaN and infinities (undefined statistics) become None."""
-    if x is None:
-        return None
-    x = float(x)
-    return x if math.isfinite(x) else None
+#: Field metadata: the key must be in the JSON although the field has a default.
+_REQUIRED = meta(required=True)
+#: Field metadata: a report without the key reads as None although the field has no default.
+_OR_NONE = meta(missing=None)
 
 
 @dataclass(frozen=True)
-class TensorStats:
+class TensorStats(Record):
     """Health statistics of one tensor, over every sample seen.
 
     ``mean``/``std``/``min``/``max``/``abs_max`` cover finite values only and are
@@ -59,34 +58,10 @@ class TensorStats:
     rms: float | None = None
     sample_spread: float | None = None
     saturated_fraction: float | None = None
-    histogram: tuple[int, ...] | None = None
-
-    def to_dict(self) -> dict[str, Any]:
-        data: dict[str, Any] = {
-            "count": self.count,
-            "mean": _num(self.mean),
-            "std": _num(self.std),
-            "min": _num(self.min),
-            "max": _num(self.max),
-            "abs_max": _num(self.abs_max),
-            "zero_fraction": _num(self.zero_fraction),
-            "nan_count": self.nan_count,
-            "inf_count": self.inf_count,
-            "dead_fraction": _num(self.dead_fraction),
-            "rms": _num(self.rms),
-            "sample_spread": _num(self.sample_spread),
-            "saturated_fraction": _num(self.saturated_fraction),
-        }
-        if self.histogram is not None:  # only when asked for (kerinspect report)
-            data["histogram"] = bins.compact(self.histogram)
-        return data
-
-    @classmethod
-    def from_dict(cls, d: dict[str, Any]) -> TensorStats:
-        values = {k: d[k] for k in cls.__dataclass_fields__ if k in d or k not in _NEW_STATS}
-        if values.get("histogram") is not None:
-            values["histogram"] = bins.expand(values["histogram"])
-        return cls(**values)
+    #: only when asked for (``kerinspect report``); in the JSON as :func:`kerinspect.bins.compact`
+    histogram: tuple[int, ...] | None = field(
+        default=None, metadata=meta(omit_none=True, codec=(bins.compact, bins.expand))
+    )
 
     @property
     def magnitude(self) -> float | None:
@@ -98,12 +73,8 @@ class TensorStats:
         return math.sqrt(self.mean * self.mean + self.std * self.std)
 
 
-#: TensorStats keys that older reports lack.
-_NEW_STATS = ("rms", "sample_spread", "saturated_fraction", "histogram")
-
-
 @dataclass(frozen=True)
-class TensorRecord:
+class TensorRecord(Record):
     """One output tensor of one layer call.
 
     ``shape`` is the observed shape with the batch axis holding the number of
@@ -115,33 +86,12 @@ class TensorRecord:
     shape: tuple[int, ...]
     dtype: str
     stats: TensorStats | None
-    flags: tuple[str, ...] = ()
+    flags: tuple[str, ...] = field(default=(), metadata=_REQUIRED)
     model_output: bool = False
-
-    def to_dict(self) -> dict[str, Any]:
-        return {
-            "name": self.name,
-            "shape": list(self.shape),
-            "dtype": self.dtype,
-            "stats": None if self.stats is None else self.stats.to_dict(),
-            "flags": list(self.flags),
-            "model_output": self.model_output,
-        }
-
-    @classmethod
-    def from_dict(cls, d: dict[str, Any]) -> TensorRecord:
-        return cls(
-            name=d["name"],
-            shape=tuple(d["shape"]),
-            dtype=d["dtype"],
-            stats=None if d["stats"] is None else TensorStats.from_dict(d["stats"]),
-            flags=tuple(d["flags"]),
-            model_output=bool(d.get("model_output", False)),
-        )
 
 
 @dataclass(frozen=True)
-class HeadStats:
+class HeadStats(Record):
     """Health of one attention head, over every query row that has a key to attend to.
 
     Attributes:
@@ -159,42 +109,17 @@ class HeadStats:
     """
 
     head: int
-    entropy: float | None
-    min_entropy: float | None
-    max_weight: float | None
-    sink: float | None
-    diagonal: float | None
-    row_sum_error: float | None
+    entropy: float | None = field(metadata=_OR_NONE)
+    min_entropy: float | None = field(metadata=_OR_NONE)
+    max_weight: float | None = field(metadata=_OR_NONE)
+    sink: float | None = field(metadata=_OR_NONE)
+    diagonal: float | None = field(metadata=_OR_NONE)
+    row_sum_error: float | None = field(metadata=_OR_NONE)
     flags: tuple[str, ...] = ()
-
-    def to_dict(self) -> dict[str, Any]:
-        return {
-            "head": self.head,
-            "entropy": _num(self.entropy),
-            "min_entropy": _num(self.min_entropy),
-            "max_weight": _num(self.max_weight),
-            "sink": _num(self.sink),
-            "diagonal": _num(self.diagonal),
-            "row_sum_error": _num(self.row_sum_error),
-            "flags": list(self.flags),
-        }
-
-    @classmethod
-    def from_dict(cls, d: dict[str, Any]) -> HeadStats:
-        return cls(
-            head=int(d["head"]),
-            entropy=d.get("entropy"),
-            min_entropy=d.get("min_entropy"),
-            max_weight=d.get("max_weight"),
-            sink=d.get("sink"),
-            diagonal=d.get("diagonal"),
-            row_sum_error=d.get("row_sum_error"),
-            flags=tuple(d.get("flags", ())),
-        )
 
 
 @dataclass(frozen=True)
-class AttentionRecord:
+class AttentionRecord(Record):
     """The attention probabilities of one call of an attention layer.
 
     Attributes:
@@ -212,10 +137,10 @@ class AttentionRecord:
         heads: one :class:`HeadStats` per head.
     """
 
-    output: str | None
-    source: str
-    status: str
-    reason: str | None
+    output: str | None = field(metadata=_OR_NONE)
+    source: str = field(metadata=meta(missing="layer"))
+    status: str = field(metadata=meta(missing="ok"))
+    reason: str | None = field(metadata=_OR_NONE)
     shape: tuple[int, ...] = ()
     queries: int = 0
     max_difference: float | None = None
@@ -226,34 +151,9 @@ class AttentionRecord:
         """Every head flag, each once, in order."""
         return tuple(dict.fromkeys(f for h in self.heads for f in h.flags))
 
-    def to_dict(self) -> dict[str, Any]:
-        return {
-            "output": self.output,
-            "source": self.source,
-            "status": self.status,
-            "reason": self.reason,
-            "shape": list(self.shape),
-            "queries": self.queries,
-            "max_difference": _num(self.max_difference),
-            "heads": [h.to_dict() for h in self.heads],
-        }
-
-    @classmethod
-    def from_dict(cls, d: dict[str, Any]) -> AttentionRecord:
-        return cls(
-            output=d.get("output"),
-            source=d.get("source", "layer"),
-            status=d.get("status", "ok"),
-            reason=d.get("reason"),
-            shape=tuple(d.get("shape", ())),
-            queries=int(d.get("queries", 0)),
-            max_difference=d.get("max_difference"),
-            heads=tuple(HeadStats.from_dict(h) for h in d.get("heads", ())),
-        )
-
 
 @dataclass(frozen=True)
-class LayerRecord:
+class LayerRecord(Record):
     """One call of one operation (a layer, a nested model, or a raw ``keras.ops`` op).
 
     Attributes:
@@ -293,7 +193,7 @@ class LayerRecord:
     params: int
     depth: int = 0
     container: bool = False
-    outputs: tuple[TensorRecord, ...] = ()
+    outputs: tuple[TensorRecord, ...] = field(default=(), metadata=_REQUIRED)
     parent: str | None = None
     called: bool = True
     attention: AttentionRecord | None = None
@@ -301,42 +201,8 @@ class LayerRecord:
     input_rms: float | None = None
     input_spread: float | None = None
 
-    def to_dict(self) -> dict[str, Any]:
-        return {
-            "path": self.path,
-            "name": self.name,
-            "class_name": self.class_name,
-            "call": self.call,
-            "params": self.params,
-            "depth": self.depth,
-            "container": self.container,
-            "parent": self.parent,
-            "called": self.called,
-            "outputs": [o.to_dict() for o in self.outputs],
-            "attention": None if self.attention is None else self.attention.to_dict(),
-            "activation": self.activation,
-            "input_rms": _num(self.input_rms),
-            "input_spread": _num(self.input_spread),
-        }
-
-    @classmethod
-    def from_dict(cls, d: dict[str, Any]) -> LayerRecord:
-        return cls(
-            path=d["path"],
-            name=d["name"],
-            class_name=d["class_name"],
-            call=d["call"],
-            params=d["params"],
-            depth=d.get("depth", 0),
-            container=d.get("container", False),
-            outputs=tuple(TensorRecord.from_dict(o) for o in d["outputs"]),
-            parent=d.get("parent"),
-            called=bool(d.get("called", True)),
-            attention=AttentionRecord.from_dict(d["attention"]) if d.get("attention") else None,
-            activation=d.get("activation"),
-            input_rms=d.get("input_rms"),
-            input_spread=d.get("input_spread"),
-        )
+    JSON_KEYS = ("path", "name", "class_name", "call", "params", "depth", "container", "parent", "called",
+                 "outputs", "attention", "activation", "input_rms", "input_spread")  # fmt: skip
 
     def __repr__(self) -> str:
         """One line per output (shape, dtype, mean, std, flags), not every statistic."""
@@ -346,7 +212,7 @@ class LayerRecord:
 
 
 @dataclass(frozen=True)
-class InputRecord:
+class InputRecord(Record):
     """One model input as it was fed: its name, full shape, dtype and origin.
 
     ``source`` is ``"synthetic"`` (generated from the signature with ``seed``) or
@@ -362,30 +228,9 @@ class InputRecord:
     seed: int | None = None
     note: str | None = None
 
-    def to_dict(self) -> dict[str, Any]:
-        return {
-            "name": self.name,
-            "shape": list(self.shape),
-            "dtype": self.dtype,
-            "source": self.source,
-            "seed": self.seed,
-            "note": self.note,
-        }
-
-    @classmethod
-    def from_dict(cls, d: dict[str, Any]) -> InputRecord:
-        return cls(
-            name=d["name"],
-            shape=tuple(d["shape"]),
-            dtype=d["dtype"],
-            source=d["source"],
-            seed=d.get("seed"),
-            note=d.get("note"),
-        )
-
 
 @dataclass(frozen=True)
-class ModelInfo:
+class ModelInfo(Record):
     """What was inspected: the file, its format and the loader that read it.
 
     ``loader`` is ``keras``, or ``keras+legacy-h5-upgrade`` (a legacy ``.h5``) /
@@ -402,28 +247,9 @@ class ModelInfo:
     loader: str = "keras"
     notes: tuple[str, ...] = ()
 
-    def to_dict(self) -> dict[str, Any]:
-        return {
-            "name": self.name,
-            "class_name": self.class_name,
-            "path": self.path,
-            "format": self.format,
-            "params": self.params,
-            "trainable_params": self.trainable_params,
-            "keras_version": self.keras_version,
-            "loader": self.loader,
-            "notes": list(self.notes),
-        }
-
-    @classmethod
-    def from_dict(cls, d: dict[str, Any]) -> ModelInfo:
-        kw = {k: d[k] for k in cls.__dataclass_fields__ if k in d}
-        kw["notes"] = tuple(kw.get("notes", ()))
-        return cls(**kw)
-
 
 @dataclass(frozen=True)
-class WeightRecord:
+class WeightRecord(Record):
     """One weight variable: its owning layer, name, shape and value statistics.
 
     ``norm`` is the L2 norm of the finite values (None when unknown: no finite
@@ -435,7 +261,7 @@ class WeightRecord:
     shape: tuple[int, ...]
     dtype: str
     stats: TensorStats | None
-    flags: tuple[str, ...] = ()
+    flags: tuple[str, ...] = field(default=(), metadata=_REQUIRED)
     norm: float | None = None
 
     @property
@@ -443,32 +269,9 @@ class WeightRecord:
         """Number of elements (parameters)."""
         return math.prod(self.shape)
 
-    def to_dict(self) -> dict[str, Any]:
-        return {
-            "layer": self.layer,
-            "name": self.name,
-            "shape": list(self.shape),
-            "dtype": self.dtype,
-            "stats": None if self.stats is None else self.stats.to_dict(),
-            "flags": list(self.flags),
-            "norm": _num(self.norm),
-        }
-
-    @classmethod
-    def from_dict(cls, d: dict[str, Any]) -> WeightRecord:
-        return cls(
-            layer=d["layer"],
-            name=d["name"],
-            shape=tuple(d["shape"]),
-            dtype=d["dtype"],
-            stats=None if d["stats"] is None else TensorStats.from_dict(d["stats"]),
-            flags=tuple(d["flags"]),
-            norm=d.get("norm"),
-        )
-
 
 @dataclass(frozen=True)
-class Totals:
+class Totals(Record):
     """Footer figures: they add up from the rows (a test holds this invariant)."""
 
     layer_calls: int
@@ -476,17 +279,9 @@ class Totals:
     tensors: int
     flagged_tensors: int
 
-    def to_dict(self) -> dict[str, Any]:
-        return {
-            "layer_calls": self.layer_calls,
-            "params": self.params,
-            "tensors": self.tensors,
-            "flagged_tensors": self.flagged_tensors,
-        }
-
 
 @dataclass(frozen=True)
-class Isolation:
+class Isolation(Record):
     """How the model file was opened.
 
     Attributes:
@@ -505,20 +300,9 @@ class Isolation:
         """A worker ran, but the kernel refused it a network namespace."""
         return self.worker and not self.network_namespace
 
-    def to_dict(self) -> dict[str, Any]:
-        return {
-            "worker": self.worker,
-            "network_namespace": self.network_namespace,
-            "socket_guard": self.socket_guard,
-        }
-
-    @classmethod
-    def from_dict(cls, d: dict[str, Any]) -> Isolation:
-        return cls(bool(d["worker"]), bool(d.get("network_namespace")), bool(d.get("socket_guard")))
-
 
 @dataclass(frozen=True)
-class ModelReport:
+class ModelReport(Record):
     """The result of :func:`kerinspect.inspect_model`."""
 
     model: ModelInfo
@@ -536,6 +320,10 @@ class ModelReport:
     #: per batch, statistics on that device) or ``eager`` (layer by layer)
     engine: str = ""
 
+    schema_version = SCHEMA_VERSION
+    JSON_KEYS = ("schema_version", "kerinspect_version", "model", "inputs", "samples", "batch_size", "thresholds",
+                 "layers", "totals", "weights", "warnings", "isolation", "max_depth", "engine")  # fmt: skip
+
     @property
     def totals(self) -> Totals:
         """Layer calls (input rows excluded), parameters counted once per layer
@@ -551,41 +339,6 @@ class ModelReport:
             params=params,
             tensors=len(tensors),
             flagged_tensors=sum(1 for o in tensors if o.flags),
-        )
-
-    def to_dict(self) -> dict[str, Any]:
-        return {
-            "schema_version": SCHEMA_VERSION,
-            "kerinspect_version": self.kerinspect_version,
-            "model": self.model.to_dict(),
-            "inputs": [i.to_dict() for i in self.inputs],
-            "samples": self.samples,
-            "batch_size": self.batch_size,
-            "thresholds": self.thresholds.to_dict(),
-            "layers": [r.to_dict() for r in self.layers],
-            "totals": self.totals.to_dict(),
-            "weights": [w.to_dict() for w in self.weights],
-            "warnings": list(self.warnings),
-            "isolation": None if self.isolation is None else self.isolation.to_dict(),
-            "max_depth": self.max_depth,
-            "engine": self.engine,
-        }
-
-    @classmethod
-    def from_dict(cls, d: dict[str, Any]) -> ModelReport:
-        return cls(
-            model=ModelInfo.from_dict(d["model"]),
-            inputs=tuple(InputRecord.from_dict(i) for i in d["inputs"]),
-            layers=tuple(LayerRecord.from_dict(r) for r in d["layers"]),
-            samples=d["samples"],
-            batch_size=d["batch_size"],
-            thresholds=Thresholds.from_dict(d.get("thresholds", {})),
-            weights=tuple(WeightRecord.from_dict(w) for w in d.get("weights", ())),
-            warnings=tuple(d.get("warnings", ())),
-            kerinspect_version=d.get("kerinspect_version", ""),
-            isolation=Isolation.from_dict(d["isolation"]) if d.get("isolation") else None,
-            max_depth=d.get("max_depth"),
-            engine=d.get("engine", ""),
         )
 
     # -- in a notebook (kerinspect/notebook.py) --
@@ -645,12 +398,8 @@ class ModelReport:
 CHECK_SCHEMA_VERSION = 1
 
 
-def _json_value(x: Any) -> Any:
-    return _num(x) if isinstance(x, float) else x
-
-
 @dataclass(frozen=True)
-class RuleCounts:
+class RuleCounts(Record):
     """How many tensors (or layers, or weights: see :attr:`RuleResult.unit`) a rule
     failed, passed, or could not check. ``ignored`` (exempted by ``--ignore``) are
     included in ``not_checked``: a skipped tensor never counts as a pass."""
@@ -664,17 +413,9 @@ class RuleCounts:
     def total(self) -> int:
         return self.failed + self.passed + self.not_checked
 
-    def to_dict(self) -> dict[str, Any]:
-        return {
-            "failed": self.failed,
-            "passed": self.passed,
-            "not_checked": self.not_checked,
-            "ignored": self.ignored,
-        }
-
 
 @dataclass(frozen=True)
-class Failure:
+class Failure(Record):
     """One tensor (or weight, or layer) that failed a rule.
 
     ``layer`` and ``tensor`` come from the model file and are untrusted text;
@@ -687,17 +428,12 @@ class Failure:
     message: str
     values: dict[str, Any] = field(default_factory=dict)
 
-    def to_dict(self) -> dict[str, Any]:
-        return {
-            "layer": self.layer,
-            "tensor": self.tensor,
-            "message": self.message,
-            "values": {k: _json_value(v) for k, v in self.values.items()},
-        }
+    #: the rule is its RuleResult's: left out (check results are written, never read back)
+    JSON_KEYS = ("layer", "tensor", "message", "values")
 
 
 @dataclass(frozen=True)
-class RuleResult:
+class RuleResult(Record):
     """One rule over one model: its verdict, coverage counts and failures.
 
     ``verdict`` is ``"failed"`` when anything failed, ``"passed"`` when something
@@ -717,20 +453,9 @@ class RuleResult:
     def failed(self) -> bool:
         return self.verdict == "failed"
 
-    def to_dict(self) -> dict[str, Any]:
-        return {
-            "rule": self.rule,
-            "target": self.target,
-            "unit": self.unit,
-            "verdict": self.verdict,
-            "counts": self.counts.to_dict(),
-            "threshold": _num(self.threshold),
-            "failures": [f.to_dict() for f in self.failures],
-        }
-
 
 @dataclass(frozen=True)
-class FirstFault:
+class FirstFault(Record):
     """The first layer call, in graph order, whose output holds NaN or Inf.
 
     Every layer before it produced finite values, so this is where the fault starts
@@ -746,32 +471,18 @@ class FirstFault:
     count: int
     weights: tuple[str, ...] = ()
 
-    def to_dict(self) -> dict[str, Any]:
-        return {
-            "layer": self.layer,
-            "class_name": self.class_name,
-            "tensor": self.tensor,
-            "nan_count": self.nan_count,
-            "inf_count": self.inf_count,
-            "count": self.count,
-            "weights": list(self.weights),
-        }
-
 
 @dataclass(frozen=True)
-class ModelError:
+class ModelError(Record):
     """Why a model could not be checked (it then counts as an error, never a pass)."""
 
     exit_code: int
     rule: str
     message: str
 
-    def to_dict(self) -> dict[str, Any]:
-        return {"exit_code": self.exit_code, "rule": self.rule, "message": self.message}
-
 
 @dataclass(frozen=True)
-class CheckResult:
+class CheckResult(Record):
     """The gate's verdict on one model (see :func:`kerinspect.checks.run_checks`).
 
     Attributes:
@@ -801,6 +512,9 @@ class CheckResult:
     warnings: tuple[str, ...] = ()
     error: ModelError | None = None
 
+    JSON_KEYS = ("path", "status", "exit_code", "model", "settings", "samples", "inputs", "first_fault", "rules",
+                 "ignored_layers", "warnings", "error")  # fmt: skip
+
     @property
     def exit_code(self) -> int:
         if self.error is not None:
@@ -817,22 +531,6 @@ class CheckResult:
             if r.rule == name:
                 return r
         raise KeyError(name)
-
-    def to_dict(self) -> dict[str, Any]:
-        return {
-            "path": self.path,
-            "status": self.status,
-            "exit_code": self.exit_code,
-            "model": None if self.model is None else self.model.to_dict(),
-            "settings": {k: _json_value(v) for k, v in self.settings.items()},
-            "samples": self.samples,
-            "inputs": [i.to_dict() for i in self.inputs],
-            "first_fault": None if self.first_fault is None else self.first_fault.to_dict(),
-            "rules": [r.to_dict() for r in self.rules],
-            "ignored_layers": list(self.ignored_layers),
-            "warnings": list(self.warnings),
-            "error": None if self.error is None else self.error.to_dict(),
-        }
 
     # -- in a notebook (kerinspect/notebook.py) --
 
@@ -863,12 +561,42 @@ class CheckResult:
 
 
 @dataclass(frozen=True)
-class CheckRun:
+class CheckTotals(Record):
+    """How many models a :class:`CheckRun` checked, and with which status."""
+
+    models: int
+    passed: int
+    failed: int
+    errors: int
+
+
+@dataclass(frozen=True)
+class CheckRun(Record):
     """Every model of one ``kerinspect check`` run."""
 
-    results: tuple[CheckResult, ...]
+    results: tuple[CheckResult, ...] = field(metadata=meta(key="models"))
     config_file: str | None = None
     kerinspect_version: str = ""
+
+    schema_version = CHECK_SCHEMA_VERSION
+    JSON_KEYS = (
+        "schema_version",
+        "kerinspect_version",
+        "passed",
+        "exit_code",
+        "config_file",
+        "totals",
+        "models",
+    )
+
+    @property
+    def passed(self) -> bool:
+        """Every model passed."""
+        return self.exit_code == 0
+
+    @property
+    def totals(self) -> CheckTotals:
+        return CheckTotals(len(self.results), self.count("passed"), self.count("failed"), self.count("error"))
 
     @property
     def exit_code(self) -> int:
@@ -879,22 +607,6 @@ class CheckRun:
 
     def count(self, status: str) -> int:
         return sum(1 for r in self.results if r.status == status)
-
-    def to_dict(self) -> dict[str, Any]:
-        return {
-            "schema_version": CHECK_SCHEMA_VERSION,
-            "kerinspect_version": self.kerinspect_version,
-            "passed": self.exit_code == 0,
-            "exit_code": self.exit_code,
-            "config_file": self.config_file,
-            "totals": {
-                "models": len(self.results),
-                "passed": self.count("passed"),
-                "failed": self.count("failed"),
-                "errors": self.count("error"),
-            },
-            "models": [r.to_dict() for r in self.results],
-        }
 
     # -- in a notebook (kerinspect/notebook.py) --
 
@@ -928,7 +640,7 @@ class CheckRun:
 
 
 @dataclass(frozen=True)
-class StateVariable:
+class StateVariable(Record):
     """A variable of the training state saved beside the weights: an optimizer's slot
     or counter (``optimizer/vars/3``, ``optimizer_weights/Adam/dense/kernel/m``) or a
     compiled metric's accumulator (``metrics/mean/vars/1``, a sample count).
@@ -941,33 +653,29 @@ class StateVariable:
     shape: tuple[int, ...]
     dtype: str
 
+    JSON_KEYS = ("name", "shape", "dtype", "size")
+
     @property
     def size(self) -> int:
         """Number of values."""
         return math.prod(self.shape)
 
-    def to_dict(self) -> dict[str, Any]:
-        return {"name": self.name, "shape": list(self.shape), "dtype": self.dtype, "size": self.size}
-
-    @classmethod
-    def from_dict(cls, d: dict[str, Any]) -> StateVariable:
-        return cls(name=d["name"], shape=tuple(d["shape"]), dtype=d["dtype"])
-
 
 @dataclass(frozen=True)
-class WeightTotals:
+class WeightTotals(Record):
     """Footer figures of a :class:`WeightsReport`; they add up from its rows."""
 
     weights: int
     params: int
     flagged: int
 
-    def to_dict(self) -> dict[str, Any]:
-        return {"weights": self.weights, "params": self.params, "flagged": self.flagged}
+
+#: Field metadata: in the JSON's ``"model"`` object.
+_MODEL = meta(group="model")
 
 
 @dataclass(frozen=True)
-class WeightsReport:
+class WeightsReport(Record):
     """The result of :func:`kerinspect.scan.weights.inspect_weights`: static weight health
     read from the file, without running or deserializing the model.
 
@@ -985,19 +693,24 @@ class WeightsReport:
             model weights, so never in ``weights``, the totals or the flags.
     """
 
-    path: str
-    format: str
-    layout: str
+    path: str = field(metadata=_MODEL)
+    format: str = field(metadata=_MODEL)
+    layout: str = field(metadata=_MODEL)
     weights: tuple[WeightRecord, ...]
     thresholds: Thresholds = field(default_factory=Thresholds)
-    model_name: str | None = None
-    model_class: str | None = None
-    saved_with: str | None = None
+    model_name: str | None = field(default=None, metadata=meta(group="model", key="name"))
+    model_class: str | None = field(default=None, metadata=meta(group="model", key="class_name"))
+    saved_with: str | None = field(default=None, metadata=_MODEL)
     warnings: tuple[str, ...] = ()
     kerinspect_version: str = ""
     isolation: Isolation | None = None
     optimizer: tuple[StateVariable, ...] = ()
     metrics: tuple[StateVariable, ...] = ()
+
+    schema_version = SCHEMA_VERSION
+    kind = "weights"
+    JSON_KEYS = ("schema_version", "kerinspect_version", "kind", "model", "thresholds", "weights", "optimizer",
+                 "metrics", "totals", "warnings", "isolation")  # fmt: skip
 
     @property
     def totals(self) -> WeightTotals:
@@ -1005,45 +718,4 @@ class WeightsReport:
             weights=len(self.weights),
             params=sum(w.size for w in self.weights),
             flagged=sum(1 for w in self.weights if w.flags),
-        )
-
-    def to_dict(self) -> dict[str, Any]:
-        return {
-            "schema_version": SCHEMA_VERSION,
-            "kerinspect_version": self.kerinspect_version,
-            "kind": "weights",
-            "model": {
-                "path": self.path,
-                "format": self.format,
-                "layout": self.layout,
-                "name": self.model_name,
-                "class_name": self.model_class,
-                "saved_with": self.saved_with,
-            },
-            "thresholds": self.thresholds.to_dict(),
-            "weights": [w.to_dict() for w in self.weights],
-            "optimizer": [v.to_dict() for v in self.optimizer],
-            "metrics": [v.to_dict() for v in self.metrics],
-            "totals": self.totals.to_dict(),
-            "warnings": list(self.warnings),
-            "isolation": None if self.isolation is None else self.isolation.to_dict(),
-        }
-
-    @classmethod
-    def from_dict(cls, d: dict[str, Any]) -> WeightsReport:
-        m = d["model"]
-        return cls(
-            path=m["path"],
-            format=m["format"],
-            layout=m["layout"],
-            weights=tuple(WeightRecord.from_dict(w) for w in d["weights"]),
-            thresholds=Thresholds.from_dict(d.get("thresholds", {})),
-            model_name=m.get("name"),
-            model_class=m.get("class_name"),
-            saved_with=m.get("saved_with"),
-            warnings=tuple(d.get("warnings", ())),
-            kerinspect_version=d.get("kerinspect_version", ""),
-            isolation=Isolation.from_dict(d["isolation"]) if d.get("isolation") else None,
-            optimizer=tuple(StateVariable.from_dict(v) for v in d.get("optimizer", ())),
-            metrics=tuple(StateVariable.from_dict(v) for v in d.get("metrics", ())),
         )
