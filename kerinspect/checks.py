@@ -16,20 +16,9 @@ from collections.abc import Callable, Iterable, Sequence
 from functools import partial
 from typing import Any
 
+from .check_results import CheckResult, Failure, FirstFault, RuleCounts, RuleResult
 from .config import OPTIONAL_RULES, CheckConfig
-from .report import (
-    CheckResult,
-    Failure,
-    FirstFault,
-    LayerRecord,
-    ModelReport,
-    RuleCounts,
-    RuleResult,
-    TensorRecord,
-    TensorStats,
-    Thresholds,
-    WeightRecord,
-)
+from .report import LayerRecord, ModelReport, TensorRecord, TensorStats, Thresholds, WeightRecord
 
 #: Rule names, in the order flags are shown; the last ones are :data:`OPTIONAL_RULES`
 #: (``summary`` shows them as flags, ``check`` runs them only when asked).

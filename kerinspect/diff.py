@@ -27,9 +27,12 @@ from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
-from .numfmt import fmt_error
+from .errors import NotFoundError, UsageError
+from .numfmt import fmt_cosine, fmt_count, fmt_error, fmt_float, fmt_shape, fmt_sqnr
+from .provenance import InputRecord, Isolation, ModelInfo
 from .records import Record, meta
-from .report import InputRecord, Isolation, ModelInfo, TensorStats
+from .report import TensorStats
+from .tables import data_frame, html_table, repr_listing, repr_text
 
 #: Version of the diff JSON layout; bumped on incompatible changes.
 DIFF_SCHEMA_VERSION = 1
@@ -311,35 +314,76 @@ class DiffReport(Record):
         """:meth:`pairing_summary` (the JSON's ``pairing``)."""
         return self.pairing_summary()
 
-    # -- in a notebook (kerinspect/notebook.py) --
+    # -- in a notebook ---------------------------------------------------------------
 
     def __repr__(self) -> str:
         """A few lines: the models, the pairing, the first divergence, the verdict and
         the pairs above the tolerance (not every field)."""
-        from .notebook import diff_repr
+        lines = [
+            f"<DiffReport {_side(self.model_a, 'A')} vs {_side(self.model_b, 'B')}",
+            f"  {fmt_count(self.samples)} samples · {repr_text(self.pairing, 200)} · "
+            f"tolerance {self.tolerance:g}" + (" · local errors" if self.local else ""),
+        ]
+        for div in (self.divergence, self.local_divergence):
+            if div is not None:
+                lines.append(f"  {repr_text(div.sentence(self.tolerance), 400)}")
+        verdict = f"  verdict: {self._verdict()} (exit {self.exit_code})"
+        lines.append(verdict + "".join(f"; {repr_text(f, 300)}" for f in self.failures[:3]))
+        above = []
+        for p in self.diverged():
+            local = f" (local {fmt_error(p.local_error)})" if self.local else ""
+            b = "" if p.path_b == p.path_a else f"  B: {repr_text(p.path_b, 60)}"
+            above.append((p.path_a, f"{fmt_error(p.error)}{local}{b}"))
+        lines += repr_listing(f"  diverged ({len(above)} pairs above tolerance):", above, "result.diverged()")
+        return "\n".join(lines) + ">"
 
-        return diff_repr(self)
+    def _verdict(self) -> str:
+        return "outputs agree" if self.agree else "outputs differ"
 
     def __getitem__(self, key: str) -> PairDiff | OutputDiff:
         """The pair whose path in model A (or else in B) is ``key`` (``result["fc2"]``),
         or one of its outputs as ``"path:output"`` (``"block/att:attention_scores"``).
 
         Raises:
-            KeyError: no such pair (a :class:`~kerinspect.notebook.NotFoundError`); the
+            KeyError: no such pair (a :class:`~kerinspect.errors.NotFoundError`); the
                 message lists the closest paths.
         """
-        from .notebook import diff_lookup
-
-        return diff_lookup(self, key)
+        if not isinstance(key, str):
+            raise TypeError(f"diff result keys are layer paths (str), got {type(key).__name__}")
+        for attr in ("path_a", "path_b"):
+            for pair in self.pairs:
+                if getattr(pair, attr) == key:
+                    return pair
+        if ":" in key:
+            path, name = key.rsplit(":", 1)
+            for pair in self.pairs:
+                if path in (pair.path_a, pair.path_b):
+                    for out in pair.outputs:
+                        if out.name == name:
+                            return out
+        known = [p.path_a for p in self.pairs]
+        known += [p.path_b for p in self.pairs if p.path_b != p.path_a]
+        known += [pair_key(p, o) for p in self.pairs if len(p.outputs) > 1 for o in p.outputs]
+        where = f"the pairs of {repr_text(self.model_a.name)!r} and {repr_text(self.model_b.name)!r}"
+        error = NotFoundError.of("pair", key, known, where)
+        for side, unpaired in (("A", self.unpaired_a), ("B", self.unpaired_b)):
+            if any(u.path == key for u in unpaired):
+                error.hint = f"{repr_text(key)!r} is a layer call of model {side} with no counterpart (unpaired_{side.lower()})"
+        raise error
 
     def __contains__(self, key: object) -> bool:
-        from .notebook import diff_contains
-
-        return diff_contains(self, key)
+        """``key in result``: ``result[key]`` would succeed."""
+        if not isinstance(key, str):
+            return False
+        try:
+            self[key]
+        except KeyError:
+            return False
+        return True
 
     def diverged(self, *, local: bool = False) -> tuple[PairDiff, ...]:
         """The pairs whose largest normalised error exceeds the tolerance, in A's graph
-        order: the first divergence and, usually, every layer after it.
+        order (containers included): the first divergence and, usually, every layer after it.
 
         Args:
             local: compare the layers' own errors instead (a ``local=True`` diff).
@@ -347,9 +391,13 @@ class DiffReport(Record):
         Raises:
             UsageError: ``local`` on a diff that did not compute local errors.
         """
-        from .notebook import diverged
-
-        return diverged(self, local=local)
+        if local and not self.local:
+            raise UsageError(
+                "diverged(local=True) needs the layers' own errors, which this diff did not compute. "
+                "Received: local=False in the diff; run diff_models(..., local=True)"
+            )
+        errors = ((pair, pair.local_error if local else pair.error) for pair in self.pairs)
+        return tuple(pair for pair, e in errors if e is not None and e > self.tolerance)
 
     def to_pandas(self) -> Any:
         """A ``pandas.DataFrame``, one row per paired output, indexed by its key (A's
@@ -361,14 +409,129 @@ class DiffReport(Record):
         Raises:
             ImportError: pandas is not installed (it is optional).
         """
-        from .notebook import diff_frame
-
-        return diff_frame(self)
+        return data_frame(_rows(self), index="key")
 
     def _repr_html_(self) -> str:
-        from .notebook import diff_html
+        """The verdict as caption, then one row per paired output."""
+        a, b = self.model_a, self.model_b
+        caption = (
+            f"Model A {a.name!r} vs B {b.name!r} · {self.samples:,} samples · {self.pairing}"
+            f" · tolerance {self.tolerance:g} · {self._verdict()} (exit {self.exit_code})"
+        )
+        if self.divergence is not None:
+            caption += f" · {self.divergence.sentence(self.tolerance)}"
+        columns, rows, indents = _cells(self)
+        numeric = ("Cosine", "Norm. error", "SQNR dB", "Max |a-b|", "Local error")
+        return html_table(columns, rows, numeric=numeric, indents=indents, caption=caption)
 
-        return diff_html(self)
+
+def pair_key(pair: PairDiff, out: OutputDiff) -> str:
+    """The key of one paired output: A's path for a single-output call, ``path:output`` otherwise."""
+    return pair.path_a if len(pair.outputs) == 1 else f"{pair.path_a}:{out.name}"
+
+
+def _side(info: ModelInfo, label: str) -> str:
+    where = f" from {repr_text(info.path, 200)}" if info.path else ""
+    return f"{label} {repr_text(info.name)!r} ({repr_text(info.class_name)}){where}"
+
+
+#: The metric columns of ``to_pandas``; with ``local``, each again prefixed ``local_``.
+DIFF_METRICS = ("cosine", "normalised_error", "sqnr_db", "max_abs_diff")
+
+
+def _metrics(sums: Sums | None, prefix: str) -> dict[str, Any]:
+    if sums is None:
+        return {prefix + m: None for m in DIFF_METRICS}
+    values = (sums.cosine, sums.normalised_error, sums.sqnr_db, sums.max_abs)
+    return {prefix + m: v for m, v in zip(DIFF_METRICS, values)}
+
+
+def _rows(report: DiffReport) -> list[dict[str, Any]]:
+    """One plain dict per paired output, in A's graph order (what ``to_pandas`` holds):
+    both paths and classes, how they were paired, both shapes and dtypes, the metrics of
+    the inherited error, with ``local`` those of the layer's own error (``local_...``),
+    both sides' mean and std, ``diverged`` (normalised error above the tolerance) and ``note``."""
+    rows = []
+    for p in report.pairs:
+        for o in p.outputs:
+            row: dict[str, Any] = {
+                "key": pair_key(p, o),
+                "path_a": p.path_a,
+                "path_b": p.path_b,
+                "output": o.name,
+                "class_a": p.class_a,
+                "class_b": p.class_b,
+                "paired_by": p.paired_by,
+                "container": p.container,
+                "policy_a": p.policy_a,
+                "policy_b": p.policy_b,
+                "shape_a": tuple(o.shape_a),
+                "shape_b": tuple(o.shape_b),
+                "dtype_a": o.dtype_a,
+                "dtype_b": o.dtype_b,
+                "model_output": o.model_output,
+                **_metrics(o.error, ""),
+                "count": None if o.error is None else o.error.count,
+                "mismatched": None if o.error is None else o.error.mismatched,
+            }
+            if report.local:
+                row.update(_metrics(o.local, "local_"))
+            for side, st in (("a", o.stats_a), ("b", o.stats_b)):
+                row[f"mean_{side}"] = None if st is None else st.mean
+                row[f"std_{side}"] = None if st is None else st.std
+            row["diverged"] = o.error is not None and o.error.normalised_error > report.tolerance
+            row["note"] = o.note
+            rows.append(row)
+    return rows
+
+
+def _cells(report: DiffReport) -> tuple[list[str], list[list[str]], list[int]]:
+    """``_repr_html_``: its columns, one row of cells per paired output, each row's depth."""
+    columns = [
+        "Layer",
+        "B",
+        "Class",
+        "Paired by",
+        "Output shape",
+        "Cosine",
+        "Norm. error",
+        "SQNR dB",
+        "Max |a-b|",
+    ]
+    columns += ["Local error", "Note"] if report.local else ["Note"]
+    rows: list[list[str]] = []
+    indents: list[int] = []
+    for p in report.pairs:
+        cls = p.class_a if p.class_a == p.class_b else f"{p.class_a}/{p.class_b}"
+        for k, o in enumerate(p.outputs):
+            same = o.shape_a == o.shape_b
+            shape = fmt_shape(o.shape_a) if same else f"{fmt_shape(o.shape_a)} / {fmt_shape(o.shape_b)}"
+            e = o.error
+            figures = ["-"] * 4
+            if e is not None:
+                figures = [
+                    fmt_cosine(e.cosine),
+                    fmt_error(e.normalised_error),
+                    fmt_sqnr(e.sqnr_db),
+                    fmt_float(e.max_abs),
+                ]
+            if report.local:
+                figures.append("-" if o.local is None else fmt_error(o.local.normalised_error))
+            note = ["diverged"] if e is not None and e.normalised_error > report.tolerance else []
+            note += [o.note] if o.note else []
+            first = [cls, p.paired_by] if k == 0 else ["", ""]
+            rows.append(
+                [
+                    pair_key(p, o),
+                    "" if p.path_b == p.path_a else p.path_b,
+                    *first,
+                    shape,
+                    *figures,
+                    "; ".join(note),
+                ]
+            )
+            indents.append(p.path_a.count("/"))
+    return columns, rows, indents
 
 
 # -- pairing -----------------------------------------------------------------------

@@ -11,8 +11,8 @@ Every untrusted string (layer names, paths, dtypes, notes: they come from the mo
 file) passes :func:`text`: control characters escaped and length bounded
 (:func:`kerinspect.errors.escape_text`), then HTML-escaped, quotes included.
 
-:func:`html_table` is the compact table alone (no script needed), for notebooks
-(``ModelReport._repr_html_``).
+:func:`html_table` is the layer table alone (no script needed). In a notebook a report
+shows its own plainer table (``ModelReport._repr_html_``, :mod:`kerinspect.tables`).
 """
 
 from __future__ import annotations

@@ -3,18 +3,71 @@
 Everything here is a frozen dataclass of builtins, so a report can cross a process
 boundary as JSON (:meth:`ModelReport.to_dict` / :meth:`ModelReport.from_dict`, generated
 from the fields by :class:`~kerinspect.records.Record`) and be rendered or checked
-without TensorFlow.
+without TensorFlow: :class:`ModelReport` (``summary``, ``attention``, ``report``) and
+:class:`WeightsReport` (``weights``). The records every report shares
+(:mod:`kerinspect.provenance`) and the results of ``check``
+(:mod:`kerinspect.check_results`) are defined in their own modules and re-exported here.
+
+In a notebook a report prints as a few lines, indexes by layer path
+(``report["block/att"]``), and turns into a table (``to_pandas()``, ``_repr_html_``):
+its own methods, with the numbers of :mod:`kerinspect.numfmt` laid out by
+:mod:`kerinspect.tables`.
 """
 
 from __future__ import annotations
 
+import dataclasses
 import math
 from dataclasses import dataclass, field
 from typing import Any
 
 from . import bins
+from .check_results import (
+    CHECK_SCHEMA_VERSION,
+    CheckResult,
+    CheckRun,
+    CheckTotals,
+    Failure,
+    FirstFault,
+    ModelError,
+    RuleCounts,
+    RuleResult,
+)
+from .errors import NotFoundError
+from .numfmt import fmt_count, fmt_float, fmt_fraction, fmt_mean, fmt_shape
+from .provenance import InputRecord, Isolation, ModelInfo
 from .records import Record, meta
 from .spec import Thresholds  # defined with the other run options; reports record them
+from .tables import data_frame, html_table, repr_listing, repr_text
+
+__all__ = [
+    "CHECK_SCHEMA_VERSION",
+    "SCHEMA_VERSION",
+    "AttentionRecord",
+    "CheckResult",
+    "CheckRun",
+    "CheckTotals",
+    "Failure",
+    "FirstFault",
+    "HeadStats",
+    "InputRecord",
+    "Isolation",
+    "LayerRecord",
+    "ModelError",
+    "ModelInfo",
+    "ModelReport",
+    "RuleCounts",
+    "RuleResult",
+    "StateVariable",
+    "TensorRecord",
+    "TensorStats",
+    "Thresholds",
+    "Totals",
+    "WeightRecord",
+    "WeightTotals",
+    "WeightsReport",
+    "tensor_key",
+]
 
 #: Version of the JSON layout below; bumped on incompatible changes.
 SCHEMA_VERSION = 1
@@ -206,46 +259,23 @@ class LayerRecord(Record):
 
     def __repr__(self) -> str:
         """One line per output (shape, dtype, mean, std, flags), not every statistic."""
-        from .notebook import layer_repr
-
-        return layer_repr(self)
-
-
-@dataclass(frozen=True)
-class InputRecord(Record):
-    """One model input as it was fed: its name, full shape, dtype and origin.
-
-    ``source`` is ``"synthetic"`` (generated from the signature with ``seed``) or
-    the path of the ``.npy``/``.npz`` file it came from, or ``"array"``. ``note``
-    says how synthetic values were drawn when the signature alone would mislead
-    (a float input drawn as token ids for the ``Embedding`` it feeds).
-    """
-
-    name: str
-    shape: tuple[int, ...]
-    dtype: str
-    source: str
-    seed: int | None = None
-    note: str | None = None
+        head = f"<LayerRecord {repr_text(self.path, 200)!r} ({repr_text(self.class_name)}"
+        head += f", call {self.call}, depth {self.depth}, {fmt_count(self.params)} params)"
+        if not self.called:
+            return head + " not called>"
+        lines = [head]
+        for o in self.outputs:
+            st = o.stats
+            figures = f"mean {fmt_mean(st)} std {fmt_float(st.std)}" if st is not None else "no statistics"
+            flags = f" [{repr_text(','.join(o.flags))}]" if o.flags else ""
+            lines.append(f"  {repr_text(o.name)}: {fmt_shape(o.shape)} {repr_text(o.dtype)} {figures}{flags}")
+        return "\n".join(lines) + ">"
 
 
-@dataclass(frozen=True)
-class ModelInfo(Record):
-    """What was inspected: the file, its format and the loader that read it.
-
-    ``loader`` is ``keras``, or ``keras+legacy-h5-upgrade`` (a legacy ``.h5``) /
-    ``keras+legacy-archive-upgrade`` (a tf.keras 2.13-2.15 ``.keras``) when a Keras 2
-    config was rewritten for Keras 3 first; ``notes`` lists what was changed."""
-
-    name: str
-    class_name: str
-    path: str | None
-    format: str
-    params: int
-    trainable_params: int
-    keras_version: str
-    loader: str = "keras"
-    notes: tuple[str, ...] = ()
+def tensor_key(layer: LayerRecord, out: TensorRecord) -> str:
+    """The key of one output, as :func:`kerinspect.activations` and dumps name it: the
+    layer path for a single-output call, ``path:output`` otherwise."""
+    return layer.path if len(layer.outputs) == 1 else f"{layer.path}:{out.name}"
 
 
 @dataclass(frozen=True)
@@ -278,27 +308,6 @@ class Totals(Record):
     params: int
     tensors: int
     flagged_tensors: int
-
-
-@dataclass(frozen=True)
-class Isolation(Record):
-    """How the model file was opened.
-
-    Attributes:
-        worker: in a disposable, confined worker process (False: in this process,
-            ``KERINSPECT_ISOLATION=off`` or an in-memory model).
-        network_namespace: the worker had a private network namespace (no interface).
-        socket_guard: the worker refused Python sockets (always, in a worker).
-    """
-
-    worker: bool
-    network_namespace: bool = False
-    socket_guard: bool = False
-
-    @property
-    def partial(self) -> bool:
-        """A worker ran, but the kernel refused it a network namespace."""
-        return self.worker and not self.network_namespace
 
 
 @dataclass(frozen=True)
@@ -341,36 +350,69 @@ class ModelReport(Record):
             flagged_tensors=sum(1 for o in tensors if o.flags),
         )
 
-    # -- in a notebook (kerinspect/notebook.py) --
+    # -- in a notebook ---------------------------------------------------------------
+
+    def _counts(self) -> str:
+        t = self.totals
+        return (
+            f"{fmt_count(self.samples)} samples · {fmt_count(t.layer_calls)} layer calls · "
+            f"{fmt_count(t.params)} parameters · {fmt_count(t.tensors)} tensors, {fmt_count(t.flagged_tensors)} flagged"
+        )
 
     def __repr__(self) -> str:
         """A few lines: the model, its counts and the flagged tensors (not every field)."""
-        from .notebook import report_repr
-
-        return report_repr(self)
+        m = self.model
+        where = f" from {repr_text(m.path, 200)}" if m.path else ""
+        flagged = [
+            (tensor_key(r, o), repr_text(",".join(o.flags)))
+            for r in self.layers
+            for o in r.outputs
+            if o.flags
+        ]
+        lines = [
+            f"<ModelReport {repr_text(m.name)!r} ({repr_text(m.class_name)}){where}",
+            f"  {self._counts()}",
+            *repr_listing("  flagged:", flagged, "report.flagged()"),
+        ]
+        return "\n".join(lines) + ">"
 
     def __getitem__(self, key: str) -> LayerRecord | TensorRecord:
         """The layer call at path ``key`` (``report["block/att"]``, ``report["shared@1"]``),
         or one of its outputs as ``"path:output"`` (``"block/att:attention_scores"``).
 
         Raises:
-            KeyError: no such path (a :class:`~kerinspect.notebook.NotFoundError`); the
+            KeyError: no such path (a :class:`~kerinspect.errors.NotFoundError`); the
                 message lists the closest paths.
         """
-        from .notebook import lookup
-
-        return lookup(self, key)
+        if not isinstance(key, str):
+            raise TypeError(f"report keys are layer paths (str), got {type(key).__name__}")
+        for layer in self.layers:
+            if layer.path == key:
+                return layer
+        if ":" in key:
+            path, name = key.rsplit(":", 1)
+            for layer in self.layers:
+                if layer.path == path:
+                    for out in layer.outputs:
+                        if out.name == name:
+                            return out
+        known = [r.path for r in self.layers]
+        known += [tensor_key(r, o) for r in self.layers if len(r.outputs) > 1 for o in r.outputs]
+        raise NotFoundError.of("layer call", key, known, f"model {repr_text(self.model.name)!r}")
 
     def __contains__(self, key: object) -> bool:
-        from .notebook import contains
-
-        return contains(self, key)
+        """``key in report``: ``report[key]`` would succeed."""
+        if not isinstance(key, str):
+            return False
+        try:
+            self[key]
+        except KeyError:
+            return False
+        return True
 
     def flagged(self) -> tuple[LayerRecord, ...]:
         """The layer calls with at least one flagged output, in graph order."""
-        from .notebook import flagged
-
-        return flagged(self)
+        return tuple(r for r in self.layers if any(o.flags for o in r.outputs))
 
     def to_pandas(self) -> Any:
         """A ``pandas.DataFrame``, one row per output tensor, indexed by its key (the
@@ -382,261 +424,16 @@ class ModelReport(Record):
         Raises:
             ImportError: pandas is not installed (it is optional).
         """
-        from .notebook import report_frame
-
-        return report_frame(self)
+        return data_frame(_rows(self), index="key")
 
     def _repr_html_(self) -> str:
-        from .notebook import report_html
-
-        return report_html(self)
-
-
-# -- kerinspect check -------------------------------------------------------------
-
-#: Version of the ``kerinspect check --format json`` layout.
-CHECK_SCHEMA_VERSION = 1
-
-
-@dataclass(frozen=True)
-class RuleCounts(Record):
-    """How many tensors (or layers, or weights: see :attr:`RuleResult.unit`) a rule
-    failed, passed, or could not check. ``ignored`` (exempted by ``--ignore``) are
-    included in ``not_checked``: a skipped tensor never counts as a pass."""
-
-    failed: int = 0
-    passed: int = 0
-    not_checked: int = 0
-    ignored: int = 0
-
-    @property
-    def total(self) -> int:
-        return self.failed + self.passed + self.not_checked
-
-
-@dataclass(frozen=True)
-class Failure(Record):
-    """One tensor (or weight, or layer) that failed a rule.
-
-    ``layer`` and ``tensor`` come from the model file and are untrusted text;
-    ``message`` is plain English built from numbers; ``values`` holds those numbers.
-    """
-
-    rule: str
-    layer: str
-    tensor: str | None
-    message: str
-    values: dict[str, Any] = field(default_factory=dict)
-
-    #: the rule is its RuleResult's: left out (check results are written, never read back)
-    JSON_KEYS = ("layer", "tensor", "message", "values")
-
-
-@dataclass(frozen=True)
-class RuleResult(Record):
-    """One rule over one model: its verdict, coverage counts and failures.
-
-    ``verdict`` is ``"failed"`` when anything failed, ``"passed"`` when something
-    passed and nothing failed, ``"not_checked"`` when the rule applied to nothing.
-    ``failures`` are in graph order, so the first names where the problem starts.
-    """
-
-    rule: str
-    target: str  # "activations", "weights", "model" (coverage), "baseline"
-    unit: str  # what the counts count: "tensor", "weight" or "layer"
-    verdict: str
-    counts: RuleCounts
-    threshold: float | None = None
-    failures: tuple[Failure, ...] = ()
-
-    @property
-    def failed(self) -> bool:
-        return self.verdict == "failed"
-
-
-@dataclass(frozen=True)
-class FirstFault(Record):
-    """The first layer call, in graph order, whose output holds NaN or Inf.
-
-    Every layer before it produced finite values, so this is where the fault starts
-    (for a nested model, the innermost such layer). ``weights`` lists that layer's
-    weights that hold NaN or Inf themselves, a likely cause.
-    """
-
-    layer: str
-    class_name: str
-    tensor: str
-    nan_count: int
-    inf_count: int
-    count: int
-    weights: tuple[str, ...] = ()
-
-
-@dataclass(frozen=True)
-class ModelError(Record):
-    """Why a model could not be checked (it then counts as an error, never a pass)."""
-
-    exit_code: int
-    rule: str
-    message: str
-
-
-@dataclass(frozen=True)
-class CheckResult(Record):
-    """The gate's verdict on one model (see :func:`kerinspect.checks.run_checks`).
-
-    Attributes:
-        path: the model as named on the command line (or its name, in memory).
-        status: ``"passed"``, ``"failed"`` (a rule failed) or ``"error"`` (the model
-            could not be inspected; see ``error``).
-        model: what was inspected; None on error.
-        rules: one result per rule, in a fixed order.
-        first_fault: where NaN/Inf starts, if anywhere.
-        settings: the effective settings (thresholds, ignore patterns, seed, ...).
-        samples: the number of samples the model ran on.
-        inputs: what was fed.
-        ignored_layers: layer paths exempted by ``ignore`` patterns.
-        warnings: things worth knowing that do not fail the gate.
-        error: set when ``status`` is ``"error"``.
-    """
-
-    path: str
-    status: str
-    model: ModelInfo | None = None
-    rules: tuple[RuleResult, ...] = ()
-    first_fault: FirstFault | None = None
-    settings: dict[str, Any] = field(default_factory=dict)
-    samples: int = 0
-    inputs: tuple[InputRecord, ...] = ()
-    ignored_layers: tuple[str, ...] = ()
-    warnings: tuple[str, ...] = ()
-    error: ModelError | None = None
-
-    JSON_KEYS = ("path", "status", "exit_code", "model", "settings", "samples", "inputs", "first_fault", "rules",
-                 "ignored_layers", "warnings", "error")  # fmt: skip
-
-    @property
-    def exit_code(self) -> int:
-        if self.error is not None:
-            return self.error.exit_code
-        return 1 if self.status == "failed" else 0
-
-    @property
-    def failed_rules(self) -> tuple[RuleResult, ...]:
-        return tuple(r for r in self.rules if r.failed)
-
-    def rule(self, name: str) -> RuleResult:
-        """The result of rule ``name`` (KeyError if it was not run)."""
-        for r in self.rules:
-            if r.rule == name:
-                return r
-        raise KeyError(name)
-
-    # -- in a notebook (kerinspect/notebook.py) --
-
-    def __repr__(self) -> str:
-        """The verdict, then each failed rule with its counts and first failure."""
-        from .notebook import result_repr
-
-        return result_repr(self)
-
-    def __getitem__(self, rule: str) -> RuleResult:
-        """``result["nan"]``: one rule's result (as :meth:`rule`; the ``KeyError`` lists
-        the rules that ran)."""
-        from .notebook import check_lookup
-
-        return check_lookup(self, rule)
-
-    def to_pandas(self) -> Any:
-        """A ``pandas.DataFrame``, one row per rule: verdict, counts, threshold and the
-        first failing layer. Raises ``ImportError`` without pandas."""
-        from .notebook import check_frame
-
-        return check_frame([self])
-
-    def _repr_html_(self) -> str:
-        from .notebook import check_html
-
-        return check_html([self], f"{self.path}: {self.status}")
-
-
-@dataclass(frozen=True)
-class CheckTotals(Record):
-    """How many models a :class:`CheckRun` checked, and with which status."""
-
-    models: int
-    passed: int
-    failed: int
-    errors: int
-
-
-@dataclass(frozen=True)
-class CheckRun(Record):
-    """Every model of one ``kerinspect check`` run."""
-
-    results: tuple[CheckResult, ...] = field(metadata=meta(key="models"))
-    config_file: str | None = None
-    kerinspect_version: str = ""
-
-    schema_version = CHECK_SCHEMA_VERSION
-    JSON_KEYS = (
-        "schema_version",
-        "kerinspect_version",
-        "passed",
-        "exit_code",
-        "config_file",
-        "totals",
-        "models",
-    )
-
-    @property
-    def passed(self) -> bool:
-        """Every model passed."""
-        return self.exit_code == 0
-
-    @property
-    def totals(self) -> CheckTotals:
-        return CheckTotals(len(self.results), self.count("passed"), self.count("failed"), self.count("error"))
-
-    @property
-    def exit_code(self) -> int:
-        """By :data:`kerinspect.errors.EXIT_PRECEDENCE`: errors outrank failed checks."""
-        from .errors import worst_exit_code
-
-        return worst_exit_code(r.exit_code for r in self.results)
-
-    def count(self, status: str) -> int:
-        return sum(1 for r in self.results if r.status == status)
-
-    # -- in a notebook (kerinspect/notebook.py) --
-
-    def __repr__(self) -> str:
-        """The totals, then each model's status and failed rules."""
-        from .notebook import run_repr
-
-        return run_repr(self)
-
-    def __getitem__(self, path: str) -> CheckResult:
-        """``run["model.keras"]``: one model's result, by the path it was checked as."""
-        from .notebook import run_lookup
-
-        return run_lookup(self, path)
-
-    def to_pandas(self) -> Any:
-        """A ``pandas.DataFrame``, one row per (model, rule). Raises ``ImportError``
-        without pandas."""
-        from .notebook import check_frame
-
-        return check_frame(self.results)
-
-    def _repr_html_(self) -> str:
-        from .notebook import check_html
-
-        caption = (
-            f"{len(self.results)} models: {self.count('passed')} passed, {self.count('failed')} failed, "
-            f"{self.count('error')} errors"
+        """The summary line, then one row per output tensor (as ``summary`` shows them)."""
+        m = self.model
+        caption = f"Model {m.name!r} ({m.class_name})" + (f" from {m.path}" if m.path else "")
+        rows, indents = _cells(self)
+        return html_table(
+            _COLUMNS, rows, numeric=_NUMERIC, indents=indents, caption=f"{caption} · {self._counts()}"
         )
-        return check_html(self.results, caption)
 
 
 @dataclass(frozen=True)
@@ -719,3 +516,65 @@ class WeightsReport(Record):
             params=sum(w.size for w in self.weights),
             flagged=sum(1 for w in self.weights if w.flags),
         )
+
+
+# -- in a notebook -------------------------------------------------------------------
+
+
+def _rows(report: ModelReport) -> list[dict[str, Any]]:
+    """One plain dict per output tensor, in graph order (what ``to_pandas`` holds)."""
+    stat_names = [f.name for f in dataclasses.fields(TensorStats)]
+    rows = []
+    for r in report.layers:
+        for o in r.outputs:
+            row: dict[str, Any] = {
+                "key": tensor_key(r, o),
+                "path": r.path,
+                "output": o.name,
+                "layer": r.name,
+                "class_name": r.class_name,
+                "call": r.call,
+                "depth": r.depth,
+                "parent": r.parent,
+                "container": r.container,
+                "params": r.params,
+                "shape": tuple(o.shape),
+                "dtype": o.dtype,
+            }
+            for name in stat_names:
+                row[name] = None if o.stats is None else getattr(o.stats, name)
+            row["flags"] = ",".join(o.flags)
+            row["model_output"] = o.model_output
+            rows.append(row)
+    return rows
+
+
+_COLUMNS = ("Layer", "Class", "Output shape", "Params", "Mean", "Std", "Min", "Max", "Zeros", "NaN", "Inf",
+            "Dead", "Flags")  # fmt: skip
+_NUMERIC = ("Params", "Mean", "Std", "Min", "Max", "Zeros", "NaN", "Inf", "Dead")
+
+
+def _cells(report: ModelReport) -> tuple[list[list[str]], list[int]]:
+    """``_repr_html_``: one row of cells per output tensor (per layer call without one),
+    and each row's nesting depth."""
+    rows: list[list[str]] = []
+    indents: list[int] = []
+    for r in report.layers:
+        params = "" if r.class_name == "InputLayer" else (
+            ("shared" if r.params else "0") if r.call > 0 else fmt_count(r.params)
+        )  # fmt: skip
+        if not r.outputs:
+            rows.append([r.path, r.class_name, "-" if r.called else "(not called)", params] + [""] * 9)
+            indents.append(r.depth)
+        for k, o in enumerate(r.outputs):
+            st = o.stats
+            figures = ["-"] * 8
+            if st is not None:
+                figures = [fmt_mean(st), fmt_float(st.std), fmt_float(st.min), fmt_float(st.max),
+                           fmt_fraction(st.zero_fraction), fmt_count(st.nan_count), fmt_count(st.inf_count),
+                           fmt_fraction(st.dead_fraction)]  # fmt: skip
+            shape = fmt_shape(o.shape) + ("" if o.dtype == "float32" else f" {o.dtype}")
+            cls, shown_params = (r.class_name, params) if k == 0 else ("", "")
+            rows.append([tensor_key(r, o), cls, shape, shown_params, *figures, ",".join(o.flags)])
+            indents.append(r.depth)
+    return rows, indents
