@@ -425,6 +425,19 @@ class DiffReport(Record):
         return html_table(columns, rows, numeric=numeric, indents=indents, caption=caption)
 
 
+def fmt_metrics(sums: Sums | None) -> list[str]:
+    """Cosine, normalised error, SQNR (dB) and max ``|a-b|`` of a pair of tensors, as
+    every view shows them (:mod:`kerinspect.numfmt`); ``-`` for each without sums."""
+    if sums is None:
+        return ["-"] * 4
+    return [
+        fmt_cosine(sums.cosine),
+        fmt_error(sums.normalised_error),
+        fmt_sqnr(sums.sqnr_db),
+        fmt_float(sums.max_abs),
+    ]
+
+
 def pair_key(pair: PairDiff, out: OutputDiff) -> str:
     """The key of one paired output: A's path for a single-output call, ``path:output`` otherwise."""
     return pair.path_a if len(pair.outputs) == 1 else f"{pair.path_a}:{out.name}"
@@ -485,20 +498,13 @@ def _rows(report: DiffReport) -> list[dict[str, Any]]:
     return rows
 
 
+_COLUMNS = ("Layer", "B", "Class", "Paired by", "Output shape", "Cosine", "Norm. error", "SQNR dB",
+            "Max |a-b|")  # fmt: skip
+
+
 def _cells(report: DiffReport) -> tuple[list[str], list[list[str]], list[int]]:
     """``_repr_html_``: its columns, one row of cells per paired output, each row's depth."""
-    columns = [
-        "Layer",
-        "B",
-        "Class",
-        "Paired by",
-        "Output shape",
-        "Cosine",
-        "Norm. error",
-        "SQNR dB",
-        "Max |a-b|",
-    ]
-    columns += ["Local error", "Note"] if report.local else ["Note"]
+    columns = [*_COLUMNS, "Local error", "Note"] if report.local else [*_COLUMNS, "Note"]
     rows: list[list[str]] = []
     indents: list[int] = []
     for p in report.pairs:
@@ -507,14 +513,7 @@ def _cells(report: DiffReport) -> tuple[list[str], list[list[str]], list[int]]:
             same = o.shape_a == o.shape_b
             shape = fmt_shape(o.shape_a) if same else f"{fmt_shape(o.shape_a)} / {fmt_shape(o.shape_b)}"
             e = o.error
-            figures = ["-"] * 4
-            if e is not None:
-                figures = [
-                    fmt_cosine(e.cosine),
-                    fmt_error(e.normalised_error),
-                    fmt_sqnr(e.sqnr_db),
-                    fmt_float(e.max_abs),
-                ]
+            figures = fmt_metrics(e)
             if report.local:
                 figures.append("-" if o.local is None else fmt_error(o.local.normalised_error))
             note = ["diverged"] if e is not None and e.normalised_error > report.tolerance else []

@@ -74,9 +74,18 @@ def meta(
         exact: write a float as it is (JSON's ``Infinity`` when it overflowed), not
             through :func:`num`: for plain ``float`` fields read back as numbers.
     """
-    data: dict[str, Any] = {"key": key, "group": group, "omit_none": omit_none, "codec": codec}
-    data.update(required=required, missing=missing, choices=choices, exact=exact)
-    return {"json": data}
+    return {
+        "json": {
+            "key": key,
+            "group": group,
+            "omit_none": omit_none,
+            "codec": codec,
+            "required": required,
+            "missing": missing,
+            "choices": choices,
+            "exact": exact,
+        }
+    }
 
 
 _PLAIN = meta()["json"]

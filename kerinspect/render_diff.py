@@ -13,7 +13,7 @@ from rich.console import Console
 from rich.text import Text
 
 from ._ci import xml_text
-from .diff import DiffReport, OutputDiff, PairDiff, Sums
+from .diff import DiffReport, OutputDiff, PairDiff, fmt_metrics
 from .numfmt import fmt_cosine, fmt_error, fmt_float, fmt_mean, fmt_shape, fmt_sqnr
 from .render import _hidden_note, _md_cell, _md_code, _md_text, _table, fit_columns, safe
 
@@ -78,22 +78,11 @@ def columns(report: DiffReport) -> tuple[str, ...]:
     return tuple(c for c in DIFF_COLUMNS if c not in drop)
 
 
-def _figures(sums: Sums | None) -> tuple[str, str, str, str]:
-    if sums is None:
-        return ("-", "-", "-", "-")
-    return (
-        fmt_cosine(sums.cosine),
-        fmt_error(sums.normalised_error),
-        fmt_sqnr(sums.sqnr_db),
-        fmt_float(sums.max_abs),
-    )
-
-
 def diff_rows(report: DiffReport) -> Iterator[tuple[PairDiff, OutputDiff, list[str]]]:
     """One row per output of every pair: plain cells in :data:`DIFF_COLUMNS` order (unescaped)."""
     for pair in report.pairs:
         for k, o in enumerate(pair.outputs):
-            cosine, error, sqnr, max_abs = _figures(o.error)
+            cosine, error, sqnr, max_abs = fmt_metrics(o.error)
             local = "-" if o.local is None else fmt_error(o.local.normalised_error)
             if o.error is None and o.note:
                 error = o.note
