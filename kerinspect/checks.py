@@ -14,30 +14,15 @@ import math
 import re
 from collections.abc import Callable, Iterable, Sequence
 from functools import partial
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
-from .report import (
-    CheckResult,
-    Failure,
-    FirstFault,
-    LayerRecord,
-    ModelReport,
-    RuleCounts,
-    RuleResult,
-    TensorRecord,
-    TensorStats,
-    Thresholds,
-    WeightRecord,
-)
+from .check_results import CheckResult, Failure, FirstFault, RuleCounts, RuleResult
+from .config import OPTIONAL_RULES, CheckConfig
+from .report import LayerRecord, ModelReport, TensorRecord, TensorStats, Thresholds, WeightRecord
 
-if TYPE_CHECKING:
-    from .config import CheckConfig
-
-#: Rule names, in the order flags are shown.
-RULES = ("nan", "inf", "exploding", "dead", "vanishing", "saturated", "constant")
-#: Rules ``summary`` shows as flags but ``check`` runs only when asked
-#: (``--rule NAME``, ``rules = [...]`` in the configuration).
-OPTIONAL_RULES = ("vanishing", "saturated", "constant")
+#: Rule names, in the order flags are shown; the last ones are :data:`OPTIONAL_RULES`
+#: (``summary`` shows them as flags, ``check`` runs them only when asked).
+RULES = ("nan", "inf", "exploding", "dead", *OPTIONAL_RULES)
 
 #: Largest finite value of the narrow float dtypes (float32/64 are not narrowed).
 _NARROW_FLOAT_MAX = {
@@ -553,8 +538,6 @@ def run_checks(
         of failed / passed / not-checked tensors (ignored ones counted as not
         checked), the failures in graph order, and the layer where NaN/Inf starts.
     """
-    from .config import CheckConfig
-
     config = config or CheckConfig()
     th = config.thresholds
     patterns = config.ignore

@@ -53,6 +53,11 @@ from .spec import (
     Thresholds,
 )
 
+#: Rules ``summary`` shows as flags but ``check`` runs only when asked (``--rule NAME``,
+#: ``rules = [...]``): what the ``rules`` setting may name (the rules are in
+#: :mod:`kerinspect.checks`, which reads its settings from here).
+OPTIONAL_RULES = ("vanishing", "saturated", "constant")
+
 _TABLE = ("tool", "kerinspect", "check")
 #: Largest configuration file read (a pyproject.toml is a few KiB).
 MAX_CONFIG_BYTES = 4 << 20
@@ -69,7 +74,7 @@ class CheckConfig:
         min_rms_ratio, max_saturated_fraction, min_sample_spread: the limits of
             the optional rules ``vanishing``, ``saturated`` and ``constant``
             (see :func:`kerinspect.checks.tensor_verdicts`).
-        rules: optional rules to run as well (:data:`kerinspect.checks.OPTIONAL_RULES`);
+        rules: optional rules to run as well (:data:`OPTIONAL_RULES`);
             they are off by default.
         ignore: glob patterns on layer paths; a matching layer (and every layer
             inside it, and every call of it) is exempt from all rules.
@@ -173,8 +178,6 @@ def validate(raw: Mapping[str, Any], *, source: str, table: str, base_dir: str |
                 raise bad("a number from 0 to 1")
             out[key] = float(value)
         elif key == "rules":
-            from .checks import OPTIONAL_RULES
-
             items = [value] if isinstance(value, str) else value
             if not isinstance(items, list) or not all(
                 isinstance(v, str) and v in OPTIONAL_RULES for v in items

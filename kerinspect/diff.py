@@ -27,7 +27,12 @@ from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
-from .report import InputRecord, Isolation, ModelInfo, TensorStats, _num
+from .errors import NotFoundError, UsageError
+from .numfmt import fmt_cosine, fmt_count, fmt_error, fmt_float, fmt_shape, fmt_sqnr
+from .provenance import InputRecord, Isolation, ModelInfo
+from .records import Record, meta
+from .report import TensorStats
+from .tables import data_frame, html_table, repr_listing, repr_text
 
 #: Version of the diff JSON layout; bumped on incompatible changes.
 DIFF_SCHEMA_VERSION = 1
@@ -35,14 +40,14 @@ DIFF_SCHEMA_VERSION = 1
 #: How a pair was found (see :func:`pair_sites`).
 PAIRED_BY = ("path", "structure")
 
-
-def _inf(x: Any, default: float) -> float:
-    """JSON null back to the infinity it stands for."""
-    return default if x is None else float(x)
+#: Field metadata of the sums: required, written exactly (an overflowed sum is JSON's
+#: ``Infinity``, read back as such), the four products in the ``"sums"`` object.
+_COUNT = meta(required=True)
+_SUM = meta(required=True, exact=True, group="sums")
 
 
 @dataclass(frozen=True)
-class Sums:
+class Sums(Record):
     """Mergeable sums of one pair of tensors over every batch seen.
 
     Attributes:
@@ -53,13 +58,16 @@ class Sums:
         max_abs: largest ``|a-b|``.
     """
 
-    count: int = 0
-    mismatched: int = 0
-    aa: float = 0.0
-    bb: float = 0.0
-    ab: float = 0.0
-    dd: float = 0.0
-    max_abs: float = 0.0
+    count: int = field(default=0, metadata=_COUNT)
+    mismatched: int = field(default=0, metadata=_COUNT)
+    aa: float = field(default=0.0, metadata=_SUM)
+    bb: float = field(default=0.0, metadata=_SUM)
+    ab: float = field(default=0.0, metadata=_SUM)
+    dd: float = field(default=0.0, metadata=_SUM)
+    max_abs: float = field(default=0.0, metadata=meta(required=True, exact=True, key="max_abs_diff"))
+
+    #: the metrics first (computed from the sums, NaN/inf as null), then what they come from
+    JSON_KEYS = ("cosine", "normalised_error", "sqnr_db", "max_abs_diff", "count", "mismatched", "sums")
 
     def merged(self, other: Sums) -> Sums:
         """The sums of both (batches are independent: plain addition)."""
@@ -106,33 +114,13 @@ class Sums:
             return -math.inf
         return 10.0 * math.log10(self.aa / self.dd)
 
-    def to_dict(self) -> dict[str, Any]:
-        return {
-            "cosine": _num(self.cosine),
-            "normalised_error": _num(self.normalised_error),
-            "sqnr_db": _num(self.sqnr_db),
-            "max_abs_diff": self.max_abs,
-            "count": self.count,
-            "mismatched": self.mismatched,
-            "sums": {"aa": self.aa, "bb": self.bb, "ab": self.ab, "dd": self.dd},
-        }
 
-    @classmethod
-    def from_dict(cls, d: dict[str, Any]) -> Sums:
-        s = d["sums"]
-        return cls(
-            int(d["count"]),
-            int(d["mismatched"]),
-            float(s["aa"]),
-            float(s["bb"]),
-            float(s["ab"]),
-            float(s["dd"]),
-            float(d["max_abs_diff"]),
-        )
+#: Field metadata: a result without the key reads as None.
+_OR_NONE = meta(missing=None)
 
 
 @dataclass(frozen=True)
-class OutputDiff:
+class OutputDiff(Record):
     """One output of one pair of layer calls.
 
     ``error`` compares A's output with B's as each model computed it (the error B
@@ -146,47 +134,16 @@ class OutputDiff:
     shape_b: tuple[int, ...]
     dtype_a: str
     dtype_b: str
-    stats_a: TensorStats | None
-    stats_b: TensorStats | None
-    error: Sums | None
+    stats_a: TensorStats | None = field(metadata=_OR_NONE)
+    stats_b: TensorStats | None = field(metadata=_OR_NONE)
+    error: Sums | None = field(metadata=_OR_NONE)
     local: Sums | None = None
     note: str | None = None
     model_output: bool = False
 
-    def to_dict(self) -> dict[str, Any]:
-        return {
-            "name": self.name,
-            "shape_a": list(self.shape_a),
-            "shape_b": list(self.shape_b),
-            "dtype_a": self.dtype_a,
-            "dtype_b": self.dtype_b,
-            "stats_a": None if self.stats_a is None else self.stats_a.to_dict(),
-            "stats_b": None if self.stats_b is None else self.stats_b.to_dict(),
-            "error": None if self.error is None else self.error.to_dict(),
-            "local": None if self.local is None else self.local.to_dict(),
-            "note": self.note,
-            "model_output": self.model_output,
-        }
-
-    @classmethod
-    def from_dict(cls, d: dict[str, Any]) -> OutputDiff:
-        return cls(
-            name=str(d["name"]),
-            shape_a=tuple(int(x) for x in d["shape_a"]),
-            shape_b=tuple(int(x) for x in d["shape_b"]),
-            dtype_a=str(d["dtype_a"]),
-            dtype_b=str(d["dtype_b"]),
-            stats_a=None if d.get("stats_a") is None else TensorStats.from_dict(d["stats_a"]),
-            stats_b=None if d.get("stats_b") is None else TensorStats.from_dict(d["stats_b"]),
-            error=None if d.get("error") is None else Sums.from_dict(d["error"]),
-            local=None if d.get("local") is None else Sums.from_dict(d["local"]),
-            note=d.get("note"),
-            model_output=bool(d.get("model_output", False)),
-        )
-
 
 @dataclass(frozen=True)
-class PairDiff:
+class PairDiff(Record):
     """Two layer calls paired (``paired_by``: ``path`` or ``structure``), in A's graph order.
 
     ``policy_a``/``policy_b`` are the layers' dtype policies (``float32``,
@@ -197,11 +154,14 @@ class PairDiff:
     path_b: str
     class_a: str
     class_b: str
-    paired_by: str
+    paired_by: str = field(metadata=meta(choices=PAIRED_BY))
     outputs: tuple[OutputDiff, ...]
     container: bool = False
     policy_a: str | None = None
     policy_b: str | None = None
+
+    JSON_KEYS = ("path_a", "path_b", "class_a", "class_b", "paired_by", "container", "policy_a", "policy_b",
+                 "error", "local_error", "outputs")  # fmt: skip
 
     def _worst(self, local: bool) -> float | None:
         errors = [
@@ -221,74 +181,36 @@ class PairDiff:
         """The largest normalised error of the layer run on A's inputs (``--local``)."""
         return self._worst(True)
 
-    def to_dict(self) -> dict[str, Any]:
-        return {
-            "path_a": self.path_a,
-            "path_b": self.path_b,
-            "class_a": self.class_a,
-            "class_b": self.class_b,
-            "paired_by": self.paired_by,
-            "container": self.container,
-            "policy_a": self.policy_a,
-            "policy_b": self.policy_b,
-            "error": _num(self.error),
-            "local_error": _num(self.local_error),
-            "outputs": [o.to_dict() for o in self.outputs],
-        }
-
-    @classmethod
-    def from_dict(cls, d: dict[str, Any]) -> PairDiff:
-        paired_by = str(d["paired_by"])
-        if paired_by not in PAIRED_BY:
-            raise ValueError(f"paired_by {paired_by!r}")
-        return cls(
-            path_a=str(d["path_a"]),
-            path_b=str(d["path_b"]),
-            class_a=str(d["class_a"]),
-            class_b=str(d["class_b"]),
-            paired_by=paired_by,
-            outputs=tuple(OutputDiff.from_dict(o) for o in d["outputs"]),
-            container=bool(d.get("container", False)),
-            policy_a=d.get("policy_a"),
-            policy_b=d.get("policy_b"),
-        )
-
 
 @dataclass(frozen=True)
-class Unpaired:
+class Unpaired(Record):
     """A layer call of one model with no counterpart in the other."""
 
     path: str
     class_name: str
 
-    def to_dict(self) -> dict[str, Any]:
-        return {"path": self.path, "class_name": self.class_name}
 
-    @classmethod
-    def from_dict(cls, d: dict[str, Any]) -> Unpaired:
-        return cls(str(d["path"]), str(d["class_name"]))
+def _kind(local: bool) -> str:
+    return "local" if local else "inherited"
+
+
+def _is_local(kind: Any) -> bool:
+    if kind not in ("local", "inherited"):
+        raise ValueError(f"Divergence.kind {kind!r}")
+    return bool(kind == "local")
 
 
 @dataclass(frozen=True)
-class Divergence:
+class Divergence(Record):
     """Where the error first exceeds the tolerance, in graph order."""
 
     path_a: str
     path_b: str
     class_name: str
     output: str
-    error: float
-    local: bool  # the figure is the layer's own error (``--local``), not the inherited one
-
-    def to_dict(self) -> dict[str, Any]:
-        return {
-            "path_a": self.path_a,
-            "path_b": self.path_b,
-            "class_name": self.class_name,
-            "output": self.output,
-            "normalised_error": _num(self.error),
-            "kind": "local" if self.local else "inherited",
-        }
+    error: float = field(metadata=meta(key="normalised_error"))
+    #: the figure is the layer's own error (``--local``), not the inherited one
+    local: bool = field(metadata=meta(key="kind", codec=(_kind, _is_local)))
 
     def sentence(self, tolerance: float) -> str:
         """``divergence starts at 'fc2' (normalised error 0.12 > tolerance 0.01)`` (unescaped)."""
@@ -298,17 +220,8 @@ class Divergence:
         return f"{kind} starts at '{where}'{out} (normalised error {fmt_error(self.error)} > tolerance {tolerance:g})"
 
 
-def fmt_error(x: float | None) -> str:
-    """A normalised error as the reports show it (4 significant digits)."""
-    if x is None:
-        return "-"
-    if math.isinf(x):
-        return "inf"
-    return f"{x:.4g}"
-
-
 @dataclass(frozen=True)
-class DiffReport:
+class DiffReport(Record):
     """The result of ``kerinspect diff A B``: every pair of layer calls, in A's graph
     order (the order outputs were produced), and the verdict against ``tolerance``."""
 
@@ -317,7 +230,7 @@ class DiffReport:
     inputs: tuple[InputRecord, ...]
     samples: int
     batch_size: int
-    tolerance: float
+    tolerance: float = field(metadata=meta(exact=True))
     local: bool
     pairs: tuple[PairDiff, ...]
     unpaired_a: tuple[Unpaired, ...] = ()
@@ -325,6 +238,11 @@ class DiffReport:
     warnings: tuple[str, ...] = ()
     kerinspect_version: str = ""
     isolation: Isolation | None = None
+
+    schema_version = DIFF_SCHEMA_VERSION
+    JSON_KEYS = ("schema_version", "kerinspect_version", "model_a", "model_b", "inputs", "samples", "batch_size",
+                 "tolerance", "local", "agree", "exit_code", "failures", "divergence", "local_divergence",
+                 "pairing", "pairs", "unpaired_a", "unpaired_b", "warnings", "isolation")  # fmt: skip
 
     # -- verdicts ------------------------------------------------------------------
 
@@ -391,81 +309,81 @@ class DiffReport:
             text += f"; unpaired: {len(self.unpaired_a)} in A, {len(self.unpaired_b)} in B"
         return text
 
-    # -- JSON ------------------------------------------------------------------------
+    @property
+    def pairing(self) -> str:
+        """:meth:`pairing_summary` (the JSON's ``pairing``)."""
+        return self.pairing_summary()
 
-    def to_dict(self) -> dict[str, Any]:
-        div, local_div = self.divergence, self.local_divergence
-        return {
-            "schema_version": DIFF_SCHEMA_VERSION,
-            "kerinspect_version": self.kerinspect_version,
-            "model_a": self.model_a.to_dict(),
-            "model_b": self.model_b.to_dict(),
-            "inputs": [i.to_dict() for i in self.inputs],
-            "samples": self.samples,
-            "batch_size": self.batch_size,
-            "tolerance": self.tolerance,
-            "local": self.local,
-            "agree": self.agree,
-            "exit_code": self.exit_code,
-            "failures": self.failures,
-            "divergence": None if div is None else div.to_dict(),
-            "local_divergence": None if local_div is None else local_div.to_dict(),
-            "pairing": self.pairing_summary(),
-            "pairs": [p.to_dict() for p in self.pairs],
-            "unpaired_a": [u.to_dict() for u in self.unpaired_a],
-            "unpaired_b": [u.to_dict() for u in self.unpaired_b],
-            "warnings": list(self.warnings),
-            "isolation": None if self.isolation is None else self.isolation.to_dict(),
-        }
-
-    @classmethod
-    def from_dict(cls, d: dict[str, Any]) -> DiffReport:
-        iso = d.get("isolation")
-        return cls(
-            model_a=ModelInfo.from_dict(d["model_a"]),
-            model_b=ModelInfo.from_dict(d["model_b"]),
-            inputs=tuple(InputRecord.from_dict(i) for i in d["inputs"]),
-            samples=int(d["samples"]),
-            batch_size=int(d["batch_size"]),
-            tolerance=float(d["tolerance"]),
-            local=bool(d["local"]),
-            pairs=tuple(PairDiff.from_dict(p) for p in d["pairs"]),
-            unpaired_a=tuple(Unpaired.from_dict(u) for u in d.get("unpaired_a", ())),
-            unpaired_b=tuple(Unpaired.from_dict(u) for u in d.get("unpaired_b", ())),
-            warnings=tuple(str(w) for w in d.get("warnings", ())),
-            kerinspect_version=str(d.get("kerinspect_version", "")),
-            isolation=None if iso is None else Isolation.from_dict(iso),
-        )
-
-    # -- in a notebook (kerinspect/notebook.py) --
+    # -- in a notebook ---------------------------------------------------------------
 
     def __repr__(self) -> str:
         """A few lines: the models, the pairing, the first divergence, the verdict and
         the pairs above the tolerance (not every field)."""
-        from .notebook import diff_repr
+        lines = [
+            f"<DiffReport {_side(self.model_a, 'A')} vs {_side(self.model_b, 'B')}",
+            f"  {fmt_count(self.samples)} samples · {repr_text(self.pairing, 200)} · "
+            f"tolerance {self.tolerance:g}" + (" · local errors" if self.local else ""),
+        ]
+        for div in (self.divergence, self.local_divergence):
+            if div is not None:
+                lines.append(f"  {repr_text(div.sentence(self.tolerance), 400)}")
+        verdict = f"  verdict: {self._verdict()} (exit {self.exit_code})"
+        lines.append(verdict + "".join(f"; {repr_text(f, 300)}" for f in self.failures[:3]))
+        above = []
+        for p in self.diverged():
+            local = f" (local {fmt_error(p.local_error)})" if self.local else ""
+            b = "" if p.path_b == p.path_a else f"  B: {repr_text(p.path_b, 60)}"
+            above.append((p.path_a, f"{fmt_error(p.error)}{local}{b}"))
+        lines += repr_listing(f"  diverged ({len(above)} pairs above tolerance):", above, "result.diverged()")
+        return "\n".join(lines) + ">"
 
-        return diff_repr(self)
+    def _verdict(self) -> str:
+        return "outputs agree" if self.agree else "outputs differ"
 
     def __getitem__(self, key: str) -> PairDiff | OutputDiff:
         """The pair whose path in model A (or else in B) is ``key`` (``result["fc2"]``),
         or one of its outputs as ``"path:output"`` (``"block/att:attention_scores"``).
 
         Raises:
-            KeyError: no such pair (a :class:`~kerinspect.notebook.NotFoundError`); the
+            KeyError: no such pair (a :class:`~kerinspect.errors.NotFoundError`); the
                 message lists the closest paths.
         """
-        from .notebook import diff_lookup
-
-        return diff_lookup(self, key)
+        if not isinstance(key, str):
+            raise TypeError(f"diff result keys are layer paths (str), got {type(key).__name__}")
+        for attr in ("path_a", "path_b"):
+            for pair in self.pairs:
+                if getattr(pair, attr) == key:
+                    return pair
+        if ":" in key:
+            path, name = key.rsplit(":", 1)
+            for pair in self.pairs:
+                if path in (pair.path_a, pair.path_b):
+                    for out in pair.outputs:
+                        if out.name == name:
+                            return out
+        known = [p.path_a for p in self.pairs]
+        known += [p.path_b for p in self.pairs if p.path_b != p.path_a]
+        known += [pair_key(p, o) for p in self.pairs if len(p.outputs) > 1 for o in p.outputs]
+        where = f"the pairs of {repr_text(self.model_a.name)!r} and {repr_text(self.model_b.name)!r}"
+        error = NotFoundError.of("pair", key, known, where)
+        for side, unpaired in (("A", self.unpaired_a), ("B", self.unpaired_b)):
+            if any(u.path == key for u in unpaired):
+                error.hint = f"{repr_text(key)!r} is a layer call of model {side} with no counterpart (unpaired_{side.lower()})"
+        raise error
 
     def __contains__(self, key: object) -> bool:
-        from .notebook import diff_contains
-
-        return diff_contains(self, key)
+        """``key in result``: ``result[key]`` would succeed."""
+        if not isinstance(key, str):
+            return False
+        try:
+            self[key]
+        except KeyError:
+            return False
+        return True
 
     def diverged(self, *, local: bool = False) -> tuple[PairDiff, ...]:
         """The pairs whose largest normalised error exceeds the tolerance, in A's graph
-        order: the first divergence and, usually, every layer after it.
+        order (containers included): the first divergence and, usually, every layer after it.
 
         Args:
             local: compare the layers' own errors instead (a ``local=True`` diff).
@@ -473,9 +391,13 @@ class DiffReport:
         Raises:
             UsageError: ``local`` on a diff that did not compute local errors.
         """
-        from .notebook import diverged
-
-        return diverged(self, local=local)
+        if local and not self.local:
+            raise UsageError(
+                "diverged(local=True) needs the layers' own errors, which this diff did not compute. "
+                "Received: local=False in the diff; run diff_models(..., local=True)"
+            )
+        errors = ((pair, pair.local_error if local else pair.error) for pair in self.pairs)
+        return tuple(pair for pair, e in errors if e is not None and e > self.tolerance)
 
     def to_pandas(self) -> Any:
         """A ``pandas.DataFrame``, one row per paired output, indexed by its key (A's
@@ -487,14 +409,128 @@ class DiffReport:
         Raises:
             ImportError: pandas is not installed (it is optional).
         """
-        from .notebook import diff_frame
-
-        return diff_frame(self)
+        return data_frame(_rows(self), index="key")
 
     def _repr_html_(self) -> str:
-        from .notebook import diff_html
+        """The verdict as caption, then one row per paired output."""
+        a, b = self.model_a, self.model_b
+        caption = (
+            f"Model A {a.name!r} vs B {b.name!r} · {self.samples:,} samples · {self.pairing}"
+            f" · tolerance {self.tolerance:g} · {self._verdict()} (exit {self.exit_code})"
+        )
+        if self.divergence is not None:
+            caption += f" · {self.divergence.sentence(self.tolerance)}"
+        columns, rows, indents = _cells(self)
+        numeric = ("Cosine", "Norm. error", "SQNR dB", "Max |a-b|", "Local error")
+        return html_table(columns, rows, numeric=numeric, indents=indents, caption=caption)
 
-        return diff_html(self)
+
+def fmt_metrics(sums: Sums | None) -> list[str]:
+    """Cosine, normalised error, SQNR (dB) and max ``|a-b|`` of a pair of tensors, as
+    every view shows them (:mod:`kerinspect.numfmt`); ``-`` for each without sums."""
+    if sums is None:
+        return ["-"] * 4
+    return [
+        fmt_cosine(sums.cosine),
+        fmt_error(sums.normalised_error),
+        fmt_sqnr(sums.sqnr_db),
+        fmt_float(sums.max_abs),
+    ]
+
+
+def pair_key(pair: PairDiff, out: OutputDiff) -> str:
+    """The key of one paired output: A's path for a single-output call, ``path:output`` otherwise."""
+    return pair.path_a if len(pair.outputs) == 1 else f"{pair.path_a}:{out.name}"
+
+
+def _side(info: ModelInfo, label: str) -> str:
+    where = f" from {repr_text(info.path, 200)}" if info.path else ""
+    return f"{label} {repr_text(info.name)!r} ({repr_text(info.class_name)}){where}"
+
+
+#: The metric columns of ``to_pandas``; with ``local``, each again prefixed ``local_``.
+DIFF_METRICS = ("cosine", "normalised_error", "sqnr_db", "max_abs_diff")
+
+
+def _metrics(sums: Sums | None, prefix: str) -> dict[str, Any]:
+    if sums is None:
+        return {prefix + m: None for m in DIFF_METRICS}
+    values = (sums.cosine, sums.normalised_error, sums.sqnr_db, sums.max_abs)
+    return {prefix + m: v for m, v in zip(DIFF_METRICS, values)}
+
+
+def _rows(report: DiffReport) -> list[dict[str, Any]]:
+    """One plain dict per paired output, in A's graph order (what ``to_pandas`` holds):
+    both paths and classes, how they were paired, both shapes and dtypes, the metrics of
+    the inherited error, with ``local`` those of the layer's own error (``local_...``),
+    both sides' mean and std, ``diverged`` (normalised error above the tolerance) and ``note``."""
+    rows = []
+    for p in report.pairs:
+        for o in p.outputs:
+            row: dict[str, Any] = {
+                "key": pair_key(p, o),
+                "path_a": p.path_a,
+                "path_b": p.path_b,
+                "output": o.name,
+                "class_a": p.class_a,
+                "class_b": p.class_b,
+                "paired_by": p.paired_by,
+                "container": p.container,
+                "policy_a": p.policy_a,
+                "policy_b": p.policy_b,
+                "shape_a": tuple(o.shape_a),
+                "shape_b": tuple(o.shape_b),
+                "dtype_a": o.dtype_a,
+                "dtype_b": o.dtype_b,
+                "model_output": o.model_output,
+                **_metrics(o.error, ""),
+                "count": None if o.error is None else o.error.count,
+                "mismatched": None if o.error is None else o.error.mismatched,
+            }
+            if report.local:
+                row.update(_metrics(o.local, "local_"))
+            for side, st in (("a", o.stats_a), ("b", o.stats_b)):
+                row[f"mean_{side}"] = None if st is None else st.mean
+                row[f"std_{side}"] = None if st is None else st.std
+            row["diverged"] = o.error is not None and o.error.normalised_error > report.tolerance
+            row["note"] = o.note
+            rows.append(row)
+    return rows
+
+
+_COLUMNS = ("Layer", "B", "Class", "Paired by", "Output shape", "Cosine", "Norm. error", "SQNR dB",
+            "Max |a-b|")  # fmt: skip
+
+
+def _cells(report: DiffReport) -> tuple[list[str], list[list[str]], list[int]]:
+    """``_repr_html_``: its columns, one row of cells per paired output, each row's depth."""
+    columns = [*_COLUMNS, "Local error", "Note"] if report.local else [*_COLUMNS, "Note"]
+    rows: list[list[str]] = []
+    indents: list[int] = []
+    for p in report.pairs:
+        cls = p.class_a if p.class_a == p.class_b else f"{p.class_a}/{p.class_b}"
+        for k, o in enumerate(p.outputs):
+            same = o.shape_a == o.shape_b
+            shape = fmt_shape(o.shape_a) if same else f"{fmt_shape(o.shape_a)} / {fmt_shape(o.shape_b)}"
+            e = o.error
+            figures = fmt_metrics(e)
+            if report.local:
+                figures.append("-" if o.local is None else fmt_error(o.local.normalised_error))
+            note = ["diverged"] if e is not None and e.normalised_error > report.tolerance else []
+            note += [o.note] if o.note else []
+            first = [cls, p.paired_by] if k == 0 else ["", ""]
+            rows.append(
+                [
+                    pair_key(p, o),
+                    "" if p.path_b == p.path_a else p.path_b,
+                    *first,
+                    shape,
+                    *figures,
+                    "; ".join(note),
+                ]
+            )
+            indents.append(p.path_a.count("/"))
+    return columns, rows, indents
 
 
 # -- pairing -----------------------------------------------------------------------

@@ -419,3 +419,26 @@ class PartialIsolationWarning(UserWarning):
     """The worker ran, but without part of its confinement (no network namespace:
     only the Python socket guard stands between model code and the network). The CLI
     prints it as one ``kerinspect: warning:`` line; reports carry it as ``isolation``."""
+
+
+class NotFoundError(UsageError, KeyError):
+    """A path (or rule, or model) that a report does not hold (``report["block/attn"]``);
+    both a :class:`UsageError` (exit 2) and a :class:`KeyError`."""
+
+    default_rule = "not-found"
+
+    def __str__(self) -> str:  # KeyError's would quote the whole message, and drop the hint
+        return self.one_line()
+
+    @classmethod
+    def of(cls, what: str, key: str, known: list[str], where: str) -> NotFoundError:
+        """``No <what> '<key>' in <where>``, the hint naming the closest of ``known``
+        (close spellings first, then the entries that hold ``key``, five at most)."""
+        import difflib
+
+        close = difflib.get_close_matches(key, known, n=5, cutoff=0.6)
+        close += [k for k in known if key and key in k and k not in close]  # a bare name: paths holding it
+        names = ", ".join(repr(escape_text(c, 120)) for c in close[:5])
+        hint = f"did you mean {names}?" if close else None
+        shown = escape_text(key, 120)
+        return cls(f"No {what} {shown!r} in {where}. Received: key={shown!r}", hint=hint)

@@ -21,6 +21,7 @@ from rich.text import Text
 
 from . import _ci
 from .errors import LEGACY_COMMAND, escape_text
+from .numfmt import fmt_count, fmt_float, fmt_fraction, fmt_mean, fmt_shape
 from .report import (
     AttentionRecord,
     CheckResult,
@@ -55,46 +56,6 @@ _NUMERIC = {"Params", "Mean", "Std", "Min", "Max", "Zeros", "NaN", "Inf", "Dead"
 def safe(text: str) -> str:
     """Untrusted text for a terminal: control characters escaped, length bounded."""
     return escape_text(text, limit=200)
-
-
-def fmt_float(x: float | None) -> str:
-    """Four significant digits; ``-`` when undefined."""
-    if x is None:
-        return "-"
-    if x == 0:
-        return "0"
-    return f"{x:.4g}"
-
-
-#: A mean at most this fraction of the largest magnitude is shown as ``~0``: below what
-#: float32 rounding resolves (a LayerNormalization output's mean, 1e-10 to 1e-9, differs
-#: in those digits between CPUs whose kernels add in another order).
-MEAN_RESOLUTION = 1e-6
-
-
-def fmt_mean(st: Any) -> str:
-    """A tensor's mean (:func:`fmt_float`), ``~0`` when it is rounding noise around zero
-    (:data:`MEAN_RESOLUTION`); the JSON keeps the exact figure."""
-    if st is None or st.mean is None:
-        return "-"
-    scale = max(abs(st.min or 0.0), abs(st.max or 0.0))
-    if st.mean != 0 and abs(st.mean) <= MEAN_RESOLUTION * scale:
-        return "~0"
-    return fmt_float(st.mean)
-
-
-def fmt_fraction(x: float | None) -> str:
-    if x is None:
-        return "-"
-    return f"{100 * x:.1f}%"
-
-
-def fmt_count(n: int) -> str:
-    return f"{n:,}"
-
-
-def fmt_shape(shape: tuple[int, ...]) -> str:
-    return "(" + ", ".join(str(d) for d in shape) + ("," if len(shape) == 1 else "") + ")"
 
 
 def _params_cell(layer: LayerRecord) -> str:

@@ -6,7 +6,6 @@ characters, Rich markup, Markdown punctuation, XML) before it is shown.
 
 from __future__ import annotations
 
-import math
 import xml.etree.ElementTree as ET
 from collections.abc import Iterator
 
@@ -14,18 +13,9 @@ from rich.console import Console
 from rich.text import Text
 
 from ._ci import xml_text
-from .diff import DiffReport, OutputDiff, PairDiff, Sums, fmt_error
-from .render import (
-    _hidden_note,
-    _md_cell,
-    _md_code,
-    _md_text,
-    _table,
-    fit_columns,
-    fmt_float,
-    fmt_shape,
-    safe,
-)
+from .diff import DiffReport, OutputDiff, PairDiff, fmt_metrics
+from .numfmt import fmt_cosine, fmt_error, fmt_float, fmt_mean, fmt_shape, fmt_sqnr
+from .render import _hidden_note, _md_cell, _md_code, _md_text, _table, fit_columns, safe
 
 #: Columns of the diff table (``Local`` only with ``--local``; ``B dtype`` only when a policy differs).
 DIFF_COLUMNS = (
@@ -64,18 +54,6 @@ _DIFF_PRIORITY = (
 )
 
 
-def fmt_cosine(x: float) -> str:
-    if math.isnan(x):
-        return "-"
-    return "1" if x == 1 else f"{x:.6f}"
-
-
-def fmt_sqnr(x: float) -> str:
-    if math.isinf(x):
-        return "inf" if x > 0 else "-inf"
-    return f"{x:.1f}"
-
-
 def layer_cell(pair: PairDiff) -> str:
     return pair.path_a if pair.path_a == pair.path_b else f"{pair.path_a} -> {pair.path_b}"
 
@@ -100,22 +78,11 @@ def columns(report: DiffReport) -> tuple[str, ...]:
     return tuple(c for c in DIFF_COLUMNS if c not in drop)
 
 
-def _figures(sums: Sums | None) -> tuple[str, str, str, str]:
-    if sums is None:
-        return ("-", "-", "-", "-")
-    return (
-        fmt_cosine(sums.cosine),
-        fmt_error(sums.normalised_error),
-        fmt_sqnr(sums.sqnr_db),
-        fmt_float(sums.max_abs),
-    )
-
-
 def diff_rows(report: DiffReport) -> Iterator[tuple[PairDiff, OutputDiff, list[str]]]:
     """One row per output of every pair: plain cells in :data:`DIFF_COLUMNS` order (unescaped)."""
     for pair in report.pairs:
         for k, o in enumerate(pair.outputs):
-            cosine, error, sqnr, max_abs = _figures(o.error)
+            cosine, error, sqnr, max_abs = fmt_metrics(o.error)
             local = "-" if o.local is None else fmt_error(o.local.normalised_error)
             if o.error is None and o.note:
                 error = o.note
@@ -134,8 +101,8 @@ def diff_rows(report: DiffReport) -> Iterator[tuple[PairDiff, OutputDiff, list[s
                     local,
                     sqnr,
                     max_abs,
-                    fmt_float(None if o.stats_a is None else o.stats_a.mean),
-                    fmt_float(None if o.stats_b is None else o.stats_b.mean),
+                    fmt_mean(o.stats_a),
+                    fmt_mean(o.stats_b),
                     fmt_float(None if o.stats_a is None else o.stats_a.std),
                     fmt_float(None if o.stats_b is None else o.stats_b.std),
                     safe(policy or "") if first else "",

@@ -11,8 +11,8 @@ Every untrusted string (layer names, paths, dtypes, notes: they come from the mo
 file) passes :func:`text`: control characters escaped and length bounded
 (:func:`kerinspect.errors.escape_text`), then HTML-escaped, quotes included.
 
-:func:`html_table` is the compact table alone (no script needed), for notebooks
-(``ModelReport._repr_html_``).
+:func:`html_table` is the layer table alone (no script needed). In a notebook a report
+shows its own plainer table (``ModelReport._repr_html_``, :mod:`kerinspect.tables`).
 """
 
 from __future__ import annotations
@@ -28,6 +28,7 @@ from typing import Any
 from . import bins
 from .errors import escape_text
 from .figures import AttentionMap, FeatureMap, Pictures, ReportData, css_gradient, data_uri
+from .numfmt import fmt_float, fmt_fraction, fmt_mean
 from .report import LayerRecord, ModelReport, TensorStats
 
 #: Colours of the depth chart's series.
@@ -211,10 +212,6 @@ def _points(report: ModelReport) -> list[tuple[LayerRecord, str, TensorStats]]:
     return out
 
 
-def _fmt(x: float | None) -> str:
-    return "-" if x is None else f"{x:.4g}"
-
-
 def depth_chart(report: ModelReport) -> str:
     """Inline SVG: max |x|, std and |mean| (log scale) and the zero fraction (linear)
     of every layer call, in graph order; flagged calls marked in red."""
@@ -294,8 +291,8 @@ def depth_chart(report: ModelReport) -> str:
         )
     for i, (layer, name, s) in enumerate(points):  # hover targets
         tip = (
-            f"{layer.path}:{name} ({layer.class_name})\nmean {_fmt(s.mean)} · std {_fmt(s.std)} · "
-            f"max|x| {_fmt(s.abs_max)} · zeros {_fmt(s.zero_fraction)}"
+            f"{layer.path}:{name} ({layer.class_name})\nmean {fmt_mean(s)} · std {fmt_float(s.std)} · "
+            f"max|x| {fmt_float(s.abs_max)} · zeros {fmt_fraction(s.zero_fraction)}"
         )
         parts.append(
             f'<rect x="{x(i) - step / 2:.1f}" y="{top}" width="{step:.1f}" height="{h1 + gap + h2}" '
@@ -387,8 +384,8 @@ def _histograms(report: ModelReport) -> str:
 
 def _feature_map(m: FeatureMap) -> str:
     scale = (
-        f'<span class="note">{_fmt(m.low)}<span class="scale" style="background:{css_gradient()}"></span>'
-        f"{_fmt(m.high)}</span>"
+        f'<span class="note">{fmt_float(m.low)}<span class="scale" style="background:{css_gradient()}"></span>'
+        f"{fmt_float(m.high)}</span>"
     )
     title = f"{text(m.path)}:{text(m.tensor)} ({text(m.class_name)}) · sample shape ({', '.join(map(str, m.shape))})"
     figs = []
@@ -457,13 +454,13 @@ def _attention(a: AttentionMap, layer: LayerRecord | None) -> str:
         detail = ""
         if h is not None:
             detail = (
-                f"entropy {_fmt(h.entropy)} · max weight {_fmt(h.max_weight)} · sink {_fmt(h.sink)}"
-                + (f" · diagonal {_fmt(h.diagonal)}" if h.diagonal is not None else "")
+                f"entropy {fmt_float(h.entropy)} · max weight {fmt_float(h.max_weight)} · sink {fmt_float(h.sink)}"
+                + (f" · diagonal {fmt_float(h.diagonal)}" if h.diagonal is not None else "")
                 + (f" · <b>{text(','.join(h.flags))}</b>" if h.flags else "")
             )
         figs.append(
             f'<figure class="att">{_heatmap(a, k)}<figcaption>head {image.index} · colour 0 to '
-            f"{_fmt(image.value)}<br>{detail}</figcaption></figure>"
+            f"{fmt_float(image.value)}<br>{detail}</figcaption></figure>"
         )
     return (
         f"<h3>{text(a.path)} ({text(a.class_name)})</h3>"

@@ -1,33 +1,85 @@
 """Plain-data results of an inspection: what the CLI renders and JSON carries.
 
 Everything here is a frozen dataclass of builtins, so a report can cross a process
-boundary as JSON (:meth:`ModelReport.to_dict` / :meth:`ModelReport.from_dict`) and
-be rendered or checked without TensorFlow.
+boundary as JSON (:meth:`ModelReport.to_dict` / :meth:`ModelReport.from_dict`, generated
+from the fields by :class:`~kerinspect.records.Record`) and be rendered or checked
+without TensorFlow: :class:`ModelReport` (``summary``, ``attention``, ``report``) and
+:class:`WeightsReport` (``weights``). The records every report shares
+(:mod:`kerinspect.provenance`) and the results of ``check``
+(:mod:`kerinspect.check_results`) are defined in their own modules and re-exported here.
+
+In a notebook a report prints as a few lines, indexes by layer path
+(``report["block/att"]``), and turns into a table (``to_pandas()``, ``_repr_html_``):
+its own methods, with the numbers of :mod:`kerinspect.numfmt` laid out by
+:mod:`kerinspect.tables`.
 """
 
 from __future__ import annotations
 
+import dataclasses
 import math
 from dataclasses import dataclass, field
 from typing import Any
 
 from . import bins
+from .check_results import (
+    CHECK_SCHEMA_VERSION,
+    CheckResult,
+    CheckRun,
+    CheckTotals,
+    Failure,
+    FirstFault,
+    ModelError,
+    RuleCounts,
+    RuleResult,
+)
+from .errors import NotFoundError
+from .numfmt import fmt_count, fmt_float, fmt_fraction, fmt_mean, fmt_shape
+from .provenance import InputRecord, Isolation, ModelInfo
+from .records import Record, meta
 from .spec import Thresholds  # defined with the other run options; reports record them
+from .tables import data_frame, html_table, repr_listing, repr_text
+
+__all__ = [
+    "CHECK_SCHEMA_VERSION",
+    "SCHEMA_VERSION",
+    "AttentionRecord",
+    "CheckResult",
+    "CheckRun",
+    "CheckTotals",
+    "Failure",
+    "FirstFault",
+    "HeadStats",
+    "InputRecord",
+    "Isolation",
+    "LayerRecord",
+    "ModelError",
+    "ModelInfo",
+    "ModelReport",
+    "RuleCounts",
+    "RuleResult",
+    "StateVariable",
+    "TensorRecord",
+    "TensorStats",
+    "Thresholds",
+    "Totals",
+    "WeightRecord",
+    "WeightTotals",
+    "WeightsReport",
+    "tensor_key",
+]
 
 #: Version of the JSON layout below; bumped on incompatible changes.
 SCHEMA_VERSION = 1
 
-
-def _num(x: float | None) -> float | None:
-    """JSON-safe float: NaN and infinities (undefined statistics) become None."""
-    if x is None:
-        return None
-    x = float(x)
-    return x if math.isfinite(x) else None
+#: Field metadata: the key must be in the JSON although the field has a default.
+_REQUIRED = meta(required=True)
+#: Field metadata: a report without the key reads as None although the field has no default.
+_OR_NONE = meta(missing=None)
 
 
 @dataclass(frozen=True)
-class TensorStats:
+class TensorStats(Record):
     """Health statistics of one tensor, over every sample seen.
 
     ``mean``/``std``/``min``/``max``/``abs_max`` cover finite values only and are
@@ -59,34 +111,10 @@ class TensorStats:
     rms: float | None = None
     sample_spread: float | None = None
     saturated_fraction: float | None = None
-    histogram: tuple[int, ...] | None = None
-
-    def to_dict(self) -> dict[str, Any]:
-        data: dict[str, Any] = {
-            "count": self.count,
-            "mean": _num(self.mean),
-            "std": _num(self.std),
-            "min": _num(self.min),
-            "max": _num(self.max),
-            "abs_max": _num(self.abs_max),
-            "zero_fraction": _num(self.zero_fraction),
-            "nan_count": self.nan_count,
-            "inf_count": self.inf_count,
-            "dead_fraction": _num(self.dead_fraction),
-            "rms": _num(self.rms),
-            "sample_spread": _num(self.sample_spread),
-            "saturated_fraction": _num(self.saturated_fraction),
-        }
-        if self.histogram is not None:  # only when asked for (kerinspect report)
-            data["histogram"] = bins.compact(self.histogram)
-        return data
-
-    @classmethod
-    def from_dict(cls, d: dict[str, Any]) -> TensorStats:
-        values = {k: d[k] for k in cls.__dataclass_fields__ if k in d or k not in _NEW_STATS}
-        if values.get("histogram") is not None:
-            values["histogram"] = bins.expand(values["histogram"])
-        return cls(**values)
+    #: only when asked for (``kerinspect report``); in the JSON as :func:`kerinspect.bins.compact`
+    histogram: tuple[int, ...] | None = field(
+        default=None, metadata=meta(omit_none=True, codec=(bins.compact, bins.expand))
+    )
 
     @property
     def magnitude(self) -> float | None:
@@ -98,12 +126,8 @@ class TensorStats:
         return math.sqrt(self.mean * self.mean + self.std * self.std)
 
 
-#: TensorStats keys that older reports lack.
-_NEW_STATS = ("rms", "sample_spread", "saturated_fraction", "histogram")
-
-
 @dataclass(frozen=True)
-class TensorRecord:
+class TensorRecord(Record):
     """One output tensor of one layer call.
 
     ``shape`` is the observed shape with the batch axis holding the number of
@@ -115,33 +139,12 @@ class TensorRecord:
     shape: tuple[int, ...]
     dtype: str
     stats: TensorStats | None
-    flags: tuple[str, ...] = ()
+    flags: tuple[str, ...] = field(default=(), metadata=_REQUIRED)
     model_output: bool = False
-
-    def to_dict(self) -> dict[str, Any]:
-        return {
-            "name": self.name,
-            "shape": list(self.shape),
-            "dtype": self.dtype,
-            "stats": None if self.stats is None else self.stats.to_dict(),
-            "flags": list(self.flags),
-            "model_output": self.model_output,
-        }
-
-    @classmethod
-    def from_dict(cls, d: dict[str, Any]) -> TensorRecord:
-        return cls(
-            name=d["name"],
-            shape=tuple(d["shape"]),
-            dtype=d["dtype"],
-            stats=None if d["stats"] is None else TensorStats.from_dict(d["stats"]),
-            flags=tuple(d["flags"]),
-            model_output=bool(d.get("model_output", False)),
-        )
 
 
 @dataclass(frozen=True)
-class HeadStats:
+class HeadStats(Record):
     """Health of one attention head, over every query row that has a key to attend to.
 
     Attributes:
@@ -159,42 +162,17 @@ class HeadStats:
     """
 
     head: int
-    entropy: float | None
-    min_entropy: float | None
-    max_weight: float | None
-    sink: float | None
-    diagonal: float | None
-    row_sum_error: float | None
+    entropy: float | None = field(metadata=_OR_NONE)
+    min_entropy: float | None = field(metadata=_OR_NONE)
+    max_weight: float | None = field(metadata=_OR_NONE)
+    sink: float | None = field(metadata=_OR_NONE)
+    diagonal: float | None = field(metadata=_OR_NONE)
+    row_sum_error: float | None = field(metadata=_OR_NONE)
     flags: tuple[str, ...] = ()
-
-    def to_dict(self) -> dict[str, Any]:
-        return {
-            "head": self.head,
-            "entropy": _num(self.entropy),
-            "min_entropy": _num(self.min_entropy),
-            "max_weight": _num(self.max_weight),
-            "sink": _num(self.sink),
-            "diagonal": _num(self.diagonal),
-            "row_sum_error": _num(self.row_sum_error),
-            "flags": list(self.flags),
-        }
-
-    @classmethod
-    def from_dict(cls, d: dict[str, Any]) -> HeadStats:
-        return cls(
-            head=int(d["head"]),
-            entropy=d.get("entropy"),
-            min_entropy=d.get("min_entropy"),
-            max_weight=d.get("max_weight"),
-            sink=d.get("sink"),
-            diagonal=d.get("diagonal"),
-            row_sum_error=d.get("row_sum_error"),
-            flags=tuple(d.get("flags", ())),
-        )
 
 
 @dataclass(frozen=True)
-class AttentionRecord:
+class AttentionRecord(Record):
     """The attention probabilities of one call of an attention layer.
 
     Attributes:
@@ -212,10 +190,10 @@ class AttentionRecord:
         heads: one :class:`HeadStats` per head.
     """
 
-    output: str | None
-    source: str
-    status: str
-    reason: str | None
+    output: str | None = field(metadata=_OR_NONE)
+    source: str = field(metadata=meta(missing="layer"))
+    status: str = field(metadata=meta(missing="ok"))
+    reason: str | None = field(metadata=_OR_NONE)
     shape: tuple[int, ...] = ()
     queries: int = 0
     max_difference: float | None = None
@@ -226,34 +204,9 @@ class AttentionRecord:
         """Every head flag, each once, in order."""
         return tuple(dict.fromkeys(f for h in self.heads for f in h.flags))
 
-    def to_dict(self) -> dict[str, Any]:
-        return {
-            "output": self.output,
-            "source": self.source,
-            "status": self.status,
-            "reason": self.reason,
-            "shape": list(self.shape),
-            "queries": self.queries,
-            "max_difference": _num(self.max_difference),
-            "heads": [h.to_dict() for h in self.heads],
-        }
-
-    @classmethod
-    def from_dict(cls, d: dict[str, Any]) -> AttentionRecord:
-        return cls(
-            output=d.get("output"),
-            source=d.get("source", "layer"),
-            status=d.get("status", "ok"),
-            reason=d.get("reason"),
-            shape=tuple(d.get("shape", ())),
-            queries=int(d.get("queries", 0)),
-            max_difference=d.get("max_difference"),
-            heads=tuple(HeadStats.from_dict(h) for h in d.get("heads", ())),
-        )
-
 
 @dataclass(frozen=True)
-class LayerRecord:
+class LayerRecord(Record):
     """One call of one operation (a layer, a nested model, or a raw ``keras.ops`` op).
 
     Attributes:
@@ -293,7 +246,7 @@ class LayerRecord:
     params: int
     depth: int = 0
     container: bool = False
-    outputs: tuple[TensorRecord, ...] = ()
+    outputs: tuple[TensorRecord, ...] = field(default=(), metadata=_REQUIRED)
     parent: str | None = None
     called: bool = True
     attention: AttentionRecord | None = None
@@ -301,129 +254,32 @@ class LayerRecord:
     input_rms: float | None = None
     input_spread: float | None = None
 
-    def to_dict(self) -> dict[str, Any]:
-        return {
-            "path": self.path,
-            "name": self.name,
-            "class_name": self.class_name,
-            "call": self.call,
-            "params": self.params,
-            "depth": self.depth,
-            "container": self.container,
-            "parent": self.parent,
-            "called": self.called,
-            "outputs": [o.to_dict() for o in self.outputs],
-            "attention": None if self.attention is None else self.attention.to_dict(),
-            "activation": self.activation,
-            "input_rms": _num(self.input_rms),
-            "input_spread": _num(self.input_spread),
-        }
-
-    @classmethod
-    def from_dict(cls, d: dict[str, Any]) -> LayerRecord:
-        return cls(
-            path=d["path"],
-            name=d["name"],
-            class_name=d["class_name"],
-            call=d["call"],
-            params=d["params"],
-            depth=d.get("depth", 0),
-            container=d.get("container", False),
-            outputs=tuple(TensorRecord.from_dict(o) for o in d["outputs"]),
-            parent=d.get("parent"),
-            called=bool(d.get("called", True)),
-            attention=AttentionRecord.from_dict(d["attention"]) if d.get("attention") else None,
-            activation=d.get("activation"),
-            input_rms=d.get("input_rms"),
-            input_spread=d.get("input_spread"),
-        )
+    JSON_KEYS = ("path", "name", "class_name", "call", "params", "depth", "container", "parent", "called",
+                 "outputs", "attention", "activation", "input_rms", "input_spread")  # fmt: skip
 
     def __repr__(self) -> str:
         """One line per output (shape, dtype, mean, std, flags), not every statistic."""
-        from .notebook import layer_repr
+        head = f"<LayerRecord {repr_text(self.path, 200)!r} ({repr_text(self.class_name)}"
+        head += f", call {self.call}, depth {self.depth}, {fmt_count(self.params)} params)"
+        if not self.called:
+            return head + " not called>"
+        lines = [head]
+        for o in self.outputs:
+            st = o.stats
+            figures = f"mean {fmt_mean(st)} std {fmt_float(st.std)}" if st is not None else "no statistics"
+            flags = f" [{repr_text(','.join(o.flags))}]" if o.flags else ""
+            lines.append(f"  {repr_text(o.name)}: {fmt_shape(o.shape)} {repr_text(o.dtype)} {figures}{flags}")
+        return "\n".join(lines) + ">"
 
-        return layer_repr(self)
 
-
-@dataclass(frozen=True)
-class InputRecord:
-    """One model input as it was fed: its name, full shape, dtype and origin.
-
-    ``source`` is ``"synthetic"`` (generated from the signature with ``seed``) or
-    the path of the ``.npy``/``.npz`` file it came from, or ``"array"``. ``note``
-    says how synthetic values were drawn when the signature alone would mislead
-    (a float input drawn as token ids for the ``Embedding`` it feeds).
-    """
-
-    name: str
-    shape: tuple[int, ...]
-    dtype: str
-    source: str
-    seed: int | None = None
-    note: str | None = None
-
-    def to_dict(self) -> dict[str, Any]:
-        return {
-            "name": self.name,
-            "shape": list(self.shape),
-            "dtype": self.dtype,
-            "source": self.source,
-            "seed": self.seed,
-            "note": self.note,
-        }
-
-    @classmethod
-    def from_dict(cls, d: dict[str, Any]) -> InputRecord:
-        return cls(
-            name=d["name"],
-            shape=tuple(d["shape"]),
-            dtype=d["dtype"],
-            source=d["source"],
-            seed=d.get("seed"),
-            note=d.get("note"),
-        )
+def tensor_key(layer: LayerRecord, out: TensorRecord) -> str:
+    """The key of one output, as :func:`kerinspect.activations` and dumps name it: the
+    layer path for a single-output call, ``path:output`` otherwise."""
+    return layer.path if len(layer.outputs) == 1 else f"{layer.path}:{out.name}"
 
 
 @dataclass(frozen=True)
-class ModelInfo:
-    """What was inspected: the file, its format and the loader that read it.
-
-    ``loader`` is ``keras``, or ``keras+legacy-h5-upgrade`` (a legacy ``.h5``) /
-    ``keras+legacy-archive-upgrade`` (a tf.keras 2.13-2.15 ``.keras``) when a Keras 2
-    config was rewritten for Keras 3 first; ``notes`` lists what was changed."""
-
-    name: str
-    class_name: str
-    path: str | None
-    format: str
-    params: int
-    trainable_params: int
-    keras_version: str
-    loader: str = "keras"
-    notes: tuple[str, ...] = ()
-
-    def to_dict(self) -> dict[str, Any]:
-        return {
-            "name": self.name,
-            "class_name": self.class_name,
-            "path": self.path,
-            "format": self.format,
-            "params": self.params,
-            "trainable_params": self.trainable_params,
-            "keras_version": self.keras_version,
-            "loader": self.loader,
-            "notes": list(self.notes),
-        }
-
-    @classmethod
-    def from_dict(cls, d: dict[str, Any]) -> ModelInfo:
-        kw = {k: d[k] for k in cls.__dataclass_fields__ if k in d}
-        kw["notes"] = tuple(kw.get("notes", ()))
-        return cls(**kw)
-
-
-@dataclass(frozen=True)
-class WeightRecord:
+class WeightRecord(Record):
     """One weight variable: its owning layer, name, shape and value statistics.
 
     ``norm`` is the L2 norm of the finite values (None when unknown: no finite
@@ -435,7 +291,7 @@ class WeightRecord:
     shape: tuple[int, ...]
     dtype: str
     stats: TensorStats | None
-    flags: tuple[str, ...] = ()
+    flags: tuple[str, ...] = field(default=(), metadata=_REQUIRED)
     norm: float | None = None
 
     @property
@@ -443,32 +299,9 @@ class WeightRecord:
         """Number of elements (parameters)."""
         return math.prod(self.shape)
 
-    def to_dict(self) -> dict[str, Any]:
-        return {
-            "layer": self.layer,
-            "name": self.name,
-            "shape": list(self.shape),
-            "dtype": self.dtype,
-            "stats": None if self.stats is None else self.stats.to_dict(),
-            "flags": list(self.flags),
-            "norm": _num(self.norm),
-        }
-
-    @classmethod
-    def from_dict(cls, d: dict[str, Any]) -> WeightRecord:
-        return cls(
-            layer=d["layer"],
-            name=d["name"],
-            shape=tuple(d["shape"]),
-            dtype=d["dtype"],
-            stats=None if d["stats"] is None else TensorStats.from_dict(d["stats"]),
-            flags=tuple(d["flags"]),
-            norm=d.get("norm"),
-        )
-
 
 @dataclass(frozen=True)
-class Totals:
+class Totals(Record):
     """Footer figures: they add up from the rows (a test holds this invariant)."""
 
     layer_calls: int
@@ -476,49 +309,9 @@ class Totals:
     tensors: int
     flagged_tensors: int
 
-    def to_dict(self) -> dict[str, Any]:
-        return {
-            "layer_calls": self.layer_calls,
-            "params": self.params,
-            "tensors": self.tensors,
-            "flagged_tensors": self.flagged_tensors,
-        }
-
 
 @dataclass(frozen=True)
-class Isolation:
-    """How the model file was opened.
-
-    Attributes:
-        worker: in a disposable, confined worker process (False: in this process,
-            ``KERINSPECT_ISOLATION=off`` or an in-memory model).
-        network_namespace: the worker had a private network namespace (no interface).
-        socket_guard: the worker refused Python sockets (always, in a worker).
-    """
-
-    worker: bool
-    network_namespace: bool = False
-    socket_guard: bool = False
-
-    @property
-    def partial(self) -> bool:
-        """A worker ran, but the kernel refused it a network namespace."""
-        return self.worker and not self.network_namespace
-
-    def to_dict(self) -> dict[str, Any]:
-        return {
-            "worker": self.worker,
-            "network_namespace": self.network_namespace,
-            "socket_guard": self.socket_guard,
-        }
-
-    @classmethod
-    def from_dict(cls, d: dict[str, Any]) -> Isolation:
-        return cls(bool(d["worker"]), bool(d.get("network_namespace")), bool(d.get("socket_guard")))
-
-
-@dataclass(frozen=True)
-class ModelReport:
+class ModelReport(Record):
     """The result of :func:`kerinspect.inspect_model`."""
 
     model: ModelInfo
@@ -535,6 +328,10 @@ class ModelReport:
     #: how the batches ran: ``compiled (CPU)``/``compiled (GPU)`` (one traced function
     #: per batch, statistics on that device) or ``eager`` (layer by layer)
     engine: str = ""
+
+    schema_version = SCHEMA_VERSION
+    JSON_KEYS = ("schema_version", "kerinspect_version", "model", "inputs", "samples", "batch_size", "thresholds",
+                 "layers", "totals", "weights", "warnings", "isolation", "max_depth", "engine")  # fmt: skip
 
     @property
     def totals(self) -> Totals:
@@ -553,71 +350,69 @@ class ModelReport:
             flagged_tensors=sum(1 for o in tensors if o.flags),
         )
 
-    def to_dict(self) -> dict[str, Any]:
-        return {
-            "schema_version": SCHEMA_VERSION,
-            "kerinspect_version": self.kerinspect_version,
-            "model": self.model.to_dict(),
-            "inputs": [i.to_dict() for i in self.inputs],
-            "samples": self.samples,
-            "batch_size": self.batch_size,
-            "thresholds": self.thresholds.to_dict(),
-            "layers": [r.to_dict() for r in self.layers],
-            "totals": self.totals.to_dict(),
-            "weights": [w.to_dict() for w in self.weights],
-            "warnings": list(self.warnings),
-            "isolation": None if self.isolation is None else self.isolation.to_dict(),
-            "max_depth": self.max_depth,
-            "engine": self.engine,
-        }
+    # -- in a notebook ---------------------------------------------------------------
 
-    @classmethod
-    def from_dict(cls, d: dict[str, Any]) -> ModelReport:
-        return cls(
-            model=ModelInfo.from_dict(d["model"]),
-            inputs=tuple(InputRecord.from_dict(i) for i in d["inputs"]),
-            layers=tuple(LayerRecord.from_dict(r) for r in d["layers"]),
-            samples=d["samples"],
-            batch_size=d["batch_size"],
-            thresholds=Thresholds.from_dict(d.get("thresholds", {})),
-            weights=tuple(WeightRecord.from_dict(w) for w in d.get("weights", ())),
-            warnings=tuple(d.get("warnings", ())),
-            kerinspect_version=d.get("kerinspect_version", ""),
-            isolation=Isolation.from_dict(d["isolation"]) if d.get("isolation") else None,
-            max_depth=d.get("max_depth"),
-            engine=d.get("engine", ""),
+    def _counts(self) -> str:
+        t = self.totals
+        return (
+            f"{fmt_count(self.samples)} samples · {fmt_count(t.layer_calls)} layer calls · "
+            f"{fmt_count(t.params)} parameters · {fmt_count(t.tensors)} tensors, {fmt_count(t.flagged_tensors)} flagged"
         )
-
-    # -- in a notebook (kerinspect/notebook.py) --
 
     def __repr__(self) -> str:
         """A few lines: the model, its counts and the flagged tensors (not every field)."""
-        from .notebook import report_repr
-
-        return report_repr(self)
+        m = self.model
+        where = f" from {repr_text(m.path, 200)}" if m.path else ""
+        flagged = [
+            (tensor_key(r, o), repr_text(",".join(o.flags)))
+            for r in self.layers
+            for o in r.outputs
+            if o.flags
+        ]
+        lines = [
+            f"<ModelReport {repr_text(m.name)!r} ({repr_text(m.class_name)}){where}",
+            f"  {self._counts()}",
+            *repr_listing("  flagged:", flagged, "report.flagged()"),
+        ]
+        return "\n".join(lines) + ">"
 
     def __getitem__(self, key: str) -> LayerRecord | TensorRecord:
         """The layer call at path ``key`` (``report["block/att"]``, ``report["shared@1"]``),
         or one of its outputs as ``"path:output"`` (``"block/att:attention_scores"``).
 
         Raises:
-            KeyError: no such path (a :class:`~kerinspect.notebook.NotFoundError`); the
+            KeyError: no such path (a :class:`~kerinspect.errors.NotFoundError`); the
                 message lists the closest paths.
         """
-        from .notebook import lookup
-
-        return lookup(self, key)
+        if not isinstance(key, str):
+            raise TypeError(f"report keys are layer paths (str), got {type(key).__name__}")
+        for layer in self.layers:
+            if layer.path == key:
+                return layer
+        if ":" in key:
+            path, name = key.rsplit(":", 1)
+            for layer in self.layers:
+                if layer.path == path:
+                    for out in layer.outputs:
+                        if out.name == name:
+                            return out
+        known = [r.path for r in self.layers]
+        known += [tensor_key(r, o) for r in self.layers if len(r.outputs) > 1 for o in r.outputs]
+        raise NotFoundError.of("layer call", key, known, f"model {repr_text(self.model.name)!r}")
 
     def __contains__(self, key: object) -> bool:
-        from .notebook import contains
-
-        return contains(self, key)
+        """``key in report``: ``report[key]`` would succeed."""
+        if not isinstance(key, str):
+            return False
+        try:
+            self[key]
+        except KeyError:
+            return False
+        return True
 
     def flagged(self) -> tuple[LayerRecord, ...]:
         """The layer calls with at least one flagged output, in graph order."""
-        from .notebook import flagged
-
-        return flagged(self)
+        return tuple(r for r in self.layers if any(o.flags for o in r.outputs))
 
     def to_pandas(self) -> Any:
         """A ``pandas.DataFrame``, one row per output tensor, indexed by its key (the
@@ -629,306 +424,20 @@ class ModelReport:
         Raises:
             ImportError: pandas is not installed (it is optional).
         """
-        from .notebook import report_frame
-
-        return report_frame(self)
+        return data_frame(_rows(self), index="key")
 
     def _repr_html_(self) -> str:
-        from .notebook import report_html
-
-        return report_html(self)
-
-
-# -- kerinspect check -------------------------------------------------------------
-
-#: Version of the ``kerinspect check --format json`` layout.
-CHECK_SCHEMA_VERSION = 1
-
-
-def _json_value(x: Any) -> Any:
-    return _num(x) if isinstance(x, float) else x
-
-
-@dataclass(frozen=True)
-class RuleCounts:
-    """How many tensors (or layers, or weights: see :attr:`RuleResult.unit`) a rule
-    failed, passed, or could not check. ``ignored`` (exempted by ``--ignore``) are
-    included in ``not_checked``: a skipped tensor never counts as a pass."""
-
-    failed: int = 0
-    passed: int = 0
-    not_checked: int = 0
-    ignored: int = 0
-
-    @property
-    def total(self) -> int:
-        return self.failed + self.passed + self.not_checked
-
-    def to_dict(self) -> dict[str, Any]:
-        return {
-            "failed": self.failed,
-            "passed": self.passed,
-            "not_checked": self.not_checked,
-            "ignored": self.ignored,
-        }
-
-
-@dataclass(frozen=True)
-class Failure:
-    """One tensor (or weight, or layer) that failed a rule.
-
-    ``layer`` and ``tensor`` come from the model file and are untrusted text;
-    ``message`` is plain English built from numbers; ``values`` holds those numbers.
-    """
-
-    rule: str
-    layer: str
-    tensor: str | None
-    message: str
-    values: dict[str, Any] = field(default_factory=dict)
-
-    def to_dict(self) -> dict[str, Any]:
-        return {
-            "layer": self.layer,
-            "tensor": self.tensor,
-            "message": self.message,
-            "values": {k: _json_value(v) for k, v in self.values.items()},
-        }
-
-
-@dataclass(frozen=True)
-class RuleResult:
-    """One rule over one model: its verdict, coverage counts and failures.
-
-    ``verdict`` is ``"failed"`` when anything failed, ``"passed"`` when something
-    passed and nothing failed, ``"not_checked"`` when the rule applied to nothing.
-    ``failures`` are in graph order, so the first names where the problem starts.
-    """
-
-    rule: str
-    target: str  # "activations", "weights", "model" (coverage), "baseline"
-    unit: str  # what the counts count: "tensor", "weight" or "layer"
-    verdict: str
-    counts: RuleCounts
-    threshold: float | None = None
-    failures: tuple[Failure, ...] = ()
-
-    @property
-    def failed(self) -> bool:
-        return self.verdict == "failed"
-
-    def to_dict(self) -> dict[str, Any]:
-        return {
-            "rule": self.rule,
-            "target": self.target,
-            "unit": self.unit,
-            "verdict": self.verdict,
-            "counts": self.counts.to_dict(),
-            "threshold": _num(self.threshold),
-            "failures": [f.to_dict() for f in self.failures],
-        }
-
-
-@dataclass(frozen=True)
-class FirstFault:
-    """The first layer call, in graph order, whose output holds NaN or Inf.
-
-    Every layer before it produced finite values, so this is where the fault starts
-    (for a nested model, the innermost such layer). ``weights`` lists that layer's
-    weights that hold NaN or Inf themselves, a likely cause.
-    """
-
-    layer: str
-    class_name: str
-    tensor: str
-    nan_count: int
-    inf_count: int
-    count: int
-    weights: tuple[str, ...] = ()
-
-    def to_dict(self) -> dict[str, Any]:
-        return {
-            "layer": self.layer,
-            "class_name": self.class_name,
-            "tensor": self.tensor,
-            "nan_count": self.nan_count,
-            "inf_count": self.inf_count,
-            "count": self.count,
-            "weights": list(self.weights),
-        }
-
-
-@dataclass(frozen=True)
-class ModelError:
-    """Why a model could not be checked (it then counts as an error, never a pass)."""
-
-    exit_code: int
-    rule: str
-    message: str
-
-    def to_dict(self) -> dict[str, Any]:
-        return {"exit_code": self.exit_code, "rule": self.rule, "message": self.message}
-
-
-@dataclass(frozen=True)
-class CheckResult:
-    """The gate's verdict on one model (see :func:`kerinspect.checks.run_checks`).
-
-    Attributes:
-        path: the model as named on the command line (or its name, in memory).
-        status: ``"passed"``, ``"failed"`` (a rule failed) or ``"error"`` (the model
-            could not be inspected; see ``error``).
-        model: what was inspected; None on error.
-        rules: one result per rule, in a fixed order.
-        first_fault: where NaN/Inf starts, if anywhere.
-        settings: the effective settings (thresholds, ignore patterns, seed, ...).
-        samples: the number of samples the model ran on.
-        inputs: what was fed.
-        ignored_layers: layer paths exempted by ``ignore`` patterns.
-        warnings: things worth knowing that do not fail the gate.
-        error: set when ``status`` is ``"error"``.
-    """
-
-    path: str
-    status: str
-    model: ModelInfo | None = None
-    rules: tuple[RuleResult, ...] = ()
-    first_fault: FirstFault | None = None
-    settings: dict[str, Any] = field(default_factory=dict)
-    samples: int = 0
-    inputs: tuple[InputRecord, ...] = ()
-    ignored_layers: tuple[str, ...] = ()
-    warnings: tuple[str, ...] = ()
-    error: ModelError | None = None
-
-    @property
-    def exit_code(self) -> int:
-        if self.error is not None:
-            return self.error.exit_code
-        return 1 if self.status == "failed" else 0
-
-    @property
-    def failed_rules(self) -> tuple[RuleResult, ...]:
-        return tuple(r for r in self.rules if r.failed)
-
-    def rule(self, name: str) -> RuleResult:
-        """The result of rule ``name`` (KeyError if it was not run)."""
-        for r in self.rules:
-            if r.rule == name:
-                return r
-        raise KeyError(name)
-
-    def to_dict(self) -> dict[str, Any]:
-        return {
-            "path": self.path,
-            "status": self.status,
-            "exit_code": self.exit_code,
-            "model": None if self.model is None else self.model.to_dict(),
-            "settings": {k: _json_value(v) for k, v in self.settings.items()},
-            "samples": self.samples,
-            "inputs": [i.to_dict() for i in self.inputs],
-            "first_fault": None if self.first_fault is None else self.first_fault.to_dict(),
-            "rules": [r.to_dict() for r in self.rules],
-            "ignored_layers": list(self.ignored_layers),
-            "warnings": list(self.warnings),
-            "error": None if self.error is None else self.error.to_dict(),
-        }
-
-    # -- in a notebook (kerinspect/notebook.py) --
-
-    def __repr__(self) -> str:
-        """The verdict, then each failed rule with its counts and first failure."""
-        from .notebook import result_repr
-
-        return result_repr(self)
-
-    def __getitem__(self, rule: str) -> RuleResult:
-        """``result["nan"]``: one rule's result (as :meth:`rule`; the ``KeyError`` lists
-        the rules that ran)."""
-        from .notebook import check_lookup
-
-        return check_lookup(self, rule)
-
-    def to_pandas(self) -> Any:
-        """A ``pandas.DataFrame``, one row per rule: verdict, counts, threshold and the
-        first failing layer. Raises ``ImportError`` without pandas."""
-        from .notebook import check_frame
-
-        return check_frame([self])
-
-    def _repr_html_(self) -> str:
-        from .notebook import check_html
-
-        return check_html([self], f"{self.path}: {self.status}")
-
-
-@dataclass(frozen=True)
-class CheckRun:
-    """Every model of one ``kerinspect check`` run."""
-
-    results: tuple[CheckResult, ...]
-    config_file: str | None = None
-    kerinspect_version: str = ""
-
-    @property
-    def exit_code(self) -> int:
-        """By :data:`kerinspect.errors.EXIT_PRECEDENCE`: errors outrank failed checks."""
-        from .errors import worst_exit_code
-
-        return worst_exit_code(r.exit_code for r in self.results)
-
-    def count(self, status: str) -> int:
-        return sum(1 for r in self.results if r.status == status)
-
-    def to_dict(self) -> dict[str, Any]:
-        return {
-            "schema_version": CHECK_SCHEMA_VERSION,
-            "kerinspect_version": self.kerinspect_version,
-            "passed": self.exit_code == 0,
-            "exit_code": self.exit_code,
-            "config_file": self.config_file,
-            "totals": {
-                "models": len(self.results),
-                "passed": self.count("passed"),
-                "failed": self.count("failed"),
-                "errors": self.count("error"),
-            },
-            "models": [r.to_dict() for r in self.results],
-        }
-
-    # -- in a notebook (kerinspect/notebook.py) --
-
-    def __repr__(self) -> str:
-        """The totals, then each model's status and failed rules."""
-        from .notebook import run_repr
-
-        return run_repr(self)
-
-    def __getitem__(self, path: str) -> CheckResult:
-        """``run["model.keras"]``: one model's result, by the path it was checked as."""
-        from .notebook import run_lookup
-
-        return run_lookup(self, path)
-
-    def to_pandas(self) -> Any:
-        """A ``pandas.DataFrame``, one row per (model, rule). Raises ``ImportError``
-        without pandas."""
-        from .notebook import check_frame
-
-        return check_frame(self.results)
-
-    def _repr_html_(self) -> str:
-        from .notebook import check_html
-
-        caption = (
-            f"{len(self.results)} models: {self.count('passed')} passed, {self.count('failed')} failed, "
-            f"{self.count('error')} errors"
+        """The summary line, then one row per output tensor (as ``summary`` shows them)."""
+        m = self.model
+        caption = f"Model {m.name!r} ({m.class_name})" + (f" from {m.path}" if m.path else "")
+        rows, indents = _cells(self)
+        return html_table(
+            _COLUMNS, rows, numeric=_NUMERIC, indents=indents, caption=f"{caption} · {self._counts()}"
         )
-        return check_html(self.results, caption)
 
 
 @dataclass(frozen=True)
-class StateVariable:
+class StateVariable(Record):
     """A variable of the training state saved beside the weights: an optimizer's slot
     or counter (``optimizer/vars/3``, ``optimizer_weights/Adam/dense/kernel/m``) or a
     compiled metric's accumulator (``metrics/mean/vars/1``, a sample count).
@@ -941,33 +450,29 @@ class StateVariable:
     shape: tuple[int, ...]
     dtype: str
 
+    JSON_KEYS = ("name", "shape", "dtype", "size")
+
     @property
     def size(self) -> int:
         """Number of values."""
         return math.prod(self.shape)
 
-    def to_dict(self) -> dict[str, Any]:
-        return {"name": self.name, "shape": list(self.shape), "dtype": self.dtype, "size": self.size}
-
-    @classmethod
-    def from_dict(cls, d: dict[str, Any]) -> StateVariable:
-        return cls(name=d["name"], shape=tuple(d["shape"]), dtype=d["dtype"])
-
 
 @dataclass(frozen=True)
-class WeightTotals:
+class WeightTotals(Record):
     """Footer figures of a :class:`WeightsReport`; they add up from its rows."""
 
     weights: int
     params: int
     flagged: int
 
-    def to_dict(self) -> dict[str, Any]:
-        return {"weights": self.weights, "params": self.params, "flagged": self.flagged}
+
+#: Field metadata: in the JSON's ``"model"`` object.
+_MODEL = meta(group="model")
 
 
 @dataclass(frozen=True)
-class WeightsReport:
+class WeightsReport(Record):
     """The result of :func:`kerinspect.scan.weights.inspect_weights`: static weight health
     read from the file, without running or deserializing the model.
 
@@ -985,19 +490,24 @@ class WeightsReport:
             model weights, so never in ``weights``, the totals or the flags.
     """
 
-    path: str
-    format: str
-    layout: str
+    path: str = field(metadata=_MODEL)
+    format: str = field(metadata=_MODEL)
+    layout: str = field(metadata=_MODEL)
     weights: tuple[WeightRecord, ...]
     thresholds: Thresholds = field(default_factory=Thresholds)
-    model_name: str | None = None
-    model_class: str | None = None
-    saved_with: str | None = None
+    model_name: str | None = field(default=None, metadata=meta(group="model", key="name"))
+    model_class: str | None = field(default=None, metadata=meta(group="model", key="class_name"))
+    saved_with: str | None = field(default=None, metadata=_MODEL)
     warnings: tuple[str, ...] = ()
     kerinspect_version: str = ""
     isolation: Isolation | None = None
     optimizer: tuple[StateVariable, ...] = ()
     metrics: tuple[StateVariable, ...] = ()
+
+    schema_version = SCHEMA_VERSION
+    kind = "weights"
+    JSON_KEYS = ("schema_version", "kerinspect_version", "kind", "model", "thresholds", "weights", "optimizer",
+                 "metrics", "totals", "warnings", "isolation")  # fmt: skip
 
     @property
     def totals(self) -> WeightTotals:
@@ -1007,43 +517,64 @@ class WeightsReport:
             flagged=sum(1 for w in self.weights if w.flags),
         )
 
-    def to_dict(self) -> dict[str, Any]:
-        return {
-            "schema_version": SCHEMA_VERSION,
-            "kerinspect_version": self.kerinspect_version,
-            "kind": "weights",
-            "model": {
-                "path": self.path,
-                "format": self.format,
-                "layout": self.layout,
-                "name": self.model_name,
-                "class_name": self.model_class,
-                "saved_with": self.saved_with,
-            },
-            "thresholds": self.thresholds.to_dict(),
-            "weights": [w.to_dict() for w in self.weights],
-            "optimizer": [v.to_dict() for v in self.optimizer],
-            "metrics": [v.to_dict() for v in self.metrics],
-            "totals": self.totals.to_dict(),
-            "warnings": list(self.warnings),
-            "isolation": None if self.isolation is None else self.isolation.to_dict(),
-        }
 
-    @classmethod
-    def from_dict(cls, d: dict[str, Any]) -> WeightsReport:
-        m = d["model"]
-        return cls(
-            path=m["path"],
-            format=m["format"],
-            layout=m["layout"],
-            weights=tuple(WeightRecord.from_dict(w) for w in d["weights"]),
-            thresholds=Thresholds.from_dict(d.get("thresholds", {})),
-            model_name=m.get("name"),
-            model_class=m.get("class_name"),
-            saved_with=m.get("saved_with"),
-            warnings=tuple(d.get("warnings", ())),
-            kerinspect_version=d.get("kerinspect_version", ""),
-            isolation=Isolation.from_dict(d["isolation"]) if d.get("isolation") else None,
-            optimizer=tuple(StateVariable.from_dict(v) for v in d.get("optimizer", ())),
-            metrics=tuple(StateVariable.from_dict(v) for v in d.get("metrics", ())),
-        )
+# -- in a notebook -------------------------------------------------------------------
+
+
+def _rows(report: ModelReport) -> list[dict[str, Any]]:
+    """One plain dict per output tensor, in graph order (what ``to_pandas`` holds)."""
+    stat_names = [f.name for f in dataclasses.fields(TensorStats)]
+    rows = []
+    for r in report.layers:
+        for o in r.outputs:
+            row: dict[str, Any] = {
+                "key": tensor_key(r, o),
+                "path": r.path,
+                "output": o.name,
+                "layer": r.name,
+                "class_name": r.class_name,
+                "call": r.call,
+                "depth": r.depth,
+                "parent": r.parent,
+                "container": r.container,
+                "params": r.params,
+                "shape": tuple(o.shape),
+                "dtype": o.dtype,
+            }
+            for name in stat_names:
+                row[name] = None if o.stats is None else getattr(o.stats, name)
+            row["flags"] = ",".join(o.flags)
+            row["model_output"] = o.model_output
+            rows.append(row)
+    return rows
+
+
+_COLUMNS = ("Layer", "Class", "Output shape", "Params", "Mean", "Std", "Min", "Max", "Zeros", "NaN", "Inf",
+            "Dead", "Flags")  # fmt: skip
+_NUMERIC = ("Params", "Mean", "Std", "Min", "Max", "Zeros", "NaN", "Inf", "Dead")
+
+
+def _cells(report: ModelReport) -> tuple[list[list[str]], list[int]]:
+    """``_repr_html_``: one row of cells per output tensor (per layer call without one),
+    and each row's nesting depth."""
+    rows: list[list[str]] = []
+    indents: list[int] = []
+    for r in report.layers:
+        params = "" if r.class_name == "InputLayer" else (
+            ("shared" if r.params else "0") if r.call > 0 else fmt_count(r.params)
+        )  # fmt: skip
+        if not r.outputs:
+            rows.append([r.path, r.class_name, "-" if r.called else "(not called)", params] + [""] * 9)
+            indents.append(r.depth)
+        for k, o in enumerate(r.outputs):
+            st = o.stats
+            figures = ["-"] * 8
+            if st is not None:
+                figures = [fmt_mean(st), fmt_float(st.std), fmt_float(st.min), fmt_float(st.max),
+                           fmt_fraction(st.zero_fraction), fmt_count(st.nan_count), fmt_count(st.inf_count),
+                           fmt_fraction(st.dead_fraction)]  # fmt: skip
+            shape = fmt_shape(o.shape) + ("" if o.dtype == "float32" else f" {o.dtype}")
+            cls, shown_params = (r.class_name, params) if k == 0 else ("", "")
+            rows.append([tensor_key(r, o), cls, shape, shown_params, *figures, ",".join(o.flags)])
+            indents.append(r.depth)
+    return rows, indents

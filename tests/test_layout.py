@@ -61,3 +61,68 @@ def test_the_parent_of_a_run_imports_no_tensorflow_keras_numpy_or_h5py(tmp_path)
                          capture_output=True, text=True, cwd=ROOT, timeout=300)
     assert out.returncode == 0, out.stderr
     assert out.stderr.strip().splitlines()[-1] == "LOADED []"
+
+
+def _imports() -> dict[str, set[str]]:
+    """Every kerinspect module and the kerinspect modules it imports anywhere (function-local
+    and ``TYPE_CHECKING`` imports included), resolved to the modules that exist."""
+    import ast
+
+    files = {}
+    for path in (ROOT / "kerinspect").rglob("*.py"):
+        name = ".".join(path.relative_to(ROOT).with_suffix("").parts).removesuffix(".__init__")
+        files[name] = path
+    graph: dict[str, set[str]] = {}
+    for name, path in files.items():
+        package = name if path.name == "__init__.py" else name.rpartition(".")[0]
+        targets = set()
+        for node in ast.walk(ast.parse(path.read_text())):
+            if isinstance(node, ast.Import):
+                targets.update(a.name for a in node.names)
+            elif isinstance(node, ast.ImportFrom):
+                base = node.module or ""
+                if node.level:
+                    parent = package.split(".")[: len(package.split(".")) - node.level + 1]
+                    base = ".".join(parent + ([base] if base else []))
+                targets.update(f"{base}.{a.name}" if f"{base}.{a.name}" in files else base for a in node.names)
+        resolved = set()
+        for target in targets:
+            while target and target not in files:
+                target = target.rpartition(".")[0]
+            if target and target != name and not name.startswith(target + "."):  # a package's own __init__
+                resolved.add(target)
+        graph[name] = resolved
+    return graph
+
+
+#: Plain data: what every view reads. None of it may import a view (render*, the CLI) or Rich.
+DATA = ("report", "check_results", "provenance", "diff", "records", "numfmt", "tables", "checks", "config")
+
+
+@pytest.mark.parametrize("name", DATA)
+def test_data_modules_import_no_presentation(name):
+    graph = _imports()
+    seen, todo = set(), [f"kerinspect.{name}"]
+    while todo:  # everything it imports, directly or not
+        module = todo.pop()
+        if module not in seen:
+            seen.add(module)
+            todo += graph.get(module, ())
+    views = sorted(m for m in seen if m.startswith(("kerinspect.render", "kerinspect.cli", "kerinspect._ci")))
+    assert not views, f"kerinspect.{name} imports {views}"
+
+
+def test_no_import_circle_outside_the_engine():
+    """A circle of imports marks a helper in the wrong module (the engine's own are still to go)."""
+    graph = {m: {t for t in ts if not t.startswith("kerinspect.engine")} for m, ts in _imports().items()
+             if not m.startswith("kerinspect.engine")}  # fmt: skip
+    for start in graph:
+        path, todo, seen = {start: [start]}, [start], set()
+        while todo:
+            module = todo.pop()
+            for target in graph[module]:
+                assert target != start, "import circle: " + " -> ".join([*path[module], start])
+                if target not in seen:
+                    seen.add(target)
+                    path[target] = [*path[module], target]
+                    todo.append(target)

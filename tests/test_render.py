@@ -220,3 +220,37 @@ def test_a_mean_below_float32_resolution_is_shown_as_about_zero():
     assert fmt_mean(st(3.1e-6)) == "3.1e-06"  # above 1e-6 of the largest magnitude: shown
     assert fmt_mean(st(0.0)) == "0" and fmt_mean(st(1e-12, 0.0, 1e-11)) == "1e-12"
     assert fmt_mean(None) == "-" and fmt_mean(st(None)) == "-"
+
+
+def test_a_mean_of_rounding_noise_reads_the_same_in_every_view():
+    """One tensor whose mean is rounding noise around zero (a LayerNormalization output):
+    the summary table, Markdown, the reprs, the notebook's HTML table, the HTML report and
+    the diff table all show ``~0`` (:mod:`kerinspect.numfmt`); only the JSON keeps the figure."""
+    from kerinspect.diff import DiffReport, OutputDiff, PairDiff, Sums
+    from kerinspect.figures import Pictures, ReportData
+    from kerinspect.render_diff import render_diff_markdown
+    from kerinspect.render_html import render_report
+
+    noise = TensorStats(64, -1.494e-09, 1.0, -2.0, 2.0, 2.0, 0.0, 0, 0, 0.0)
+    ln = LayerRecord("ln", "ln", "LayerNormalization", 0, 16, outputs=(T("output", (8, 8), noise),))
+    info = ModelInfo("toy", "Functional", None, "keras", 16, 16, "3.15.1")
+    report = ModelReport(info, (), (ln,), 8, 8)
+    page = render_report(ReportData(report, Pictures()))
+    embedded = page.split('id="kerinspect-report">', 1)[1].split("</script>", 1)[0]
+    assert json.loads(embedded)["report"]["layers"][0]["outputs"][0]["stats"]["mean"] == -1.494e-09
+    out = OutputDiff("output", (8, 8), (8, 8), "float32", "float32", noise, noise, Sums(64, 0, 1.0, 1.0, 1.0))
+    diff = DiffReport(info, info, (), 8, 8, 1e-2, False, (PairDiff("ln", "ln", "LayerNormalization",
+                                                                   "LayerNormalization", "path", (out,)),))
+    views = {
+        "table": next(line for line in table_text(report).splitlines() if line.startswith("ln ")),
+        "markdown": next(line for line in render_markdown(report).splitlines() if "ln" in line),
+        "repr": repr(ln),
+        "notebook html": report._repr_html_(),
+        "html report": page.replace(embedded, ""),
+        "diff table": next(line for line in render_diff_markdown(diff).splitlines() if "LayerNorm" in line),
+    }
+    for view, text in views.items():
+        assert "~0" in text and "1.494" not in text and "e-09" not in text, (view, text)
+    assert "mean ~0 std 1" in views["repr"] and "mean ~0 · std 1" in views["html report"]
+    assert ">~0</td>" in views["notebook html"] and ">~0</td>" in views["html report"]
+    assert views["diff table"].count(" ~0 ") == 2  # Mean A and Mean B

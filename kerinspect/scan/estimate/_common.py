@@ -1,10 +1,11 @@
 """Small helpers and types of the estimate (see :mod:`kerinspect.scan.estimate`): config
-numbers and shapes read defensively, a layer's name and dtype, a ``build_config``'s shapes."""
+numbers and shapes read defensively, a layer's name and dtype, a ``build_config``'s shapes,
+and what a formula may ask of the walk (:class:`Walker`)."""
 
 from __future__ import annotations
 
 import math
-from typing import Any
+from typing import Any, Protocol
 
 
 def _as_int(value: Any) -> int | None:
@@ -36,6 +37,18 @@ def layer_name(layer: Any, fallback: str | int) -> str:
 Shape = list[int | None]
 #: the tensors a layer is called on (or returns); None where a shape is not known
 Tensors = list[Shape | None]
+
+
+class Walker(Protocol):
+    """What a formula that nests layers (wrappers, RNN cells) needs of the walk
+    (:class:`kerinspect.scan.estimate.walk._Walker`): counting a layer dict through it,
+    so that nested layers share its budget, totals and unknown classes."""
+
+    def count(
+        self, layer: dict[str, Any], ins: Tensors, declared: Tensors | None, path: tuple[str, ...]
+    ) -> tuple[int, Tensors | None]: ...
+
+    def sub(self, layer: Any, ins: Tensors, path: tuple[str, ...]) -> tuple[int, Tensors | None]: ...
 
 
 def _untuple(value: Any) -> Any:

@@ -7,11 +7,12 @@ from __future__ import annotations
 import math
 import re
 from collections.abc import Callable
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 from kerinspect.scan.estimate._common import (
     Shape,
     Tensors,
+    Walker,
     _as_int,
     _axis,
     _build_shapes,
@@ -25,10 +26,7 @@ from kerinspect.scan.estimate._common import (
 )
 from kerinspect.scan.estimate.shapes import _channels_first, _spatial, _with_spatial
 
-if TYPE_CHECKING:
-    from kerinspect.scan.estimate.walk import _Walker
-
-Formula = Callable[["_Walker", dict[str, Any], Tensors, tuple[str, ...]], tuple[int, Tensors | None]]
+Formula = Callable[[Walker, dict[str, Any], Tensors, tuple[str, ...]], tuple[int, Tensors | None]]
 
 
 def _bias(cfg: dict[str, Any]) -> int:
@@ -44,9 +42,7 @@ def _lora(cfg: dict[str, Any], rows: int, cols: int) -> int:
     return rank * (rows + cols) if rank else 0
 
 
-def _dense(
-    w: _Walker, cfg: dict[str, Any], ins: Tensors, path: tuple[str, ...]
-) -> tuple[int, Tensors | None]:
+def _dense(w: Walker, cfg: dict[str, Any], ins: Tensors, path: tuple[str, ...]) -> tuple[int, Tensors | None]:
     x = ins[0]
     units = _int(cfg, "units")
     count = _last(x) * units + _bias(cfg) * units + _lora(cfg, _last(x), units)
@@ -116,7 +112,7 @@ def _einsum_shapes(
 
 
 def _einsum_dense(
-    w: _Walker, cfg: dict[str, Any], ins: Tensors, path: tuple[str, ...]
+    w: Walker, cfg: dict[str, Any], ins: Tensors, path: tuple[str, ...]
 ) -> tuple[int, Tensors | None]:
     x = ins[0]
     raw = _untuple(cfg.get("output_shape"))
@@ -138,7 +134,7 @@ def _einsum_dense(
 
 
 def _embedding(
-    w: _Walker, cfg: dict[str, Any], ins: Tensors, path: tuple[str, ...]
+    w: Walker, cfg: dict[str, Any], ins: Tensors, path: tuple[str, ...]
 ) -> tuple[int, Tensors | None]:
     x = ins[0]
     n, d = _int(cfg, "input_dim"), _int(cfg, "output_dim")
@@ -151,7 +147,7 @@ def _embedding(
 
 def _conv_kind(kind: str, rank: int) -> Formula:
     def formula(
-        w: _Walker, cfg: dict[str, Any], ins: Tensors, path: tuple[str, ...]
+        w: Walker, cfg: dict[str, Any], ins: Tensors, path: tuple[str, ...]
     ) -> tuple[int, Tensors | None]:
         return _conv(kind, rank, cfg, ins[0])
 
@@ -233,7 +229,7 @@ _CONV_FORMULAS: dict[str, Formula] = {
 
 def _conv_lstm(rank: int) -> Formula:
     def formula(
-        w: _Walker, cfg: dict[str, Any], ins: Tensors, path: tuple[str, ...]
+        w: Walker, cfg: dict[str, Any], ins: Tensors, path: tuple[str, ...]
     ) -> tuple[int, Tensors | None]:
         x = ins[0]
         first = _channels_first(cfg)
@@ -270,7 +266,7 @@ def _cell_params(cn: str, cfg: dict[str, Any], in_dim: int) -> tuple[int, int, i
     return count, units, states
 
 
-def _cell(w: _Walker, cell: Any, in_dim: int, path: tuple[str, ...]) -> tuple[int, int | None, int]:
+def _cell(w: Walker, cell: Any, in_dim: int, path: tuple[str, ...]) -> tuple[int, int | None, int]:
     """(parameters, output size, states) of any cell config: built-in, stacked, or unknown."""
     if isinstance(cell, list):
         cell = {"class_name": "StackedRNNCells", "config": {"cells": cell}}
@@ -299,7 +295,7 @@ def _cell(w: _Walker, cell: Any, in_dim: int, path: tuple[str, ...]) -> tuple[in
 
 
 def _rnn(
-    w: _Walker, cfg: dict[str, Any], ins: Tensors, path: tuple[str, ...], cell: Any
+    w: Walker, cfg: dict[str, Any], ins: Tensors, path: tuple[str, ...], cell: Any
 ) -> tuple[int, Tensors | None]:
     x = ins[0]
     count, units, states = _cell(w, cell, _last(x), path)
@@ -313,20 +309,20 @@ def _rnn(
 
 
 def _rnn_layer(
-    w: _Walker, cfg: dict[str, Any], ins: Tensors, path: tuple[str, ...]
+    w: Walker, cfg: dict[str, Any], ins: Tensors, path: tuple[str, ...]
 ) -> tuple[int, Tensors | None]:
     cn = cfg.get("__class__")
     return _rnn(w, cfg, ins, path, {"class_name": cn, "config": cfg})
 
 
 def _rnn_generic(
-    w: _Walker, cfg: dict[str, Any], ins: Tensors, path: tuple[str, ...]
+    w: Walker, cfg: dict[str, Any], ins: Tensors, path: tuple[str, ...]
 ) -> tuple[int, Tensors | None]:
     return _rnn(w, cfg, ins, path, cfg.get("cell"))
 
 
 def _cell_layer(
-    w: _Walker, cfg: dict[str, Any], ins: Tensors, path: tuple[str, ...]
+    w: Walker, cfg: dict[str, Any], ins: Tensors, path: tuple[str, ...]
 ) -> tuple[int, Tensors | None]:
     x = ins[0]
     count, units, _ = _cell(w, {"class_name": cfg.get("__class__"), "config": cfg}, _last(x), path[:-1])
@@ -334,7 +330,7 @@ def _cell_layer(
 
 
 def _stacked(
-    w: _Walker, cfg: dict[str, Any], ins: Tensors, path: tuple[str, ...]
+    w: Walker, cfg: dict[str, Any], ins: Tensors, path: tuple[str, ...]
 ) -> tuple[int, Tensors | None]:
     x = ins[0]
     count, units, _ = _cell(w, {"class_name": "StackedRNNCells", "config": cfg}, _last(x), path[:-1])
@@ -342,7 +338,7 @@ def _stacked(
 
 
 def _bidirectional(
-    w: _Walker, cfg: dict[str, Any], ins: Tensors, path: tuple[str, ...]
+    w: Walker, cfg: dict[str, Any], ins: Tensors, path: tuple[str, ...]
 ) -> tuple[int, Tensors | None]:
     forward, outs = w.sub(cfg.get("layer"), ins, path)
     backward_cfg = cfg.get("backward_layer")
@@ -364,7 +360,7 @@ def _bidirectional(
 
 
 def _time_distributed(
-    w: _Walker, cfg: dict[str, Any], ins: Tensors, path: tuple[str, ...]
+    w: Walker, cfg: dict[str, Any], ins: Tensors, path: tuple[str, ...]
 ) -> tuple[int, Tensors | None]:
     x = ins[0]
     inner = None if x is None or len(x) < 2 else [x[0], *x[2:]]
@@ -375,7 +371,7 @@ def _time_distributed(
 
 
 def _wrapper(
-    w: _Walker, cfg: dict[str, Any], ins: Tensors, path: tuple[str, ...]
+    w: Walker, cfg: dict[str, Any], ins: Tensors, path: tuple[str, ...]
 ) -> tuple[int, Tensors | None]:
     return w.sub(cfg.get("layer"), ins, path)
 
@@ -407,7 +403,7 @@ def _kernel_last(layer: Any, x: Shape | None) -> int:
 
 
 def _spectral(
-    w: _Walker, cfg: dict[str, Any], ins: Tensors, path: tuple[str, ...]
+    w: Walker, cfg: dict[str, Any], ins: Tensors, path: tuple[str, ...]
 ) -> tuple[int, Tensors | None]:
     count, outs = w.sub(cfg.get("layer"), ins, path)
     return count + _kernel_last(cfg.get("layer"), ins[0]), outs
@@ -427,14 +423,14 @@ def _axes_size(x: Shape | None, axis: Any) -> int:
 
 
 def _batch_norm(
-    w: _Walker, cfg: dict[str, Any], ins: Tensors, path: tuple[str, ...]
+    w: Walker, cfg: dict[str, Any], ins: Tensors, path: tuple[str, ...]
 ) -> tuple[int, Tensors | None]:
     per = 2 + int(cfg.get("center", True) is not False) + int(cfg.get("scale", True) is not False)
     return _axes_size(ins[0], cfg.get("axis", -1)) * per, [ins[0]]
 
 
 def _layer_norm(
-    w: _Walker, cfg: dict[str, Any], ins: Tensors, path: tuple[str, ...]
+    w: Walker, cfg: dict[str, Any], ins: Tensors, path: tuple[str, ...]
 ) -> tuple[int, Tensors | None]:
     rms = cfg.get("rms_scaling") is True
     per = int(cfg.get("scale", True) is not False or rms) + int(
@@ -444,29 +440,27 @@ def _layer_norm(
 
 
 def _group_norm(
-    w: _Walker, cfg: dict[str, Any], ins: Tensors, path: tuple[str, ...]
+    w: Walker, cfg: dict[str, Any], ins: Tensors, path: tuple[str, ...]
 ) -> tuple[int, Tensors | None]:
     per = int(cfg.get("center", True) is not False) + int(cfg.get("scale", True) is not False)
     return _axes_size(ins[0], cfg.get("axis", -1)) * per, [ins[0]]
 
 
 def _rms_norm(
-    w: _Walker, cfg: dict[str, Any], ins: Tensors, path: tuple[str, ...]
+    w: Walker, cfg: dict[str, Any], ins: Tensors, path: tuple[str, ...]
 ) -> tuple[int, Tensors | None]:
     return _axes_size(ins[0], cfg.get("axis", -1)), [ins[0]]
 
 
 def _normalization(
-    w: _Walker, cfg: dict[str, Any], ins: Tensors, path: tuple[str, ...]
+    w: Walker, cfg: dict[str, Any], ins: Tensors, path: tuple[str, ...]
 ) -> tuple[int, Tensors | None]:
     if cfg.get("mean") is not None:
         return 0, [ins[0]]
     return 2 * _axes_size(ins[0], cfg.get("axis", -1)) + 1, [ins[0]]
 
 
-def _prelu(
-    w: _Walker, cfg: dict[str, Any], ins: Tensors, path: tuple[str, ...]
-) -> tuple[int, Tensors | None]:
+def _prelu(w: Walker, cfg: dict[str, Any], ins: Tensors, path: tuple[str, ...]) -> tuple[int, Tensors | None]:
     x = ins[0]
     if x is None:
         return 1, None
@@ -480,14 +474,14 @@ def _prelu(
 
 
 def _attention(
-    w: _Walker, cfg: dict[str, Any], ins: Tensors, path: tuple[str, ...]
+    w: Walker, cfg: dict[str, Any], ins: Tensors, path: tuple[str, ...]
 ) -> tuple[int, Tensors | None]:
     count = int(cfg.get("use_scale") is True) + int(cfg.get("score_mode") == "concat")
     return count, _attention_out(cfg, ins)
 
 
 def _additive_attention(
-    w: _Walker, cfg: dict[str, Any], ins: Tensors, path: tuple[str, ...]
+    w: Walker, cfg: dict[str, Any], ins: Tensors, path: tuple[str, ...]
 ) -> tuple[int, Tensors | None]:
     count = _last(ins[0]) if cfg.get("use_scale", True) is not False else 0
     return count, _attention_out(cfg, ins)
@@ -508,7 +502,7 @@ def _qkv(ins: Tensors) -> tuple[Shape | None, int, int, int]:
     return q, _last(q), _last(k), _last(v)
 
 
-def _mha(w: _Walker, cfg: dict[str, Any], ins: Tensors, path: tuple[str, ...]) -> tuple[int, Tensors | None]:
+def _mha(w: Walker, cfg: dict[str, Any], ins: Tensors, path: tuple[str, ...]) -> tuple[int, Tensors | None]:
     query, q, k, v = _qkv(ins)
     heads, kd = _int(cfg, "num_heads"), _int(cfg, "key_dim")
     vd = _int(cfg, "value_dim") if cfg.get("value_dim") is not None else kd
@@ -527,7 +521,7 @@ def _mha(w: _Walker, cfg: dict[str, Any], ins: Tensors, path: tuple[str, ...]) -
     return count, [[*query[:-1], *out_shape] if out_shape else query]
 
 
-def _gqa(w: _Walker, cfg: dict[str, Any], ins: Tensors, path: tuple[str, ...]) -> tuple[int, Tensors | None]:
+def _gqa(w: Walker, cfg: dict[str, Any], ins: Tensors, path: tuple[str, ...]) -> tuple[int, Tensors | None]:
     query, q, k, v = _qkv(ins)
     h, u, kv = _int(cfg, "head_dim"), _int(cfg, "num_query_heads"), _int(cfg, "num_key_value_heads")
     bias = _bias(cfg)
@@ -538,7 +532,7 @@ def _gqa(w: _Walker, cfg: dict[str, Any], ins: Tensors, path: tuple[str, ...]) -
     return count, [query]
 
 
-def _stft(w: _Walker, cfg: dict[str, Any], ins: Tensors, path: tuple[str, ...]) -> tuple[int, Tensors | None]:
+def _stft(w: Walker, cfg: dict[str, Any], ins: Tensors, path: tuple[str, ...]) -> tuple[int, Tensors | None]:
     frame = _int(cfg, "frame_length")
     fft = _as_int(cfg.get("fft_length")) or (1 << max(frame - 1, 0).bit_length() if frame else 1)
     kernels = int(cfg.get("mode", "log") != "imag") + int(cfg.get("mode", "log") != "real")
@@ -546,14 +540,14 @@ def _stft(w: _Walker, cfg: dict[str, Any], ins: Tensors, path: tuple[str, ...]) 
 
 
 def _layer_scale(
-    w: _Walker, cfg: dict[str, Any], ins: Tensors, path: tuple[str, ...]
+    w: Walker, cfg: dict[str, Any], ins: Tensors, path: tuple[str, ...]
 ) -> tuple[int, Tensors | None]:
     return _int(cfg, "projection_dim"), [ins[0]]
 
 
 def _by_class(formula: Callable[..., tuple[int, Tensors | None]], cn: str) -> Formula:
     def bound(
-        w: _Walker, cfg: dict[str, Any], ins: Tensors, path: tuple[str, ...]
+        w: Walker, cfg: dict[str, Any], ins: Tensors, path: tuple[str, ...]
     ) -> tuple[int, Tensors | None]:
         return formula(w, {**cfg, "__class__": cn}, ins, path)
 
@@ -561,7 +555,7 @@ def _by_class(formula: Callable[..., tuple[int, Tensors | None]], cn: str) -> Fo
 
 
 def _rev_embedding(
-    w: _Walker, cfg: dict[str, Any], ins: Tensors, path: tuple[str, ...]
+    w: Walker, cfg: dict[str, Any], ins: Tensors, path: tuple[str, ...]
 ) -> tuple[int, Tensors | None]:
     return _embedding(w, {**cfg, "class_name": "ReversibleEmbedding"}, ins, path)
 

@@ -1,0 +1,72 @@
+"""Where a report's figures come from: the model file and how it was loaded
+(:class:`ModelInfo`), the inputs it was fed (:class:`InputRecord`), and the process that
+opened it (:class:`Isolation`).
+
+Shared by every report (:mod:`kerinspect.report`, :mod:`kerinspect.check_results`,
+:mod:`kerinspect.diff`), which import them from here; ``kerinspect.report`` re-exports
+them. Frozen dataclasses of builtins with generated JSON (:mod:`kerinspect.records`).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from .records import Record
+
+
+@dataclass(frozen=True)
+class ModelInfo(Record):
+    """What was inspected: the file, its format and the loader that read it.
+
+    ``loader`` is ``keras``, or ``keras+legacy-h5-upgrade`` (a legacy ``.h5``) /
+    ``keras+legacy-archive-upgrade`` (a tf.keras 2.13-2.15 ``.keras``) when a Keras 2
+    config was rewritten for Keras 3 first; ``notes`` lists what was changed."""
+
+    name: str
+    class_name: str
+    path: str | None
+    format: str
+    params: int
+    trainable_params: int
+    keras_version: str
+    loader: str = "keras"
+    notes: tuple[str, ...] = ()
+
+
+@dataclass(frozen=True)
+class InputRecord(Record):
+    """One model input as it was fed: its name, full shape, dtype and origin.
+
+    ``source`` is ``"synthetic"`` (generated from the signature with ``seed``) or
+    the path of the ``.npy``/``.npz`` file it came from, or ``"array"``. ``note``
+    says how synthetic values were drawn when the signature alone would mislead
+    (a float input drawn as token ids for the ``Embedding`` it feeds).
+    """
+
+    name: str
+    shape: tuple[int, ...]
+    dtype: str
+    source: str
+    seed: int | None = None
+    note: str | None = None
+
+
+@dataclass(frozen=True)
+class Isolation(Record):
+    """How the model file was opened.
+
+    Attributes:
+        worker: in a disposable, confined worker process (False: in this process,
+            ``KERINSPECT_ISOLATION=off`` or an in-memory model).
+        network_namespace: the worker had a private network namespace (no interface).
+        socket_guard: the worker refused Python sockets (always, in a worker).
+    """
+
+    worker: bool
+    network_namespace: bool = False
+    socket_guard: bool = False
+
+    @property
+    def partial(self) -> bool:
+        """A worker ran, but the kernel refused it a network namespace."""
+        return self.worker and not self.network_namespace
