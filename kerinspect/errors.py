@@ -9,9 +9,10 @@ escapes is a bug and exits with :attr:`ExitCode.INTERNAL`.
 from __future__ import annotations
 
 import enum
+import re
 import string
 import unicodedata
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Collection, Iterable
 from dataclasses import dataclass
 from typing import Any
 
@@ -119,10 +120,8 @@ def whole_sentences(text: str, limit: int = 1200) -> str:
 # -- messages that reference parameters ---------------------------------------------
 
 
-def _known_parameters() -> frozenset[str]:
-    from .spec import PARAMETERS  # spec imports this module: read it once both are loaded
-
-    return PARAMETERS
+#: What a parameter's name looks like (``batch_size``).
+_PARAMETER_NAME = re.compile(r"[a-z][a-z0-9_]{0,63}")
 
 
 @dataclass(frozen=True)
@@ -130,16 +129,22 @@ class Param:
     """A reference to a parameter inside a :class:`Message`: the library shows its name
     (``batch_size``), the CLI its flag (``--batch-size``).
 
+    Which names are parameters is :data:`kerinspect.spec.PARAMETERS` (the specs' fields
+    and the API's own); this module, which every other imports, does not import it:
+    ``tests/test_errors.py`` checks every template in the source against it, and a
+    message from the worker is checked against it when it is read
+    (:meth:`Message.from_json` ``known``).
+
     Raises:
-        ValueError: ``name`` is not one of :data:`kerinspect.spec.PARAMETERS` (a
-            programming error, or a malformed message from the worker).
+        ValueError: ``name`` does not look like a parameter's name (``x[0]``, ``a.b``,
+            an escape sequence from a malformed worker message).
     """
 
     name: str
 
     def __post_init__(self) -> None:
-        if not isinstance(self.name, str) or self.name not in _known_parameters():
-            raise ValueError(f"not a kerinspect parameter: {self.name!r}")
+        if not isinstance(self.name, str) or not _PARAMETER_NAME.fullmatch(self.name):
+            raise ValueError(f"not a parameter name: {self.name!r}")
 
 
 #: Most segments a message may have (one from the worker is checked against it).
@@ -188,12 +193,13 @@ class Message:
         return [s if isinstance(s, str) else {"param": s.name} for s in self.segments]
 
     @classmethod
-    def from_json(cls, data: Any) -> Message:
+    def from_json(cls, data: Any, known: Collection[str] | None = None) -> Message:
         """The inverse of :meth:`to_json`; a string is one text segment.
 
         Raises:
             ValueError: not a string or a list of at most :data:`MAX_SEGMENTS` strings
-                and ``{"param": name}`` objects naming known parameters.
+                and ``{"param": name}`` objects, each naming a parameter (one of ``known``,
+                when given).
         """
         if isinstance(data, str):
             return cls((data,))
@@ -204,7 +210,10 @@ class Message:
             if isinstance(item, str):
                 segments.append(item)
             elif isinstance(item, dict) and item.keys() == {"param"}:
-                segments.append(Param(item["param"]))
+                param = Param(item["param"])  # ValueError unless it looks like a parameter's name
+                if known is not None and param.name not in known:
+                    raise ValueError("a message segment names no known parameter")
+                segments.append(param)
             else:
                 raise ValueError('a message segment is a string or {"param": name}')
         return cls(segments)
@@ -257,9 +266,11 @@ def msg(template: str, /, **values: Any) -> Message:
         msg("{batch_size} must be at least 1. Received: {batch_size}={value}", value=0)
 
     Raises:
-        ValueError: a field is neither in ``values`` nor a known parameter, carries a
-            format or conversion on a parameter, is positional or indexed, or a value
-            is not used (programming errors: tests catch them).
+        ValueError: a field that is not in ``values`` is not a parameter's name, or
+            carries a format or conversion, is positional or indexed; or a value is not
+            used (programming errors). That each parameter field names one of
+            :data:`kerinspect.spec.PARAMETERS` is checked by ``tests/test_errors.py``
+            for every template in the source.
     """
     segments: list[str | Param] = []
     unused = set(values)

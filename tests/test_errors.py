@@ -40,7 +40,6 @@ def test_untrusted_text_in_a_value_is_never_read_as_a_template():
 
 
 @pytest.mark.parametrize("template, values", [
-    ("{batch_sise} must be positive", {}),          # a typo: not a parameter
     ("{} must be positive", {}),                     # positional
     ("{0} must be positive", {}),
     ("{thresholds.max_abs} is too low", {}),         # attribute access
@@ -58,8 +57,9 @@ def test_values_may_be_parameters_and_messages():
     m = msg("{what} is above {limit}. {more}", what="The dump", limit=name, more=msg("Lower {samples}."))
     assert m.parameters == ("max_bytes", "samples")
     assert str(m) == "The dump is above max_bytes. Lower samples."
-    with pytest.raises(ValueError):
-        Param("not_a_parameter")
+    for bad in ("", "0", "a.b", "x[0]", "evil\x1b[31m", "Batch"):
+        with pytest.raises(ValueError):
+            Param(bad)
 
 
 def test_every_spec_field_is_a_parameter():
@@ -77,7 +77,34 @@ def test_json_round_trip_and_its_checks():
     for bad in (None, 3, {"param": "seed"}, [1], [{"param": "evil\x1b[31m"}], [{"param": "seed", "x": 1}],
                 [["seed"]], ["x"] * 201):
         with pytest.raises(ValueError):
-            Message.from_json(bad)
+            Message.from_json(bad, PARAMETERS)
+    with pytest.raises(ValueError):  # a name the parent does not know: the worker sent a bad message
+        Message.from_json([{"param": "not_a_parameter"}], PARAMETERS)
+    assert Message.from_json([{"param": "not_a_parameter"}]).parameters == ("not_a_parameter",)
+
+
+def test_every_template_in_the_source_references_known_parameters():
+    """Every msg("...") template in kerinspect/: each field that is not given as a value
+    names a parameter of spec.PARAMETERS (a typo such as {batch_sise} fails here)."""
+    import ast
+    import string
+
+    from tests.conftest import ROOT
+
+    seen = 0
+    for path in sorted((ROOT / "kerinspect").rglob("*.py")):
+        for node in ast.walk(ast.parse(path.read_text(encoding="utf-8"))):
+            if not (isinstance(node, ast.Call) and getattr(node.func, "id", None) == "msg"):
+                continue
+            template = node.args[0]
+            if isinstance(template, ast.JoinedStr) or not isinstance(template, ast.Constant):
+                raise AssertionError(f"{path}:{node.lineno}: a msg() template must be a literal string")
+            values = {k.arg for k in node.keywords}
+            fields = {f for _, f, _, _ in string.Formatter().parse(template.value) if f is not None}
+            unknown = fields - values - PARAMETERS
+            assert not unknown, f"{path.relative_to(ROOT)}:{node.lineno}: {sorted(unknown)} are no parameters"
+            seen += 1
+    assert seen > 40  # the scan found the templates
 
 
 # -- the error ------------------------------------------------------------------------

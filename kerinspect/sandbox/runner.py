@@ -46,6 +46,7 @@ from kerinspect.errors import (
     msg,
 )
 from kerinspect.sandbox import scratch as scratch_dirs
+from kerinspect.spec import PARAMETERS
 
 #: Environment variables passed through to the worker (everything else is dropped).
 _PASSTHROUGH_ENV = (
@@ -204,7 +205,7 @@ def _parse_message(line: bytes) -> dict[str, Any]:
             if key == "hint" and msg.get(key) is None:
                 continue
             try:
-                Message.from_json(msg.get(key))
+                Message.from_json(msg.get(key), PARAMETERS)
             except ValueError:
                 raise _protocol_error(f"an error message without a valid {key!r}") from None
     return msg
@@ -216,9 +217,9 @@ def _error_from(msg: dict[str, Any]) -> KerinspectError:
     cls = _ERROR_CLASSES.get(msg["exit_code"], KerinspectError)
     hint = msg.get("hint")
     err = cls(
-        Message.from_json(msg["message"]),
+        Message.from_json(msg["message"], PARAMETERS),
         rule=msg.get("rule"),
-        hint=None if hint is None else Message.from_json(hint),
+        hint=None if hint is None else Message.from_json(hint, PARAMETERS),
     )
     if cls is KerinspectError:
         err.exit_code = ExitCode.INTERNAL
