@@ -27,6 +27,9 @@ def _model(keras, scale: float = 1.0):
     """Token ids -> embedding -> a nested block (attention, norm, dense) -> pooled head.
     ``scale`` multiplies the head's kernel (model B of a diff)."""
     layers = keras.layers
+    # as in a fresh process (the worker's): the names Keras gives the layers an attention layer
+    # makes itself (its softmax) would otherwise count what earlier tests built
+    keras.backend.clear_session()
     keras.utils.set_random_seed(11)
     x = keras.Input((6, 8), name="h")
     a = layers.MultiHeadAttention(2, 4, name="att")(x, x)
