@@ -13,6 +13,7 @@ import sys
 import pytest
 
 from tests.conftest import ROOT
+from tests.conftest import SAMPLES as SAMPLES_DIR
 
 RUFF = shutil.which("ruff", path=str(ROOT / ".venv" / "bin")) or shutil.which("ruff")
 
@@ -125,3 +126,30 @@ def test_no_import_circle():
                     seen.add(target)
                     path[target] = [*path[module], target]
                     todo.append(target)
+
+
+def test_the_worker_imports_tensorflow_only_to_run_a_model(tmp_path):
+    """``weights`` and a file the static scan refuses never import TensorFlow in the worker
+    (a hostile file costs the scan, not a TensorFlow start): run_request in a fresh process."""
+    import shutil
+    import zipfile
+
+    refused = tmp_path / "extra.keras"
+    shutil.copy(SAMPLES_DIR / "cnn.keras", refused)
+    with zipfile.ZipFile(refused, "a") as z:
+        z.writestr("evil.py", "print('hi')")
+    code = (
+        "import sys\n"
+        "from kerinspect.engine.jobs import QuietChannel, run_request\n"
+        "from kerinspect.errors import PolicyError\n"
+        "from kerinspect.sandbox.protocol import ModelRef, Request\n"
+        "def ref(p): import os; return ModelRef(p, 'keras', os.path.getsize(p))\n"
+        "run_request(Request('weights', ref(sys.argv[1])), QuietChannel())\n"
+        "try:\n    run_request(Request('inspect', ref(sys.argv[2])), QuietChannel())\n"
+        "except PolicyError as e:\n    print('REFUSED', e.rule)\n"
+        "print('LOADED', sorted(m for m in ('tensorflow', 'keras') if m in sys.modules))\n"
+    )
+    out = subprocess.run([sys.executable, "-c", code, str(SAMPLES_DIR / "cnn.keras"), str(refused)],
+                         capture_output=True, text=True, cwd=ROOT, timeout=300)
+    assert out.returncode == 0, out.stderr
+    assert out.stdout.split("\n")[-3:] == ["REFUSED zip-member", "LOADED []", ""]

@@ -22,9 +22,7 @@ from __future__ import annotations
 
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, replace
-from typing import Any
-
-import numpy as np
+from typing import TYPE_CHECKING, Any
 
 from kerinspect import __version__
 from kerinspect.errors import KerinspectError, escape_text
@@ -33,11 +31,12 @@ from kerinspect.sandbox.protocol import InputsRef, ModelRef, Request
 from kerinspect.scan.preflight import ModelFile
 from kerinspect.spec import ProgressFn, RunSpec
 
-from .batches import EngineOutcome, run_batches
-from .feed import build_feed
-from .inputs import Feed
-from .records import layer_records, model_info, weight_records
-from .statistics import StatsCollector
+if TYPE_CHECKING:
+    from .inputs import Feed
+    from .statistics import StatsCollector
+
+# The engine's modules that import TensorFlow are imported by the jobs that run a model,
+# not here: the worker's scan (and its refusals) and ``weights`` never import TensorFlow.
 
 
 class QuietChannel:
@@ -73,6 +72,8 @@ class Subject:
     notes: tuple[str, ...] = ()
 
     def info(self) -> ModelInfo:
+        from .records import model_info
+
         return model_info(self.model, self.path, self.format, self.loader, self.notes)
 
 
@@ -102,6 +103,8 @@ class Task:
 
     def feed(self) -> Feed:
         """The batches of this task, for its first model's signature."""
+        from .feed import build_feed
+
         return build_feed(self.subject.model, self.inputs, self.run, source=self.source)
 
 
@@ -114,6 +117,10 @@ def inspect(task: Task, channel: Any, collector: StatsCollector | None = None) -
     ``collector`` replaces the default :class:`StatsCollector` (a subclass that keeps
     more, as the report's :class:`~kerinspect.engine.pictures.PictureCollector` does);
     it is closed here."""
+    from .batches import EngineOutcome, run_batches
+    from .records import layer_records, weight_records
+    from .statistics import StatsCollector
+
     subject, run = task.subject, task.run
     feed = task.feed()
     collector = StatsCollector() if collector is None else collector
@@ -283,6 +290,8 @@ def _read_inputs(inputs: InputsRef | None) -> Any:
         return None
     if inputs.kind == "file":
         return inputs.path
+    import numpy as np
+
     with np.load(inputs.path, allow_pickle=False) as data:
         if inputs.by_name:
             return {k: data[k] for k in data.files}
