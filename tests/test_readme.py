@@ -39,3 +39,15 @@ def test_an_example_marker_needs_a_text_block():
     ex = script.examples(["<!-- example: summary m.keras --samples 4 ; skip=2 -->", "```text", "a", "b", "```"])
     assert ex[0].args == ["summary", "m.keras", "--samples", "4"] and ex[0].skip == 2
     assert (ex[0].start, ex[0].end) == (2, 4)
+
+
+def test_outputs_match_up_to_another_cpus_rounding_only():
+    same = _script().same_output
+    line = "norm  LayerNormalization  0.999969  -1.412e-09   0.997  (max difference 2e-08) 1,024"
+    assert same([line], [line.replace("-1.412e-09", "-4.802e-10").replace("2e-08", "0")])
+    assert same(["min entropy 0.0001096"], ["min entropy   0.0001095"])  # spacing and the 4th digit
+    assert not same([line], [line.replace("0.997", "0.897")])  # a real change
+    assert not same([line], [line.replace("1,024", "1,124")])
+    assert not same([line], [line.replace("norm ", "norms ")])
+    assert not same(["12 layer calls"], ["12 layer calls", "more"])
+    assert not same(["exit 0"], ["exit 1"])
