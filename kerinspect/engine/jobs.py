@@ -72,7 +72,7 @@ class Subject:
     notes: tuple[str, ...] = ()
 
     def info(self) -> ModelInfo:
-        from .records import model_info
+        from .report_records import model_info
 
         return model_info(self.model, self.path, self.format, self.loader, self.notes)
 
@@ -118,7 +118,7 @@ def inspect(task: Task, channel: Any, collector: StatsCollector | None = None) -
     more, as the report's :class:`~kerinspect.engine.pictures.PictureCollector` does);
     it is closed here."""
     from .batches import EngineOutcome, run_batches
-    from .records import layer_records, weight_records
+    from .report_records import layer_records, weight_records
     from .statistics import StatsCollector
 
     subject, run = task.subject, task.run

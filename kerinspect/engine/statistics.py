@@ -5,7 +5,7 @@ batch by batch and folds every output of every call into a
 :class:`~kerinspect.stats.RunningStats`, with what each call received (to judge its
 output against its input) and every attention layer's per-head accumulators. It holds
 numbers, never tensors. What the report says of them (flags, records) is made after
-the run by :mod:`kerinspect.engine.records`.
+the run by :mod:`kerinspect.engine.report_records`.
 """
 
 from __future__ import annotations
