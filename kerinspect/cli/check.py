@@ -17,7 +17,6 @@ from kerinspect.cli.options import (
     input_options,
     is_given,
     load_options,
-    make_load_options,
     threshold_options,
 )
 from kerinspect.cli.output import ProgressBar, stderr_console, stdout_console, write_junit
@@ -101,11 +100,7 @@ def check(
     no_config: bool,
     fmt: str,
     junit_path: str | None,
-    timeout: float | None,
-    max_memory: int | None,
-    max_params: int | None,
-    custom_objects: str | None,
-    trust_model: bool,
+    load: sp.LoadOptions,
     **options: Any,
 ) -> int:
     """Gate for CI: run each MODEL and fail when an activation holds NaN or Inf,
@@ -144,7 +139,6 @@ def check(
             rule="usage",
         )
 
-    load = make_load_options(timeout, max_memory, custom_objects, trust_model, max_params)
     with ProgressBar(stderr_console()) as progress:
         run = check_models(
             models,

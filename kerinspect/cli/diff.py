@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-from typing import Any
-
 import click
 
 from kerinspect import spec as sp
@@ -13,11 +11,11 @@ from kerinspect.cli.options import (
     depth_option,
     input_options,
     load_options,
-    make_load_options,
     output_options,
-    run_spec,
+    spec_argument,
 )
 from kerinspect.cli.output import ProgressBar, emit, stderr_console, write_junit
+from kerinspect.spec import LoadOptions, RunSpec
 
 
 @cli.command()
@@ -46,19 +44,16 @@ from kerinspect.cli.output import ProgressBar, emit, stderr_console, write_junit
 @load_options
 @output_options
 @debug_option
+@spec_argument
 def diff(
     model_a: str,
     model_b: str,
     input_file: str | None,
     junit_path: str | None,
-    timeout: float | None,
-    max_memory: int | None,
-    max_params: int | None,
-    custom_objects: str | None,
-    trust_model: bool,
     fmt: str,
     width: int | None,
-    **run_options: Any,
+    spec: RunSpec,
+    load: LoadOptions,
 ) -> int:
     """Run models A and B on the same inputs and show, layer by layer, where B starts
     to disagree with A (a converted, quantized, fine-tuned or re-exported copy).
@@ -81,8 +76,6 @@ def diff(
     """
     from kerinspect.api import diff_models
 
-    spec = run_spec(run_options)
-    load = make_load_options(timeout, max_memory, custom_objects, trust_model, max_params)
     with ProgressBar(stderr_console()) as progress:
         report = diff_models(model_a, model_b, input_file, spec=spec, progress=progress, load=load)
     code = report.exit_code

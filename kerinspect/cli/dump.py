@@ -15,11 +15,11 @@ from kerinspect.cli.options import (
     dump_engine_option,
     input_options,
     load_options,
-    make_load_options,
-    run_spec,
+    spec_argument,
 )
 from kerinspect.cli.output import ProgressBar, stderr_console
 from kerinspect.errors import escape_text
+from kerinspect.spec import LoadOptions, RunSpec
 
 
 @cli.command()
@@ -50,17 +50,14 @@ from kerinspect.errors import escape_text
 @dump_engine_option
 @load_options
 @debug_option
+@spec_argument
 def dump(
     model: str,
     out: str,
     input_file: str | None,
     overwrite: bool,
-    timeout: float | None,
-    max_memory: int | None,
-    max_params: int | None,
-    custom_objects: str | None,
-    trust_model: bool,
-    **run_options: Any,
+    spec: RunSpec,
+    load: LoadOptions,
 ) -> None:
     """Run MODEL on sample inputs and save layer outputs as .npy files in DIR.
 
@@ -78,8 +75,6 @@ def dump(
     """
     from kerinspect.api import dump_activations
 
-    spec = run_spec(run_options)
-    load = make_load_options(timeout, max_memory, custom_objects, trust_model, max_params)
     with ProgressBar(stderr_console()) as progress:
         result = dump_activations(
             model, out, input_file, spec=spec, overwrite=overwrite, progress=progress, load=load

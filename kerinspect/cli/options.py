@@ -11,6 +11,7 @@ finds the flag of a parameter that an error references.
 
 from __future__ import annotations
 
+import functools
 from collections.abc import Callable
 from typing import Any
 
@@ -53,6 +54,22 @@ def run_spec(options: dict[str, Any]) -> sp.RunSpec:
     given = {k: v for k, v in options.items() if is_given(v)}
     limits = {k: given.pop(k) for k in sp.field_names(sp.Thresholds) if k in given}
     return sp.RunSpec(thresholds=sp.Thresholds(**limits), **given)
+
+
+#: The run options (named after the fields of the RunSpec and of its Thresholds).
+RUN_OPTIONS = frozenset((*sp.field_names(sp.RunSpec), *sp.field_names(sp.Thresholds)))
+
+
+def spec_argument(f: Callable[..., Any]) -> Callable[..., Any]:
+    """The command receives its run options as one ``spec`` argument (:func:`run_spec`);
+    put it right above the command's ``def``."""
+
+    @functools.wraps(f)
+    def gathered(*args: Any, **kwargs: Any) -> Any:
+        options = {k: kwargs.pop(k) for k in list(kwargs) if k in RUN_OPTIONS}
+        return f(*args, spec=run_spec(options), **kwargs)
+
+    return gathered
 
 
 def input_options(f: Callable[..., Any]) -> Callable[..., Any]:
@@ -150,8 +167,18 @@ def worker_options(f: Callable[..., Any]) -> Callable[..., Any]:
     return f
 
 
+#: The options of :func:`load_options`, given to the command as one ``load`` argument.
+LOAD_OPTIONS = ("timeout", "max_memory", "max_params", "custom_objects", "trust_model")
+
+
 def load_options(f: Callable[..., Any]) -> Callable[..., Any]:
-    """How model files are opened: isolation limits, size limit, explicit trust."""
+    """How model files are opened: isolation limits, size limit, explicit trust; the
+    command receives them as one ``load`` argument (:func:`make_load_options`)."""
+
+    @functools.wraps(f)
+    def gathered(*args: Any, **kwargs: Any) -> Any:
+        return f(*args, load=make_load_options(**{k: kwargs.pop(k) for k in LOAD_OPTIONS}), **kwargs)
+
     opts = [
         click.option(
             "--max-params",
@@ -175,8 +202,8 @@ def load_options(f: Callable[..., Any]) -> Callable[..., Any]:
         ),
     ]
     for opt in reversed(opts):
-        f = opt(f)
-    return worker_options(f)
+        gathered = opt(gathered)
+    return worker_options(gathered)
 
 
 def make_load_options(

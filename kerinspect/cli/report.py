@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import os
 import sys
-from typing import Any
 
 import click
 
@@ -16,12 +15,12 @@ from kerinspect.cli.options import (
     depth_option,
     input_options,
     load_options,
-    make_load_options,
-    run_spec,
+    spec_argument,
     threshold_options,
 )
 from kerinspect.cli.output import ProgressBar, stderr_console, write_file
 from kerinspect.errors import escape_text
+from kerinspect.spec import LoadOptions, RunSpec
 
 
 @cli.command()
@@ -63,16 +62,13 @@ from kerinspect.errors import escape_text
 @attention_threshold_options
 @load_options
 @debug_option
+@spec_argument
 def report(
     model: str,
     out: str | None,
     input_file: str | None,
-    timeout: float | None,
-    max_memory: int | None,
-    max_params: int | None,
-    custom_objects: str | None,
-    trust_model: bool,
-    **run_options: Any,
+    spec: RunSpec,
+    load: LoadOptions,
 ) -> None:
     """Run MODEL on sample inputs and write a self-contained HTML report.
 
@@ -93,8 +89,6 @@ def report(
     from kerinspect.api import inspect_for_report
     from kerinspect.render_html import render_report
 
-    spec = run_spec(run_options)
-    load = make_load_options(timeout, max_memory, custom_objects, trust_model, max_params)
     target = out or os.path.splitext(os.path.basename(model.rstrip("/\\")))[0] + ".html"
     with ProgressBar(stderr_console()) as progress:
         data = inspect_for_report(model, input_file, spec=spec, progress=progress, load=load)

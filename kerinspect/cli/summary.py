@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-from typing import Any
-
 import click
 
 from kerinspect.cli.group import cli, debug_option
@@ -13,12 +11,12 @@ from kerinspect.cli.options import (
     engine_option,
     input_options,
     load_options,
-    make_load_options,
     output_options,
-    run_spec,
+    spec_argument,
     threshold_options,
 )
 from kerinspect.cli.output import ProgressBar, emit, stderr_console
+from kerinspect.spec import LoadOptions, RunSpec
 
 
 @cli.command()
@@ -31,17 +29,14 @@ from kerinspect.cli.output import ProgressBar, emit, stderr_console
 @load_options
 @output_options
 @debug_option
+@spec_argument
 def summary(
     model: str,
     input_file: str | None,
-    timeout: float | None,
-    max_memory: int | None,
-    max_params: int | None,
-    custom_objects: str | None,
-    trust_model: bool,
     fmt: str,
     width: int | None,
-    **run_options: Any,
+    spec: RunSpec,
+    load: LoadOptions,
 ) -> None:
     """Run MODEL (.keras or .h5) on sample inputs and show every layer call's output.
 
@@ -59,8 +54,6 @@ def summary(
     """
     from kerinspect.api import inspect_model
 
-    spec = run_spec(run_options)
-    load = make_load_options(timeout, max_memory, custom_objects, trust_model, max_params)
     with ProgressBar(stderr_console()) as progress:
         report = inspect_model(model, input_file, spec=spec, progress=progress, load=load)
     from kerinspect.render import render_markdown, render_table
