@@ -10,7 +10,7 @@ import numpy as np
 import pytest
 
 import kerinspect
-from kerinspect.engine.legacy import is_legacy, upgrade_config
+from kerinspect.scan.upgrade import is_legacy, upgrade_config
 from tests.conftest import REALWORLD
 
 REALWORLD_H5 = sorted(REALWORLD.glob("*/*.h5")) if REALWORLD.is_dir() else []
@@ -391,7 +391,7 @@ def test_a_long_keras_cause_is_kept_whole_with_a_hint():
     assert "Hint: a custom layer creates sub-layers" in line
     cut = whole_sentences("First sentence here. " * 100, limit=100)
     assert cut.endswith("here. [...]") and len(cut) < 110
-    assert "Python" in known_cause_hint("bad marshal data (unknown type code)")
+    assert "Python" in str(known_cause_hint("bad marshal data (unknown type code)"))
     assert "**kwargs" in known_cause_hint("TransformerBlock.__init__() got an unexpected keyword argument 'trainable'")
     missing = known_cause_hint("RecommenderNet.__init__() missing 2 required positional arguments: 'num_users' "
                                "and 'embedding_size'")

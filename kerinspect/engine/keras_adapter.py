@@ -73,6 +73,13 @@ pins the same range). The internals, and what each is used for:
     Building a model from a Keras 2 config the way that loader does, under
     ``use_legacy_config`` and ``SafeModeScope`` (:func:`model_from_legacy_config`, for
     tf.keras 2.13-2.15 ``.keras`` archives).
+``keras.src.saving.saving_lib``: ``_model_from_config``, ``H5IOStore``, ``NpzIOStore``,
+``DiskIOStore``, ``_load_state``, ``_raise_loading_failure`` and the member names
+    The steps of Keras's own ``.keras`` loader (``_load_model_from_fileobj``) but its first,
+    reading ``config.json``: :func:`archive_model` builds the config the static scan judged,
+    handed over, then loads the archive's weights and assets as Keras does;
+    :func:`load_weights` loads an in-memory weights file (a tf.keras 2.x archive's,
+    converted) as ``Model.load_weights`` does.
 """
 
 from __future__ import annotations
@@ -466,6 +473,68 @@ def load_model_from_hdf5(
     return legacy_h5_format.load_model_from_hdf5(
         source, custom_objects=custom_objects, compile=False, safe_mode=safe_mode
     )
+
+
+def archive_model(
+    path: str, config: dict[str, Any], *, custom_objects: dict[str, Any] | None = None, safe_mode: bool = True
+) -> Any:
+    """A Keras 3 ``.keras`` archive's model: built from ``config`` (the config the static
+    scan judged, never read again from the archive), uncompiled, in ``safe_mode``; then its
+    weights (``model.weights.h5``, read into memory, or ``model.weights.npz``) and assets
+    loaded from the archive exactly as Keras's ``load_model`` loads them."""
+    import io
+    import json
+    import zipfile
+
+    from keras.src.saving import saving_lib as sl
+
+    model = sl._model_from_config(json.dumps(config), custom_objects, False, safe_mode)
+    with zipfile.ZipFile(path, "r") as zf:
+        names = zf.namelist()
+        if sl._VARS_FNAME_H5 in names:
+            weights = sl.H5IOStore(io.BytesIO(zf.read(sl._VARS_FNAME_H5)), mode="r")
+        elif sl._VARS_FNAME_NPZ in names:
+            weights = sl.NpzIOStore(sl._VARS_FNAME_NPZ, zf, mode="r")
+        else:
+            raise ValueError(f"Expected a {sl._VARS_FNAME_H5} or {sl._VARS_FNAME_NPZ} file.")
+        assets = sl.DiskIOStore(sl._ASSETS_DIRNAME, archive=zf, mode="r") if len(names) > 3 else None
+        try:
+            _load_state(model, weights, assets)
+        finally:
+            weights.close()
+            if assets is not None:
+                assets.close()
+    return model
+
+
+def load_weights(model: Any, weights: Any) -> None:
+    """Load a Keras 3 weights file held in memory (``io.BytesIO``) into a built model,
+    as ``Model.load_weights`` loads a ``.weights.h5`` file."""
+    from keras.src.saving import saving_lib as sl
+
+    store = sl.H5IOStore(weights, mode="r")
+    try:
+        _load_state(model, store, None)
+    finally:
+        store.close()
+
+
+def _load_state(model: Any, weights: Any, assets: Any) -> None:
+    from keras.src.saving import saving_lib as sl
+
+    failed: set[Any] = set()
+    errors: dict[Any, Any] = {}
+    sl._load_state(
+        model,
+        weights_store=weights,
+        assets_store=assets,
+        inner_path="",
+        visited_saveables=set(),
+        failed_saveables=failed,
+        error_msgs=errors,
+    )
+    if failed:
+        sl._raise_loading_failure(errors)
 
 
 def model_from_legacy_config(

@@ -21,6 +21,7 @@ from kerinspect.errors import (
     msg,
     whole_sentences,
 )
+from kerinspect.scan.model import ScanResult
 from kerinspect.scan.preflight import ModelFile
 from kerinspect.spec import LoadOptions
 
@@ -154,39 +155,36 @@ class LoadedModel:
 
 
 def load_model(
-    model_file: ModelFile, *, safe_mode: bool = True, custom_objects: dict[str, Any] | None = None
+    model_file: ModelFile,
+    scanned: ScanResult,
+    *,
+    safe_mode: bool = True,
+    custom_objects: dict[str, Any] | None = None,
 ) -> LoadedModel:
-    """Load with Keras 3 (``compile=False``); the Keras 2 configs of legacy ``.h5`` files
-    and of tf.keras 2.13-2.15 / tf_keras ``.keras`` archives are upgraded first
-    (:mod:`kerinspect.engine.legacy`). Every failure becomes a ModelLoadError."""
-    from kerinspect.engine.tfenv import import_keras
+    """Build the model the static scan judged, with Keras 3 (uncompiled): ``scanned.config``
+    as it is, built the way ``scanned.build`` says (a Keras 2 config is already rewritten
+    for Keras 3, :mod:`kerinspect.engine.legacy`); only the weights (and assets) are read
+    from ``model_file``, never the config again. Every failure becomes a ModelLoadError."""
+    from kerinspect.engine import keras_adapter as ka
 
-    keras = import_keras()
+    config, path = scanned.config, model_file.path
+    changes = tuple(f"legacy config upgraded: {c}" for c in scanned.changes)
     try:
-        if model_file.format == "h5":
-            from kerinspect.engine.legacy import load_legacy_h5
+        if scanned.build == "h5":
+            from kerinspect.engine.legacy import load_h5
 
-            model, changes = load_legacy_h5(
-                model_file.path, safe_mode=safe_mode, custom_objects=custom_objects
-            )
-            if changes:
-                return LoadedModel(
-                    model, "keras+legacy-h5-upgrade", tuple(f"legacy config upgraded: {c}" for c in changes)
-                )
-            return LoadedModel(model, "keras")
-        from kerinspect.engine.legacy import keras2_archive_config, load_keras2_archive
+            model = load_h5(path, config, safe_mode=safe_mode, custom_objects=custom_objects)
+            return LoadedModel(model, "keras+legacy-h5-upgrade" if changes else "keras", changes)
+        if scanned.build == "keras2-archive":  # tf.keras 2.13-2.15 wrote it: Keras 3's weights layout
+            from kerinspect.engine.legacy import load_keras2_archive
 
-        keras2 = keras2_archive_config(model_file.path)
-        if keras2 is not None:  # tf.keras 2.13-2.15 wrote it: a Keras 2 config, Keras 3 weights layout
-            model, changes = load_keras2_archive(
-                model_file.path, keras2, safe_mode=safe_mode, custom_objects=custom_objects
+            model, backslash = load_keras2_archive(
+                path, config, safe_mode=safe_mode, custom_objects=custom_objects
             )
-            return LoadedModel(
-                model, "keras+legacy-archive-upgrade", tuple(f"legacy config upgraded: {c}" for c in changes)
-            )
-        model = keras.saving.load_model(
-            model_file.path, compile=False, safe_mode=safe_mode, custom_objects=custom_objects
-        )
+            if backslash:
+                changes = (*changes, "legacy config upgraded: windows-weight-paths")
+            return LoadedModel(model, "keras+legacy-archive-upgrade", changes)
+        model = ka.archive_model(path, config, custom_objects=custom_objects, safe_mode=safe_mode)
         return LoadedModel(model, "keras")
     except MemoryError:
         raise  # the worker reports it as exit 8 (memory-limit), not as a bad file
@@ -260,7 +258,7 @@ def scan_and_load(model_file: ModelFile, options: LoadOptions, phase: Any = None
         import_keras_hub(scanned.hub_classes, model_file.path)
     if phase is not None:
         phase("load")
-    return load_model(model_file, safe_mode=not trust, custom_objects=custom)
+    return load_model(model_file, scanned, safe_mode=not trust, custom_objects=custom)
 
 
 def _unknown_hint(names: tuple[str, ...]) -> str | Message:

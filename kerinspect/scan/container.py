@@ -380,11 +380,11 @@ def scan_keras_archive(
     size: int,
     limits: Limits,
     rep: Reporter,
-    judge_config: Callable[[bytes], _T],
+    judge_config: Callable[[bytes, bytes | None], _T],
 ) -> _T:
     """Check a ``.keras`` archive: members, names and layout, then ``config.json``
-    through ``judge_config(raw bytes)`` (the config is judged before libhdf5 ever
-    parses the weights), then the weights member (HDF5 or npz).
+    through ``judge_config(config bytes, metadata.json bytes or None)`` (the config is
+    judged before libhdf5 ever parses the weights), then the weights member (HDF5 or npz).
 
     Returns:
         What ``judge_config`` returned.
@@ -430,7 +430,8 @@ def scan_keras_archive(
                 "config-too-large",
                 f"config.json is {cfg_info.file_size:,} bytes, above the {limits.max_config_bytes:,}-byte limit.",
             )
-        verdict = judge_config(read_member(zf, cfg_info, limits.max_config_bytes, rep))
+        metadata = None if meta is None else read_member(zf, meta, limits.max_metadata_bytes, rep)
+        verdict = judge_config(read_member(zf, cfg_info, limits.max_config_bytes, rep), metadata)
         stream = member_stream(fp, zf, weights)
         if weights.filename == WEIGHTS_H5_MEMBER:
             with stream:
@@ -512,11 +513,12 @@ def scan_hdf5_file(
     what: str,
     *,
     parse_json: Callable[[str], dict[str, Any]] | None,
-) -> dict[str, Any] | None:
+) -> tuple[dict[str, Any], str | None] | None:
     """Refuse links, external or virtual storage and shape bombs.
 
     With ``parse_json`` (a legacy ``.h5`` model), also read the ``model_config``
-    attribute, parse it with ``parse_json`` and return it.
+    attribute, parse it with ``parse_json`` and return it with the ``keras_version``
+    attribute (None when absent or not text).
     """
     import h5py
 
@@ -574,7 +576,11 @@ def scan_hdf5_file(
         link = f.get("model_weights", getlink=True)
         if link is None:
             rep.malformed("no-weights", f"{what} has no model_weights group.")
-        return config
+        try:
+            version = h5_text_attr(f.attrs.get("keras_version"))
+        except Exception:  # noqa: BLE001 - not text: no version (the config says the rest)
+            version = None
+        return config, version
 
 
 def dataset_problem(

@@ -1,15 +1,15 @@
-"""tf.keras 2.13-2.15 ``.keras`` archives: their config, as the loader reads it.
+"""tf.keras 2.13-2.15 ``.keras`` archives: their config, in the form the loader builds.
 
 Those archives hold Keras 2 layer configs (``batch_input_shape``...) in the new
 serialization form, naming modules Keras 3 does not have
-(``keras.src.engine.functional``). The loader (:func:`kerinspect.engine.legacy.load_keras2_archive`)
-reads such a config as the Keras 2 config it is, in the form Keras 2 wrote to ``.h5``
-files; the static scan judges that same form (:func:`as_keras2_config`), so what is
-scanned is what is loaded, except that the scan keeps every module that is not
-Keras's: the loader never imports one, and the scan refuses foreign modules (``os``)
-and reports the others' classes as unknown. (A tf_keras ``Sequential`` of built-in
-layers names no Keras 2 module; the loader knows it by its ``metadata.json``, and the
-scan judges it as written: the same classes, by their Keras modules.) Pure Python.
+(``keras.src.engine.functional``). Such a config is built as the Keras 2 config it is,
+in the form Keras 2 wrote to ``.h5`` files (:func:`as_keras2_config`), upgraded for
+Keras 3 (:mod:`kerinspect.scan.upgrade`). The static scan decides whether an archive is
+one (:func:`keras2_archive`: a Keras 2 model module in its config, or a 2.x
+``keras_version`` in its ``metadata.json``), converts it, judges the result and hands it
+to the loader (:func:`kerinspect.engine.legacy.load_keras2_archive`), which builds it as it
+is. The modules the conversion drops are judged before it, as written
+(:meth:`kerinspect.scan.policy.ConfigScanner.check_modules`). Pure Python.
 """
 
 from __future__ import annotations
@@ -52,9 +52,7 @@ def _names_a_keras2_model(node: Any) -> bool:
     return any(_names_a_keras2_model(v) for v in node.values())
 
 
-def keras2_archive(
-    config: Any, *, keep_foreign_modules: bool = False, keras_version: Any = None
-) -> dict[str, Any] | None:
+def keras2_archive(config: Any, *, keras_version: Any = None) -> dict[str, Any] | None:
     """The Keras 2 form of a tf.keras 2.13-2.15 (or tf_keras) archive's config, else
     None (a Keras 3 archive, or not a model config). An archive is Keras 2's when a
     model class in its config names a Keras 2 module, or its ``keras_version`` (from
@@ -63,34 +61,33 @@ def keras2_archive(
         return None
     if not (_names_a_keras2_model(config) or written_by_keras2(keras_version)):
         return None
-    converted = as_keras2_config(config, keep_foreign_modules=keep_foreign_modules)
+    converted = as_keras2_config(config)
     assert isinstance(converted, dict)
     return converted
 
 
-def as_keras2_config(node: Any, *, keep_foreign_modules: bool = False) -> Any:
+def as_keras2_config(node: Any) -> Any:
     """A copy in Keras 2's ``.h5`` form: no ``module`` or ``registered_name``; a
     registered ``package>Name`` that differs from the class name becomes the class
     name (as Keras 2 wrote it there). Keras's legacy loader then finds every class by
-    that name among Keras's own classes and the user's custom objects only. With
-    ``keep_foreign_modules`` (the scan) a module outside ``keras`` and ``tf_keras`` stays."""
+    that name among Keras's own classes, the registered ones and the user's custom
+    objects."""
     if isinstance(node, list):
-        return [as_keras2_config(v, keep_foreign_modules=keep_foreign_modules) for v in node]
+        return [as_keras2_config(v) for v in node]
     if not isinstance(node, dict):
         return node
-    out = {k: as_keras2_config(v, keep_foreign_modules=keep_foreign_modules) for k, v in node.items()}
+    out = {k: as_keras2_config(v) for k, v in node.items()}
     if "class_name" in out:
         registered = out.pop("registered_name", None)
-        module = out.pop("module", None)
-        if keep_foreign_modules and module is not None and not _is_keras(module):
-            out["module"] = module
+        out.pop("module", None)
         if isinstance(registered, str) and registered and registered != out["class_name"]:
             out["class_name"] = registered
     return out
 
 
-def _is_keras(module: Any) -> bool:
-    """Keras's own module, or tf_keras's (Keras 2): dropped, as the loader never imports it."""
+def is_keras_or_tf_keras(module: Any) -> bool:
+    """Keras's own module, or tf_keras's (Keras 2): dropped from a Keras 2 archive's config,
+    as the loader never imports it."""
     return isinstance(module, str) and any(
         module == p or module.startswith(p + ".") for p in ("keras", "tf_keras")
     )

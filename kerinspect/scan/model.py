@@ -18,6 +18,7 @@ from collections.abc import Iterable
 from dataclasses import dataclass
 from typing import Any
 
+from kerinspect.errors import KerinspectError
 from kerinspect.scan.container import (
     HDF5_MAGIC,
     Limits,
@@ -28,18 +29,30 @@ from kerinspect.scan.container import (
     scan_keras_archive,
 )
 from kerinspect.scan.keras2 import keras2_archive
-from kerinspect.scan.policy import ConfigScanner, ConfigSummary, parse_json_object
+from kerinspect.scan.policy import ConfigScanner, parse_json_object
+from kerinspect.scan.upgrade import h5_config_as_built, upgrade_config
 
-__all__ = ["ScanResult", "scan_model_file"]
+__all__ = ["BUILDS", "ScanResult", "scan_model_file"]
+
+
+#: How the loader builds a model (:attr:`ScanResult.build`).
+BUILDS = ("keras", "keras2-archive", "h5")
 
 
 @dataclass(frozen=True)
 class ScanResult:
-    """What the scan learned about a file it did not refuse.
+    """What the scan learned about a file it did not refuse, and what the loader builds.
 
     Attributes:
         format: ``"keras"`` (zip) or ``"h5"``.
-        config: the parsed model config, i.e. what Keras will deserialize.
+        config: the model config the scan judged, in the form the loader builds it
+            (a Keras 2 config already rewritten for Keras 3): the loader builds this
+            very config and reads none from the file (see :func:`scan_model_file`).
+        build: how the loader builds it: ``keras`` (a Keras 3 archive, Keras's own
+            deserialization), ``keras2-archive`` (a tf.keras 2.13-2.15 or tf_keras
+            archive: Keras's legacy loader) or ``h5`` (Keras's legacy HDF5 loader).
+        changes: how a Keras 2 config was rewritten (:mod:`kerinspect.scan.upgrade`),
+            each kind once, for the report's notes.
         estimated_params: parameters estimated from the config (None if not a model).
         class_names: every class the config references, sorted, for diagnostics.
         unknown_classes: classes (and custom functions) neither allowlisted nor declared
@@ -55,6 +68,8 @@ class ScanResult:
     class_names: tuple[str, ...]
     unknown_classes: tuple[str, ...]
     hub_classes: tuple[str, ...] = ()
+    build: str = "keras"
+    changes: tuple[str, ...] = ()
 
 
 def scan_model_file(
@@ -69,6 +84,13 @@ def scan_model_file(
 
     Never imports TensorFlow or Keras, and never reads a weight array.
 
+    One judged config: from the same bytes (``config.json`` and ``metadata.json`` of an
+    archive, ``model_config`` and ``keras_version`` of an HDF5 file) the scan decides how
+    the loader will build the model (:attr:`ScanResult.build`), rewrites the config
+    exactly as that build needs (:mod:`kerinspect.scan.keras2`,
+    :mod:`kerinspect.scan.upgrade`), judges the rewritten config, and returns it as
+    :attr:`ScanResult.config` for the loader to build as it is.
+
     Args:
         path: the model file (already through :func:`kerinspect.scan.preflight.preflight`).
         fmt: ``"keras"`` for a ``.keras`` zip, ``"h5"`` for legacy HDF5.
@@ -77,7 +99,7 @@ def scan_model_file(
         custom_classes: see :func:`kerinspect.scan.policy.scan_config`.
 
     Returns:
-        The parsed config and what the scan learned about it.
+        The config to build and what the scan learned about it.
 
     Raises:
         PolicyError: refused by the security policy (exit 5).
@@ -88,22 +110,27 @@ def scan_model_file(
     p = os.fspath(path)
     rep = Reporter(p)
     # Keras 2 tensor references ([layer, node, tensor] lists) are accepted only in
-    # Keras 2 configs (HDF5, tf.keras 2.13-2.15 archives), which the loader rewrites
-    # as tensors (engine/legacy.py).
+    # Keras 2 configs (HDF5, tf.keras 2.13-2.15 archives), which are rewritten as tensors
+    # (scan/upgrade.py) before they are judged.
     scanner = ConfigScanner(limits, allow_code, frozenset(custom_classes), rep, tensor_references=fmt == "h5")
     fp, size = open_regular(p, rep)
     with fp:
         if fmt == "keras":
 
-            def judge(raw: bytes) -> tuple[dict[str, Any], ConfigSummary]:
+            def judge(raw: bytes, metadata: bytes | None) -> tuple[str, dict[str, Any], tuple[str, ...]]:
                 parsed = parse_json_object(raw, "config.json", limits, rep)
-                keras2 = keras2_archive(parsed, keep_foreign_modules=True)
-                if keras2 is not None:  # judged in the form the loader reads it (scan/keras2.py)
-                    scanner.tensor_references = True
-                    return parsed, scanner.run(keras2)
-                return parsed, scanner.run(parsed)
+                scanner.check_shape(parsed)
+                keras2 = keras2_archive(parsed, keras_version=_keras_version(metadata, limits, rep))
+                if keras2 is None:
+                    return "keras", parsed, ()
+                # judged in the form the loader builds: Keras 2's, upgraded. The modules the
+                # Keras 2 form drops are judged first, as written (the loader imports none)
+                scanner.check_modules(parsed)
+                upgraded, changes = _rewritten(upgrade_config, keras2, rep)
+                scanner.tensor_references = True
+                return "keras2-archive", upgraded, ("keras2-archive", *changes)
 
-            config, (params, names, unknown) = scan_keras_archive(fp, size, limits, rep, judge)
+            build, config, changes = scan_keras_archive(fp, size, limits, rep, judge)
         else:
             if is_zip_too(fp):
                 rep.policy(
@@ -112,7 +139,7 @@ def scan_model_file(
             fp.seek(0)
             if fp.read(8) != HDF5_MAGIC:
                 rep.policy("polyglot", "The HDF5 data does not start at offset 0 (a user block precedes it).")
-            h5_config = scan_hdf5_file(
+            found = scan_hdf5_file(
                 fp,
                 size,
                 limits,
@@ -120,7 +147,31 @@ def scan_model_file(
                 "The HDF5 file",
                 parse_json=lambda text: parse_json_object(text, "model_config", limits, rep),
             )
-            assert h5_config is not None
-            config = h5_config
-            params, names, unknown = scanner.run(config)
-    return ScanResult(fmt, config, params, names, unknown, tuple(sorted(scanner.hub)))
+            assert found is not None
+            scanner.check_shape(found[0])
+            build, (config, changes) = "h5", _rewritten(h5_config_as_built, found, rep)
+        params, names, unknown = scanner.run(config)
+    return ScanResult(fmt, config, params, names, unknown, tuple(sorted(scanner.hub)), build, changes)
+
+
+def _rewritten(rewrite: Any, args: Any, rep: Reporter) -> tuple[dict[str, Any], tuple[str, ...]]:
+    """``rewrite(*args)``: a Keras 2 config as Keras 3 builds it (:mod:`kerinspect.scan.upgrade`),
+    before it is judged; a config too broken to rewrite is malformed (exit 4)."""
+    args = args if isinstance(args, tuple) else (args,)
+    try:
+        result: tuple[dict[str, Any], tuple[str, ...]] = rewrite(*args)
+    except (TypeError, ValueError, KeyError, IndexError, AttributeError) as e:
+        rep.malformed("bad-config", f"The Keras 2 config cannot be read as a model ({type(e).__name__}).")
+    return result
+
+
+def _keras_version(metadata: bytes | None, limits: Limits, rep: Reporter) -> Any:
+    """``metadata.json``'s ``keras_version`` (None without one: Keras itself does not need
+    the file, so a malformed one says nothing of the config)."""
+    if metadata is None:
+        return None
+    try:
+        parsed = parse_json_object(metadata, "metadata.json", limits, rep)
+    except KerinspectError:
+        return None
+    return parsed.get("keras_version")

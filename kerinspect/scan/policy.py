@@ -37,6 +37,7 @@ from kerinspect.scan import allowlist_hub as _allowlist_hub
 from kerinspect.scan import denylist as _denylist
 from kerinspect.scan.container import Limits, Reporter, show
 from kerinspect.scan.estimate import estimate, layer_name
+from kerinspect.scan.keras2 import is_keras_or_tf_keras
 
 __all__ = ["ConfigScanner", "ConfigSummary", "is_tensor_reference", "parse_json_object", "scan_config"]
 
@@ -108,6 +109,8 @@ _FOREIGN_PACKAGES = frozenset(
 
 #: tf.keras 2.x raw-TensorFlow-op layers (the loader converts them, see engine/tfop.py).
 TF_OP_CLASSES = frozenset({"TFOpLambda", "SlicingOpLambda"})
+#: How an Ellipsis travels in a TFOpLambda's node once upgraded (``scan/upgrade.py``).
+TF_OP_ELLIPSIS = "..."
 #: Where tf.keras 2.13-2.15 ``.keras`` archives put their model classes (Keras 3: keras.src.models).
 _KERAS2_ARCHIVE_MODULES = ("keras.src.engine.", "keras.engine.")
 _MODEL_CLASS_NAMES = frozenset({"Functional", "Sequential", "Model"})
@@ -284,8 +287,10 @@ class ConfigScanner:
         #: the file needs: ``(rule, what, path, loc, hint, needs_trust)``
         self._code_refusal: _CodeRefusal | None = None
 
-    # -- entry point
-    def run(self, config: Any) -> ConfigSummary:
+    # -- entry points
+    def check_shape(self, config: Any) -> None:
+        """Refuse a config that does not describe a model (not an object, no
+        ``class_name`` and ``config``)."""
         if not isinstance(config, dict):
             self.rep.malformed("bad-config", "The model config is not a JSON object.")
         if not isinstance(config.get("class_name"), str) or not isinstance(config.get("config"), dict):
@@ -293,6 +298,33 @@ class ConfigScanner:
                 "bad-config",
                 "The model config has no 'class_name' and 'config': it does not describe a model.",
             )
+
+    def check_modules(self, config: Any) -> None:
+        """Judge the ``module`` of every object in ``config`` as written: a Keras 2
+        archive's config names modules that its Keras 2 form (what is built, and judged
+        whole by :meth:`run`) drops. The loader imports none of them, but one outside
+        Keras (``os``) marks a hostile file, refused as such."""
+
+        def walk(node: Any, loc: tuple[str | int, ...]) -> None:
+            if isinstance(node, list):
+                for i, item in enumerate(node):
+                    walk(item, (*loc, i))
+            elif isinstance(node, dict):
+                module, cn = node.get("module"), node.get("class_name")
+                if isinstance(module, str) and "class_name" in node and not is_keras_or_tf_keras(module):
+                    what = (
+                        f"function '{show(node.get('config'))}'"
+                        if cn == "function"
+                        else f"class '{show(cn)}'"
+                    )
+                    self._check_module(module, what, (), loc)
+                for key, value in node.items():
+                    walk(value, (*loc, key))
+
+        walk(config, ())
+
+    def run(self, config: Any) -> ConfigSummary:
+        self.check_shape(config)
         root = config["config"].get("name")
         root_name = root if isinstance(root, str) else "model"
         self._walk(config, (), (root_name,), inert=False)
@@ -323,6 +355,8 @@ class ConfigScanner:
 
     # -- messages
     def _where(self, layer_path: tuple[str, ...], loc: tuple[str | int, ...]) -> str:
+        if not layer_path:
+            return f"(at {_loc_text(loc)})"
         shown = "/".join(show(p, 120) for p in layer_path)
         return f"(layer '{shown}', at {_loc_text(loc)})"
 
@@ -458,6 +492,10 @@ class ConfigScanner:
         package, sep, _ = (reg or "").partition(">")
         if sep and package in _allowlist_hub.PACKAGES:
             return "hub" if reg in _allowlist_hub.CLASSES else "unknown"
+        if reg is None and module is None:  # a Keras 2 form: the legacy loader looks the name up
+            package, sep, _ = cn.partition(">")
+            if sep and package in _allowlist_hub.PACKAGES:
+                return "hub" if cn in _allowlist_hub.CLASSES else "unknown"
         if module is not None and _package(module) in _HUB_MODULE_PACKAGES:
             return "hub" if (module, cn) in _HUB_MODULE_CLASSES else "unknown"
         return None
@@ -655,8 +693,12 @@ class ConfigScanner:
         for i, node in enumerate(nodes):
             sub = (*loc, i)
             if isinstance(node, dict):
-                self._node_value(node.get("args"), (*sub, "args"), path)
-                self._node_value(node.get("kwargs"), (*sub, "kwargs"), path)
+                self._node_value(node.get("args"), (*sub, "args"), path, tf_op=tf_op)
+                kwargs = node.get("kwargs")
+                if tf_op and isinstance(kwargs, dict):  # a Keras 2 TFOpLambda's node, upgraded
+                    self._legacy_kwargs(kwargs, (*sub, "kwargs"), path, tf_op)
+                else:
+                    self._node_value(kwargs, (*sub, "kwargs"), path)
             elif isinstance(node, list):
                 # Keras 2: [[layer_name, node_index, tensor_index, kwargs], ...]; a
                 # TFOpLambda keeps its first argument's structure (one entry, or nested).
@@ -685,7 +727,7 @@ class ConfigScanner:
         for key, item in kwargs.items():
             if tf_op and key == "name" and isinstance(item, (str, type(None))):
                 continue  # a TensorFlow op's own name (``tf.transpose(x, name="t")``)
-            self._node_value(item, (*loc, key), path, refs=self._graphs[-1])
+            self._node_value(item, (*loc, key), path, refs=self._graphs[-1], tf_op=tf_op)
 
     def _node_value(
         self,
@@ -693,9 +735,13 @@ class ConfigScanner:
         loc: tuple[str | int, ...],
         path: tuple[str, ...],
         refs: frozenset[str] = frozenset(),
+        *,
+        tf_op: bool = False,
     ) -> None:
         if refs and is_tensor_reference(value, refs):
             return  # a Keras 2 reference to a tensor of this graph
+        if tf_op and value == TF_OP_ELLIPSIS:
+            return  # ``x[..., 0]``'s Ellipsis in an upgraded TFOpLambda node (scan/upgrade.py)
         if isinstance(value, str):
             self.refuse(
                 "node-string-argument",
@@ -706,7 +752,7 @@ class ConfigScanner:
             )
         if isinstance(value, list):
             for i, item in enumerate(value):
-                self._node_value(item, (*loc, i), path, refs)
+                self._node_value(item, (*loc, i), path, refs, tf_op=tf_op)
         elif isinstance(value, dict):
             cn = value.get("class_name")
             if cn in ("__keras_tensor__", "__lambda__"):
@@ -724,7 +770,7 @@ class ConfigScanner:
                     continue
                 if key == "config" and cn == "function":
                     continue  # a function reference, checked by the walk
-                self._node_value(item, (*loc, key), path, refs)
+                self._node_value(item, (*loc, key), path, refs, tf_op=tf_op)
 
 
 # --------------------------------------------------------------------------- public API
