@@ -26,7 +26,9 @@ from kerinspect.scan.preflight import ModelFile
 from kerinspect.spec import LoadOptions
 
 #: The hint of a class that is neither Keras's nor loaded.
-CUSTOM_OBJECTS_HINT = msg("pass {custom_objects} FILE.py that defines or registers it")
+CUSTOM_OBJECTS_HINT = msg(
+    "pass {custom_objects} FILE.py that defines or registers it (objects that file imports do not count)"
+)
 
 
 def innermost_message(exc: BaseException) -> str:
@@ -52,19 +54,32 @@ def innermost_message(exc: BaseException) -> str:
     return " ".join(text.split())
 
 
+#: The module name the user's ``--custom-objects`` file runs as: what it defines has it.
+CUSTOM_OBJECTS_MODULE = "kerinspect_custom_objects"
+
+
+def defined_in_custom_objects(value: Any) -> bool:
+    """Whether ``value`` was defined by the ``--custom-objects`` file itself (a class or
+    function whose ``__module__`` is the file's), not imported by it."""
+    return getattr(value, "__module__", None) == CUSTOM_OBJECTS_MODULE
+
+
 def load_custom_objects(path: str) -> dict[str, Any]:
     """Run the user's ``--custom-objects`` file and collect what it defines.
 
     The file is the user's own trusted code. It may register classes with
     ``@keras.saving.register_keras_serializable``, define a ``custom_objects``
-    dict, or just define classes and functions (all are passed to Keras).
+    dict, or just define classes and functions. Only what the file *defines* counts
+    (:func:`defined_in_custom_objects`): an ``import keras_hub`` in it registers every
+    keras-hub object with Keras, and none of them becomes "the user's own" by it; a
+    ``custom_objects`` dict's entries count when the file defines them.
     """
     import runpy
 
     from kerinspect.engine.tfenv import import_keras
 
     import_keras()
-    name = "kerinspect_custom_objects"
+    name = CUSTOM_OBJECTS_MODULE
     try:
         namespace = runpy.run_path(path, run_name=name)
     except Exception as e:  # noqa: BLE001 - the user's file failed: say where
@@ -79,11 +94,11 @@ def load_custom_objects(path: str) -> dict[str, Any]:
         ) from e
     explicit = namespace.get("custom_objects")
     if isinstance(explicit, dict):
-        return dict(explicit)
+        return {str(k): v for k, v in explicit.items() if defined_in_custom_objects(v)}
     return {
         k: v
         for k, v in namespace.items()
-        if callable(v) and getattr(v, "__module__", None) == name and not k.startswith("_")
+        if callable(v) and defined_in_custom_objects(v) and not k.startswith("_")
     }
 
 
@@ -237,8 +252,9 @@ def scan_and_load(model_file: ModelFile, options: LoadOptions, phase: Any = None
         phase("scan")
     custom = custom_objects(options.custom_objects)
     declared = set(custom or ())
-    if custom is not None:  # classes registered with @register_keras_serializable count too
-        declared |= set(import_keras().saving.get_custom_objects())
+    if custom is not None:  # what the file registers with @register_keras_serializable counts too
+        registered = import_keras().saving.get_custom_objects()
+        declared |= {k for k, v in registered.items() if defined_in_custom_objects(v)}
     limits = Limits(max_params=options.max_params)
     scanned = scan_model_file(
         model_file.path, model_file.format, limits, allow_code=trust, custom_classes=frozenset(declared)
@@ -269,8 +285,9 @@ def _unknown_hint(names: tuple[str, ...]) -> str | Message:
         from kerinspect.scan.allowlist_hub import KERAS_HUB_VERSION
 
         hint = msg(
-            "kerinspect accepts the keras-hub {version} classes ({install}); for another keras-hub, "
-            "and only if you trust this file, pass {custom_objects} FILE.py that does `import keras_hub`",
+            "kerinspect accepts the keras-hub {version} classes ({install}); a class of another "
+            "keras-hub version counts only where a {custom_objects} FILE.py defines it (importing "
+            "keras_hub there declares nothing)",
             version=KERAS_HUB_VERSION,
             install=HUB_INSTALL_HINT,
         )

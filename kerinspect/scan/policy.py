@@ -137,6 +137,12 @@ _HUB_FILE_VALUE = re.compile(
 #: A preset's own file name (``"config_file": "tokenizer.json"``): keras-hub reads it only in
 #: ``from_preset``, inside the preset directory, never when deserializing a config.
 _HUB_CONFIG_FILE = re.compile(r"^[A-Za-z0-9_-]+\.json$")
+#: A registered object's name (``keras_hub>WhisperTokenizer``, ``MyPackage>my_fn``): a plain
+#: string like it anywhere in a config is resolved by Keras from its registry when a layer
+#: deserializes that field (an activation, a Lambda's function...).
+_REGISTERED_NAME = re.compile(r"[A-Za-z_][A-Za-z0-9_.]*>[A-Za-z_][A-Za-z0-9_]*")
+#: Keys whose string Keras resolves itself, judged with their object (:meth:`ConfigScanner._check_object`).
+_OBJECT_KEYS = ("class_name", "module", "registered_name")
 _STDLIB: frozenset[str] = frozenset(sys.stdlib_module_names) - {"__main__"}
 _JSON_TOKEN = re.compile(r'"(?:[^"\\]|\\.)*"|[\[\]{}]', re.S)
 
@@ -435,8 +441,16 @@ class ConfigScanner:
             self._check_object(node, loc, path, inert)
         hub = id(node) in self._hub_nodes
         self._in_hub += hub
+        function_node = node.get("class_name") == "function"  # its config: _check_function's
         for key, value in node.items():
             sub = (*loc, key)
+            if (
+                isinstance(value, str)
+                and key not in _OBJECT_KEYS
+                and not (function_node and key == "config")
+                and _REGISTERED_NAME.fullmatch(value)
+            ):
+                self._check_registered_string(value, path, sub, inert)
             if self._in_hub and isinstance(value, str) and isinstance(key, str):
                 self._check_hub_string(key, value, path, sub)
             if isinstance(value, str) and isinstance(key, str) and key.lower() in _PATH_KEYS and value:
@@ -462,6 +476,32 @@ class ConfigScanner:
             else:
                 self._walk(value, sub, path, child_inert)
         self._in_hub -= hub
+
+    def _check_registered_string(
+        self, name: str, path: tuple[str, ...], loc: tuple[str | int, ...], inert: bool
+    ) -> None:
+        """A plain string that names a registered object (``package>Name``), wherever it
+        sits: Keras resolves it from its registry when the layer deserializes that field,
+        and calls what it finds with arguments of the layer's choosing (a Lambda calls its
+        function with the call's tensors). It is the user's own (declared), an allowlisted
+        keras-hub function (an activation), or it is refused: an allowlisted keras-hub
+        class named this way would be built with arguments the scan never judged (a
+        tokenizer opening a path the model names); any other name is an unknown object."""
+        if inert or name in self.custom:
+            return
+        if name in _allowlist_hub.FUNCTIONS:
+            self.hub.add(name)
+            return
+        if name in _allowlist_hub.CLASSES:
+            self.refuse_code(
+                "registered-class-string",
+                f"The config names the registered class {show(name, 120)!s} in a plain string, which Keras "
+                "would resolve and call with arguments kerinspect cannot judge",
+                path,
+                loc,
+            )
+            return
+        self.unknown.add(name)
 
     def _check_hub_string(
         self, key: str, value: str, path: tuple[str, ...], loc: tuple[str | int, ...]

@@ -135,21 +135,44 @@ def preflight(
                 f"Received: path={shown}",
                 rule="file-too-large",
             )
-        digest = None
-        if snapshot_dir is not None:
-            copy, digest = _snapshot(fd, st, snapshot_dir, os.path.splitext(p)[1].lower(), shown)
-            os.close(fd)
-            fd = os.open(copy, os.O_RDONLY | getattr(os, "O_CLOEXEC", 0))
         head = os.pread(fd, 4096, 0)
         has_zip_end = _has_zip_end(fd, st.st_size)
+        # what the file is, from its first and last bytes, before a byte of it is copied
+        fmt = _format_of(head, has_zip_end, os.path.splitext(p)[1].lower(), shown)
+        if snapshot_dir is None:
+            return ModelFile(p, fmt, st.st_size)
+        # Keras 2 wrote HDF5 whatever the extension: the copy of an HDF5 file named .keras
+        # is named .h5, so that Keras reads it by its content too
+        copy, digest = _snapshot(fd, st, snapshot_dir, "model.h5" if fmt == "h5" else "model.keras", shown)
     except OSError as e:
         raise InputFileError(
             f"Cannot read model file: {e.strerror}. Received: path={shown}", rule="model-unreadable"
         ) from None
     finally:
         os.close(fd)
+    # everything after pre-flight reads the copy: it must be what was judged
+    try:
+        with open(copy, "rb") as f:
+            copied_head = f.read(4096)
+            copied_end = _has_zip_end(f.fileno(), st.st_size)
+    except OSError as e:
+        raise InputFileError(
+            f"Cannot read the copy of the model file: {e.strerror}. Received: path={shown}",
+            rule="model-unreadable",
+        ) from None
+    if (copied_head, copied_end) != (head, has_zip_end):
+        raise InputFileError(
+            f"The model file changed while it was being read. Received: path={shown}",
+            rule="model-changed",
+            hint="wait until whatever writes it has finished",
+        )
+    return ModelFile(copy, fmt, st.st_size, sha256=digest, shown_path=p)
+
+
+def _format_of(head: bytes, has_zip_end: bool, ext: str, shown: str) -> str:
+    """``keras`` or ``h5`` from the file's first bytes (``head``), whether it ends with a zip
+    end record, and its extension; refuses polyglots, unknown formats and mismatches."""
     fmt = sniff(head)
-    ext = os.path.splitext(p)[1].lower()
     if fmt != "keras" and has_zip_end:
         # Zip readers find an archive from its end, so bytes of another format in
         # front still load as a .keras: a polyglot that scanners and loaders see
@@ -165,12 +188,6 @@ def preflight(
             "a Keras archive (no zip signature)" if ext in KERAS_EXTENSIONS else "a .keras zip or HDF5 file"
         )
         raise InputFileError(f"Not {what}. Received: path={shown}", rule="unknown-format")
-    if ext in KERAS_EXTENSIONS and fmt == "h5" and snapshot_dir is not None:
-        # Keras 2 wrote HDF5 whatever the extension: read it by its content (it holds
-        # no zip, so it is no polyglot); the snapshot is named .h5 so Keras does too.
-        renamed = os.path.join(os.path.dirname(copy), "model.h5")
-        os.replace(copy, renamed)
-        copy = renamed
     if ext in H5_EXTENSIONS and fmt != "h5":
         raise InputFileError(
             f"Extension {ext} but the content is a zip archive. Received: path={shown}",
@@ -183,9 +200,7 @@ def preflight(
             f"(the content looks like {'a .keras zip' if fmt == 'keras' else 'HDF5'}). Received: path={shown}",
             rule="format-mismatch",
         )
-    if snapshot_dir is not None:
-        return ModelFile(copy, fmt, st.st_size, sha256=digest, shown_path=p)
-    return ModelFile(p, fmt, st.st_size)
+    return fmt
 
 
 def content_note(shown_path: str, fmt: str) -> str | None:
@@ -195,12 +210,11 @@ def content_note(shown_path: str, fmt: str) -> str | None:
     return None
 
 
-def _snapshot(fd: int, st: os.stat_result, into: str, ext: str, shown: str) -> tuple[str, str]:
-    """Copy the open file ``fd`` (``st`` its fstat) to ``into``, hashing what is copied;
-    refuse it if it changed meanwhile. Returns the copy's path and the SHA-256."""
+def _snapshot(fd: int, st: os.stat_result, into: str, name: str, shown: str) -> tuple[str, str]:
+    """Copy the open file ``fd`` (``st`` its fstat) to ``into``/``name``, hashing what is
+    copied; refuse it if it changed meanwhile. Returns the copy's path and the SHA-256."""
     import hashlib
 
-    name = "model" + (ext if ext in KERAS_EXTENSIONS + H5_EXTENSIONS else ".bin")
     copy = os.path.join(into, name)
     h = hashlib.sha256()
     copied = 0
