@@ -1,12 +1,15 @@
 """Shared fixtures. TensorFlow is imported at most once per session, and only by
 tests that ask for it (the ``keras`` fixture); the rest run without it.
 
-Model files are opened the way users open them: through the real, isolated worker
-process (kerinspect's default). Only in-memory ``keras.Model`` objects are inspected in
-this process, which is what the API does for them too. ``KERINSPECT_ISOLATION`` from the
-caller's environment is ignored here, so a developer's debugging switch cannot turn the
-suite into an in-process one. Tests marked ``isolated`` are the ones whose subject is the
-worker itself (crashes, limits, hostile files end to end).
+Every model *file*, in every test, is opened the way users open it: through the real,
+isolated worker process (kerinspect's default). Only in-memory ``keras.Model`` objects
+are inspected in this process, which is what the API does for them too.
+``KERINSPECT_ISOLATION`` from the caller's environment is ignored here, so a developer's
+debugging switch cannot turn the suite into an in-process one.
+
+The ``isolated`` marker switches nothing on: it marks the tests whose *subject* is the
+worker/CLI process boundary itself (crashes, limits, timeouts, hostile files end to
+end, what crosses the boundary). Those make their own runs.
 """
 
 from __future__ import annotations

@@ -139,7 +139,6 @@ def test_hostile_path_is_escaped(tmp_path):
 # -- with TensorFlow --------------------------------------------------------------
 
 
-@pytest.mark.isolated
 def test_summary_table(keras):
     r = run("summary", SAMPLES / "nested_shared.keras", "--samples", "8", "--width", "200")
     assert r.exit_code == 0, r.stderr
