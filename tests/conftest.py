@@ -175,17 +175,24 @@ def sample_report(once):
     return get
 
 
-def render_summary(data, width=None):
-    """The table ``kerinspect summary`` prints for the report ``data`` (a dict): rendered
-    here with the CLI's renderer, on a console set up as the CLI's for a pipe
-    (``kerinspect/cli/output.py``) or, with ``width``, as for ``--width``."""
+def cli_table(render, report, width=None):
+    """What the CLI prints when it renders ``report`` with the table renderer ``render``
+    (``kerinspect.render.render_table``, ``render_weights_table``...): here, on a console
+    set up as the CLI's for a pipe (``kerinspect/cli/output.py``) or, with ``width``, as
+    for ``--width``."""
     from rich.console import Console
 
     from kerinspect.cli.output import PIPE_WIDTH
-    from kerinspect.render import render_table
-    from kerinspect.report import ModelReport
 
     buf = io.StringIO()
     console = Console(file=buf, width=width or PIPE_WIDTH, highlight=False)
-    render_table(ModelReport.from_dict(data), console, fit=width is not None)
+    render(report, console, fit=width is not None)
     return buf.getvalue()
+
+
+def render_summary(data, width=None):
+    """The table ``kerinspect summary`` prints for the report ``data`` (its JSON, a dict)."""
+    from kerinspect.render import render_table
+    from kerinspect.report import ModelReport
+
+    return cli_table(render_table, ModelReport.from_dict(data), width)
