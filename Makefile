@@ -4,8 +4,9 @@ VENV   ?= .venv
 BIN     = $(VENV)/bin
 STAMP   = $(VENV)/.installed-stamp
 PYTEST_ARGS ?=
-# Test processes: every test that opens a model file starts a real worker (a TensorFlow
-# import each), so the suite runs on every core. TEST_WORKERS=0 runs it in one process.
+# Test processes: model files are opened by real workers (a TensorFlow import each), so
+# the suite runs on every core; it ends with its 25 slowest tests and its worker starts
+# (pyproject.toml addopts, tests/conftest.py). TEST_WORKERS=0 runs it in one process.
 TEST_WORKERS ?= auto
 # make bench BENCH_ARGS="--quick" (2 runs, no 16x samples check) or "--runs 3"
 BENCH_ARGS ?=

@@ -1,19 +1,29 @@
 """Shared fixtures. TensorFlow is imported at most once per session, and only by
 tests that ask for it (the ``keras`` fixture); the rest run without it.
 
-Model files are opened the way users open them: through the real, isolated worker
-process (kerinspect's default). Only in-memory ``keras.Model`` objects are inspected in
-this process, which is what the API does for them too. ``KERINSPECT_ISOLATION`` from the
-caller's environment is ignored here, so a developer's debugging switch cannot turn the
-suite into an in-process one. Tests marked ``isolated`` are the ones whose subject is the
-worker itself (crashes, limits, hostile files end to end).
+Every model *file*, in every test, is opened the way users open it: through the real,
+isolated worker process (kerinspect's default). Only in-memory ``keras.Model`` objects
+are inspected in this process, which is what the API does for them too.
+``KERINSPECT_ISOLATION`` from the caller's environment is ignored here, so a developer's
+debugging switch cannot turn the suite into an in-process one.
+
+The ``isolated`` marker switches nothing on: it marks the tests whose *subject* is the
+worker/CLI process boundary itself (crashes, limits, timeouts, hostile files end to
+end, what crosses the boundary). Those make their own runs. A test that only reads the
+report of a run shares it: :func:`sample_report` runs each sample model once per session
+(across xdist workers too, :func:`once`), and test modules share their own runs likewise.
 """
 
 from __future__ import annotations
 
 import collections
+import fcntl
+import io
+import json
 import os
 import pathlib
+import subprocess
+import sys
 import tempfile
 
 import pytest
@@ -94,3 +104,95 @@ def hostile(tmp_path_factory, keras):
     from tests import hostile as builder
 
     return builder.build(tmp_path_factory.mktemp("hostile"), keras)
+
+
+# --- runs made once per session, shared by the tests that only read their output -------
+
+
+@pytest.fixture(scope="session")
+def shared_dir(tmp_path_factory, request):
+    """A folder of this session shared by its xdist workers: a worker's basetemp is
+    ``<the controller's basetemp>/popen-gwN``."""
+    base = tmp_path_factory.getbasetemp()
+    if hasattr(request.config, "workerinput"):
+        base = base.parent
+    path = base / "kerinspect-shared"
+    path.mkdir(exist_ok=True)
+    return path
+
+
+@pytest.fixture(scope="session")
+def once(shared_dir):
+    """``once(key, make)``: the JSON data ``make()`` returns, made by the first xdist
+    worker that asks for ``key`` (the others wait for it, then read it back)."""
+    memo: dict[str, object] = {}
+
+    def get(key, make):
+        if key not in memo:
+            path = shared_dir / f"{key}.json"
+            with open(shared_dir / f"{key}.lock", "w") as lock:
+                fcntl.flock(lock, fcntl.LOCK_EX)
+                if not path.exists():
+                    data = json.dumps(make())
+                    (shared_dir / f"{key}.tmp").write_text(data)
+                    os.replace(shared_dir / f"{key}.tmp", path)
+            memo[key] = json.loads(path.read_text())
+        return memo[key]
+
+    return get
+
+
+def kerinspect_cli(*args, env=None, timeout=300):
+    """``python -m kerinspect ARGS`` in the project's root, stdout a pipe (as in CI)."""
+    return subprocess.run([sys.executable, "-m", "kerinspect", *map(str, args)], capture_output=True,
+                          text=True, cwd=ROOT, timeout=timeout, env={**os.environ, **(env or {})})
+
+
+#: Options a sample model needs (its custom classes).
+SAMPLE_OPTIONS = {"transformer": ("--custom-objects", "sample_models/custom_layers.py")}
+#: The run every test that only reads a sample model's report shares.
+SAMPLE_RUN = ("--samples", "16")
+
+
+def sample_args(name):
+    return ("summary", f"sample_models/{name}.keras", *SAMPLE_RUN, *SAMPLE_OPTIONS.get(name, ()))
+
+
+@pytest.fixture(scope="session")
+def sample_report(once):
+    """``sample_report("cnn")``: the JSON report (a dict) of
+    ``kerinspect summary sample_models/cnn.keras --samples 16 --format json``, run once
+    per session through the real CLI and worker."""
+
+    def get(name):
+        def make():
+            out = kerinspect_cli(*sample_args(name), "--format", "json")
+            assert out.returncode == 0, out.stderr
+            return json.loads(out.stdout)
+
+        return once(f"summary-{name}", make)
+
+    return get
+
+
+def cli_table(render, report, width=None):
+    """What the CLI prints when it renders ``report`` with the table renderer ``render``
+    (``kerinspect.render.render_table``, ``render_weights_table``...): here, on a console
+    set up as the CLI's for a pipe (``kerinspect/cli/output.py``) or, with ``width``, as
+    for ``--width``."""
+    from rich.console import Console
+
+    from kerinspect.cli.output import PIPE_WIDTH
+
+    buf = io.StringIO()
+    console = Console(file=buf, width=width or PIPE_WIDTH, highlight=False)
+    render(report, console, fit=width is not None)
+    return buf.getvalue()
+
+
+def render_summary(data, width=None):
+    """The table ``kerinspect summary`` prints for the report ``data`` (its JSON, a dict)."""
+    from kerinspect.render import render_table
+    from kerinspect.report import ModelReport
+
+    return cli_table(render_table, ModelReport.from_dict(data), width)

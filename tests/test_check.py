@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import json
 import os
+import pathlib
 import re
 import shutil
 import subprocess
@@ -270,10 +271,21 @@ def test_usage_errors(tmp_path):
 
 
 @pytest.fixture(scope="module")
-def models(keras, tmp_path_factory):
-    """Seeded tiny models, saved once. The summary tests never built these."""
+def models(once, shared_dir, request):
+    """Seeded tiny models, saved once per session (in a folder every xdist worker
+    shares, so that the shared run below names the same paths). The summary tests
+    never built these."""
+
+    def make():
+        d = shared_dir / "check_models"
+        d.mkdir(exist_ok=True)
+        return {name: str(path) for name, path in _build(request.getfixturevalue("keras"), d).items()}
+
+    return {name: pathlib.Path(path) for name, path in once("check-models", make).items()}
+
+
+def _build(keras, d):
     layers, ops = keras.layers, keras.ops
-    d = tmp_path_factory.mktemp("check_models")
     out = {}
 
     def save(name, model):
@@ -369,10 +381,41 @@ def models(keras, tmp_path_factory):
     return out
 
 
-def test_nan_exits_1_and_names_the_layer_where_it_starts(models):
-    data, r = run_json(models["nan_op"], *SAMPLES, code=1)
-    m = data["models"][0]
-    assert m["status"] == "failed" and data["exit_code"] == 1
+#: The models of the shared run, in its order; a missing file comes before the last.
+SHARED = ("nan_op", "nested_nan", "dead", "exploding", "clean", "int_mixed", "int_only", "nan_weight", "hostile")
+
+
+@pytest.fixture(scope="module")
+def shared(models, once, shared_dir):
+    """The one run the tests that only read verdicts share: ``check`` of every model above
+    and a missing file, ``--samples 8``, JSON on stdout, ``--junit``, and ``GITHUB_ACTIONS``
+    annotations on stderr. ``{"args", "exit_code", "stdout", "stderr", "junit"}``."""
+
+    def make():
+        junit = shared_dir / "check-shared-junit.xml"
+        cwd = shared_dir / "check-cwd"  # no pyproject.toml above it
+        cwd.mkdir(exist_ok=True)
+        args = [str(models[name]) for name in SHARED]
+        args.insert(-1, str(shared_dir / "missing.keras"))
+        with pytest.MonkeyPatch.context() as mp:
+            mp.chdir(cwd)
+            r = run(*args, *SAMPLES, "--format", "json", "--junit", junit, env={"GITHUB_ACTIONS": "true"})
+        return {"args": args, "exit_code": r.exit_code, "stdout": r.stdout, "stderr": r.stderr,
+                "junit": junit.read_text()}
+
+    return once("check-shared", make)
+
+
+@pytest.fixture(scope="module")
+def checked(models, shared):
+    """``checked("dead")``: that model's result in the shared run's JSON."""
+    results = {m["path"]: m for m in json.loads(shared["stdout"])["models"]}
+    return lambda name: results[str(models[name])]
+
+
+def test_nan_exits_1_and_names_the_layer_where_it_starts(models, checked):
+    m = checked("nan_op")
+    assert m["status"] == "failed" and m["exit_code"] == 1
     assert m["first_fault"]["layer"] == "sqrt" and m["first_fault"]["weights"] == []
     nan = rules_of(m)["nan"]
     assert nan["verdict"] == "failed" and [f["layer"] for f in nan["failures"]] == ["sqrt", "mix", "probs"]
@@ -380,50 +423,51 @@ def test_nan_exits_1_and_names_the_layer_where_it_starts(models):
     text = run(models["nan_op"], *SAMPLES)
     assert text.exit_code == 1 and "NaN starts at layer 'sqrt' (Sqrt)" in text.stdout
     assert text.stdout.index("FAIL nan") < text.stdout.index("pass inf")  # failures first
+    assert "::error" not in text.stderr  # without GITHUB_ACTIONS there are no annotations
 
 
-def test_nan_inside_a_nested_model(models):
-    data, _ = run_json(models["nested_nan"], *SAMPLES, code=1)
-    assert data["models"][0]["first_fault"]["layer"] == "block/log"
+def test_nan_inside_a_nested_model(checked):
+    assert checked("nested_nan")["exit_code"] == 1
+    assert checked("nested_nan")["first_fault"]["layer"] == "block/log"
 
 
-def test_clean_model_exits_0(models):
+def test_clean_model_exits_0(models, checked):
     r = run(models["clean"], *SAMPLES)
     assert r.exit_code == 0, r.stdout
     assert r.stdout.startswith("PASSED ") and "7 rules passed" in r.stdout
     assert r.stdout.rstrip().endswith("1 model · 1 passed · 0 failed · 0 errors · exit 0")
     assert r.stderr == ""
-    data, _ = run_json(models["clean"], *SAMPLES, code=0)
-    assert all(rule["verdict"] == "passed" for rule in data["models"][0]["rules"])
+    assert checked("clean")["exit_code"] == 0
+    assert all(rule["verdict"] == "passed" for rule in checked("clean")["rules"])
 
 
-def test_dead_and_exploding(models):
-    data, _ = run_json(models["dead"], *SAMPLES, code=1)
-    dead = rules_of(data["models"][0])["dead"]
+def test_dead_and_exploding(models, checked):
+    assert checked("dead")["exit_code"] == 1
+    dead = rules_of(checked("dead"))["dead"]
     assert [f["layer"] for f in dead["failures"]] == ["gate_relu"]
     assert dead["failures"][0]["values"]["dead_fraction"] == pytest.approx(0.75)
     assert dead["threshold"] == 0.5
     run_json(models["dead"], *SAMPLES, "--max-dead-fraction", "0.8", code=0)
 
-    data, _ = run_json(models["exploding"], *SAMPLES, code=1)
-    boom = rules_of(data["models"][0])["exploding"]
+    assert checked("exploding")["exit_code"] == 1
+    boom = rules_of(checked("exploding"))["exploding"]
     assert boom["failures"][0]["layer"] == "amp" and boom["failures"][0]["values"]["abs_max"] > 1e4
     run_json(models["exploding"], *SAMPLES, "--max-abs", "1e12", code=0)
 
 
-def test_integer_tensors_are_not_checked(models):
-    data, _ = run_json(models["int_mixed"], *SAMPLES, code=0)
-    nan = rules_of(data["models"][0])["nan"]["counts"]
+def test_integer_tensors_are_not_checked(checked):
+    assert checked("int_mixed")["exit_code"] == 0
+    nan = rules_of(checked("int_mixed"))["nan"]["counts"]
     assert (nan["not_checked"], nan["passed"]) == (2, 3)  # ids, add: int; emb, flat, dense: float
-    data, r = run_json(models["int_only"], *SAMPLES, code=1)
-    rules = rules_of(data["models"][0])
+    assert checked("int_only")["exit_code"] == 1
+    rules = rules_of(checked("int_only"))
     assert rules["nan"]["verdict"] == "not_checked" and rules["nan"]["counts"]["passed"] == 0
     assert rules["coverage"]["verdict"] == "failed"
 
 
-def test_nan_weight(models):
-    data, _ = run_json(models["nan_weight"], *SAMPLES, code=1)
-    m = data["models"][0]
+def test_nan_weight(checked):
+    m = checked("nan_weight")
+    assert m["exit_code"] == 1
     wn = rules_of(m)["weight-nan"]
     assert [(f["layer"], f["tensor"]) for f in wn["failures"]] == [("w_bad", "w_bad/kernel")]
     assert wn["failures"][0]["values"]["nan_count"] == 1
@@ -483,16 +527,13 @@ def test_config_file_option_and_per_model_inputs(models, tmp_path):
     assert dead["settings"]["max_dead_fraction"] == 0.9
 
 
-def test_junit_xml(models, tmp_path):
-    out = tmp_path / "reports" / "junit.xml"
-    out.parent.mkdir()
-    args = [models["nan_op"], models["clean"], models["dead"], tmp_path / "missing.keras", models["hostile"]]
-    r = run(*args, *SAMPLES, "--junit", out)
-    assert r.exit_code == 3
-    data, _ = run_json(*args, *SAMPLES)
-    root = ET.parse(out).getroot()
+def test_junit_xml(shared):
+    args = shared["args"]  # the missing file is the last but one
+    assert shared["exit_code"] == 3
+    data = json.loads(shared["stdout"])
+    root = ET.fromstring(shared["junit"])
     suites = root.findall("testsuite")
-    assert [s.get("name") for s in suites[:4]] == [str(a) for a in args[:4]]
+    assert [s.get("name") for s in suites[:-1]] == args[:-1]  # the last: the hostile name, escaped
     failures = errors = tests = 0
     for suite, model in zip(suites, data["models"], strict=True):
         cases = suite.findall("testcase")
@@ -510,10 +551,10 @@ def test_junit_xml(models, tmp_path):
     assert errors == 1 and failures == sum(
         rule["verdict"] == "failed" for m in data["models"] for rule in m["rules"]
     )
-    nan_case = suites[0].find("testcase[@name='nan']/failure")
+    nan_case = suites[SHARED.index("nan_op")].find("testcase[@name='nan']/failure")
     assert "layer 'sqrt'" in nan_case.get("message") and "layer 'mix' output 'output'" in nan_case.text
-    assert suites[3].find("testcase/error").get("type") == "model-not-found"
-    assert "\x1b" not in out.read_text() and "##[" not in out.read_text()
+    assert suites[-2].find("testcase/error").get("type") == "model-not-found"
+    assert "\x1b" not in shared["junit"] and "##[" not in shared["junit"]
 
 
 def test_unwritable_junit_is_exit_7_and_outranks_failed_checks(models, tmp_path):
@@ -543,14 +584,12 @@ def _runner_commands(text):
     return v2, legacy
 
 
-def test_github_annotations_cannot_be_forged(models):
-    args = (models["hostile"], models["clean"], *SAMPLES)
-    r = run(*args, env={"GITHUB_ACTIONS": "true"})
+def test_github_annotations_cannot_be_forged(models, checked, shared):
+    r = run(models["hostile"], *SAMPLES, env={"GITHUB_ACTIONS": "true"})  # the table on stdout
     assert r.exit_code == 1
-    data, _ = run_json(*args)
-    failed = [rule["rule"] for rule in data["models"][0]["rules"] if rule["verdict"] == "failed"]
+    failed = [rule["rule"] for rule in checked("hostile")["rules"] if rule["verdict"] == "failed"]
     assert {"nan", "weight-nan"} <= set(failed)
-    for stream in (r.stdout, r.stderr):
+    for stream in (r.stdout, r.stderr, shared["stdout"], shared["stderr"]):
         assert "\x1b" not in stream and "\r" not in stream
     assert _runner_commands(r.stdout) == ([], [])
     commands, legacy = _runner_commands(r.stderr)
@@ -562,10 +601,17 @@ def test_github_annotations_cannot_be_forged(models):
     assert nan_message.startswith("NaN starts at layer 'ok\\n:\\x3aerror title=pwned:\\x3ax\\x1b[2J%0A,a:b #\\x23[error]")
     assert "\n" not in nan_message
     # the JSON output stays parseable and carries the exact name, but no runnable command
-    assert data["models"][0]["first_fault"]["layer"] == HOSTILE
-    assert _runner_commands(run(*args, "--format", "json").stdout) == ([], [])
-    # without GITHUB_ACTIONS there are no annotations
-    assert "::error" not in run(*args).stderr
+    assert checked("hostile")["first_fault"]["layer"] == HOSTILE
+    assert _runner_commands(shared["stdout"]) == ([], [])
+    # many models: each failed rule and each error is one annotation, on its own model's file
+    commands, legacy = _runner_commands(shared["stderr"])
+    assert legacy == [] and {c[0] for c in commands} == {"error"}
+    expected = []
+    for m in json.loads(shared["stdout"])["models"]:
+        titles = ["error"] if m["status"] == "error" else [x["rule"] for x in m["rules"] if x["verdict"] == "failed"]
+        expected += [{"file": m["path"], "title": f"kerinspect check: {title}"} for title in titles]
+    assert [c[1] for c in commands] == expected
+    # without GITHUB_ACTIONS there are no annotations: test_nan_exits_1_and_names_the_layer_where_it_starts
 
 
 def test_baseline(models, tmp_path):
@@ -600,14 +646,16 @@ def test_baseline(models, tmp_path):
     assert data["models"][0]["error"]["rule"] == "baseline-invalid"
 
 
-def test_deterministic(models):
-    first = run(models["nan_op"], models["dead"], *SAMPLES, "--format", "json").stdout
-    again = run(models["nan_op"], models["dead"], *SAMPLES, "--format", "json").stdout
+def test_deterministic(models, checked):
+    """A model's results do not depend on the run: the shared run's, again in a run of two
+    of its models; another seed changes the figures but not the verdicts."""
+    first = [checked("nan_op"), checked("dead")]
+    again = json.loads(run(models["nan_op"], models["dead"], *SAMPLES, "--format", "json").stdout)["models"]
     assert first == again
     other = run(models["nan_op"], models["dead"], *SAMPLES, "--seed", "5", "--format", "json").stdout
-    assert other != first
+    assert json.loads(other)["models"] != first
     verdicts = [[(r["rule"], r["verdict"]) for r in m["rules"]] for m in json.loads(other)["models"]]
-    assert verdicts == [[(r["rule"], r["verdict"]) for r in m["rules"]] for m in json.loads(first)["models"]]
+    assert verdicts == [[(r["rule"], r["verdict"]) for r in m["rules"]] for m in first]
 
 
 def test_multiple_models_globs_and_precedence(models, tmp_path):

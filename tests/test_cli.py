@@ -139,7 +139,6 @@ def test_hostile_path_is_escaped(tmp_path):
 # -- with TensorFlow --------------------------------------------------------------
 
 
-@pytest.mark.isolated
 def test_summary_table(keras):
     r = run("summary", SAMPLES / "nested_shared.keras", "--samples", "8", "--width", "200")
     assert r.exit_code == 0, r.stderr
@@ -170,15 +169,14 @@ def test_summary_markdown(keras):
     assert "| `mostly_dead` | `Dense` |" in r.stdout and "| dead |" in r.stdout
 
 
-def test_flags_in_sample_models(keras):
+def test_flags_in_sample_models(sample_report):
     def flags(name):
-        data = json.loads(run("summary", SAMPLES / name, "-f", "json").stdout)
-        return {layer["path"]: layer["outputs"][0]["flags"] for layer in data["layers"]}
+        return {layer["path"]: layer["outputs"][0]["flags"] for layer in sample_report(name)["layers"]}
 
-    nan = flags("nan_model.keras")
+    nan = flags("nan_model")
     assert nan["dense_ok"] == [] and nan["dense_nan"] == ["nan"] and nan["after_nan"] == ["nan"]
-    assert flags("dead_relu.keras")["mostly_dead"] == ["dead"]
-    boom = flags("exploding.keras")
+    assert flags("dead_relu")["mostly_dead"] == ["dead"]
+    boom = flags("exploding")
     assert boom["dense_0"] == [] and boom["dense_3"] == ["exploding"]
 
 

@@ -321,7 +321,6 @@ def test_auto_compiles_long_runs_of_small_tensors_after_one_eager_batch(factorie
     assert kerinspect.inspect_model(wide, samples=64, batch_size=8).engine == "eager"
 
 
-@pytest.mark.isolated
 def test_compiled_run_through_the_worker(saved, keras, tmp_path):
     """The CLI, the real worker: `--engine compiled` gives plain Keras's figures."""
     model = keras.saving.load_model(saved["attention"])  # as saved: its raw ops' names
@@ -367,7 +366,6 @@ def test_on_a_gpu_statistics_run_there_and_match(factories):
             assert_stats(report[path].outputs[k].stats, arr, path)
 
 
-@pytest.mark.isolated
 def test_the_table_header_says_which_engine_ran(saved):
     runner = CliRunner()
     long = runner.invoke(cli, ["summary", saved["mlp"], "--samples", "64", "--batch-size", "8"])
@@ -456,7 +454,6 @@ def test_activations_of_a_model_that_cannot_be_traced_run_eagerly(keras):
     assert info.value.rule == "not-compiled"
 
 
-@pytest.mark.isolated
 def test_compiled_dump_through_the_worker(saved, keras, tmp_path):
     """`kerinspect dump --engine compiled`: the real worker writes the traced function's
     tensors, equal to plain Keras's; the manifest and the listing say which engine ran."""

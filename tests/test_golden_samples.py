@@ -1,21 +1,22 @@
-"""Goldens from real runs: every sample model through the real CLI and worker.
+"""Goldens from real runs: every sample model through the real CLI and worker, once.
 
-The table of each ``sample_models/*.keras`` run is compared with
-``tests/golden/samples/<name>.txt`` (regenerate with ``KERINSPECT_REGEN_GOLDEN=1``, then
-review the diff), and its rows must add up to its footer: one row per output tensor,
-layer calls and parameters as the footer counts them, flagged rows as flagged.
+Each ``sample_models/*.keras`` runs once, as JSON (the session's shared run,
+``sample_report`` in conftest); its table, rendered from that report with the CLI's
+renderer on the CLI's pipe console, is compared with ``tests/golden/samples/<name>.txt``
+(regenerate with ``KERINSPECT_REGEN_GOLDEN=1``, then review the diff), and its rows must
+add up to its footer: one row per output tensor, layer calls and parameters as the footer
+counts them, flagged rows as flagged. One test proves, for one model, that the CLI's own
+table output is that rendering.
 """
 
 from __future__ import annotations
 
 import os
 import re
-import subprocess
-import sys
 
 import pytest
 
-from tests.conftest import ROOT, SAMPLES
+from tests.conftest import ROOT, SAMPLES, kerinspect_cli, render_summary, sample_args
 
 GOLDEN = ROOT / "tests" / "golden" / "samples"
 REGEN = os.environ.get("KERINSPECT_REGEN_GOLDEN") == "1"
@@ -23,23 +24,11 @@ MODELS = sorted(p.stem for p in SAMPLES.glob("*.keras"))
 FOOTER = re.compile(r"^(\d+) layer calls · ([\d,]+) parameters · (\d+) tensors, (\d+) flagged")
 
 
-#: Options a sample model needs (its custom classes).
-OPTIONS = {"transformer": ("--custom-objects", "sample_models/custom_layers.py")}
-
-
-def run(*args):
-    out = subprocess.run([sys.executable, "-m", "kerinspect", *args], capture_output=True, text=True,
-                         cwd=ROOT, timeout=300, env={**os.environ, "COLUMNS": "1000"})
-    assert out.returncode == 0, out.stderr
-    return out.stdout
-
-
 @pytest.mark.slow
 @pytest.mark.parametrize("name", MODELS)
-def test_sample_model_table_is_golden_and_adds_up(name):
-    import json
-
-    text = run("summary", f"sample_models/{name}.keras", "--samples", "16", *OPTIONS.get(name, ()))
+def test_sample_model_table_is_golden_and_adds_up(name, sample_report):
+    data = sample_report(name)
+    text = render_summary(data)
     path = GOLDEN / f"{name}.txt"
     if REGEN:
         path.write_text(text)
@@ -54,9 +43,17 @@ def test_sample_model_table_is_golden_and_adds_up(name):
     columns = lines[header]
     flags_at = columns.index("Flags")
     assert sum(1 for r in rows if r[flags_at:].strip()) == int(flagged)
-    data = json.loads(run("summary", f"sample_models/{name}.keras", "--samples", "16", "-f", "json",
-                          *OPTIONS.get(name, ())))
     layers = [r for r in data["layers"] if r["class_name"] != "InputLayer"]
     assert len([r for r in layers if r["called"]]) == int(calls)
     assert sum(r["params"] for r in layers if r["call"] == 0 and not r["container"]) == int(params.replace(",", ""))
     assert sum(len(r["outputs"]) for r in data["layers"]) == int(tensors)
+
+
+@pytest.mark.slow
+def test_the_cli_prints_the_table_rendered_from_its_json(sample_report):
+    """What the goldens rest on: for a model with custom classes, nested calls and
+    attention, the table the CLI prints to a pipe is, byte for byte, the one rendered
+    here from the JSON report of the same run."""
+    out = kerinspect_cli(*sample_args("transformer"), env={"COLUMNS": "1000"})
+    assert out.returncode == 0, out.stderr
+    assert out.stdout == render_summary(sample_report("transformer"))

@@ -296,7 +296,6 @@ def test_check_runs_the_rules_only_when_asked(build):
 # -- through the worker, as users run it --------------------------------------------------
 
 
-@pytest.mark.isolated
 @pytest.mark.slow
 def test_cli_summary_and_check_through_the_worker(build, tmp_path, monkeypatch):
     monkeypatch.chdir(tmp_path)

@@ -1,6 +1,11 @@
-"""Issue 3's acceptance: every crafted file, through the real CLI and worker, ends in
-one line with its exit code and rule id; none runs code, reads a file outside the
-model, writes to HOME, hangs or prints a traceback."""
+"""Issue 3's acceptance: crafted files, through the real CLI and worker, end in one line
+with their exit code and rule id; none runs code, reads a file outside the model, writes
+to HOME, hangs or prints a traceback.
+
+The verdict on every crafted file (exit code, rule, where, message) is test_scan's, in
+this process. Here, the plumbing around it: one file per kind of refusal (exit code,
+rule, container) runs end to end, and every file the parent refuses before any worker
+starts (pre-flight)."""
 
 from __future__ import annotations
 
@@ -11,6 +16,7 @@ import pytest
 from click.testing import CliRunner
 
 from kerinspect.cli import cli
+from tests.conftest import render_summary
 from tests.hostile import HOSTILE_NAMES
 from tests.test_scan import REFUSED
 
@@ -19,6 +25,24 @@ pytestmark = pytest.mark.isolated
 LINE = re.compile(r"^kerinspect: error\[([a-z0-9-]+)\]: (.+)$")
 #: where the parent's pre-flight answers before the scan (SAFETY.md rows 24 and 26)
 PREFLIGHT = {"text.keras": (3, "unknown-format"), "empty.keras": (3, "empty-file")}
+#: refused by the parent's pre-flight, before any worker starts: every one goes end to end
+PREFLIGHT_STAGE = {*PREFLIGHT, "polyglot.keras", "polyglot.h5", "prepended.keras"}
+#: refused by the static scan in the worker: one file for each (exit code, rule, container)
+SCAN_STAGE = {
+    "lambda.keras", "activation_get_file.keras", "tfsm_layer.keras", "activation_ops.keras",
+    "torch_wrapper.keras", "module_os.keras", "string_lookup_path.keras", "node_string.keras",
+    "huge_units.keras", "huge_input.keras", "zipslip.keras", "dup_config.keras", "encrypted.keras",
+    "config_bomb.keras", "deep_json.keras", "appended.keras", "hidden_gap.keras", "h5_external.keras",
+    "h5_shape_bomb.keras", "h5_softlink.keras", "truncated.keras", "no_config.keras", "no_weights.keras",
+    "bad_json.keras",
+    "lambda.h5", "huge_units.h5", "h5_extlink.h5", "h5_virtual.h5", "plain.h5",
+}
+END_TO_END = [r for r in REFUSED if r[0] in PREFLIGHT_STAGE | SCAN_STAGE]
+
+
+def _kind(refused):
+    name, code, rule, _ = refused
+    return int(code), rule, name.rsplit(".", 1)[1]
 
 
 @pytest.fixture
@@ -34,7 +58,13 @@ def run(*args):
     return CliRunner().invoke(cli, [str(a) for a in args])
 
 
-@pytest.mark.parametrize(("name", "code", "rule", "where"), REFUSED, ids=[r[0] for r in REFUSED])
+def test_every_kind_of_refusal_is_run_end_to_end():
+    assert {_kind(r) for r in END_TO_END} == {_kind(r) for r in REFUSED}
+    scanned = [_kind(r) for r in END_TO_END if r[0] in SCAN_STAGE]
+    assert len(scanned) == len(set(scanned)) == len(SCAN_STAGE)  # one file per kind, each in REFUSED
+
+
+@pytest.mark.parametrize(("name", "code", "rule", "where"), END_TO_END, ids=[r[0] for r in END_TO_END])
 def test_crafted_file_ends_in_one_line(hostile, home, name, code, rule, where):
     result = run("summary", hostile[name], "--timeout", "60", "--max-memory", "4G")
     code, rule = PREFLIGHT.get(name, (int(code), rule))
@@ -66,12 +96,15 @@ def test_trusted_lambda_runs_only_when_asked_and_still_isolated(hostile, home, m
 
 @pytest.mark.parametrize("tag", sorted(HOSTILE_NAMES))
 def test_hostile_layer_names_are_inspected_and_escaped(hostile, tag):
-    result = run("summary", hostile[f"name_{tag}.keras"], "-n", "2", "--width", "300")
+    result = run("summary", hostile[f"name_{tag}.keras"], "-n", "2", "-f", "json")
     assert result.exit_code == 0, result.stderr
-    assert "\x1b" not in result.stdout and "\x00" not in result.stdout
-    assert not any(line.startswith("::") for line in result.stdout.splitlines())
-    data = json.loads(run("summary", hostile[f"name_{tag}.keras"], "-n", "2", "-f", "json").stdout)
+    data = json.loads(result.stdout)
     assert HOSTILE_NAMES[tag] in [layer["name"] for layer in data["layers"]]
+    # the table of `--width 300`, which the parent renders from this report
+    table = render_summary(data, width=300)
+    assert " layer calls · " in table  # (a whole table, footer included)
+    assert "\x1b" not in table and "\x00" not in table
+    assert not any(line.startswith("::") for line in table.splitlines())
 
 
 def test_weights_mismatch_is_a_clear_load_error(hostile):

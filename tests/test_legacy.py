@@ -319,7 +319,6 @@ def tf_op_model(tfk):
     return tfk.Model(x, outs, name="tfops")
 
 
-@pytest.mark.isolated
 def test_tf_op_layers_and_attention_match_tf_keras(tfk, tmp_path):
     model = tf_op_model(tfk)
     path = tmp_path / "tfops.h5"
@@ -335,7 +334,6 @@ def test_tf_op_layers_and_attention_match_tf_keras(tfk, tmp_path):
     assert_every_call_matches(report, tf_keras_calls(tfk, model, [x]), "tfops", rel=2e-5, abs_=1e-6)
 
 
-@pytest.mark.isolated
 def test_an_op_without_a_conversion_fails_in_one_line_naming_it(tfk, tmp_path):
     import tensorflow as tf
     from click.testing import CliRunner
@@ -350,7 +348,6 @@ def test_an_op_without_a_conversion_fails_in_one_line_naming_it(tfk, tmp_path):
     assert "tf.math.cumsum" in line and "Hint:" in line
 
 
-@pytest.mark.isolated
 def test_a_lambda_calling_a_registered_function_loads_with_custom_objects(keras, tmp_path):
     from click.testing import CliRunner
 

@@ -9,7 +9,6 @@ transformer sample through the worker) are golden: regenerate with
 
 from __future__ import annotations
 
-import contextlib
 import dataclasses
 import os
 import sys
@@ -187,15 +186,12 @@ def test_memory_stays_flat_with_16x_samples(keras):
 
 
 @pytest.fixture(scope="module")
-def report():
-    """The transformer sample inspected as the CLI does (the worker, synthetic inputs)."""
-    import kerinspect
-    from kerinspect.spec import LoadOptions
+def report(sample_report):
+    """The transformer sample inspected by the CLI (the worker, synthetic inputs,
+    --samples 16): the session's shared run."""
+    from kerinspect.report import ModelReport
 
-    with contextlib.chdir(ROOT):
-        return kerinspect.inspect_model(
-            "sample_models/transformer.keras", samples=16, load=LoadOptions(custom_objects=CUSTOM)
-        )
+    return ModelReport.from_dict(sample_report("transformer"))
 
 
 def test_report_repr_index_flagged_and_pandas(report):

@@ -63,7 +63,6 @@ def _inspect_and_compare(tfk, path, tmp_path, samples):
     return report
 
 
-@pytest.mark.isolated
 @pytest.mark.slow
 @pytest.mark.parametrize("key", sorted(TF_KERAS_FILES))
 def test_tf_keras_files_inspect_and_match_tf_keras(tfk, key, tmp_path):
@@ -78,7 +77,6 @@ def test_tf_keras_files_inspect_and_match_tf_keras(tfk, key, tmp_path):
         assert report.model.format == "h5" and "HDF5 under a .keras name" in report.model.notes[0]
 
 
-@pytest.mark.isolated
 @pytest.mark.slow
 @pytest.mark.skipif(not TEACHABLE, reason="no Teachable Machine export in ../shared/realworld")
 def test_teachable_machine_export_inspects_and_matches_tf_keras(tfk, tmp_path):
@@ -90,7 +88,6 @@ def test_teachable_machine_export_inspects_and_matches_tf_keras(tfk, tmp_path):
     assert sum(r.class_name == "DepthwiseConv2D" for r in report.layers) == 17
 
 
-@pytest.mark.isolated
 @pytest.mark.parametrize(
     "rel, rule, words",
     [
@@ -224,7 +221,6 @@ def _keras_reference(keras, path, source):
     return keras.saving.load_model(path, custom_objects=objects, compile=False)
 
 
-@pytest.mark.isolated
 @pytest.mark.slow
 @pytest.mark.parametrize("key", sorted(CUSTOM_FILES))
 def test_files_needing_a_custom_class_inspect_with_custom_objects(keras, key, tmp_path):
@@ -276,7 +272,6 @@ def test_files_needing_a_custom_class_inspect_with_custom_objects(keras, key, tm
         assert outs["attention_scores"]["stats"]["mean"] == pytest.approx(1 / seq, rel=1e-4)
 
 
-@pytest.mark.isolated
 def test_a_custom_init_without_kwargs_fails_in_one_line_with_a_hint(tmp_path):
     """The ICU file's class as saved (no **kwargs): Keras passes ``trainable``; the line
     names the cause and the fix."""
@@ -288,7 +283,6 @@ def test_a_custom_init_without_kwargs_fails_in_one_line_with_a_hint(tmp_path):
     assert "Hint:" in line and "**kwargs" in line and "super().__init__(**kwargs)" in line
 
 
-@pytest.mark.isolated
 def test_a_subclassed_h5_without_constructor_arguments_fails_in_one_line(tmp_path):
     """The food-recommender ``.h5`` stores only name/trainable/dtype for its class: with
     the class given, the line says that no loader can rebuild it."""
@@ -331,7 +325,6 @@ def _slash_copy(src, dst):
     return dst
 
 
-@pytest.mark.isolated
 @pytest.mark.slow
 @pytest.mark.skipif(not NCF.is_file(), reason="no ncf_model.keras in ../shared/realworld")
 def test_a_keras2_archive_with_windows_weight_paths_matches_tf_keras(tfk, tmp_path):
