@@ -60,11 +60,15 @@ def pytest_terminal_summary(terminalreporter, config):
     if not path or not os.path.exists(path):
         return
     with open(path, encoding="utf-8") as f:
-        starts = [line.partition(" ")[2] for line in f.read().splitlines() if line]
+        starts = [line.split(" ", 2)[1:] for line in f.read().splitlines() if line]
     os.unlink(path)
-    by_file = collections.Counter(label.split("::", 1)[0] or "(no test)" for label in starts)
+    by_file = collections.Counter((rest[1] if len(rest) > 1 else "").split("::", 1)[0] or "(no test)"
+                                  for rest in starts)
+    loaded = sum(rest[0] == "tensorflow" for rest in starts)
     top = ", ".join(f"{name} {n}" for name, n in by_file.most_common(8))
-    terminalreporter.write_line(f"kerinspect worker starts: {len(starts)} (most: {top})")
+    terminalreporter.write_line(
+        f"kerinspect worker starts: {len(starts)}, {loaded} of them loaded a model (TensorFlow) (most: {top})"
+    )
 
 
 @pytest.fixture(scope="session")

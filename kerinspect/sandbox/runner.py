@@ -246,20 +246,23 @@ def _kill_group(pid: int) -> None:
         os.killpg(pid, signal.SIGKILL)
 
 
-#: Where each worker start is counted, one line each (``command label``): set by whoever
-#: wants to see what a session of many runs costs (the test suite: ``tests/conftest.py``);
-#: ``KERINSPECT_WORKER_STARTS_LABEL`` is written beside the command (the current test).
+#: Where each worker start is counted, one line each when the worker is done (``command
+#: tensorflow|no-tensorflow label``: whether it got as far as loading a model, which imports
+#: TensorFlow, or stopped before, at the scan or reading weights): set by whoever wants to
+#: see what a session of many runs costs (the test suite: ``tests/conftest.py``);
+#: ``KERINSPECT_WORKER_STARTS_LABEL`` is written beside it (the current test).
 WORKER_STARTS_LOG_ENV = "KERINSPECT_WORKER_STARTS_LOG"
 WORKER_STARTS_LABEL_ENV = "KERINSPECT_WORKER_STARTS_LABEL"
 
 
-def _count_start(request: dict[str, Any]) -> None:
+def _count_start(request: dict[str, Any], phase: str) -> None:
     log = os.environ.get(WORKER_STARTS_LOG_ENV)
     if not log:
         return
     label = " ".join(os.environ.get(WORKER_STARTS_LABEL_ENV, "").split())
+    loaded = "tensorflow" if phase in (PHASES["load"], PHASES["run"]) else "no-tensorflow"
     with contextlib.suppress(OSError), open(log, "a", encoding="utf-8") as f:
-        f.write(f"{request.get('command', '?')} {label}\n")
+        f.write(f"{request.get('command', '?')} {loaded} {label}\n")
 
 
 def run_worker(
@@ -282,7 +285,6 @@ def run_worker(
             :class:`ChildCrashError` when it crashed, timed out or hit a limit.
     """
     limits = limits or WorkerLimits()
-    _count_start(request)
     scratch_dirs.sweep(scratch_parent)  # what a SIGKILLed earlier run left behind
     scratch = scratch_dirs.make("worker", scratch_parent)
     read_fd, write_fd = os.pipe()
@@ -394,3 +396,4 @@ def run_worker(
                 with contextlib.suppress(OSError):
                     os.close(fd)
         shutil.rmtree(scratch, ignore_errors=True)
+        _count_start(request, phase)
