@@ -215,6 +215,20 @@ def test_in_memory_models_are_compared_in_process(keras, models):
     assert head.cosine == pytest.approx(ref["cosine"], rel=1e-3)
 
 
+def test_a_model_b_of_other_inputs_is_one_clear_error(keras, models):
+    """B is fed A's inputs: a B taking two inputs where A takes one fails as B's first call
+    (exit 6, with the hint), not as a kerinspect bug."""
+    import kerinspect
+    from kerinspect.errors import InferenceError
+
+    p, q = keras.Input((4,), name="p"), keras.Input((4,), name="q")
+    two = keras.Model([p, q], keras.layers.Add(name="sum")([p, q]), name="two")
+    with pytest.raises(InferenceError) as e:
+        kerinspect.diff_models(models["a"], two, models["x"])
+    assert e.value.rule == "inference-failed" and "of model B" in e.value.message
+    assert "B is fed A's inputs" in e.value.hint
+
+
 def test_spill_reads_back_every_byte_across_chunks():
     """A's held tensors go to files (several when larger than a chunk) and come back exact."""
     import os

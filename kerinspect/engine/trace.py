@@ -306,10 +306,12 @@ class Replayer:
         with ka.layer_call_hook(self._on_layer_call):
             if self.graph is None:
                 return self._run_opaque(inputs)
-            struct = ka.pack_like(ka.inputs_struct(self.graph), list(inputs))
             installed = self._installed(self.graph, prefix="", depth=0, top=True)
             with installed:
                 try:
+                    # inside the try: inputs of another structure than the graph's (diff's
+                    # model B fed model A's) fail as the model's call, not as a kerinspect bug
+                    struct = ka.pack_like(ka.inputs_struct(self.graph), list(inputs))
                     out = self.model(struct, training=False)
                 except (LayerCallError, ka.KerasDriftError):
                     raise
