@@ -274,6 +274,17 @@ def scan_and_load(model_file: ModelFile, options: LoadOptions, phase: Any = None
         import_keras_hub(scanned.hub_classes, model_file.path)
     if phase is not None:
         phase("load")
+    if scanned.hub_classes:  # their configs hold arguments, not layers: count what they build
+        from kerinspect.engine.hub import check_size
+
+        check_size(
+            scanned.config,
+            scanned.hub_classes,
+            options.max_params,
+            model_file.path,
+            safe_mode=not trust,
+            custom_objects=custom,
+        )
     return load_model(model_file, scanned, safe_mode=not trust, custom_objects=custom)
 
 
