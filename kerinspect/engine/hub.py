@@ -22,12 +22,13 @@ backbone's position table.
 from __future__ import annotations
 
 import contextlib
+import copy
 import signal
 import sys
 import threading
 import time
 import warnings
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -69,12 +70,13 @@ def import_keras_hub(classes: Sequence[str], path: str) -> Any:
     return keras_hub
 
 
-#: Seconds the deferred build of :func:`check_size` may take. The largest keras-hub
+#: CPU seconds the deferred build of :func:`check_size` may take. The largest keras-hub
 #: presets (126 transformer layers) build in a few seconds; a config that asks for
 #: thousands of layers does not, and is refused as too large rather than left to run
-#: until the worker's timeout.
+#: until the worker's timeout. CPU time, not wall time: a busy machine does not refuse a
+#: model that a quiet one accepts.
 COUNT_SECONDS = 30.0
-#: How often the deferred build's running count and clock are looked at.
+#: How often (CPU seconds) the deferred build's running count and clock are looked at.
 _WATCH_INTERVAL = 0.2
 
 
@@ -92,37 +94,17 @@ def _size(variable: Any) -> int:
     return count
 
 
-def _uncompiled(node: Any) -> Any:
-    """A copy of a serialized config that compiles nothing: its keras-hub task models get
-    ``compile=False`` (a task compiles by default) and no ``compile_config`` is kept (the
-    loader does not compile either); an optimizer's variables cannot be deferred, and none
-    of them is counted."""
-    if isinstance(node, list):
-        return [_uncompiled(v) for v in node]
-    if not isinstance(node, dict):
-        return node
-    out = {k: _uncompiled(v) for k, v in node.items() if k != "compile_config"}
-    hub = sys.modules.get("keras_hub")
-    name = node.get("registered_name")
-    if hub is not None and isinstance(name, str) and isinstance(out.get("config"), dict):
-        from keras.saving import get_registered_object
-
-        cls = get_registered_object(name)
-        if isinstance(cls, type) and issubclass(cls, hub.models.Task):
-            out["config"]["compile"] = False
-    return out
-
-
 class _Watch:
     """Stops a deferred build (in the main thread, by ``SIGVTALRM`` every
-    :data:`_WATCH_INTERVAL` s of CPU time) once the variables it created pass ``max_params`` or it has
-    run ``seconds``: ``num_layers=10**12`` is refused as soon as its count passes the limit,
-    not when the worker times out. Elsewhere than in the main thread it only counts."""
+    :data:`_WATCH_INTERVAL` s of CPU time) once the variables it created pass ``max_params``
+    or it has used ``seconds`` of CPU: ``num_layers=10**12`` is refused as soon as its count
+    passes the limit, not when the worker times out. Elsewhere than in the main thread it
+    only counts."""
 
     def __init__(self, max_params: int, seconds: float) -> None:
         self.max_params, self.seconds = max_params, seconds
         self.total, self.seen, self.out_of_time = 0, 0, False
-        self.end = time.monotonic() + seconds
+        self.end = time.process_time() + seconds
 
     def created(self) -> int:
         from keras.src.backend.common import global_state
@@ -134,10 +116,10 @@ class _Watch:
         return self.total
 
     def _tick(self, signum: int, frame: Any) -> None:
-        if self.created() > self.max_params:
-            raise _Stopped
-        if time.monotonic() > self.end:
-            self.out_of_time = True
+        over = self.created() > self.max_params
+        if over or time.process_time() > self.end:
+            signal.setitimer(signal.ITIMER_VIRTUAL, 0)  # raise once: nothing fires during the unwinding
+            self.out_of_time = not over
             raise _Stopped
 
     @contextlib.contextmanager
@@ -148,82 +130,92 @@ class _Watch:
         # the CPU-time timer: the wall-clock one (SIGALRM) is the worker's own backstop
         # (sandbox/confine.py), which this must neither replace nor cancel
         previous = signal.signal(signal.SIGVTALRM, self._tick)
-        timer = signal.setitimer(signal.ITIMER_VIRTUAL, _WATCH_INTERVAL, _WATCH_INTERVAL)
         try:
-            yield
+            timer = signal.setitimer(signal.ITIMER_VIRTUAL, _WATCH_INTERVAL, _WATCH_INTERVAL)
+            try:
+                yield
+            finally:
+                signal.setitimer(signal.ITIMER_VIRTUAL, *timer)
         finally:
-            signal.setitimer(signal.ITIMER_VIRTUAL, *timer)
             signal.signal(signal.SIGVTALRM, previous)
 
 
-def _in_compile(error: BaseException) -> bool:
-    """Whether ``error`` was raised inside a ``compile`` call: a task model that compiles
-    itself whatever it is told (``TextToImage``) creates its optimizer's variables, which
-    cannot be deferred, after every layer is built."""
-    tb = error.__traceback__
-    while tb is not None:
-        if tb.tb_frame.f_code.co_name == "compile":
-            return True
-        tb = tb.tb_next
-    return False
+@contextlib.contextmanager
+def _counting() -> Iterator[None]:
+    """Keras as a deferred build needs it, and as it was afterwards:
 
-
-def deferred_count(
-    config: dict[str, Any],
-    *,
-    safe_mode: bool,
-    custom_objects: dict[str, Any] | None,
-    max_params: int | None = None,
-    seconds: float = COUNT_SECONDS,
-) -> tuple[int, BaseException | None, bool]:
-    """(parameters, None, False): ``count_params()`` of the object a serialized config
-    builds, with Keras's deferred variables (``StatelessScope(initialize_variables=False)``):
-    every layer is built and every variable gets its shape, none is allocated, so a size
-    costs nothing. When the build fails, passes ``max_params`` or runs out of ``seconds``
-    (``_Watch``): (the sizes of the variables it had created, a lower bound of what the
-    real build would allocate; the exception; whether it ran out of time)."""
-    from keras.src.backend import StatelessScope
+    * nothing compiles: a keras-hub task compiles itself (``TextToImage`` whatever it is
+      told), and an optimizer's variables cannot be deferred; none of them is counted. Every
+      ``compile`` of ``keras.Model`` and its subclasses does nothing meanwhile;
+    * Keras's name counters are restored, so that the real build names its layers as in a
+      fresh process (``softmax``, not ``softmax_2``: reports and ``--layers`` paths);
+    * the deferred variables are dropped, or the next build would initialize them;
+    * warnings are not shown (the real build says what is worth saying)."""
+    import keras
     from keras.src.backend.common import global_state
 
-    from kerinspect.engine.tfenv import import_keras
+    def no_compile(self: Any, *args: Any, **kwargs: Any) -> None:
+        return None
 
-    keras = import_keras()
-    watch = _Watch(max_params if max_params is not None else 2**63, seconds)
+    def models(cls: Any) -> Iterator[Any]:
+        yield cls
+        for sub in cls.__subclasses__():
+            yield from models(sub)
+
+    patched = [(c, c.__dict__["compile"]) for c in set(models(keras.Model)) if "compile" in c.__dict__]
+    names = global_state.get_global_attribute("object_name_uids", None)
+    saved_names = copy.copy(names) if names is not None else None
     global_state.set_global_attribute("uninitialized_variables", [])
     try:
-        with watch.running(), StatelessScope(initialize_variables=False), warnings.catch_warnings():
-            warnings.simplefilter("ignore")  # the real build, next, says what is worth saying
-            built = keras.saving.deserialize_keras_object(
-                _uncompiled(config), custom_objects=custom_objects, safe_mode=safe_mode
-            )
-            return int(built.count_params()), None, False
-    except (Exception, _Stopped) as e:  # noqa: BLE001 - the caller decides what it means
-        if isinstance(e, ValueError) and _in_compile(e):  # every layer was built: counted whole
-            return watch.created(), None, False
-        return watch.created(), e, watch.out_of_time
-    finally:  # the deferred variables, which the next build would otherwise initialize
+        for cls, _ in patched:
+            setattr(cls, "compile", no_compile)  # noqa: B010 - any class, typed as type
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            yield
+    finally:
+        for cls, original in patched:
+            setattr(cls, "compile", original)  # noqa: B010
+        global_state.set_global_attribute("object_name_uids", saved_names)
         global_state.set_global_attribute("uninitialized_variables", [])
 
 
+def deferred_count(
+    build: Callable[[], Any], *, max_params: int | None = None, seconds: float = COUNT_SECONDS
+) -> tuple[int, BaseException | None, bool]:
+    """(parameters, None, False): ``count_params()`` of what ``build()`` builds (a model from
+    its config, as the loader builds it), with Keras's deferred variables
+    (``StatelessScope(initialize_variables=False)``): every layer is built and every
+    variable gets its shape, none is allocated, so a size costs nothing. When the build
+    fails, passes ``max_params`` or runs out of ``seconds`` (``_Watch``): (the sizes of the
+    variables it had created, a lower bound of what the real build would allocate; the
+    exception; whether it ran out of time)."""
+    from keras.src.backend import StatelessScope
+
+    watch = _Watch(max_params if max_params is not None else 2**63, seconds)
+    with _counting():
+        try:
+            with StatelessScope(initialize_variables=False), watch.running():
+                return int(build().count_params()), None, False
+        except (Exception, _Stopped) as e:  # noqa: BLE001 - the caller decides what it means
+            return watch.created(), e, watch.out_of_time
+
+
 def check_size(
-    config: dict[str, Any],
+    build: Callable[[], Any],
     classes: Sequence[str],
     max_params: int,
     path: str,
     *,
-    safe_mode: bool,
-    custom_objects: dict[str, Any] | None,
     seconds: float = COUNT_SECONDS,
-) -> int | None:
-    """Refuse (exit 5, ``too-many-params``) a config with keras-hub objects that builds
-    more than ``max_params`` parameters, counted by :func:`deferred_count` before any
-    weight exists (a build stopped part-way is judged on what it had created), or whose
-    deferred build takes more than ``seconds``. Returns the count, or None when the
-    deferred build failed below the limit (the real build then says why, in its words)."""
+) -> tuple[int, BaseException | None]:
+    """Refuse (exit 5, ``too-many-params``) a model with keras-hub objects that builds more
+    than ``max_params`` parameters, counted by :func:`deferred_count` before any weight
+    exists (a build stopped part-way is judged on what it had created), or whose deferred
+    build takes more than ``seconds`` of CPU. Returns (the count, None), or (what was
+    counted, the exception) when the deferred build failed below the limit: the caller
+    decides whether what cannot be counted is built."""
     names = ", ".join(escape_text(n, 80) for n in classes[:3]) + (" ..." if len(classes) > 3 else "")
-    count, error, out_of_time = deferred_count(
-        config, safe_mode=safe_mode, custom_objects=custom_objects, max_params=max_params, seconds=seconds
-    )
+    count, error, out_of_time = deferred_count(build, max_params=max_params, seconds=seconds)
     if isinstance(error, MemoryError):
         raise error
     if count > max_params:
@@ -236,13 +228,13 @@ def check_size(
         )
     if out_of_time:
         raise PolicyError(
-            f"Counting the parameters of the keras-hub model ({names}) took more than {seconds:g} s "
+            f"Counting the parameters of the keras-hub model ({names}) took more than {seconds:g} s of CPU "
             f"(its config asks for that many layers); it is refused before its weights are created. "
             f"Received: path={escape_text(path)}",
             rule="too-many-params",
             hint="the largest keras-hub presets are counted in seconds: check num_layers and the other sizes",
         )
-    return count if error is None else None
+    return count, error
 
 
 @dataclass(frozen=True)

@@ -475,6 +475,18 @@ def load_model_from_hdf5(
     )
 
 
+def model_from_archive_config(
+    config: dict[str, Any], *, custom_objects: dict[str, Any] | None = None, safe_mode: bool = True
+) -> Any:
+    """A model (weights not loaded) from a Keras 3 archive's config, built as Keras's
+    ``load_model`` builds one (shared objects shared, uncompiled, in ``safe_mode``)."""
+    import json
+
+    from keras.src.saving import saving_lib as sl
+
+    return sl._model_from_config(json.dumps(config), custom_objects, False, safe_mode)
+
+
 def archive_model(
     path: str, config: dict[str, Any], *, custom_objects: dict[str, Any] | None = None, safe_mode: bool = True
 ) -> Any:
@@ -483,12 +495,11 @@ def archive_model(
     weights (``model.weights.h5``, read into memory, or ``model.weights.npz``) and assets
     loaded from the archive exactly as Keras's ``load_model`` loads them."""
     import io
-    import json
     import zipfile
 
     from keras.src.saving import saving_lib as sl
 
-    model = sl._model_from_config(json.dumps(config), custom_objects, False, safe_mode)
+    model = model_from_archive_config(config, custom_objects=custom_objects, safe_mode=safe_mode)
     with zipfile.ZipFile(path, "r") as zf:
         names = zf.namelist()
         if sl._VARS_FNAME_H5 in names:

@@ -112,13 +112,26 @@ def load_keras2_archive(
     """A tf.keras 2.13-2.15 ``.keras`` archive's model built from ``config`` (the judged
     Keras 2 config, upgraded), its weights converted in memory: ``(model, whether the
     weights file named its groups with backslashes)``."""
-    from kerinspect.engine.keras_adapter import load_weights, model_from_legacy_config
+    from kerinspect.engine.keras_adapter import load_weights
 
-    custom_objects = _with_tf_ops(config, path, custom_objects)
     weights, backslash = _converted_weights(path)
-    # a copy: Keras's legacy loader edits the config it builds (batch_input_shape, axis)
-    model = model_from_legacy_config(
-        copy.deepcopy(config), custom_objects=custom_objects, safe_mode=safe_mode
-    )
+    model = build_legacy(path, config, safe_mode=safe_mode, custom_objects=custom_objects)
     load_weights(model, weights)
     return model, backslash
+
+
+def build_legacy(
+    path: str,
+    config: dict[str, Any],
+    *,
+    safe_mode: bool = True,
+    custom_objects: dict[str, Any] | None = None,
+) -> Any:
+    """A model (weights not loaded) from a judged Keras 2 config (an ``.h5``'s
+    ``model_config`` or a tf.keras 2.x archive's, upgraded), built as Keras's legacy loader
+    builds one, TFOpLambda layers included."""
+    from kerinspect.engine.keras_adapter import model_from_legacy_config
+
+    custom_objects = _with_tf_ops(config, path, custom_objects)
+    # a copy: Keras's legacy loader edits the config it builds (batch_input_shape, axis)
+    return model_from_legacy_config(copy.deepcopy(config), custom_objects=custom_objects, safe_mode=safe_mode)

@@ -230,6 +230,21 @@ def load_model(
         ) from e
 
 
+def build_judged(
+    model_file: ModelFile, scanned: ScanResult, *, safe_mode: bool, custom_objects: dict[str, Any] | None
+) -> Any:
+    """The model, weights not loaded, that :func:`load_model` builds from the judged config,
+    built by the same code (Keras 3 archives by Keras's archive builder; ``.h5`` and tf.keras
+    2.x archives by its legacy one)."""
+    if scanned.build == "keras":
+        from kerinspect.engine.keras_adapter import model_from_archive_config
+
+        return model_from_archive_config(scanned.config, custom_objects=custom_objects, safe_mode=safe_mode)
+    from kerinspect.engine.legacy import build_legacy
+
+    return build_legacy(model_file.path, scanned.config, safe_mode=safe_mode, custom_objects=custom_objects)
+
+
 def custom_objects(path: str | None) -> dict[str, Any] | None:
     """Import the user's ``--custom-objects`` file (their own, trusted code)."""
     if path is None:
@@ -275,17 +290,36 @@ def scan_and_load(model_file: ModelFile, options: LoadOptions, phase: Any = None
     if phase is not None:
         phase("load")
     if scanned.hub_classes:  # their configs hold arguments, not layers: count what they build
-        from kerinspect.engine.hub import check_size
-
-        check_size(
-            scanned.config,
-            scanned.hub_classes,
-            options.max_params,
-            model_file.path,
-            safe_mode=not trust,
-            custom_objects=custom,
-        )
+        _check_hub_size(model_file, scanned, options, custom)
     return load_model(model_file, scanned, safe_mode=not trust, custom_objects=custom)
+
+
+def _check_hub_size(
+    model_file: ModelFile, scanned: ScanResult, options: LoadOptions, custom: dict[str, Any] | None
+) -> None:
+    """Count what the judged config builds, built as :func:`load_model` will build it but
+    with deferred weights (:func:`kerinspect.engine.hub.check_size`); refuse it over
+    ``max_params``. What cannot be counted is not built, unless the user trusts the file."""
+    from kerinspect.engine.hub import check_size
+
+    trust = options.trust_model
+    _, error = check_size(
+        lambda: build_judged(model_file, scanned, safe_mode=not trust, custom_objects=custom),
+        scanned.hub_classes,
+        options.max_params,
+        model_file.path,
+    )
+    if error is not None and not trust:
+        names = ", ".join(escape_text(n, 80) for n in scanned.hub_classes[:3])
+        raise ModelLoadError(
+            f"Keras could not build the model's keras-hub objects ({names}) with deferred weights, to count "
+            f"their parameters before creating them: {escape_text(whole_sentences(innermost_message(error)), 600)} "
+            f"Received: path={escape_text(model_file.path)}",
+            rule="load-failed",
+            hint=msg(
+                "a file you trust loads with {trust_model}, uncounted (only {max_memory} bounds it then)"
+            ),
+        ) from error
 
 
 def _unknown_hint(names: tuple[str, ...]) -> str | Message:
