@@ -90,7 +90,10 @@ def _size(variable: Any) -> int:
         return 0
     count = 1
     for dim in variable.shape:
-        count *= int(dim)
+        try:
+            count *= int(dim)
+        except (TypeError, ValueError):  # not a known size: counted by count_params, if built
+            return 0
     return count
 
 
