@@ -28,8 +28,9 @@ from kerinspect.scan.container import (
     scan_hdf5_file,
     scan_keras_archive,
 )
+from kerinspect.scan.json_caps import parse_json_object
 from kerinspect.scan.keras2 import keras2_archive
-from kerinspect.scan.policy import ConfigScanner, parse_json_object
+from kerinspect.scan.policy import ConfigScanner
 from kerinspect.scan.upgrade import h5_config_as_built, upgrade_config
 
 __all__ = ["BUILDS", "ScanResult", "scan_model_file"]

@@ -2,7 +2,7 @@
 
 One pass over every dict and list of a parsed model config (``config.json`` or
 an HDF5 ``model_config``), after JSON parsing with size and depth caps
-(:func:`parse_json_object`). Refused, with a stable rule id and the layer path:
+(:func:`kerinspect.scan.json_caps.parse_json_object`). Refused, with a stable rule id and the layer path:
 ``Lambda`` layers and marshal'd bytecode, function references outside a small
 allowlist, ``TFSMLayer``/``TorchModuleWrapper``, modules outside Keras,
 file-path arguments, strings smuggled into ``inbound_nodes`` (SAFETY.md rows
@@ -25,7 +25,6 @@ refused by name is in :mod:`kerinspect.scan.denylist`.
 
 from __future__ import annotations
 
-import json
 import re
 import sys
 from collections.abc import Iterable
@@ -39,7 +38,7 @@ from kerinspect.scan.container import Limits, Reporter, show
 from kerinspect.scan.estimate import estimate, layer_name
 from kerinspect.scan.keras2 import is_keras_or_tf_keras
 
-__all__ = ["ConfigScanner", "ConfigSummary", "is_tensor_reference", "parse_json_object", "scan_config"]
+__all__ = ["ConfigScanner", "ConfigSummary", "is_tensor_reference", "scan_config"]
 
 #: ``(estimated_params, class_names, unknown_classes)``
 ConfigSummary = tuple[int | None, tuple[str, ...], tuple[str, ...]]
@@ -144,7 +143,6 @@ _REGISTERED_NAME = re.compile(r"[A-Za-z_][A-Za-z0-9_.]*>[A-Za-z_][A-Za-z0-9_]*")
 #: Keys whose string Keras resolves itself, judged with their object (:meth:`ConfigScanner._check_object`).
 _OBJECT_KEYS = ("class_name", "module", "registered_name")
 _STDLIB: frozenset[str] = frozenset(sys.stdlib_module_names) - {"__main__"}
-_JSON_TOKEN = re.compile(r'"(?:[^"\\]|\\.)*"|[\[\]{}]', re.S)
 
 
 # --------------------------------------------------------------------------- helpers
@@ -192,64 +190,6 @@ def graph_layer_names(layers: list[Any]) -> frozenset[str]:
             if isinstance(name, str):
                 names.add(name)
     return frozenset(names)
-
-
-# --------------------------------------------------------------------------- JSON
-
-
-def _json_depth_exceeds(text: str, limit: int) -> bool:
-    if text.count("[") + text.count("{") <= limit:
-        return False
-    depth = 0
-    for m in _JSON_TOKEN.finditer(text):
-        tok = m.group()
-        if tok in "[{":
-            depth += 1
-            if depth > limit:
-                return True
-        elif tok in "]}":
-            depth -= 1
-    return False
-
-
-def parse_json_object(raw: bytes | str, what: str, limits: Limits, rep: Reporter) -> dict[str, Any]:
-    """Parse like Keras does (``json.loads``), with size and depth caps first."""
-    if len(raw) > limits.max_config_bytes:
-        rep.policy(
-            "config-too-large",
-            f"{what} is {len(raw):,} bytes, above the {limits.max_config_bytes:,}-byte limit.",
-        )
-    if isinstance(raw, bytes):
-        try:
-            text = raw.decode(json.detect_encoding(raw))
-        except UnicodeDecodeError as e:
-            rep.malformed("bad-json", f"{what} is not valid text: {e.reason} at byte {e.start}.")
-    else:
-        text = raw
-    if _json_depth_exceeds(text, limits.max_json_depth):
-        rep.policy("json-too-deep", f"{what} nests deeper than {limits.max_json_depth} levels.")
-    try:
-        value = json.loads(text)
-    except json.JSONDecodeError as e:
-        rep.malformed(
-            "bad-json",
-            f"{what} is not valid JSON: {e.msg} at line {e.lineno} column {e.colno} (char {e.pos}).",
-        )
-    except RecursionError:
-        rep.policy("json-too-deep", f"{what} nests too deeply to parse.")
-    except ValueError as e:  # e.g. an integer literal longer than Python's digit limit
-        rep.malformed("bad-json", f"{what} is not valid JSON: {show(e)}.")
-    if not isinstance(value, dict):
-        stripped = text.lstrip()
-        pos = len(text) - len(stripped)
-        line = text.count("\n", 0, pos) + 1
-        col = pos - (text.rfind("\n", 0, pos) + 1) + 1
-        kind = {list: "array", str: "string", bool: "boolean", type(None): "null"}.get(type(value), "number")
-        rep.malformed(
-            "bad-json",
-            f"{what} is not a JSON object: it holds a JSON {kind} at line {line} column {col} (char {pos}).",
-        )
-    return value
 
 
 # --------------------------------------------------------------------------- config walk
