@@ -65,6 +65,16 @@ def write_zip(path: str | os.PathLike[str], content: dict[str, bytes], compressi
             z.writestr(name, data)
 
 
+def with_config_edited(src: str | os.PathLike[str], dst: str | os.PathLike[str], edit: Any) -> str:
+    """A copy of the ``.keras`` archive ``src`` at ``dst`` whose ``config.json`` is
+    ``edit(config)`` applied in place (every other member as it was); returns ``dst``."""
+    content = members(src)
+    config = json.loads(content["config.json"])
+    edit(config)
+    write_zip(dst, {**content, "config.json": json.dumps(config).encode()})
+    return str(dst)
+
+
 def copy_json(obj: Any) -> Any:
     return json.loads(json.dumps(obj))
 

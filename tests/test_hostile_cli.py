@@ -143,14 +143,13 @@ def test_savedmodel_directory_gets_a_diagnosis(keras, tmp_path):
 def _custom_class_and_lambda(hostile, tmp_path):
     """``lambda.keras`` (bytecode in ``model/encoder/evil``) whose later ``head`` layer is
     a custom class, registered as ``Custom>Block``: the file needs both options."""
-    from tests.hostile import members, write_zip
+    from tests.hostile import with_config_edited
 
-    content = members(hostile["lambda.keras"])
-    config = json.loads(content["config.json"])
-    (head,) = [layer for layer in config["config"]["layers"] if layer["config"].get("name") == "head"]
-    head.update(module=None, class_name="Block", registered_name="Custom>Block")
-    path = tmp_path / "custom_and_lambda.keras"
-    write_zip(path, {**content, "config.json": json.dumps(config).encode()})
+    def custom_head(config):
+        (head,) = [layer for layer in config["config"]["layers"] if layer["config"].get("name") == "head"]
+        head.update(module=None, class_name="Block", registered_name="Custom>Block")
+
+    path = with_config_edited(hostile["lambda.keras"], tmp_path / "custom_and_lambda.keras", custom_head)
     source = tmp_path / "blocks.py"
     source.write_text(
         "import keras\n\n@keras.saving.register_keras_serializable(package='Custom')\n"

@@ -22,7 +22,7 @@ import pytest
 from kerinspect.errors import ExitCode, KerinspectError, ModelLoadError, PolicyError
 from kerinspect.scan import scan_model_file
 from tests.conftest import ROOT
-from tests.hostile import members, write_zip
+from tests.hostile import members, with_config_edited
 
 if importlib.util.find_spec("keras_hub") is None:
     pytest.skip("keras-hub is not installed (pip install 'kerinspect[hub]')", allow_module_level=True)
@@ -327,14 +327,6 @@ def task_file(keras, keras_hub, tmp_path_factory):
     return str(path)
 
 
-def _edited(src, dst, edit):
-    content = members(src)
-    config = json.loads(content["config.json"])
-    edit(config)
-    write_zip(dst, {**content, "config.json": json.dumps(config).encode()})
-    return str(dst)
-
-
 def _tokenizer(config):
     return config["config"]["preprocessor"]["config"]["tokenizer"]
 
@@ -375,7 +367,7 @@ def test_a_file_or_url_in_a_hub_config_is_refused(task_file, tmp_path, key, valu
     def edit(config):
         _tokenizer(config)["config"][key] = value
 
-    path = _edited(task_file, tmp_path / "evil.keras", edit)
+    path = with_config_edited(task_file, tmp_path / "evil.keras", edit)
     with pytest.raises(PolicyError) as info:
         scan_model_file(path, "keras")
     assert info.value.rule == "file-path-argument" and info.value.exit_code == ExitCode.REFUSED
@@ -390,7 +382,7 @@ def test_a_url_in_a_backbone_config_is_refused_end_to_end(models, tmp_path):
     def edit(config):
         config["config"]["name"] = "https://example.com/x"
 
-    path = _edited(models["bert"][1], tmp_path / "evil.keras", edit)
+    path = with_config_edited(models["bert"][1], tmp_path / "evil.keras", edit)
     r = CliRunner().invoke(cli, ["summary", path])
     assert r.exit_code == ExitCode.REFUSED
     assert "error[file-path-argument]" in r.stderr and "https://example.com/x" in r.stderr
@@ -409,7 +401,7 @@ def test_a_url_in_a_backbone_config_is_refused_end_to_end(models, tmp_path):
     ],
 )
 def test_hub_names_outside_the_allowlist_are_unknown(models, tmp_path, edit, unknown):
-    path = _edited(models["bert"][1], tmp_path / "odd.keras", edit)
+    path = with_config_edited(models["bert"][1], tmp_path / "odd.keras", edit)
     r = scan_model_file(path, "keras")
     assert r.unknown_classes == (unknown,)
 
@@ -419,7 +411,7 @@ def test_non_modeling_hub_functions_are_refused(models, tmp_path):
         config["config"]["dtype"] = {"module": "builtins", "class_name": "function",
                                      "config": "keras_hub>upload_preset", "registered_name": "function"}
 
-    path = _edited(models["bert"][1], tmp_path / "fn.keras", edit)
+    path = with_config_edited(models["bert"][1], tmp_path / "fn.keras", edit)
     with pytest.raises(KerinspectError) as info:
         scan_model_file(path, "keras")
     assert info.value.rule == "function-reference"

@@ -31,7 +31,7 @@ from kerinspect.cli import cli
 from kerinspect.errors import ExitCode
 from kerinspect.scan import allowlist_hub
 from tests.conftest import ROOT
-from tests.hostile import members, write_zip
+from tests.hostile import members, with_config_edited
 
 if importlib.util.find_spec("keras_hub") is None:
     pytest.skip("keras-hub is not installed (pip install 'kerinspect[hub]')", allow_module_level=True)
@@ -77,14 +77,6 @@ def test_the_deferred_count_is_count_params_of_a_real_build(keras_hub, entry):
 SIZES = dict(vocabulary_size=100, num_layers=2, num_heads=2, hidden_dim=16, intermediate_dim=32, max_sequence_length=16)
 
 
-def _edited(src, dst, edit):
-    content = members(src)
-    config = json.loads(content["config.json"])
-    edit(config)
-    write_zip(dst, {**content, "config.json": json.dumps(config).encode()})
-    return str(dst)
-
-
 def _seq(config):
     config["config"]["max_sequence_length"] = 3e9  # JSON 3000000000.0, as the file
 
@@ -117,10 +109,10 @@ def files(keras, keras_hub, tmp_path_factory):
     def nested_seq(config):
         config["config"]["backbone"]["config"]["max_sequence_length"] = 3e9
 
-    out["bert_seq"] = _edited(out["bert"], d / "bert_seq.keras", _seq)
-    out["gpt2_seq"] = _edited(out["gpt2"], d / "gpt2_seq.keras", _seq)
-    out["bert_layers"] = _edited(out["bert"], d / "bert_layers.keras", _layers)
-    out["task_seq"] = _edited(str(d / "task.keras"), d / "task_seq.keras", nested_seq)
+    out["bert_seq"] = with_config_edited(out["bert"], d / "bert_seq.keras", _seq)
+    out["gpt2_seq"] = with_config_edited(out["gpt2"], d / "gpt2_seq.keras", _seq)
+    out["bert_layers"] = with_config_edited(out["bert"], d / "bert_layers.keras", _layers)
+    out["task_seq"] = with_config_edited(str(d / "task.keras"), d / "task_seq.keras", nested_seq)
 
     def nested_flux(config):  # a Sequential of a task that compiles itself, then the hostile BERT
         bert = json.loads(members(out["bert_seq"])["config.json"])
@@ -129,7 +121,7 @@ def files(keras, keras_hub, tmp_path_factory):
 
     plain = keras.Sequential([keras.Input((4,)), keras.layers.Dense(2)])
     plain.save(d / "plain.keras")
-    out["nested_flux"] = _edited(str(d / "plain.keras"), d / "nested_flux.keras", nested_flux)
+    out["nested_flux"] = with_config_edited(str(d / "plain.keras"), d / "nested_flux.keras", nested_flux)
     return out
 
 
