@@ -182,6 +182,11 @@ def _counting() -> Iterator[None]:
         global_state.set_global_attribute("uninitialized_variables", [])
 
 
+def shown_classes(classes: Sequence[str]) -> str:
+    """The keras-hub classes of a model, for a message: the first three, escaped."""
+    return ", ".join(escape_text(n, 80) for n in classes[:3]) + (" ..." if len(classes) > 3 else "")
+
+
 def deferred_count(
     build: Callable[[], Any], *, max_params: int | None = None, seconds: float = COUNT_SECONDS
 ) -> tuple[int, BaseException | None, bool]:
@@ -217,7 +222,7 @@ def check_size(
     build takes more than ``seconds`` of CPU. Returns (the count, None), or (what was
     counted, the exception) when the deferred build failed below the limit: the caller
     decides whether what cannot be counted is built."""
-    names = ", ".join(escape_text(n, 80) for n in classes[:3]) + (" ..." if len(classes) > 3 else "")
+    names = shown_classes(classes)
     count, error, out_of_time = deferred_count(build, max_params=max_params, seconds=seconds)
     if isinstance(error, MemoryError):
         raise error

@@ -300,7 +300,7 @@ def _check_hub_size(
     """Count what the judged config builds, built as :func:`load_model` will build it but
     with deferred weights (:func:`kerinspect.engine.hub.check_size`); refuse it over
     ``max_params``. What cannot be counted is not built, unless the user trusts the file."""
-    from kerinspect.engine.hub import check_size
+    from kerinspect.engine.hub import check_size, shown_classes
 
     trust = options.trust_model
     _, error = check_size(
@@ -310,9 +310,9 @@ def _check_hub_size(
         model_file.path,
     )
     if error is not None and not trust:
-        names = ", ".join(escape_text(n, 80) for n in scanned.hub_classes[:3])
         raise ModelLoadError(
-            f"Keras could not build the model's keras-hub objects ({names}) with deferred weights, to count "
+            f"Keras could not build the model's keras-hub objects ({shown_classes(scanned.hub_classes)}) "
+            f"with deferred weights, to count "
             f"their parameters before creating them: {escape_text(whole_sentences(innermost_message(error)), 600)} "
             f"Received: path={escape_text(model_file.path)}",
             rule="load-failed",
