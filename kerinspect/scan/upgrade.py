@@ -88,6 +88,7 @@ tf.keras 2.13-2.15 ``.keras`` archives (:func:`kerinspect.engine.legacy.load_ker
 from __future__ import annotations
 
 import copy
+from collections.abc import Iterator
 from typing import Any
 
 from kerinspect.scan import allowlist as _allowlist
@@ -109,17 +110,24 @@ def is_legacy(keras_version: str | None) -> bool:
     return not major.isdigit() or int(major) < 3
 
 
-def _strip_initializer_dtype(node: Any, changes: list[str]) -> None:
+def _objects(node: Any) -> Iterator[dict[str, Any]]:
+    """Every dict of a config, each before what it holds: a rewrite of one (its ``config``,
+    its ``layers``) is done before its values are visited, as a recursive walk would."""
     if isinstance(node, dict):
+        yield node
+        for value in node.values():
+            yield from _objects(value)
+    elif isinstance(node, list):
+        for value in node:
+            yield from _objects(value)
+
+
+def _strip_initializer_dtype(config: Any, changes: list[str]) -> None:
+    for node in _objects(config):
         cfg = node.get("config")
         if node.get("class_name") in _INITIALIZERS and isinstance(cfg, dict) and "dtype" in cfg:
             del cfg["dtype"]
             changes.append("initializer-dtype")
-        for value in node.values():
-            _strip_initializer_dtype(value, changes)
-    elif isinstance(node, list):
-        for value in node:
-            _strip_initializer_dtype(value, changes)
 
 
 def _refs(inbound: Any) -> list[list[Any]]:
@@ -147,21 +155,17 @@ def _refs(inbound: Any) -> list[list[Any]]:
     return found
 
 
-def _shift_nested_node_indices(node: Any, changes: list[str]) -> None:
+def _shift_nested_node_indices(config: Any, changes: list[str]) -> None:
     """In every functional config, renumber references to nested models whose
     node indices start at 1 (Keras 2's own-node offset)."""
-    if isinstance(node, list):
-        for value in node:
-            _shift_nested_node_indices(value, changes)
-        return
-    if not isinstance(node, dict):
-        return
-    cfg = node.get("config")
-    if (
-        isinstance(cfg, dict)
-        and isinstance(cfg.get("layers"), list)
-        and node.get("class_name") in _MODEL_CLASSES
-    ):
+    for node in _objects(config):
+        cfg = node.get("config")
+        if not (
+            isinstance(cfg, dict)
+            and isinstance(cfg.get("layers"), list)
+            and node.get("class_name") in _MODEL_CLASSES
+        ):
+            continue
         layers = [lay for lay in cfg["layers"] if isinstance(lay, dict)]
         nested: set[Any] = set()
         for lay in layers:
@@ -176,8 +180,6 @@ def _shift_nested_node_indices(node: Any, changes: list[str]) -> None:
                 for r in mine:
                     r[1] -= 1
                 changes.append("nested-node-index")
-    for value in node.values():
-        _shift_nested_node_indices(value, changes)
 
 
 _PLAIN_DTYPES = frozenset(
@@ -207,51 +209,49 @@ def _input_dtype(layer_dtype: Any) -> str:
     return layer_dtype if isinstance(layer_dtype, str) and layer_dtype in _PLAIN_DTYPES else "float32"
 
 
-def _explicit_sequential_input(node: Any, changes: list[str]) -> None:
-    if isinstance(node, list):
-        for value in node:
-            _explicit_sequential_input(value, changes)
-        return
-    if not isinstance(node, dict):
-        return
-    cfg = node.get("config")
-    layers = cfg.get("layers") if isinstance(cfg, dict) else None
-    if node.get("class_name") == "Sequential" and isinstance(layers, list) and layers:
-        first = layers[0]
-        first_cfg = first.get("config") if isinstance(first, dict) else None
-        if (
-            isinstance(first_cfg, dict)
-            and first.get("class_name") != "InputLayer"
-            and isinstance(first_cfg.get("batch_input_shape"), list)
-        ):
-            shape = first_cfg.pop("batch_input_shape")
-            name = f"{first_cfg.get('name', 'input')}_input"
-            layers.insert(
-                0,
-                {
-                    "class_name": "InputLayer",
-                    "config": {
-                        "batch_shape": shape,
-                        "dtype": _input_dtype(first_cfg.get("dtype")),
-                        "name": name,
-                    },
+def _explicit_sequential_input(config: Any, changes: list[str]) -> None:
+    for node in _objects(config):
+        cfg = node.get("config")
+        layers = cfg.get("layers") if isinstance(cfg, dict) else None
+        if node.get("class_name") == "Sequential" and isinstance(layers, list) and layers:
+            _sequential_input(layers, changes)
+
+
+def _sequential_input(layers: list[Any], changes: list[str]) -> None:
+    """One Sequential's layers: its first layer's ``batch_input_shape`` as an InputLayer."""
+    first = layers[0]
+    first_cfg = first.get("config") if isinstance(first, dict) else None
+    if (
+        isinstance(first_cfg, dict)
+        and first.get("class_name") != "InputLayer"
+        and isinstance(first_cfg.get("batch_input_shape"), list)
+    ):
+        shape = first_cfg.pop("batch_input_shape")
+        name = f"{first_cfg.get('name', 'input')}_input"
+        layers.insert(
+            0,
+            {
+                "class_name": "InputLayer",
+                "config": {
+                    "batch_shape": shape,
+                    "dtype": _input_dtype(first_cfg.get("dtype")),
+                    "name": name,
                 },
-            )
+            },
+        )
+        changes.append("sequential-input")
+    # tf.keras 2.4 (Teachable Machine) wrote both an InputLayer and the first
+    # layer's batch_input_shape; Keras 3 would make the latter a second input.
+    for lay in layers[1:]:
+        lay_cfg = lay.get("config") if isinstance(lay, dict) else None
+        if (
+            isinstance(layers[0], dict)
+            and layers[0].get("class_name") == "InputLayer"
+            and isinstance(lay_cfg, dict)
+            and "batch_input_shape" in lay_cfg
+        ):
+            del lay_cfg["batch_input_shape"]
             changes.append("sequential-input")
-        # tf.keras 2.4 (Teachable Machine) wrote both an InputLayer and the first
-        # layer's batch_input_shape; Keras 3 would make the latter a second input.
-        for lay in layers[1:]:
-            lay_cfg = lay.get("config") if isinstance(lay, dict) else None
-            if (
-                isinstance(layers[0], dict)
-                and layers[0].get("class_name") == "InputLayer"
-                and isinstance(lay_cfg, dict)
-                and "batch_input_shape" in lay_cfg
-            ):
-                del lay_cfg["batch_input_shape"]
-                changes.append("sequential-input")
-    for value in node.values():
-        _explicit_sequential_input(value, changes)
 
 
 _RNN_CLASSES = frozenset(
@@ -259,19 +259,16 @@ _RNN_CLASSES = frozenset(
 )
 
 
-def _drop_time_major(node: Any, changes: list[str]) -> None:
-    if isinstance(node, list):
-        for value in node:
-            _drop_time_major(value, changes)
-        return
-    if not isinstance(node, dict):
-        return
-    cfg = node.get("config")
-    if node.get("class_name") in _RNN_CLASSES and isinstance(cfg, dict) and cfg.get("time_major") is False:
-        del cfg["time_major"]
-        changes.append("rnn-time-major")
-    for value in node.values():
-        _drop_time_major(value, changes)
+def _drop_time_major(config: Any, changes: list[str]) -> None:
+    for node in _objects(config):
+        cfg = node.get("config")
+        if (
+            node.get("class_name") in _RNN_CLASSES
+            and isinstance(cfg, dict)
+            and cfg.get("time_major") is False
+        ):
+            del cfg["time_major"]
+            changes.append("rnn-time-major")
 
 
 #: ``class_name -> {config key: value Keras 2 wrote that Keras 3 refuses}`` (dropped
@@ -283,16 +280,12 @@ _DROPPED_WHEN: dict[str, tuple[dict[str, Any], str]] = {
 _MHA_BUILD_SHAPES = ("query_shape", "key_shape", "value_shape")
 
 
-def _drop_unaccepted_keys(node: Any, changes: list[str]) -> None:
+def _drop_unaccepted_keys(config: Any, changes: list[str]) -> None:
     """``mha-build-shapes``, ``depthwise-groups`` and ``dropout-noise-shape``."""
-    if isinstance(node, list):
-        for value in node:
-            _drop_unaccepted_keys(value, changes)
-        return
-    if not isinstance(node, dict):
-        return
-    cn, cfg = node.get("class_name"), node.get("config")
-    if isinstance(cfg, dict):
+    for node in _objects(config):
+        cn, cfg = node.get("class_name"), node.get("config")
+        if not isinstance(cfg, dict):
+            continue
         if cn == "MultiHeadAttention" and any(k in cfg for k in _MHA_BUILD_SHAPES):
             for key in _MHA_BUILD_SHAPES:
                 cfg.pop(key, None)
@@ -307,8 +300,6 @@ def _drop_unaccepted_keys(node: Any, changes: list[str]) -> None:
         if cn == "Dropout" and isinstance(noise, int) and not isinstance(noise, bool):
             cfg["noise_shape"] = None
             changes.append("dropout-noise-shape")
-    for value in node.values():
-        _drop_unaccepted_keys(value, changes)
 
 
 def _is_int(x: Any) -> bool:
@@ -391,18 +382,14 @@ def _convert_node(node: Any, names: frozenset[str], preserve: bool) -> dict[str,
     return {"args": [first], "kwargs": _with_tensors(kwargs, names)}
 
 
-def _call_tensor_arguments(node: Any, changes: list[str]) -> None:
+def _call_tensor_arguments(config: Any, changes: list[str]) -> None:
     """``call-tensor-arguments``: in every functional config, list-form nodes whose
     kwargs hold tensor references (or that belong to a TFOpLambda) in Keras 3 form."""
-    if isinstance(node, list):
-        for value in node:
-            _call_tensor_arguments(value, changes)
-        return
-    if not isinstance(node, dict):
-        return
-    cfg = node.get("config")
-    layers = cfg.get("layers") if isinstance(cfg, dict) else None
-    if node.get("class_name") in _MODEL_CLASSES and isinstance(layers, list):
+    for node in _objects(config):
+        cfg = node.get("config")
+        layers = cfg.get("layers") if isinstance(cfg, dict) else None
+        if node.get("class_name") not in _MODEL_CLASSES or not isinstance(layers, list):
+            continue
         names = graph_layer_names(layers)
         for lay in layers:
             if not isinstance(lay, dict) or not isinstance(lay.get("inbound_nodes"), list):
@@ -414,26 +401,15 @@ def _call_tensor_arguments(node: Any, changes: list[str]) -> None:
                     c if c is not None else n for c, n in zip(converted, lay["inbound_nodes"])
                 ]
                 changes.append("tf-op-layer" if preserve else "call-tensor-arguments")
-    for value in node.values():
-        _call_tensor_arguments(value, changes)
 
 
 def tf_op_functions(node: Any) -> list[tuple[str, str]]:
     """``(layer name, op name)`` of every TFOpLambda/SlicingOpLambda in a config."""
     found: list[tuple[str, str]] = []
-
-    def walk(x: Any) -> None:
-        if isinstance(x, list):
-            for v in x:
-                walk(v)
-        elif isinstance(x, dict):
-            cfg = x.get("config")
-            if x.get("class_name") in TF_OP_CLASSES and isinstance(cfg, dict):
-                found.append((str(cfg.get("name", "?")), str(cfg.get("function", "?"))))
-            for v in x.values():
-                walk(v)
-
-    walk(node)
+    for x in _objects(node):
+        cfg = x.get("config")
+        if x.get("class_name") in TF_OP_CLASSES and isinstance(cfg, dict):
+            found.append((str(cfg.get("name", "?")), str(cfg.get("function", "?"))))
     return found
 
 
