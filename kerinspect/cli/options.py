@@ -185,7 +185,8 @@ def load_options(f: Callable[..., Any]) -> Callable[..., Any]:
             cls=SpecOption,
             spec_default=sp.DEFAULT_MAX_PARAMS,
             type=click.IntRange(min=1),
-            help="Refuse a model whose config declares more parameters (checked before anything is built).",
+            help="Refuse a model with more parameters, before any weight is created: estimated from "
+            "its config, or counted by a shapes-only build for keras-hub models.",
         ),
         click.option(
             "--custom-objects",
@@ -197,8 +198,8 @@ def load_options(f: Callable[..., Any]) -> Callable[..., Any]:
         click.option(
             "--trust-model",
             is_flag=True,
-            help="The file is yours and trusted: allow code in it (Lambda layers, functions). "
-            "Still runs in the isolated worker.",
+            help="The file is yours and trusted: allow code in it (Lambda layers, functions), and "
+            "build a keras-hub model whose size cannot be counted first. Still runs in the isolated worker.",
         ),
     ]
     for opt in reversed(opts):
