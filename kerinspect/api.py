@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import contextlib
 import dataclasses
+import glob
 import os
 import shutil
 from collections.abc import Iterator, Mapping, Sequence
@@ -644,6 +645,15 @@ def _inputs_for_worker(inputs: Any, tmp: str) -> Any:
         from .safefs import ReadRefused, check_regular
 
         p = os.fspath(inputs)
+        if os.path.isdir(p):  # a folder of images: the worker lists and checks each file
+            return InputsRef("folder", os.path.abspath(p), p)
+        if glob.has_magic(p) and not os.path.lexists(p):
+            if next(glob.iglob(p, recursive=True), None) is None:
+                raise InputFileError(
+                    msg("No file matches the input pattern. Received: {input}={p}", p=escape_text(p)),
+                    rule="input-not-found",
+                )
+            return InputsRef("pattern", os.path.abspath(p), p)
         try:
             check_regular(p)  # a FIFO or device would hang the worker until its timeout
         except ReadRefused as e:

@@ -47,8 +47,10 @@ from .spec import (
     DEFAULT_MAX_SATURATED_FRACTION,
     DEFAULT_MIN_RMS_RATIO,
     DEFAULT_MIN_SAMPLE_SPREAD,
+    DEFAULT_PREPROCESS,
     DEFAULT_SEED,
     DEFAULT_TOLERANCE,
+    PREPROCESS_MODES,
     RunSpec,
     Thresholds,
 )
@@ -81,8 +83,9 @@ class CheckConfig:
         tolerance: how far a tensor's mean or std may move from the baseline, in
             baseline standard deviations (see :func:`kerinspect.checks.drift`).
         baseline: path of a ``kerinspect summary --format json`` file to compare with.
-        samples, seed, batch_size, dim, shape, input: what the model runs on, as
-            for ``kerinspect summary`` (``samples`` None: the default).
+        samples, seed, batch_size, dim, shape, input, preprocess, label_column: what
+            the model runs on, as for ``kerinspect summary`` (``samples`` None: the
+            default).
 
     The defaults are those of :mod:`kerinspect.spec`.
     """
@@ -102,6 +105,8 @@ class CheckConfig:
     dim: int = DEFAULT_DIM
     shape: tuple[str, ...] = ()
     input: str | None = None
+    preprocess: str = DEFAULT_PREPROCESS
+    label_column: str | None = None
 
     @property
     def thresholds(self) -> Thresholds:
@@ -123,6 +128,8 @@ class CheckConfig:
             dim=self.dim,
             shapes=self.shape,
             thresholds=self.thresholds,
+            preprocess=self.preprocess,
+            label_column=self.label_column,
             **options,
         )
 
@@ -201,6 +208,14 @@ def validate(raw: Mapping[str, Any], *, source: str, table: str, base_dir: str |
             if not isinstance(items, list) or not all(isinstance(v, str) for v in items):
                 raise bad("a string or a list of strings")
             out[key] = tuple(items)
+        elif key == "preprocess":
+            if value not in PREPROCESS_MODES:
+                raise bad("one of " + ", ".join(repr(m) for m in PREPROCESS_MODES))
+            out[key] = value
+        elif key == "label_column":
+            if not isinstance(value, str) or not value:
+                raise bad("a column name (string)")
+            out[key] = value
         elif key in _PATH_KEYS:
             if not isinstance(value, str) or not value:
                 raise bad("a file path (string)")

@@ -40,6 +40,7 @@ class ExitCode(enum.IntEnum):
     INFERENCE = 6
     OUTPUT = 7
     CRASHED = 8
+    BAD_DATA = 9
     INTERNAL = 70
 
 
@@ -54,6 +55,7 @@ EXIT_PRECEDENCE = (
     ExitCode.REFUSED,
     ExitCode.MALFORMED,
     ExitCode.INFERENCE,
+    ExitCode.BAD_DATA,
     ExitCode.NO_INPUT,
     ExitCode.OUTPUT,
     ExitCode.USAGE,
@@ -410,6 +412,15 @@ class InferenceError(KerinspectError):
 
     exit_code = ExitCode.INFERENCE
     default_rule = "inference"
+
+
+class DataError(KerinspectError):
+    """The user's input data cannot be read as samples: a corrupt image, a CSV row
+    with a missing or non-numeric cell, a malformed TFRecord, NaN in an input. The
+    message names the file and the row, line or image at fault."""
+
+    exit_code = ExitCode.BAD_DATA
+    default_rule = "input-data"
 
 
 class OutputError(KerinspectError):

@@ -43,6 +43,12 @@ DEFAULT_BATCH_SIZE = 32
 DEFAULT_SEED = 0
 #: Size of every dynamic (None) axis of a synthetic input, unless overridden.
 DEFAULT_DIM = 8
+#: How decoded image pixels (float32 in [0, 255]) are scaled before they are fed: the
+#: ``keras.applications`` preprocessing modes, which a saved model does not hold.
+#: ``none``: [0, 255]; ``unit``: [0, 1]; ``tf``: [-1, 1]; ``caffe``: BGR, ImageNet
+#: means subtracted; ``torch``: [0, 1], ImageNet mean and std normalised.
+PREPROCESS_MODES = ("none", "unit", "tf", "caffe", "torch")
+DEFAULT_PREPROCESS = "none"
 #: A finite |x| above this is ``exploding``.
 DEFAULT_MAX_ABS = 1e4
 #: A share of dead units at or above this is ``dead``.
@@ -413,6 +419,9 @@ class RunSpec(Spec):
             first batch eagerly (it chooses the tensors) and may compile the rest, whose
             traced function returns only those tensors; ``report`` and ``diff`` run
             eagerly.
+        preprocess: how decoded image pixels are scaled (:data:`PREPROCESS_MODES`).
+        label_column: the column (CSV/TSV) or feature (TFRecord) that holds labels,
+            not fed to the model.
     """
 
     samples: int | None = field(default=None, metadata=at_least(1))
@@ -430,6 +439,8 @@ class RunSpec(Spec):
     channels: int = field(default=DEFAULT_CHANNELS, metadata=at_least(1))
     engine: str = field(default=DEFAULT_ENGINE, metadata=one_of(*ENGINES))
     max_bytes: int = field(default=DEFAULT_MAX_BYTES, metadata=at_least(1))
+    preprocess: str = field(default=DEFAULT_PREPROCESS, metadata=one_of(*PREPROCESS_MODES))
+    label_column: str | None = None
 
     def __post_init__(self) -> None:
         super().__post_init__()

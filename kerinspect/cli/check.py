@@ -30,6 +30,8 @@ _CHECK_SETTINGS = {
     "seed": "seed",
     "dim": "dim",
     "shapes": "shape",
+    "preprocess": "preprocess",
+    "label_column": "label_column",
     "max_abs": "max_abs",
     "max_dead_fraction": "max_dead_fraction",
     "min_rms_ratio": "min_rms_ratio",

@@ -80,8 +80,10 @@ def input_options(f: Callable[..., Any]) -> Callable[..., Any]:
             "-i",
             "input_file",
             metavar="FILE",
-            help="Feed samples from FILE: .npy for a one-input model, .npz keyed by "
-            "input name; axis 0 is the batch. Default: synthetic samples.",
+            help="Feed your data: a folder, glob or file of images (PNG, JPEG, BMP, GIF; "
+            "subfolders are labels), a .txt of one sample per line, a .csv/.tsv with a header, "
+            "TFRecord shards of tf.train.Example (a glob), or .npy/.npz (keyed by input name). "
+            "Default: synthetic samples drawn from what the model knows about its data.",
         ),
         click.option(
             "--samples",
@@ -111,6 +113,21 @@ def input_options(f: Callable[..., Any]) -> Callable[..., Any]:
             spec_default=sp.DEFAULT_DIM,
             type=click.IntRange(min=1),
             help="Size of every dynamic (None) axis of synthetic inputs.",
+        ),
+        click.option(
+            "--preprocess",
+            cls=SpecOption,
+            spec_default=sp.DEFAULT_PREPROCESS,
+            type=click.Choice(sp.PREPROCESS_MODES),
+            help="How image pixels (decoded as 0-255) are scaled, as keras.applications "
+            "does outside the saved model: none (0-255), unit (0-1), tf (-1..1), "
+            "caffe (BGR, mean subtracted), torch (ImageNet mean/std).",
+        ),
+        click.option(
+            "--label-column",
+            metavar="NAME",
+            default=None,
+            help="The CSV/TSV column or TFRecord feature that holds labels (not fed to the model).",
         ),
         click.option(
             "--shape",

@@ -288,7 +288,7 @@ def _read_inputs(inputs: InputsRef | None) -> Any:
     (synthetic), the user's file path, or the arrays the parent saved."""
     if inputs is None:
         return None
-    if inputs.kind == "file":
+    if inputs.kind in ("file", "folder", "pattern"):
         return inputs.path
     import numpy as np
 

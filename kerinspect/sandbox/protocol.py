@@ -44,17 +44,18 @@ class ModelRef(Spec):
 
 @dataclass(frozen=True)
 class InputsRef(Spec):
-    """User inputs the worker can read: a file the user named (checked to exist by
-    the parent), or in-memory arrays the parent saved without pickle to an ``.npz``.
+    """User inputs the worker can read: a file, a folder or a glob pattern the user
+    named (checked by the parent to exist, be a regular file, or match), or in-memory
+    arrays the parent saved without pickle to an ``.npz``.
 
     Attributes:
-        kind: ``"file"`` or ``"arrays"``.
-        path: absolute path of the file.
+        kind: ``"file"``, ``"folder"``, ``"pattern"`` or ``"arrays"``.
+        path: absolute path of the file or folder, or the absolute pattern.
         source: how the report names the inputs (the user's path, or ``"array"``).
         by_name: for ``arrays``: keyed by input name (else in ``model.inputs`` order).
     """
 
-    kind: str = field(metadata=one_of("file", "arrays"))
+    kind: str = field(metadata=one_of("file", "folder", "pattern", "arrays"))
     path: str
     source: str
     by_name: bool = False

@@ -33,6 +33,7 @@ from typing import Any
 
 from kerinspect.errors import (
     ChildCrashError,
+    DataError,
     ExitCode,
     InferenceError,
     InputFileError,
@@ -71,6 +72,7 @@ _ERROR_CLASSES: dict[int, type[KerinspectError]] = {
     ExitCode.INFERENCE: InferenceError,
     ExitCode.OUTPUT: OutputError,
     ExitCode.CRASHED: ChildCrashError,
+    ExitCode.BAD_DATA: DataError,
 }
 #: How each worker phase reads in "the worker crashed while ..." messages.
 PHASES = {
