@@ -35,14 +35,30 @@ def collecting_warnings(work: Callable[[], None]) -> list[str]:
     return caught
 
 
-def layer_failure(e: Any, rows: int, model: str = "", hint: str | None = None) -> InferenceError:
+def layer_failure(
+    e: Any,
+    rows: int,
+    model: str = "",
+    hint: str | None = None,
+    *,
+    start: int = 0,
+    feed: Feed | None = None,
+    batch: list[np.ndarray] | None = None,
+) -> InferenceError:
     """The one-line error of a :class:`~kerinspect.engine.trace.LayerCallError` in a batch
-    of ``rows``: out of memory (rule ``oom``) or the failing layer and its cause (with
-    ``hint``); ``model`` (``A``/``B`` in a diff) names the model when there are two."""
+    of ``rows``: an id out of an Embedding's range (rule ``input-range``, naming the
+    sample: ``start`` is the batch's first, and the input when ``feed`` and ``batch``
+    show which one holds the ids), out of memory (rule ``oom``), or the failing layer and
+    its cause (with ``hint``); ``model`` (``A``/``B`` in a diff) names the model when
+    there are two."""
     from kerinspect.engine.load import innermost_message
+    from kerinspect.engine.trace import IdOutOfRange
 
-    cause = innermost_message(e.cause)
     of = f" of model {model}" if model else ""
+    out_of_range = _found(e.cause, IdOutOfRange)
+    if out_of_range is not None:
+        return _id_out_of_range(out_of_range, of, start, feed, batch)
+    cause = innermost_message(e.cause)
     if "ResourceExhausted" in type(e.cause).__name__ or "OOM" in cause:
         return InferenceError(
             f"Out of memory running layer {e.site.path!r}{of} (batch of {rows}).",
@@ -55,6 +71,42 @@ def layer_failure(e: Any, rows: int, model: str = "", hint: str | None = None) -
         rule="inference-failed",
         hint=hint,
     )
+
+
+def _found(error: BaseException | None, kind: type[BaseException]) -> Any:
+    """The ``kind`` exception in ``error``'s chain with its attributes (Keras re-raises a
+    layer's exception as a new instance of its class with a longer message)."""
+    seen = 0
+    while error is not None and seen < 32:
+        if isinstance(error, kind) and hasattr(error, "ids"):
+            return error
+        error, seen = error.__cause__ or error.__context__, seen + 1
+    return None
+
+
+def _id_out_of_range(
+    e: Any, of: str, start: int, feed: Feed | None, batch: list[np.ndarray] | None
+) -> InferenceError:
+    """``Input 'tokens' holds id 5000 in sample 37, out of range [0, 20) of Embedding
+    'encoder/emb'``: the input named when its values are the ids the Embedding read."""
+    holder = ""
+    if feed is not None and batch is not None:
+        for record, a in zip(feed.records, batch):
+            if np.shape(a) == e.ids.shape and np.array_equal(
+                np.asarray(a, np.float64), e.ids.astype(np.float64)
+            ):
+                holder = f"Input {record.name!r} holds"
+                break
+        else:
+            holder = "The ids computed from input " + ", ".join(repr(r.name) for r in feed.records) + " hold"
+    text = (
+        f"{holder or 'The ids hold'} id {e.value} in sample {start + e.row}, out of range "
+        f"[0, {e.input_dim}) of Embedding {e.path!r}{of}"
+    )
+    source = feed.records[0].source if feed is not None and feed.records else None
+    if source and source not in ("synthetic", "array"):
+        return InferenceError(msg(text + ". Received: {input}={s!r}", s=source), rule="input-range")
+    return InferenceError(text + ".", rule="input-range")
 
 
 class EngineOutcome:
@@ -128,20 +180,23 @@ def _run_batches(
         rows = len(batch[0]) if batch else 0
         compiled = chooser is not None and chooser.run_batch(index, batch, rows, outcome)
         if not compiled:
-            _eager_batch(replay, visitor, batch, rows)
+            _eager_batch(replay, visitor, batch, rows, start=done, feed=feed)
         outcome.ran(compiled)
         done += rows
         if progress is not None:
             progress(done, feed.samples)
 
 
-def _eager_batch(replay: Any, visitor: Visitor, batch: list[np.ndarray], rows: int) -> None:
-    """One batch through the eager replay (raises :class:`InferenceError`)."""
+def _eager_batch(
+    replay: Any, visitor: Visitor, batch: list[np.ndarray], rows: int, *, start: int, feed: Feed
+) -> None:
+    """One batch (its first sample is ``start``) through the eager replay (raises
+    :class:`InferenceError`)."""
     from kerinspect.engine.trace import LayerCallError
 
     visitor.start_batch(rows)
     try:
         replay(batch)
     except LayerCallError as e:
-        raise layer_failure(e, rows) from e.cause
+        raise layer_failure(e, rows, start=start, feed=feed, batch=batch) from e.cause
     visitor.end_batch()

@@ -546,6 +546,8 @@ class Chooser:
             else:
                 play(self.replay.recorder, values, self.collector, rows)
         except NotCompiled as e:
+            if _ids_out_of_range(e):
+                return False  # the eager replay of this batch names the input, the id and the sample
             if self.engine == "compiled" and not isinstance(e, BatchNeedsEager):
                 raise InferenceError(
                     f"The compiled engine cannot run this model: {e}",
@@ -560,3 +562,11 @@ class Chooser:
             )
             return False
         return True
+
+
+def _ids_out_of_range(e: BaseException) -> bool:
+    """The traced graph failed on a gather outside its table (``indices[7,3] = 25 is not
+    in [0, 20)``): an Embedding fed an id out of range, which the eager replay checks."""
+    cause = e.__cause__
+    text = str(getattr(cause, "message", cause))
+    return type(cause).__name__ == "InvalidArgumentError" and "indices[" in text and "is not in [" in text

@@ -24,7 +24,7 @@ from typing import Any
 
 import numpy as np
 
-from kerinspect.errors import InferenceError, InputFileError, PolicyError, UsageError, msg
+from kerinspect.errors import DataError, InferenceError, InputFileError, PolicyError, UsageError, msg
 from kerinspect.report import InputRecord
 from kerinspect.spec import DEFAULT_DIM, MAX_INPUT_ELEMENTS
 
@@ -487,9 +487,35 @@ def array_feed(
     def batches() -> Iterator[list[np.ndarray]]:
         for start in range(0, total, batch_size):
             stop = min(start + batch_size, total)
-            yield [_as_feedable(s, a[start:stop]) for s, a in zip(specs, checked)]
+            batch = [_as_feedable(s, a[start:stop]) for s, a in zip(specs, checked)]
+            for s, a in zip(specs, batch):
+                check_finite(s.name, a, start, source)
+            yield batch
 
     return Feed(records, total, batch_size, batches)
+
+
+def check_finite(name: str, a: np.ndarray, start: int, source: str) -> None:
+    """Refuse NaN or Inf in a float input (``a``: a batch whose first sample is
+    ``start``), naming the samples: every layer after it would report NaN, blaming
+    layers for what the data holds."""
+    if a.dtype.kind != "f" or a.size == 0 or bool(np.isfinite(a).all()):
+        return
+    bad = ~np.isfinite(a.reshape(a.shape[0], -1) if a.ndim else a.reshape(1, 1))
+    rows = np.flatnonzero(bad.any(axis=1)) + start
+    what = "NaN" if np.isnan(a).any() else "Inf"
+    if what == "NaN" and np.isinf(a).any():
+        what = "NaN and Inf"
+    shown = ", ".join(str(int(r)) for r in rows[:10])
+    if len(rows) > 10:
+        shown += f", ... ({len(rows)} of samples {start} to {start + len(bad) - 1})"
+    noun = "sample" if len(rows) == 1 else "samples"
+    where = msg(" Received: {input}={source!r}", source=source) if source != "array" else ""
+    raise DataError(
+        f"Input {name!r} holds {what} in {noun} {shown}; every layer after it would report it." + where,
+        rule="input-nan",
+        hint="drop or impute those samples",
+    )
 
 
 def _as_feedable(spec: InputSpec, a: np.ndarray) -> np.ndarray:

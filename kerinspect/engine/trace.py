@@ -62,6 +62,42 @@ class LayerCallError(Exception):
         self.cause = cause
 
 
+class IdOutOfRange(Exception):
+    """An ``Embedding`` was about to read an id outside ``[0, input_dim)``: CPU kernels
+    fail with an unreadable message, GPU ones return zeros. ``ids`` is what it read."""
+
+    def __init__(self, path: str, layer: Any, ids: np.ndarray, value: int, row: int):
+        super().__init__(f"Embedding {path!r} reads id {value}, out of range [0, {layer.input_dim})")
+        self.path, self.input_dim, self.ids, self.value, self.row = (
+            path,
+            int(layer.input_dim),
+            ids,
+            value,
+            row,
+        )
+
+
+def check_embedding_ids(path: str, layer: Any, ids: Any) -> None:
+    """Raise :class:`IdOutOfRange` when the (eager) ids an ``Embedding`` is called on
+    hold one outside ``[0, input_dim)``; the first such sample (axis 0) is named."""
+    try:
+        a = to_numpy(ids)
+    except Exception:  # noqa: BLE001 - sparse or ragged ids: Keras checks those itself
+        return
+    if a.size == 0 or a.dtype.kind not in "iuf":
+        return
+    high = int(layer.input_dim)
+    bad = (a < 0) | (a >= high)
+    if a.dtype.kind == "f":
+        bad |= ~np.isfinite(a)
+    if not bad.any():
+        return
+    where = np.argwhere(bad.reshape(a.shape[0], -1) if a.ndim else bad.reshape(1, 1))[0]
+    row = int(where[0])
+    value = a.reshape(max(a.shape[0], 1) if a.ndim else 1, -1)[row, int(where[1])]
+    raise IdOutOfRange(path, layer, a, int(value) if np.isfinite(value) else value, row)
+
+
 def graph_of(model: Any) -> Any | None:
     """The functional graph that executes ``model``, or None (subclassed models)."""
     return ka.graph_of(model)
@@ -480,6 +516,8 @@ class Replayer:
         """Run one layer call: RNN loops as a graph, attention with its probabilities captured."""
         if self.watch is not None and not frame.hidden:
             self.watch(frame.site, layer, args)
+        if args and isinstance(layer, keras.layers.Embedding) and tf.executing_eagerly():
+            check_embedding_ids(frame.site.path, layer, args[0])
         if self.attention and not frame.hidden and ka.is_attention_layer(layer):
             from kerinspect.engine.attention import AttentionProbe
 
