@@ -3,6 +3,8 @@
     python benchmarks/_cases.py build DIR            # the three models, offline, seeded
     python benchmarks/_cases.py floor MODEL SAMPLES BATCH
     python benchmarks/_cases.py naive MODEL SAMPLES BATCH
+    python benchmarks/_cases.py images DIR N...      # an image CNN and folders of N JPEGs
+    python benchmarks/_cases.py floor-images MODEL FOLDER BATCH
 
 ``floor`` is what any user pays to run a saved model at all: import Keras, load the
 file, ``model.predict``. ``naive`` is the recipe every blog shows for intermediate
@@ -68,6 +70,46 @@ def build(out: str) -> None:
     keras.Model(x, y, name="lstm").save(os.path.join(out, "lstm.keras"))
 
 
+def build_images(out: str, counts: list[int]) -> None:
+    """A small CNN on 64x64 RGB (``Rescaling(1/255)`` first, as image models are
+    trained) and, for each of ``counts``, a folder ``images_<count>`` of that many 96x96
+    JPEGs in 4 label folders, seeded: what a user's ``--input photos/`` looks like,
+    decoded and resized by the reader."""
+    import keras
+    import tensorflow as tf
+
+    keras.utils.set_random_seed(0)
+    x = keras.Input((64, 64, 3), name="image")
+    h = keras.layers.Rescaling(1 / 255, name="rescale")(x)
+    for i, width in enumerate((32, 64, 128)):
+        h = keras.layers.Conv2D(width, 3, padding="same", activation="relu", name=f"conv{i}")(h)
+        h = keras.layers.MaxPooling2D(name=f"pool{i}")(h)
+    h = keras.layers.GlobalAveragePooling2D(name="gap")(h)
+    y = keras.layers.Dense(4, activation="softmax", name="classes")(h)
+    keras.Model(x, y, name="imagecnn").save(os.path.join(out, "imagecnn.keras"))
+    rng = np.random.default_rng(0)
+    yy, xx = np.mgrid[0:96, 0:96]
+    for n in counts:
+        for i in range(n):
+            label = i % 4
+            d = os.path.join(out, f"images_{n}", f"class_{label}")
+            os.makedirs(d, exist_ok=True)
+            base = (np.sin(xx / (6 + 3 * label)) + np.cos(yy / (5 + 2 * label))) * 60 + 128
+            img = np.clip(base[..., None] + rng.normal(0, 20, (96, 96, 3)), 0, 255).astype(np.uint8)
+            tf.io.write_file(os.path.join(d, f"{i:05d}.jpg"), tf.io.encode_jpeg(img, quality=90))
+
+
+def floor_images(path: str, folder: str, batch: int) -> None:
+    """What a user writes without kerinspect: Keras's own folder reader and ``predict``."""
+    import keras
+
+    model = keras.saving.load_model(path, compile=False)
+    ds = keras.utils.image_dataset_from_directory(
+        folder, image_size=(64, 64), batch_size=batch, shuffle=False, verbose=False
+    )
+    model.predict(ds, verbose=0)
+
+
 def inputs_for(model: Any, samples: int) -> list[np.ndarray]:
     """Random inputs of the model's signature (dynamic axes are not used here)."""
     rng = np.random.default_rng(0)
@@ -103,6 +145,13 @@ def main(argv: list[str]) -> int:
     what = argv[1]
     if what == "build":
         build(argv[2])
+        return 0
+    if what == "images":
+        build_images(argv[2], [int(n) for n in argv[3:]])
+        return 0
+    if what == "floor-images":
+        floor_images(argv[2], argv[3], int(argv[4]))
+        print(f"bench-done {time.time()}", file=sys.stderr, flush=True)
         return 0
     path, samples, batch = argv[2], int(argv[3]), int(argv[4])
     import custom_layers  # noqa: F401 - registers the "blocks" model's classes
