@@ -101,12 +101,12 @@ def _id_out_of_range(
             holder = "The ids computed from input " + ", ".join(repr(r.name) for r in feed.records) + " hold"
     text = (
         f"{holder or 'The ids hold'} id {e.value} in sample {start + e.row}, out of range "
-        f"[0, {e.input_dim}) of Embedding {e.path!r}{of}"
+        f"[0, {e.input_dim}) of Embedding {e.path!r}{of}."
     )
     source = feed.records[0].source if feed is not None and feed.records else None
     if source and source not in ("synthetic", "array"):
-        return InferenceError(msg(text + ". Received: {input}={s!r}", s=source), rule="input-range")
-    return InferenceError(text + ".", rule="input-range")
+        return InferenceError(msg("{text} Received: {input}={s!r}", text=text, s=source), rule="input-range")
+    return InferenceError(text, rule="input-range")
 
 
 class EngineOutcome:
