@@ -347,8 +347,11 @@ def test_csv_missing_cell_and_non_numeric_cell(built, tmp_path):
 def test_non_numeric_cell_is_named(built, tmp_path):
     bad = tmp_path / "bad.csv"
     bad.write_text("a,b,c,d\n1,2,3,4\n1,2,x7,4\n")
-    line = one_error_line(run_cli("check", built["mlp"][1], "--input", bad), ExitCode.BAD_DATA)
-    assert "Line 3 of" in line and "column 'c' holds 'x7', not a number" in line
+    r = run_cli("check", built["mlp"][1], "--input", bad, "--format", "json")
+    assert r.exit_code == ExitCode.BAD_DATA, r.stderr  # check reports a model's error in its results
+    (error,) = [res["error"] for res in json.loads(r.stdout)["models"]]
+    assert error["exit_code"] == 9 and error["rule"] == "input-data"
+    assert "Line 3 of" in error["message"] and "column 'c' holds 'x7', not a number" in error["message"]
 
 
 def test_text_for_an_image_model(built):
