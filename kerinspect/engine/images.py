@@ -33,8 +33,7 @@ from typing import Any
 import numpy as np
 
 from kerinspect.engine.inputs import Feed, InputSpec
-from kerinspect.engine.readers import (
-    IMAGE_EXTENSIONS,
+from kerinspect.engine.streams import (
     Batch,
     describe_inputs,
     in_batches,
@@ -44,7 +43,9 @@ from kerinspect.engine.readers import (
 )
 from kerinspect.errors import DataError, Message, UsageError, escape_text, msg
 from kerinspect.report import InputRecord
-from kerinspect.spec import MAX_INPUT_ELEMENTS, RunSpec
+from kerinspect.spec import INPUT_FILE_KINDS, MAX_INPUT_ELEMENTS, RunSpec
+
+IMAGE_EXTENSIONS = INPUT_FILE_KINDS["images"]
 
 #: Largest image file read, in bytes.
 MAX_IMAGE_BYTES = 256 << 20

@@ -38,7 +38,7 @@ from typing import Any
 import numpy as np
 
 from kerinspect.engine.inputs import Feed, InputSpec
-from kerinspect.engine.readers import (
+from kerinspect.engine.streams import (
     Batch,
     describe_inputs,
     in_batches,
