@@ -38,6 +38,8 @@ from .spec import (  # noqa: F401 - the defaults and specs are re-exported here
     DEFAULT_MAX_PARAMS,
     DEFAULT_SAMPLES,
     DEFAULT_SEED,
+    INPUT_FILE_KINDS,
+    INPUT_FORMATS,
     ISOLATION_ENV,
     WORKER_MAX_FILE_SIZE,
     LoadOptions,
@@ -430,7 +432,9 @@ class _Here:
             raise UsageError("weights reads a model file, not a keras.Model object")
         from .engine.jobs import run_in_process
 
-        return run_in_process(command, self.models, self.spec, self.inputs, progress=progress, write=write)
+        return _warn_inputs(
+            run_in_process(command, self.models, self.spec, self.inputs, progress=progress, write=write)
+        )
 
 
 class _Worker:
@@ -455,16 +459,18 @@ class _Worker:
         max_file_size: int = WORKER_MAX_FILE_SIZE,
     ) -> dict[str, Any]:
         model_b = self.files[1] if len(self.files) > 1 else None
-        return _job(
-            command,
-            self.files[0],
-            self.inputs,
-            self.spec,
-            self.load,
-            progress,
-            max_file_size=max_file_size,
-            write=write,
-            model_b=model_b,
+        return _warn_inputs(
+            _job(
+                command,
+                self.files[0],
+                self.inputs,
+                self.spec,
+                self.load,
+                progress,
+                max_file_size=max_file_size,
+                write=write,
+                model_b=model_b,
+            )
         )
 
 
@@ -585,10 +591,12 @@ def _job(
         ref_b = ModelRef(absolute_b, model_b.format, model_b.size, shown_path=model_b.shown)
         shown.append((absolute_b, model_b.shown))
     with _scratch("inputs") as tmp:
+        ref_inputs = _inputs_for_worker(inputs, tmp)
+        shown.extend(_shown_input(ref_inputs))
         request = Request(
             command=command,
             model=ModelRef(absolute, model_file.format, model_file.size, shown_path=model_file.shown),
-            inputs=_inputs_for_worker(inputs, tmp),
+            inputs=ref_inputs,
             run=run,
             load=load.replace(custom_objects=_checked_custom_objects(load.custom_objects)),
             write=write,
@@ -617,6 +625,29 @@ def _job(
                 if seen != said:
                     e.replace_text(escape_text(seen), escape_text(said))
             raise
+
+
+def _shown_input(ref: Any) -> list[tuple[str, str]]:
+    """``(absolute, as the user wrote it)`` for the folder of the input data the worker
+    reads (a folder, a pattern's literal folders, a file), so that its messages name the
+    files as the user would (``data/cats/x.png``, not ``/home/u/data/cats/x.png``)."""
+    if ref is None or ref.kind not in ("file", "folder", "pattern") or ref.path == ref.source:
+        return []
+    if ref.kind != "pattern":
+        return [(ref.path, ref.source)]
+
+    def literal(pattern: str) -> str:
+        parts = pattern.split(os.sep)
+        head = []
+        for part in parts[:-1]:
+            if glob.has_magic(part):
+                break
+            head.append(part)
+        return os.sep.join(head)
+
+    said = literal(ref.source)
+    seen = literal(ref.path)
+    return [(seen + os.sep, said + os.sep if said else "")] if seen else []
 
 
 def _checked_custom_objects(path: str | os.PathLike[str] | None) -> str | None:
@@ -670,6 +701,16 @@ def _inputs_for_worker(inputs: Any, tmp: str) -> Any:
                 ),
                 rule="input-unreadable",
             ) from None
+        if not any(p.lower().endswith(exts) for exts in INPUT_FILE_KINDS.values()):
+            raise InputFileError(
+                msg(
+                    "Unsupported input file type {ext!r}: {input} takes {formats}. Received: {input}={p}",
+                    ext=escape_text(os.path.splitext(p)[1] or "(no extension)", 40),
+                    formats=INPUT_FORMATS,
+                    p=escape_text(p),
+                ),
+                rule="input-format",
+            )
         return InputsRef("file", os.path.abspath(p), p)
     import numpy as np  # only for in-memory arrays: the CLI's parent never gets here
 
@@ -710,6 +751,34 @@ def _with_isolation(report: Any, result: dict[str, Any]) -> Any:
     from .report import Isolation
 
     return dataclasses.replace(report, isolation=Isolation.from_dict(result["isolation"]))
+
+
+#: Most input warnings shown from one result (each is one line).
+MAX_INPUT_WARNINGS = 8
+
+
+def _warn_inputs(result: dict[str, Any]) -> dict[str, Any]:
+    """``result`` less its ``input_warnings`` (:meth:`kerinspect.engine.jobs.Task.result`),
+    each raised as an :class:`~kerinspect.errors.InputWarning` (the CLI prints one line
+    each). They may come from the worker, which runs model code: each is checked as a
+    :class:`~kerinspect.errors.Message` naming known parameters, and shown escaped; a
+    malformed one is dropped."""
+    raw = result.pop("input_warnings", None)
+    if not isinstance(raw, list):
+        return result
+    import warnings
+
+    from .errors import InputWarning, Message
+    from .spec import PARAMETERS
+
+    for item in raw[:MAX_INPUT_WARNINGS]:
+        try:
+            parts = Message.from_json(item, known=PARAMETERS)
+        except ValueError:
+            continue
+        safe = Message(escape_text(s, 400) if isinstance(s, str) else s for s in parts.segments)
+        warnings.warn(InputWarning(safe), stacklevel=4)
+    return result
 
 
 def _warn_partial_isolation() -> None:

@@ -443,6 +443,17 @@ class PartialIsolationWarning(UserWarning):
     prints it as one ``kerinspect: warning:`` line; reports carry it as ``isolation``."""
 
 
+class InputWarning(UserWarning):
+    """What is fed may not be what the model expects (a model that rescales pixels by
+    1/255 itself, fed pixels already in [0, 1]). ``parts`` is the :class:`Message`
+    (parameters kept as references): the CLI prints it as one ``kerinspect: warning:``
+    line naming flags; ``str()`` names parameters."""
+
+    def __init__(self, parts: str | Message):
+        self.parts = Message.of(parts)
+        super().__init__(self.parts.render())
+
+
 class NotFoundError(UsageError, KeyError):
     """A path (or rule, or model) that a report does not hold (``report["block/attn"]``);
     both a :class:`UsageError` (exit 2) and a :class:`KeyError`."""

@@ -38,9 +38,11 @@ class InputRecord(Record):
     """One model input as it was fed: its name, full shape, dtype and origin.
 
     ``source`` is ``"synthetic"`` (generated from the signature with ``seed``) or
-    the path of the ``.npy``/``.npz`` file it came from, or ``"array"``. ``note``
-    says how synthetic values were drawn when the signature alone would mislead
-    (a float input drawn as token ids for the ``Embedding`` it feeds).
+    the path of the file, folder or glob it came from as the user wrote it, or
+    ``"array"``. ``note`` says how synthetic values were drawn when the signature
+    alone would mislead (a float input drawn as token ids for the ``Embedding`` it
+    feeds), or how the user's data was decoded (``images: 120 PNG files in 3 label
+    folders, resized to 28×28, grayscale, pixels 0-255 (preprocess=none)``).
     """
 
     name: str

@@ -201,6 +201,20 @@ def read_regular(path: str, max_bytes: int) -> bytes:
         os.close(fd)
 
 
+def open_regular(path: str) -> Any:
+    """``path`` opened for reading in binary mode if it is a regular file (symlinks
+    followed once), through a non-blocking open then ``fstat`` of that descriptor: a
+    FIFO or device never blocks the caller. Raises :class:`ReadRefused`."""
+    fd = _open_nonblocking(path)
+    try:
+        _fstat_regular(fd)
+        os.set_blocking(fd, True)
+        return os.fdopen(fd, "rb")
+    except BaseException:
+        os.close(fd)
+        raise
+
+
 def _open_nonblocking(path: str) -> int:
     try:
         return os.open(path, os.O_RDONLY | os.O_NONBLOCK | getattr(os, "O_CLOEXEC", 0))

@@ -48,6 +48,21 @@ DEFAULT_DIM = 8
 #: ``none``: [0, 255]; ``unit``: [0, 1]; ``tf``: [-1, 1]; ``caffe``: BGR, ImageNet
 #: means subtracted; ``torch``: [0, 1], ImageNet mean and std normalised.
 PREPROCESS_MODES = ("none", "unit", "tf", "caffe", "torch")
+#: The data files ``input`` takes, by extension (lower case): images, text, tables,
+#: TFRecord shards, arrays (:mod:`kerinspect.engine.readers`); a folder holds images.
+INPUT_FILE_KINDS = {
+    "images": (".png", ".jpg", ".jpeg", ".bmp", ".gif"),
+    "text": (".txt",),
+    "table": (".csv", ".tsv"),
+    "tfrecord": (".tfrecord", ".tfrec", ".tfrecords"),
+    "arrays": (".npy", ".npz"),
+}
+#: How messages list what ``input`` takes.
+INPUT_FORMATS = (
+    "a folder of images, an image (.png .jpg .jpeg .bmp .gif), a glob of images or TFRecord "
+    "shards, .txt (one sample per line), .csv/.tsv with a header, .tfrecord/.tfrec/.tfrecords, "
+    ".npy or .npz"
+)
 DEFAULT_PREPROCESS = "none"
 #: A finite |x| above this is ``exploding``.
 DEFAULT_MAX_ABS = 1e4

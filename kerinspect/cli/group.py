@@ -124,23 +124,27 @@ class KerinspectGroup(click.Group):
 
 @contextlib.contextmanager
 def _warnings_as_lines() -> Any:
-    """kerinspect's own warnings (:class:`~kerinspect.errors.PartialIsolationWarning`)
-    as one ``kerinspect: warning:`` line on stderr, once per run, not Python's
-    two-line ``file:line: Category: text`` form."""
+    """kerinspect's own warnings (:class:`~kerinspect.errors.PartialIsolationWarning`,
+    :class:`~kerinspect.errors.InputWarning`) as one ``kerinspect: warning:`` line each on
+    stderr, once per run, not Python's two-line ``file:line: Category: text`` form; an
+    input warning names parameters by their flags."""
     import warnings
 
-    from kerinspect.errors import PartialIsolationWarning
+    from kerinspect.errors import InputWarning, PartialIsolationWarning
 
     shown = warnings.showwarning
 
     def show(message: Any, category: Any, *args: Any, **kwargs: Any) -> None:
-        if issubclass(category, PartialIsolationWarning):
+        if isinstance(message, InputWarning):
+            click.echo(f"kerinspect: warning: {escape_text(message.parts.render(cli.flag), 1000)}", err=True)
+        elif issubclass(category, PartialIsolationWarning):
             click.echo(f"kerinspect: warning: {message}", err=True)
         else:
             shown(message, category, *args, **kwargs)
 
     with warnings.catch_warnings():
         warnings.simplefilter("once", PartialIsolationWarning)
+        warnings.simplefilter("once", InputWarning)
         warnings.showwarning = show
         yield
 

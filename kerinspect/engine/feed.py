@@ -14,7 +14,8 @@ from typing import Any
 import numpy as np
 
 from kerinspect.engine.inputs import Feed
-from kerinspect.errors import InferenceError
+from kerinspect.engine.readers import is_array_file
+from kerinspect.errors import InferenceError, msg
 from kerinspect.spec import DEFAULT_SAMPLES, RunSpec, check_inputs
 
 
@@ -25,8 +26,10 @@ def build_feed(
 
     Args:
         model: the built Keras model the batches are for.
-        inputs: None for synthetic inputs; a ``.npy``/``.npz`` path; an array (one-input
-            models); a list of arrays in ``model.inputs`` order; or a dict by input name.
+        inputs: None for synthetic inputs; a ``.npy``/``.npz`` path; the path of a data
+            file, a folder of images or a glob (:mod:`kerinspect.engine.readers`); an
+            array (one-input models); a list of arrays in ``model.inputs`` order; or a
+            dict by input name.
         run: the run's :class:`~kerinspect.spec.RunSpec` (default: its defaults), whole:
             ``samples``, ``batch_size``, ``seed``, ``dim`` and ``shapes`` shape the feed.
         source: how user inputs are described in the report (default: the path, or
@@ -41,6 +44,11 @@ def build_feed(
         specs = inp.input_specs(model)
     except InferenceError as e:
         if e.rule != "no-signature" or inputs is None:
+            raise
+        if isinstance(inputs, (str, os.PathLike)) and not is_array_file(os.fspath(inputs)):
+            e.hint_parts = msg(
+                "images, text, tables and TFRecords need a signature: give {input} as .npy or .npz"
+            )
             raise
         return _unsigned_feed(model, inputs, batch_size=batch_size, samples=samples, source=source)
     if inputs is None:
@@ -58,6 +66,11 @@ def build_feed(
             shapes=parsed,
         )
     check_inputs(run, True)
+    if isinstance(inputs, (str, os.PathLike)) and not is_array_file(os.fspath(inputs)):
+        from kerinspect.engine.readers import file_feed
+
+        path = os.fspath(inputs)
+        return file_feed(model, path, specs, run, source=source or path)
     if isinstance(inputs, (str, os.PathLike)):
         arrays, label = inp.load_arrays(inputs, specs, max_rows=samples), os.fspath(inputs)
     elif isinstance(inputs, Mapping):

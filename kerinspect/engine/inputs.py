@@ -24,7 +24,7 @@ from typing import Any
 
 import numpy as np
 
-from kerinspect.errors import DataError, InferenceError, InputFileError, PolicyError, UsageError, msg
+from kerinspect.errors import DataError, InferenceError, InputFileError, Message, PolicyError, UsageError, msg
 from kerinspect.report import InputRecord
 from kerinspect.spec import DEFAULT_DIM, MAX_INPUT_ELEMENTS
 
@@ -75,16 +75,37 @@ class InputSpec:
 
 @dataclass
 class Feed:
-    """Batches ready to run, and how they will be described in the report."""
+    """Batches ready to run, and how they will be described in the report.
+
+    Attributes:
+        records: how each input is described in the report.
+        samples: samples the batches hold in all.
+        batch_size: samples per batch (the last may hold fewer).
+        labels: the class names of a folder of images (subfolders sorted), else None.
+        warnings: one line each about what is fed (a model that rescales pixels
+            itself, fed pixels already scaled); the CLI prints each on stderr.
+    """
 
     records: tuple[InputRecord, ...]
     samples: int
     batch_size: int
     _batches: Any
+    labels: tuple[str, ...] | None = None
+    warnings: tuple[Message, ...] = ()
+    _labelled: Any = None
 
     def batches(self) -> Iterator[list[np.ndarray]]:
         """Yield lists of arrays (one per input, ``model.inputs`` order)."""
         return iter(self._batches())
+
+    def labelled_batches(self) -> Iterator[tuple[list[np.ndarray], np.ndarray | None]]:
+        """Yield ``(arrays, labels)``: the batches of :meth:`batches` with the labels of
+        their samples (class indices into :attr:`labels` for images, the label column's
+        values for tables and TFRecords), or None where the data holds none. Labels are
+        never fed to the model."""
+        if self._labelled is None:
+            return ((b, None) for b in self.batches())
+        return iter(self._labelled())
 
     @property
     def n_batches(self) -> int:

@@ -21,7 +21,7 @@ process (a file's activations come back as a ``dump``).
 from __future__ import annotations
 
 from collections.abc import Callable, Mapping, Sequence
-from dataclasses import dataclass, replace
+from dataclasses import dataclass, field, replace
 from typing import TYPE_CHECKING, Any
 
 from kerinspect import __version__
@@ -96,6 +96,8 @@ class Task:
     inputs: Any = None
     source: str | None = None
     write: Mapping[str, Any] | None = None
+    #: the warnings of the feeds built (:attr:`Feed.warnings`), for the result's ``input_warnings``
+    input_warnings: list[Any] = field(default_factory=list)
 
     @property
     def subject(self) -> Subject:
@@ -105,7 +107,17 @@ class Task:
         """The batches of this task, for its first model's signature."""
         from .feed import build_feed
 
-        return build_feed(self.subject.model, self.inputs, self.run, source=self.source)
+        feed = build_feed(self.subject.model, self.inputs, self.run, source=self.source)
+        self.input_warnings.extend(w for w in feed.warnings if w not in self.input_warnings)
+        return feed
+
+    def result(self, result: dict[str, Any]) -> dict[str, Any]:
+        """A job's ``result`` with the feed's warnings (``input_warnings``: each a
+        :class:`~kerinspect.errors.Message` as JSON), which the caller raises as
+        :class:`~kerinspect.errors.InputWarning` (the CLI prints one line each)."""
+        if self.input_warnings:
+            return {**result, "input_warnings": [w.to_json() for w in self.input_warnings]}
+        return result
 
 
 # -- the jobs ------------------------------------------------------------------------
@@ -229,7 +241,7 @@ def run_in_process(
     """Run a job on ``keras.Model`` objects in this process (they are the caller's own
     code already): the same job, on the same :class:`Task`, as a file gets in the worker."""
     task = Task(tuple(Subject(m) for m in models), run, inputs, write=write)
-    return JOBS[command](task, QuietChannel(progress))
+    return task.result(JOBS[command](task, QuietChannel(progress)))
 
 
 def run_request(request: Request, channel: Any) -> dict[str, Any]:
@@ -250,7 +262,7 @@ def run_request(request: Request, channel: Any) -> dict[str, Any]:
     )
     if request.command not in JOBS or request.command == "activations":
         raise KerinspectError(f"The worker has no job {escape_text(request.command, 40)!r}", rule="protocol")
-    return JOBS[request.command](task, channel)
+    return task.result(JOBS[request.command](task, channel))
 
 
 def weights_job(request: Request, channel: Any) -> dict[str, Any]:
