@@ -9,7 +9,7 @@ from typing import Any
 
 import numpy as np
 
-from kerinspect.engine.inputs import Feed, InputSpec
+from kerinspect.engine.inputs import Feed, InputSpec, check_finite
 from kerinspect.errors import DataError, Message, UsageError, escape_text, msg
 from kerinspect.report import InputRecord
 from kerinspect.spec import RunSpec
@@ -35,13 +35,22 @@ def streamed(
     labels: tuple[str, ...] | None = None,
     warnings: tuple[Message, ...] = (),
 ) -> Feed:
-    """A :class:`Feed` over ``batches`` (a generator function of ``(arrays, labels)``)."""
+    """A :class:`Feed` over ``batches`` (a generator function of ``(arrays, labels)``);
+    NaN or Inf in a float input is refused, naming the samples (:func:`check_finite`)."""
+
+    def checked() -> Iterator[Batch]:
+        start = 0
+        for arrays, batch_labels in batches():
+            for record, a in zip(records, arrays):
+                check_finite(record.name, a, start, record.source)
+            start += len(arrays[0]) if arrays else 0
+            yield arrays, batch_labels
 
     def plain() -> Iterator[list[np.ndarray]]:
-        for arrays, _ in batches():
+        for arrays, _ in checked():
             yield arrays
 
-    return Feed(records, total, run.batch_size, plain, labels=labels, warnings=warnings, _labelled=batches)
+    return Feed(records, total, run.batch_size, plain, labels=labels, warnings=warnings, _labelled=checked)
 
 
 def take(available: int, run: RunSpec, source: str, what: str) -> int:
