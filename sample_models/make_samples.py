@@ -175,6 +175,83 @@ def classifier_int8() -> keras.Model:
     return model
 
 
+def _digits() -> tuple[np.ndarray, np.ndarray]:
+    """scikit-learn's bundled handwritten digits (1,797 8x8 images, values 0-16) as
+    8-bit pixels (0-255)."""
+    from sklearn.datasets import load_digits
+
+    d = load_digits()
+    return np.minimum(d.images * 16, 255).astype(np.uint8), d.target
+
+
+def digits() -> keras.Model:
+    """A digit classifier trained on real data, its pixels scaled inside the model
+    (``Rescaling(1/255)``, as image models are trained): fed ``data/digits/`` as it is,
+    a folder of PNGs in one folder per label (written by :func:`write_data`)."""
+    images, labels = _digits()
+    x = keras.Input((8, 8, 1), name="image")
+    h = layers.Rescaling(1 / 255, name="rescale")(x)
+    h = layers.Conv2D(16, 3, padding="same", activation="relu", name="conv")(h)
+    h = layers.MaxPooling2D(name="pool")(h)
+    h = layers.Flatten(name="flatten")(h)
+    out = layers.Dense(10, activation="softmax", name="digit")(h)
+    model = keras.Model(x, out, name="digits")
+    model.compile(keras.optimizers.Adam(0.01), "sparse_categorical_crossentropy")
+    model.fit(images[100:, ..., None].astype("float32"), labels[100:], epochs=8, batch_size=64, verbose=0)
+    return model
+
+
+def _cancer() -> tuple[np.ndarray, np.ndarray, list[str]]:
+    from sklearn.datasets import load_breast_cancer
+
+    d = load_breast_cancer()
+    return d.data.astype("float32"), d.target, [n.replace(" ", "_") for n in d.feature_names]
+
+
+def cancer_mlp() -> keras.Model:
+    """A tabular classifier trained on real rows (the breast-cancer set, features
+    unscaled as users feed them), then broken as a diverged update breaks a layer:
+    ``hidden1``'s kernel made negative. Every feature is positive, so hidden1 is 0 on
+    every real row (``data/cancer.csv``), while standard-normal synthetic rows, half
+    negative, still switch it on: the case where synthetic inputs blame nothing."""
+    features, target, _ = _cancer()
+    x = keras.Input((features.shape[1],), name="features")
+    h = layers.Dense(16, activation="relu", name="hidden1")(x)
+    h = layers.Dense(16, activation="relu", name="hidden2")(h)
+    out = layers.Dense(1, activation="sigmoid", name="malignant")(h)
+    model = keras.Model(x, out, name="cancer_mlp")
+    model.compile("adam", "binary_crossentropy")
+    model.fit(features[200:], target[200:], epochs=2, batch_size=64, verbose=0)
+    kernel, bias = model.get_layer("hidden1").get_weights()
+    model.get_layer("hidden1").set_weights([-np.abs(kernel), np.zeros_like(bias)])
+    return model
+
+
+def write_data(out_dir: str) -> None:
+    """``data/``: what users have, for the README's "Your data" examples: 40 held-out
+    digits as 32x32 grayscale PNGs in one folder per label (``data/digits/3/...``), and
+    200 held-out breast-cancer rows as a CSV with a header and a ``target`` column."""
+    import csv
+
+    import tensorflow as tf
+
+    images, labels = _digits()
+    for i in range(40):  # held out: the model was trained on images[100:]
+        folder = os.path.join(out_dir, "data", "digits", str(labels[i]))
+        os.makedirs(folder, exist_ok=True)
+        big = np.kron(images[i], np.ones((4, 4), np.uint8))[..., None]
+        png = tf.io.encode_png(big).numpy()
+        with open(os.path.join(folder, f"{i:04d}.png"), "wb") as f:
+            f.write(png)
+    features, target, names = _cancer()
+    with open(os.path.join(out_dir, "data", "cancer.csv"), "w", newline="") as f:
+        w = csv.writer(f)
+        w.writerow([*names, "target"])
+        for row, label in zip(features[:200], target[:200]):
+            w.writerow([*(f"{float(v):g}" for v in row), int(label)])
+    print(f"{os.path.join(out_dir, 'data')}: 40 PNGs, cancer.csv")
+
+
 MODELS = {
     "cnn.keras": cnn,
     "attention.keras": attention,
@@ -187,6 +264,8 @@ MODELS = {
     "legacy_mlp.h5": legacy_mlp,
     "classifier.keras": classifier,
     "classifier_int8.keras": classifier_int8,
+    "digits.keras": digits,
+    "cancer_mlp.keras": cancer_mlp,
 }
 
 
@@ -237,6 +316,8 @@ def main(out_dir: str = HERE, only: tuple[str, ...] = ()) -> None:
         if name.endswith(".keras"):
             _normalize_zip(path)
         print(f"{path}: {os.path.getsize(path):,} bytes")
+    if not only or "data" in only:
+        write_data(out_dir)
 
 
 if __name__ == "__main__":
