@@ -211,7 +211,6 @@ def check_model(
     """
     from . import api
     from .checks import run_checks
-
     from .spec import LoadOptions
 
     load = load if load is not None else LoadOptions()
