@@ -431,7 +431,7 @@ class _Here:
         from .engine.jobs import run_in_process
 
         result = run_in_process(command, self.models, self.spec, self.inputs, progress=progress, write=write)
-        if isinstance(self.inputs, (str, os.PathLike)):  # a file for an in-memory model: hashed too
+        if isinstance(self.inputs, (str, os.PathLike)) and command in _INPUTS_RECORDED:  # hashed too
             p = os.fspath(self.inputs)
             kind = (
                 "folder"
@@ -601,7 +601,9 @@ def _job(
     with _scratch("inputs") as tmp:
         inputs_ref = _inputs_for_worker(inputs, tmp)
         # hashed here, before the worker reads them; set on the report by _parsed
-        digest = _input_digest(inputs_ref.kind, inputs_ref.path) if inputs_ref is not None else None
+        digest = None
+        if inputs_ref is not None and command in _INPUTS_RECORDED:
+            digest = _input_digest(inputs_ref.kind, inputs_ref.path)
         facts = {"input_digest": digest}
         request = Request(
             command=command,
@@ -726,6 +728,11 @@ def _scratch(kind: str) -> Iterator[str]:
 
 def _isolation(worker: bool, network_namespace: bool = False) -> dict[str, bool]:
     return {"worker": worker, "network_namespace": worker and network_namespace, "socket_guard": worker}
+
+
+#: The jobs whose result records its inputs (:class:`~kerinspect.provenance.InputRecord`):
+#: only for them are ``--input`` files hashed (a dump's manifest names its input as given).
+_INPUTS_RECORDED = ("inspect", "report", "diff")
 
 
 def _input_digest(kind: str, path: str) -> Any:
