@@ -432,9 +432,20 @@ class _Here:
             raise UsageError("weights reads a model file, not a keras.Model object")
         from .engine.jobs import run_in_process
 
-        return _warn_inputs(
+        result = _warn_inputs(
             run_in_process(command, self.models, self.spec, self.inputs, progress=progress, write=write)
         )
+        if isinstance(self.inputs, (str, os.PathLike)) and command in _INPUTS_RECORDED:  # hashed too
+            p = os.fspath(self.inputs)
+            kind = (
+                "folder"
+                if os.path.isdir(p)
+                else "pattern"
+                if glob.has_magic(p) and not os.path.lexists(p)
+                else "file"
+            )
+            result = {**result, "input_digest": _input_digest(kind, os.path.abspath(p))}
+        return result
 
 
 class _Worker:
@@ -502,8 +513,11 @@ def _place(models: Sequence[Any], inputs: Any, run: RunSpec, load: LoadOptions |
 
 def _parsed(parse: Any, result: dict[str, Any], key: str) -> Any:
     """The result's ``key`` parsed (see :func:`_from_worker`), with how the worker was
-    confined when one ran."""
+    confined when one ran, and where its input files were and what they held (facts of
+    this process: the worker's own claims are replaced)."""
     parsed = _from_worker(parse, result, key)
+    if "input_digest" in result and hasattr(parsed, "inputs"):
+        parsed = _with_input_digest(parsed, result["input_digest"])
     return _with_isolation(parsed, result) if "isolation" in result else parsed
 
 
@@ -591,12 +605,17 @@ def _job(
         ref_b = ModelRef(absolute_b, model_b.format, model_b.size, shown_path=model_b.shown)
         shown.append((absolute_b, model_b.shown))
     with _scratch("inputs") as tmp:
-        ref_inputs = _inputs_for_worker(inputs, tmp)
-        shown.extend(_shown_input(ref_inputs))
+        inputs_ref = _inputs_for_worker(inputs, tmp)
+        shown.extend(_shown_input(inputs_ref))
+        # hashed here, before the worker reads them; set on the report by _parsed
+        digest = None
+        if inputs_ref is not None and command in _INPUTS_RECORDED:
+            digest = _input_digest(inputs_ref.kind, inputs_ref.path)
+        facts = {"input_digest": digest}
         request = Request(
             command=command,
             model=ModelRef(absolute, model_file.format, model_file.size, shown_path=model_file.shown),
-            inputs=ref_inputs,
+            inputs=inputs_ref,
             run=run,
             load=load.replace(custom_objects=_checked_custom_objects(load.custom_objects)),
             write=write,
@@ -607,7 +626,11 @@ def _job(
                 from .engine.jobs import QuietChannel, run_request
 
                 parsed = parse_request(request)
-                return {**run_request(parsed, QuietChannel(progress)), "isolation": _isolation(False)}
+                return {
+                    **run_request(parsed, QuietChannel(progress)),
+                    **facts,
+                    "isolation": _isolation(False),
+                }
             from .sandbox.runner import run_worker
 
             def relay(msg: dict[str, Any]) -> None:
@@ -618,7 +641,7 @@ def _job(
             if not outcome.network_isolated:
                 _warn_partial_isolation()
             # set here, not by the worker: the worker runs model code and could claim anything
-            return {**outcome.result, "isolation": _isolation(True, outcome.network_isolated)}
+            return {**outcome.result, **facts, "isolation": _isolation(True, outcome.network_isolated)}
         except KerinspectError as e:
             # the job saw the snapshot's path; say it the way the user did
             for seen, said in shown:
@@ -745,6 +768,35 @@ def _scratch(kind: str) -> Iterator[str]:
 
 def _isolation(worker: bool, network_namespace: bool = False) -> dict[str, bool]:
     return {"worker": worker, "network_namespace": worker and network_namespace, "socket_guard": worker}
+
+
+#: The jobs whose result records its inputs (:class:`~kerinspect.provenance.InputRecord`):
+#: only for them are ``--input`` files hashed (a dump's manifest names its input as given).
+_INPUTS_RECORDED = ("inspect", "report", "diff")
+
+
+def _input_digest(kind: str, path: str) -> Any:
+    if kind not in ("file", "folder", "pattern"):
+        return None  # in-memory arrays: the caller's, no file to name
+    from .input_digest import digest_inputs
+
+    return digest_inputs(kind, path)
+
+
+def _with_input_digest(report: Any, digest: Any) -> Any:
+    """``report`` whose file inputs carry ``digest`` (an
+    :class:`~kerinspect.input_digest.InputDigest`, or None: no file inputs)."""
+    facts = {"path": None, "sha256": None, "sha256_of": None}
+    if digest is not None:
+        facts = {"path": digest.path, "sha256": digest.sha256, "sha256_of": digest.sha256_of}
+    inputs = tuple(
+        dataclasses.replace(i, **facts)
+        if digest is not None and i.source not in ("synthetic", "array")
+        # synthetic and arrays name no file, whatever the worker wrote
+        else dataclasses.replace(i, path=None, sha256=None, sha256_of=None)
+        for i in report.inputs
+    )
+    return dataclasses.replace(report, inputs=inputs)
 
 
 def _with_isolation(report: Any, result: dict[str, Any]) -> Any:

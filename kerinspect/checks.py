@@ -11,6 +11,7 @@ from __future__ import annotations
 import enum
 import fnmatch
 import math
+import os
 import re
 from collections.abc import Callable, Iterable, Sequence
 from functools import partial
@@ -18,7 +19,7 @@ from typing import Any
 
 from .check_results import CheckResult, Failure, FirstFault, RuleCounts, RuleResult
 from .config import OPTIONAL_RULES, CheckConfig
-from .report import LayerRecord, ModelReport, TensorRecord, TensorStats, Thresholds, WeightRecord
+from .report import InputRecord, LayerRecord, ModelReport, TensorRecord, TensorStats, Thresholds, WeightRecord
 
 #: Rule names, in the order flags are shown; the last ones are :data:`OPTIONAL_RULES`
 #: (``summary`` shows them as flags, ``check`` runs them only when asked).
@@ -500,15 +501,72 @@ def _baseline_rules(
                         {"change": "removed", "baseline_class_name": b.class_name},
                     ),
                 )
-    same_inputs = [(i.shape[1:], i.dtype, i.source, i.seed) for i in report.inputs] == [
-        (i.shape[1:], i.dtype, i.source, i.seed) for i in baseline.inputs
-    ]
-    if not same_inputs or report.samples != baseline.samples:
-        warnings.append(
-            "the baseline was made on different inputs (samples, seed, shapes or input file); "
-            "statistics are compared on different data"
-        )
+    differences = input_differences(report, baseline)
+    if differences:
+        warnings.append(f"the baseline was made on different inputs: {'; '.join(differences)}")
     return [structure.result(), drifted.result()], warnings
+
+
+def _short(sha256: str) -> str:
+    return sha256[:8] + "…"
+
+
+def _file_shown(i: InputRecord) -> str:
+    if i.sha256 is None:
+        return i.source
+    what = "sha256" if i.sha256_of != "listing" else "listing"
+    return f"{i.source} {what} {_short(i.sha256)}"
+
+
+def _same_file(now: InputRecord, base: InputRecord) -> bool:
+    """Whether two file inputs are the same data: by content hash when both have one of
+    the same kind, else by resolved path (a baseline written before hashes: its ``path``
+    or, older still, its ``source`` as written)."""
+    if now.sha256 is not None and base.sha256 is not None and now.sha256_of == base.sha256_of:
+        return now.sha256 == base.sha256
+    norm = os.path.normpath
+    if base.path is not None and now.path is not None:
+        return norm(base.path) == norm(now.path)
+    ours = {norm(now.source), *(() if now.path is None else (norm(now.path),))}
+    return norm(base.source) in ours
+
+
+def input_differences(report: ModelReport, baseline: ModelReport) -> list[str]:
+    """What differs between the inputs a baseline was made on and the report's, each as
+    a phrase (``seed differs (baseline 0, now 3)``); empty when they are the same data.
+
+    Per input: the shape (batch axis excepted) and dtype; then its origin: both
+    synthetic with the same seed, or both from files with the same content (the path
+    may be written differently, or be another copy: :func:`_same_file`), or both
+    in-memory arrays (nothing recorded to compare). Then the number of samples.
+    """
+    out: list[str] = []
+    now_names = [i.name for i in report.inputs]
+    base_names = [i.name for i in baseline.inputs]
+    if now_names != base_names:
+        out.append(f"inputs differ (baseline {', '.join(base_names)}; now {', '.join(now_names)})")
+    for now, base in zip(report.inputs, baseline.inputs):
+        if now.shape[1:] != base.shape[1:]:
+            out.append(f"input {now.name!r} shape differs (baseline {base.shape[1:]}, now {now.shape[1:]})")
+        if now.dtype != base.dtype:
+            out.append(f"input {now.name!r} dtype differs (baseline {base.dtype}, now {now.dtype})")
+        now_synthetic, base_synthetic = now.source == "synthetic", base.source == "synthetic"
+        if now_synthetic and base_synthetic:
+            if now.seed != base.seed:
+                out.append(f"seed differs (baseline {base.seed}, now {now.seed})")
+            elif now.note != base.note:
+                out.append(f"synthetic values drawn differently for {now.name!r}")
+        elif now_synthetic:
+            out.append(f"synthetic now, baseline ran on {base.source}")
+        elif base_synthetic:
+            out.append(f"{now.source} now, baseline ran on synthetic inputs")
+        elif (now.source == "array") != (base.source == "array"):
+            out.append(f"input differs (baseline {base.source}, now {now.source})")
+        elif now.source != "array" and not _same_file(now, base):
+            out.append(f"input file differs (baseline: {_file_shown(base)}, now: {_file_shown(now)})")
+    if report.samples != baseline.samples:
+        out.append(f"samples differ (baseline {baseline.samples}, now {report.samples})")
+    return list(dict.fromkeys(out))  # one phrase for the inputs of one .npz
 
 
 def run_checks(

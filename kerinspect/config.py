@@ -17,12 +17,13 @@ the command's options::
     path = "models/classifier*.keras"    # glob, relative to the file's directory
     input = "data/val_batch.npz"
     baseline = "release/classifier.json"
+    custom_objects = "src/layers.py"     # as --custom-objects: your code, imported in the worker
 
 Precedence, highest first: command-line options, the first ``[[models]]`` entry
 whose ``path`` matches, the file's top-level keys, the built-in defaults. A list
 (``ignore``, ``shape``) given at a higher level replaces the lower one. Relative
-paths in a file (``input``, ``baseline``, ``path``) are relative to the file's
-directory.
+paths in a file (``input``, ``baseline``, ``custom_objects``, ``path``) are relative
+to the file's directory.
 
 Stdlib only (``tomllib``).
 """
@@ -86,6 +87,10 @@ class CheckConfig:
         samples, seed, batch_size, dim, shape, input, preprocess, label_column: what
             the model runs on, as for ``kerinspect summary`` (``samples`` None: the
             default).
+        custom_objects: path of a Python file that defines or registers the model's
+            custom classes, as ``--custom-objects`` (it reaches
+            :attr:`kerinspect.spec.LoadOptions.custom_objects`). It enables nothing the
+            option alone would not: ``--trust-model`` has no key.
 
     The defaults are those of :mod:`kerinspect.spec`.
     """
@@ -107,6 +112,7 @@ class CheckConfig:
     input: str | None = None
     preprocess: str = DEFAULT_PREPROCESS
     label_column: str | None = None
+    custom_objects: str | None = None
 
     @property
     def thresholds(self) -> Thresholds:
@@ -146,7 +152,7 @@ class CheckConfig:
 
 
 KEYS = tuple(f.name for f in dataclasses.fields(CheckConfig))
-_PATH_KEYS = ("baseline", "input")
+_PATH_KEYS = ("baseline", "input", "custom_objects")
 
 
 def _where(source: str, table: str) -> str:

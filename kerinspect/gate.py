@@ -199,7 +199,8 @@ def check_model(
         path: the model file.
         config: its effective settings.
         progress: passed to :func:`kerinspect.api.inspect_model`.
-        load: :class:`kerinspect.spec.LoadOptions` (isolation limits, trust).
+        load: :class:`kerinspect.spec.LoadOptions` (isolation limits, trust); its
+            ``custom_objects``, when set, wins over ``config.custom_objects``.
         reraise: let unexpected exceptions (kerinspect bugs) propagate instead of
             recording them as an INTERNAL error (``--debug``).
         run_options: fields of :class:`kerinspect.spec.RunSpec` that the settings
@@ -210,7 +211,11 @@ def check_model(
     """
     from . import api
     from .checks import run_checks
+    from .spec import LoadOptions
 
+    load = load if load is not None else LoadOptions()
+    if load.custom_objects is None and config.custom_objects is not None:
+        load = load.replace(custom_objects=config.custom_objects)
     try:
         baseline = load_baseline(config.baseline) if config.baseline else None
         report = api.inspect_model(

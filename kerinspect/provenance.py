@@ -9,9 +9,9 @@ them. Frozen dataclasses of builtins with generated JSON (:mod:`kerinspect.recor
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
-from .records import Record
+from .records import Record, meta
 
 
 @dataclass(frozen=True)
@@ -43,6 +43,13 @@ class InputRecord(Record):
     alone would mislead (a float input drawn as token ids for the ``Embedding`` it
     feeds), or how the user's data was decoded (``images: 120 PNG files in 3 label
     folders, resized to 28×28, grayscale, pixels 0-255 (preprocess=none)``).
+
+    For inputs read from files, set by the parent (never by the worker): ``path``, the
+    resolved absolute path (or pattern), and ``sha256``, a hash of the content, over
+    what ``sha256_of`` says (``"file"``, ``"files"`` of a folder or glob, or a
+    ``"listing"`` of sizes and times for more than 1 GiB; see
+    :mod:`kerinspect.input_digest`). None for synthetic inputs and arrays, in reports
+    written before they existed, and when the files could not be read.
     """
 
     name: str
@@ -51,6 +58,11 @@ class InputRecord(Record):
     source: str
     seed: int | None = None
     note: str | None = None
+    path: str | None = field(default=None, metadata=meta(omit_none=True))
+    sha256: str | None = field(default=None, metadata=meta(omit_none=True))
+    sha256_of: str | None = field(
+        default=None, metadata=meta(omit_none=True, choices=(None, "file", "files", "listing"))
+    )
 
 
 @dataclass(frozen=True)

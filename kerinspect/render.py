@@ -404,7 +404,7 @@ def render_check(run: CheckRun, console: Console) -> None:
             for rule in order:
                 _rule_lines(console, result, rule)
         for w in result.warnings:
-            _line(console, ("  warning: ", "yellow"), safe(w))
+            _line(console, ("  warning: ", "yellow"), escape_text(w, limit=600))  # paths, hashes: longer
     total = len(run.results)
     parts = [f"{total} model{'s' if total != 1 else ''}", f"{run.count('passed')} passed"]
     parts += [

@@ -9,6 +9,7 @@ a hostile name.
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import os
 import pathlib
@@ -184,7 +185,8 @@ def test_config_validation(tmp_path):
     bad = tmp_path / "k.toml"
     for text, words in [("max_abz = 3", "max_abz"), ("max_dead_fraction = 2", "0 to 1"),
                         ("samples = true", "integer"), ("ignore = [1]", "strings"),
-                        ("[[models]]\ninput = 'x.npz'", "path"), ("max_abs = ", "TOML")]:
+                        ("[[models]]\ninput = 'x.npz'", "path"), ("max_abs = ", "TOML"),
+                        ("[[models]]\npath = '*'\ncustom_objects = ['a.py']", "'custom_objects'")]:
         bad.write_text(text)
         with pytest.raises(UsageError) as e:
             load_file(bad)
@@ -197,13 +199,16 @@ def test_settings_precedence(tmp_path):
     from kerinspect.config import load_file
 
     cfg = tmp_path / "k.toml"
-    cfg.write_text('max_abs = 5.0\nseed = 3\nignore = ["a"]\n'
-                   '[[models]]\npath = "models/special*.keras"\nseed = 4\ninput = "data/x.npz"\n')
+    cfg.write_text('max_abs = 5.0\nseed = 3\nignore = ["a"]\ncustom_objects = "layers.py"\n'
+                   '[[models]]\npath = "models/special*.keras"\nseed = 4\ninput = "data/x.npz"\n'
+                   'custom_objects = "models/special.py"\n')
     f = load_file(cfg)
     plain = f.settings_for(str(tmp_path / "models" / "other.keras"))
     special = f.settings_for(str(tmp_path / "models" / "special_1.keras"))
     assert (plain.max_abs, plain.seed, plain.ignore, plain.input) == (5.0, 3, ("a",), None)
     assert special.seed == 4 and special.input == str(tmp_path / "data" / "x.npz")
+    assert plain.custom_objects == str(tmp_path / "layers.py")  # relative to the file, like input
+    assert special.custom_objects == str(tmp_path / "models" / "special.py")
     over = f.settings_for(str(tmp_path / "models" / "special_1.keras"), {"seed": 9, "ignore": ("b",)})
     assert (over.seed, over.ignore, over.max_abs) == (9, ("b",), 5.0)
 
@@ -216,6 +221,83 @@ def test_pyproject_without_the_table_is_passed_over(tmp_path):
     sub.mkdir(parents=True)
     (tmp_path / "pkg" / "pyproject.toml").write_text('[project]\nname = "x"\n')
     assert find_pyproject(sub) == str(tmp_path / "pyproject.toml")
+
+
+def _fed(source, *, seed=None, sha=None, path=None, of="file", samples=8, shape=(8, 4)):
+    inputs = (InputRecord("x", shape, "float32", source, seed, path=path, sha256=sha,
+                          sha256_of=None if sha is None else of),)
+    return dataclasses.replace(_report([_layer("a")]), inputs=inputs, samples=samples)
+
+
+def test_baseline_inputs_are_compared_by_content_and_the_difference_is_named():
+    from kerinspect.checks import input_differences
+
+    a, b = "1a2b3c4d" + "0" * 56, "9f8e7d6c" + "0" * 56
+    base = _fed("data/a.npz", sha=a, path="/repo/data/a.npz")
+    # the same bytes, however the path is written or wherever the copy is: the same inputs
+    assert input_differences(_fed("./a.npz", sha=a, path="/repo/data/a.npz"), base) == []
+    assert input_differences(_fed("/elsewhere/copy.npz", sha=a, path="/elsewhere/copy.npz"), base) == []
+    assert input_differences(_fed("data/b.npz", sha=b, path="/repo/data/b.npz"), base) == [
+        "input file differs (baseline: data/a.npz sha256 1a2b3c4d…, now: data/b.npz sha256 9f8e7d6c…)"]
+    synthetic = _fed("synthetic", seed=0)
+    assert input_differences(_fed("synthetic", seed=3), synthetic) == ["seed differs (baseline 0, now 3)"]
+    assert input_differences(_fed("synthetic", seed=0, samples=32, shape=(32, 4)), synthetic) == [
+        "samples differ (baseline 8, now 32)"]
+    assert input_differences(_fed("synthetic", seed=0, shape=(8, 5)), synthetic) == [
+        "input 'x' shape differs (baseline (4,), now (5,))"]
+    assert input_differences(synthetic, base) == ["synthetic now, baseline ran on data/a.npz"]
+    assert input_differences(base, synthetic) == ["data/a.npz now, baseline ran on synthetic inputs"]
+    # a baseline written before hashes: the resolved path, or the path as written
+    assert input_differences(_fed("a.npz", sha=a, path="/repo/data/a.npz"), _fed("/repo/data/a.npz")) == []
+    assert input_differences(_fed("./data/a.npz", sha=a, path="/repo/data/a.npz"), _fed("data/a.npz")) == []
+    assert input_differences(_fed("data/b.npz", sha=b, path="/repo/data/b.npz"), _fed("data/a.npz")) == [
+        "input file differs (baseline: data/a.npz, now: data/b.npz sha256 9f8e7d6c…)"]
+    # hashes of different kinds (a listing above 1 GiB) are not compared: the paths are
+    listing = _fed("big", sha=b, path="/repo/big", of="listing")
+    assert input_differences(listing, _fed("big", sha=a, path="/repo/big", of="files")) == []
+    assert input_differences(listing, _fed("big", sha=a, path="/repo/big", of="listing")) == [
+        "input file differs (baseline: big listing 1a2b3c4d…, now: big listing 9f8e7d6c…)"]
+    # old reports read back: the fields absent are unknown
+    old = {k: v for k, v in base.inputs[0].to_dict().items() if k not in ("path", "sha256", "sha256_of")}
+    assert InputRecord.from_dict(old).sha256 is None and "sha256" not in synthetic.inputs[0].to_dict()
+
+
+def test_the_parent_sets_input_hashes_whatever_the_worker_claims():
+    from kerinspect import api
+    from kerinspect.input_digest import InputDigest
+
+    claimed = _fed("synthetic", seed=0, sha="f" * 64, path="/forged")
+    assert api._with_input_digest(claimed, None).inputs[0] == _fed("synthetic", seed=0).inputs[0]
+    got = api._with_input_digest(_fed("x.npz", sha="f" * 64, path="/forged"),
+                                 InputDigest("/repo/x.npz", "a" * 64, "file")).inputs[0]
+    assert (got.source, got.path, got.sha256, got.sha256_of) == ("x.npz", "/repo/x.npz", "a" * 64, "file")
+
+
+def test_input_digest_of_a_file_a_folder_and_a_glob(tmp_path, monkeypatch):
+    import hashlib
+
+    from kerinspect import input_digest
+    from kerinspect.input_digest import digest_inputs
+
+    one = tmp_path / "one.npz"
+    one.write_bytes(b"abc")
+    assert digest_inputs("file", str(one)) == input_digest.InputDigest(
+        str(one), hashlib.sha256(b"abc").hexdigest(), "file")
+    for where in ("a", "b"):
+        (tmp_path / where / "cats").mkdir(parents=True)
+        (tmp_path / where / "cats" / "1.png").write_bytes(b"x")
+        (tmp_path / where / "2.png").write_bytes(b"y")
+    a, b = digest_inputs("folder", str(tmp_path / "a")), digest_inputs("folder", str(tmp_path / "b"))
+    lines = "".join(f"{rel}\0{hashlib.sha256(data).hexdigest()}\n" for rel, data in
+                    [("2.png", b"y"), ("cats/1.png", b"x")])
+    assert a.sha256 == b.sha256 == hashlib.sha256(lines.encode()).hexdigest() and a.sha256_of == "files"
+    assert digest_inputs("pattern", str(tmp_path / "a" / "**" / "*.png")).sha256 == a.sha256
+    (tmp_path / "b" / "2.png").write_bytes(b"z")
+    assert digest_inputs("folder", str(tmp_path / "b")).sha256 != a.sha256
+    monkeypatch.setattr(input_digest, "MAX_HASHED_BYTES", 1)  # 2 bytes in all: listed, not hashed
+    listed = digest_inputs("folder", str(tmp_path / "a"))
+    assert listed.sha256_of == "listing" and listed.sha256 != a.sha256
+    assert digest_inputs("file", str(tmp_path / "gone.npz")) == input_digest.InputDigest(str(tmp_path / "gone.npz"))
 
 
 def test_pre_commit_hook_definition():
@@ -637,13 +719,76 @@ def test_baseline(models, tmp_path):
     assert [f["layer"] for f in structure["failures"]] == ["h1"]
     assert "(None, 6) -> (None, 7)" in structure["failures"][0]["message"]
 
-    data, _ = run_json(models["clean"], "--samples", "16", "--baseline", base)
-    assert any("different inputs" in w for w in data["models"][0]["warnings"])  # (it may drift too)
+    data, _ = run_json(models["clean"], "--samples", "16", "--baseline", base)  # (it may drift too)
+    assert data["models"][0]["warnings"] == [
+        "the baseline was made on different inputs: samples differ (baseline 8, now 16)"]
+    data, _ = run_json(models["clean"], *SAMPLES, "--seed", "3", "--baseline", base)
+    assert data["models"][0]["warnings"] == [
+        "the baseline was made on different inputs: seed differs (baseline 0, now 3)"]
     data, _ = run_json(models["clean"], "--baseline", tmp_path / "none.json", code=3)
     assert data["models"][0]["error"]["rule"] == "baseline-not-found"
     (tmp_path / "bad.json").write_text('{"schema_version": 1}')
     data, _ = run_json(models["clean"], "--baseline", tmp_path / "bad.json", code=3)
     assert data["models"][0]["error"]["rule"] == "baseline-invalid"
+
+
+def test_baseline_inputs_are_the_same_file_from_another_folder(models, tmp_path, monkeypatch):
+    """A baseline made with ``--input data/x.npz`` in the project, checked from elsewhere
+    through a configuration whose ``input = "x.npz"`` is relative to its own folder: the
+    same bytes, so no warning; another file is named with its hash."""
+    import hashlib
+
+    proj = tmp_path / "proj"
+    (proj / "data").mkdir(parents=True)
+    rng = np.random.default_rng(0)
+    np.savez(proj / "data" / "x.npz", rng.normal(size=(8, 5)).astype(np.float32))
+    np.savez(proj / "data" / "y.npz", rng.normal(size=(8, 5)).astype(np.float32))
+    monkeypatch.chdir(proj)
+    r = CliRunner().invoke(cli, ["summary", str(models["clean"]), "--input", "data/x.npz", "--format", "json"])
+    assert r.exit_code == 0, r.stderr
+    (proj / "release.json").write_text(r.stdout)
+    (proj / "data" / "gate.toml").write_text('input = "x.npz"\nbaseline = "../release.json"\n')
+    elsewhere = tmp_path / "ci"
+    elsewhere.mkdir()
+    monkeypatch.chdir(elsewhere)
+    data, r = run_json(models["clean"], "--config", "../proj/data/gate.toml", code=0)
+    model = data["models"][0]
+    assert model["warnings"] == [] and model["inputs"][0]["source"] == str(proj / "data" / "x.npz")
+    x_sha = hashlib.sha256((proj / "data" / "x.npz").read_bytes()).hexdigest()
+    assert (model["inputs"][0]["sha256"], model["inputs"][0]["sha256_of"]) == (x_sha, "file")
+    assert model["inputs"][0]["path"] == str(proj / "data" / "x.npz")
+    data, _ = run_json(models["clean"], "--config", "../proj/data/gate.toml", "--input", "../proj/data/y.npz")
+    y_sha = hashlib.sha256((proj / "data" / "y.npz").read_bytes()).hexdigest()
+    assert data["models"][0]["warnings"] == [
+        f"the baseline was made on different inputs: input file differs (baseline: data/x.npz sha256 "
+        f"{x_sha[:8]}…, now: ../proj/data/y.npz sha256 {y_sha[:8]}…)"]
+
+
+def test_custom_objects_from_the_configuration(tmp_path):
+    """``custom_objects`` at the top level and per ``[[models]]`` entry, each relative to
+    the file, loads a model with custom layers through the worker; a bad value is a usage
+    error naming the key; ``--custom-objects`` wins over both."""
+    for folder in ("a", "b", "code"):
+        (tmp_path / folder).mkdir()
+    for folder in ("a", "b"):
+        shutil.copy(ROOT / "sample_models" / "transformer.keras", tmp_path / folder / "transformer.keras")
+    shutil.copy(ROOT / "sample_models" / "custom_layers.py", tmp_path / "code" / "layers.py")
+    shutil.copy(ROOT / "sample_models" / "custom_layers.py", tmp_path / "b" / "own_layers.py")
+    cfg = tmp_path / "gate.toml"
+    cfg.write_text('samples = 2\ncustom_objects = "code/layers.py"\n\n'
+                   '[[models]]\npath = "b/*.keras"\ncustom_objects = "b/own_layers.py"\n')
+    models_ = [tmp_path / "a" / "transformer.keras", tmp_path / "b" / "transformer.keras"]
+    data, r = run_json(*models_, "--config", cfg, code=0)
+    assert [m["settings"]["custom_objects"] for m in data["models"]] == [
+        str(tmp_path / "code" / "layers.py"), str(tmp_path / "b" / "own_layers.py")]
+    assert all(m["status"] == "passed" for m in data["models"])
+    # the option wins (its missing file is refused before any worker starts)
+    data, _ = run_json(*models_, "--config", cfg, "--custom-objects", tmp_path / "nope.py", code=3)
+    assert {m["error"]["rule"] for m in data["models"]} == {"custom-objects-not-found"}
+    cfg.write_text("[[models]]\npath = '*'\ncustom_objects = 7\n")
+    r = run(*models_, "--config", cfg)
+    assert r.exit_code == 2 and r.stdout == "" and len(r.stderr.strip().splitlines()) == 1
+    assert "Key 'custom_objects' in the top level.models[0] of" in r.stderr and str(cfg) in r.stderr
 
 
 def test_deterministic(models, checked):

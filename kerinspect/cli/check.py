@@ -134,6 +134,8 @@ def check(
     # defaults < configuration file < command line: an option not given is None here
     overrides = {key: options[param] for param, key in _CHECK_SETTINGS.items() if is_given(options[param])}
     run_options = {k: v for k, v in options.items() if k not in _CHECK_SETTINGS and is_given(v)}
+    if load.custom_objects is not None:  # a load option that is also a configuration key
+        overrides["custom_objects"] = load.custom_objects
     if overrides.get("baseline") and len(models) > 1:
         raise UsageError(
             "--baseline compares one model; for several, set 'baseline' per model in "
