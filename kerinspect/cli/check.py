@@ -115,7 +115,7 @@ def check(
 
     \b
     Exit codes: 0 every rule passed for every model, 1 a rule failed; when a model
-    cannot be inspected, the code of that error (3, 4, 5, 6, 8, 70), which outranks 1;
+    cannot be inspected, the code of that error (3, 4, 5, 6, 8, 9, 70), which outranks 1;
     2 for a bad option or configuration file; 7 when --junit cannot be written.
 
     \b

@@ -200,7 +200,8 @@ def cli() -> None:
     \b
     Exit codes: 0 ok, 1 checks failed, 2 usage error, 3 missing or unsupported file,
     4 malformed model, 5 refused by security policy, 6 inference error,
-    7 output error, 8 worker crashed or timed out, 70 internal error.
+    7 output error, 8 worker crashed or timed out, 9 bad input data (a corrupt
+    image, a bad CSV cell, NaN in an input), 70 internal error.
     """
 
 
