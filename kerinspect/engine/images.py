@@ -95,7 +95,7 @@ def _check_entry(e: os.DirEntry[str]) -> None:
     if not e.is_file():
         raise DataError(
             msg(
-                "{p} is not a regular file (a FIFO, device, socket or broken link). Received: {input}",
+                "{p} is not a regular file (a FIFO, device, socket or broken link) (read for {input}).",
                 p=shown(e.path),
             ),
             rule="input-unreadable",
@@ -109,7 +109,7 @@ def list_folder(root: str) -> tuple[list[str], list[int] | None, tuple[str, ...]
             entries = sorted(it, key=lambda e: e.name)
     except OSError as err:
         raise DataError(
-            msg("Cannot list {p}: {why}. Received: {input}", p=shown(root), why=err.strerror)
+            msg("Cannot list {p}: {why} (read for {input}).", p=shown(root), why=err.strerror)
         ) from None
     classes = [e for e in entries if not e.name.startswith(".") and e.is_dir()]
     top = [e for e in entries if not e.name.startswith(".") and not e.is_dir() and _is_image(e.name)]
@@ -121,7 +121,7 @@ def list_folder(root: str) -> tuple[list[str], list[int] | None, tuple[str, ...]
         raise DataError(
             msg(
                 "{p} holds images at its top level ({first}) and label subfolders ({classes}): "
-                "Keras would leave the top-level images out. Received: {input}",
+                "Keras would leave the top-level images out (read for {input}).",
                 p=shown(root),
                 first=escape_text(top[0].name, 80) + (f" and {len(top) - 1} more" if len(top) > 1 else ""),
                 classes=escape_text(", ".join(e.name for e in classes[:5]), 200)
@@ -138,7 +138,7 @@ def list_folder(root: str) -> tuple[list[str], list[int] | None, tuple[str, ...]
             labels.append(index)
             if len(files) > MAX_FILES:
                 raise DataError(
-                    msg("{p} holds more than {n:,} images. Received: {input}", p=shown(root), n=MAX_FILES)
+                    msg("{p} holds more than {n:,} images (read for {input}).", p=shown(root), n=MAX_FILES)
                 )
     return files, labels, tuple(e.name for e in classes)
 
@@ -178,7 +178,7 @@ def read_image(path: str) -> bytes:
         return read_regular(path, MAX_IMAGE_BYTES)
     except ReadRefused as e:
         raise DataError(
-            msg("Cannot read image {p}: {reason}. Received: {input}", p=shown(path), reason=e.reason),
+            msg("Cannot read image {p}: {reason} (read for {input}).", p=shown(path), reason=e.reason),
             rule="input-unreadable",
         ) from None
 
@@ -211,7 +211,7 @@ def header_size(data: bytes, path: str) -> tuple[str, int, int]:
         else:
             raise DataError(
                 msg(
-                    "{p} is not a PNG, JPEG, BMP or GIF image (its first bytes are {head}). Received: {input}",
+                    "{p} is not a PNG, JPEG, BMP or GIF image (its first bytes are {head}) (read for {input}).",
                     p=shown(path),
                     head=escape_text(repr(data[:8]), 60),
                 )
@@ -221,7 +221,7 @@ def header_size(data: bytes, path: str) -> tuple[str, int, int]:
     except Exception:  # noqa: BLE001 - struct or TensorFlow on a truncated/corrupt header
         raise DataError(
             msg(
-                "Corrupt {fmt} image {p}: its header cannot be read. Received: {input}",
+                "Corrupt {fmt} image {p}: its header cannot be read (read for {input}).",
                 fmt=fmt,
                 p=shown(path),
             )
@@ -229,7 +229,7 @@ def header_size(data: bytes, path: str) -> tuple[str, int, int]:
     if width < 1 or height < 1 or width * height > MAX_INPUT_ELEMENTS:
         raise DataError(
             msg(
-                "Image {p} declares {w}×{h} pixels, outside 1 to {limit:,}: refused before decoding. Received: {input}",
+                "Image {p} declares {w}×{h} pixels, outside 1 to {limit:,}: refused before decoding (read for {input}).",
                 p=shown(path),
                 w=width,
                 h=height,
@@ -256,7 +256,7 @@ def decode(path: str, channels: int, size: tuple[int, int] | None) -> tuple[np.n
     except (tf.errors.OpError, ValueError) as e:
         why = escape_text(str(getattr(e, "message", e)).split("\n")[0], 200)
         raise DataError(
-            msg("Corrupt {fmt} image {p}: {why}. Received: {input}", fmt=fmt, p=shown(path), why=why)
+            msg("Corrupt {fmt} image {p}: {why} (read for {input}).", fmt=fmt, p=shown(path), why=why)
         ) from None
 
 
@@ -306,7 +306,7 @@ def image_feed(
                 check_regular(f)
             except ReadRefused as e:
                 raise DataError(
-                    msg("Cannot read image {p}: {reason}. Received: {input}", p=shown(f), reason=e.reason)
+                    msg("Cannot read image {p}: {reason} (read for {input}).", p=shown(f), reason=e.reason)
                 ) from None
     total = take(len(files), run, source, "images")
     files = files[:total]

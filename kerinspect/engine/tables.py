@@ -76,7 +76,7 @@ def _rows(path: str) -> Iterator[tuple[int, list[str]]]:
                 yield decoder.decode(raw + b"\n")
             except UnicodeDecodeError:
                 raise DataError(
-                    msg("Line {n} of {p} is not UTF-8 text. Received: {input}", n=number, p=shown(path))
+                    msg("Line {n} of {p} is not UTF-8 text (read for {input}).", n=number, p=shown(path))
                 ) from None
 
     reader = csv.reader(text(), delimiter=delimiter, strict=True)
@@ -88,7 +88,7 @@ def _rows(path: str) -> Iterator[tuple[int, list[str]]]:
         except csv.Error as e:
             raise DataError(
                 msg(
-                    "Line {n} of {p}: {why}. Received: {input}",
+                    "Line {n} of {p}: {why} (read for {input}).",
                     n=where["line"],
                     p=shown(path),
                     why=escape_text(str(e), 200),
@@ -113,8 +113,8 @@ class _Plan:
                 if s.shape[1:] not in ((), (1,), (None,)):
                     raise DataError(
                         msg(
-                            "Column {col!r} of {p} gives one value per row; input {col!r} takes {shape}. "
-                            "Received: {input}",
+                            "Column {col!r} of {p} gives one value per row; input {col!r} takes {shape} "
+                            "(read for {input})",
                             col=_name(s.name),
                             p=shown(path),
                             shape=describe_inputs([s]),
@@ -132,7 +132,7 @@ class _Plan:
                 raise DataError(
                     msg(
                         "Input {name!r} takes {k} features, but {p} has {n} numeric columns besides the label "
-                        "column ({cols}). Received: {input}",
+                        "column ({cols}) (read for {input}).",
                         name=_name(spec.name),
                         k=k,
                         p=shown(path),
@@ -142,13 +142,13 @@ class _Plan:
                     hint="name the columns like the model's inputs, or drop the extra ones",
                 )
             if not numeric:
-                raise DataError(msg("{p} has no numeric column to feed. Received: {input}", p=shown(path)))
+                raise DataError(msg("{p} has no numeric column to feed (read for {input}).", p=shown(path)))
             self.columns.append(numeric)
             self.how = "numeric"
         else:
             raise DataError(
                 msg(
-                    "The columns of {p} ({header}) do not name the model's inputs ({inputs}). Received: {input}",
+                    "The columns of {p} ({header}) do not name the model's inputs ({inputs}) (read for {input}).",
                     p=shown(path),
                     header=escape_text(", ".join(header), 300),
                     inputs=describe_inputs(specs),
@@ -162,7 +162,7 @@ class _Plan:
         if len(row) != len(self.header):
             raise DataError(
                 msg(
-                    "Line {n} of {p} has {got} cells; the header has {want}. Received: {input}",
+                    "Line {n} of {p} has {got} cells; the header has {want} (read for {input}).",
                     n=number,
                     p=shown(self.path),
                     got=len(row),
@@ -182,7 +182,7 @@ class _Plan:
         if not cell.strip():
             raise DataError(
                 msg(
-                    "Line {n} of {p}: the cell of column {col!r} is missing. Received: {input}",
+                    "Line {n} of {p}: the cell of column {col!r} is missing (read for {input}).",
                     n=number,
                     p=shown(self.path),
                     col=_name(self.header[i]),
@@ -193,7 +193,7 @@ class _Plan:
         except ValueError:
             raise DataError(
                 msg(
-                    "Line {n} of {p}: column {col!r} holds {cell!r}, not {kind}. Received: {input}",
+                    "Line {n} of {p}: column {col!r} holds {cell!r}, not {kind} (read for {input}).",
                     n=number,
                     p=shown(self.path),
                     col=_name(self.header[i]),
@@ -227,7 +227,7 @@ def table_feed(path: str, specs: Sequence[InputSpec], run: RunSpec, source: str)
     rows = _rows(path)
     header_row = next(rows, None)
     if header_row is None:
-        raise DataError(msg("{p} is empty: a table needs a header row. Received: {input}", p=shown(source)))
+        raise DataError(msg("{p} is empty: a table needs a header row (read for {input}).", p=shown(source)))
     header = [h.strip() for h in header_row[1]]
     label = run.label_column
     if label is not None and label not in header:
@@ -319,7 +319,7 @@ def count_records(path: str, limit: int | None) -> int:
 def _bad_record(path: str, index: int, why: str) -> DataError:
     return DataError(
         msg(
-            "Record {i} of {p} cannot be read: {why} (is it an uncompressed TFRecord file?). Received: {input}",
+            "Record {i} of {p} cannot be read: {why} (is it an uncompressed TFRecord file?) (read for {input}).",
             i=index,
             p=shown(path),
             why=escape_text(why, 200),
@@ -417,7 +417,7 @@ def tfrecord_feed(files: list[str], specs: Sequence[InputSpec], run: RunSpec, so
                     why = escape_text(str(getattr(e, "message", e)).split("\n")[0], 300)
                     raise DataError(
                         msg(
-                            "Record {i} of {p} does not hold the model's inputs ({inputs}): {why}. Received: {input}",
+                            "Record {i} of {p} does not hold the model's inputs ({inputs}): {why} (read for {input}).",
                             i=index,
                             p=shown(path),
                             inputs=describe_inputs(specs),
