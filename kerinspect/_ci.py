@@ -13,6 +13,7 @@ from __future__ import annotations
 import xml.etree.ElementTree as ET
 
 from .errors import escape_text
+from .provenance import synthetic_text
 from .report import CheckResult, CheckRun, Failure, RuleResult
 
 #: Most failures listed under one rule in text and JUnit output.
@@ -123,6 +124,14 @@ def _counts_line(rule: RuleResult) -> str:
     return f"{rule.unit}s: {c.failed:,} failed, {c.passed:,} passed, {c.not_checked:,} not checked{ignored}"
 
 
+def _inputs_property(result: CheckResult) -> str:
+    """The ``kerinspect.inputs`` property: ``synthetic, seed=0: input 'x': ...`` or the
+    file the inputs came from (unescaped)."""
+    if result.synthetic_inputs:
+        return f"synthetic, seed={result.inputs[0].seed}: {synthetic_text(result.inputs)}"
+    return "from " + ", ".join(sorted({i.source for i in result.inputs}))
+
+
 def junit_xml(run: CheckRun) -> bytes:
     """The run as JUnit XML: one ``<testsuite>`` per model, one ``<testcase>`` per
     rule (``<failure>`` listing the layers and values; ``<skipped>`` when the rule
@@ -143,6 +152,15 @@ def junit_xml(run: CheckRun) -> bytes:
                 continue
             if value not in (None, [], ()):
                 ET.SubElement(props, "property", name=key, value=xml_text(str(value), 500))
+        if result.inputs:
+            origin = _inputs_property(result)
+            ET.SubElement(props, "property", name="kerinspect.inputs", value=xml_text(origin, 1000))
+            if result.synthetic_inputs:
+                ET.SubElement(suite, "system-out").text = xml_text(
+                    f"kerinspect: ran on {result.samples:,} synthetic samples, not your data "
+                    "(no --input or input = in the configuration): " + synthetic_text(result.inputs),
+                    4000,
+                )
         if result.error is not None:
             counts["tests"] += 1
             counts["errors"] += 1

@@ -138,8 +138,14 @@ class CheckResult(Record):
     warnings: tuple[str, ...] = ()
     error: ModelError | None = None
 
-    JSON_KEYS = ("path", "status", "exit_code", "model", "settings", "samples", "inputs", "first_fault", "rules",
-                 "ignored_layers", "warnings", "error")  # fmt: skip
+    JSON_KEYS = ("path", "status", "exit_code", "model", "settings", "samples", "inputs", "synthetic_inputs",
+                 "first_fault", "rules", "ignored_layers", "warnings", "error")  # fmt: skip
+
+    @property
+    def synthetic_inputs(self) -> bool:
+        """The model ran on synthetic inputs (no ``input`` given): the gate judged noise
+        drawn from what the model knows, not data."""
+        return any(i.source == "synthetic" for i in self.inputs)
 
     @property
     def exit_code(self) -> int:

@@ -37,12 +37,13 @@ class ModelInfo(Record):
 class InputRecord(Record):
     """One model input as it was fed: its name, full shape, dtype and origin.
 
-    ``source`` is ``"synthetic"`` (generated from the signature with ``seed``) or
-    the path of the file, folder or glob it came from as the user wrote it, or
-    ``"array"``. ``note`` says how synthetic values were drawn when the signature
-    alone would mislead (a float input drawn as token ids for the ``Embedding`` it
-    feeds), or how the user's data was decoded (``images: 120 PNG files in 3 label
-    folders, resized to 28×28, grayscale, pixels 0-255 (preprocess=none)``).
+    ``source`` is ``"synthetic"`` (generated with ``seed`` from what the model knows
+    about its data), the path of the file, folder or glob it came from as the user
+    wrote it, or ``"array"``. ``note`` says what every synthetic input was drawn from
+    (``"uniform [0, 255]: the model rescales by 1/255 (Rescaling 'rescaling')"``,
+    ``"standard normal: nothing in the model says what its data looks like"``), or how
+    the user's data was decoded (``images: 120 PNG files in 3 label folders, resized to
+    28×28, grayscale, pixels 0-255 (preprocess=none)``).
 
     For inputs read from files, set by the parent (never by the worker): ``path``, the
     resolved absolute path (or pattern), and ``sha256``, a hash of the content, over
@@ -84,3 +85,25 @@ class Isolation(Record):
     def partial(self) -> bool:
         """A worker ran, but the kernel refused it a network namespace."""
         return self.worker and not self.network_namespace
+
+
+def synthetic_text(inputs: tuple[InputRecord, ...] | list[InputRecord]) -> str:
+    """What the synthetic ones of ``inputs`` were drawn from, in one line
+    (``input 'x': standard normal: ...; input 'y': ...``); empty when none is synthetic.
+    Unescaped: notes name the model's layers, so every view escapes it."""
+    return "; ".join(
+        f"input '{i.name}': {i.note or 'drawn from the signature'}" for i in inputs if i.source == "synthetic"
+    )
+
+
+def synthetic_warning(
+    inputs: tuple[InputRecord, ...] | list[InputRecord], samples: int, where: str = ""
+) -> str:
+    """The one warning a command prints when it ran on synthetic inputs (empty when it
+    did not): how many samples, what they were drawn from, and how to give data
+    instead. ``where`` names the model (``check`` of several models)."""
+    drawn = synthetic_text(inputs)
+    if not drawn:
+        return ""
+    give = "give your data with --input" + (" or 'input' in the configuration" if where else "")
+    return f"{where}ran on {samples:,} synthetic samples, not your data ({drawn}); {give}"

@@ -10,7 +10,7 @@ from __future__ import annotations
 import json
 import re
 from collections import Counter
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from typing import Any
 
 from rich import box
@@ -22,11 +22,13 @@ from rich.text import Text
 from . import _ci
 from .errors import LEGACY_COMMAND, escape_text
 from .numfmt import fmt_count, fmt_float, fmt_fraction, fmt_mean, fmt_shape
+from .provenance import synthetic_text
 from .report import (
     AttentionRecord,
     CheckResult,
     CheckRun,
     HeadStats,
+    InputRecord,
     LayerRecord,
     ModelReport,
     RuleResult,
@@ -116,6 +118,14 @@ def loader_text(report: ModelReport) -> str:
     return text
 
 
+def input_origin(i: InputRecord, esc: Callable[[str], str]) -> str:
+    """Where an input came from, for a header: ``synthetic, seed=0: <what it was drawn
+    from>`` or ``from <path>`` (with its note); ``esc`` escapes for the medium."""
+    if i.source == "synthetic":
+        return f"synthetic, seed={i.seed}" + (f": {esc(i.note)}" if i.note else "")
+    return f"from {esc(i.source)}" + (f"; {esc(i.note)}" if i.note else "")
+
+
 def header_lines(report: ModelReport) -> list[str]:
     m = report.model
     where = f" from {safe(m.path)}" if m.path else ""
@@ -127,10 +137,9 @@ def header_lines(report: ModelReport) -> list[str]:
         + (f" · ran {safe(report.engine)}" if report.engine not in ("", "eager") else ""),
     ]
     for i in report.inputs:
-        origin = f"synthetic, seed={i.seed}" if i.source == "synthetic" else f"from {safe(i.source)}"
-        if i.note:
-            origin += f"; {safe(i.note)}"
-        lines.append(f"input {safe(i.name)!r}: {safe(i.dtype)} {fmt_shape(i.shape)} ({origin})")
+        lines.append(
+            f"input {safe(i.name)!r}: {safe(i.dtype)} {fmt_shape(i.shape)} ({input_origin(i, safe)})"
+        )
     if report.max_depth is not None:
         lines.append(f"depth: layer calls nested at most {report.max_depth} level(s) deep are shown")
     return lines
@@ -345,6 +354,15 @@ def _model_title(result: CheckResult) -> str:
     return f" · model '{safe(result.model.name)}' ({safe(result.model.class_name)}) · {fed}"
 
 
+def _inputs_line(result: CheckResult) -> str:
+    """Said of a model that ran on synthetic inputs: the gate judged noise, not data."""
+    if not result.synthetic_inputs:
+        return ""
+    return "ran on synthetic inputs (no --input or input = in the configuration): " + safe(
+        synthetic_text(result.inputs)
+    )
+
+
 def _coverage(result: CheckResult) -> str:
     nan = next((r for r in result.rules if r.rule == "nan"), None)
     if nan is None:
@@ -393,13 +411,18 @@ def render_check(run: CheckRun, console: Console) -> None:
             _line(console, *head, f" · exit {e.exit_code} · {safe(e.rule)}: ", escape_text(e.message))
             continue
         head.append(_model_title(result))
+        inputs = _inputs_line(result)
         if result.status == "passed":
             passed = sum(1 for r in result.rules if r.verdict == "passed")
             skipped = sum(1 for r in result.rules if r.verdict == "not_checked")
             extra = f", {skipped} not applicable" if skipped else ""
             _line(console, *head, f" · {passed} rules passed{extra} · {_coverage(result)}")
+            if inputs:
+                _line(console, ("  inputs: ", "yellow"), inputs)
         else:
             _line(console, *head, f" · {_coverage(result)}")
+            if inputs:
+                _line(console, ("  inputs: ", "yellow"), inputs)
             order = sorted(result.rules, key=lambda r: 0 if r.failed else 1)
             for rule in order:
                 _rule_lines(console, result, rule)

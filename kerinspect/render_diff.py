@@ -15,7 +15,7 @@ from rich.text import Text
 from ._ci import xml_text
 from .diff import DiffReport, OutputDiff, PairDiff, fmt_metrics
 from .numfmt import fmt_cosine, fmt_error, fmt_float, fmt_mean, fmt_shape, fmt_sqnr
-from .render import _hidden_note, _md_cell, _md_code, _md_text, _table, fit_columns, safe
+from .render import _hidden_note, _md_cell, _md_code, _md_text, _table, fit_columns, input_origin, safe
 
 #: Columns of the diff table (``Local`` only with ``--local``; ``B dtype`` only when a policy differs).
 DIFF_COLUMNS = (
@@ -120,8 +120,9 @@ def _model_line(tag: str, report: DiffReport) -> str:
 def diff_header_lines(report: DiffReport) -> list[str]:
     lines = [_model_line("A", report), _model_line("B", report)]
     for i in report.inputs:
-        origin = f"synthetic, seed={i.seed}" if i.source == "synthetic" else f"from {safe(i.source)}"
-        lines.append(f"input {safe(i.name)!r}: {safe(i.dtype)} {fmt_shape(i.shape)} ({origin})")
+        lines.append(
+            f"input {safe(i.name)!r}: {safe(i.dtype)} {fmt_shape(i.shape)} ({input_origin(i, safe)})"
+        )
     lines.append(
         f"{report.samples} samples in batches of {report.batch_size}, the same for both · "
         f"Error: normalised error |a-b|/|a| of B as it runs (inherited)"

@@ -68,6 +68,7 @@ figure img{display:block;image-rendering:pixelated;border:1px solid #ccc}
 .hist figcaption{max-width:260px;overflow:hidden;text-overflow:ellipsis;white-space:nowrap}
 .scale{display:inline-block;width:120px;height:10px;vertical-align:middle;margin:0 6px}
 .note{color:#666;font-size:12px}
+.badge{background:#b45309;color:#fff;border-radius:3px;padding:0 5px;font-weight:bold}
 code{font-family:ui-monospace,monospace}
 """
 
@@ -484,9 +485,14 @@ def _header(data: ReportData, command: str | None, version: str) -> str:
     inputs = "<br>".join(
         f"{text(i.name)}: {text(i.dtype)} ({', '.join(map(str, i.shape))}) · "
         + (f"synthetic, seed={i.seed}" if i.source == "synthetic" else f"from {text(i.source)}")
-        + (f"; {text(i.note)}" if i.note else "")
+        + ((": " if i.source == "synthetic" else "; ") + text(i.note) if i.note else "")
         for i in r.inputs
     )
+    if any(i.source == "synthetic" for i in r.inputs):  # the figures below are not of the user's data
+        inputs = (
+            '<span class="badge" title="no --input: drawn from what the model knows about its data">'
+            "synthetic inputs</span> not your data; give it with <code>--input</code><br>" + inputs
+        )
     rows = [
         ("model", f"{text(m.name)} ({text(m.class_name)}) · {m.params:,} parameters"),
         ("file", text(m.path or "(in memory)", 500)),

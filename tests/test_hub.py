@@ -182,17 +182,17 @@ def test_backbone_loads_with_no_option_and_synthetic_inputs_are_meaningful(model
     assert report["model"]["class_name"] == type(model).__name__
     inputs = {i["name"]: i for i in report["inputs"]}
     cls = type(model).__name__
-    assert inputs["token_ids"]["note"].startswith(f"drawn as token ids in [0, {VOCAB}) for {cls}")
-    assert inputs["padding_mask"]["note"] == f"all ones (no padding) for {cls}"
+    assert inputs["token_ids"]["note"].startswith(f"token ids in [0, {VOCAB}) for {cls} (vocabulary_size): ")
+    assert inputs["padding_mask"]["note"] == f"padding mask for {cls}: ones over each sample's sequence, zeros after"
     rows = {r["path"]: r for r in report["layers"]}
     ids = rows["token_ids"]["outputs"][0]["stats"]
     assert 0 <= ids["min"] and ids["max"] < VOCAB and float(ids["max"]).is_integer() and ids["std"] > 0
-    mask = rows["padding_mask"]["outputs"][0]["stats"]
-    assert mask["mean"] == 1 and mask["min"] == 1 and mask["std"] == 0
+    mask = rows["padding_mask"]["outputs"][0]["stats"]  # sequences of 2 to 8 of the 8 steps, then padding
+    assert mask["min"] == 0 and mask["max"] == 1 and 0.4 < mask["mean"] < 0.9
     if kind == "bert":
-        assert inputs["segment_ids"]["note"] == f"drawn as segment ids in [0, 2) for {cls} (num_segments)"
+        assert inputs["segment_ids"]["note"] == f"segment ids 0 (one segment) for {cls}"
         seg = rows["segment_ids"]["outputs"][0]["stats"]
-        assert seg["min"] == 0 and seg["max"] == 1
+        assert seg["min"] == 0 and seg["max"] == 0
     # every inner call of every transformer block is a row, under its block
     for p in _inner_paths(model):
         assert p in rows, p
@@ -205,7 +205,7 @@ def test_backbone_loads_with_no_option_and_synthetic_inputs_are_meaningful(model
         assert att["outputs"][1]["shape"] == [32, HEADS, 8, 8]  # (batch, heads, queries, keys)
         assert len(att["attention"]["heads"]) == HEADS
         if kind == "gpt2":  # causal: the upper triangle, 28 of the 64 weights of each head, is exactly 0
-            assert att["outputs"][1]["stats"]["zero_fraction"] == pytest.approx(28 / 64)
+            assert att["outputs"][1]["stats"]["zero_fraction"] >= 28 / 64  # and the padded keys
 
 
 def test_sequence_length_stays_within_the_position_table(models):

@@ -13,7 +13,7 @@ from kerinspect.cli.options import (
     output_options,
     spec_argument,
 )
-from kerinspect.cli.output import ProgressBar, emit, stderr_console
+from kerinspect.cli.output import ProgressBar, emit, stderr_console, warn_inputs
 from kerinspect.spec import LoadOptions, RunSpec
 
 
@@ -54,6 +54,7 @@ def attention(
 
     with ProgressBar(stderr_console()) as progress:
         report = inspect_model(model, input_file, spec=spec, progress=progress, load=load)
+    warn_inputs(report)
     from kerinspect.render import attention_json, render_attention_markdown, render_attention_table
 
     if fmt == "json":

@@ -19,7 +19,7 @@ from kerinspect.cli.options import (
     load_options,
     threshold_options,
 )
-from kerinspect.cli.output import ProgressBar, stderr_console, stdout_console, write_junit
+from kerinspect.cli.output import ProgressBar, stderr_console, stdout_console, warn_inputs, write_junit
 
 #: check options that map onto :class:`kerinspect.config.CheckConfig` fields (the
 #: configuration file's keys). Any other run option goes straight to the RunSpec.
@@ -154,6 +154,8 @@ def check(
             run_options=run_options,
             name_parameter=cli.flag,  # a model's error shows flags, as every other error here
         )
+    for result in run.results:  # once per model that ran on noise, naming it
+        warn_inputs(result, f"{result.path}: ")
     code = run.exit_code
     if junit_path:
         from kerinspect._ci import junit_xml

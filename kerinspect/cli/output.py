@@ -1,6 +1,6 @@
 """Where a command's output goes: reports on stdout (:func:`emit`: a table, Markdown
-or JSON), the progress bar on stderr (:class:`ProgressBar`), files written atomically
-(:func:`write_file`, :func:`write_junit`)."""
+or JSON), the progress bar and warnings on stderr (:class:`ProgressBar`,
+:func:`warn_inputs`), files written atomically (:func:`write_file`, :func:`write_junit`)."""
 
 from __future__ import annotations
 
@@ -43,6 +43,25 @@ def emit(
     else:
         console = stdout_console(width)
         table(report, console, fit=width is not None or console.is_terminal)
+
+
+def warn(message: str) -> None:
+    """One ``kerinspect: warning:`` line on stderr (escaped: it may name the model's layers)."""
+    from kerinspect.errors import escape_text
+
+    click.echo(f"kerinspect: warning: {escape_text(message, 2000)}", err=True)
+
+
+def warn_inputs(report: Any, where: str = "") -> None:
+    """Warn, in one line, when ``report`` (a :class:`~kerinspect.report.ModelReport` or
+    :class:`~kerinspect.check_results.CheckResult`) ran on synthetic inputs: how many
+    samples, what they were drawn from, how to give data. ``where`` names the model
+    (``check``). Nothing for a run on the user's data."""
+    from kerinspect.provenance import synthetic_warning
+
+    text = synthetic_warning(report.inputs, report.samples, where)
+    if text:
+        warn(text)
 
 
 def write_file(path: str, data: bytes) -> None:

@@ -18,7 +18,7 @@ from kerinspect.cli.options import (
     spec_argument,
     threshold_options,
 )
-from kerinspect.cli.output import ProgressBar, stderr_console, write_file
+from kerinspect.cli.output import ProgressBar, stderr_console, warn_inputs, write_file
 from kerinspect.errors import escape_text
 from kerinspect.spec import LoadOptions, RunSpec
 
@@ -92,6 +92,7 @@ def report(
     target = out or os.path.splitext(os.path.basename(model.rstrip("/\\")))[0] + ".html"
     with ProgressBar(stderr_console()) as progress:
         data = inspect_for_report(model, input_file, spec=spec, progress=progress, load=load)
+    warn_inputs(data.report)
     command = "kerinspect " + shlex.join(sys.argv[1:]) if sys.argv[1:2] == ["report"] else None
     page = render_report(data, command=command).encode("utf-8")
     write_file(target, page)

@@ -15,7 +15,7 @@ from kerinspect.cli.options import (
     spec_argument,
     threshold_options,
 )
-from kerinspect.cli.output import ProgressBar, emit, stderr_console
+from kerinspect.cli.output import ProgressBar, emit, stderr_console, warn_inputs
 from kerinspect.spec import LoadOptions, RunSpec
 
 
@@ -56,6 +56,7 @@ def summary(
 
     with ProgressBar(stderr_console()) as progress:
         report = inspect_model(model, input_file, spec=spec, progress=progress, load=load)
+    warn_inputs(report)
     from kerinspect.render import render_markdown, render_table
 
     emit(report, fmt, width, render_table, render_markdown)

@@ -134,7 +134,8 @@ def token_id_specs(
                 if specs[i].kind == "float"
                 else None
             )
-            out[i] = replace(specs[i], int_high=high, token_note=note)
+            said = note or f"uniform integers in [0, {high}) for Embedding {path!r} (input_dim)"
+            out[i] = replace(specs[i], int_high=high, token_note=note, note=said)
     return out
 
 

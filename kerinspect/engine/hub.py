@@ -14,9 +14,10 @@ with Keras's deferred variables (shapes only, nothing allocated) and refuses it 
 cannot loop until the timeout).
 
 It also knows what a keras-hub backbone's inputs mean, so that synthetic inputs are
-meaningful (:func:`backbone_input_hints`): token ids below the vocabulary size, padding
-masks of ones, segment ids below the number of segments, and no sequence longer than the
-backbone's position table.
+meaningful (:func:`backbone_input_hints`): sequences of realistic lengths (token ids below
+the vocabulary size, between the tokenizer's start and end tokens where a task's
+preprocessor knows them, then padding; a padding mask that says where each sequence
+ends; segment ids of one segment), never longer than the backbone's position table.
 """
 
 from __future__ import annotations
@@ -251,15 +252,26 @@ class InputHint:
 
     Attributes:
         int_high: exclusive upper bound of the values.
-        fill: every element takes this value (padding masks: 1) instead of a draw.
+        fill: every element takes this value (padding masks: 1) instead of a draw,
+            where the input is not (batch, steps).
         max_len: the longest sequence the backbone takes (its position table).
         note: what the report's input line says.
+        role: ``token_ids``, ``padding_mask`` or ``segment_ids``: drawn together, each
+            sample a sequence of some length then padding
+            (:func:`kerinspect.engine.inputs.sequence_lengths`).
+        start: the token id each sequence starts with (the tokenizer's), if known.
+        end: the token id each sequence ends with, if known.
+        pad: the token id after the sequence (the tokenizer's, else 0).
     """
 
     int_high: int | None
     fill: int | None
     max_len: int | None
     note: str
+    role: str | None = None
+    start: int | None = None
+    end: int | None = None
+    pad: int = 0
 
 
 def backbone_of(model: Any) -> Any:
@@ -283,9 +295,10 @@ def _positive_int(x: Any) -> int | None:
 def backbone_input_hints(model: Any, names: Sequence[str]) -> dict[str, InputHint]:
     """Input name -> :class:`InputHint` for the inputs (``names``) of a keras-hub backbone
     (or of a task holding one) that keras-hub names by role: ``*token_ids`` in
-    ``[0, vocabulary_size)``, ``*padding_mask`` all ones, ``*segment_ids`` in
-    ``[0, num_segments)``; sequences at most ``max_sequence_length`` long. Empty for
-    other models."""
+    ``[0, vocabulary_size)``, ``*padding_mask`` ones over each sample's sequence, zeros
+    after, ``*segment_ids`` 0; sequences at most ``max_sequence_length`` long, each of
+    its own length (shared by the three). A task's preprocessor's tokenizer gives the
+    start, end and padding token ids. Empty for other models."""
     backbone = backbone_of(model)
     if backbone is None:
         return {}
@@ -293,7 +306,14 @@ def backbone_input_hints(model: Any, names: Sequence[str]) -> dict[str, InputHin
     vocab = _positive_int(getattr(backbone, "vocabulary_size", None))
     segments = _positive_int(getattr(backbone, "num_segments", None))
     max_len = _positive_int(getattr(backbone, "max_sequence_length", None))
-    longest = f"; sequences of at most max_sequence_length={max_len}" if max_len else ""
+    tokenizer = getattr(getattr(model, "preprocessor", None), "tokenizer", None)
+    start, end, pad = (_token_id(tokenizer, f"{k}_token_id", vocab) for k in ("start", "end", "pad"))
+    longest = f", at most max_sequence_length={max_len}" if max_len else ""
+    ends = ""
+    if start is not None or end is not None:
+        ends = " from " + (f"start id {start}" if start is not None else "any id")
+        ends += " to " + (f"end id {end}" if end is not None else "any id")
+    lengths = f"sequences of 1/4 to all of the steps{longest}"
     hints: dict[str, InputHint] = {}
     for name in names:
         if name.endswith("token_ids") and vocab:
@@ -301,12 +321,30 @@ def backbone_input_hints(model: Any, names: Sequence[str]) -> dict[str, InputHin
                 vocab,
                 None,
                 max_len,
-                f"drawn as token ids in [0, {vocab}) for {who} (vocabulary_size{longest})",
+                f"token ids in [0, {vocab}) for {who} (vocabulary_size): {lengths}{ends}, "
+                f"then padding id {pad or 0}",
+                "token_ids",
+                start,
+                end,
+                pad or 0,
             )
         elif name.endswith("segment_ids") and segments:
             hints[name] = InputHint(
-                segments, None, max_len, f"drawn as segment ids in [0, {segments}) for {who} (num_segments)"
+                segments, None, max_len, f"segment ids 0 (one segment) for {who}", "segment_ids"
             )
         elif name.endswith("padding_mask"):
-            hints[name] = InputHint(2, 1, max_len, f"all ones (no padding) for {who}")
+            hints[name] = InputHint(
+                2,
+                1,
+                max_len,
+                f"padding mask for {who}: ones over each sample's sequence, zeros after",
+                "padding_mask",
+            )
     return hints
+
+
+def _token_id(tokenizer: Any, attribute: str, vocab: int | None) -> int | None:
+    value = getattr(tokenizer, attribute, None) if tokenizer is not None else None
+    if isinstance(value, int) and not isinstance(value, bool) and 0 <= value < (vocab or 0):
+        return value
+    return None

@@ -1,17 +1,29 @@
 """What to feed the model: synthetic samples from its signature, or a user's file.
 
-Synthetic samples are deterministic for a seed and independent of the batch size
-(each input has its own random stream, drawn in sample order): float inputs are
-standard normal; integer inputs are uniform in ``[0, n)`` where ``n`` comes from
-the layers that consume them (``Embedding.input_dim``, ``CategoryEncoding``,
-lookup vocabularies), else ``[0, DEFAULT_INT_HIGH)``; string inputs are words
-from the consuming layer's vocabulary. Dynamic axes (``None`` beyond the batch
-axis) take ``dim`` (default :data:`DEFAULT_DIM`) unless a shape is given.
+Synthetic samples are drawn from what the model knows about its data, and each input's
+:class:`~kerinspect.report.InputRecord` ``note`` says what that was (:func:`_consumers`
+reads the layers that consume the input, inside nested models too):
+
+* float inputs: normal(mean, std) per feature of an adapted ``Normalization``; uniform
+  over the range a ``Rescaling`` maps onto [0, 1] (or [-1, 1]: see :func:`_data_rule`);
+  else standard normal (the note says nothing in the model says more);
+* integer inputs: uniform in ``[0, n)`` where ``n`` comes from the layers that consume
+  them (``Embedding.input_dim``, ``CategoryEncoding``, lookup vocabularies), else
+  ``[0, DEFAULT_INT_HIGH)``;
+* string inputs: words from the consuming layer's vocabulary; for a
+  ``TextVectorization`` that splits, sentences of several words (up to its
+  ``output_sequence_length``).
+
+They are deterministic for a seed and independent of the batch size: each input has its
+own random stream, drawn in sample order (and one more stream, of per-sample sequence
+lengths, is shared by a keras-hub model's inputs). Dynamic axes (``None`` beyond the
+batch axis) take ``dim`` (default :data:`DEFAULT_DIM`) unless a shape is given.
 
 The inputs of a keras-hub backbone (or task) are drawn by their role
-(:func:`kerinspect.engine.hub.backbone_input_hints`): ``token_ids`` in
-``[0, vocabulary_size)``, ``segment_ids`` in ``[0, num_segments)``, ``padding_mask``
-all ones, and their sequence axis no longer than ``max_sequence_length``.
+(:func:`kerinspect.engine.hub.backbone_input_hints`): each sample a sequence of its own
+length then padding: ``token_ids`` in ``[0, vocabulary_size)`` (between the tokenizer's
+start and end tokens, where a task's preprocessor knows them), ``padding_mask`` ones over
+the sequence, ``segment_ids`` 0; no sequence axis longer than ``max_sequence_length``.
 """
 
 from __future__ import annotations
@@ -19,7 +31,7 @@ from __future__ import annotations
 import math
 import os
 from collections.abc import Iterator, Mapping, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 import numpy as np
@@ -51,6 +63,14 @@ class InputSpec:
         fill: every synthetic element takes this value (a padding mask of ones).
         max_dim: dynamic axes take at most this size (a backbone's
             ``max_sequence_length``), whatever ``dim`` says.
+        note: what synthetic values are drawn from (the report's input note); None:
+            :func:`default_note`.
+        normal: (mean, std) arrays that broadcast against one sample: float values are
+            normal(mean, std) (an adapted ``Normalization``).
+        uniform: (low, high): float values are uniform in it (a ``Rescaling``).
+        words: (fewest, most) words per string: sentences (a ``TextVectorization``).
+        sequence: a keras-hub input drawn by its role, with the lengths its sequences
+            share with the model's other inputs (:class:`~kerinspect.engine.hub.InputHint`).
     """
 
     name: str
@@ -61,6 +81,11 @@ class InputSpec:
     token_note: str | None = None
     fill: int | None = None
     max_dim: int | None = None
+    note: str | None = None
+    normal: tuple[Any, Any] | None = field(default=None, compare=False)
+    uniform: tuple[float, float] | None = None
+    words: tuple[int, int] | None = None
+    sequence: Any = None
 
     @property
     def kind(self) -> str:
@@ -137,7 +162,8 @@ def input_specs(model: Any) -> list[InputSpec]:
     specs = []
     for x in graph.inputs:
         dtype = str(x.dtype)
-        high, vocab = _consumer_constraints(graph, x)
+        found = _consumers(graph, x)
+        high, vocab = found.high, found.vocab
         hint = hints.get(x.name)
         if hint is not None and dtype != "string":
             specs.append(
@@ -150,11 +176,39 @@ def input_specs(model: Any) -> list[InputSpec]:
                     hint.note,
                     hint.fill,
                     hint.max_len,
+                    note=hint.note,
+                    sequence=hint if hint.role else None,
                 )
             )
         else:
-            specs.append(InputSpec(x.name, tuple(x.shape), dtype, high, vocab))
+            specs.append(_spec_from_consumers(InputSpec(x.name, tuple(x.shape), dtype, high, vocab), found))
     return specs
+
+
+def _spec_from_consumers(spec: InputSpec, found: _Consumers) -> InputSpec:
+    """``spec`` with what its readers say its values look like, and the note saying so."""
+    from dataclasses import replace
+
+    kind = spec.kind
+    if kind == "string":
+        if found.words is not None:
+            return replace(spec, words=found.words, note=found.draw_note)
+        if spec.vocabulary:
+            return replace(spec, note=f"words from {found.vocab_from}")
+        return spec
+    if kind == "int" and spec.int_high is not None:
+        return replace(spec, note=f"uniform integers in [0, {spec.int_high}) for {found.high_from}")
+    if kind == "int" and found.uniform is not None:  # uint8 pixels before a Rescaling
+        high = int(math.floor(found.uniform[1])) + 1
+        return replace(spec, int_high=high, note=f"uniform integers in [0, {high - 1}]" + _why(found))
+    if kind == "float" and (found.normal is not None or found.uniform is not None):
+        return replace(spec, normal=found.normal, uniform=found.uniform, note=found.draw_note)
+    return spec
+
+
+def _why(found: _Consumers) -> str:
+    note = found.draw_note or ""
+    return note[note.index(":") :] if ":" in note else ""
 
 
 def built_input_specs(model: Any) -> list[InputSpec]:
@@ -204,13 +258,34 @@ def read_unsigned(path: str | os.PathLike[str]) -> dict[str, np.ndarray]:
     return load_arrays(p, [InputSpec(n, (None,), "float32") for n in names])
 
 
+@dataclass
+class _Consumers:
+    """What the layers that read one input say about its values (see :func:`_consumers`)."""
+
+    high: int | None = None  # the tightest exclusive integer bound
+    high_from: str = ""  # e.g. "Embedding 'emb' (input_dim)"
+    vocab: tuple[str, ...] | None = None
+    vocab_from: str = ""  # e.g. "StringLookup 'lookup'"
+    words: tuple[int, int] | None = None  # sentence lengths (TextVectorization that splits)
+    normal: tuple[Any, Any] | None = None  # (mean, std) broadcast against one sample
+    uniform: tuple[float, float] | None = None
+    draw_note: str | None = None  # what normal/uniform/words were drawn from
+
+
 def _consumer_constraints(graph: Any, tensor: Any) -> tuple[int | None, tuple[str, ...] | None]:
     """Integer bound and vocabulary from the layers that read ``tensor`` (recursing
     into nested models). The tightest integer bound wins."""
+    found = _consumers(graph, tensor)
+    return found.high, found.vocab
+
+
+def _consumers(graph: Any, tensor: Any, found: _Consumers | None = None) -> _Consumers:
+    """What the layers that read ``tensor`` say about its values, recursing into nested
+    models (see :func:`_data_rule` for the float rules). The tightest integer bound wins;
+    the first vocabulary and the first data rule are kept."""
     from kerinspect.engine import keras_adapter as ka
 
-    highs: list[int] = []
-    vocab: tuple[str, ...] | None = None
+    found = _Consumers() if found is None else found
     for _, node in ka.graph_nodes(graph):
         op = ka.node_operation(node)
         if ka.is_input_node(node) or op is None:
@@ -222,23 +297,121 @@ def _consumer_constraints(graph: Any, tensor: Any) -> tuple[int | None, tuple[st
         sub = ka.graph_of(op)
         if sub is not None and len(flat) == len(sub.inputs):
             inner = sub.inputs[[i for i, t in enumerate(flat) if t is tensor][0]]
-            h, v = _consumer_constraints(sub, inner)
-            highs += [h] if h else []
-            vocab = vocab or v
-        elif cls == "Embedding":
-            highs.append(int(op.input_dim))
+            _consumers(sub, inner, found)
+            continue
+        bound = None
+        if cls == "Embedding":
+            bound = int(op.input_dim), f"Embedding {op.name!r} (input_dim)"
         elif cls == "CategoryEncoding":
-            highs.append(int(op.num_tokens))
+            bound = int(op.num_tokens), f"CategoryEncoding {op.name!r} (num_tokens)"
         elif cls in ("StringLookup", "IntegerLookup", "TextVectorization"):
             try:
                 words = [w for w in op.get_vocabulary() if w not in ("", "[UNK]", -1)]
             except Exception:  # noqa: BLE001 - an unadapted layer has none
                 words = []
             if words and cls == "IntegerLookup":
-                highs.append(max(int(w) for w in words) + 1)
-            elif words:
-                vocab = vocab or tuple(str(w) for w in words[:1000])
-    return (min(highs) if highs else None), vocab
+                bound = max(int(w) for w in words) + 1, f"IntegerLookup {op.name!r} (vocabulary)"
+            elif words and found.vocab is None:
+                found.vocab = tuple(str(w) for w in words[:MAX_VOCABULARY])
+                found.vocab_from = f"{cls} {op.name!r} ({len(words):,} words)"
+                if cls == "TextVectorization" and found.draw_note is None:
+                    _sentence_rule(op, found)
+        elif found.draw_note is None:
+            _data_rule(op, cls, found)
+        if bound is not None and (found.high is None or bound[0] < found.high):
+            found.high, found.high_from = bound
+    return found
+
+
+#: Words of a consuming layer's vocabulary that synthetic strings are drawn from (its
+#: most frequent ones: an adapted vocabulary is sorted by frequency).
+MAX_VOCABULARY = 1000
+#: Sentences drawn for a TextVectorization have at least this many words (fewer when
+#: its output_sequence_length is shorter) ...
+MIN_WORDS = 3
+#: ... and at most its output_sequence_length, or this many when it has none.
+DEFAULT_MAX_WORDS = 12
+
+
+def _sentence_rule(op: Any, found: _Consumers) -> None:
+    """A TextVectorization that splits its strings reads sentences: draw them of
+    :data:`MIN_WORDS` to ``output_sequence_length`` words (:data:`DEFAULT_MAX_WORDS`
+    when it has none) rather than one word each (mostly padding)."""
+    try:
+        config = op.get_config()
+    except Exception:  # noqa: BLE001 - then one word per string, as for a lookup
+        return
+    if config.get("split") is None:
+        return
+    longest = config.get("output_sequence_length")
+    top = longest if isinstance(longest, int) and longest > 0 else DEFAULT_MAX_WORDS
+    low = min(MIN_WORDS, top)
+    found.words = (low, top)
+    found.draw_note = f"sentences of {low}-{top} words from {found.vocab_from}"
+
+
+def _data_rule(op: Any, cls: str, found: _Consumers) -> None:
+    """What a float input's first reader says its values look like:
+
+    * an adapted (or given) ``Normalization`` (not ``invert``): its mean and variance, per
+      feature along its axis: normal(mean, sqrt(variance)), broadcast over the other axes;
+    * a ``Rescaling(scale, offset)`` with a scalar ``0 < scale < 1``: uniform over
+      ``[0, R]`` with ``R = max(1, -2 * offset) / scale``, the non-negative range the
+      model maps onto ``[0, 1]`` (offset 0: ``1/255`` gives pixels in ``[0, 255]``,
+      ``1/16`` ``[0, 16]``) or onto ``[-1, 1]`` (``1/127.5`` with offset ``-1``:
+      ``[0, 255]``)."""
+    if cls == "Normalization" and not getattr(op, "invert", False):
+        mean, variance = getattr(op, "mean", None), getattr(op, "variance", None)
+        if mean is None or variance is None:
+            return
+        try:
+            m = np.asarray(mean, dtype=np.float64)
+            v = np.asarray(variance, dtype=np.float64)
+        except Exception:  # noqa: BLE001 - not readable: nothing learnt from it
+            return
+        if m.ndim == 0 or m.shape != v.shape or not (np.all(np.isfinite(m)) and np.all(np.isfinite(v))):
+            return
+        how = "adapted" if getattr(op, "input_mean", None) is None else "given"
+        found.normal = (m[0], np.sqrt(np.maximum(v[0], 0.0)))  # without the batch axis
+        found.draw_note = f"normal(mean, std) of Normalization {op.name!r} ({how}, {m.size:,} features)"
+    elif cls == "Rescaling":
+        try:
+            scale, offset = float(op.scale), float(op.offset)
+        except (TypeError, ValueError):  # per-channel: no one range to draw from
+            return
+        if not (0 < scale < 1) or not math.isfinite(offset):
+            return
+        top = max(1.0, -2.0 * offset) / scale
+        found.uniform = (0.0, top)
+        found.draw_note = (
+            f"uniform [0, {_fmt_number(top)}]: the model rescales by {_fmt_number(scale)}"
+            + (f" and offset {_fmt_number(offset)}" if offset else "")
+            + f" (Rescaling {op.name!r})"
+        )
+
+
+def _fmt_number(x: float) -> str:
+    if x == round(x) and abs(x) < 1e15:
+        return str(int(round(x)))
+    inverse = 1 / x if 0 < abs(x) < 1 else 0.0
+    if inverse and abs(inverse - round(inverse, 1)) < 1e-6 * abs(inverse):
+        return f"1/{round(inverse, 1):g}"
+    return f"{x:.4g}"
+
+
+#: Notes for inputs that nothing in the model says anything about.
+NOTHING_KNOWN = "nothing in the model says what its data looks like"
+
+
+def default_note(spec: InputSpec) -> str:
+    """What a synthetic input without a more specific rule is drawn from."""
+    if spec.kind == "string":
+        return f"words from a built-in list of {len(_WORDS)}: no layer of the model has a vocabulary"
+    if spec.kind == "bool":
+        return "random booleans: " + NOTHING_KNOWN
+    if spec.kind == "int":
+        return f"uniform integers in [0, {DEFAULT_INT_HIGH}): " + NOTHING_KNOWN
+    return "standard normal: " + NOTHING_KNOWN
 
 
 # -- shapes ---------------------------------------------------------------------
@@ -325,12 +498,27 @@ def _fmt_declared(shape: Sequence[int | None]) -> str:
 # -- synthetic ------------------------------------------------------------------
 
 
-def _generate(spec: InputSpec, rng: np.random.Generator, shape: tuple[int, ...]) -> np.ndarray:
-    """Draw one batch. Every kind draws exactly one float64 per element, in order,
-    so consecutive batches concatenate to what one large draw would give."""
+def _generate(
+    spec: InputSpec, rng: np.random.Generator, shape: tuple[int, ...], lengths: np.ndarray | None = None
+) -> np.ndarray:
+    """Draw one batch. Every kind draws the same number of float64s per sample, in
+    order (one per element; a sentence: one more than its most words), so consecutive
+    batches concatenate to what one large draw would give. ``lengths``: one uniform
+    [0, 1) per sample, shared by the inputs of one keras-hub model (:func:`_sequences`)."""
+    if spec.kind == "string" and spec.words is not None:
+        return _sentences(spec, rng, shape)
     if spec.kind == "float" and spec.token_note is None:
-        return rng.standard_normal(shape).astype(np.float32)
+        if spec.uniform is not None:
+            low, high = spec.uniform
+            return (low + rng.random(shape) * (high - low)).astype(np.float32)
+        z = rng.standard_normal(shape)
+        if spec.normal is not None:
+            mean, std = spec.normal
+            z = z * std + mean
+        return z.astype(np.float32)
     u = rng.random(shape)
+    if spec.sequence is not None and lengths is not None and len(shape) == 2:
+        return _sequences(spec, u, lengths)
     if spec.fill is not None:  # drawn all the same, to keep the stream in step
         return np.full(shape, spec.fill, dtype=spec.dtype)
     if spec.kind == "float":  # token ids for the Embedding it feeds, as floats
@@ -344,6 +532,55 @@ def _generate(spec: InputSpec, rng: np.random.Generator, shape: tuple[int, ...])
     words = spec.vocabulary or _WORDS
     idx = np.minimum((u * len(words)).astype(np.int64), len(words) - 1)
     return np.array([words[i] for i in idx.reshape(-1)], dtype=object).reshape(shape)
+
+
+def _sentences(spec: InputSpec, rng: np.random.Generator, shape: tuple[int, ...]) -> np.ndarray:
+    """One sentence per element: its length uniform in ``spec.words``, its words uniform
+    over the vocabulary (``1 + most`` draws per element, whatever its length)."""
+    fewest, most = spec.words or (1, 1)
+    words = spec.vocabulary or _WORDS
+    u = rng.random((*shape, 1 + most))
+    lengths = fewest + np.minimum((u[..., 0] * (most - fewest + 1)).astype(np.int64), most - fewest)
+    idx = np.minimum((u[..., 1:] * len(words)).astype(np.int64), len(words) - 1)
+    flat_idx, flat_len = idx.reshape(-1, most), lengths.reshape(-1)
+    text = [" ".join(words[i] for i in row[:n]) for row, n in zip(flat_idx, flat_len)]
+    return np.array(text, dtype=object).reshape(shape)
+
+
+def sequence_lengths(u: np.ndarray, steps: int) -> np.ndarray:
+    """Per-sample sequence lengths from uniform [0, 1) draws: between a quarter of the
+    ``steps`` (at least 1) and all of them."""
+    fewest = max(1, -(-steps // 4))
+    return fewest + np.minimum((u * (steps - fewest + 1)).astype(np.int64), steps - fewest)
+
+
+def _sequences(spec: InputSpec, u: np.ndarray, lengths: np.ndarray) -> np.ndarray:
+    """A keras-hub input of shape (batch, steps) by its role: each sample holds a
+    sequence of L tokens (L from the shared ``lengths``) then padding; token ids uniform
+    over the vocabulary between the start and end tokens the tokenizer knows, then its
+    padding id; a padding mask of ones for the L tokens, zeros after; segment ids 0
+    (one segment)."""
+    hint = spec.sequence
+    n, steps = u.shape
+    used = sequence_lengths(lengths, steps)
+    inside = np.arange(steps)[None, :] < used[:, None]
+    if hint.role == "padding_mask":
+        return inside.astype(spec.dtype)
+    if hint.role == "segment_ids":
+        return np.zeros((n, steps), dtype=spec.dtype)
+    high = spec.int_high or DEFAULT_INT_HIGH
+    ids = np.minimum((u * high).astype(np.int64), high - 1)
+    if hint.start is not None:
+        ids[:, 0] = hint.start
+    if hint.end is not None:
+        ids[np.arange(n), used - 1] = hint.end
+    ids[~inside] = hint.pad
+    return ids.astype(spec.dtype)
+
+
+#: The random stream of per-sample sequence lengths, shared by a model's keras-hub
+#: inputs (each input has its own stream ``[seed, index]``; this index is no input's).
+LENGTHS_STREAM = 2**31 - 1
 
 
 def synthetic_feed(
@@ -361,18 +598,39 @@ def synthetic_feed(
         raise UsageError(msg("{seed} must be 0 or more. Received: {seed}={value}", value=seed))
     shapes = shapes or {}
     per_sample = [concrete_shape(s, dim, shapes.get(s.name)) for s in specs]
+    specs = [_fits(s, shp) for s, shp in zip(specs, per_sample)]
     records = tuple(
-        InputRecord(s.name, (samples, *shp), s.dtype, "synthetic", seed, s.token_note)
+        InputRecord(
+            s.name, (samples, *shp), s.dtype, "synthetic", seed, s.token_note or s.note or default_note(s)
+        )
         for s, shp in zip(specs, per_sample)
     )
+    shared = any(s.sequence is not None for s in specs)
 
     def batches() -> Iterator[list[np.ndarray]]:
         rngs = [np.random.default_rng([seed, i]) for i in range(len(specs))]
+        lengths_rng = np.random.default_rng([seed, LENGTHS_STREAM])
         for start in range(0, samples, batch_size):
             n = min(batch_size, samples - start)
-            yield [_generate(s, r, (n, *shp)) for s, r, shp in zip(specs, rngs, per_sample)]
+            lengths = lengths_rng.random(n) if shared else None
+            yield [_generate(s, r, (n, *shp), lengths) for s, r, shp in zip(specs, rngs, per_sample)]
 
     return Feed(records, samples, batch_size, batches)
+
+
+def _fits(spec: InputSpec, shape: tuple[int, ...]) -> InputSpec:
+    """``spec`` as drawn for samples of ``shape``: a Normalization's statistics that do
+    not broadcast against it (a ``--shape`` the layer was not built for) are dropped."""
+    if spec.normal is None:
+        return spec
+    from dataclasses import replace
+
+    try:
+        if np.broadcast_shapes(np.shape(spec.normal[0]), shape) == tuple(shape):
+            return spec
+    except ValueError:
+        pass
+    return replace(spec, normal=None, note=None)
 
 
 def _check_counts(samples: int, batch_size: int) -> None:
