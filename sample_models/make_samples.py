@@ -229,8 +229,9 @@ def cancer_mlp() -> keras.Model:
 
 def write_data(out_dir: str) -> None:
     """``data/``: what users have, for the README's "Your data" examples: 40 held-out
-    digits as 32x32 grayscale PNGs in one folder per label (``data/digits/3/...``), and
-    200 held-out breast-cancer rows as a CSV with a header and a ``target`` column."""
+    digits as 32x32 grayscale PNGs in one folder per label (``data/digits/3/...``),
+    200 held-out breast-cancer rows as a CSV with a header and a ``target`` column, and
+    19 of them with a cell lost (the README's bad-data example)."""
     import csv
 
     import tensorflow as tf
@@ -249,7 +250,14 @@ def write_data(out_dir: str) -> None:
         w.writerow([*names, "target"])
         for row, label in zip(features[:200], target[:200]):
             w.writerow([*(f"{float(v):g}" for v in row), int(label)])
-    print(f"{os.path.join(out_dir, 'data')}: 40 PNGs, cancer.csv")
+    with open(os.path.join(out_dir, "data", "cancer.csv")) as f:  # a cell lost on line 14
+        head = f.read().splitlines()[:20]
+    cells = head[13].split(",")
+    cells[4] = ""
+    head[13] = ",".join(cells)
+    with open(os.path.join(out_dir, "data", "cancer_missing_cell.csv"), "w") as f:
+        f.write("\n".join(head) + "\n")
+    print(f"{os.path.join(out_dir, 'data')}: 40 PNGs, cancer.csv, cancer_missing_cell.csv")
 
 
 MODELS = {

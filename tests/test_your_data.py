@@ -10,7 +10,6 @@ import csv
 import json
 
 import numpy as np
-import pytest
 
 from kerinspect.errors import ExitCode
 from tests.conftest import ROOT, kerinspect_cli

@@ -131,15 +131,18 @@ class _Plan:
             if k is not None and k != len(numeric):
                 raise DataError(
                     msg(
-                        "Input {name!r} takes {k} features, but {p} has {n} numeric columns besides the label "
-                        "column ({cols}) (read for {input}).",
+                        "Input {name!r} takes {k} features, but {p} has {n} numeric columns{besides} "
+                        "({cols}) (read for {input}).",
                         name=_name(spec.name),
                         k=k,
                         p=shown(path),
                         n=len(numeric),
-                        cols=escape_text(", ".join(header[i] for i in numeric), 300),
+                        besides="" if self.label is None else " besides the label column",
+                        cols=escape_text(", ".join(header[i] for i in numeric), 120),
                     ),
-                    hint="name the columns like the model's inputs, or drop the extra ones",
+                    hint=msg("one of them holds the labels? name it with {label_column}")
+                    if self.label is None and len(numeric) == k + 1
+                    else "name the columns like the model's inputs, or drop the extra ones",
                 )
             if not numeric:
                 raise DataError(msg("{p} has no numeric column to feed (read for {input}).", p=shown(path)))
@@ -150,7 +153,7 @@ class _Plan:
                 msg(
                     "The columns of {p} ({header}) do not name the model's inputs ({inputs}) (read for {input}).",
                     p=shown(path),
-                    header=escape_text(", ".join(header), 300),
+                    header=escape_text(", ".join(header), 120),
                     inputs=describe_inputs(specs),
                 ),
                 hint="name each column after the input it feeds; a one-input model takes all numeric columns",
@@ -236,7 +239,7 @@ def table_feed(path: str, specs: Sequence[InputSpec], run: RunSpec, source: str)
                 "{label_column} {name!r} is not a column of {p}; its header is: {header}. Received: {label_column}={name!r}",
                 name=_name(label),
                 p=shown(source),
-                header=escape_text(", ".join(header), 300),
+                header=escape_text(", ".join(header), 120),
             )
         )
     first = next(rows, None)
@@ -358,7 +361,7 @@ def _label_feature(record: bytes, label: str, path: str) -> Any:
                 "Received: {label_column}={name!r}",
                 name=_name(label),
                 p=shown(path),
-                have=escape_text(", ".join(sorted(features)), 300),
+                have=escape_text(", ".join(sorted(features)), 120),
             )
         )
     kind = features[label].WhichOneof("kind")
