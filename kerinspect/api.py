@@ -38,8 +38,6 @@ from .spec import (  # noqa: F401 - the defaults and specs are re-exported here
     DEFAULT_MAX_PARAMS,
     DEFAULT_SAMPLES,
     DEFAULT_SEED,
-    INPUT_FILE_KINDS,
-    INPUT_FORMATS,
     ISOLATION_ENV,
     WORKER_MAX_FILE_SIZE,
     LoadOptions,
@@ -47,7 +45,9 @@ from .spec import (  # noqa: F401 - the defaults and specs are re-exported here
     RunSpec,
     Thresholds,
     check_inputs,
+    input_file_kind,
     isolation_default,
+    unsupported_input_error,
 )
 
 
@@ -724,16 +724,8 @@ def _inputs_for_worker(inputs: Any, tmp: str) -> Any:
                 ),
                 rule="input-unreadable",
             ) from None
-        if not any(p.lower().endswith(exts) for exts in INPUT_FILE_KINDS.values()):
-            raise InputFileError(
-                msg(
-                    "Unsupported input file type {ext!r}: {input} takes {formats}. Received: {input}={p}",
-                    ext=escape_text(os.path.splitext(p)[1] or "(no extension)", 40),
-                    formats=INPUT_FORMATS,
-                    p=escape_text(p),
-                ),
-                rule="input-format",
-            )
+        if input_file_kind(p) is None:
+            raise unsupported_input_error(p, escape_text(p))
         return InputsRef("file", os.path.abspath(p), p)
     import numpy as np  # only for in-memory arrays: the CLI's parent never gets here
 

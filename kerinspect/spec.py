@@ -33,7 +33,7 @@ from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from typing import Any, Self, TypeVar, Union, cast
 
-from .errors import Message, Param, UsageError, escape_text, msg
+from .errors import InputFileError, Message, Param, UsageError, escape_text, msg
 
 # -- defaults: the only place they are written -----------------------------------------
 
@@ -64,6 +64,37 @@ INPUT_FORMATS = (
     ".npy or .npz"
 )
 DEFAULT_PREPROCESS = "none"
+
+
+def input_file_kind(path: str) -> str | None:
+    """The kind of one input file (a key of :data:`INPUT_FILE_KINDS`) by its extension,
+    else ``arrays`` when its first bytes are those of a ``.npy`` or ``.npz`` (an array
+    file saved under another name, as ``np.save`` allows), else None."""
+    ext = os.path.splitext(path)[1].lower()
+    kind = next((k for k, exts in INPUT_FILE_KINDS.items() if ext in exts), None)
+    if kind is not None:
+        return kind
+    try:
+        with open(path, "rb", buffering=0) as f:
+            head = f.read(6)
+    except OSError:
+        return None
+    return "arrays" if head == b"\x93NUMPY" or head.startswith(b"PK\x03\x04") else None
+
+
+def unsupported_input_error(path: str, shown: str) -> InputFileError:
+    """The error of an input file of no kind kerinspect reads (:func:`input_file_kind`)."""
+    return InputFileError(
+        msg(
+            "Unsupported input file type {ext!r}: {input} takes {formats}. Received: {input}={p}",
+            ext=escape_text(os.path.splitext(path)[1] or "(no extension)", 40),
+            formats=INPUT_FORMATS,
+            p=shown,
+        ),
+        rule="input-format",
+    )
+
+
 #: A finite |x| above this is ``exploding``.
 DEFAULT_MAX_ABS = 1e4
 #: A share of dead units at or above this is ``dead``.

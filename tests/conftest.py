@@ -152,6 +152,14 @@ def kerinspect_cli(*args, env=None, timeout=300):
                           text=True, cwd=ROOT, timeout=timeout, env={**os.environ, **(env or {})})
 
 
+def synthetic_warning_only(stderr):
+    """Whether ``stderr`` of a run on synthetic inputs holds its one warning line saying
+    so (``kerinspect: warning: ran on N synthetic samples, not your data ...``) and
+    nothing else."""
+    lines = stderr.splitlines()
+    return len(lines) == 1 and lines[0].startswith("kerinspect: warning: ") and "synthetic samples" in lines[0]
+
+
 #: Options a sample model needs (its custom classes).
 SAMPLE_OPTIONS = {"transformer": ("--custom-objects", "sample_models/custom_layers.py")}
 #: The run every test that only reads a sample model's report shares.

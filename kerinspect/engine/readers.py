@@ -40,15 +40,15 @@ from typing import Any
 from kerinspect.engine.inputs import Feed, InputSpec
 from kerinspect.engine.streams import shown
 from kerinspect.errors import InputFileError, UsageError, escape_text, msg
-from kerinspect.spec import INPUT_FILE_KINDS, INPUT_FORMATS, RunSpec
+from kerinspect.spec import INPUT_FILE_KINDS, RunSpec, input_file_kind, unsupported_input_error
 
 IMAGE_EXTENSIONS = INPUT_FILE_KINDS["images"]
-ARRAY_EXTENSIONS = INPUT_FILE_KINDS["arrays"]
 
 
 def is_array_file(path: str) -> bool:
-    """``.npy``/``.npz``: read as arrays, as before (:func:`~kerinspect.engine.inputs.load_arrays`)."""
-    return not os.path.isdir(path) and path.lower().endswith(ARRAY_EXTENSIONS)
+    """``.npy``/``.npz`` (or an array file under another name): read as arrays, as before
+    (:func:`~kerinspect.engine.inputs.load_arrays`)."""
+    return not os.path.isdir(path) and not glob.has_magic(path) and input_file_kind(path) == "arrays"
 
 
 def detect(path: str) -> tuple[str, list[str]]:
@@ -79,15 +79,7 @@ def detect(path: str) -> tuple[str, list[str]]:
         )
     kind = _kind_of(path)
     if kind is None:
-        raise InputFileError(
-            msg(
-                "Unsupported input file type {ext!r}: {input} takes {supported}. Received: {input}={p}",
-                ext=escape_text(os.path.splitext(path)[1] or "(no extension)", 40),
-                supported=INPUT_FORMATS,
-                p=shown(path),
-            ),
-            rule="input-format",
-        )
+        raise unsupported_input_error(path, shown(path))
     return kind, [path]
 
 
