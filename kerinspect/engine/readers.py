@@ -98,15 +98,16 @@ def file_feed(model: Any, path: str, specs: Sequence[InputSpec], run: RunSpec, *
                 mode=run.preprocess,
             )
         )
-    if kind in ("images", "folder"):
-        if run.label_column is not None:
-            raise UsageError(
-                msg(
-                    "{label_column} names a column of a table or a TFRecord feature; the labels of "
-                    "images are their folders. Received: {label_column}={name!r}",
-                    name=escape_text(run.label_column, 100),
-                )
+    if kind in ("images", "folder", "text") and run.label_column is not None:
+        raise UsageError(
+            msg(
+                "{label_column} names a column of a table or a TFRecord feature, not of {what}. "
+                "Received: {label_column}={name!r}",
+                what="a text file" if kind == "text" else "images (their labels are their folders)",
+                name=escape_text(run.label_column, 100),
             )
+        )
+    if kind in ("images", "folder"):
         from kerinspect.engine import images
 
         return images.image_feed(model, path if kind == "folder" else None, files, specs, run, source)

@@ -15,7 +15,7 @@ import numpy as np
 
 from kerinspect.engine.inputs import Feed, InputSpec
 from kerinspect.engine.streams import Batch, describe_inputs, in_batches, lines, shown, streamed, take
-from kerinspect.errors import DataError, UsageError, escape_text, msg
+from kerinspect.errors import DataError, escape_text, msg
 from kerinspect.report import InputRecord
 from kerinspect.spec import RunSpec
 
@@ -52,14 +52,6 @@ def text_feed(model: Any, path: str, specs: Sequence[InputSpec], run: RunSpec, s
                 p=shown(source),
             ),
             hint="give its inputs as .npz (keyed by input name), a table (.csv) or TFRecord",
-        )
-    if run.label_column is not None:
-        raise UsageError(
-            msg(
-                "{label_column} names a column of a table or a TFRecord feature, not of a text file. "
-                "Received: {label_column}={name!r}",
-                name=escape_text(run.label_column, 100),
-            )
         )
     available = 0
     for _ in _text_samples(path):  # every line checked (length, UTF-8) before a batch runs
