@@ -494,7 +494,7 @@ def _place(models: Sequence[Any], inputs: Any, run: RunSpec, load: LoadOptions |
     contradict each other or the inputs are refused first, before any model is opened
     or any worker starts; then files are pre-flighted and snapshotted (the snapshots
     live as long as the block), objects checked."""
-    check_inputs(run, inputs is not None)
+    check_inputs(run, inputs)
     files = [isinstance(m, (str, os.PathLike)) for m in models]
     if not any(files):
         for m in models:

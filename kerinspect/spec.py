@@ -553,9 +553,16 @@ PARAMETERS: frozenset[str] = frozenset(
 )
 
 
-def check_inputs(run: RunSpec, inputs_given: bool) -> None:
-    """Refuse options that apply to synthetic inputs only when the user gives inputs
-    (before anything is opened: :mod:`kerinspect.api`; and in the engine's feed)."""
+def check_inputs(run: RunSpec, inputs: Any) -> None:
+    """Refuse options that do not apply to the inputs (None: synthetic; a path; arrays),
+    before anything is opened (:mod:`kerinspect.api`; and in the engine's feed):
+    ``shapes`` with given inputs, ``preprocess`` with anything but images,
+    ``label_column`` with anything but a table or TFRecord."""
+    inputs_given = inputs is not None
+    if isinstance(inputs, (str, os.PathLike)):
+        _check_data_options(run, os.fspath(inputs))
+    elif inputs_given and (run.preprocess != DEFAULT_PREPROCESS or run.label_column is not None):
+        _check_data_options(run, None)
     if inputs_given and run.shapes:
         raise SpecError(
             msg(
@@ -563,4 +570,45 @@ def check_inputs(run: RunSpec, inputs_given: bool) -> None:
                 given=escape_text(repr(run.shapes), 120),
             ),
             parameter="shapes",
+        )
+
+
+def _check_data_options(run: RunSpec, path: str | None) -> None:
+    """``preprocess`` scales images only; ``label_column`` names a column of a table or a
+    TFRecord feature (image labels are their folders). ``path`` None: in-memory arrays."""
+    import glob
+
+    if path is None:
+        kind: str | None = "arrays"
+    elif os.path.isdir(path):
+        kind = "images"
+    elif glob.has_magic(path) and not os.path.lexists(path):
+        first = next((f for f in glob.iglob(path, recursive=True) if not os.path.isdir(f)), None)
+        kind = None if first is None else input_file_kind(first)
+    else:
+        kind = input_file_kind(path)
+    if kind is None:
+        return  # the file's own check says what is wrong with it
+    if run.preprocess != DEFAULT_PREPROCESS and kind != "images":
+        raise SpecError(
+            msg(
+                "{preprocess} scales image pixels; {input} is not images. Received: {preprocess}={mode}",
+                mode=run.preprocess,
+            ),
+            parameter="preprocess",
+        )
+    if run.label_column is not None and kind not in ("table", "tfrecord"):
+        what = {
+            "images": "images (their labels are their folders)",
+            "text": "a text file",
+            "arrays": "arrays",
+        }
+        raise SpecError(
+            msg(
+                "{label_column} names a column of a table or a TFRecord feature, not of {what}. "
+                "Received: {label_column}={name!r}",
+                what=what[kind],
+                name=escape_text(run.label_column, 100),
+            ),
+            parameter="label_column",
         )

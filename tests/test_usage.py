@@ -38,11 +38,17 @@ def run_cli(tmp_path, *args):
         (["report", CNN, "--sample", "50", "--samples", "10"], "--sample"),
         (["summary", CNN, "--shape", "8,8,3", "--input", "{npy}"], "--shape"),
         (["dump", CNN, "--out", "{out}", "--shape", "8,8,3", "--input", "{npy}"], "--shape"),
+        (["summary", CNN, "--preprocess", "unit", "--input", "{csv}"], "--preprocess"),
+        (["summary", CNN, "--label-column", "y", "--input", "{images}"], "--label-column"),
+        (["dump", CNN, "--out", "{out}", "--label-column", "y", "--input", "{npy}"], "--label-column"),
     ],
 )
 def test_conflicting_options_fail_before_any_worker_starts(tmp_path, args, flag):
     np.save(tmp_path / "x.npy", np.zeros((2, 8, 8, 3), "float32"))
-    args = [a.format(npy=tmp_path / "x.npy", out=tmp_path / "out") for a in args]
+    (tmp_path / "rows.csv").write_text("a,y\n1,0\n")
+    (tmp_path / "images" / "cats").mkdir(parents=True)
+    args = [a.format(npy=tmp_path / "x.npy", out=tmp_path / "out", csv=tmp_path / "rows.csv",
+                     images=tmp_path / "images") for a in args]
     out, starts = run_cli(tmp_path, *args)
     assert out.returncode == ExitCode.USAGE, out.stderr
     error, imported = out.stderr.strip().splitlines()

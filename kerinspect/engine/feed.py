@@ -65,7 +65,7 @@ def build_feed(
             dim=dim,
             shapes=parsed,
         )
-    check_inputs(run, True)
+    check_inputs(run, inputs)
     if isinstance(inputs, (str, os.PathLike)) and not is_array_file(os.fspath(inputs)):
         from kerinspect.engine.readers import file_feed
 

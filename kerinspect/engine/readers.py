@@ -91,22 +91,7 @@ def _kind_of(path: str) -> str | None:
 def file_feed(model: Any, path: str, specs: Sequence[InputSpec], run: RunSpec, *, source: str) -> Feed:
     """The feed of a data file, folder or glob (see the module docstring)."""
     kind, files = detect(path)
-    if kind not in ("images", "folder") and run.preprocess != "none":
-        raise UsageError(
-            msg(
-                "{preprocess} scales image pixels; {input} is not images. Received: {preprocess}={mode}",
-                mode=run.preprocess,
-            )
-        )
-    if kind in ("images", "folder", "text") and run.label_column is not None:
-        raise UsageError(
-            msg(
-                "{label_column} names a column of a table or a TFRecord feature, not of {what}. "
-                "Received: {label_column}={name!r}",
-                what="a text file" if kind == "text" else "images (their labels are their folders)",
-                name=escape_text(run.label_column, 100),
-            )
-        )
+    # preprocess and label_column were checked against the kind (spec.check_inputs)
     if kind in ("images", "folder"):
         from kerinspect.engine import images
 
