@@ -357,34 +357,13 @@ def image_feed(
 
 
 def _first_consumers(model: Any, name: str) -> list[Any]:
-    """The layers that read the input ``name`` directly (entering a nested model that
-    takes it as its one input)."""
+    """The layers that read the input ``name`` directly (entering nested models)."""
     from kerinspect.engine import keras_adapter as ka
+    from kerinspect.engine.inputs import consumer_layers
 
     graph = ka.graph_of(model)
-    if graph is None:
-        return []
-    tensor = next((x for x in graph.inputs if x.name == name), None)
-    found: list[Any] = []
-
-    def visit(graph: Any, tensor: Any, depth: int) -> None:
-        for _, node in ka.graph_nodes(graph):
-            op = ka.node_operation(node)
-            if (
-                op is None
-                or ka.is_input_node(node)
-                or not any(t is tensor for t in ka.node_input_tensors(node))
-            ):
-                continue
-            sub = ka.graph_of(op)
-            if sub is not None and len(sub.inputs) == 1 and depth < 4:
-                visit(sub, sub.inputs[0], depth + 1)
-            else:
-                found.append(op)
-
-    if tensor is not None:
-        visit(graph, tensor, 0)
-    return found
+    tensor = None if graph is None else next((x for x in graph.inputs if x.name == name), None)
+    return [] if tensor is None else list(consumer_layers(graph, tensor))
 
 
 def _ratio(scale: float) -> str:

@@ -279,13 +279,11 @@ def _consumer_constraints(graph: Any, tensor: Any) -> tuple[int | None, tuple[st
     return found.high, found.vocab
 
 
-def _consumers(graph: Any, tensor: Any, found: _Consumers | None = None) -> _Consumers:
-    """What the layers that read ``tensor`` say about its values, recursing into nested
-    models (see :func:`_data_rule` for the float rules). The tightest integer bound wins;
-    the first vocabulary and the first data rule are kept."""
+def consumer_layers(graph: Any, tensor: Any) -> Iterator[Any]:
+    """The layers that read ``tensor`` directly, in graph order; a nested model that
+    reads it is entered (its layers that read the matching inner input)."""
     from kerinspect.engine import keras_adapter as ka
 
-    found = _Consumers() if found is None else found
     for _, node in ka.graph_nodes(graph):
         op = ka.node_operation(node)
         if ka.is_input_node(node) or op is None:
@@ -293,12 +291,20 @@ def _consumers(graph: Any, tensor: Any, found: _Consumers | None = None) -> _Con
         flat = ka.node_input_tensors(node)
         if not any(t is tensor for t in flat):
             continue
-        cls = type(op).__name__
         sub = ka.graph_of(op)
         if sub is not None and len(flat) == len(sub.inputs):
-            inner = sub.inputs[[i for i, t in enumerate(flat) if t is tensor][0]]
-            _consumers(sub, inner, found)
-            continue
+            yield from consumer_layers(sub, sub.inputs[[i for i, t in enumerate(flat) if t is tensor][0]])
+        else:
+            yield op
+
+
+def _consumers(graph: Any, tensor: Any) -> _Consumers:
+    """What the layers that read ``tensor`` (:func:`consumer_layers`) say about its
+    values (see :func:`_data_rule` for the float rules). The tightest integer bound
+    wins; the first vocabulary and the first data rule are kept."""
+    found = _Consumers()
+    for op in consumer_layers(graph, tensor):
+        cls = type(op).__name__
         bound = None
         if cls == "Embedding":
             bound = int(op.input_dim), f"Embedding {op.name!r} (input_dim)"
