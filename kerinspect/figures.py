@@ -16,7 +16,18 @@ Schema of the worker's ``pictures``::
      "attention": [{"path", "class_name", "source": str, "heads", "queries", "keys",
                     "step_q", "step_k": int, "query_tokens", "key_tokens": [int] | None,
                     "images": [{"head": int, "height", "width": int, "max": float,
-                                "pixels": base64}]}]}
+                                "pixels": base64}]}],
+     "inputs": [{"name": str, "kind": "image", "shape": [int...], "height", "width",
+                 "channels": int (1 or 3), "mapping": str, "pixels": base64 (H x W x C)}
+                | {"name", "kind": "text", "text": str}
+                | {"name", "kind": "tokens", "tokens": [int]}],
+     "predictions": [{"path", "output": str, "kind": "probabilities" | "sigmoid" | "logits",
+                      "activation": str | None, "classes": int, "names_from": str | None,
+                      "top": [{"class": int, "name": str | None, "probability": float}],
+                      "top1_counts": [{"class": int, "name": str | None, "count": int}],
+                      "samples", "labelled", "correct": int}]}
+
+(``inputs`` and ``predictions`` are read as empty when absent.)
 """
 
 from __future__ import annotations
@@ -69,21 +80,25 @@ def css_gradient() -> str:
     return f"linear-gradient(to right, {stops})"
 
 
-def png(width: int, height: int, pixels: bytes) -> bytes:
-    """A palette PNG of ``height`` rows of ``width`` bytes (indices into :func:`palette`)."""
-    if width <= 0 or height <= 0 or len(pixels) != width * height:
+def png(width: int, height: int, pixels: bytes, channels: int = 0) -> bytes:
+    """A PNG of ``height`` rows of ``width`` pixels: palette indices into :func:`palette`
+    (``channels`` 0, one byte a pixel), grey levels (1) or RGB (3 bytes a pixel)."""
+    size = max(channels, 1)
+    if width <= 0 or height <= 0 or channels not in (0, 1, 3) or len(pixels) != width * height * size:
         raise ValueError("pixels do not match the picture's size")
 
     def chunk(kind: bytes, data: bytes) -> bytes:
         return struct.pack(">I", len(data)) + kind + data + struct.pack(">I", zlib.crc32(kind + data))
 
-    raw = b"".join(b"\x00" + pixels[r * width : (r + 1) * width] for r in range(height))
-    header = struct.pack(">IIBBBBB", width, height, 8, 3, 0, 0, 0)
-    plte = b"".join(bytes(c) for c in _PALETTE)
+    row = width * size
+    raw = b"".join(b"\x00" + pixels[r * row : (r + 1) * row] for r in range(height))
+    colour = {0: 3, 1: 0, 3: 2}[channels]
+    header = struct.pack(">IIBBBBB", width, height, 8, colour, 0, 0, 0)
+    plte = chunk(b"PLTE", b"".join(bytes(c) for c in _PALETTE)) if channels == 0 else b""
     return (
         b"\x89PNG\r\n\x1a\n"
         + chunk(b"IHDR", header)
-        + chunk(b"PLTE", plte)
+        + plte
         + chunk(b"IDAT", zlib.compress(raw, 9))
         + chunk(b"IEND", b"")
     )
@@ -91,7 +106,8 @@ def png(width: int, height: int, pixels: bytes) -> bytes:
 
 def data_uri(image: Image) -> str:
     """The picture as a ``data:image/png;base64,...`` URI."""
-    return "data:image/png;base64," + base64.b64encode(png(image.width, image.height, image.pixels)).decode()
+    encoded = png(image.width, image.height, image.pixels, image.channels)
+    return "data:image/png;base64," + base64.b64encode(encoded).decode()
 
 
 @dataclass(frozen=True)
@@ -104,6 +120,7 @@ class Image:
     label: str = ""
     value: float | None = None  # variance of a channel, or a head's largest weight
     index: int = -1  # channel or head
+    channels: int = 0  # 0: palette indices; 1: grey levels; 3: RGB
 
 
 @dataclass(frozen=True)
@@ -134,6 +151,75 @@ class AttentionMap:
 
 
 @dataclass(frozen=True)
+class ShownInput:
+    """One input of the shown sample: an ``image`` (pixels 0-255, ``mapping`` says how
+    the fed values became them), a ``text`` or ``tokens`` (ids)."""
+
+    name: str
+    kind: str
+    image: Image | None = None
+    shape: tuple[int, ...] = ()
+    mapping: str = ""
+    text: str | None = None
+    tokens: tuple[int, ...] | None = None
+
+    def to_dict(self) -> dict[str, Any]:
+        """Plain data for the page's embedded JSON (an image as a PNG data URI)."""
+        out: dict[str, Any] = {"name": self.name, "kind": self.kind}
+        if self.image is not None:
+            out.update(shape=list(self.shape), mapping=self.mapping, png=data_uri(self.image))
+        if self.text is not None:
+            out["text"] = self.text
+        if self.tokens is not None:
+            out["tokens"] = list(self.tokens)
+        return out
+
+
+@dataclass(frozen=True)
+class Prediction:
+    """One classifier output of the run (see :mod:`kerinspect.engine.predictions`):
+    the shown sample's most likely classes, ``(class, name, probability)``, and the
+    top-1 counts over all samples, ``(class, name, count)``."""
+
+    path: str
+    output: str
+    kind: str
+    activation: str | None
+    classes: int
+    names_from: str | None
+    top: tuple[tuple[int, str | None, float], ...]
+    top1_counts: tuple[tuple[int, str | None, int], ...]
+    samples: int
+    labelled: int
+    correct: int
+
+    @property
+    def accuracy(self) -> float | None:
+        """Top-1 accuracy over the labelled samples (None: none had a label)."""
+        return self.correct / self.labelled if self.labelled else None
+
+    def ranked(self) -> list[dict[str, Any]]:
+        """The shown sample's top classes as JSON: ``[{"class", "name", "probability"}]``."""
+        return [{"class": c, "name": n, "probability": p} for c, n, p in self.top]
+
+    def to_dict(self) -> dict[str, Any]:
+        """Plain data for the page's embedded JSON."""
+        return {
+            "path": self.path,
+            "output": self.output,
+            "kind": self.kind,
+            "activation": self.activation,
+            "classes": self.classes,
+            "names_from": self.names_from,
+            "predictions": self.ranked(),
+            "top1_counts": [{"class": c, "name": n, "count": k} for c, n, k in self.top1_counts],
+            "samples": self.samples,
+            "labelled": self.labelled,
+            "top1_accuracy": self.accuracy,
+        }
+
+
+@dataclass(frozen=True)
 class Pictures:
     """Everything ``kerinspect report`` draws beyond the report itself."""
 
@@ -142,6 +228,8 @@ class Pictures:
     feature_maps: tuple[FeatureMap, ...] = ()
     attention: tuple[AttentionMap, ...] = ()
     extra: dict[str, Any] = field(default_factory=dict)
+    inputs: tuple[ShownInput, ...] = ()
+    predictions: tuple[Prediction, ...] = ()
 
 
 def _str(v: Any) -> str:
@@ -162,15 +250,65 @@ def _float(v: Any) -> float:
     return float(v)
 
 
-def _image(d: Any, label: str, value: Any, index: Any) -> Image:
+def _image(d: Any, label: str, value: Any, index: Any, channels: int = 0) -> Image:
     width, height = _int(d["width"], 1, MAX_SIDE), _int(d["height"], 1, MAX_SIDE)
     try:
         pixels = base64.b64decode(_str(d["pixels"]), validate=True)
     except binascii.Error as e:
         raise ValueError("pixels are not base64") from e
-    if len(pixels) != width * height:
+    if len(pixels) != width * height * max(channels, 1):
         raise ValueError("pixels do not match the picture's size")
-    return Image(width, height, pixels, label, None if value is None else _float(value), _int(index, -1))
+    value = None if value is None else _float(value)
+    return Image(width, height, pixels, label, value, _int(index, -1), channels)
+
+
+def _name_or_none(v: Any) -> str | None:
+    return None if v is None else _str(v)
+
+
+def _shown_input(d: Any) -> ShownInput:
+    name, kind = _str(d["name"]), _str(d["kind"])
+    if kind == "image":
+        channels = _int(d["channels"], 1, 3)
+        if channels == 2:
+            raise ValueError("an image has 1 or 3 channels")
+        image = _image(d, name, None, -1, channels)
+        return ShownInput(name, kind, image, tuple(_int(s) for s in d["shape"]), _str(d["mapping"]))
+    if kind == "text":
+        return ShownInput(name, kind, text=_str(d["text"]))
+    if kind == "tokens":
+        return ShownInput(name, kind, tokens=_tokens(d["tokens"]))
+    raise ValueError("unknown input kind")
+
+
+def _prediction(d: Any) -> Prediction:
+    kind = _str(d["kind"])
+    if kind not in ("probabilities", "sigmoid", "logits"):
+        raise ValueError("unknown classifier kind")
+    classes = _int(d["classes"], 2)
+    top = tuple(
+        (_int(t["class"], 0, classes - 1), _name_or_none(t["name"]), _float(t["probability"]))
+        for t in d["top"]
+    )
+    counts = tuple(
+        (_int(t["class"], 0, classes - 1), _name_or_none(t["name"]), _int(t["count"]))
+        for t in d["top1_counts"]
+    )
+    samples, labelled = _int(d["samples"]), _int(d["labelled"])
+    correct = _int(d["correct"], 0, labelled)
+    return Prediction(
+        _str(d["path"]),
+        _str(d["output"]),
+        kind,
+        _name_or_none(d["activation"]),
+        classes,
+        _name_or_none(d["names_from"]),
+        top,
+        counts,
+        samples,
+        labelled,
+        correct,
+    )
 
 
 def _tokens(v: Any) -> tuple[int, ...] | None:
@@ -230,6 +368,8 @@ def parse_pictures(data: Any) -> Pictures:
         tensorflow_version=_str(data.get("tensorflow_version", "")),
         feature_maps=tuple(maps),
         attention=tuple(attention),
+        inputs=tuple(_shown_input(i) for i in data.get("inputs", [])),
+        predictions=tuple(_prediction(p) for p in data.get("predictions", [])),
     )
 
 

@@ -120,6 +120,8 @@ DEFAULT_DIFF_TOLERANCE = 1e-2
 DEFAULT_SAMPLE = 0
 DEFAULT_FEATURE_MAPS = 12
 DEFAULT_CHANNELS = 16
+#: ``report``: the classes listed for the shown sample of each classifier output.
+DEFAULT_TOP_K = 5
 #: Wall-clock seconds of the isolated worker (0: none).
 DEFAULT_TIMEOUT = 600.0
 #: How batches run (``summary``, ``check``, ``attention``): ``auto`` is the compiled
@@ -468,6 +470,12 @@ class RunSpec(Spec):
         preprocess: how decoded image pixels are scaled (:data:`PREPROCESS_MODES`).
         label_column: the column (CSV/TSV) or feature (TFRecord) that holds labels,
             not fed to the model.
+        top_k: ``report``: the most likely classes listed for the shown sample of each
+            classifier output (0: none; see :mod:`kerinspect.engine.predictions`).
+        class_names: the names of a classifier's classes, in class order
+            (:func:`kerinspect.classes.read_class_names` reads them from a file); a
+            classifier output must have as many classes. None: the label folders'
+            names of a folder of images, else class indices.
     """
 
     samples: int | None = field(default=None, metadata=at_least(1))
@@ -487,6 +495,8 @@ class RunSpec(Spec):
     max_bytes: int = field(default=DEFAULT_MAX_BYTES, metadata=at_least(1))
     preprocess: str = field(default=DEFAULT_PREPROCESS, metadata=one_of(*PREPROCESS_MODES))
     label_column: str | None = None
+    top_k: int = field(default=DEFAULT_TOP_K, metadata=at_least(0))
+    class_names: tuple[str, ...] | None = None
 
     def __post_init__(self) -> None:
         super().__post_init__()

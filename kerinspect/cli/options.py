@@ -160,6 +160,33 @@ class ByteSize(click.ParamType):
             self.fail(e.message, param, ctx)
 
 
+class ClassNamesFile(click.ParamType):
+    """A class names file, read into the names (:func:`kerinspect.classes.read_class_names`;
+    its errors are kerinspect's own: exit 3 or 9, one line)."""
+
+    name = "FILE"
+
+    def convert(self, value: Any, param: click.Parameter | None, ctx: click.Context | None) -> Any:
+        if isinstance(value, tuple):
+            return value
+        from kerinspect.classes import read_class_names
+
+        return read_class_names(value)
+
+
+def class_names_option(f: Callable[..., Any]) -> Callable[..., Any]:
+    """``--class-names FILE``: the names of a classifier's classes."""
+    return click.option(
+        "--class-names",
+        "class_names",
+        type=ClassNamesFile(),
+        default=None,
+        help="Name the classes of a classifier output: FILE holds one name per line, in class "
+        "order (Teachable Machine's labels.txt, '0 name' per line, works as it is). Default: the "
+        "label folders' names of a folder of images with as many classes, else class indices.",
+    )(f)
+
+
 def worker_options(f: Callable[..., Any]) -> Callable[..., Any]:
     """Limits of the isolated worker process that opens the model file."""
     opts = [

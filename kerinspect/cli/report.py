@@ -12,6 +12,7 @@ from kerinspect.cli.group import cli, debug_option
 from kerinspect.cli.options import (
     SpecOption,
     attention_threshold_options,
+    class_names_option,
     depth_option,
     input_options,
     load_options,
@@ -58,6 +59,15 @@ from kerinspect.spec import LoadOptions, RunSpec
     metavar="N",
     help="Draw at most N channels (the most varied) of each feature map layer.",
 )
+@click.option(
+    "--top-k",
+    cls=SpecOption,
+    spec_default=sp.DEFAULT_TOP_K,
+    type=click.IntRange(min=0),
+    metavar="K",
+    help="List the K most likely classes of the shown sample for each classifier output (0: none).",
+)
+@class_names_option
 @threshold_options
 @attention_threshold_options
 @load_options
@@ -75,7 +85,8 @@ def report(
     One file that opens offline in any browser (no CDN, nothing loaded from
     elsewhere): the layer table (nested blocks collapsible, filterable by flag),
     mean, std, max |x| and zero fraction along the depth, a value histogram per
-    layer output, attention heatmaps per head and feature maps of one sample, and
+    layer output, one sample's input (an image, a text) with its top classes for
+    each classifier output, its attention heatmaps per head and feature maps, and
     the full JSON report embedded.
 
     \b
@@ -83,6 +94,7 @@ def report(
       kerinspect report model.keras
       kerinspect report model.keras -o report.html --sample 3
       kerinspect report model.keras --feature-maps 0 --samples 8
+      kerinspect report keras_model.h5 --input photos/ --preprocess tf --class-names labels.txt
     """
     import shlex
 

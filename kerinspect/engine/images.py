@@ -276,6 +276,19 @@ def preprocess(x: np.ndarray, mode: str) -> np.ndarray:
     return x
 
 
+def unpreprocess(x: np.ndarray, mode: str) -> np.ndarray:
+    """The inverse of :func:`preprocess`: fed values back to pixels in [0, 255] (RGB)."""
+    if mode == "unit":
+        return x * 255.0
+    if mode == "tf":
+        return (x + 1.0) * 127.5
+    if mode == "caffe":
+        return (x + np.asarray(IMAGENET_MEAN_BGR))[..., ::-1]
+    if mode == "torch":
+        return (x * np.asarray(TORCH_STD) + np.asarray(TORCH_MEAN)) * 255.0
+    return x
+
+
 # -- the feed -------------------------------------------------------------------------------
 
 

@@ -123,18 +123,20 @@ class Task:
 # -- the jobs ------------------------------------------------------------------------
 
 
-def inspect(task: Task, channel: Any, collector: StatsCollector | None = None) -> ModelReport:
+def inspect(
+    task: Task, channel: Any, collector: StatsCollector | None = None, feed: Feed | None = None
+) -> ModelReport:
     """The report of one model: every output's statistics and flags, and the weights'.
 
     ``collector`` replaces the default :class:`StatsCollector` (a subclass that keeps
     more, as the report's :class:`~kerinspect.engine.pictures.PictureCollector` does);
-    it is closed here."""
+    it is closed here. ``feed``: the task's feed, when the caller built it already."""
     from .batches import EngineOutcome, run_batches
     from .report_records import layer_records, weight_records
     from .statistics import StatsCollector
 
     subject, run = task.subject, task.run
-    feed = task.feed()
+    feed = task.feed() if feed is None else feed
     collector = StatsCollector() if collector is None else collector
     outcome = EngineOutcome()
     try:
@@ -163,16 +165,27 @@ def inspect_job(task: Task, channel: Any) -> dict[str, Any]:
 
 def report_job(task: Task, channel: Any) -> dict[str, Any]:
     """``report``: the report with every output's histogram, and the pictures of one
-    sample (``run.sample``): its feature maps and attention probabilities. Runs eagerly:
-    the pictures are read from the sample's tensors."""
+    sample (``run.sample``): its inputs, feature maps, attention probabilities and
+    classifier predictions. Runs eagerly: the pictures are read from the sample's tensors."""
     from .pictures import PictureCollector, check_sample, tensorflow_version
+    from .predictions import check_class_names, output_classes
 
     run = task.run
-    collector = PictureCollector(run.sample, run.feature_maps, run.channels)
-    report = inspect(replace(task, run=run.replace(engine="eager")), channel, collector)
+    check_class_names(output_classes(task.subject.model), run.class_names)
+    collector = PictureCollector(run.sample, run.feature_maps, run.channels, top_k=run.top_k)
+    feed = task.feed()
+    labelled = collector.label_batches(feed)
+    report = inspect(replace(task, run=run.replace(engine="eager")), channel, collector, labelled)
     check_sample(run.sample, report.samples, task.subject.path)
     pictures = collector.pictures()
     pictures["tensorflow_version"] = tensorflow_version()
+    from_images = any((r.note or "").startswith("images:") for r in feed.records)
+    names, names_from = (run.class_names, "class_names") if run.class_names is not None else (None, None)
+    if names is None and feed.labels:
+        names, names_from = feed.labels, "labels"
+    check_class_names(collector.classifiers(), run.class_names)
+    pictures["inputs"] = collector.shown_inputs(run.preprocess if from_images else None)
+    pictures["predictions"] = collector.predictions(names, names_from)
     return {"report": report.to_dict(), "pictures": pictures}
 
 

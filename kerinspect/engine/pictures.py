@@ -14,7 +14,11 @@ and, for one chosen sample (``RunSpec.sample``), keeps small plain pictures:
 * **attention probabilities**: per attention layer and head, the sample's query x key
   matrix, summed over blocks of keys and averaged over blocks of queries down to at
   most :data:`MAX_ATTENTION` a side, with the token ids of the model's integer
-  inputs for the axes.
+  inputs for the axes;
+* **the input and the predictions** (:mod:`kerinspect.engine.predictions`): the
+  sample's inputs (an image as pixels, a text, token ids), and for every classifier
+  output the sample's top ``RunSpec.top_k`` classes, with the top-1 counts over all
+  samples (and the top-1 accuracy where the data has labels).
 
 Each picture leaves the worker as bytes 0-255 (base64) with its value range: the
 parent, which never imports numpy, only colours and encodes them
@@ -30,6 +34,7 @@ from typing import Any
 import numpy as np
 
 from kerinspect.engine.events import CallSite
+from kerinspect.engine.predictions import Tally, activation_of, candidate
 from kerinspect.engine.statistics import PARALLEL_MIN_SIZE, StatsCollector
 from kerinspect.engine.tensors import to_numpy
 from kerinspect.errors import UsageError, escape_text, msg
@@ -42,6 +47,8 @@ MAX_STRIP = 256
 MAX_ATTENTION = 128
 #: Most token ids kept of one integer input.
 MAX_TOKENS = 4096
+#: Most values of one sample of one input kept to be shown.
+MAX_INPUT_VALUES = 1 << 24
 #: Layer classes whose 3-D outputs are drawn as strips (besides convolutions).
 SEQUENCE_LAYERS = ("LSTM", "GRU", "SimpleRNN", "Bidirectional", "Embedding", "ConvLSTM1D")
 
@@ -156,11 +163,25 @@ class PictureCollector(StatsCollector):
     """A :class:`StatsCollector` that also counts histograms and keeps one sample's
     pictures (see the module's docstring)."""
 
-    def __init__(self, sample: int, feature_maps: int, channels: int, threads: int | None = None) -> None:
+    def __init__(
+        self,
+        sample: int,
+        feature_maps: int,
+        channels: int,
+        threads: int | None = None,
+        *,
+        top_k: int = 0,
+    ) -> None:
         super().__init__(threads)
         self.sample = sample
         self.max_maps = feature_maps
         self.channels = channels
+        self.top_k = top_k
+        self.fed: list[tuple[str, np.ndarray]] = []  # (input path, the sample's row)
+        self.tallies: dict[tuple[int, int], Tally] = {}  # (site index, output) of the model's outputs
+        self.ends_in: dict[int, str | None] = {}  # site index -> the layer's activation
+        self.labels: np.ndarray | None = None  # this batch's labels (set by the feed, see label_batches)
+        self._produced: tuple[int, Any] | None = None
         self.offset = 0  # samples in the batches before this one
         self.rows = 0
         self.seen = 0
@@ -182,6 +203,41 @@ class PictureCollector(StatsCollector):
             arr, parts=self._threads, map_fn=self._pool.map, spread=spread, bounds=bounds, histogram=True
         )
 
+    def label_batches(self, feed: Any) -> Any:
+        """``feed`` whose batches set :attr:`labels` to their labels as they are drawn
+        (for the top-1 accuracy)."""
+        from dataclasses import replace
+
+        def batches() -> Any:
+            for arrays, labels in feed.labelled_batches():
+                self.labels = None if labels is None else np.asarray(labels)
+                yield arrays
+
+        return replace(feed, _batches=batches)
+
+    def consumed(self, site: CallSite, op: Any, inputs: Any) -> None:
+        super().consumed(site, op, inputs)
+        if site.index not in self.ends_in:
+            self.ends_in[site.index] = activation_of(op)
+
+    def model_output(self, site: CallSite, k: int) -> None:
+        super().model_output(site, k)
+        if self._produced is None or self._produced[0] != site.index:
+            return
+        tensors = self._produced[1]
+        t = tensors[k] if k < len(tensors) else None
+        if t is None or not hasattr(t, "shape"):
+            return
+        arr = to_numpy(t)
+        if not candidate(arr) or arr.shape[0] != self.rows:
+            return
+        tally = self.tallies.get((site.index, k))
+        if tally is None:
+            tally = self.tallies[(site.index, k)] = Tally(int(arr.shape[1]))
+            tally.activation = self.ends_in.get(site.index)
+        if tally.classes == arr.shape[1]:
+            tally.update(arr, self._row(), self.labels)
+
     def start_batch(self, rows: int) -> None:
         self.offset = self.seen
         self.rows = rows
@@ -195,6 +251,7 @@ class PictureCollector(StatsCollector):
 
     def produced(self, site: CallSite, tensors: Any) -> None:
         super().produced(site, tensors)
+        self._produced = (site.index, tensors)  # for model_output, which follows
         row = self._row()
         if row is None:
             return
@@ -205,6 +262,8 @@ class PictureCollector(StatsCollector):
             arr = to_numpy(t)
             if arr.ndim < 1 or arr.shape[0] != self.rows:
                 continue
+            if cls == "InputLayer" and arr[row].size <= MAX_INPUT_VALUES:
+                self.fed.append((site.path, np.array(arr[row])))
             kind = numeric_kind(arr.dtype)
             if cls == "InputLayer" and kind == "int" and arr.ndim == 2:
                 self.tokens.append([int(v) for v in arr[row, :MAX_TOKENS]])
@@ -232,6 +291,58 @@ class PictureCollector(StatsCollector):
         picture = attention_picture(p[row])
         picture.update(path=site.path, class_name=site.class_name, source=capture.source)
         self.pictures_of_attention.append((site.index, picture))
+
+    def end_batch(self) -> None:
+        self._produced = None
+        super().end_batch()
+
+    def shown_inputs(self, preprocess: str | None) -> list[dict[str, Any]]:
+        """The sample's inputs as they are shown: images, texts, token ids (see
+        :mod:`kerinspect.engine.predictions`); ``preprocess``: the mode of images read
+        from files, None for other inputs."""
+        from .predictions import input_picture, is_image, text_of
+
+        out: list[dict[str, Any]] = []
+        for path, x in self.fed:
+            batch = x[None]
+            if is_image(batch, preprocess is not None):
+                item = input_picture(x, preprocess)
+            elif x.dtype.kind in "OSU" and x.size == 1:
+                item = {"kind": "text", "text": text_of(x.reshape(-1)[0])}
+            elif numeric_kind(x.dtype) == "int" and x.ndim == 1:
+                item = {"kind": "tokens", "tokens": [int(v) for v in x[:MAX_TOKENS]]}
+            else:
+                continue
+            item["name"] = path
+            out.append(item)
+        return out
+
+    def classifiers(self) -> list[tuple[str, int]]:
+        """``(path, classes)`` of the model outputs that are probabilities whatever
+        their names (for :func:`~kerinspect.engine.predictions.check_class_names`)."""
+        paths = {site.index: site.path for site in self.sites}
+        return [
+            (paths.get(i, str(i)), t.classes) for (i, _), t in sorted(self.tallies.items()) if t.kind(None)
+        ]
+
+    def predictions(self, names: tuple[str, ...] | None, names_from: str | None) -> list[dict[str, Any]]:
+        """Every classifier output's ranking (see :mod:`kerinspect.engine.predictions`),
+        in the model's output order; ``names`` apply to an output with as many classes."""
+        from .predictions import summary
+
+        out = []
+        paths = {site.index: site for site in self.sites}
+        for (index, k), tally in sorted(self.tallies.items()):
+            fits = names if names is not None and len(names) == tally.classes else None
+            kind = tally.kind(None if fits is None else len(fits))
+            if kind is None:
+                continue
+            item = summary(tally, kind, self.top_k, fits, names_from if fits is not None else None)
+            site = paths.get(index)
+            item["path"] = site.path if site is not None else str(index)
+            item["output"] = _name(site, k) if site is not None else f"output_{k}"
+            out.append(item)
+        return out
 
     def pictures(self) -> dict[str, Any]:
         """The plain-data pictures (see :mod:`kerinspect.figures` for the schema)."""
