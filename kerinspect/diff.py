@@ -120,13 +120,48 @@ _OR_NONE = meta(missing=None)
 
 
 @dataclass(frozen=True)
+class Disagreement(Record):
+    """Samples whose top-1 class is ``class_a`` in model A and ``class_b`` in B."""
+
+    class_a: int
+    class_b: int
+    count: int
+    name_a: str | None = field(default=None, metadata=meta(omit_none=True))
+    name_b: str | None = field(default=None, metadata=meta(omit_none=True))
+
+
+@dataclass(frozen=True)
+class Top1Agreement(Record):
+    """How often two classifier outputs (see :mod:`kerinspect.engine.predictions`)
+    rank the same class first: ``agree`` of ``samples``, and the most frequent
+    disagreements (most first, at most :data:`MAX_DISAGREEMENTS`)."""
+
+    agree: int
+    samples: int
+    classes: int
+    disagreements: tuple[Disagreement, ...] = ()
+
+    JSON_KEYS = ("fraction", "agree", "samples", "classes", "disagreements")
+
+    @property
+    def fraction(self) -> float | None:
+        """``agree / samples`` (None without samples)."""
+        return self.agree / self.samples if self.samples else None
+
+
+#: Most disagreements a :class:`Top1Agreement` lists.
+MAX_DISAGREEMENTS = 5
+
+
+@dataclass(frozen=True)
 class OutputDiff(Record):
     """One output of one pair of layer calls.
 
     ``error`` compares A's output with B's as each model computed it (the error B
     *inherited* from the layers before plus its own); ``local``, with ``--local``,
     compares A's output with B's layer run on A's inputs of that call (the layer's
-    *own* error). ``note`` says why a figure is missing.
+    *own* error). ``note`` says why a figure is missing. ``top1_agreement``: for a
+    model output that is a classifier's in A, how often B ranks the same class first.
     """
 
     name: str
@@ -140,6 +175,7 @@ class OutputDiff(Record):
     local: Sums | None = None
     note: str | None = None
     model_output: bool = False
+    top1_agreement: Top1Agreement | None = field(default=None, metadata=meta(omit_none=True))
 
 
 @dataclass(frozen=True)

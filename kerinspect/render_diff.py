@@ -131,6 +131,29 @@ def diff_header_lines(report: DiffReport) -> list[str]:
     return lines
 
 
+def _class(cls: int, name: str | None) -> str:
+    return f"{cls} ({safe(name)})" if name is not None and name != str(cls) else str(cls)
+
+
+def top1_lines(report: DiffReport) -> list[str]:
+    """One line per classifier model output: how often B's top-1 class is A's, and the
+    most frequent disagreements."""
+    lines = []
+    for p, o in report.model_outputs():
+        t = o.top1_agreement
+        if t is None or t.fraction is None:
+            continue
+        name = p.path_a + ("" if o.name == "output" else f":{o.name}")
+        line = f"top-1 agreement of '{safe(name)}': {t.agree} of {t.samples} samples ({t.fraction:.1%})"
+        if t.disagreements:
+            line += "; most frequent, A -> B: " + ", ".join(
+                f"{_class(d.class_a, d.name_a)} -> {_class(d.class_b, d.name_b)} ({d.count})"
+                for d in t.disagreements
+            )
+        lines.append(line)
+    return lines
+
+
 def diff_footer_lines(report: DiffReport) -> list[str]:
     """The verdict lines (escaped for a terminal, plain text otherwise)."""
     tol = report.tolerance
@@ -154,6 +177,7 @@ def diff_footer_lines(report: DiffReport) -> list[str]:
             names = ", ".join(f"'{safe(u.path)}' ({safe(u.class_name)})" for u in unpaired[:20])
             more = f" and {len(unpaired) - 20} more" if len(unpaired) > 20 else ""
             lines.append(f"only in {tag}: {names}{more}")
+    lines += top1_lines(report)
     if report.agree:
         lines.append(f"the models' outputs agree within the tolerance {tol:g} (exit 0)")
     else:

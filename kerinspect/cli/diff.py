@@ -8,6 +8,7 @@ from kerinspect import spec as sp
 from kerinspect.cli.group import cli, debug_option
 from kerinspect.cli.options import (
     SpecOption,
+    class_names_option,
     depth_option,
     input_options,
     load_options,
@@ -40,6 +41,7 @@ from kerinspect.spec import LoadOptions, RunSpec
     help="Also run each layer of B on A's inputs of that layer (shadow mode): its own error, "
     "apart from the error it inherited.",
 )
+@class_names_option
 @click.option("--junit", "junit_path", metavar="FILE", help="Also write the verdict as JUnit XML to FILE.")
 @load_options
 @output_options
@@ -61,7 +63,8 @@ def diff(
     Layer calls are paired by path, then by graph structure where names differ.
     Per pair and output: cosine similarity, normalised error |a-b|/|a|, SQNR in
     dB, max |a-b|, and both sides' mean and std, over every sample. The report
-    names the first layer, in graph order, whose error exceeds --tolerance.
+    names the first layer, in graph order, whose error exceeds --tolerance. For
+    a classifier output: how often B's top-1 class is A's.
 
     \b
     Exit codes: 0 the models' outputs agree within --tolerance, 1 they do not;

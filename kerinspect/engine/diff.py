@@ -27,8 +27,20 @@ from typing import Any
 import numpy as np
 
 from kerinspect import __version__
-from kerinspect.diff import DiffReport, OutputDiff, PairDiff, SiteKey, Sums, Unpaired, pair_sites
+from kerinspect.diff import (
+    MAX_DISAGREEMENTS,
+    DiffReport,
+    Disagreement,
+    OutputDiff,
+    PairDiff,
+    SiteKey,
+    Sums,
+    Top1Agreement,
+    Unpaired,
+    pair_sites,
+)
 from kerinspect.engine.events import CallSite, Visitor
+from kerinspect.engine.predictions import Agreement, activation_of, candidate
 from kerinspect.errors import InferenceError
 from kerinspect.report import ModelInfo
 from kerinspect.spec import RunSpec
@@ -214,6 +226,7 @@ class _Lister(Visitor):
         self.sites: dict[int, Any] = {}
         self.order: list[int] = []  # site indices in the order their outputs appeared
         self.policies: dict[int, str | None] = {}
+        self.activations: dict[int, str | None] = {}
         self.outputs: set[tuple[int, int]] = set()
 
     def enter(self, site: CallSite) -> None:
@@ -221,6 +234,7 @@ class _Lister(Visitor):
 
     def consumed(self, site: CallSite, op: Any, inputs: Sequence[Any]) -> None:
         self.policies[site.index] = _policy(op)
+        self.activations[site.index] = activation_of(op)
 
     def produced(self, site: CallSite, tensors: Sequence[Any]) -> None:
         self.sites[site.index] = site  # output names are refined after the call
@@ -233,7 +247,18 @@ class _Lister(Visitor):
 class _Side:
     """What is accumulated for one output of one pair."""
 
-    __slots__ = ("shape_a", "shape_b", "dtype_a", "dtype_b", "stats_a", "stats_b", "error", "local", "note")
+    __slots__ = (
+        "shape_a",
+        "shape_b",
+        "dtype_a",
+        "dtype_b",
+        "stats_a",
+        "stats_b",
+        "error",
+        "local",
+        "note",
+        "top1",
+    )
 
     def __init__(self) -> None:
         self.shape_a: list[int] | None = None
@@ -244,6 +269,7 @@ class _Side:
         self.error: Sums | None = None
         self.local: Sums | None = None
         self.note: str | None = None
+        self.top1: Agreement | None = None
 
 
 def _grow(shape: list[int] | None, arr: np.ndarray, rows: int) -> list[int]:
@@ -312,6 +338,7 @@ class _Comparer(Visitor):
         self.acc: dict[tuple[int, int], _Side] = {}  # (A site index, output) -> figures
         self.local_notes: dict[int, str] = {}  # A site index -> why there is no local figure
         self.replayer: Any = None
+        self.model_outputs: set[tuple[int, int]] = set()  # A's (site index, output), for top-1
         self.rows = 0
         self._inputs: dict[int, list[Any]] = {}
         self._pending: dict[int, tuple[Any, Any, dict[str, Any]]] = {}
@@ -364,6 +391,10 @@ class _Comparer(Visitor):
                 continue
             sums = tensor_sums(xa, xb)
             side.error = sums if side.error is None else side.error.merged(sums)
+            if (ia, k) in self.model_outputs and candidate(xa) and len(xa) == self.rows:
+                if side.top1 is None:
+                    side.top1 = Agreement(int(xa.shape[1]))
+                side.top1.update(xa, xb)
             if shadow is not None and k < len(shadow) and shadow[k] is not None:
                 xs = to_numpy(shadow[k])
                 if xs.shape == xa.shape and numeric_kind(xs.dtype) in ("float", "int", "bool"):
@@ -442,6 +473,27 @@ def _keys(lister: _Lister) -> tuple[list[int], list[SiteKey]]:
     return indices, keys
 
 
+def _top1(
+    agreement: Agreement | None, activation: str | None, names: tuple[str, ...] | None
+) -> Top1Agreement | None:
+    """The top-1 agreement of a model output that is a classifier's in A (None otherwise)."""
+    if agreement is None:
+        return None
+    agreement.a.activation = activation
+    fits = names if names is not None and len(names) == agreement.a.classes else None
+    if agreement.a.kind(None if fits is None else len(fits)) is None:
+        return None
+    return Top1Agreement(
+        agreement.agree,
+        agreement.a.samples,
+        agreement.a.classes,
+        tuple(
+            Disagreement(i, j, c, None if fits is None else fits[i], None if fits is None else fits[j])
+            for i, j, c in agreement.most(MAX_DISAGREEMENTS)
+        ),
+    )
+
+
 def diff_loaded(
     model_a: Any,
     model_b: Any,
@@ -484,6 +536,7 @@ def diff_loaded(
         recorder = _Recorder({ia for ia, _, _ in pairs}, local, spill)
         comparer = _Comparer(recorder, {ib: ia for ia, ib, _ in pairs}, local)
         comparer.replayer = replay_b
+        comparer.model_outputs = la.outputs
         replay_a.visitor, replay_b.visitor = recorder, comparer
         done = 0
         for batch in feed.batches():
@@ -542,6 +595,7 @@ def diff_loaded(
                     side.local,
                     note=note,
                     model_output=(ia, k) in la.outputs,
+                    top1_agreement=_top1(side.top1, la.activations.get(ia), run.class_names),
                 )
             )
         records.append(

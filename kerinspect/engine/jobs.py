@@ -211,10 +211,12 @@ def activations_job(task: Task, channel: Any) -> dict[str, Any]:
 def diff_job(task: Task, channel: Any) -> dict[str, Any]:
     """``diff``: model B against model A on A's inputs, every paired call compared."""
     from .diff import diff_loaded
+    from .predictions import check_class_names, output_classes
 
     if len(task.subjects) != 2:
         raise KerinspectError("The worker received a malformed request: diff needs model_b", rule="protocol")
     a, b = task.subjects
+    check_class_names(output_classes(a.model), task.run.class_names)
     report = diff_loaded(
         a.model,
         b.model,

@@ -110,6 +110,30 @@ class Tally:
         return None
 
 
+class Agreement:
+    """Top-1 of model A against model B on one output, over every batch (``diff``)."""
+
+    def __init__(self, classes: int) -> None:
+        self.a = Tally(classes)  # A's values: is it a classifier's output?
+        self.agree = 0
+        self.pairs: dict[tuple[int, int], int] = {}  # (A's class, B's) -> samples, where they differ
+
+    def update(self, xa: np.ndarray, xb: np.ndarray) -> None:
+        """Fold one batch of both models' outputs in (same shapes)."""
+        ta = self.a.update(xa, None, None)
+        b = np.asarray(xb, dtype=np.float64)
+        tb = np.argmax(np.where(np.isfinite(b), b, -np.inf), axis=1)
+        same = ta == tb
+        self.agree += int(np.count_nonzero(same))
+        for i, j in zip(ta[~same].tolist(), tb[~same].tolist()):
+            self.pairs[(i, j)] = self.pairs.get((i, j), 0) + 1
+
+    def most(self, n: int) -> list[tuple[int, int, int]]:
+        """The ``n`` most frequent disagreements ``(A's class, B's class, samples)``."""
+        ordered = sorted(self.pairs.items(), key=lambda kv: (-kv[1], kv[0]))
+        return [(i, j, c) for (i, j), c in ordered[:n]]
+
+
 def softmax(row: np.ndarray) -> np.ndarray:
     """Softmax of one row of logits (float64, stable)."""
     z = np.exp(row - np.max(row))
@@ -151,10 +175,13 @@ def summary(
 def output_classes(model: Any) -> list[tuple[str, int]]:
     """``(name, classes)`` of each of the model's rank-2 outputs with a known last axis."""
     out = []
-    for t in getattr(model, "outputs", None) or []:
+    outputs = list(getattr(model, "outputs", None) or [])
+    names = list(getattr(model, "output_names", None) or [])
+    for k, t in enumerate(outputs):
         shape = getattr(t, "shape", None)
         if shape is not None and len(shape) == 2 and shape[-1] is not None and int(shape[-1]) >= 2:
-            out.append((str(getattr(t, "name", "output")), int(shape[-1])))
+            name = names[k] if len(names) == len(outputs) else getattr(t, "name", f"output_{k}")
+            out.append((str(name), int(shape[-1])))
     return out
 
 
@@ -173,8 +200,8 @@ def check_class_names(outputs: list[tuple[str, int]], names: tuple[str, ...] | N
         has += f" (and {len(outputs) - 4} more outputs)"
     raise DataError(
         msg(
-            "{class_names} holds {n} names but the model's classifier output {has} classes. "
-            "Received: {class_names}={shown}",
+            "{class_names} holds {n} names but the model's output {has} classes. "
+            "Received: {class_names}={n} names ({shown})",
             n=len(names),
             has=has,
             shown=shown_names(names),
@@ -268,6 +295,7 @@ def text_of(value: Any) -> str:
 
 
 __all__ = [
+    "Agreement",
     "Tally",
     "activation_of",
     "candidate",
