@@ -25,9 +25,13 @@ Schema of the worker's ``pictures``::
                       "activation": str | None, "classes": int, "names_from": str | None,
                       "top": [{"class": int, "name": str | None, "probability": float}],
                       "top1_counts": [{"class": int, "name": str | None, "count": int}],
-                      "samples", "labelled", "correct": int}]}
+                      "samples", "labelled", "correct": int}],
 
-(``inputs`` and ``predictions`` are read as empty when absent.)
+     "patches": [{"path", "class_name", "what": str, "grid": [rows, cols], "patch": int,
+                  "class_token": bool, "max": float, "weights": [[float]],
+                  "height", "width": int, "pixels": base64}]}
+
+(``inputs``, ``predictions`` and ``patches`` are read as empty when absent.)
 """
 
 from __future__ import annotations
@@ -220,6 +224,35 @@ class Prediction:
 
 
 @dataclass(frozen=True)
+class PatchAttention:
+    """One attention layer's weights over the shown image's patch grid (a ViT; see
+    :mod:`kerinspect.engine.predictions`): ``image`` is the grid, one palette pixel per
+    patch, scaled to the largest weight ``max``."""
+
+    path: str
+    class_name: str
+    what: str
+    grid: tuple[int, int]
+    patch: int
+    class_token: bool
+    max: float
+    weights: tuple[tuple[float, ...], ...]
+    image: Image
+
+    def to_dict(self) -> dict[str, Any]:
+        """Plain data for the page's embedded JSON."""
+        return {
+            "path": self.path,
+            "class_name": self.class_name,
+            "what": self.what,
+            "grid": list(self.grid),
+            "patch": self.patch,
+            "class_token": self.class_token,
+            "weights": [list(r) for r in self.weights],
+        }
+
+
+@dataclass(frozen=True)
 class Pictures:
     """Everything ``kerinspect report`` draws beyond the report itself."""
 
@@ -230,6 +263,7 @@ class Pictures:
     extra: dict[str, Any] = field(default_factory=dict)
     inputs: tuple[ShownInput, ...] = ()
     predictions: tuple[Prediction, ...] = ()
+    patches: tuple[PatchAttention, ...] = ()
 
 
 def _str(v: Any) -> str:
@@ -279,6 +313,29 @@ def _shown_input(d: Any) -> ShownInput:
     if kind == "tokens":
         return ShownInput(name, kind, tokens=_tokens(d["tokens"]))
     raise ValueError("unknown input kind")
+
+
+def _patches(d: Any) -> PatchAttention:
+    rows, cols = (_int(v, 1, MAX_SIDE) for v in d["grid"])
+    image = _image(d, _str(d["path"]), d["max"], -1)
+    if (image.height, image.width) != (rows, cols):
+        raise ValueError("the patch picture does not match its grid")
+    weights = tuple(tuple(_float(v) for v in r) for r in d["weights"])
+    if len(weights) != rows or any(len(r) != cols for r in weights):
+        raise ValueError("the patch weights do not match their grid")
+    if not isinstance(d["class_token"], bool):
+        raise TypeError("class_token must be true or false")
+    return PatchAttention(
+        _str(d["path"]),
+        _str(d["class_name"]),
+        _str(d["what"]),
+        (rows, cols),
+        _int(d["patch"], 1),
+        d["class_token"],
+        _float(d["max"]),
+        weights,
+        image,
+    )
 
 
 def _prediction(d: Any) -> Prediction:
@@ -370,6 +427,7 @@ def parse_pictures(data: Any) -> Pictures:
         attention=tuple(attention),
         inputs=tuple(_shown_input(i) for i in data.get("inputs", [])),
         predictions=tuple(_prediction(p) for p in data.get("predictions", [])),
+        patches=tuple(_patches(p) for p in data.get("patches", [])),
     )
 
 

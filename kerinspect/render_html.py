@@ -27,17 +27,10 @@ from typing import Any
 
 from . import bins
 from .errors import escape_text
-from .figures import (
-    AttentionMap,
-    FeatureMap,
-    Pictures,
-    Prediction,
-    ReportData,
-    ShownInput,
-    css_gradient,
-    data_uri,
-)
+from .figures import AttentionMap, FeatureMap, Pictures, ReportData, css_gradient, data_uri
+from .htmltext import text
 from .numfmt import fmt_float, fmt_fraction, fmt_mean
+from .render_sample import SAMPLE_CSS, patch_overlay, sample_section, thumbnail
 from .report import LayerRecord, ModelReport, TensorStats
 
 #: Colours of the depth chart's series.
@@ -77,12 +70,6 @@ figure img{display:block;image-rendering:pixelated;border:1px solid #ccc}
 .hist figcaption{max-width:260px;overflow:hidden;text-overflow:ellipsis;white-space:nowrap}
 .scale{display:inline-block;width:120px;height:10px;vertical-align:middle;margin:0 6px}
 .note{color:#666;font-size:12px}
-.sample{display:flex;flex-wrap:wrap;gap:24px;align-items:flex-start}
-table.top{border-collapse:collapse;font:12px/1.4 ui-monospace,monospace}
-table.top td,table.top th{padding:1px 8px;text-align:left;white-space:nowrap}
-table.top td.p{text-align:right}
-.bar{display:inline-block;height:9px;background:#1f77b4;vertical-align:middle}
-blockquote.text{margin:0;max-width:640px;white-space:pre-wrap;font-family:ui-monospace,monospace;font-size:12px}
 .badge{background:#b45309;color:#fff;border-radius:3px;padding:0 5px;font-weight:bold}
 code{font-family:ui-monospace,monospace}
 """
@@ -115,7 +102,7 @@ SCRIPT = """
   window.addEventListener('load',function(){
     var out=[];
     [['table','#ki-layers'],['depth','#ki-depth'],['histogram','#ki-histograms svg'],
-     ['heatmap','svg.heat'],['featuremap','figure.fmap img'],['input','figure.input img']].forEach(function(p){
+     ['heatmap','svg.heat'],['featuremap','figure.fmap img'],['input','figure.input img'],['patches','figure.patches img.heat']].forEach(function(p){
       var e=document.querySelector(p[1]);var r=e?e.getBoundingClientRect():{width:0,height:0};
       out.push(p[0]+':'+Math.round(r.width)+'x'+Math.round(r.height));
     });
@@ -123,11 +110,6 @@ SCRIPT = """
   });
 })();
 """
-
-
-def text(value: Any, limit: int = 200) -> str:
-    """Untrusted text as HTML text or attribute value (see the module's docstring)."""
-    return html.escape(escape_text(str(value), limit=limit), quote=True)
 
 
 def script_json(data: Any) -> str:
@@ -487,93 +469,6 @@ def _attention(a: AttentionMap, layer: LayerRecord | None) -> str:
     )
 
 
-# -- the shown sample: its input and predictions --------------------------------------
-
-#: Longest side, in CSS pixels, an input image is drawn at (small images are scaled
-#: up by whole factors, pixelated; larger ones drawn at their own size up to this).
-INPUT_SIDE = 224
-
-
-def token_labels(tokens: tuple[int, ...]) -> list[str]:
-    """How token ids are shown (as the ids; the one place to substitute words)."""
-    return [str(t) for t in tokens]
-
-
-def _input_figure(shown: ShownInput, side: int = INPUT_SIDE) -> str:
-    if shown.image is not None:
-        image = shown.image
-        longest = max(image.width, image.height)
-        scale = max(1, side // longest) if longest < side else side / longest
-        w, h = round(image.width * scale), round(image.height * scale)
-        shape = " x ".join(map(str, shown.shape))
-        return (
-            f'<figure class="input"><img src="{data_uri(image)}" width="{w}" height="{h}" '
-            f'alt="input {text(shown.name)}"><figcaption>{text(shown.name)} ({shape})<br>'
-            f'<span class="note">{text(shown.mapping)}</span></figcaption></figure>'
-        )
-    if shown.text is not None:
-        body = text(shown.text, 2000)
-    else:
-        body = " ".join(text(t, 40) for t in token_labels(shown.tokens or ()))
-        body = f"token ids: {body}"
-    return f'<figure class="input"><blockquote class="text">{body}</blockquote><figcaption>{text(shown.name)}</figcaption></figure>'
-
-
-_KINDS = {
-    "probabilities": "the model's probabilities",
-    "sigmoid": "sigmoid outputs: independent probabilities, they need not sum to 1",
-    "logits": "logits: softmax applied here",
-}
-
-
-def _label(cls: int, name: str | None) -> str:
-    return f"{cls} {text(name, 60)}" if name is not None and name != str(cls) else str(cls)
-
-
-def _predictions(p: Prediction) -> str:
-    rows = "".join(
-        f"<tr><td>{cls}</td><td>{text(name, 60) if name is not None else '-'}</td>"
-        f'<td class="p">{prob:.4f}</td><td><span class="bar" style="width:{max(1, round(prob * 120))}px">'
-        "</span></td></tr>"
-        for cls, name, prob in p.top
-    )
-    names = {"class_names": "names from --class-names", "labels": "names: the image folders' labels"}
-    counts = ", ".join(f"{_label(c, n)}: {k}" for c, n, k in p.top1_counts)
-    summary = f"top-1 over {p.samples} samples: {counts}"
-    if p.accuracy is not None:
-        summary += f" · top-1 accuracy {p.accuracy:.1%} ({p.correct} of {p.labelled} labelled samples)"
-    return (
-        f'<div class="pred"><h3>{text(p.path)}:{text(p.output)} · {p.classes} classes</h3>'
-        f'<p class="note">{_KINDS.get(p.kind, text(p.kind))}'
-        + (f" · {names[p.names_from]}" if p.names_from in names else "")
-        + "</p>"
-        + f'<table class="top"><tr><th>class</th><th>name</th><th>probability</th><th></th></tr>{rows}</table>'
-        f'<p class="note">{summary}</p></div>'
-    )
-
-
-def sample_section(pictures: Pictures) -> str:
-    """The shown sample's inputs beside what each classifier output said of it."""
-    if not pictures.inputs and not pictures.predictions:
-        return ""
-    parts = "".join(_input_figure(i) for i in pictures.inputs)
-    parts += "".join(_predictions(p) for p in pictures.predictions)
-    return (
-        f'<section id="sample"><h2>Sample {pictures.sample}: input and predictions</h2>'
-        f'<div class="sample">{parts}</div></section>'
-    )
-
-
-def _thumbnail(pictures: Pictures) -> str:
-    """The shown image, small, beside the feature maps."""
-    image = next((i for i in pictures.inputs if i.image is not None), None)
-    if image is None:
-        return ""
-    top = next((p.top[0] for p in pictures.predictions if p.top), None)
-    said = f"<br>predicted {_label(top[0], top[1])} ({top[2]:.2f})" if top is not None else ""
-    return f'<div class="grid">{_input_figure(image, 96).replace("</figcaption>", said + "</figcaption>", 1)}</div>'
-
-
 # -- the page ------------------------------------------------------------------------
 
 
@@ -634,7 +529,7 @@ def render_report(data: ReportData, *, command: str | None = None) -> str:
     report: ModelReport = data.report
     pictures: Pictures = data.pictures
     by_path = {layer.path: layer for layer in report.layers}
-    attention = (
+    attention = patch_overlay(pictures) + (
         "".join(_attention(a, by_path.get(a.path)) for a in pictures.attention)
         or '<p class="note">No attention layer, or no probabilities captured.</p>'
     )
@@ -652,6 +547,7 @@ def render_report(data: ReportData, *, command: str | None = None) -> str:
         # the first classifier output's top classes of the shown sample; all of them below
         "predictions": pictures.predictions[0].ranked() if pictures.predictions else [],
         "classifier_outputs": [p.to_dict() for p in pictures.predictions],
+        "patch_attention": [p.to_dict() for p in pictures.patches],
     }
     title = f"kerinspect report: {escape_text(report.model.name, limit=200)}"
     return (
@@ -659,7 +555,7 @@ def render_report(data: ReportData, *, command: str | None = None) -> str:
         f'<html lang="en"><head><meta charset="utf-8">'
         f'<meta http-equiv="Content-Security-Policy" content="{_csp()}">'
         '<meta name="viewport" content="width=device-width,initial-scale=1">'
-        f"<title>{html.escape(title)}</title><style>{PAGE_CSS}{TABLE_CSS}</style></head><body>"
+        f"<title>{html.escape(title)}</title><style>{PAGE_CSS}{TABLE_CSS}{SAMPLE_CSS}</style></head><body>"
         f"{_header(data, command, __version__)}"
         f"{sample_section(pictures)}"
         f'<section id="layers"><h2>Layers</h2><p>{_flag_filter(report)} '
@@ -671,7 +567,7 @@ def render_report(data: ReportData, *, command: str | None = None) -> str:
         f"positive blue; counts over all samples.</p>{_histograms(report)}</section>"
         f'<section id="attention"><h2>Attention (sample {pictures.sample})</h2>{attention}</section>'
         f'<section id="feature-maps"><h2>Feature maps (sample {pictures.sample})</h2>'
-        f"{_thumbnail(pictures) if pictures.feature_maps else ''}{maps}</section>"
+        f"{thumbnail(pictures) if pictures.feature_maps else ''}{maps}</section>"
         f'<script type="application/json" id="kerinspect-report">{script_json(embedded)}</script>'
         f"<script>{SCRIPT}</script></body></html>\n"
     )

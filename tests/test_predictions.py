@@ -314,3 +314,66 @@ def test_diff_top1_agreement_is_numpy_on_plain_keras_predictions(keras, digits_r
 
     lines = diff_footer_lines(DiffReport.from_dict(report))
     assert any(f"top-1 agreement of 'digit': {top1['agree']} of {len(a)} samples" in line for line in lines)
+
+
+# -- a ViT: attention over the image's patch grid -------------------------------------
+
+
+@pytest.fixture(scope="module")
+def vit(keras, tmp_path_factory):
+    """A hand-built ViT: Conv2D(stride=patch) patch embedding of a 32x32 image into 4x4
+    patches, self-attention over the 16 patches, then a class token (the patches' mean)
+    put first and self-attention over the 17 tokens; its report on 3 images."""
+    tmp = tmp_path_factory.mktemp("vit")
+    keras.utils.set_random_seed(4)
+    layers = keras.layers
+    image = keras.Input((32, 32, 3), name="pixels")
+    patches = layers.Reshape((16, 12), name="tokens")(layers.Conv2D(12, 8, strides=8, name="patchify")(image))
+    h = layers.MultiHeadAttention(2, 6, name="mha_patches")(patches, patches)
+    cls = layers.Reshape((1, 12), name="cls")(layers.GlobalAveragePooling1D(name="mean")(h))
+    seq = layers.Concatenate(axis=1, name="with_cls")([cls, h])
+    h = layers.MultiHeadAttention(3, 4, name="mha_cls")(seq, seq)
+    out = layers.Dense(3, activation="softmax", name="head")(layers.Flatten()(h))
+    model = keras.Model(image, out, name="vit")
+    model.save(tmp / "vit.keras")
+    x = np.random.default_rng(1).uniform(0, 1, (3, 32, 32, 3)).astype(np.float32)
+    np.save(tmp / "x.npy", x)
+    page = tmp / "vit.html"
+    r = run("report", tmp / "vit.keras", "--input", tmp / "x.npy", "--sample", 1, "-o", page)
+    assert r.exit_code == 0, r.output
+    # the reference: each attention layer's scores, by plain Keras, on the same arrays
+    loaded = keras.saving.load_model(tmp / "vit.keras")
+    g = loaded.get_layer
+    t = g("tokens")(g("patchify")(x))  # eagerly, layer by layer
+    h, first = g("mha_patches")(t, t, return_attention_scores=True)
+    s = g("with_cls")([g("cls")(g("mean")(h)), h])
+    _, second = g("mha_cls")(s, s, return_attention_scores=True)
+    return page, x, (keras.ops.convert_to_numpy(first), keras.ops.convert_to_numpy(second))
+
+
+def test_vit_patch_attention_is_plain_keras_scores_on_the_grid(vit):
+    page, _, (first, second) = vit
+    data = embedded(page)
+    grids = {p["path"]: p for p in data["patch_attention"]}
+    plain, with_cls = grids["mha_patches"], grids["mha_cls"]
+    assert (plain["grid"], plain["patch"], plain["class_token"]) == ([4, 4], 8, False)
+    assert (with_cls["grid"], with_cls["patch"], with_cls["class_token"]) == ([4, 4], 8, True)
+    np.testing.assert_allclose(plain["weights"], first[1].mean(axis=(0, 1)).reshape(4, 4), rtol=1e-4, atol=1e-7)
+    np.testing.assert_allclose(with_cls["weights"], second[1][:, 0, 1:].mean(axis=0).reshape(4, 4), rtol=1e-4, atol=1e-7)
+
+
+def test_vit_overlay_is_drawn_over_the_shown_image(vit, tmp_path):
+    page, x, _ = vit
+    text = page.read_text()
+    section = text.split('<section id="attention">', 1)[1].split("</section>", 1)[0]
+    assert "mha_cls (MultiHeadAttention) over the image's 4 x 4 patches" in section  # the last layer
+    assert "class token first" in section
+    data = embedded(page)
+    (shown,) = data["inputs"]
+    assert shown["mapping"] == "values in [0, 1] times 255"
+    assert np.abs(decode_uri(shown["png"]).astype(np.int64) - np.rint(x[1] * 255)).max() <= 1
+    from tests.test_report_html import _browse, _console, _sizes
+
+    dom, log = _browse(page, tmp_path)
+    assert _console(log) == []
+    assert min(_sizes(dom)["patches"]) > 0

@@ -182,6 +182,7 @@ class PictureCollector(StatsCollector):
         self.ends_in: dict[int, str | None] = {}  # site index -> the layer's activation
         self.labels: np.ndarray | None = None  # this batch's labels (set by the feed, see label_batches)
         self._produced: tuple[int, Any] | None = None
+        self.patches: list[dict[str, Any]] = []  # attention over the image's patches, per layer call
         self.offset = 0  # samples in the batches before this one
         self.rows = 0
         self.seen = 0
@@ -291,6 +292,14 @@ class PictureCollector(StatsCollector):
         picture = attention_picture(p[row])
         picture.update(path=site.path, class_name=site.class_name, source=capture.source)
         self.pictures_of_attention.append((site.index, picture))
+        image = next((x for _, x in self.fed if x.ndim == 3 and x.shape[-1] in (1, 3, 4)), None)
+        if image is not None:
+            from .predictions import patch_attention
+
+            grid = patch_attention(p[row], int(image.shape[0]), int(image.shape[1]))
+            if grid is not None:
+                grid.update(path=site.path, class_name=site.class_name)
+                self.patches.append(grid)
 
     def end_batch(self) -> None:
         self._produced = None
@@ -361,6 +370,7 @@ class PictureCollector(StatsCollector):
             "sample": self.sample,
             "feature_maps": [p for _, p in maps],
             "attention": attention,
+            "patches": self.patches,
         }
 
 

@@ -26,6 +26,13 @@ to pixels: images read from files by inverting ``preprocess``
 (``[0, 255]`` as they are, ``[0, 1]`` times 255, ``[-1, 1]`` from -1..1), else scaled
 from their minimum to their maximum; ``mapping`` says which. A string input is sent
 as its text, integer token ids as the ids.
+
+**Attention over an image's patches** (a ViT: keras-hub's ``ViTBackbone``, or a
+``Conv2D(strides=patch)`` patch embedding and self-attention): when an attention
+layer's keys are the ``rows x columns`` square patches of the shown image, or those
+and a class token first (:func:`patch_grid`), :func:`patch_attention` gives the class
+token's attention to each patch (else the mean over queries), averaged over heads:
+the report draws it over the image.
 """
 
 from __future__ import annotations
@@ -287,6 +294,59 @@ def is_image(arr: np.ndarray, from_images: bool) -> bool:
     return arr.ndim == 3 and from_images
 
 
+# -- attention over an image's patches (ViT) ---------------------------------------------
+
+
+def patch_grid(tokens: int, height: int, width: int) -> tuple[int, int, int, bool] | None:
+    """``(rows, columns, patch size, class token)`` when ``tokens`` keys are the square
+    patches of a ``height`` x ``width`` image (``rows * columns``), or those and a class
+    token first (``rows * columns + 1``); None otherwise."""
+    import math
+
+    for extra in (0, 1):
+        n = tokens - extra
+        if n < 2:
+            continue
+        side = math.isqrt(height * width // n) if height * width % n == 0 else 0
+        if side >= 1 and side * side * n == height * width and height % side == 0 and width % side == 0:
+            return height // side, width // side, side, bool(extra)
+    return None
+
+
+def patch_attention(probs: np.ndarray, height: int, width: int) -> dict[str, Any] | None:
+    """One sample's ``(heads, queries, keys)`` self-attention probabilities over an
+    image's patch grid (:func:`patch_grid`): the class token's row when there is one,
+    else the mean over queries, averaged over heads, as a ``rows x columns`` grid
+    (None when the keys are no patch grid of the image)."""
+    p = np.asarray(probs, dtype=np.float64)
+    heads, queries, keys = p.shape
+    grid = patch_grid(keys, height, width)
+    if grid is None or queries != keys:
+        return None
+    rows, cols, side, cls = grid
+    if cls:
+        weights, what = p[:, 0, 1:].mean(axis=0), "the class token's attention to each patch"
+    else:
+        weights, what = p.mean(axis=(0, 1)), "the mean attention each patch receives over all queries"
+    weights = np.nan_to_num(weights.reshape(rows, cols), nan=0.0)
+    top = float(weights.max()) if weights.size else 0.0
+    unit = weights / top if top > 0 else np.zeros_like(weights)
+    import base64
+
+    q = np.clip(np.rint(unit * 255), 0, 255).astype(np.uint8)
+    return {
+        "grid": [rows, cols],
+        "patch": side,
+        "class_token": cls,
+        "what": what + f", mean of {heads} heads",
+        "max": top,
+        "weights": [[float(v) for v in r] for r in weights],
+        "height": rows,
+        "width": cols,
+        "pixels": base64.b64encode(q.tobytes()).decode("ascii"),
+    }
+
+
 def text_of(value: Any) -> str:
     """One string input's text (bytes decoded as UTF-8, replacing errors), cut to :data:`MAX_TEXT`."""
     if isinstance(value, bytes):
@@ -302,6 +362,8 @@ __all__ = [
     "check_class_names",
     "input_picture",
     "is_image",
+    "patch_attention",
+    "patch_grid",
     "ranked",
     "softmax",
     "summary",
