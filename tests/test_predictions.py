@@ -72,6 +72,43 @@ def test_class_names_file_errors(tmp_path):
         read_class_names(str(binary))
 
 
+def test_what_counts_as_a_classifier_output():
+    from kerinspect.engine.predictions import Tally, candidate, summary
+
+    rng = np.random.default_rng(0)
+    logits = rng.normal(0, 3, (6, 4))
+    probs = np.exp(logits) / np.exp(logits).sum(axis=1, keepdims=True)
+    t = Tally(4)
+    t.update(probs, 2, None)
+    assert t.kind(None) == "probabilities"
+    t = Tally(4)
+    t.activation = "sigmoid"
+    t.update(1 / (1 + np.exp(-logits)), 0, None)
+    assert t.kind(None) == "sigmoid"  # rows need not sum to 1
+    t = Tally(4)
+    t.activation = "linear"
+    t.update(logits, 1, np.asarray([0, 1, 2, 3, 0, 1]))
+    assert t.kind(None) is None and t.kind(3) is None and t.kind(4) == "logits"  # logits need the names
+    top = summary(t, "logits", 2, ("a", "b", "c", "d"), "class_names")["top"]
+    p = np.exp(logits[1] - logits[1].max()) / np.exp(logits[1] - logits[1].max()).sum()
+    assert [r["class"] for r in top] == np.argsort(-p)[:2].tolist()
+    assert t.correct == int(np.sum(logits.argmax(axis=1) == [0, 1, 2, 3, 0, 1])) and t.labelled == 6
+    bad = Tally(4)
+    bad.update(np.where(np.arange(4) == 1, np.nan, probs[0])[None], 0, None)
+    assert summary(bad, "probabilities", 3, None, None)["top"] == []  # a NaN row ranks nothing
+    assert not candidate(np.zeros((3, 1))) and not candidate(np.zeros((3, 4, 5))) and candidate(np.zeros((3, 2)))
+
+
+def test_patch_grids_of_an_image():
+    from kerinspect.engine.predictions import patch_grid
+
+    assert patch_grid(196, 224, 224) == (14, 14, 16, False)
+    assert patch_grid(197, 224, 224) == (14, 14, 16, True)  # ViT-B/16 with its class token
+    assert patch_grid(50, 224, 224) == (7, 7, 32, True)
+    assert patch_grid(8, 32, 64) == (2, 4, 16, False)  # not square: patches are
+    assert patch_grid(10, 32, 32) is None and patch_grid(1, 32, 32) is None
+
+
 def test_cli_refuses_a_bad_class_names_file_in_one_line(tmp_path):
     blank = tmp_path / "blank.txt"
     blank.write_text("a\n\nb\n")

@@ -185,7 +185,8 @@ def report_job(task: Task, channel: Any) -> dict[str, Any]:
         names, names_from = feed.labels, "labels"
     check_class_names(collector.classifiers(), run.class_names)
     pictures["inputs"] = collector.shown_inputs(run.preprocess if from_images else None)
-    pictures["predictions"] = collector.predictions(names, names_from)
+    label_classes = len(feed.labels) if feed.labels else None
+    pictures["predictions"] = collector.predictions(names, names_from, label_classes)
     return {"report": report.to_dict(), "pictures": pictures}
 
 

@@ -334,9 +334,13 @@ class PictureCollector(StatsCollector):
             (paths.get(i, str(i)), t.classes) for (i, _), t in sorted(self.tallies.items()) if t.kind(None)
         ]
 
-    def predictions(self, names: tuple[str, ...] | None, names_from: str | None) -> list[dict[str, Any]]:
+    def predictions(
+        self, names: tuple[str, ...] | None, names_from: str | None, label_classes: int | None = None
+    ) -> list[dict[str, Any]]:
         """Every classifier output's ranking (see :mod:`kerinspect.engine.predictions`),
-        in the model's output order; ``names`` apply to an output with as many classes."""
+        in the model's output order; ``names`` apply to an output with as many classes.
+        ``label_classes``: how many classes the data's labels index (a folder of images'
+        label folders); an output with another count gets no accuracy."""
         from .predictions import summary
 
         out = []
@@ -346,6 +350,8 @@ class PictureCollector(StatsCollector):
             kind = tally.kind(None if fits is None else len(fits))
             if kind is None:
                 continue
+            if label_classes is not None and label_classes != tally.classes:
+                tally.labelled = tally.correct = 0
             item = summary(tally, kind, self.top_k, fits, names_from if fits is not None else None)
             site = paths.get(index)
             item["path"] = site.path if site is not None else str(index)

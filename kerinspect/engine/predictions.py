@@ -168,7 +168,10 @@ def summary(
         "activation": tally.activation,
         "classes": tally.classes,
         "names_from": names_from,
-        "top": [] if tally.row is None else ranked(tally.row, kind, k, names),
+        # a row with NaN/Inf ranks nothing (the layer table flags it)
+        "top": []
+        if tally.row is None or not np.isfinite(tally.row).all()
+        else ranked(tally.row, kind, k, names),
         "top1_counts": [
             {"class": i, "name": None if names is None else names[i], "count": int(tally.counts[i])}
             for i in order
