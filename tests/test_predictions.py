@@ -273,6 +273,23 @@ def test_logits_get_softmax_and_the_names_file(mixed):
     assert out["labelled"] == 0 and out["top1_accuracy"] is None
 
 
+def test_a_string_input_is_shown_as_its_text(keras, tmp_path):
+    layers = keras.layers
+    vectorize = layers.TextVectorization(max_tokens=50, output_sequence_length=6, name="tv")
+    vectorize.adapt(["the cat sat on the mat", "a dog ran far away"])
+    sentence = keras.Input((), dtype="string", name="sentence")
+    pooled = layers.GlobalAveragePooling1D()(layers.Embedding(50, 8)(vectorize(sentence)))
+    keras.Model(sentence, layers.Dense(3, activation="softmax")(pooled)).save(tmp_path / "text.keras")
+    lines = ["the cat sat on the mat", "a dog ran <b>far</b> away & back"]
+    (tmp_path / "lines.txt").write_text("\n".join(lines) + "\n")
+    page = tmp_path / "text.html"
+    r = run("report", tmp_path / "text.keras", "--input", tmp_path / "lines.txt", "--sample", 1, "-o", page)
+    assert r.exit_code == 0, r.output
+    assert embedded(page)["inputs"] == [{"name": "sentence", "kind": "text", "text": lines[1]}]
+    section = page.read_text().split('<section id="sample">', 1)[1].split("</section>", 1)[0]
+    assert "a dog ran &lt;b&gt;far&lt;/b&gt; away &amp; back" in section and "<b>far" not in section
+
+
 def test_class_names_that_fit_no_output_are_refused(tmp_path):
     names = tmp_path / "three.txt"
     names.write_text("a\nb\nc\n")

@@ -263,8 +263,10 @@ class PictureCollector(StatsCollector):
             arr = to_numpy(t)
             if arr.ndim < 1 or arr.shape[0] != self.rows:
                 continue
-            if cls == "InputLayer" and arr[row].size <= MAX_INPUT_VALUES:
-                self.fed.append((site.path, np.array(arr[row])))
+            if cls == "InputLayer":
+                value = np.array(arr[row])  # a copy (a string sample is a 0-d object array)
+                if value.size <= MAX_INPUT_VALUES:
+                    self.fed.append((site.path, value))
             kind = numeric_kind(arr.dtype)
             if cls == "InputLayer" and kind == "int" and arr.ndim == 2:
                 self.tokens.append([int(v) for v in arr[row, :MAX_TOKENS]])
