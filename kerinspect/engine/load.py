@@ -338,7 +338,7 @@ def _check_hub_size(
 #: removed: ``class_name -> (what it was, what replaces it)``.
 REMOVED_LAYERS: dict[str, tuple[str, str]] = {
     "Merge": (
-        "Keras 1's merge layer (its mode 'concat', 'sum', 'mul', 'ave', 'max', 'dot' or 'cos')",
+        "Keras 1's merge layer",
         "Concatenate, Add, Multiply, Average, Maximum or Dot (the layer of its mode)",
     ),
     "MaxoutDense": ("Keras 1's maxout dense layer", "Dense layers and a Maximum"),
