@@ -31,6 +31,10 @@ from typing import Any
 __all__ = ["foreign_python", "lambda_code", "this_python"]
 
 _CODE, _BYTES, _REF = ord("c"), ord("s"), 0x80
+#: What may come before ``RESUME`` in this Python's functions (cells, generators).
+_BEFORE_RESUME = frozenset(
+    dis.opmap[n] for n in ("MAKE_CELL", "COPY_FREE_VARS", "RETURN_GENERATOR", "POP_TOP") if n in dis.opmap
+)
 #: ``RESUME``'s opcode in the releases that have it.
 _RESUME = {151: "3.11 or 3.12", 149: "3.13"}
 
@@ -71,7 +75,7 @@ def _this_interpreters(code: bytes) -> bool:
         op = units[i][0]
         if op == resume:
             seen_resume = True
-        elif not seen_resume and i >= 4:
+        elif not seen_resume and op not in _BEFORE_RESUME:
             return False  # RESUME opens a function, after its cell set-up at most
         if dis.opname[op].startswith("<"):
             return False
