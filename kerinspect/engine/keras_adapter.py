@@ -73,6 +73,9 @@ pins the same range). The internals, and what each is used for:
     Building a model from a Keras 2 config the way that loader does, under
     ``use_legacy_config`` and ``SafeModeScope`` (:func:`model_from_legacy_config`, for
     tf.keras 2.13-2.15 ``.keras`` archives).
+``keras.src.layers.__dict__`` as that loader's module objects
+    It turns a config's string value that names a function there (``"dot"``) into the
+    function (:func:`legacy_function_names`, which :mod:`kerinspect.engine.legacy` shadows).
 ``keras.src.saving.saving_lib``: ``_model_from_config``, ``H5IOStore``, ``NpzIOStore``,
 ``DiskIOStore``, ``_load_state``, ``_raise_loading_failure`` and the member names
     The steps of Keras's own ``.keras`` loader (``_load_model_from_fileobj``) but its first,
@@ -546,6 +549,17 @@ def _load_state(model: Any, weights: Any, assets: Any) -> None:
     )
     if failed:
         sl._raise_loading_failure(errors)
+
+
+def legacy_function_names() -> frozenset[str]:
+    """The names under which Keras's legacy deserializer finds a *function* among the
+    objects of ``keras.layers`` (``dot``, ``add``, ``concatenate``...): it turns any string
+    value of a layer's config that equals one into that function
+    (``legacy.saving.serialization.class_and_config_for_serialized_keras_object``), so
+    ``Attention(score_mode="dot")`` reaches the layer as ``score_mode=<function dot>``."""
+    from keras.src import layers
+
+    return frozenset(k for k, v in vars(layers).items() if inspect.isfunction(v))
 
 
 def model_from_legacy_config(

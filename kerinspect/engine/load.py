@@ -188,7 +188,13 @@ def load_model(
         if scanned.build == "h5":
             from kerinspect.engine.legacy import load_h5
 
-            model = load_h5(path, config, safe_mode=safe_mode, custom_objects=custom_objects)
+            model = load_h5(
+                path,
+                config,
+                safe_mode=safe_mode,
+                custom_objects=custom_objects,
+                cudnn="cudnn-rnn" in scanned.changes,
+            )
             return LoadedModel(model, "keras+legacy-h5-upgrade" if changes else "keras", changes)
         if scanned.build == "keras2-archive":  # tf.keras 2.13-2.15 wrote it: Keras 3's weights layout
             from kerinspect.engine.legacy import load_keras2_archive
@@ -200,7 +206,7 @@ def load_model(
                 changes = (*changes, "legacy config upgraded: windows-weight-paths")
             return LoadedModel(model, "keras+legacy-archive-upgrade", changes)
         model = ka.archive_model(path, config, custom_objects=custom_objects, safe_mode=safe_mode)
-        return LoadedModel(model, "keras")
+        return LoadedModel(model, "keras", tuple(f"config repaired: {c}" for c in scanned.changes))
     except MemoryError:
         raise  # the worker reports it as exit 8 (memory-limit), not as a bad file
     except KerinspectError:
@@ -214,6 +220,9 @@ def load_model(
                 rule="memory-limit",
                 hint=msg("raise {max_memory} if the machine has room"),
             ) from e
+        user = user_code_error(e, model_file.path)
+        if user is not None:
+            raise user from e
         unknown = _UNKNOWN_CLASS.search(inner)
         if unknown:
             raise ModelLoadError(
@@ -275,6 +284,7 @@ def scan_and_load(model_file: ModelFile, options: LoadOptions, phase: Any = None
         model_file.path, model_file.format, limits, allow_code=trust, custom_classes=frozenset(declared)
     )
     if scanned.unknown_classes:
+        _refuse_removed_layers(scanned, model_file.path)
         names = ", ".join(repr(escape_text(n, 80)) for n in scanned.unknown_classes[:5])
         raise ModelLoadError(
             f"Unknown layer class {names}: the model uses custom code that is not loaded "
@@ -287,6 +297,8 @@ def scan_and_load(model_file: ModelFile, options: LoadOptions, phase: Any = None
         from kerinspect.engine.hub import import_keras_hub
 
         import_keras_hub(scanned.hub_classes, model_file.path)
+    if trust:  # without it, the scan refused every Lambda's bytecode
+        _refuse_foreign_bytecode(scanned.config, model_file.path)
     if phase is not None:
         phase("load")
     if scanned.hub_classes:  # their configs hold arguments, not layers: count what they build
@@ -320,6 +332,163 @@ def _check_hub_size(
                 "a file you trust loads with {trust_model}, uncounted (only {max_memory} bounds it then)"
             ),
         ) from error
+
+
+#: Layers of Keras 1 (kept by Keras 2.0-2.1 in ``keras.legacy.layers``) that Keras 2.2
+#: removed: ``class_name -> (what it was, what replaces it)``.
+REMOVED_LAYERS: dict[str, tuple[str, str]] = {
+    "Merge": (
+        "Keras 1's merge layer",
+        "Concatenate, Add, Multiply, Average, Maximum or Dot (the layer of its mode)",
+    ),
+    "MaxoutDense": ("Keras 1's maxout dense layer", "Dense layers and a Maximum"),
+    "Highway": ("Keras 1's highway layer", "Dense layers (a transform and a carry gate) and Multiply/Add"),
+}
+
+
+def _modes(node: Any, class_name: str) -> list[str]:
+    """The ``mode`` of every ``class_name`` object in a config."""
+    if isinstance(node, list):
+        return [m for v in node for m in _modes(v, class_name)]
+    if not isinstance(node, dict):
+        return []
+    found = [m for v in node.values() for m in _modes(v, class_name)]
+    cfg = node.get("config")
+    if node.get("class_name") == class_name and isinstance(cfg, dict) and isinstance(cfg.get("mode"), str):
+        found.insert(0, cfg["mode"])
+    return found
+
+
+def _refuse_removed_layers(scanned: ScanResult, path: str) -> None:
+    """One line for a Keras 1 layer Keras 2.2 removed (not a custom class: no file of the
+    user's can define it)."""
+    removed = [n for n in scanned.unknown_classes if n in REMOVED_LAYERS]
+    if not removed:
+        return
+    name = removed[0]
+    what, instead = REMOVED_LAYERS[name]
+    modes = sorted(set(_modes(scanned.config, name)))
+    shown = f" (mode {', '.join(repr(escape_text(m, 20)) for m in modes[:4])})" if modes else ""
+    raise ModelLoadError(
+        f"Layer class {name!r}{shown} is {what}, removed in Keras 2.2: Keras 3 cannot build it, so this "
+        f"model cannot be inspected. Received: path={escape_text(path)}",
+        rule="removed-layer",
+        hint=f"load the model with Keras 2.1 and re-save it with {instead} in its place",
+    )
+
+
+def _lambdas(node: Any) -> list[tuple[str, Any]]:
+    """``(name, function)`` of every Lambda layer in a config."""
+    if isinstance(node, list):
+        return [x for v in node for x in _lambdas(v)]
+    if not isinstance(node, dict):
+        return []
+    found = [x for v in node.values() for x in _lambdas(v)]
+    cfg = node.get("config")
+    if node.get("class_name") == "Lambda" and isinstance(cfg, dict):
+        if cfg.get("function_type", "lambda") == "lambda":
+            found.insert(0, (str(cfg.get("name", "?")), cfg.get("function")))
+    return found
+
+
+def _refuse_foreign_bytecode(config: dict[str, Any], path: str) -> None:
+    """One line naming a Lambda whose bytecode another Python wrote, before Keras runs it
+    with this interpreter's opcodes (:mod:`kerinspect.scan.bytecode`)."""
+    from kerinspect.scan.bytecode import foreign_python, lambda_code, this_python
+
+    for name, function in _lambdas(config):
+        raw = lambda_code(function)
+        origin = foreign_python(raw) if raw is not None else None
+        if origin is None:
+            continue
+        raise ModelLoadError(
+            f"The Lambda layer {escape_text(name, 120)!r} holds bytecode written by {origin} (as its "
+            f"marshal'd code reads); this is Python {this_python()}, which cannot run it. "
+            f"Received: path={escape_text(path)}",
+            rule="lambda-python-version",
+            hint=f"load the model with {'the Python that saved it' if origin.startswith('another') else origin}, "
+            "or rebuild the model in code with the Lambda's function written out and load only its weights",
+        )
+
+
+_KERAS_TENSOR_IN_TF = "A KerasTensor cannot be used as input to a TensorFlow function"
+#: ``tf.math.not_equal(`` in a line of the user's code: a dotted call.
+_DOTTED_CALL = re.compile(r"\b([A-Za-z_]\w*(?:\.[A-Za-z_]\w*)+)\s*\(")
+
+
+def _chain(exc: BaseException) -> list[BaseException]:
+    seen: set[int] = set()
+    out: list[BaseException] = []
+    e: BaseException | None = exc
+    while e is not None and id(e) not in seen:
+        seen.add(id(e))
+        out.append(e)
+        e = e.__cause__ or e.__context__
+    return out
+
+
+def _innermost_user_frame(exc: BaseException) -> Any:
+    """The innermost frame of the ``--custom-objects`` file's code in the tracebacks of
+    ``exc``'s chain (the deepest exception's first), or None."""
+    for e in reversed(_chain(exc)):
+        frames = []
+        tb = e.__traceback__
+        while tb is not None:
+            frames.append(tb.tb_frame)
+            tb = tb.tb_next
+        user = [f for f in frames if f.f_globals.get("__name__") == CUSTOM_OBJECTS_MODULE]
+        if user:
+            return user[-1]
+    return None
+
+
+def _tf_call_in(frame: Any) -> str | None:
+    """The TensorFlow function the frame's current line calls (``tf.math.not_equal``),
+    read from the user's own source: a dotted name whose first part is a TensorFlow
+    module in the frame's namespace."""
+    import linecache
+
+    line = linecache.getline(frame.f_code.co_filename, frame.f_lineno)
+    for dotted in _DOTTED_CALL.findall(line):
+        root = dotted.split(".", 1)[0]
+        value = frame.f_locals.get(root, frame.f_globals.get(root))
+        if str(getattr(value, "__name__", "")).split(".", 1)[0] == "tensorflow":
+            return str(dotted)
+    return None
+
+
+def user_code_error(exc: BaseException, path: str) -> ModelLoadError | None:
+    """A load failure raised inside the user's ``--custom-objects`` code, as one line that
+    names the class and method (and, for a TensorFlow op called on Keras 3's symbolic
+    tensors while the model is built, the op and its ``keras.ops`` counterpart); None when
+    the failure did not come from their code."""
+    frame = _innermost_user_frame(exc)
+    if frame is None:
+        return None
+    where = getattr(frame.f_code, "co_qualname", frame.f_code.co_name)
+    source = f"{escape_text(frame.f_code.co_filename.rsplit('/', 1)[-1], 120)}, line {frame.f_lineno}"
+    inner = innermost_message(exc)
+    if _KERAS_TENSOR_IN_TF in inner:
+        op = _tf_call_in(frame)
+        from .tfenv import import_keras
+
+        ops = import_keras().ops
+        name = op.rsplit(".", 1)[-1] if op else None
+        use = f"keras.ops.{name}" if name and hasattr(ops, name) else "keras.ops functions or Keras layers"
+        return ModelLoadError(
+            f"{escape_text(where, 200)} calls a TensorFlow op{f' ({escape_text(op, 120)})' if op else ''} on a "
+            f"symbolic tensor while the model is built ({source}): Keras 3 builds it with KerasTensors, "
+            f"which TensorFlow functions do not take. Received: path={escape_text(path)}",
+            rule="custom-code-tf-op",
+            hint=msg("use {use} in {where}, in the {custom_objects} file", use=use, where=where),
+        )
+    return ModelLoadError(
+        f"Keras could not load the model: {escape_text(whole_sentences(inner), 1200)}"
+        f"{'' if inner.endswith(('.', '[...]')) else '.'} Raised in {escape_text(where, 200)} ({source}) "
+        f"of the custom objects. Received: path={escape_text(path)}",
+        rule="custom-code-failed",
+        hint=known_cause_hint(inner) or msg("fix {where} in the {custom_objects} file", where=where),
+    )
 
 
 def _unknown_hint(names: tuple[str, ...]) -> str | Message:

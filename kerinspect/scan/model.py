@@ -31,7 +31,7 @@ from kerinspect.scan.container import (
 from kerinspect.scan.json_caps import parse_json_object
 from kerinspect.scan.keras2 import keras2_archive
 from kerinspect.scan.policy import ConfigScanner
-from kerinspect.scan.upgrade import h5_config_as_built, upgrade_config
+from kerinspect.scan.upgrade import h5_config_as_built, keras3_config_as_built, upgrade_config
 
 __all__ = ["BUILDS", "ScanResult", "scan_model_file"]
 
@@ -123,7 +123,8 @@ def scan_model_file(
                 scanner.check_shape(parsed)
                 keras2 = keras2_archive(parsed, keras_version=_keras_version(metadata, limits, rep))
                 if keras2 is None:
-                    return "keras", parsed, ()
+                    repaired, changes = _rewritten(keras3_config_as_built, parsed, rep)
+                    return "keras", repaired, changes
                 # judged in the form the loader builds: Keras 2's, upgraded. The modules the
                 # Keras 2 form drops are judged first, as written (the loader imports none)
                 scanner.check_modules(parsed)

@@ -43,9 +43,16 @@ change so the report can say how the file was read:
     DepthwiseConv2D takes none. ``groups: 1`` is dropped; any other value is kept,
     so Keras refuses it.
 ``dropout-noise-shape``
-    Old Keras accepted an integer ``noise_shape`` on ``Dropout``; Keras 3 wants a
-    sequence. It only shapes the training-time mask, and inspection runs in
-    inference mode (where Dropout is the identity), so it becomes ``null``.
+    Old Keras (and Keras 3 up to 3.9) accepted an integer ``noise_shape`` on
+    ``Dropout``; Keras 3.15 wants a sequence. It only shapes the training-time mask,
+    and inspection runs in inference mode (where Dropout is the identity), so it
+    becomes ``null``. Also done to Keras 3 configs, in every load path
+    (:func:`keras3_config_as_built`).
+``cudnn-rnn``
+    Keras 2's ``CuDNNLSTM``/``CuDNNGRU`` (built-ins, GPU-only) become ``LSTM`` /
+    ``GRU(reset_after=True)`` with CuDNN's fixed ``tanh``/``sigmoid`` activations and a
+    bias, which compute the same; their weights are converted as Keras 2 converted
+    them (:func:`kerinspect.engine.legacy.cudnn_weights`).
 ``call-tensor-arguments``
     Keras 2 stored a tensor passed to a layer call as an argument other than the
     first as a reference ``[layer_name, node_index, tensor_index]`` in the node's
@@ -62,6 +69,10 @@ change so the report can say how the file was read:
     :class:`kerinspect.engine.tfop.TFOpLambda` (same class names), computing the same op with
     ``keras.ops`` (the table :data:`kerinspect.engine.tfop.OPS`); an op outside it
     fails the load with one line naming it (``unsupported-tf-op``).
+``wrapped-layer-module``
+    Keras 3's ``Bidirectional``/``TimeDistributed`` build their wrapped layer with the
+    new deserializer, which finds a class by its ``module``; Keras 2 wrote none, so a
+    wrapped Keras layer gets ``module: keras.layers`` (a custom one is left as it is).
 
 Only the config is rewritten; weights are read by Keras's own legacy loader. The
 static scan (:mod:`kerinspect.scan.model`) rewrites the config here, judges the
@@ -281,7 +292,7 @@ _MHA_BUILD_SHAPES = ("query_shape", "key_shape", "value_shape")
 
 
 def _drop_unaccepted_keys(config: Any, changes: list[str]) -> None:
-    """``mha-build-shapes``, ``depthwise-groups`` and ``dropout-noise-shape``."""
+    """``mha-build-shapes`` and ``depthwise-groups``."""
     for node in _objects(config):
         cn, cfg = node.get("class_name"), node.get("config")
         if not isinstance(cfg, dict):
@@ -296,10 +307,60 @@ def _drop_unaccepted_keys(config: Any, changes: list[str]) -> None:
                 if key in cfg and cfg[key] == value and type(cfg[key]) is type(value):
                     del cfg[key]
                     changes.append(change)
-        noise = cfg.get("noise_shape")
-        if cn == "Dropout" and isinstance(noise, int) and not isinstance(noise, bool):
+
+
+def _dropout_noise_shape(config: Any, changes: list[str]) -> None:
+    """``dropout-noise-shape``: an integer ``noise_shape`` of a ``Dropout`` becomes ``null``
+    (Keras 2 configs, and Keras 3 configs alike: :func:`keras3_config_as_built`)."""
+    for node in _objects(config):
+        cfg = node.get("config")
+        if node.get("class_name") == "Dropout" and isinstance(cfg, dict) and _is_int(cfg.get("noise_shape")):
             cfg["noise_shape"] = None
             changes.append("dropout-noise-shape")
+
+
+#: CuDNN layer -> (the Keras layer computing the same, the arguments that make it so):
+#: CuDNN's fixed activations, a bias, and (GRU) the reset gate applied after the matmul.
+_CUDNN_RNN: dict[str, tuple[str, dict[str, Any]]] = {
+    "CuDNNLSTM": ("LSTM", {"activation": "tanh", "recurrent_activation": "sigmoid", "use_bias": True}),
+    "CuDNNGRU": (
+        "GRU",
+        {"activation": "tanh", "recurrent_activation": "sigmoid", "use_bias": True, "reset_after": True},
+    ),
+}
+
+
+def _cudnn_rnn(config: Any, changes: list[str]) -> None:
+    """``cudnn-rnn``: Keras 2's ``CuDNNLSTM``/``CuDNNGRU`` become the LSTM/GRU that computes
+    the same (:data:`_CUDNN_RNN`); the loader converts their weights (CuDNN's bias, twice
+    as long; :func:`kerinspect.engine.legacy.cudnn_weights`)."""
+    for node in _objects(config):
+        cn, cfg = node.get("class_name"), node.get("config")
+        if isinstance(cn, str) and cn in _CUDNN_RNN and isinstance(cfg, dict):
+            target, fixed = _CUDNN_RNN[cn]
+            node["class_name"] = target
+            cfg.update(fixed)
+            changes.append("cudnn-rnn")
+
+
+#: Wrappers whose Keras 3 ``from_config`` builds the wrapped layer with the new
+#: deserializer, which finds a class by its ``module`` only.
+_WRAPPERS = frozenset({"Bidirectional", "TimeDistributed"})
+
+
+def _wrapped_layer_module(config: Any, changes: list[str]) -> None:
+    """``wrapped-layer-module``: a Keras layer wrapped by a Bidirectional/TimeDistributed
+    names its module (``keras.layers``), as Keras 3 writes it; Keras 2 wrote none."""
+    layers = _allowlist.CLASSES["keras.layers"]
+    for node in _objects(config):
+        cfg = node.get("config")
+        if node.get("class_name") not in _WRAPPERS or not isinstance(cfg, dict):
+            continue
+        for key in ("layer", "backward_layer"):
+            inner = cfg.get(key)
+            if isinstance(inner, dict) and inner.get("class_name") in layers and "module" not in inner:
+                inner["module"] = "keras.layers"
+                changes.append("wrapped-layer-module")
 
 
 def _is_int(x: Any) -> bool:
@@ -446,7 +507,20 @@ def upgrade_config(config: dict[str, Any]) -> tuple[dict[str, Any], tuple[str, .
     _drop_time_major(config, changes)
     _explicit_sequential_input(config, changes)
     _drop_unaccepted_keys(config, changes)
+    _dropout_noise_shape(config, changes)
+    _cudnn_rnn(config, changes)
+    _wrapped_layer_module(config, changes)
     _call_tensor_arguments(config, changes)
+    return config, tuple(dict.fromkeys(changes))
+
+
+def keras3_config_as_built(config: dict[str, Any]) -> tuple[dict[str, Any], tuple[str, ...]]:
+    """A Keras 3 config (a ``.keras`` archive's, a Keras 3 ``.h5``'s) with the repairs that
+    apply to what Keras 3 itself wrote (``dropout-noise-shape``: Keras 3.9 saved an integer
+    ``noise_shape`` that Keras 3.15 refuses), and the kinds of change."""
+    config = copy.deepcopy(config)
+    changes: list[str] = []
+    _dropout_noise_shape(config, changes)
     return config, tuple(dict.fromkeys(changes))
 
 
@@ -456,10 +530,11 @@ def h5_config_as_built(
     """A ``.h5`` file's ``model_config`` as Keras 3 builds it, and the kinds of change:
     a Keras 1/2 file's (``keras_version`` attribute ``2.x``, or none) is upgraded
     (:func:`upgrade_config`); a Keras 3 file's only has its call-tensor references
-    rewritten, which Keras 3 would otherwise pass on as plain lists."""
+    rewritten, which Keras 3 would otherwise pass on as plain lists, and the repairs of
+    :func:`keras3_config_as_built`."""
     if is_legacy(keras_version):
         return upgrade_config(config)
-    upgraded = copy.deepcopy(config)
-    found: list[str] = []
+    upgraded, repaired = keras3_config_as_built(config)
+    found = list(repaired)
     _call_tensor_arguments(upgraded, found)
     return upgraded, tuple(dict.fromkeys(found))
