@@ -36,7 +36,7 @@ def layer_records(collector: StatsCollector, thresholds: Thresholds) -> tuple[La
         heads = collector.heads.get(site.index)
         attention = None
         if heads is not None:
-            output = "attention_scores" if "attention_scores" in names else None
+            output = heads.output if heads.output in names else None
             attention = heads.record(output, thresholds)
         input_rms, input_spread = input_figures(collector, site.index)
         tensors = []
