@@ -34,3 +34,19 @@ class SubLayerAttention(layers.Layer):
     def call(self, x):
         scores = ops.matmul(x, ops.transpose(x, (0, 2, 1))) / ops.sqrt(ops.cast(ops.shape(x)[-1], x.dtype))
         return ops.matmul(self.softmax(scores), x)
+
+
+@keras.saving.register_keras_serializable(package="kinds")
+class CausalSoftmaxAttention(layers.Layer):
+    """Dot-product self-attention whose ``Softmax`` sub-layer gets a causal ``mask``
+    (keras-hub's decoder layers pass theirs the same way)."""
+
+    def __init__(self, **kwargs):
+        super().__init__(**kwargs)
+        self.softmax = layers.Softmax(axis=-1, name="softmax")
+
+    def call(self, x):
+        steps = ops.arange(ops.shape(x)[1])
+        causal = ops.greater_equal(steps[:, None], steps[None, :])
+        scores = ops.matmul(x, ops.transpose(x, (0, 2, 1)))
+        return ops.matmul(self.softmax(scores, mask=causal[None]), x)

@@ -39,13 +39,16 @@ def _build(keras):
     additive = L.AdditiveAttention(name="additive")([q, v])
     simple = al.OpsSoftmaxAttention(name="simple")(x)
     block = al.SubLayerAttention(name="block")(x)
+    causal_block = al.CausalSoftmaxAttention(name="causal")(x)
     # Keras 2: Dense(1, tanh) -> Flatten -> Activation('softmax') -> RepeatVector -> Permute -> Multiply
     e = L.Flatten(name="k2_flat")(L.Dense(1, activation="tanh", name="k2_score")(x))
     a = L.Activation("softmax", name="k2_softmax")(e)
     weighted = L.Multiply(name="k2_mul")([x, L.Permute((2, 1))(L.RepeatVector(F)(a))])
     hidden = L.Dense(T, activation="softmax", name="dense_softmax")(L.Flatten(name="flat_x")(x))
     one = L.Softmax(name="one_key")(L.Reshape((1, 1))(L.Dense(1, name="one_score")(hidden)))
-    pooled = [L.GlobalAveragePooling1D()(t) for t in (masked, causal, additive, block, weighted)]
+    pooled = [
+        L.GlobalAveragePooling1D()(t) for t in (masked, causal, additive, block, causal_block, weighted)
+    ]
     merged = L.Concatenate()([*pooled, simple, hidden, L.Flatten()(one)])
     head = L.Dense(3, activation="softmax", name="head")(merged)
     return keras.Model([tokens, x], head, name="kinds")
@@ -107,6 +110,10 @@ def _reference(keras, kinds, name):
     if name == "block/softmax":
         p = _softmax(x @ x.transpose(0, 2, 1) / np.sqrt(F), axis=-1)
         return p[:, None], np.ones((len(x), T, T), bool)
+    if name == "causal/softmax":
+        tril = np.tril(np.ones((T, T), bool))
+        p = _softmax(np.where(tril, x @ x.transpose(0, 2, 1), -1e9), axis=-1)
+        return p[:, None], np.broadcast_to(tril, (len(x), T, T))
     layer = name.split(":")[0]
     p = np.asarray(_sub(keras, m, layer).predict([ids, x], verbose=0))
     p = p.reshape(len(x), -1, p.shape[-1])
@@ -148,6 +155,7 @@ KINDS = {
     "additive": ("AdditiveAttention", "attention_scores", "layer"),
     "simple": ("OpsSoftmaxAttention", "softmax", "softmax"),
     "block/softmax": ("Softmax", "output", "softmax"),
+    "causal/softmax": ("Softmax", "output", "softmax"),  # its mask: the causal keys only
     "k2_softmax": ("Activation", "output", "softmax"),
     "dense_softmax": ("Dense", "output", "softmax"),
 }
@@ -172,7 +180,7 @@ def test_every_kind_has_per_head_figures_equal_to_numpy(keras, kinds, path):
             if value is None:
                 assert got is None, (path, key)
             else:
-                np.testing.assert_allclose(got, value, rtol=RTOL, err_msg=f"{path} {key}")
+                np.testing.assert_allclose(got, value, rtol=RTOL, atol=1e-6, err_msg=f"{path} {key}")
         assert head.row_sum_error < 1e-5
 
 

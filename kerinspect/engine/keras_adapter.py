@@ -503,6 +503,21 @@ def dense_attention_observed(layer: Any, seen: Callable[[Any, Any, Any], None]) 
             layer.__dict__["_apply_scores"] = previous
 
 
+@contextlib.contextmanager
+def call_arguments_observed(layer: Any, seen: Callable[[dict[str, Any]], None]) -> Iterator[None]:
+    """For the duration of the block, each call of ``layer`` reports ``seen(arguments)``:
+    the arguments its ``call`` receives, by name, once ``Layer.__call__`` injected the
+    mask (a ``Softmax`` layer's ``mask``)."""
+    call = layer.call
+
+    def observed_call(*args: Any, **kwargs: Any) -> Any:
+        seen(dict(inspect.signature(call).bind_partial(*args, **kwargs).arguments))
+        return call(*args, **kwargs)
+
+    with call_replaced(layer, observed_call):
+        yield
+
+
 def flash_attention_on(layer: Any) -> bool:
     """True when the layer was configured for flash attention (no scores, ever)."""
     return bool(getattr(layer, "_flash_attention", False))

@@ -60,10 +60,11 @@ def dense_capture(weights: Any, scores_mask: Any, query_mask: Any) -> Capture:
     return Capture(probs, valid, "layer", tensor=weights)
 
 
-def softmax_capture(result: Any, axis: int | None) -> Capture | None:
+def softmax_capture(result: Any, axis: int | None, mask: Any = None) -> Capture | None:
     """The capture of one softmax ``result`` over ``axis`` (None: the last), or None
     when it is no distribution over keys of a batch (fewer than 2 axes, over the batch
-    axis, not float). Every key is valid: the softmax gave each one a weight."""
+    axis, not float). Every key is valid unless ``mask`` (a ``Softmax`` layer's,
+    broadcastable to ``result``; true or above 0.5: the key counts) says otherwise."""
     rank = result.shape.rank
     if rank is None or rank < 2 or not result.dtype.is_floating:
         return None
@@ -73,26 +74,38 @@ def softmax_capture(result: Any, axis: int | None) -> Capture | None:
     axis %= rank
     if axis == 0:
         return None
-    if rank == 4 and axis == 3:  # (B, H, T, S): a hand-written multi-head attention
-        probs = result
-    else:
-        others = [d for d in range(1, rank) if d != axis]
-        moved = tf.transpose(result, [0, *others, axis]) if axis != rank - 1 else result
-        static = [result.shape[d] for d in others]
-        dims = tf.shape(result)
-        queries = (
-            math.prod(int(d) for d in static)
-            if all(d is not None for d in static)
-            else tf.reduce_prod(tf.gather(dims, others))
-        )
-        keys = result.shape[axis] if result.shape[axis] is not None else dims[axis]
-        probs = tf.reshape(moved, tf.stack([dims[0], 1, queries, keys]))
-        probs.set_shape(
-            [result.shape[0], 1, queries if isinstance(queries, int) else None, result.shape[axis]]
-        )
+    probs = _rows(result, axis)
     shape = tf.shape(probs)
-    valid = tf.ones(tf.stack([shape[0], shape[2], shape[3]]), dtype=tf.bool)
+    if mask is None:
+        valid = tf.ones(tf.stack([shape[0], shape[2], shape[3]]), dtype=tf.bool)
+    else:
+        m = mask if mask.dtype == tf.bool else tf.greater(tf.cast(mask, tf.float32), 0.5)
+        m = tf.broadcast_to(m, tf.shape(result))
+        m.set_shape(result.shape)
+        valid = tf.reduce_all(_rows(m, axis), axis=1)  # every head's mask must allow the key
     return Capture(probs, valid, "softmax", tensor=result, output="softmax")
+
+
+def _rows(t: Any, axis: int) -> Any:
+    """``t`` laid out as ``(batch, heads, queries, keys)``: ``axis`` last as the keys, the
+    other non-batch axes flattened into queries under one head (a 4-D tensor normalised
+    over its last axis keeps axis 1 as heads)."""
+    rank = t.shape.rank
+    if rank == 4 and axis == 3:  # (B, H, T, S): a hand-written multi-head attention
+        return t
+    others = [d for d in range(1, rank) if d != axis]
+    moved = tf.transpose(t, [0, *others, axis]) if axis != rank - 1 else t
+    static = [t.shape[d] for d in others]
+    dims = tf.shape(t)
+    queries: Any = (
+        math.prod(int(d) for d in static)
+        if all(d is not None for d in static)
+        else tf.reduce_prod(tf.gather(dims, others))
+    )
+    keys = t.shape[axis] if t.shape[axis] is not None else dims[axis]
+    out = tf.reshape(moved, tf.stack([dims[0], 1, queries, keys]))
+    out.set_shape([t.shape[0], 1, queries if isinstance(queries, int) else None, t.shape[axis]])
+    return out
 
 
 @contextlib.contextmanager

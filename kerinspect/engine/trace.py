@@ -262,7 +262,18 @@ def call_order(graph: Any) -> list[tuple[Any, Any, str]]:
 class _Frame:
     """One layer call in progress: the parent of the calls made inside it."""
 
-    __slots__ = ("site", "op", "entered", "children", "seen", "counts", "capture", "hidden", "attends")
+    __slots__ = (
+        "site",
+        "op",
+        "entered",
+        "children",
+        "seen",
+        "counts",
+        "capture",
+        "hidden",
+        "attends",
+        "mask",
+    )
 
     def __init__(self, site: CallSite, op: Any, *, entered: bool = False, hidden: bool = False):
         self.site = site
@@ -274,6 +285,7 @@ class _Frame:
         self.capture: Any = None  # attention capture of this call
         self.hidden = hidden  # deeper than ``max_depth``: nothing under it is reported
         self.attends = ka.is_attention_layer(op) or ka.is_dense_attention(op)  # captured on its own
+        self.mask: Any = None  # a Softmax layer's mask argument (the keys it may weigh)
 
 
 class Replayer:
@@ -523,7 +535,7 @@ class Replayer:
         if frame is None or frame.capture is not None:
             return
         try:
-            frame.capture = softmax_capture(result, axis)
+            frame.capture = softmax_capture(result, axis, frame.mask if frame is self._stack[-1] else None)
         except Exception:  # noqa: BLE001 - never break the model's own run
             frame.capture = None
 
@@ -567,6 +579,13 @@ class Replayer:
                 frame.capture = dense_capture(weights, scores_mask, query_mask)
 
             with ka.dense_attention_observed(layer, seen):
+                return self._compiled(original, layer, args, kwargs)
+        if self.attention and not frame.hidden and isinstance(layer, keras.layers.Softmax):
+
+            def arguments(given: dict[str, Any]) -> None:
+                frame.mask = given.get("mask")
+
+            with ka.call_arguments_observed(layer, arguments):
                 return self._compiled(original, layer, args, kwargs)
         return self._compiled(original, layer, args, kwargs)
 
@@ -614,6 +633,8 @@ class Replayer:
                 capture = None  # the model's output distribution (a classifier's): no attention
             elif any(t is held for t in flat):  # the call's own output: named as it is
                 capture.output = names[next(i for i, t in enumerate(flat) if t is held)]
+            elif frame.mask is not None and len(flat) == 1:  # a Softmax layer zeroed its masked keys
+                capture.tensor, capture.output = flat[0], names[0]
         if capture is not None:
             held = capture.probs if capture.tensor is None else capture.tensor
             if held is not None and not any(t is held for t in flat):
