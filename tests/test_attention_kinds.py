@@ -246,3 +246,37 @@ def test_check_rule_single_key_attention_fails_the_model(kinds, tmp_path):
     assert [f["layer"] for f in single["failures"]] == ["one_key"]
     assert single["counts"]["passed"] == len(KINDS)
     assert rules["collapsed-attention"]["verdict"] == "passed"
+
+
+def test_attention_rules_are_off_by_default_and_gate_the_flags(kinds):
+    from kerinspect.checks import run_checks
+    from kerinspect.config import CheckConfig
+
+    report = kinds["eager"]
+    plain = run_checks(report)
+    assert not any(r.rule.endswith("-attention") for r in plain.rules)
+    result = run_checks(report, CheckConfig(rules=("uniform-attention", "single-key-attention")))
+    rules = {r.rule: r for r in result.rules}
+    single = rules["single-key-attention"]
+    assert (single.verdict, single.unit, single.target) == ("failed", "head", "attention")
+    assert [(f.layer, f.tensor) for f in single.failures] == [("one_key", "output")]
+    # every head flagged uniform in the report fails the rule, and no other
+    flagged = sorted(
+        r.path for r in report.layers if r.attention and "uniform-attention" in r.attention.flags
+    )
+    assert sorted(f.layer for f in rules["uniform-attention"].failures) == flagged
+    # --ignore exempts a layer's heads as it exempts its tensors
+    ignored = run_checks(report, CheckConfig(rules=("single-key-attention",), ignore=("one_key",)))
+    assert {r.rule: r for r in ignored.rules}["single-key-attention"].verdict == "passed"
+
+
+def test_pyproject_rules_name_the_attention_rules(tmp_path):
+    from kerinspect.config import load_file
+    from kerinspect.errors import UsageError
+
+    path = tmp_path / "pyproject.toml"
+    path.write_text('[tool.kerinspect.check]\nrules = ["collapsed-attention", "single-key-attention"]\n')
+    assert load_file(path).settings["rules"] == ("collapsed-attention", "single-key-attention")
+    path.write_text('[tool.kerinspect.check]\nrules = ["single-key"]\n')
+    with pytest.raises(UsageError, match="single-key-attention"):
+        load_file(path)
