@@ -162,6 +162,11 @@ def tensor_flags(
 
 # -- the gate: kerinspect check ---------------------------------------------------
 
+#: Rules an attention layer's probabilities are exempt from: a distribution over keys
+#: that are not its last axis (``(batch, steps, 1)`` of a softmax over time) has the
+#: same mean for every sample by construction; its health is in the head figures.
+PROBABILITY_EXEMPT = frozenset({"constant"})
+
 #: Rules of ``kerinspect check``, in report order. ``coverage`` fails when no
 #: activation could be checked at all; ``structure`` and ``drift`` run only with a
 #: baseline.
@@ -701,6 +706,10 @@ def run_checks(
             )
             if not is_input and any(verdicts[rule] is not Verdict.NOT_CHECKED for rule in tallies):
                 checked_tensors += 1  # inputs alone never make a model "covered"
+            if layer.attention is not None and out.name == layer.attention.output:
+                verdicts = {
+                    r: Verdict.NOT_CHECKED if r in PROBABILITY_EXEMPT else v for r, v in verdicts.items()
+                }
             for rule, tally in tallies.items():
                 tally.add(
                     verdicts[rule],

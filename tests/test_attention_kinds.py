@@ -280,3 +280,17 @@ def test_pyproject_rules_name_the_attention_rules(tmp_path):
     path.write_text('[tool.kerinspect.check]\nrules = ["single-key"]\n')
     with pytest.raises(UsageError, match="single-key-attention"):
         load_file(path)
+
+
+def test_a_softmax_over_time_is_not_flagged_constant(kinds):
+    """``(batch, steps, 1)`` probabilities over steps have the mean 1/steps in every sample:
+    the ``constant`` rule would flag every such head; the head figures judge it instead."""
+    from kerinspect.checks import run_checks
+    from kerinspect.config import CheckConfig
+
+    (softmax,) = [t for t in _layer(kinds["eager"], "simple").outputs if t.name == "softmax"]
+    assert softmax.shape == (ROWS, T, 1) and softmax.stats.sample_spread < 1e-6 * softmax.stats.rms
+    assert "constant" not in softmax.flags
+    result = run_checks(kinds["eager"], CheckConfig(rules=("constant",)))
+    (constant,) = [r for r in result.rules if r.rule == "constant"]
+    assert "simple" not in [f.layer for f in constant.failures]
