@@ -33,6 +33,7 @@ import threading
 from collections.abc import Callable, Iterator
 from typing import Any
 
+from kerinspect.engine import keras_adapter as ka
 from kerinspect.engine.attention import Capture
 from kerinspect.engine.tfenv import import_keras
 
@@ -105,6 +106,22 @@ def _rows(t: Any, axis: int) -> Any:
     keys = t.shape[axis] if t.shape[axis] is not None else dims[axis]
     out = tf.reshape(moved, tf.stack([dims[0], 1, queries, keys]))
     out.set_shape([t.shape[0], 1, queries if isinstance(queries, int) else None, t.shape[axis]])
+    return out
+
+
+def output_operations(model: Any) -> set[int]:
+    """Ids of the operations whose outputs are the model's own, in nested models too (a
+    subclassed model: the model itself): their softmax is the model's answer (a
+    classifier's), not attention."""
+    graph = ka.graph_of(model)
+    if graph is None:
+        return {id(model)}
+    out: set[int] = set()
+    for x in graph.outputs:
+        op = ka.producer(x)
+        out.add(id(op))
+        if ka.is_graph_model(op):
+            out |= output_operations(op)
     return out
 
 

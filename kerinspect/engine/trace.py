@@ -34,7 +34,12 @@ import numpy as np
 
 from kerinspect.engine import keras_adapter as ka
 from kerinspect.engine.events import CallSite, Visitor
-from kerinspect.engine.other_attention import dense_capture, softmax_capture, softmax_observed
+from kerinspect.engine.other_attention import (
+    dense_capture,
+    output_operations,
+    softmax_capture,
+    softmax_observed,
+)
 from kerinspect.engine.tensors import to_numpy
 from kerinspect.engine.tfenv import import_keras
 from kerinspect.spec import RunSpec
@@ -183,21 +188,6 @@ def output_names(op: Any, n: int) -> tuple[str, ...]:
 
 
 _UNSET: Any = object()
-
-
-def output_operations(model: Any) -> set[int]:
-    """Ids of the operations whose outputs are the model's own (in nested models too;
-    a subclassed model: the model itself)."""
-    graph = graph_of(model)
-    if graph is None:
-        return {id(model)}
-    out: set[int] = set()
-    for x in graph.outputs:
-        op = ka.producer(x)
-        out.add(id(op))
-        if ka.is_graph_model(op):
-            out |= output_operations(op)
-    return out
 
 
 def runs_a_loop(op: Any) -> bool:
@@ -627,14 +617,14 @@ class Replayer:
         op = frame.op
         names = output_names(op, len(flat))
         capture = frame.capture
-        if capture is not None and capture.source == "softmax" and not frame.hidden:
-            held = capture.tensor
-            if id(op) in self._output_ops and any(t is held for t in flat):
+        if capture is not None and capture.source == "softmax":
+            if frame.mask is not None and len(flat) == 1:  # a Softmax layer zeroed its masked keys
+                capture.tensor = flat[0]
+            k = next((i for i, t in enumerate(flat) if t is capture.tensor), None)
+            if k is not None and id(op) in self._output_ops:
                 capture = None  # the model's output distribution (a classifier's): no attention
-            elif any(t is held for t in flat):  # the call's own output: named as it is
-                capture.output = names[next(i for i, t in enumerate(flat) if t is held)]
-            elif frame.mask is not None and len(flat) == 1:  # a Softmax layer zeroed its masked keys
-                capture.tensor, capture.output = flat[0], names[0]
+            elif k is not None:  # the call's own output: named as it is
+                capture.output = names[k]
         if capture is not None:
             held = capture.probs if capture.tensor is None else capture.tensor
             if held is not None and not any(t is held for t in flat):
