@@ -11,7 +11,7 @@ TEST_WORKERS ?= auto
 # make bench BENCH_ARGS="--quick" (2 runs, no 16x samples check) or "--runs 3"
 BENCH_ARGS ?=
 
-.PHONY: install demo test test-fast lint format bench sample-models allowlist clean
+.PHONY: install demo test test-fast lint format bench bench-attention sample-models allowlist clean
 
 install: $(STAMP)
 
@@ -41,6 +41,9 @@ format: install
 
 bench: install  ## wall time and peak memory against a plain forward pass
 	$(BIN)/python benchmarks/run.py $(BENCH_ARGS)
+
+bench-attention: install  ## the softmax/attention hooks on a model without softmax: on vs off
+	$(BIN)/python benchmarks/attention_hooks.py
 
 sample-models: install  ## rebuild sample_models/ (deterministic)
 	$(BIN)/python sample_models/make_samples.py

@@ -69,7 +69,7 @@ class RuleResult(Record):
 
     rule: str
     target: str  # "activations", "weights", "model" (coverage), "baseline"
-    unit: str  # what the counts count: "tensor", "weight" or "layer"
+    unit: str  # what the counts count: "tensor", "weight", "layer" or "head" (attention rules)
     verdict: str
     counts: RuleCounts
     threshold: float | None = None

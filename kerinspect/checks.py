@@ -18,7 +18,7 @@ from functools import partial
 from typing import Any
 
 from .check_results import CheckResult, Failure, FirstFault, RuleCounts, RuleResult
-from .config import OPTIONAL_RULES, CheckConfig
+from .config import ATTENTION_RULES, OPTIONAL_RULES, CheckConfig
 from .report import InputRecord, LayerRecord, ModelReport, TensorRecord, TensorStats, Thresholds, WeightRecord
 
 #: Rule names, in the order flags are shown; the last ones are :data:`OPTIONAL_RULES`
@@ -162,6 +162,11 @@ def tensor_flags(
 
 # -- the gate: kerinspect check ---------------------------------------------------
 
+#: Rules an attention layer's probabilities are exempt from: a distribution over keys
+#: that are not its last axis (``(batch, steps, 1)`` of a softmax over time) has the
+#: same mean for every sample by construction; its health is in the head figures.
+PROBABILITY_EXEMPT = frozenset({"constant"})
+
 #: Rules of ``kerinspect check``, in report order. ``coverage`` fails when no
 #: activation could be checked at all; ``structure`` and ``drift`` run only with a
 #: baseline.
@@ -237,6 +242,57 @@ class _Tally:
             threshold=self.threshold,
             failures=tuple(self.failures),
         )
+
+
+#: What each attention rule's failure says about a head.
+_ATTENTION_FAILURES = {
+    "uniform-attention": "attends to every key about equally: normalised entropy {min_entropy:.3g} or more "
+    "on every query (limit {limit:g})",
+    "collapsed-attention": "puts nearly all its weight on one key on every query: mean largest weight "
+    "{max_weight:.3g} (limit {limit:g})",
+    "single-key-attention": "has a single key: every weight is 1, whatever the inputs (a softmax over an "
+    "axis of size 1?)",
+}
+
+
+def attention_tally(
+    rule: str, report: ModelReport, thresholds: Thresholds, ignored: Callable[[str], bool]
+) -> _Tally:
+    """One attention rule (:data:`~kerinspect.config.ATTENTION_RULES`) over every head
+    of every attention record: failed when the head carries the flag of the same name
+    (judged by the run), passed when not, not checked when the probabilities are
+    unavailable or, for entropy and weight, no query had two keys."""
+    limit = {
+        "uniform-attention": thresholds.uniform_attention_entropy,
+        "collapsed-attention": thresholds.collapsed_attention_weight,
+    }.get(rule)
+    tally = _Tally(rule, "attention", "head", limit)
+    for layer in report.layers:
+        att = layer.attention
+        if att is None:
+            continue
+        if ignored(layer.path):
+            for _ in att.heads or (None,):
+                tally.skip_ignored()
+            continue
+        if att.status != "ok":
+            tally.add(Verdict.NOT_CHECKED)
+            continue
+        for head in att.heads:
+            if rule in head.flags:
+                values = {"head": head.head, "min_entropy": head.min_entropy, "max_weight": head.max_weight}
+                if limit is not None:
+                    values["limit"] = limit
+                text = _ATTENTION_FAILURES[rule].format(
+                    min_entropy=head.min_entropy or 0.0, max_weight=head.max_weight or 0.0, limit=limit or 0.0
+                )
+                msg = f"head {head.head} {text}"
+                tally.add(Verdict.FAILED, partial(Failure, rule, layer.path, att.output, msg, values))
+            elif rule != "single-key-attention" and head.entropy is None:
+                tally.add(Verdict.NOT_CHECKED)
+            else:
+                tally.add(Verdict.PASSED)
+    return tally
 
 
 def _pct(x: float) -> str:
@@ -650,11 +706,19 @@ def run_checks(
             )
             if not is_input and any(verdicts[rule] is not Verdict.NOT_CHECKED for rule in tallies):
                 checked_tensors += 1  # inputs alone never make a model "covered"
+            if layer.attention is not None and out.name == layer.attention.output:
+                verdicts = {
+                    r: Verdict.NOT_CHECKED if r in PROBABILITY_EXEMPT else v for r, v in verdicts.items()
+                }
             for rule, tally in tallies.items():
                 tally.add(
                     verdicts[rule],
                     partial(_activation_failure, rule, layer, out, th),
                 )
+
+    for rule in ATTENTION_RULES:  # off unless asked for, after the tensor rules
+        if rule in config.rules:
+            tallies[rule] = attention_tally(rule, report, th, ignored)
 
     wn = _Tally("weight-nan", "weights", "weight")
     wi = _Tally("weight-inf", "weights", "weight")

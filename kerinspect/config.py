@@ -60,6 +60,9 @@ from .spec import (
 #: ``rules = [...]``): what the ``rules`` setting may name (the rules are in
 #: :mod:`kerinspect.checks`, which reads its settings from here).
 OPTIONAL_RULES = ("vanishing", "saturated", "constant")
+#: Optional rules judged on attention heads (the flags ``summary`` and ``attention``
+#: show), off by default as :data:`OPTIONAL_RULES`.
+ATTENTION_RULES = ("uniform-attention", "collapsed-attention", "single-key-attention")
 
 _TABLE = ("tool", "kerinspect", "check")
 #: Largest configuration file read (a pyproject.toml is a few KiB).
@@ -77,7 +80,8 @@ class CheckConfig:
         min_rms_ratio, max_saturated_fraction, min_sample_spread: the limits of
             the optional rules ``vanishing``, ``saturated`` and ``constant``
             (see :func:`kerinspect.checks.tensor_verdicts`).
-        rules: optional rules to run as well (:data:`OPTIONAL_RULES`);
+        rules: optional rules to run as well (:data:`OPTIONAL_RULES`,
+            :data:`ATTENTION_RULES`);
             they are off by default.
         ignore: glob patterns on layer paths; a matching layer (and every layer
             inside it, and every call of it) is exempt from all rules.
@@ -193,9 +197,12 @@ def validate(raw: Mapping[str, Any], *, source: str, table: str, base_dir: str |
         elif key == "rules":
             items = [value] if isinstance(value, str) else value
             if not isinstance(items, list) or not all(
-                isinstance(v, str) and v in OPTIONAL_RULES for v in items
+                isinstance(v, str) and v in OPTIONAL_RULES + ATTENTION_RULES for v in items
             ):
-                raise bad("a list of rule names from " + ", ".join(repr(r) for r in OPTIONAL_RULES))
+                raise bad(
+                    "a list of rule names from "
+                    + ", ".join(repr(r) for r in OPTIONAL_RULES + ATTENTION_RULES)
+                )
             out[key] = tuple(dict.fromkeys(items))
         elif key == "tolerance":
             if not is_number or not value >= 0 or not math.isfinite(value):

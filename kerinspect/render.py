@@ -655,6 +655,8 @@ def _source_text(att: AttentionRecord) -> str:
     if att.source == "recomputed":
         diff = "" if att.max_difference is None else f" (max difference {att.max_difference:.2g})"
         return "recomputed on the explicit path, matched the fused output" + diff
+    if att.source == "softmax":
+        return f"a softmax the layer computed (as its {att.output or 'output'})"
     return "computed by the layer"
 
 

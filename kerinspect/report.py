@@ -158,7 +158,8 @@ class HeadStats(Record):
         diagonal: mean weight of each query on its own position (queries == keys only).
         row_sum_error: largest ``|sum_s p - 1|`` of a valid row (a correctness check:
             NaN or a broken mask shows here); None when NaN.
-        flags: ``uniform-attention``, ``collapsed-attention``.
+        flags: ``uniform-attention``, ``collapsed-attention``, ``single-key-attention``
+            (one key: every weight is 1).
     """
 
     head: int
@@ -180,7 +181,9 @@ class AttentionRecord(Record):
             when unavailable.
         source: ``layer`` (the layer computed them itself) or ``recomputed`` (the
             fused kernel returned none: the layer's explicit path was run again and
-            its output matched the fused one).
+            its output matched the fused one) or ``softmax`` (a softmax computed during
+            the call, over the keys axis: a custom layer's, a ``Softmax`` or
+            ``Activation('softmax')`` layer's, a hidden ``Dense(activation="softmax")``'s).
         status: ``ok`` or ``unavailable``.
         reason: why they are unavailable.
         shape: ``(samples, heads, queries, keys)``.

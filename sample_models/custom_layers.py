@@ -1,8 +1,9 @@
-"""The custom layers of ``transformer.keras``: pass this file to ``--custom-objects``.
+"""The custom layers of ``transformer.keras`` and ``attention_kinds.keras``: pass this
+file to ``--custom-objects``.
 
 A token-and-position embedding and a transformer block, as in the Keras code
-example "Text classification with Transformer". Both are registered, so loading
-needs nothing but this file.
+example "Text classification with Transformer", and an attention pooling with a
+softmax inside its ``call``. All are registered, so loading needs nothing but this file.
 """
 
 from __future__ import annotations
@@ -60,3 +61,17 @@ class TransformerBlock(layers.Layer):
     def get_config(self) -> dict[str, Any]:
         return {**super().get_config(), "embed_dim": self.embed_dim, "num_heads": self.num_heads,
                 "ff_dim": self.ff_dim, "rate": self.rate}
+
+
+@keras.saving.register_keras_serializable(package="kerinspect_samples")
+class AttentionPooling(layers.Layer):
+    """The LSTM-era attention of many hand-written models: a score per time step,
+    ``keras.ops.softmax`` over time inside ``call`` (no sub-layer), a weighted sum."""
+
+    def build(self, input_shape: Any) -> None:
+        self.w = self.add_weight(shape=(input_shape[-1], 1), initializer="glorot_uniform", name="w")
+        self.b = self.add_weight(shape=(1,), initializer="zeros", name="b")
+
+    def call(self, x: Any) -> Any:
+        weights = keras.ops.softmax(keras.ops.tanh(keras.ops.matmul(x, self.w) + self.b), axis=1)
+        return keras.ops.sum(x * weights, axis=1)

@@ -80,6 +80,30 @@ def transformer() -> keras.Model:
     return model
 
 
+def attention_kinds() -> keras.Model:
+    """Attention as LSTM-era and hand-written models hold it, none of it
+    MultiHeadAttention: Luong ``Attention`` over padded tokens, causal Bahdanau
+    ``AdditiveAttention``, a custom ``AttentionPooling`` (``keras.ops.softmax`` inside
+    ``call``, ``custom_layers.py``), and the Keras 2 pattern ``Dense(1, tanh) -> Flatten ->
+    Activation('softmax') -> RepeatVector -> Permute -> Multiply``."""
+    from custom_layers import AttentionPooling
+
+    tokens = keras.Input((12,), dtype="int32", name="tokens")
+    h = layers.Embedding(50, 16, mask_zero=True, name="embed")(tokens)
+    luong = layers.Attention(name="luong")([h, h])
+    bahdanau = layers.AdditiveAttention(name="bahdanau")([h, h], use_causal_mask=True)
+    pooled = AttentionPooling(name="pool")(luong)
+    score = layers.Flatten(name="flat")(layers.Dense(1, activation="tanh", name="score")(bahdanau))
+    weights = layers.Activation("softmax", name="time_weights")(score)
+    spread = layers.Permute((2, 1), name="permute")(layers.RepeatVector(16, name="repeat")(weights))
+    summed = layers.GlobalAveragePooling1D(name="mean")(layers.Multiply(name="weighted")([bahdanau, spread]))
+    merged = layers.Concatenate(name="merge")([pooled, summed])
+    model = keras.Model(tokens, layers.Dense(3, activation="softmax", name="classes")(merged), name="attention_kinds")
+    embed = model.get_layer("embed")
+    embed.set_weights([embed.get_weights()[0] * 40.0])  # Luong's dot scores: sharp, each token on itself
+    return model
+
+
 def lstm_state() -> keras.Model:
     """An LSTM that returns its states (three outputs from one layer call)."""
     seq = keras.Input((None, 4), name="sequence")
@@ -264,6 +288,7 @@ MODELS = {
     "cnn.keras": cnn,
     "attention.keras": attention,
     "transformer.keras": transformer,
+    "attention_kinds.keras": attention_kinds,
     "lstm_state.keras": lstm_state,
     "nested_shared.keras": nested_shared,
     "nan_model.keras": nan_model,

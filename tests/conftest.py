@@ -161,7 +161,10 @@ def synthetic_warning_only(stderr):
 
 
 #: Options a sample model needs (its custom classes).
-SAMPLE_OPTIONS = {"transformer": ("--custom-objects", "sample_models/custom_layers.py")}
+SAMPLE_OPTIONS = {
+    "transformer": ("--custom-objects", "sample_models/custom_layers.py"),
+    "attention_kinds": ("--custom-objects", "sample_models/custom_layers.py"),
+}
 #: The run every test that only reads a sample model's report shares.
 SAMPLE_RUN = ("--samples", "16")
 

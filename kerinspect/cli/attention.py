@@ -37,12 +37,15 @@ def attention(
     """Run MODEL on sample inputs and show the health of every attention head.
 
     One table per attention layer call (MultiHeadAttention and its subclasses,
-    GroupedQueryAttention), at any depth, one row per head: mean normalised entropy
+    GroupedQueryAttention, Attention, AdditiveAttention, and any layer call that
+    computes a softmax over a keys axis: a custom layer's keras.ops.softmax, a
+    Softmax or Activation('softmax') layer, a hidden Dense with a softmax; not the
+    model's own output), at any depth, one row per head: mean normalised entropy
     (1: attends to everything equally), its minimum over queries, mean largest
     weight (1: one key takes all), weight on the first key (sink), weight on the
     query's own position (diagonal), and the largest row-sum error. Masked keys
     and fully masked query rows are left out. Flags: uniform-attention,
-    collapsed-attention. The probabilities are those the model computes, even
+    collapsed-attention, single-key-attention (one key). The probabilities are those the model computes, even
     where a fused kernel never materialises them (recomputed and verified).
 
     \b

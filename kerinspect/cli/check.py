@@ -20,6 +20,7 @@ from kerinspect.cli.options import (
     threshold_options,
 )
 from kerinspect.cli.output import ProgressBar, stderr_console, stdout_console, warn_inputs, write_junit
+from kerinspect.config import ATTENTION_RULES
 
 #: check options that map onto :class:`kerinspect.config.CheckConfig` fields (the
 #: configuration file's keys). Any other run option goes straight to the RunSpec.
@@ -53,8 +54,9 @@ _CHECK_SETTINGS = {
     "--rule",
     "rules",
     multiple=True,
-    type=click.Choice(OPTIONAL_RULES),
-    help="Also run this optional rule (repeatable): vanishing, saturated, constant. "
+    type=click.Choice(OPTIONAL_RULES + ATTENTION_RULES),
+    help="Also run this optional rule (repeatable): vanishing, saturated, constant, "
+    "uniform-attention, collapsed-attention, single-key-attention. "
     "Replaces the configuration's 'rules'.",
 )
 @click.option(

@@ -72,6 +72,12 @@ class Capture:
     source: str = "layer"
     reason: str | None = None
     max_difference: float | None = None
+    #: the tensor that holds the probabilities as the call computed them (``probs`` is
+    #: its 4-D view); None: ``probs`` itself
+    tensor: Any = None
+    #: name of the call's output that holds them (an output of the call's own, or one
+    #: added to the row under this name)
+    output: str = "attention_scores"
     #: in a compiled trace: ``(difference, scale, tolerance)`` of the explicit path's
     #: check, decided on the host once the batch ran (None: decided already)
     pending: tuple[Any, Any, float] | None = None
@@ -281,6 +287,7 @@ class HeadAccumulator:
         self.source = "layer"
         self.reason: str | None = None
         self.max_difference: float | None = None
+        self.output = "attention_scores"
         self.batches = 0
 
     def _start(self, heads: int) -> None:
@@ -307,6 +314,7 @@ class HeadAccumulator:
         """Count the batch and keep the capture's source, reason and difference."""
         self.batches += 1
         self.source = capture.source
+        self.output = capture.output
         if capture.max_difference is not None:
             self.max_difference = max(self.max_difference or 0.0, capture.max_difference)
         if capture.probs is None:
@@ -334,7 +342,9 @@ class HeadAccumulator:
 
     def record(self, output: str | None, thresholds: Thresholds) -> AttentionRecord:
         """The finished statistics, with the ``uniform-attention`` and
-        ``collapsed-attention`` flags judged against ``thresholds``."""
+        ``collapsed-attention`` flags judged against ``thresholds``, and
+        ``single-key-attention`` when there is one key (every weight is 1: a shape bug,
+        such as a softmax over an axis of size 1, rather than a healthy head)."""
         if not self.heads:
             return AttentionRecord(
                 output=None,
@@ -353,6 +363,8 @@ class HeadAccumulator:
             entropy = mean(self.entropy_sum[head], multi)
             max_weight = mean(self.max_sum[head], multi)
             flags = []
+            if rows and self.shape[-1] == 1:
+                flags.append("single-key-attention")
             if multi and self.entropy_min[head] >= thresholds.uniform_attention_entropy:
                 flags.append("uniform-attention")
             if multi and self.max_min[head] >= thresholds.collapsed_attention_weight:

@@ -66,6 +66,11 @@ pins the same range). The internals, and what each is used for:
     :func:`attention_core_replaced` shadows it on one instance to capture the
     probabilities; ``return_attention_scores`` is an argument of the MHA form and the
     ``_return_attention_scores`` attribute of the GQA form (:func:`compute_attention_with_scores`).
+``Attention._apply_scores(scores, value, scores_mask, training)``
+    The softmax of ``keras.layers.Attention`` and ``AdditiveAttention`` (Luong,
+    Bahdanau): it returns ``(output, weights)`` on every call, whatever the caller
+    asked for. :func:`dense_attention_observed` shadows it (and ``call``, for the query
+    mask) on one instance to see the weights and the mask they were computed under.
 ``keras.src.legacy.saving.legacy_h5_format.load_model_from_hdf5``
     Loading ``.h5`` files from an open ``h5py.File`` (whose config the legacy
     upgrade rewrites), with ``safe_mode`` (:func:`load_model_from_hdf5`).
@@ -457,6 +462,63 @@ def compute_attention_with_scores(layer: Any, original: Callable[..., Any], argu
         finally:
             layer._return_attention_scores = before
     raise TypeError(f"{type(layer).__name__}._compute_attention has no way to ask for scores")
+
+
+def is_dense_attention(layer: Any) -> bool:
+    """True for ``keras.layers.Attention`` and ``AdditiveAttention`` (a subclass): one
+    head, probabilities from ``_apply_scores``."""
+    return isinstance(layer, keras.layers.Attention)
+
+
+@contextlib.contextmanager
+def dense_attention_observed(layer: Any, seen: Callable[[Any, Any, Any], None]) -> Iterator[None]:
+    """For the duration of the block, each call of ``layer`` (an :func:`is_dense_attention`
+    layer) reports ``seen(weights, scores_mask, query_mask)``: the probabilities its own
+    ``_apply_scores`` returned, the key mask they were computed under (value mask and
+    causal mask; None for none) and the query mask of the call (None for none). The
+    layer computes exactly what it would: its own results are returned unchanged."""
+    call, apply_scores = layer.call, layer._apply_scores
+    query_mask: list[Any] = [None]
+
+    def observed_call(*args: Any, **kwargs: Any) -> Any:
+        bound = inspect.signature(call).bind_partial(*args, **kwargs)
+        mask = bound.arguments.get("mask")
+        query_mask[0] = mask[0] if isinstance(mask, (list, tuple)) and mask else None
+        return call(*args, **kwargs)
+
+    def observed_scores(*args: Any, **kwargs: Any) -> Any:
+        result = apply_scores(*args, **kwargs)
+        bound = inspect.signature(apply_scores).bind(*args, **kwargs)
+        if isinstance(result, tuple) and len(result) == 2:
+            seen(result[1], bound.arguments.get("scores_mask"), query_mask[0])
+        return result
+
+    missing = object()
+    previous = layer.__dict__.get("_apply_scores", missing)
+    layer.__dict__["_apply_scores"] = observed_scores
+    try:
+        with call_replaced(layer, observed_call):
+            yield
+    finally:
+        if previous is missing:
+            layer.__dict__.pop("_apply_scores", None)
+        else:
+            layer.__dict__["_apply_scores"] = previous
+
+
+@contextlib.contextmanager
+def call_arguments_observed(layer: Any, seen: Callable[[dict[str, Any]], None]) -> Iterator[None]:
+    """For the duration of the block, each call of ``layer`` reports ``seen(arguments)``:
+    the arguments its ``call`` receives, by name, once ``Layer.__call__`` injected the
+    mask (a ``Softmax`` layer's ``mask``)."""
+    call = layer.call
+
+    def observed_call(*args: Any, **kwargs: Any) -> Any:
+        seen(dict(inspect.signature(call).bind_partial(*args, **kwargs).arguments))
+        return call(*args, **kwargs)
+
+    with call_replaced(layer, observed_call):
+        yield
 
 
 def flash_attention_on(layer: Any) -> bool:

@@ -14,7 +14,7 @@ from typing import Any
 
 import numpy as np
 
-from kerinspect.checks import is_float_dtype, tensor_flags
+from kerinspect.checks import PROBABILITY_EXEMPT, is_float_dtype, tensor_flags
 from kerinspect.engine.statistics import StatsCollector
 from kerinspect.engine.tensors import tensor_dtype, to_numpy
 from kerinspect.report import LayerRecord, ModelInfo, TensorRecord, Thresholds, WeightRecord
@@ -36,7 +36,7 @@ def layer_records(collector: StatsCollector, thresholds: Thresholds) -> tuple[La
         heads = collector.heads.get(site.index)
         attention = None
         if heads is not None:
-            output = "attention_scores" if "attention_scores" in names else None
+            output = heads.output if heads.output in names else None
             attention = heads.record(output, thresholds)
         input_rms, input_spread = input_figures(collector, site.index)
         tensors = []
@@ -52,7 +52,7 @@ def layer_records(collector: StatsCollector, thresholds: Thresholds) -> tuple[La
                 container=site.container,
             )
             if attention is not None and name == attention.output:
-                flags += attention.flags
+                flags = tuple(f for f in flags if f not in PROBABILITY_EXEMPT) + attention.flags
             tensors.append(
                 TensorRecord(
                     name,

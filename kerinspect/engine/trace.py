@@ -34,6 +34,12 @@ import numpy as np
 
 from kerinspect.engine import keras_adapter as ka
 from kerinspect.engine.events import CallSite, Visitor
+from kerinspect.engine.other_attention import (
+    dense_capture,
+    output_operations,
+    softmax_capture,
+    softmax_observed,
+)
 from kerinspect.engine.tensors import to_numpy
 from kerinspect.engine.tfenv import import_keras
 from kerinspect.spec import RunSpec
@@ -246,7 +252,18 @@ def call_order(graph: Any) -> list[tuple[Any, Any, str]]:
 class _Frame:
     """One layer call in progress: the parent of the calls made inside it."""
 
-    __slots__ = ("site", "op", "entered", "children", "seen", "counts", "capture", "hidden")
+    __slots__ = (
+        "site",
+        "op",
+        "entered",
+        "children",
+        "seen",
+        "counts",
+        "capture",
+        "hidden",
+        "attends",
+        "mask",
+    )
 
     def __init__(self, site: CallSite, op: Any, *, entered: bool = False, hidden: bool = False):
         self.site = site
@@ -257,6 +274,8 @@ class _Frame:
         self.counts: dict[int, int] = {}  # calls per sub-layer within this call: ``@k``
         self.capture: Any = None  # attention capture of this call
         self.hidden = hidden  # deeper than ``max_depth``: nothing under it is reported
+        self.attends = ka.is_attention_layer(op) or ka.is_dense_attention(op)  # captured on its own
+        self.mask: Any = None  # a Softmax layer's mask argument (the keys it may weigh)
 
 
 class Replayer:
@@ -329,6 +348,7 @@ class Replayer:
         self._stack: list[_Frame] = []
         self._quiet = 0  # > 0: layer calls run unreported (the attention re-run)
         self._graph_seen: dict[int, set[int]] = {}  # id(layer) -> sub-layers its traced graph calls
+        self._output_ops = output_operations(model)  # their softmax is the model's answer, not attention
 
     def __call__(self, inputs: Sequence[Any]) -> Any:
         """Run one batch. ``inputs`` is the flat list of arrays, in ``model.inputs`` order."""
@@ -339,7 +359,8 @@ class Replayer:
         self._quiet = 0
         if self.traced:
             self._trace_graph = tf.compat.v1.get_default_graph()
-        with ka.layer_call_hook(self._on_layer_call):
+        softmaxes = softmax_observed(self._on_softmax) if self.attention else contextlib.nullcontext()
+        with ka.layer_call_hook(self._on_layer_call), softmaxes:
             if self.graph is None:
                 return self._run_opaque(inputs)
             installed = self._installed(self.graph, prefix="", depth=0, top=True)
@@ -493,6 +514,21 @@ class Replayer:
         self._current = previous
         return outputs
 
+    def _on_softmax(self, result: Any, axis: int | None) -> None:
+        """A ``tf.nn.softmax`` ran (:func:`~kerinspect.engine.other_attention.softmax_observed`):
+        its probabilities are the attention of the innermost reported layer call on the
+        stack (the first softmax of that call), unless an attention layer captures its
+        own, or the call is a re-run of ours or in a graph of its own."""
+        if not self._stack or self._quiet or any(f.attends for f in self._stack) or self._nested_graph():
+            return
+        frame = next((f for f in reversed(self._stack) if not f.hidden), None)
+        if frame is None or frame.capture is not None:
+            return
+        try:
+            frame.capture = softmax_capture(result, axis, frame.mask if frame is self._stack[-1] else None)
+        except Exception:  # noqa: BLE001 - never break the model's own run
+            frame.capture = None
+
     def _gated(self) -> contextlib.AbstractContextManager[Any]:
         """In a traced run, the operations of the next call wait for the statistics of
         what was produced before it (the visitor's ``gate()``): the graph then holds
@@ -527,6 +563,20 @@ class Replayer:
                 out = self._compiled(original, layer, args, kwargs)
             frame.capture = probe.capture
             return out
+        if self.attention and not frame.hidden and ka.is_dense_attention(layer):
+
+            def seen(weights: Any, scores_mask: Any, query_mask: Any) -> None:
+                frame.capture = dense_capture(weights, scores_mask, query_mask)
+
+            with ka.dense_attention_observed(layer, seen):
+                return self._compiled(original, layer, args, kwargs)
+        if self.attention and not frame.hidden and isinstance(layer, keras.layers.Softmax):
+
+            def arguments(given: dict[str, Any]) -> None:
+                frame.mask = given.get("mask")
+
+            with ka.call_arguments_observed(layer, arguments):
+                return self._compiled(original, layer, args, kwargs)
         return self._compiled(original, layer, args, kwargs)
 
     def _compiled(self, original: Callable[..., Any], layer: Any, args: Any, kwargs: dict[str, Any]) -> Any:
@@ -567,12 +617,21 @@ class Replayer:
         op = frame.op
         names = output_names(op, len(flat))
         capture = frame.capture
+        if capture is not None and capture.source == "softmax":
+            if frame.mask is not None and len(flat) == 1:  # a Softmax layer zeroed its masked keys
+                capture.tensor = flat[0]
+            k = next((i for i, t in enumerate(flat) if t is capture.tensor), None)
+            if k is not None and id(op) in self._output_ops:
+                capture = None  # the model's output distribution (a classifier's): no attention
+            elif k is not None:  # the call's own output: named as it is
+                capture.output = names[k]
         if capture is not None:
-            if capture.probs is not None and not any(t is capture.probs for t in flat):
-                flat = [*flat, capture.probs]
-                names = (*output_names(op, len(flat) - 1), "attention_scores")
-            elif capture.probs is not None:
-                k = next(i for i, t in enumerate(flat) if t is capture.probs)
+            held = capture.probs if capture.tensor is None else capture.tensor
+            if held is not None and not any(t is held for t in flat):
+                flat = [*flat, held]
+                names = (*output_names(op, len(flat) - 1), capture.output)
+            elif held is not None and capture.output == "attention_scores":
+                k = next(i for i, t in enumerate(flat) if t is held)
                 names = tuple("attention_scores" if i == k else n for i, n in enumerate(names))
             self.visitor.attention(site, capture)
         changes: dict[str, Any] = {}
