@@ -468,6 +468,11 @@ class RunSpec(Spec):
         preprocess: how decoded image pixels are scaled (:data:`PREPROCESS_MODES`).
         label_column: the column (CSV/TSV) or feature (TFRecord) that holds labels,
             not fed to the model.
+        vocab: ``report`` and ``attention``: a text file of one token per line (line
+            i: the text of id i) that decodes the model's integer inputs, so that the
+            attention axes show words (:mod:`kerinspect.vocab`). A vocabulary the
+            model holds (``TextVectorization``, ``StringLookup``, ``IntegerLookup``,
+            a keras-hub tokenizer) is used without it.
     """
 
     samples: int | None = field(default=None, metadata=at_least(1))
@@ -487,6 +492,7 @@ class RunSpec(Spec):
     max_bytes: int = field(default=DEFAULT_MAX_BYTES, metadata=at_least(1))
     preprocess: str = field(default=DEFAULT_PREPROCESS, metadata=one_of(*PREPROCESS_MODES))
     label_column: str | None = None
+    vocab: str | None = None
 
     def __post_init__(self) -> None:
         super().__post_init__()

@@ -12,6 +12,7 @@ from kerinspect.cli.options import (
     load_options,
     output_options,
     spec_argument,
+    vocab_option,
 )
 from kerinspect.cli.output import ProgressBar, emit, stderr_console, warn_inputs
 from kerinspect.spec import LoadOptions, RunSpec
@@ -22,6 +23,7 @@ from kerinspect.spec import LoadOptions, RunSpec
 @input_options
 @engine_option
 @attention_threshold_options
+@vocab_option
 @load_options
 @output_options
 @debug_option

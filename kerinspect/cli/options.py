@@ -381,3 +381,14 @@ def attention_threshold_options(f: Callable[..., Any]) -> Callable[..., Any]:
     for opt in reversed(opts):
         f = opt(f)
     return f
+
+
+def vocab_option(f: Callable[..., Any]) -> Callable[..., Any]:
+    """``--vocab FILE``: the words of the model's token ids (``report``, ``attention``)."""
+    return click.option(
+        "--vocab",
+        metavar="FILE",
+        help="Decode the model's integer inputs with FILE (one token per line, line i: the text "
+        "of id i) so attention axes show words. Default: the vocabulary the model holds "
+        "(TextVectorization, StringLookup, IntegerLookup, a keras-hub tokenizer), if any.",
+    )(f)

@@ -17,6 +17,7 @@ from kerinspect.cli.options import (
     load_options,
     spec_argument,
     threshold_options,
+    vocab_option,
 )
 from kerinspect.cli.output import ProgressBar, stderr_console, warn_inputs, write_file
 from kerinspect.errors import escape_text
@@ -60,6 +61,7 @@ from kerinspect.spec import LoadOptions, RunSpec
 )
 @threshold_options
 @attention_threshold_options
+@vocab_option
 @load_options
 @debug_option
 @spec_argument
