@@ -517,7 +517,7 @@ def _attention(a: AttentionMap, layer: LayerRecord | None) -> str:
         f"axes: {axes}{pooled} · probabilities {text(a.source)}<br>"
         f'colour: 0<span class="scale" style="background:{css_gradient()}"></span>{fmt_float(top)}, '
         f"one scale for the layer's heads (its top at least {UNIFORM_SHARE:g}x a uniform weight: "
-        "a uniform head is dark)</p>'
+        "a uniform head is dark)</p>"
         f'<div class="grid">{"".join(figs)}</div>'
     )
 
