@@ -464,17 +464,17 @@ def _heatmap(a: AttentionMap, k: int, words: AttentionTokens | None) -> str:
         f'<image href="{data_uri(image)}" x="{left}" y="{top}" width="{w}" height="{h}" '
         'preserveAspectRatio="none" style="image-rendering:pixelated"/>'
     ]
-    grey = ' fill="#999" font-style="italic" class="pad"'
+    grey = ' fill="#999" font-style="italic"'
     for c, label, padding in keys:
         cx = left + (c + 0.5) * cell + 3
         parts.append(
-            f'<text class="key"{grey if padding else ""} transform="translate({cx:.1f},{top - 4}) rotate(-90)">'
+            f'<text class="key{" pad" if padding else ""}"{grey if padding else ""} transform="translate({cx:.1f},{top - 4}) rotate(-90)">'
             f"{html.escape(label, quote=True)}</text>"
         )
     for r, label, padding in queries:
         cy = top + (r + 0.5) * cell + 3
         parts.append(
-            f'<text class="query"{grey if padding else ""} x="{left - 4}" y="{cy:.1f}" text-anchor="end">'
+            f'<text class="query{" pad" if padding else ""}"{grey if padding else ""} x="{left - 4}" y="{cy:.1f}" text-anchor="end">'
             f"{html.escape(label, quote=True)}</text>"
         )
     parts.append("</svg>")

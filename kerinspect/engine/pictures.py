@@ -239,7 +239,9 @@ class PictureCollector(StatsCollector):
             if cls == "InputLayer" and kind == "int" and arr.ndim == 2:
                 self.tokens.append([int(v) for v in arr[row, :MAX_TOKENS]])
                 continue
-            if kind != "float" or self.max_maps <= 0 or site.container:
+            # a container's output is its last inner call's, drawn there; an attention
+            # layer's is drawn as its own (its inner projections are not)
+            if kind != "float" or self.max_maps <= 0 or (site.container and "Attention" not in cls):
                 continue
             if not _pictured(site, arr.shape, _name(site, k), self._classes.get(site.parent or "", "")):
                 continue
