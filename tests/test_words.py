@@ -292,3 +292,37 @@ def test_token_text_marks_padding_and_escapes():
     assert token_label("a\nb", "") == "a\\nb"
     assert sequence_text(("the", "cat", "", "", ""), "") == "the cat [pad] x3"
     assert sequence_text(("", "x", ""), "") == "[pad] x [pad]"
+
+
+# -- a keras-hub task: its tokenizer's vocabulary ---------------------------------------
+
+
+@pytest.mark.slow
+def test_a_hub_task_shows_its_tokenizers_words(keras, tmp_path):
+    """A BertTextClassifier saved with its preprocessor: the lines go through it, and
+    the attention axes show the tokenizer's words for the token ids (not the segment
+    ids, also 8 long); the reference is keras-hub's own preprocessor."""
+    keras_hub = pytest.importorskip("keras_hub")
+    keras.utils.set_random_seed(1)
+    vocab = ["[PAD]", "[UNK]", "[CLS]", "[SEP]", "[MASK]", *(f"w{i}" for i in range(45))]
+    pre = keras_hub.models.BertTextClassifierPreprocessor(
+        keras_hub.models.BertTokenizer(vocabulary=vocab), sequence_length=8
+    )
+    backbone = keras_hub.models.BertBackbone(50, 1, 2, 16, 32, max_sequence_length=8)
+    keras_hub.models.BertTextClassifier(backbone, num_classes=2, preprocessor=pre).save(
+        tmp_path / "clf.keras"
+    )
+    (tmp_path / "lines.txt").write_text("w3 w7 nothing w3\nw1\n")
+    run = kerinspect_cli(
+        "attention", tmp_path / "clf.keras", "--input", tmp_path / "lines.txt", "--format", "json"
+    )
+    assert run.returncode == 0, run.stderr
+    ids = np.asarray(pre(["w3 w7 nothing w3"])["token_ids"])[0]
+    expected = [vocab[i] for i in ids]
+    assert expected[:2] == ["[CLS]", "w3"] and "[UNK]" in expected and "[PAD]" in expected  # the premise
+    layers = [r for r in json.loads(run.stdout)["layers"] if r["attention"]["status"] == "ok"]
+    assert layers
+    for r in layers:
+        tokens = r["attention"]["tokens"]
+        assert tokens["query"] == expected == tokens["key"]
+        assert tokens["pad"] == "[PAD]" and tokens["vocabulary"] == "BertTokenizer (the model's tokenizer)"

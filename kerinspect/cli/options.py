@@ -392,3 +392,17 @@ def vocab_option(f: Callable[..., Any]) -> Callable[..., Any]:
         "of id i) so attention axes show words. Default: the vocabulary the model holds "
         "(TextVectorization, StringLookup, IntegerLookup, a keras-hub tokenizer), if any.",
     )(f)
+
+
+def sample_option(help_text: str) -> Callable[[Callable[..., Any]], Callable[..., Any]]:
+    """``--sample K``: the sample a command draws (``report``) or shows the words of
+    (``attention``)."""
+    return click.option(
+        "--sample",
+        "-k",
+        cls=SpecOption,
+        spec_default=sp.DEFAULT_SAMPLE,
+        type=click.IntRange(min=0),
+        metavar="K",
+        help=help_text,
+    )

@@ -39,11 +39,14 @@ MAX_TOKENS = 4096
 
 @dataclass(frozen=True)
 class Vocabulary:
-    """Token texts by id, the padding token's text, and where they come from."""
+    """Token texts by id, the padding token's text, and where they come from;
+    ``inputs``: for a vocabulary from outside the graph, the names of the inputs it
+    decodes (empty: every integer input)."""
 
     texts: tuple[str, ...]
     pad: str | None
     source: str
+    inputs: tuple[str, ...] = ()
 
     def decode(self, ids: Any) -> tuple[str, ...]:
         """The text of each id (an id outside the vocabulary: ``#id``)."""
@@ -78,12 +81,15 @@ def layer_vocabulary(layer: Any) -> Vocabulary | None:
 
 def outside_vocabulary(model: Any, path: str | None) -> Vocabulary | None:
     """The vocabulary of the model's integer inputs: the ``vocab`` file at ``path``,
-    else a keras-hub task's tokenizer (None: neither)."""
+    else a keras-hub task's tokenizer (None: neither). A model with an input named
+    ``token_ids`` (keras-hub's) has it decoded, not its segment ids or masks."""
+    names = tuple(str(getattr(t, "name", "")) for t in getattr(model, "inputs", None) or ())
+    inputs = ("token_ids",) if "token_ids" in names else ()
     if path is not None:
         from kerinspect.vocab import read_vocabulary
 
         texts = read_vocabulary(path)
-        return Vocabulary(texts, texts[0], f"vocab file {os.path.basename(path)}")
+        return Vocabulary(texts, texts[0], f"vocab file {os.path.basename(path)}", inputs)
     tokenizer = getattr(getattr(model, "preprocessor", None), "tokenizer", None)
     if tokenizer is None or not hasattr(tokenizer, "get_vocabulary"):
         return None
@@ -93,7 +99,7 @@ def outside_vocabulary(model: Any, path: str | None) -> Vocabulary | None:
         return None
     pad_id = getattr(tokenizer, "pad_token_id", None)
     pad = texts[pad_id] if isinstance(pad_id, int) and 0 <= pad_id < len(texts) else None
-    return Vocabulary(texts, pad, f"{type(tokenizer).__name__} (the model's tokenizer)")
+    return Vocabulary(texts, pad, f"{type(tokenizer).__name__} (the model's tokenizer)", inputs)
 
 
 class TokenRecorder:
@@ -128,8 +134,9 @@ class TokenRecorder:
         if not 0 <= row < self.rows:
             return
         vocabulary = self.layers.get(site.index)
-        if vocabulary is None and site.class_name == "InputLayer":
-            vocabulary = self.outside
+        outside = self.outside
+        if vocabulary is None and site.class_name == "InputLayer" and outside is not None:
+            vocabulary = outside if not outside.inputs or site.name in outside.inputs else None
         if vocabulary is None:
             return
         for t in tensors:
