@@ -230,8 +230,8 @@ def depth_chart(report: ModelReport) -> str:
     h1, gap, h2 = 220, 36, 80
     names = [layer.path for layer, _, _ in points]
     every = max(1, math.ceil(12 / step))  # one name per 12 px at least: no overlap
-    # the names are rotated by 60 degrees: about 4.8 px of height a character
-    label_room = 10 + round(4.8 * min(max(len(p) for p in names), _AXIS_NAME_CHARS))
+    # the names are rotated by 60 degrees: about 4 px of height a character
+    label_room = 10 + round(3.9 * min(max(len(p) for p in names), _AXIS_NAME_CHARS))
     height = top + h1 + gap + h2 + label_room + 40
     values = [
         abs(v)
