@@ -257,10 +257,12 @@ def depth_chart(report: ModelReport) -> str:
         f'<svg xmlns="http://www.w3.org/2000/svg" id="ki-depth" width="{width}" height="{height}" '
         f'viewBox="0 0 {width} {height}" font-family="sans-serif" font-size="11">'
     ]
+    decades = max(1, math.ceil(12 * (hi - lo) / h1))  # one label per 12 px at least
     for e in range(lo, hi + 1):  # decades
         yy = y_log(10.0**e)
         parts.append(f'<line x1="{left}" x2="{width - right}" y1="{yy:.1f}" y2="{yy:.1f}" stroke="#eee"/>')
-        parts.append(f'<text x="{left - 6}" y="{yy + 4:.1f}" text-anchor="end">1e{e}</text>')
+        if (hi - e) % decades == 0:
+            parts.append(f'<text x="{left - 6}" y="{yy + 4:.1f}" text-anchor="end">1e{e}</text>')
     for f in (0.0, 0.5, 1.0):
         yy = y_zero(f)
         parts.append(f'<line x1="{left}" x2="{width - right}" y1="{yy:.1f}" y2="{yy:.1f}" stroke="#eee"/>')
@@ -326,7 +328,7 @@ def depth_chart(report: ModelReport) -> str:
         legend_x += 110
     parts.append(
         f'<text x="{legend_x}" y="{height - 5}" fill="#c00">red: flagged layer call · x: {n} layer calls in graph order'
-        + (f", every {every}th named" if every > 1 else "")
+        + (f", 1 in {every} named" if every > 1 else "")
         + "</text>"
     )
     parts.append("</svg>")
