@@ -326,3 +326,24 @@ def test_a_hub_task_shows_its_tokenizers_words(keras, tmp_path):
         tokens = r["attention"]["tokens"]
         assert tokens["query"] == expected == tokens["key"]
         assert tokens["pad"] == "[PAD]" and tokens["vocabulary"] == "BertTokenizer (the model's tokenizer)"
+
+
+def test_an_axis_of_another_length_keeps_its_positions(keras):
+    """Queries pooled to 3 while the sample's ids are 5 long: positions, and why; keys of
+    the ids' length: words. No vocabulary at all: no tokens."""
+    from kerinspect.engine.events import CallSite
+    from kerinspect.engine.tokens import TokenRecorder, Vocabulary
+    from kerinspect.report import AttentionRecord
+
+    vocabulary = Vocabulary(("<pad>", "a", "b"), "<pad>", "vocab file v.txt")
+    recorder = TokenRecorder(1, vocabulary)
+    site = CallSite(0, "ids", "ids", "InputLayer", 0, 0, 0, False, ("output",))
+    recorder.start_batch(2)
+    recorder.produced(site, [np.array([[2, 2, 2, 2, 2], [1, 2, 0, 0, 9]], dtype="int32")])
+    record = AttentionRecord("attention_scores", "layer", "ok", None, shape=(2, 1, 3, 5))
+    tokens = recorder.tokens_for(record)
+    assert tokens.key == ("a", "b", "<pad>", "<pad>", "#9") and tokens.query is None
+    assert tokens.reason == (
+        "queries: no token sequence of length 3 (the sample's token sequences have length 5): positions shown"
+    )
+    assert TokenRecorder(0).tokens_for(record) is None
