@@ -8,10 +8,11 @@ and, for one chosen sample (``RunSpec.sample``), keeps small plain pictures:
   or a layer that keeps the image's layout (:data:`SPATIAL_LAYERS`), the sample's
   channels with the largest variance (at most ``RunSpec.channels``), each
   downsampled by block means to at most :data:`MAX_MAP` pixels a side; for a 3-D
-  sequence output ``(batch, T, C)`` of any graph node (an embedding, a recurrent or
-  attention layer, a normalisation, a residual sum...), a strip (one row per channel,
-  time along the width, at most :data:`MAX_STRIP` wide). Of the layers that qualify,
-  ``RunSpec.feature_maps`` are kept, evenly spaced along the depth;
+  sequence output ``(batch, T, C)`` (an embedding, a recurrent or attention layer, a
+  normalisation, a residual sum, a Dense on every step...), a strip (one row per
+  channel, time along the width, at most :data:`MAX_STRIP` wide); see
+  :func:`_pictured`. Of the layers that qualify, ``RunSpec.feature_maps`` are kept,
+  evenly spaced along the depth;
 * **attention probabilities**: per attention layer and head, the sample's query x key
   matrix, summed over blocks of keys and averaged over blocks of queries down to at
   most :data:`MAX_ATTENTION` a side, with the token ids of the model's integer
@@ -241,7 +242,7 @@ class PictureCollector(StatsCollector):
                 continue
             # a container's output is its last inner call's, drawn there; an attention
             # layer's is drawn as its own (its inner projections are not)
-            if kind != "float" or self.max_maps <= 0 or (site.container and "Attention" not in cls):
+            if kind != "float" or self.max_maps <= 0 or (site.container and not _is_attention(cls)):
                 continue
             if not _pictured(site, arr.shape, _name(site, k), self._classes.get(site.parent or "", "")):
                 continue
@@ -295,12 +296,18 @@ def _pictured(site: CallSite, shape: tuple[int, ...], tensor: str, parent_class:
         cls == "InputLayer"
         or cls in PASS_THROUGH
         or tensor == "attention_scores"
-        or "Attention" in parent_class
+        or _is_attention(parent_class)
     ):
         return False
     if len(shape) == 4:
         return ("Conv" in cls or "Pool" in cls or cls in SPATIAL_LAYERS) and shape[1] > 1 and shape[2] > 1
     return len(shape) == 3 and shape[1] > 1 and shape[2] > 1
+
+
+def _is_attention(class_name: str) -> bool:
+    """An attention layer by its class (``MultiHeadAttention``, ``GroupedQueryAttention``,
+    keras-hub's ``CachedMultiHeadAttention``, ``Attention``...), not a block that holds one."""
+    return class_name.endswith("Attention")
 
 
 def _name(site: CallSite, k: int) -> str:
