@@ -498,7 +498,7 @@ def _attention(a: AttentionMap, layer: LayerRecord | None) -> str:
     else:
         axes = "token ids" if a.query_tokens is not None or a.key_tokens is not None else "positions"
     if words is not None and words.reason:
-        axes += f" · positions where: {text(words.reason, 300)}"
+        axes += f" · positions shown: {text(words.reason, 300)}"
     top = a.scale if a.scale is not None else max((image.value or 0.0 for image in a.images), default=0.0)
     figs = []
     for k, image in enumerate(a.images):

@@ -239,7 +239,7 @@ def test_two_sequences_of_one_length_fall_back_to_positions(tmp_path):
     assert run.returncode == 0, run.stderr
     tokens = json.loads(run.stdout)["layers"][0]["attention"]["tokens"]
     assert tokens["query"] is None and tokens["key"] is None
-    assert tokens["reason"] == "2 different token sequences of length 12: positions shown"
+    assert tokens["reason"] == "2 different token sequences of length 12"
 
 
 def test_no_vocabulary_no_tokens(sample_report):
@@ -343,7 +343,22 @@ def test_an_axis_of_another_length_keeps_its_positions(keras):
     record = AttentionRecord("attention_scores", "layer", "ok", None, shape=(2, 1, 3, 5))
     tokens = recorder.tokens_for(record)
     assert tokens.key == ("a", "b", "<pad>", "<pad>", "#9") and tokens.query is None
-    assert tokens.reason == (
-        "queries: no token sequence of length 3 (the sample's token sequences have length 5): positions shown"
-    )
+    assert tokens.reason == "queries: no token sequence of length 3 (the sample's have length 5)"
     assert TokenRecorder(0).tokens_for(record) is None
+
+
+@pytest.mark.slow
+def test_the_drawn_samples_batch_runs_eagerly_under_auto(expected_words):
+    """Ten batches: the compiled engine runs the rest (on a CPU from 8 batches), but the
+    batch that holds the sample runs eagerly so its ids are seen; forced compiled, the
+    axis keeps positions and says why."""
+    args = ("attention", TEXT_MODEL, "--input", SENTENCES, "--samples", "40", "--batch-size", "4",
+            "--sample", SAMPLE, "--format", "json")  # fmt: skip
+    auto = kerinspect_cli(*args)
+    assert auto.returncode == 0, auto.stderr
+    assert _attention(json.loads(auto.stdout), "self_attention")["tokens"]["query"] == expected_words
+    compiled = kerinspect_cli(*args, "--engine", "compiled")
+    assert compiled.returncode == 0, compiled.stderr
+    tokens = _attention(json.loads(compiled.stdout), "self_attention")["tokens"]
+    assert tokens["query"] is None
+    assert tokens["reason"] == "the sample's token ids were not seen (its batch ran on the compiled engine)"

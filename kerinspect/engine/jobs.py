@@ -132,12 +132,12 @@ def inspect(task: Task, channel: Any, collector: StatsCollector | None = None) -
     from .batches import EngineOutcome, run_batches
     from .report_records import layer_records, weight_records
     from .statistics import StatsCollector
-    from .tokens import TokenRecorder, outside_vocabulary
+    from .tokens import TokenRecorder
 
     subject, run = task.subject, task.run
     feed = task.feed()
     collector = StatsCollector() if collector is None else collector
-    collector.words = TokenRecorder(run.sample, outside_vocabulary(subject.model, run.vocab))
+    collector.words = TokenRecorder.for_model(subject.model, run.sample, run.vocab)
     outcome = EngineOutcome()
     try:
         caught = run_batches(subject.model, feed, collector, run, channel.progress, outcome)

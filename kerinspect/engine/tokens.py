@@ -15,7 +15,8 @@ After the run, :meth:`TokenRecorder.tokens_for` gives an attention record's
 :class:`~kerinspect.report.AttentionTokens`: the sequence whose length is the query
 (key) axis' length. No such sequence (the axis was pooled or reshaped), or two that
 disagree: that axis has no words, and ``reason`` says why (positions are shown).
-Only eager batches are seen (on a CPU the first batch always runs eagerly).
+Only eager batches are seen: under ``engine="auto"`` the batch that holds the sample
+runs eagerly when a vocabulary applies (:meth:`TokenRecorder.wants`).
 """
 
 from __future__ import annotations
@@ -105,19 +106,35 @@ def outside_vocabulary(model: Any, path: str | None) -> Vocabulary | None:
 class TokenRecorder:
     """Keeps the decoded token sequences of one sample (see the module's docstring)."""
 
-    def __init__(self, sample: int, outside: Vocabulary | None = None) -> None:
+    def __init__(
+        self, sample: int, outside: Vocabulary | None = None, held: Vocabulary | None = None
+    ) -> None:
         self.sample = sample
         self.outside = outside
+        self.held = held  # a vocabulary layer's the model holds (known before it runs)
         self.layers: dict[int, Vocabulary] = {}  # site index -> the vocabulary of its outputs
         self.sequences: list[tuple[Vocabulary, tuple[str, ...]]] = []
         self.offset = 0
         self.rows = 0
         self.seen = 0
 
+    @classmethod
+    def for_model(cls, model: Any, sample: int, vocab: str | None) -> TokenRecorder:
+        """The recorder of a run of ``model`` drawing ``sample``, with the ``vocab`` file."""
+        from kerinspect.engine.keras_adapter import all_layers
+
+        held = next((v for v in map(layer_vocabulary, all_layers(model)) if v is not None), None)
+        return cls(sample, outside_vocabulary(model, vocab), held)
+
     @property
     def active(self) -> bool:
         """Whether any vocabulary applies to this run."""
-        return self.outside is not None or bool(self.layers)
+        return self.outside is not None or self.held is not None or bool(self.layers)
+
+    def wants(self, rows: int) -> bool:
+        """Whether the next batch, of ``rows`` samples, holds the sample whose ids are
+        decoded (the compiled engine hands over no tensors: that batch runs eagerly)."""
+        return self.active and self.seen <= self.sample < self.seen + rows
 
     def start_batch(self, rows: int) -> None:
         self.offset, self.rows = self.seen, rows
@@ -148,17 +165,15 @@ class TokenRecorder:
                     self.sequences.append((vocabulary, vocabulary.decode(np.asarray(arr[row]))))
 
     def _axis(self, n: int) -> tuple[tuple[Vocabulary, tuple[str, ...]] | None, str | None]:
+        """The one decoded sequence of length ``n``, or why there is none."""
         found = [(v, s) for v, s in self.sequences if len(s) == n]
+        if not self.sequences:
+            return None, "the sample's token ids were not seen (its batch ran on the compiled engine)"
         if not found:
-            lengths = sorted({len(s) for _, s in self.sequences})
-            have = (
-                f"the sample's token sequences have length {', '.join(map(str, lengths))}"
-                if lengths
-                else ("no token ids of the sample were seen (its batch ran compiled)")
-            )
-            return None, f"no token sequence of length {n} ({have}): positions shown"
+            lengths = ", ".join(map(str, sorted({len(s) for _, s in self.sequences})))
+            return None, f"no token sequence of length {n} (the sample's have length {lengths})"
         if len({s for _, s in found}) > 1:
-            return None, f"{len(found)} different token sequences of length {n}: positions shown"
+            return None, f"{len(found)} different token sequences of length {n}"
         return found[0], None
 
     def tokens_for(self, record: AttentionRecord) -> AttentionTokens | None:
@@ -171,7 +186,7 @@ class TokenRecorder:
             reasons = [why_q]
         else:
             reasons = [f"{axis}: {why}" for axis, why in (("queries", why_q), ("keys", why_k)) if why]
-        vocabulary = used[0] if used else (self.outside or next(iter(self.layers.values())))
+        vocabulary = used[0] if used else (self.outside or self.held or next(iter(self.layers.values())))
         return AttentionTokens(
             sample=self.sample,
             vocabulary=vocabulary.source,
