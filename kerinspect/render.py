@@ -740,7 +740,8 @@ def render_attention_markdown(report: ModelReport) -> str:
     out += [f"- {_md_text(line)}" for line in header_lines(report)[1:]]
     for layer in attention_layers(report):
         out += ["", f"**{_md_text(attention_title(layer))}**", ""]
-        out += [f"{_md_text(line)}  " for line in _token_lines(layer)] + ([""] if _token_lines(layer) else [])
+        words = _token_lines(layer)
+        out += [f"{_md_text(line)}  " for line in words] + ([""] if words else [])
         body = list(head_rows(layer))
         if not body:
             continue
