@@ -21,7 +21,7 @@ import pytest
 from rich.console import Console
 
 from kerinspect.errors import ExitCode
-from kerinspect.render import attention_json, render_attention_table
+from kerinspect.render import attention_json, render_attention_markdown, render_attention_table
 from kerinspect.words import PAD, sequence_text, token_label
 from tests.conftest import SAMPLES, kerinspect_cli
 from tests.test_report_html import _browse, _chromium, _console
@@ -226,6 +226,8 @@ def test_attention_table_shows_the_words(id_model, id_report):
     render_attention_table(id_report, console)
     line = " ".join(words[i] for i in batch[0][:5]) + " [pad] x2"
     assert f"tokens (sample 0, vocab file vocab.txt): {line}" in console.file.getvalue()
+    markdown = render_attention_markdown(id_report)
+    assert "tokens \\(sample 0" in markdown and "\\[pad\\] x2" in markdown
 
 
 @pytest.mark.slow
