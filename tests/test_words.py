@@ -347,6 +347,7 @@ def test_an_axis_of_another_length_keeps_its_positions(keras):
     assert tokens.key == ("a", "b", "<pad>", "<pad>", "#9") and tokens.query is None
     assert tokens.reason == "queries: no token sequence of length 3 (the sample's have length 5)"
     assert TokenRecorder(0).tokens_for(record) is None
+    assert TokenRecorder(5, vocabulary).tokens_for(record).reason == "the run had 0 samples, no sample 5"
 
 
 @pytest.mark.slow

@@ -111,7 +111,7 @@ class TokenRecorder:
     ) -> None:
         self.sample = sample
         self.outside = outside
-        self.held = held  # a vocabulary layer's the model holds (known before it runs)
+        self.held = held  # the vocabulary of a layer the model holds (known before it runs)
         self.layers: dict[int, Vocabulary] = {}  # site index -> the vocabulary of its outputs
         self.sequences: list[tuple[Vocabulary, tuple[str, ...]]] = []
         self.offset = 0
@@ -167,6 +167,8 @@ class TokenRecorder:
     def _axis(self, n: int) -> tuple[tuple[Vocabulary, tuple[str, ...]] | None, str | None]:
         """The one decoded sequence of length ``n``, or why there is none."""
         found = [(v, s) for v, s in self.sequences if len(s) == n]
+        if not self.sequences and self.sample >= self.seen:
+            return None, f"the run had {self.seen} samples, no sample {self.sample}"
         if not self.sequences:
             return None, "the sample's token ids were not seen (its batch ran on the compiled engine)"
         if not found:
