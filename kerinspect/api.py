@@ -495,6 +495,11 @@ def _place(models: Sequence[Any], inputs: Any, run: RunSpec, load: LoadOptions |
     or any worker starts; then files are pre-flighted and snapshotted (the snapshots
     live as long as the block), objects checked."""
     check_inputs(run, inputs)
+    if run.vocab is not None:  # refused here, before any worker starts; the worker reads it again
+        from .vocab import read_vocabulary
+
+        read_vocabulary(run.vocab)
+        run = run.replace(vocab=os.path.abspath(run.vocab))
     files = [isinstance(m, (str, os.PathLike)) for m in models]
     if not any(files):
         for m in models:

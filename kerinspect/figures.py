@@ -15,6 +15,7 @@ Schema of the worker's ``pictures``::
                                    "height": int, "width": int, "pixels": base64}]}],
      "attention": [{"path", "class_name", "source": str, "heads", "queries", "keys",
                     "step_q", "step_k": int, "query_tokens", "key_tokens": [int] | None,
+                    "scale": float (the top of the colour scale every head shares),
                     "images": [{"head": int, "height", "width": int, "max": float,
                                 "pixels": base64}]}],
      "inputs": [{"name": str, "kind": "image", "shape": [int...], "height", "width",
@@ -43,6 +44,10 @@ import struct
 import zlib
 from dataclasses import dataclass, field
 from typing import Any
+
+#: The attention colour scale reaches at least this many times a uniform weight (1 /
+#: keys), so that a uniform head is drawn dark (:func:`kerinspect.engine.pictures.attention_picture`).
+UNIFORM_SHARE = 4.0
 
 #: Largest side of any picture the parent accepts.
 MAX_SIDE = 1024
@@ -152,6 +157,7 @@ class AttentionMap:
     query_tokens: tuple[int, ...] | None
     key_tokens: tuple[int, ...] | None
     images: tuple[Image, ...]
+    scale: float | None = None  # top of the colour scale shared by the heads (None: each head's max)
 
 
 @dataclass(frozen=True)
@@ -418,6 +424,7 @@ def parse_pictures(data: Any) -> Pictures:
                 _tokens(a.get("query_tokens")),
                 _tokens(a.get("key_tokens")),
                 images,
+                None if a.get("scale") is None else _float(a["scale"]),
             )
         )
     return Pictures(

@@ -673,6 +673,14 @@ def attention_title(layer: LayerRecord) -> str:
     )
 
 
+def _token_lines(layer: LayerRecord) -> list[str]:
+    """The sample's words on the layer's axes (none without a vocabulary)."""
+    from .words import tokens_lines
+
+    att = layer.attention
+    return [] if att is None or att.tokens is None else tokens_lines(att.tokens)
+
+
 def head_rows(layer: LayerRecord) -> Iterator[tuple[HeadStats, list[str]]]:
     """One row of plain cells per head."""
     att = layer.attention
@@ -716,6 +724,8 @@ def render_attention_table(report: ModelReport, console: Console, *, fit: bool =
     for layer in layers:
         console.print(Text(""))
         console.print(Text(attention_title(layer), style="bold"), soft_wrap=True)
+        for line in _token_lines(layer):
+            console.print(Text(line), soft_wrap=True)
         body = list(head_rows(layer))
         if not body:
             continue
@@ -732,6 +742,8 @@ def render_attention_markdown(report: ModelReport) -> str:
     out += [f"- {_md_text(line)}" for line in header_lines(report)[1:]]
     for layer in attention_layers(report):
         out += ["", f"**{_md_text(attention_title(layer))}**", ""]
+        words = _token_lines(layer)
+        out += [f"{_md_text(line)}  " for line in words] + ([""] if words else [])
         body = list(head_rows(layer))
         if not body:
             continue

@@ -27,11 +27,15 @@ from typing import Any
 
 from . import bins
 from .errors import escape_text
-from .figures import AttentionMap, FeatureMap, Pictures, ReportData, css_gradient, data_uri
+from .figures import UNIFORM_SHARE, AttentionMap, FeatureMap, Pictures, ReportData, css_gradient, data_uri
 from .htmltext import text
 from .numfmt import fmt_float, fmt_fraction, fmt_mean
 from .render_sample import SAMPLE_CSS, patch_overlay, sample_section, thumbnail
-from .report import LayerRecord, ModelReport, TensorStats
+from .report import AttentionTokens, LayerRecord, ModelReport, TensorStats
+from .words import MAX_TOKEN_CHARS, is_pad, token_label
+
+#: Longest layer name written under the depth chart (the hover shows it whole).
+_AXIS_NAME_CHARS = 28
 
 #: Colours of the depth chart's series.
 _SERIES = (
@@ -221,7 +225,11 @@ def depth_chart(report: ModelReport) -> str:
     step = max(4.0, min(24.0, 1100 / n))
     width = max(900, int(left + right + step * max(n - 1, 1)))
     h1, gap, h2 = 220, 36, 80
-    height = top + h1 + gap + h2 + 40
+    names = [layer.path for layer, _, _ in points]
+    every = max(1, math.ceil(12 / step))  # one name per 12 px at least: no overlap
+    # the names are rotated by 60 degrees: about 4 px of height a character
+    label_room = 10 + round(3.9 * min(max(len(p) for p in names), _AXIS_NAME_CHARS))
+    height = top + h1 + gap + h2 + label_room + 40
     values = [
         abs(v)
         for _, _, s in points
@@ -246,10 +254,12 @@ def depth_chart(report: ModelReport) -> str:
         f'<svg xmlns="http://www.w3.org/2000/svg" id="ki-depth" width="{width}" height="{height}" '
         f'viewBox="0 0 {width} {height}" font-family="sans-serif" font-size="11">'
     ]
+    decades = max(1, math.ceil(12 * (hi - lo) / h1))  # one label per 12 px at least
     for e in range(lo, hi + 1):  # decades
         yy = y_log(10.0**e)
         parts.append(f'<line x1="{left}" x2="{width - right}" y1="{yy:.1f}" y2="{yy:.1f}" stroke="#eee"/>')
-        parts.append(f'<text x="{left - 6}" y="{yy + 4:.1f}" text-anchor="end">1e{e}</text>')
+        if (hi - e) % decades == 0:
+            parts.append(f'<text x="{left - 6}" y="{yy + 4:.1f}" text-anchor="end">1e{e}</text>')
     for f in (0.0, 0.5, 1.0):
         yy = y_zero(f)
         parts.append(f'<line x1="{left}" x2="{width - right}" y1="{yy:.1f}" y2="{yy:.1f}" stroke="#eee"/>')
@@ -287,22 +297,36 @@ def depth_chart(report: ModelReport) -> str:
         parts.append(
             f'<polyline fill="none" stroke="#9467bd" stroke-width="1.5" points="{" ".join(zeros)}"/>'
         )
-    for i, (layer, name, s) in enumerate(points):  # hover targets
-        tip = (
-            f"{layer.path}:{name} ({layer.class_name})\nmean {fmt_mean(s)} · std {fmt_float(s.std)} · "
-            f"max|x| {fmt_float(s.abs_max)} · zeros {fmt_fraction(s.zero_fraction)}"
+    axis_y = top + h1 + gap + h2 + 6
+    for i, (layer, name, s) in enumerate(points):  # hover targets, and the names on the axis
+        # each line escaped on its own, joined by a real line break (an escaped one shows as "\n")
+        tip = "&#10;".join(
+            (
+                text(f"{layer.path}:{name} ({layer.class_name})", 300),
+                f"mean {fmt_mean(s)} · std {fmt_float(s.std)} · max|x| {fmt_float(s.abs_max)} · "
+                f"zeros {fmt_fraction(s.zero_fraction)}",
+            )
         )
         parts.append(
-            f'<rect x="{x(i) - step / 2:.1f}" y="{top}" width="{step:.1f}" height="{h1 + gap + h2}" '
-            f'fill="transparent"><title>{text(tip, 400)}</title></rect>'
+            f'<rect class="hover" x="{x(i) - step / 2:.1f}" y="{top}" width="{step:.1f}" height="{h1 + gap + h2}" '
+            f'fill="transparent"><title>{tip}</title></rect>'
         )
+        if i % every == 0:
+            red = ' fill="#c00"' if any(t.flags for t in layer.outputs) else ""
+            parts.append(
+                f'<text class="layer-name"{red} text-anchor="end" font-size="10" '
+                f'transform="translate({x(i) + 3:.1f},{axis_y}) rotate(-60)">'
+                f"{text(layer.path, _AXIS_NAME_CHARS)}<title>{text(layer.path, 300)}</title></text>"
+            )
     legend_x = left
     for _, label, colour in (*_SERIES, ("zero_fraction", "zero fraction", "#9467bd")):
         parts.append(f'<rect x="{legend_x}" y="{height - 14}" width="10" height="10" fill="{colour}"/>')
         parts.append(f'<text x="{legend_x + 14}" y="{height - 5}">{html.escape(label)}</text>')
         legend_x += 110
     parts.append(
-        f'<text x="{legend_x}" y="{height - 5}" fill="#c00">red: flagged layer call · x: {n} layer calls in graph order</text>'
+        f'<text x="{legend_x}" y="{height - 5}" fill="#c00">red: flagged layer call · x: {n} layer calls in graph order'
+        + (f", 1 in {every} named" if every > 1 else "")
+        + "</text>"
     )
     parts.append("</svg>")
     return "".join(parts)
@@ -406,46 +430,73 @@ def _feature_map(m: FeatureMap) -> str:
     return f'<h3>{title}</h3><p class="note">{what}: {scale}</p><div class="grid">{"".join(figs)}</div>'
 
 
-def _ticks(tokens: tuple[int, ...] | None, n: int, step: int) -> list[tuple[int, str]]:
-    """Axis labels: the token id at the start of every labelled cell (at most ~32)."""
-    every = max(1, math.ceil(n / 32))
+def _ticks(
+    tokens: tuple[int, ...] | None, words: tuple[str, ...] | None, pad: str | None, n: int, step: int
+) -> list[tuple[int, str, bool]]:
+    """Axis labels ``(cell, label, padding)``, each label escaped for one line (HTML
+    escaping is the caller's): the word (or else the token id, else the position) at the
+    start of every labelled cell (at most ~32 ids; up to 64 words)."""
+    every = max(1, math.ceil(n / (64 if words is not None else 32)))
     out = []
     for cell in range(0, n, every):
         position = cell * step
-        label = str(tokens[position]) if tokens is not None and position < len(tokens) else str(position)
-        out.append((cell, label))
+        if words is not None and position < len(words):
+            out.append((cell, token_label(words[position], pad), is_pad(words[position], pad)))
+        elif tokens is not None and position < len(tokens):
+            out.append((cell, str(tokens[position]), False))
+        else:
+            out.append((cell, str(position), False))
     return out
 
 
-def _heatmap(a: AttentionMap, k: int) -> str:
+def _heatmap(a: AttentionMap, k: int, words: AttentionTokens | None) -> str:
     image = a.images[k]
     cell = max(2, min(16, 320 // max(image.width, image.height)))
     w, h = image.width * cell, image.height * cell
-    left, top = 44, 44
+    pad = words.pad if words is not None else None
+    keys = _ticks(a.key_tokens, words.key if words else None, pad, image.width, a.step_k)
+    queries = _ticks(a.query_tokens, words.query if words else None, pad, image.height, a.step_q)
+    longest = max((len(label) for _, label, _ in (*keys, *queries)), default=2)
+    left = top = max(44, 10 + round(5.6 * min(longest, MAX_TOKEN_CHARS)))
     parts = [
         f'<svg xmlns="http://www.w3.org/2000/svg" class="heat" width="{left + w + 4}" height="{top + h + 4}" '
         f'font-family="ui-monospace,monospace" font-size="9">'
         f'<image href="{data_uri(image)}" x="{left}" y="{top}" width="{w}" height="{h}" '
         'preserveAspectRatio="none" style="image-rendering:pixelated"/>'
     ]
-    for c, label in _ticks(a.key_tokens, image.width, a.step_k):
-        cx = left + (c + 0.5) * cell
-        parts.append(f'<text transform="translate({cx:.1f},{top - 4}) rotate(-90)">{text(label, 12)}</text>')
-    for r, label in _ticks(a.query_tokens, image.height, a.step_q):
+    grey = ' fill="#999" font-style="italic"'
+    for c, label, padding in keys:
+        cx = left + (c + 0.5) * cell + 3
+        parts.append(
+            f'<text class="key{" pad" if padding else ""}"{grey if padding else ""} transform="translate({cx:.1f},{top - 4}) rotate(-90)">'
+            f"{html.escape(label, quote=True)}</text>"
+        )
+    for r, label, padding in queries:
         cy = top + (r + 0.5) * cell + 3
-        parts.append(f'<text x="{left - 4}" y="{cy:.1f}" text-anchor="end">{text(label, 12)}</text>')
+        parts.append(
+            f'<text class="query{" pad" if padding else ""}"{grey if padding else ""} x="{left - 4}" y="{cy:.1f}" text-anchor="end">'
+            f"{html.escape(label, quote=True)}</text>"
+        )
     parts.append("</svg>")
     return "".join(parts)
 
 
 def _attention(a: AttentionMap, layer: LayerRecord | None) -> str:
     stats: dict[int, Any] = {}
+    words = None
     if layer is not None and layer.attention is not None:
         stats = {h.head: h for h in layer.attention.heads}
+        words = layer.attention.tokens
     pooled = ""
     if a.step_q > 1 or a.step_k > 1:
         pooled = f" · pooled by {a.step_q} queries x {a.step_k} keys (keys summed, queries averaged)"
-    axes = "token ids" if a.query_tokens is not None or a.key_tokens is not None else "positions"
+    if words is not None and (words.query is not None or words.key is not None):
+        axes = f"words of sample {words.sample} ({text(words.vocabulary)}; padding grey)"
+    else:
+        axes = "token ids" if a.query_tokens is not None or a.key_tokens is not None else "positions"
+    if words is not None and words.reason:
+        axes += f" · positions shown: {text(words.reason, 300)}"
+    top = a.scale if a.scale is not None else max((image.value or 0.0 for image in a.images), default=0.0)
     figs = []
     for k, image in enumerate(a.images):
         h = stats.get(image.index)
@@ -457,14 +508,16 @@ def _attention(a: AttentionMap, layer: LayerRecord | None) -> str:
                 + (f" · <b>{text(','.join(h.flags))}</b>" if h.flags else "")
             )
         figs.append(
-            f'<figure class="att">{_heatmap(a, k)}<figcaption>head {image.index} · colour 0 to '
-            f"{fmt_float(image.value)}<br>{detail}</figcaption></figure>"
+            f'<figure class="att">{_heatmap(a, k, words)}<figcaption>head {image.index} · '
+            f'<span class="hmax">max {fmt_float(image.value)}</span><br>{detail}</figcaption></figure>'
         )
     return (
         f"<h3>{text(a.path)} ({text(a.class_name)})</h3>"
         f'<p class="note">{a.heads} heads · {a.queries} queries (rows) x {a.keys} keys (columns) · '
-        f"axes: {axes}{pooled} · probabilities {text(a.source)} · each head scaled to its largest weight "
-        f'<span class="scale" style="background:{css_gradient()}"></span></p>'
+        f"axes: {axes}{pooled} · probabilities {text(a.source)}<br>"
+        f'colour: 0<span class="scale" style="background:{css_gradient()}"></span>{fmt_float(top)}, '
+        f"one scale for the layer's heads (its top at least {UNIFORM_SHARE:g}x a uniform weight: "
+        "a uniform head is dark)</p>"
         f'<div class="grid">{"".join(figs)}</div>'
     )
 

@@ -44,6 +44,7 @@ __all__ = [
     "CHECK_SCHEMA_VERSION",
     "SCHEMA_VERSION",
     "AttentionRecord",
+    "AttentionTokens",
     "CheckResult",
     "CheckRun",
     "CheckTotals",
@@ -173,6 +174,30 @@ class HeadStats(Record):
 
 
 @dataclass(frozen=True)
+class AttentionTokens(Record):
+    """The words on one attention layer's axes, for the sample a report draws.
+
+    Attributes:
+        sample: the sample (0-based) whose token ids were decoded.
+        vocabulary: where the words come from (``TextVectorization 'vectorize'``,
+            ``vocab file words.txt``, a keras-hub tokenizer).
+        query: the text of each query position's token; None when no token
+            sequence of the query axis' length reached the layer (see ``reason``).
+        key: the same for the keys.
+        pad: the text of the padding token (``''`` for ``TextVectorization``, the
+            mask token of a lookup layer, id 0's of a vocab file); None: none.
+        reason: why an axis has no words (positions are shown instead).
+    """
+
+    sample: int
+    vocabulary: str
+    query: tuple[str, ...] | None = None
+    key: tuple[str, ...] | None = None
+    pad: str | None = None
+    reason: str | None = None
+
+
+@dataclass(frozen=True)
 class AttentionRecord(Record):
     """The attention probabilities of one call of an attention layer.
 
@@ -191,6 +216,8 @@ class AttentionRecord(Record):
         max_difference: for ``recomputed``: the largest difference seen between the
             fused and the explicit output.
         heads: one :class:`HeadStats` per head.
+        tokens: the words on the axes of the sample a report draws, when the model
+            holds a vocabulary or one was given (``vocab``); absent otherwise.
     """
 
     output: str | None = field(metadata=_OR_NONE)
@@ -201,6 +228,7 @@ class AttentionRecord(Record):
     queries: int = 0
     max_difference: float | None = None
     heads: tuple[HeadStats, ...] = ()
+    tokens: AttentionTokens | None = field(default=None, metadata=meta(omit_none=True))
 
     @property
     def flags(self) -> tuple[str, ...]:

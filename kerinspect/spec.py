@@ -476,6 +476,11 @@ class RunSpec(Spec):
             (:func:`kerinspect.classes.read_class_names` reads them from a file); a
             classifier output must have as many classes. None: the label folders'
             names of a folder of images, else class indices.
+        vocab: ``report`` and ``attention``: a text file of one token per line (line
+            i: the text of id i) that decodes the model's integer inputs, so that the
+            attention axes show words (:mod:`kerinspect.vocab`). A vocabulary the
+            model holds (``TextVectorization``, ``StringLookup``, ``IntegerLookup``,
+            a keras-hub tokenizer) is used without it.
     """
 
     samples: int | None = field(default=None, metadata=at_least(1))
@@ -497,6 +502,7 @@ class RunSpec(Spec):
     label_column: str | None = None
     top_k: int = field(default=DEFAULT_TOP_K, metadata=at_least(0))
     class_names: tuple[str, ...] | None = None
+    vocab: str | None = None
 
     def __post_init__(self) -> None:
         super().__post_init__()

@@ -251,11 +251,58 @@ def cancer_mlp() -> keras.Model:
     return model
 
 
+def _sentences(n: int, seed: int) -> tuple[list[str], np.ndarray]:
+    """``n`` generated English sentences of two kinds, with their class: animals at
+    rest at home (0), vehicles travelling to a place (1); some with a trailing clause,
+    so lengths vary and the shorter ones are padded."""
+    rng = np.random.default_rng(seed)
+    kinds = (
+        (("cat", "dog", "bird", "puppy"), ("sat", "slept", "lay", "waited"), ("mat", "rug", "sofa", "bed")),
+        (("car", "bus", "train", "truck"), ("drove", "raced", "went", "rolled"), ("city", "park", "station", "town")),
+    )
+    preps = (("on", "by", "near"), ("to", "through", "past"))
+    tails = ("all day", "at night", "very fast", "in the rain")
+    out, labels = [], []
+    for _ in range(n):
+        k = int(rng.integers(2))
+        who, verb, where = (str(rng.choice(words)) for words in kinds[k])
+        words = ["the", who, verb, str(rng.choice(preps[k])), "the", where]
+        if rng.random() < 0.4:
+            words += str(rng.choice(tails)).split()
+        out.append(" ".join(words))
+        labels.append(k)
+    return out, np.asarray(labels)
+
+
+def text_attention() -> keras.Model:
+    """A text classifier that holds its vocabulary: raw sentences in, through
+    ``TextVectorization`` (12 token ids, 0 for padding), an Embedding that masks the
+    padding, one MultiHeadAttention block, average pooling and a 2-way softmax,
+    trained on generated sentences (``data/sentences.txt`` holds held-out ones)."""
+    sentences, labels = _sentences(400, seed=7)
+    vectorize = layers.TextVectorization(max_tokens=64, output_sequence_length=12, name="vectorize")
+    vectorize.adapt(sentences)
+    text = keras.Input((1,), dtype="string", name="text")
+    ids = vectorize(text)
+    h = layers.Embedding(64, 16, mask_zero=True, name="embedding")(ids)
+    att = layers.MultiHeadAttention(num_heads=2, key_dim=8, name="self_attention")(h, h)
+    h = layers.LayerNormalization(name="norm")(layers.Add(name="residual")([h, att]))
+    pooled = layers.GlobalAveragePooling1D(name="pool")(h)
+    out = layers.Dense(2, activation="softmax", name="kind")(pooled)
+    model = keras.Model(text, out, name="text_attention")
+    model.compile(keras.optimizers.Adam(0.01), "sparse_categorical_crossentropy")
+    import tensorflow as tf
+
+    model.fit(tf.constant(sentences)[:, None], labels, epochs=6, batch_size=32, verbose=0)
+    return model
+
+
 def write_data(out_dir: str) -> None:
     """``data/``: what users have, for the README's "Your data" examples: 40 held-out
     digits as 32x32 grayscale PNGs in one folder per label (``data/digits/3/...``),
     200 held-out breast-cancer rows as a CSV with a header and a ``target`` column, and
-    19 of them with a cell lost (the README's bad-data example)."""
+    19 of them with a cell lost (the README's bad-data example), and 40 held-out
+    sentences for ``text_attention.keras``, one a line (the last with unseen words)."""
     import csv
 
     import tensorflow as tf
@@ -281,7 +328,11 @@ def write_data(out_dir: str) -> None:
     head[13] = ",".join(cells)
     with open(os.path.join(out_dir, "data", "cancer_missing_cell.csv"), "w") as f:
         f.write("\n".join(head) + "\n")
-    print(f"{os.path.join(out_dir, 'data')}: 40 PNGs, cancer.csv, cancer_missing_cell.csv")
+    held_out, _ = _sentences(39, seed=8)
+    held_out.append("the kitten sat on the piano")  # two words it never saw: [UNK]
+    with open(os.path.join(out_dir, "data", "sentences.txt"), "w") as f:
+        f.write("\n".join(held_out) + "\n")
+    print(f"{os.path.join(out_dir, 'data')}: 40 PNGs, cancer.csv, cancer_missing_cell.csv, sentences.txt")
 
 
 MODELS = {
@@ -299,6 +350,7 @@ MODELS = {
     "classifier_int8.keras": classifier_int8,
     "digits.keras": digits,
     "cancer_mlp.keras": cancer_mlp,
+    "text_attention.keras": text_attention,
 }
 
 

@@ -11,7 +11,9 @@ from kerinspect.cli.options import (
     input_options,
     load_options,
     output_options,
+    sample_option,
     spec_argument,
+    vocab_option,
 )
 from kerinspect.cli.output import ProgressBar, emit, stderr_console, warn_inputs
 from kerinspect.spec import LoadOptions, RunSpec
@@ -22,6 +24,8 @@ from kerinspect.spec import LoadOptions, RunSpec
 @input_options
 @engine_option
 @attention_threshold_options
+@vocab_option
+@sample_option("With a vocabulary: show the words of sample K (0-based) on each layer's axes.")
 @load_options
 @output_options
 @debug_option
@@ -48,10 +52,15 @@ def attention(
     collapsed-attention, single-key-attention (one key). The probabilities are those the model computes, even
     where a fused kernel never materialises them (recomputed and verified).
 
+    When the model holds its vocabulary (TextVectorization, StringLookup,
+    IntegerLookup, a keras-hub tokenizer) or --vocab gives one, each layer's
+    title is followed by the words of one sample (--sample) on its axes.
+
     \b
     Examples:
       kerinspect attention model.keras
       kerinspect attention model.keras --input batch.npz --format json
+      kerinspect attention ids.keras --input ids.npy --vocab vocab.txt --sample 2
     """
     from kerinspect.api import inspect_model
 

@@ -408,3 +408,28 @@ def attention_threshold_options(f: Callable[..., Any]) -> Callable[..., Any]:
     for opt in reversed(opts):
         f = opt(f)
     return f
+
+
+def vocab_option(f: Callable[..., Any]) -> Callable[..., Any]:
+    """``--vocab FILE``: the words of the model's token ids (``report``, ``attention``)."""
+    return click.option(
+        "--vocab",
+        metavar="FILE",
+        help="Decode the model's integer inputs with FILE (one token per line, line i: the text "
+        "of id i) so attention axes show words. Default: the vocabulary the model holds "
+        "(TextVectorization, StringLookup, IntegerLookup, a keras-hub tokenizer), if any.",
+    )(f)
+
+
+def sample_option(help_text: str) -> Callable[[Callable[..., Any]], Callable[..., Any]]:
+    """``--sample K``: the sample a command draws (``report``) or shows the words of
+    (``attention``)."""
+    return click.option(
+        "--sample",
+        "-k",
+        cls=SpecOption,
+        spec_default=sp.DEFAULT_SAMPLE,
+        type=click.IntRange(min=0),
+        metavar="K",
+        help=help_text,
+    )

@@ -16,8 +16,10 @@ from kerinspect.cli.options import (
     depth_option,
     input_options,
     load_options,
+    sample_option,
     spec_argument,
     threshold_options,
+    vocab_option,
 )
 from kerinspect.cli.output import ProgressBar, stderr_console, warn_inputs, write_file
 from kerinspect.errors import escape_text
@@ -34,15 +36,7 @@ from kerinspect.spec import LoadOptions, RunSpec
 )
 @input_options
 @depth_option("Capture")
-@click.option(
-    "--sample",
-    "-k",
-    cls=SpecOption,
-    spec_default=sp.DEFAULT_SAMPLE,
-    type=click.IntRange(min=0),
-    metavar="K",
-    help="Draw the feature maps and attention probabilities of sample K (0-based).",
-)
+@sample_option("Draw the feature maps and attention probabilities of sample K (0-based).")
 @click.option(
     "--feature-maps",
     cls=SpecOption,
@@ -70,6 +64,7 @@ from kerinspect.spec import LoadOptions, RunSpec
 @class_names_option
 @threshold_options
 @attention_threshold_options
+@vocab_option
 @load_options
 @debug_option
 @spec_argument

@@ -534,6 +534,9 @@ class Chooser:
 
         if not self.wanted(index):
             return False
+        words = getattr(self.collector, "words", None)  # the sample whose words are decoded
+        if self.engine == "auto" and words is not None and words.wants(rows):
+            return False
         if self.replay is None:
             model, run = self._replay
             fetch = set(self.collector.fetch_keys()) if self.fetching else None

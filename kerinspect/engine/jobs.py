@@ -134,10 +134,12 @@ def inspect(
     from .batches import EngineOutcome, run_batches
     from .report_records import layer_records, weight_records
     from .statistics import StatsCollector
+    from .tokens import TokenRecorder
 
     subject, run = task.subject, task.run
     feed = task.feed() if feed is None else feed
     collector = StatsCollector() if collector is None else collector
+    collector.words = TokenRecorder.for_model(subject.model, run.sample, run.vocab)
     outcome = EngineOutcome()
     try:
         caught = run_batches(subject.model, feed, collector, run, channel.progress, outcome)

@@ -4,13 +4,15 @@
 of a report: it also counts every output's value histogram (:mod:`kerinspect.bins`),
 and, for one chosen sample (``RunSpec.sample``), keeps small plain pictures:
 
-* **feature maps**: for a convolution's 4-D output ``(batch, H, W, C)``, the sample's
+* **feature maps**: for a 4-D output ``(batch, H, W, C)`` of a convolution, a pooling
+  or a layer that keeps the image's layout (:data:`SPATIAL_LAYERS`), the sample's
   channels with the largest variance (at most ``RunSpec.channels``), each
   downsampled by block means to at most :data:`MAX_MAP` pixels a side; for a 3-D
-  sequence output ``(batch, T, C)`` of a convolution, recurrent layer or embedding, a
-  strip (one row per channel, time along the width, at most :data:`MAX_STRIP` wide).
-  Of the layers that qualify, ``RunSpec.feature_maps`` are kept, evenly spaced
-  along the depth;
+  sequence output ``(batch, T, C)`` (an embedding, a recurrent or attention layer, a
+  normalisation, a residual sum, a Dense on every step...), a strip (one row per
+  channel, time along the width, at most :data:`MAX_STRIP` wide); see
+  :func:`_pictured`. Of the layers that qualify, ``RunSpec.feature_maps`` are kept,
+  evenly spaced along the depth;
 * **attention probabilities**: per attention layer and head, the sample's query x key
   matrix, summed over blocks of keys and averaged over blocks of queries down to at
   most :data:`MAX_ATTENTION` a side, with the token ids of the model's integer
@@ -38,6 +40,7 @@ from kerinspect.engine.predictions import Tally, activation_of, candidate
 from kerinspect.engine.statistics import PARALLEL_MIN_SIZE, StatsCollector
 from kerinspect.engine.tensors import to_numpy
 from kerinspect.errors import UsageError, escape_text, msg
+from kerinspect.figures import UNIFORM_SHARE
 from kerinspect.stats import RunningStats, numeric_kind, summarize
 
 #: Largest side of a feature map picture, and width of a sequence strip.
@@ -49,8 +52,18 @@ MAX_ATTENTION = 128
 MAX_TOKENS = 4096
 #: Most values of one sample of one input kept to be shown.
 MAX_INPUT_VALUES = 1 << 24
-#: Layer classes whose 3-D outputs are drawn as strips (besides convolutions).
-SEQUENCE_LAYERS = ("LSTM", "GRU", "SimpleRNN", "Bidirectional", "Embedding", "ConvLSTM1D")
+#: Layer classes (besides convolutions and pooling) whose 4-D outputs keep an image's
+#: ``(height, width, channels)`` layout, drawn as channel grids.
+SPATIAL_LAYERS = (
+    "BatchNormalization", "LayerNormalization", "GroupNormalization", "Activation", "ReLU", "LeakyReLU",
+    "PReLU", "ELU", "Add", "Concatenate", "Multiply", "Rescaling", "Normalization", "UpSampling2D",
+    "ZeroPadding2D", "Cropping2D", "Resizing",
+)  # fmt: skip
+#: Layers whose output is their input at inference: not pictured twice.
+PASS_THROUGH = (
+    "Dropout", "SpatialDropout1D", "SpatialDropout2D", "SpatialDropout3D", "GaussianNoise", "GaussianDropout",
+    "AlphaDropout", "Identity", "ActivityRegularization",
+)  # fmt: skip
 
 
 def _bytes_of(unit: np.ndarray) -> str:
@@ -137,26 +150,39 @@ def feature_map(arr: np.ndarray, channels: int) -> dict[str, Any] | None:
 def attention_picture(probs: np.ndarray) -> dict[str, Any]:
     """One sample's ``(heads, queries, keys)`` probabilities, pooled to at most
     :data:`MAX_ATTENTION` a side: keys summed (a pooled row still sums to 1), queries
-    averaged; each head scaled to its own largest weight."""
+    averaged. Every head on one colour scale (``scale``), each with its own ``max``:
+    from 0 to the layer's largest weight, but at least :data:`UNIFORM_SHARE` times a
+    uniform row's weight (1 / keys): a uniform head is drawn dark, at most at
+    1/:data:`UNIFORM_SHARE` of the scale, beside a sharp head and alone alike."""
     p = np.asarray(probs, dtype=np.float64)
     heads, t, s = p.shape
     fq, fk = max(1, -(-t // MAX_ATTENTION)), max(1, -(-s // MAX_ATTENTION))
-    images = []
-    for h in range(heads):
-        pooled = _pool(_pool(p[h], 1, fk, "sum"), fq, 1)
-        finite = pooled[np.isfinite(pooled)]
-        top = float(finite.max()) if finite.size else 0.0
-        unit = pooled / top if top > 0 else np.zeros_like(pooled)
-        images.append(
-            {
-                "head": h,
-                "height": int(pooled.shape[0]),
-                "width": int(pooled.shape[1]),
-                "max": top,
-                "pixels": _bytes_of(unit),
-            }
-        )
-    return {"heads": heads, "queries": t, "keys": s, "step_q": fq, "step_k": fk, "images": images}
+    pooled = [_pool(_pool(p[h], 1, fk, "sum"), fq, 1) for h in range(heads)]
+    tops = []
+    for one in pooled:
+        finite = one[np.isfinite(one)]
+        tops.append(float(finite.max()) if finite.size else 0.0)
+    width = pooled[0].shape[1] if pooled else 1
+    top = max(max(tops, default=0.0), min(1.0, UNIFORM_SHARE / max(width, 1)))
+    images = [
+        {
+            "head": h,
+            "height": int(one.shape[0]),
+            "width": int(one.shape[1]),
+            "max": tops[h],
+            "pixels": _bytes_of(one / top if top > 0 else np.zeros_like(one)),
+        }
+        for h, one in enumerate(pooled)
+    ]
+    return {
+        "heads": heads,
+        "queries": t,
+        "keys": s,
+        "step_q": fq,
+        "step_k": fk,
+        "scale": top,
+        "images": images,
+    }
 
 
 class PictureCollector(StatsCollector):
@@ -189,6 +215,7 @@ class PictureCollector(StatsCollector):
         self.maps: list[tuple[int, dict[str, Any]]] = []  # (site index, picture)
         self.pictures_of_attention: list[tuple[int, dict[str, Any]]] = []
         self.tokens: list[list[int]] = []  # the sample's integer inputs, in graph order
+        self._classes: dict[str, str] = {}  # call path -> class (to know a call's parent)
 
     def summarize(
         self, arr: np.ndarray, *, spread: bool = False, bounds: str | None = None
@@ -245,6 +272,10 @@ class PictureCollector(StatsCollector):
         self.seen += rows
         super().start_batch(rows)
 
+    def enter(self, site: CallSite) -> None:
+        super().enter(site)
+        self._classes[site.path] = site.class_name
+
     def _row(self) -> int | None:
         """The chosen sample's row in this batch (None: not in it)."""
         k = self.sample - self.offset
@@ -271,12 +302,11 @@ class PictureCollector(StatsCollector):
             if cls == "InputLayer" and kind == "int" and arr.ndim == 2:
                 self.tokens.append([int(v) for v in arr[row, :MAX_TOKENS]])
                 continue
-            if kind != "float" or self.max_maps <= 0 or site.container:
+            # a container's output is its last inner call's, drawn there; an attention
+            # layer's is drawn as its own (its inner projections are not)
+            if kind != "float" or self.max_maps <= 0 or (site.container and not _is_attention(cls)):
                 continue
-            wanted = (arr.ndim == 4 and "Conv" in cls) or (
-                arr.ndim == 3 and ("Conv" in cls or cls in SEQUENCE_LAYERS)
-            )
-            if not wanted:
+            if not _pictured(site, arr.shape, _name(site, k), self._classes.get(site.parent or "", "")):
                 continue
             picture = feature_map(arr[row], self.channels)
             if picture is not None:
@@ -380,6 +410,33 @@ class PictureCollector(StatsCollector):
             "attention": attention,
             "patches": self.patches,
         }
+
+
+def _pictured(site: CallSite, shape: tuple[int, ...], tensor: str, parent_class: str) -> bool:
+    """Whether a float output (batch axis first) of this call has a feature picture: a
+    grid for an image-shaped output of a convolution or a layer that keeps the image's
+    layout (:data:`SPATIAL_LAYERS`, any pooling); a strip for any sequence ``(batch,
+    steps, channels)`` (an Embedding, a recurrent or attention layer, a normalisation, a
+    residual ``Add``, a Dense on every step...). Not: the inner projections of an
+    attention layer (its output is drawn), layers that pass their input on unchanged
+    at inference (:data:`PASS_THROUGH`), attention probabilities (heatmaps instead)."""
+    cls = site.class_name
+    if (
+        cls == "InputLayer"
+        or cls in PASS_THROUGH
+        or tensor == "attention_scores"
+        or _is_attention(parent_class)
+    ):
+        return False
+    if len(shape) == 4:
+        return ("Conv" in cls or "Pool" in cls or cls in SPATIAL_LAYERS) and shape[1] > 1 and shape[2] > 1
+    return len(shape) == 3 and shape[1] > 1 and shape[2] > 1
+
+
+def _is_attention(class_name: str) -> bool:
+    """An attention layer by its class (``MultiHeadAttention``, ``GroupedQueryAttention``,
+    keras-hub's ``CachedMultiHeadAttention``, ``Attention``...), not a block that holds one."""
+    return class_name.endswith("Attention")
 
 
 def _name(site: CallSite, k: int) -> str:

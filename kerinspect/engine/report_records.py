@@ -10,6 +10,7 @@ does the same for every weight, :func:`model_info` says what was loaded.
 from __future__ import annotations
 
 import math
+from dataclasses import replace
 from typing import Any
 
 import numpy as np
@@ -38,6 +39,9 @@ def layer_records(collector: StatsCollector, thresholds: Thresholds) -> tuple[La
         if heads is not None:
             output = heads.output if heads.output in names else None
             attention = heads.record(output, thresholds)
+            tokens = None if collector.words is None else collector.words.tokens_for(attention)
+            if tokens is not None:
+                attention = replace(attention, tokens=tokens)
         input_rms, input_spread = input_figures(collector, site.index)
         tensors = []
         for k, (name, shape, dtype, acc) in enumerate(zip(names, shapes, dtypes, stats)):

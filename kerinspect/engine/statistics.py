@@ -20,6 +20,7 @@ import numpy as np
 
 from kerinspect.engine.events import CallSite, Visitor
 from kerinspect.engine.tensors import tensor_dtype, to_numpy
+from kerinspect.engine.tokens import TokenRecorder
 from kerinspect.stats import BOUNDED, RunningStats, numeric_kind, summarize
 
 #: Tensors with at least this many values are summarised in parallel parts.
@@ -102,6 +103,7 @@ class StatsCollector(Visitor):
         self._batch_rows = 0
         self._threads = default_threads() if threads is None else max(1, threads)
         self._pool: ThreadPoolExecutor | None = None
+        self.words: TokenRecorder | None = None  # the sample's token ids, when a vocabulary applies
 
     def summarize(
         self, arr: np.ndarray, *, spread: bool = False, bounds: str | None = None
@@ -123,6 +125,8 @@ class StatsCollector(Visitor):
         that, its own statistics, merged across batches. Also reads the layer's
         bounded activation (first batch)."""
         i = site.index
+        if self.words is not None:
+            self.words.consumed(site, op)
         if self._first_batch:
             self.activations[i] = bounded_activation(op)
             refs = []
@@ -163,6 +167,8 @@ class StatsCollector(Visitor):
     def start_batch(self, rows: int) -> None:
         self._batch_rows = rows
         self._live = {}
+        if self.words is not None:
+            self.words.start_batch(rows)
 
     def enter(self, site: CallSite) -> None:
         if self._first_batch:
@@ -188,6 +194,8 @@ class StatsCollector(Visitor):
             except TypeError:  # not weak-referenceable: its consumers summarise it themselves
                 pass
             outs.append((tuple(arr.shape), tensor_dtype(t), s))
+        if self.words is not None:
+            self.words.produced(site, tensors)
         self.produced_summaries(site, outs)
 
     def produced_summaries(
