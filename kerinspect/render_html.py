@@ -152,13 +152,14 @@ def html_table(report: ModelReport, *, table_id: str = "ki-layers", style: bool 
     fragment: flagged rows highlighted, nested rows indented, with its own ``<style>``
     (``style=False``: without). Needs no script; :func:`render_report` adds collapsing
     and the flag filter."""
-    from .render import COLUMNS, rows
+    from .render import columns_of, rows
 
+    columns = columns_of(report)  # with Sep when the run had labels
     ancestors = _ancestors(report)
     position = {id(layer): i for i, layer in enumerate(report.layers)}
     head = "".join(
         f'<th class="{"l" if c in ("Layer", "Class", "Output shape", "Flags") else ""}">{html.escape(c)}</th>'
-        for c in COLUMNS
+        for c in columns
     )
     body = []
     seen_toggle: set[int] = set()
@@ -171,7 +172,7 @@ def html_table(report: ModelReport, *, table_id: str = "ki-layers", style: bool 
             seen_toggle.add(i)
             toggle = f'<button class="tg" data-id="{i}" title="collapse">\u25be</button>'
         tds = []
-        for col, cell in zip(COLUMNS, cells):
+        for col, cell in zip(columns, cells):
             if col == "Layer":
                 pad = 12 * layer.depth
                 tds.append(

@@ -130,7 +130,7 @@ def inspect(task: Task, channel: Any, collector: StatsCollector | None = None) -
     more, as the report's :class:`~kerinspect.engine.pictures.PictureCollector` does);
     it is closed here."""
     from .batches import EngineOutcome, run_batches
-    from .report_records import layer_records, weight_records
+    from .report_records import labels_record, layer_records, weight_records
     from .statistics import StatsCollector
 
     subject, run = task.subject, task.run
@@ -144,7 +144,7 @@ def inspect(task: Task, channel: Any, collector: StatsCollector | None = None) -
     return ModelReport(
         model=replace(subject, notes=(*subject.notes, *outcome.notes)).info(),
         inputs=feed.records,
-        layers=layer_records(collector, run.thresholds),
+        layers=layer_records(collector, run.thresholds, feed.labels),
         samples=feed.samples,
         batch_size=feed.batch_size,
         thresholds=run.thresholds,
@@ -153,7 +153,17 @@ def inspect(task: Task, channel: Any, collector: StatsCollector | None = None) -
         kerinspect_version=__version__,
         max_depth=run.depth,
         engine=outcome.label,
+        labels=labels_record(collector, feed.labels, _labels_source(run)),
     )
+
+
+def _labels_source(run: RunSpec) -> str:
+    """Where a run's labels come from, for :class:`~kerinspect.report.LabelsRecord`."""
+    if run.labels is not None:
+        return f"file {run.labels}"
+    if run.label_column is not None:
+        return f"column {run.label_column!r}"
+    return "folders"
 
 
 def inspect_job(task: Task, channel: Any) -> dict[str, Any]:
