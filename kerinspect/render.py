@@ -426,6 +426,8 @@ def _rule_lines(console: Console, result: CheckResult, rule: RuleResult) -> None
         f" {rule.rule:<11} {c.failed:,} failed, {c.passed:,} passed, {c.not_checked:,} not checked{ignored}"
         f" ({rule.unit}s)",
     )
+    if rule.note is not None:
+        _line(console, "      -> ", escape_text(rule.note))
     if not rule.failed:
         return
     head = _ci.headline(result, rule)

@@ -112,6 +112,9 @@ DEFAULT_UNIFORM_ATTENTION_ENTROPY = 0.95
 #: An attention head whose every query row puts at least this weight on one key
 #: is ``collapsed-attention``.
 DEFAULT_COLLAPSED_ATTENTION_WEIGHT = 0.95
+#: ``check --rule separability``: the last hidden layer's separability accuracy must be
+#: at least this (a run with labels).
+DEFAULT_MIN_SEPARABILITY = 0.5
 #: Largest move of a tensor's mean/std from a baseline, in baseline standard deviations.
 DEFAULT_TOLERANCE = 0.1
 #: ``diff``: largest normalised error ``‖a−b‖/‖a‖`` of an output for the models to agree.
