@@ -16,7 +16,15 @@ Schema of the worker's ``pictures``::
      "attention": [{"path", "class_name", "source": str, "heads", "queries", "keys",
                     "step_q", "step_k": int, "query_tokens", "key_tokens": [int] | None,
                     "images": [{"head": int, "height", "width": int, "max": float,
-                                "pixels": base64}]}]}
+                                "pixels": base64}]}],
+     "projections": [{"path", "tensor": str, "accuracy": float | None,
+                      "explained": [float, float] | None, "note": str (optional),
+                      "points": [[x: float, y: float, class index: int]...]}]}
+
+``projections`` (a run with labels) are 2-D PCA projections of layer outputs
+(:func:`kerinspect.engine.pictures.projections`), at most
+:data:`MAX_PROJECTED_POINTS` points each; the class indices index the report's
+``labels.classes``.
 """
 
 from __future__ import annotations
@@ -133,6 +141,22 @@ class AttentionMap:
     images: tuple[Image, ...]
 
 
+#: Points of one projection the parent accepts (the worker sends at most 500).
+MAX_PROJECTED_POINTS = 2000
+
+
+@dataclass(frozen=True)
+class Projection:
+    """One layer output's samples in 2-D (PCA), each with its class index."""
+
+    path: str
+    tensor: str
+    accuracy: float | None
+    explained: tuple[float, float] | None
+    points: tuple[tuple[float, float, int], ...]
+    note: str | None = None
+
+
 @dataclass(frozen=True)
 class Pictures:
     """Everything ``kerinspect report`` draws beyond the report itself."""
@@ -142,6 +166,7 @@ class Pictures:
     feature_maps: tuple[FeatureMap, ...] = ()
     attention: tuple[AttentionMap, ...] = ()
     extra: dict[str, Any] = field(default_factory=dict)
+    projections: tuple[Projection, ...] = ()
 
 
 def _str(v: Any) -> str:
@@ -230,6 +255,22 @@ def parse_pictures(data: Any) -> Pictures:
         tensorflow_version=_str(data.get("tensorflow_version", "")),
         feature_maps=tuple(maps),
         attention=tuple(attention),
+        projections=tuple(_projection(p) for p in data.get("projections", [])),
+    )
+
+
+def _projection(p: Any) -> Projection:
+    points = p["points"]
+    if not isinstance(points, list) or len(points) > MAX_PROJECTED_POINTS:
+        raise ValueError("too many projected points")
+    explained = p["explained"]
+    return Projection(
+        _str(p["path"]),
+        _str(p["tensor"]),
+        None if p["accuracy"] is None else _float(p["accuracy"]),
+        None if explained is None else (_float(explained[0]), _float(explained[1])),
+        tuple((_float(q[0]), _float(q[1]), _int(q[2], 0, 1 << 20)) for q in points),
+        None if p.get("note") is None else _str(p["note"]),
     )
 
 

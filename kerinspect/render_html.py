@@ -28,6 +28,7 @@ from typing import Any
 from . import bins
 from .errors import escape_text
 from .figures import AttentionMap, FeatureMap, Pictures, ReportData, css_gradient, data_uri
+from .html_text import text
 from .numfmt import fmt_float, fmt_fraction, fmt_mean
 from .report import LayerRecord, ModelReport, TensorStats
 
@@ -108,11 +109,6 @@ SCRIPT = """
   });
 })();
 """
-
-
-def text(value: Any, limit: int = 200) -> str:
-    """Untrusted text as HTML text or attribute value (see the module's docstring)."""
-    return html.escape(escape_text(str(value), limit=limit), quote=True)
 
 
 def script_json(data: Any) -> str:
@@ -529,6 +525,7 @@ def render_report(data: ReportData, *, command: str | None = None) -> str:
     """The whole page (see the module's docstring)."""
     from . import __version__
     from .render import footer_line
+    from .render_separability import separability_section
 
     report: ModelReport = data.report
     pictures: Pictures = data.pictures
@@ -560,6 +557,7 @@ def render_report(data: ReportData, *, command: str | None = None) -> str:
         f'<span class="note">{text(footer_line(report), 600)}</span></p>'
         f'<div class="scroll">{html_table(report, style=False)}</div></section>'
         f'<section id="depth"><h2>Health along the depth</h2><div class="chart">{depth_chart(report)}</div></section>'
+        f"{separability_section(report, pictures)}"
         f'<section id="histograms"><h2>Value histograms</h2><p class="note">Per layer output: signed '
         "log-magnitude bins, two per octave, and an exact-zero bin (grey); negative values orange, "
         f"positive blue; counts over all samples.</p>{_histograms(report)}</section>"

@@ -58,6 +58,14 @@ from kerinspect.spec import LoadOptions, RunSpec
     metavar="N",
     help="Draw at most N channels (the most varied) of each feature map layer.",
 )
+@click.option(
+    "--pca-layers",
+    metavar="PATH,...",
+    default=None,
+    callback=lambda ctx, param, value: None if value is None else tuple(p for p in value.split(",") if p),
+    help="With labels: project the outputs of these layer paths (comma-separated; path:output for one "
+    "output of several) in 2-D (PCA), coloured by class. Default: the last hidden layer and a middle one.",
+)
 @threshold_options
 @attention_threshold_options
 @load_options
@@ -83,6 +91,7 @@ def report(
       kerinspect report model.keras
       kerinspect report model.keras -o report.html --sample 3
       kerinspect report model.keras --feature-maps 0 --samples 8
+      kerinspect report model.keras --input data/images/   (labels: separability and PCA)
     """
     import shlex
 

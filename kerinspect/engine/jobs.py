@@ -130,7 +130,7 @@ def inspect(task: Task, channel: Any, collector: StatsCollector | None = None) -
     more, as the report's :class:`~kerinspect.engine.pictures.PictureCollector` does);
     it is closed here."""
     from .batches import EngineOutcome, run_batches
-    from .report_records import labels_record, layer_records, weight_records
+    from .report_records import label_classes, labels_record, layer_records, weight_records
     from .statistics import StatsCollector
 
     subject, run = task.subject, task.run
@@ -141,10 +141,11 @@ def inspect(task: Task, channel: Any, collector: StatsCollector | None = None) -
         caught = run_batches(subject.model, feed, collector, run, channel.progress, outcome)
     finally:
         collector.close()
+    classes = collector.classes = label_classes(collector, feed.labels) if collector.labelled else []
     return ModelReport(
         model=replace(subject, notes=(*subject.notes, *outcome.notes)).info(),
         inputs=feed.records,
-        layers=layer_records(collector, run.thresholds, feed.labels),
+        layers=layer_records(collector, run.thresholds, classes),
         samples=feed.samples,
         batch_size=feed.batch_size,
         thresholds=run.thresholds,
@@ -153,7 +154,7 @@ def inspect(task: Task, channel: Any, collector: StatsCollector | None = None) -
         kerinspect_version=__version__,
         max_depth=run.depth,
         engine=outcome.label,
-        labels=labels_record(collector, feed.labels, _labels_source(run)),
+        labels=labels_record(collector, classes, feed.labels, _labels_source(run)),
     )
 
 
@@ -175,13 +176,14 @@ def report_job(task: Task, channel: Any) -> dict[str, Any]:
     """``report``: the report with every output's histogram, and the pictures of one
     sample (``run.sample``): its feature maps and attention probabilities. Runs eagerly:
     the pictures are read from the sample's tensors."""
-    from .pictures import PictureCollector, check_sample, tensorflow_version
+    from .pictures import PictureCollector, check_sample, projections, tensorflow_version
 
     run = task.run
     collector = PictureCollector(run.sample, run.feature_maps, run.channels)
     report = inspect(replace(task, run=run.replace(engine="eager")), channel, collector)
     check_sample(run.sample, report.samples, task.subject.path)
     pictures = collector.pictures()
+    pictures["projections"] = projections(collector, report, run.pca_layers)
     pictures["tensorflow_version"] = tensorflow_version()
     return {"report": report.to_dict(), "pictures": pictures}
 

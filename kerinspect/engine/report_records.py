@@ -40,21 +40,23 @@ def label_classes(collector: StatsCollector, names: Sequence[str] | None) -> lis
     return sorted_classes(collector.class_counts)
 
 
-def labels_record(collector: StatsCollector, names: Sequence[str] | None, source: str) -> LabelsRecord | None:
-    """What the report says of the run's labels (None: no batch carried any)."""
+def labels_record(
+    collector: StatsCollector, classes: list[Any], names: Sequence[str] | None, source: str
+) -> LabelsRecord | None:
+    """What the report says of the run's labels (None: no batch carried any):
+    ``classes`` from :func:`label_classes`, ``names`` an image folder's."""
     if not collector.labelled:
         return None
-    classes = label_classes(collector, names)
     shown = [str(names[c]) if names is not None else str(c) for c in classes]
     return LabelsRecord(source, tuple(shown), tuple(collector.class_counts.get(c, 0) for c in classes))
 
 
 def layer_records(
-    collector: StatsCollector, thresholds: Thresholds, names: Sequence[str] | None = None
+    collector: StatsCollector, thresholds: Thresholds, classes: list[Any] | None = None
 ) -> tuple[LayerRecord, ...]:
     """One record per call the collector saw, in call order, each output flagged (and,
-    in a labelled run, with its separability; ``names``: an image folder's classes)."""
-    classes = label_classes(collector, names) if collector.labelled else []
+    in a labelled run, with its separability; ``classes``: :func:`label_classes`)."""
+    classes = classes or []
     out = []
     for site, shapes, dtypes, stats in zip(
         collector.sites, collector.shapes, collector.dtypes, collector.stats

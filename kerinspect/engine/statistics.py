@@ -108,6 +108,7 @@ class StatsCollector(Visitor):
         self.separability: dict[tuple[int, int], OutputSeparability] = {}
         self.labelled = False  # a batch carried labels: every float output is pooled
         self.class_counts: dict[Any, int] = {}  # samples of each label value seen
+        self.classes: list[Any] = []  # the label values in class order, set after the run
         self._labels: list[Any] | None = None
         self._budget = Budget(SEPARABILITY_MAX_BYTES)
 
