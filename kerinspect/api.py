@@ -546,7 +546,7 @@ def _labels_for_run(run: RunSpec, labels: Any, stack: contextlib.ExitStack) -> t
                 d=str(arr.dtype),
             )
         )
-    tmp = stack.enter_context(_scratch("labels"))
+    tmp = stack.enter_context(_scratch("inputs"))  # in-memory data handed to the worker
     path = os.path.join(tmp, "labels.npy")
     np.save(path, arr, allow_pickle=False)
     return run.replace(labels=path), "array"
