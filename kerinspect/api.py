@@ -26,7 +26,7 @@ import shutil
 from collections.abc import Iterator, Mapping, Sequence
 from typing import TYPE_CHECKING, Any
 
-from .errors import InputFileError, UsageError, escape_text, msg
+from .errors import InputFileError, KerinspectError, UsageError, escape_text, msg
 from .report import ModelReport, WeightsReport
 
 if TYPE_CHECKING:
@@ -526,7 +526,12 @@ def _place(
             snapshots = [stack.enter_context(snapshot(m)) for m in models]
             place = _Worker(snapshots, inputs, run, load or LoadOptions())
         place.labels_shown = shown
-        yield place
+        try:
+            yield place
+        except KerinspectError as e:  # the worker saw the absolute path; say it as the caller did
+            if shown not in (None, "array") and run.labels is not None and run.labels != shown:
+                e.replace_text(escape_text(run.labels), escape_text(shown))
+            raise
 
 
 def _labels_for_run(run: RunSpec, labels: Any, stack: contextlib.ExitStack) -> tuple[RunSpec, str | None]:

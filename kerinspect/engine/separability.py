@@ -48,12 +48,12 @@ def sample_vectors(arr: np.ndarray, rows: int) -> np.ndarray | None:
     None for a tensor without a batch axis or without float values."""
     if arr.ndim < 1 or arr.shape[0] != rows or arr.dtype.kind != "f" or arr.size == 0:
         return None
-    v = np.asarray(arr, dtype=np.float64)
-    if v.ndim == 1:
-        return v.reshape(-1, 1)
-    if v.ndim > 2:
-        v = v.mean(axis=tuple(range(1, v.ndim - 1)))
-    return v
+    if arr.ndim == 1:
+        return arr.astype(np.float64).reshape(-1, 1)
+    if arr.ndim == 2:
+        return arr.astype(np.float64)
+    # summed in float64 without a float64 copy of the whole tensor
+    return np.asarray(arr.mean(axis=tuple(range(1, arr.ndim - 1)), dtype=np.float64))
 
 
 def label_value(x: Any) -> int | str:
