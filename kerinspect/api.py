@@ -108,7 +108,9 @@ def inspect_for_report(
     """:func:`inspect_model` with what ``kerinspect report`` draws: every output's value
     histogram, and the feature maps and attention probabilities of one sample
     (``spec.sample``; at most ``spec.feature_maps`` layers of ``spec.channels``
-    channels each).
+    channels each); with labels (``labels`` as for :func:`inspect_model`), 2-D PCA
+    projections of the outputs ``spec.pca_layers`` names (default: the last hidden
+    layer and a middle one).
 
     Returns:
         A :class:`~kerinspect.figures.ReportData` (report, pictures, the file's SHA-256).

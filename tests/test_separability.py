@@ -110,6 +110,17 @@ def test_the_summary_table_has_a_sep_column_and_says_where_the_labels_came_from(
     assert f"{separability(eager)['flatten']['accuracy']:.2f}" in flatten
 
 
+def test_markdown_has_the_sep_column_and_the_labels_line(eager):
+    from kerinspect.render import render_markdown
+    from kerinspect.report import ModelReport
+
+    md = render_markdown(ModelReport.from_dict(eager)).splitlines()
+    assert "| Dead | Sep | Flags |" in next(line for line in md if line.startswith("| Layer"))
+    flatten = next(line for line in md if line.startswith("| `flatten`"))
+    assert flatten.split("|")[-3].strip() == f"{separability(eager)['flatten']['accuracy']:.2f}"
+    assert any(line.startswith("- labels: 10 classes from folders") for line in md)
+
+
 # -- labels for arrays -----------------------------------------------------------------
 
 
@@ -228,3 +239,19 @@ def test_the_report_draws_accuracy_along_the_depth_and_two_projections(tmp_path)
     for svg in re.findall(r'<svg[^>]*class="pca".*?</svg>', section):
         assert svg.count("<circle") == 40 + 10  # every sample, and the legend's ten classes
         assert all(f">{d}</text>" in svg for d in range(10))
+
+
+def test_pca_layers_picks_the_projected_outputs_and_an_unknown_one_is_one_line(tmp_path):
+    import re
+
+    page = tmp_path / "r.html"
+    out = kerinspect_cli("report", DIGITS, "-i", FOLDER, "-o", page, "--pca-layers", "pool,digit")
+    assert out.returncode == 0, out.stderr
+    html = page.read_text()
+    section = html[html.index('<section id="separability">') :]
+    captions = re.findall(r"<figcaption>([^<]*)</figcaption>", section[: section.index("</section>")])
+    assert [c.split(" ")[0] for c in captions] == ["pool", "digit"]
+    out = kerinspect_cli("report", DIGITS, "-i", FOLDER, "-o", tmp_path / "x.html", "--pca-layers", "nope")
+    assert out.returncode == ExitCode.USAGE and out.stderr.count("\n") == 1, out.stderr
+    assert "--pca-layers names 'nope'" in out.stderr and "flatten" in out.stderr
+    assert not (tmp_path / "x.html").exists()
