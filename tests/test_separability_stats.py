@@ -137,3 +137,23 @@ def test_projection_is_the_svd_of_the_centered_vectors(data):
     np.testing.assert_allclose(np.abs(pts[:, :2]), np.abs(xy), rtol=1e-9, atol=1e-9)  # signs are arbitrary
     assert pts[:, 2].tolist() == y.tolist()
     assert p["explained"] == pytest.approx((s[:2] ** 2 / (s**2).sum()).tolist())
+
+
+def test_an_output_with_nan_has_no_figures_and_says_why(data):
+    x, y = data
+    x = x.copy()
+    x[60, 2] = np.nan
+    acc = OutputSeparability()
+    budget = Budget(1 << 20)
+    for start in range(0, len(x), 50):
+        acc.add(x[start : start + 50], y[start : start + 50].tolist(), budget)
+    out = acc.result([0, 1, 2, 3])
+    assert out["accuracy"] is None and out["fisher"] is None and "NaN" in out["note"]
+    assert budget.used == 0
+
+
+def test_bfloat16_outputs_have_vectors_too():
+    ml_dtypes = pytest.importorskip("ml_dtypes")
+    a = np.arange(24, dtype=np.float32).reshape(2, 3, 4)
+    got = sample_vectors(a.astype(ml_dtypes.bfloat16), 2)
+    np.testing.assert_array_equal(got, a.astype(ml_dtypes.bfloat16).astype(np.float64).mean(axis=1))

@@ -12,7 +12,8 @@ the last one: a ``(batch, units)`` matrix (a ``(batch,)`` output is one unit;
 * the vectors themselves are pooled (float64) while the run's budget allows
   (:data:`~kerinspect.spec.SEPARABILITY_MAX_BYTES` for all outputs together, first
   come first served): the leave-one-out accuracy needs each sample against the
-  final class means. Past the budget an output's accuracy is None, with a note.
+  final class means. Past the budget an output's accuracy is None, with a note;
+  an output that holds NaN or Inf has no figures at all, with a note.
 
 Definitions (:func:`separability`), with classes ``c`` of ``n_c`` samples, class
 means ``m_c``, overall mean ``m``:
@@ -38,6 +39,8 @@ from typing import Any
 
 import numpy as np
 
+from kerinspect.stats import numeric_kind
+
 #: Points of a 2-D projection sent to the report (evenly spaced over the samples).
 MAX_PROJECTED_POINTS = 500
 
@@ -45,9 +48,12 @@ MAX_PROJECTED_POINTS = 500
 def sample_vectors(arr: np.ndarray, rows: int) -> np.ndarray | None:
     """Each sample's vector of ``arr`` (a batch of ``rows`` samples on axis 0), as
     float64 ``(rows, units)``: the mean over every axis but the first and the last;
-    None for a tensor without a batch axis or without float values."""
-    if arr.ndim < 1 or arr.shape[0] != rows or arr.dtype.kind != "f" or arr.size == 0:
+    None for a tensor without a batch axis or without float values (every float
+    dtype counts, bfloat16 and float8 too, as in the compiled engine)."""
+    if arr.ndim < 1 or arr.shape[0] != rows or numeric_kind(arr.dtype) != "float" or arr.size == 0:
         return None
+    if arr.dtype.kind != "f":  # bfloat16, float8 (ml_dtypes): exactly in float32 first
+        arr = arr.astype(np.float32)
     if arr.ndim == 1:
         return arr.astype(np.float64).reshape(-1, 1)
     if arr.ndim == 2:
@@ -186,8 +192,19 @@ class OutputSeparability:
         self.pooled: list[np.ndarray] | None = []
         self.labels: list[Any] = []
         self.note: str | None = None
+        self.nonfinite = False
 
     def add(self, vectors: np.ndarray, labels: Sequence[Any], budget: Budget) -> None:
+        if self.nonfinite:
+            return
+        if not np.isfinite(vectors).all():  # NaN or Inf: no figure would mean anything
+            self.nonfinite = True
+            self.moments = ClassMoments()
+            if self.pooled:
+                budget.give(sum(p.nbytes for p in self.pooled))
+            self.pooled, self.labels = None, []
+            self.note = "not computed: the output holds NaN or Inf"
+            return
         self.moments.add(vectors, labels)
         if self.pooled is None:
             return
@@ -217,7 +234,7 @@ class OutputSeparability:
         out: dict[str, Any] = {
             "accuracy": None,
             "chance": max(counts) / total if total else None,
-            "fisher": self.moments.fisher(),
+            "fisher": None if self.nonfinite else self.moments.fisher(),
         }
         pooled = self.pooled_indices(classes)
         if pooled is not None:
