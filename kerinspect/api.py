@@ -26,7 +26,7 @@ import shutil
 from collections.abc import Iterator, Mapping, Sequence
 from typing import TYPE_CHECKING, Any
 
-from .errors import InputFileError, UsageError, escape_text, msg
+from .errors import InputFileError, KerinspectError, UsageError, escape_text, msg
 from .report import ModelReport, WeightsReport
 
 if TYPE_CHECKING:
@@ -55,6 +55,7 @@ def inspect_model(
     model: Any,
     inputs: Any = None,
     *,
+    labels: Any = None,
     spec: RunSpec | None = None,
     progress: ProgressFn | None = None,
     load: LoadOptions | None = None,
@@ -66,6 +67,11 @@ def inspect_model(
         model: path of a ``.keras``/``.h5`` file, or a built ``keras.Model``.
         inputs: None for synthetic inputs; a ``.npy``/``.npz`` path; an array (one-input
             models); a list of arrays in ``model.inputs`` order; or a dict by input name.
+        labels: the class of each sample of ``inputs`` that holds no labels itself: a
+            path (``.npy`` of integers or strings, ``.txt`` of one label per line) or a
+            sequence/array of integers or strings. With labels (these, an image
+            folder's, ``label_column``'s) every float output gets its
+            :class:`~kerinspect.report.Separability`.
         spec: the run's options as a :class:`~kerinspect.spec.RunSpec` (default: its
             defaults).
         progress: called as ``progress(samples_done, samples_total)`` after each batch.
@@ -84,15 +90,16 @@ def inspect_model(
             :class:`~kerinspect.spec.SpecError` (exit 2) for a bad option value.
     """
     run = _run_spec(spec, options)
-    with _place((model,), inputs, run, load) as place:
+    with _place((model,), inputs, run, load, labels) as place:
         result = place.run("inspect", progress)
-    return _parsed(ModelReport.from_dict, result, "report")
+    return _labels_shown(_parsed(ModelReport.from_dict, result, "report"), place.labels_shown)
 
 
 def inspect_for_report(
     model: Any,
     inputs: Any = None,
     *,
+    labels: Any = None,
     spec: RunSpec | None = None,
     progress: ProgressFn | None = None,
     load: LoadOptions | None = None,
@@ -101,7 +108,9 @@ def inspect_for_report(
     """:func:`inspect_model` with what ``kerinspect report`` draws: every output's value
     histogram, and the feature maps and attention probabilities of one sample
     (``spec.sample``; at most ``spec.feature_maps`` layers of ``spec.channels``
-    channels each).
+    channels each); with labels (``labels`` as for :func:`inspect_model`), 2-D PCA
+    projections of the outputs ``spec.pca_layers`` names (default: the last hidden
+    layer and a middle one).
 
     Returns:
         A :class:`~kerinspect.figures.ReportData` (report, pictures, the file's SHA-256).
@@ -113,9 +122,9 @@ def inspect_for_report(
     from .figures import ReportData, parse_pictures
 
     run = _run_spec(spec, options)
-    with _place((model,), inputs, run, load) as place:
+    with _place((model,), inputs, run, load, labels) as place:
         result = place.run("report", progress)
-    report = _parsed(ModelReport.from_dict, result, "report")
+    report = _labels_shown(_parsed(ModelReport.from_dict, result, "report"), place.labels_shown)
     return ReportData(report, _from_worker(parse_pictures, result, "pictures"), place.sha256)
 
 
@@ -413,6 +422,7 @@ class _Here:
     """``keras.Model`` objects: their job runs in this process (:func:`kerinspect.engine.jobs.run_in_process`)."""
 
     in_process = True
+    labels_shown: str | None = None  # how the report names a labels file (see _place)
     shown: str | None = None  # no file: what the report and the dump manifest say
     sha256: str | None = None
     format = "in-memory"
@@ -454,6 +464,7 @@ class _Worker:
     same request when isolation is off."""
 
     in_process = False
+    labels_shown: str | None = None  # how the report names a labels file (see _place)
 
     def __init__(self, files: Sequence[Any], inputs: Any, run: RunSpec, load: LoadOptions):
         self.files, self.inputs, self.spec, self.load = list(files), inputs, run, load
@@ -489,31 +500,113 @@ _Place = _Here | _Worker
 
 
 @contextlib.contextmanager
-def _place(models: Sequence[Any], inputs: Any, run: RunSpec, load: LoadOptions | None) -> Iterator[_Place]:
+def _place(
+    models: Sequence[Any], inputs: Any, run: RunSpec, load: LoadOptions | None, labels: Any = None
+) -> Iterator[_Place]:
     """Where a job on ``models`` runs, for the length of the block: options that
     contradict each other or the inputs are refused first, before any model is opened
     or any worker starts; then files are pre-flighted and snapshotted (the snapshots
-    live as long as the block), objects checked."""
-    check_inputs(run, inputs)
-    if run.vocab is not None:  # refused here, before any worker starts; the worker reads it again
-        from .vocab import read_vocabulary
-
-        read_vocabulary(run.vocab)
-        run = run.replace(vocab=os.path.abspath(run.vocab))
-    files = [isinstance(m, (str, os.PathLike)) for m in models]
-    if not any(files):
-        for m in models:
-            _check_model_object(m)
-        yield _Here(models, inputs, run)
-        return
-    if not all(files):
-        raise UsageError(
-            "diff compares two model files or two keras.Model objects, not one of each. "
-            f"Received: model_a={type(models[0]).__name__}, model_b={type(models[1]).__name__}"
-        )
+    live as long as the block), objects checked. ``labels`` (a path or an array) is
+    checked and handed over as ``run.labels``, an absolute path (an array saved in a
+    scratch ``.npy`` for the block's length)."""
     with contextlib.ExitStack() as stack:
-        snapshots = [stack.enter_context(snapshot(m)) for m in models]
-        yield _Worker(snapshots, inputs, run, load or LoadOptions())
+        run, shown = _labels_for_run(run, labels, stack)
+        check_inputs(run, inputs)
+        run = _checked_labels(run)
+        if run.vocab is not None:  # refused here, before any worker starts; the worker reads it again
+            from .vocab import read_vocabulary
+
+            read_vocabulary(run.vocab)
+            run = run.replace(vocab=os.path.abspath(run.vocab))
+        files = [isinstance(m, (str, os.PathLike)) for m in models]
+        place: _Place
+        if not any(files):
+            for m in models:
+                _check_model_object(m)
+            place = _Here(models, inputs, run)
+        elif not all(files):
+            raise UsageError(
+                "diff compares two model files or two keras.Model objects, not one of each. "
+                f"Received: model_a={type(models[0]).__name__}, model_b={type(models[1]).__name__}"
+            )
+        else:
+            snapshots = [stack.enter_context(snapshot(m)) for m in models]
+            place = _Worker(snapshots, inputs, run, load or LoadOptions())
+        place.labels_shown = shown
+        try:
+            yield place
+        except KerinspectError as e:  # the worker saw the absolute path; say it as the caller did
+            if shown not in (None, "array") and run.labels is not None and run.labels != shown:
+                e.replace_text(escape_text(run.labels), escape_text(shown))
+            raise
+
+
+def _labels_for_run(run: RunSpec, labels: Any, stack: contextlib.ExitStack) -> tuple[RunSpec, str | None]:
+    """``run`` with ``labels`` as its ``labels`` path (an array saved to a scratch
+    ``.npy`` that lives as long as ``stack``), and how the report names them."""
+    if labels is None:
+        return run, run.labels
+    if isinstance(labels, (str, os.PathLike)):
+        return run.replace(labels=os.fspath(labels)), os.fspath(labels)
+    import numpy as np  # an array given to the API: the CLI's parent never gets here
+
+    arr = np.asarray(labels)
+    if arr.dtype.kind not in "iubU":
+        raise UsageError(
+            msg(
+                "{labels} must hold integers or strings, one per sample. Received: {labels} of dtype {d}",
+                d=str(arr.dtype),
+            )
+        )
+    tmp = stack.enter_context(_scratch("inputs"))  # in-memory data handed to the worker
+    path = os.path.join(tmp, "labels.npy")
+    np.save(path, arr, allow_pickle=False)
+    return run.replace(labels=path), "array"
+
+
+def _checked_labels(run: RunSpec) -> RunSpec:
+    """``run`` whose ``labels`` file was found to be a regular ``.npy`` or ``.txt``
+    file here (before a worker starts), its path made absolute (the worker's working
+    directory is its own)."""
+    if run.labels is None:
+        return run
+    from .safefs import ReadRefused, check_regular
+
+    p = os.fspath(run.labels)
+    try:
+        check_regular(p)
+    except ReadRefused as e:
+        if e.kind == "missing":
+            raise InputFileError(
+                msg("Labels file not found. Received: {labels}={p}", p=escape_text(p)),
+                rule="labels-not-found",
+            ) from None
+        raise InputFileError(
+            msg(
+                "Cannot use the labels file: {reason}. Received: {labels}={p}",
+                reason=e.reason,
+                p=escape_text(p),
+            ),
+            rule="labels-unreadable",
+        ) from None
+    if not p.lower().endswith((".npy", ".txt")):
+        raise InputFileError(
+            msg(
+                "The labels file must be a .npy or a .txt (one label per line). Received: {labels}={p}",
+                p=escape_text(p),
+            ),
+            rule="labels-unsupported",
+        )
+    return run.replace(labels=os.path.abspath(p))
+
+
+def _labels_shown(report: ModelReport, shown: str | None) -> ModelReport:
+    """``report`` whose labels, read from a file, name it as the caller did (the worker
+    saw an absolute path, or a scratch file for an array)."""
+    if report.labels is None or shown is None or not report.labels.source.startswith("file "):
+        return report
+    source = "array" if shown == "array" else f"file {shown}"
+    return dataclasses.replace(report, labels=dataclasses.replace(report.labels, source=source))
 
 
 def _parsed(parse: Any, result: dict[str, Any], key: str) -> Any:

@@ -74,6 +74,8 @@ class RuleResult(Record):
     counts: RuleCounts
     threshold: float | None = None
     failures: tuple[Failure, ...] = ()
+    #: why a rule was not checked, when that needs saying (``separability`` without labels)
+    note: str | None = field(default=None, metadata=meta(omit_none=True))
 
     @property
     def failed(self) -> bool:

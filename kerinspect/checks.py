@@ -8,6 +8,7 @@ checked so that a skipped tensor never counts as a pass.
 
 from __future__ import annotations
 
+import dataclasses
 import enum
 import fnmatch
 import math
@@ -625,6 +626,63 @@ def input_differences(report: ModelReport, baseline: ModelReport) -> list[str]:
     return list(dict.fromkeys(out))  # one phrase for the inputs of one .npz
 
 
+def last_hidden(report: ModelReport) -> tuple[LayerRecord, TensorRecord] | None:
+    """The model's last hidden layer: the last output, in graph order, that has a
+    separability and is neither a model input nor one of the model's own outputs,
+    before the last of those; among the model's own layers (depth 0) first, at any
+    depth when none of them qualifies (a model that is one nested model)."""
+    end = max(
+        (i for i, r in enumerate(report.layers) if any(o.model_output for o in r.outputs)), default=None
+    )
+    layers = report.layers if end is None else report.layers[:end]
+    for top_only in (True, False):
+        found = [
+            (r, o)
+            for r in layers
+            if r.class_name != "InputLayer" and (r.depth == 0 or not top_only)
+            for o in r.outputs
+            if o.separability is not None and not o.model_output
+        ]
+        if found:
+            return found[-1]
+    return None
+
+
+def separability_rule(report: ModelReport, minimum: float) -> RuleResult:
+    """``separability``: the last hidden layer's (:func:`last_hidden`) separability
+    accuracy is at least ``minimum``. Not checked, saying why, without labels or without
+    such a layer, or when its accuracy was not computed."""
+    tally = _Tally("separability", "model", "layer", minimum)
+    note = None
+    found = last_hidden(report) if report.labels is not None else None
+    if report.labels is None:
+        note = "no labels: the run had no labels file, label column or image folder in label subfolders"
+    elif found is None:
+        note = "no hidden layer output has a separability"
+    elif found[1].separability is None or found[1].separability.accuracy is None:
+        note = "the last hidden layer's accuracy was not computed"
+    if note is not None or found is None:
+        tally.add(Verdict.NOT_CHECKED)
+        return dataclasses.replace(tally.result(), note=note)
+    layer, out = found
+    sep = out.separability
+    assert sep is not None and sep.accuracy is not None
+    accuracy, chance = sep.accuracy, sep.chance
+
+    def failure() -> Failure:
+        chance_text = "" if chance is None else f" (chance {chance:.2f})"
+        return Failure(
+            "separability",
+            layer.path,
+            out.name if len(layer.outputs) > 1 else None,
+            f"last hidden layer separates the classes with accuracy {accuracy:.3f} < {minimum:g}{chance_text}",
+            {"accuracy": accuracy, "chance": chance, "fisher": sep.fisher, "min_separability": minimum},
+        )
+
+    tally.add(Verdict.FAILED if accuracy < minimum else Verdict.PASSED, failure)
+    return tally.result()
+
+
 def run_checks(
     report: ModelReport,
     config: CheckConfig | None = None,
@@ -748,6 +806,8 @@ def run_checks(
     )
 
     rules = [t.result() for t in tallies.values()] + [wn.result(), wi.result(), coverage.result()]
+    if "separability" in config.rules:
+        rules.append(separability_rule(report, config.min_separability))
     warnings: list[str] = []
     if baseline is not None:
         extra, notes = _baseline_rules(report, baseline, config, ignored)

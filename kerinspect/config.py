@@ -9,6 +9,7 @@ the command's options::
     max_abs = 1e4
     max_dead_fraction = 0.5
     rules = ["vanishing", "constant"]   # optional rules to run too
+    min_separability = 0.9              # with rules = ["separability"] and labels
     ignore = ["augment", "debug_*"]      # globs on layer paths
     samples = 32
     seed = 0
@@ -48,6 +49,7 @@ from .spec import (
     DEFAULT_MAX_SATURATED_FRACTION,
     DEFAULT_MIN_RMS_RATIO,
     DEFAULT_MIN_SAMPLE_SPREAD,
+    DEFAULT_MIN_SEPARABILITY,
     DEFAULT_PREPROCESS,
     DEFAULT_SEED,
     DEFAULT_TOLERANCE,
@@ -63,6 +65,12 @@ OPTIONAL_RULES = ("vanishing", "saturated", "constant")
 #: Optional rules judged on attention heads (the flags ``summary`` and ``attention``
 #: show), off by default as :data:`OPTIONAL_RULES`.
 ATTENTION_RULES = ("uniform-attention", "collapsed-attention", "single-key-attention")
+#: Optional rules of the whole model, not of each tensor (no flag in ``summary``):
+#: ``separability`` gates the last hidden layer's separability accuracy (a run with
+#: labels; :func:`kerinspect.checks.last_hidden`).
+MODEL_RULES = ("separability",)
+#: Every rule the ``rules`` setting may name.
+CHOOSABLE_RULES = (*OPTIONAL_RULES, *ATTENTION_RULES, *MODEL_RULES)
 
 _TABLE = ("tool", "kerinspect", "check")
 #: Largest configuration file read (a pyproject.toml is a few KiB).
@@ -80,15 +88,16 @@ class CheckConfig:
         min_rms_ratio, max_saturated_fraction, min_sample_spread: the limits of
             the optional rules ``vanishing``, ``saturated`` and ``constant``
             (see :func:`kerinspect.checks.tensor_verdicts`).
-        rules: optional rules to run as well (:data:`OPTIONAL_RULES`,
-            :data:`ATTENTION_RULES`);
+        rules: optional rules to run as well (:data:`CHOOSABLE_RULES`);
             they are off by default.
+        min_separability: the ``separability`` rule fails when the last hidden
+            layer's separability accuracy is below this.
         ignore: glob patterns on layer paths; a matching layer (and every layer
             inside it, and every call of it) is exempt from all rules.
         tolerance: how far a tensor's mean or std may move from the baseline, in
             baseline standard deviations (see :func:`kerinspect.checks.drift`).
         baseline: path of a ``kerinspect summary --format json`` file to compare with.
-        samples, seed, batch_size, dim, shape, input, preprocess, label_column: what
+        samples, seed, batch_size, dim, shape, input, preprocess, label_column, labels: what
             the model runs on, as for ``kerinspect summary`` (``samples`` None: the
             default).
         custom_objects: path of a Python file that defines or registers the model's
@@ -104,6 +113,7 @@ class CheckConfig:
     min_rms_ratio: float = DEFAULT_MIN_RMS_RATIO
     max_saturated_fraction: float = DEFAULT_MAX_SATURATED_FRACTION
     min_sample_spread: float = DEFAULT_MIN_SAMPLE_SPREAD
+    min_separability: float = DEFAULT_MIN_SEPARABILITY
     rules: tuple[str, ...] = ()
     ignore: tuple[str, ...] = ()
     tolerance: float = DEFAULT_TOLERANCE
@@ -116,6 +126,7 @@ class CheckConfig:
     input: str | None = None
     preprocess: str = DEFAULT_PREPROCESS
     label_column: str | None = None
+    labels: str | None = None
     custom_objects: str | None = None
 
     @property
@@ -140,6 +151,7 @@ class CheckConfig:
             thresholds=self.thresholds,
             preprocess=self.preprocess,
             label_column=self.label_column,
+            labels=self.labels,
             **options,
         )
 
@@ -156,7 +168,7 @@ class CheckConfig:
 
 
 KEYS = tuple(f.name for f in dataclasses.fields(CheckConfig))
-_PATH_KEYS = ("baseline", "input", "custom_objects")
+_PATH_KEYS = ("baseline", "input", "custom_objects", "labels")
 
 
 def _where(source: str, table: str) -> str:
@@ -190,19 +202,22 @@ def validate(raw: Mapping[str, Any], *, source: str, table: str, base_dir: str |
             if not is_number or not value > 0 or not math.isfinite(value):
                 raise bad("a positive number")
             out[key] = float(value)
-        elif key in ("max_dead_fraction", "min_rms_ratio", "max_saturated_fraction", "min_sample_spread"):
+        elif key in (
+            "max_dead_fraction",
+            "min_rms_ratio",
+            "max_saturated_fraction",
+            "min_sample_spread",
+            "min_separability",
+        ):
             if not is_number or not 0 <= value <= 1:
                 raise bad("a number from 0 to 1")
             out[key] = float(value)
         elif key == "rules":
             items = [value] if isinstance(value, str) else value
             if not isinstance(items, list) or not all(
-                isinstance(v, str) and v in OPTIONAL_RULES + ATTENTION_RULES for v in items
+                isinstance(v, str) and v in CHOOSABLE_RULES for v in items
             ):
-                raise bad(
-                    "a list of rule names from "
-                    + ", ".join(repr(r) for r in OPTIONAL_RULES + ATTENTION_RULES)
-                )
+                raise bad("a list of rule names from " + ", ".join(repr(r) for r in CHOOSABLE_RULES))
             out[key] = tuple(dict.fromkeys(items))
         elif key == "tolerance":
             if not is_number or not value >= 0 or not math.isfinite(value):

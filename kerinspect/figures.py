@@ -30,9 +30,17 @@ Schema of the worker's ``pictures``::
 
      "patches": [{"path", "class_name", "what": str, "grid": [rows, cols], "patch": int,
                   "class_token": bool, "max": float, "weights": [[float]],
-                  "height", "width": int, "pixels": base64}]}
+                  "height", "width": int, "pixels": base64}],
+     "projections": [{"path", "tensor": str, "accuracy": float | None,
+                      "explained": [float, float] | None, "note": str (optional),
+                      "points": [[x: float, y: float, class index: int]...]}]}
 
-(``inputs``, ``predictions`` and ``patches`` are read as empty when absent.)
+(``inputs``, ``predictions``, ``patches`` and ``projections`` are read as empty when absent.)
+
+``projections`` (a run with labels) are 2-D PCA projections of layer outputs
+(:func:`kerinspect.engine.pictures.projections`), at most
+:data:`MAX_PROJECTED_POINTS` points each; the class indices index the report's
+``labels.classes``.
 """
 
 from __future__ import annotations
@@ -258,6 +266,22 @@ class PatchAttention:
         }
 
 
+#: Points of one projection the parent accepts (the worker sends at most 500).
+MAX_PROJECTED_POINTS = 2000
+
+
+@dataclass(frozen=True)
+class Projection:
+    """One layer output's samples in 2-D (PCA), each with its class index."""
+
+    path: str
+    tensor: str
+    accuracy: float | None
+    explained: tuple[float, float] | None
+    points: tuple[tuple[float, float, int], ...]
+    note: str | None = None
+
+
 @dataclass(frozen=True)
 class Pictures:
     """Everything ``kerinspect report`` draws beyond the report itself."""
@@ -270,6 +294,7 @@ class Pictures:
     inputs: tuple[ShownInput, ...] = ()
     predictions: tuple[Prediction, ...] = ()
     patches: tuple[PatchAttention, ...] = ()
+    projections: tuple[Projection, ...] = ()
 
 
 def _str(v: Any) -> str:
@@ -435,6 +460,22 @@ def parse_pictures(data: Any) -> Pictures:
         inputs=tuple(_shown_input(i) for i in data.get("inputs", [])),
         predictions=tuple(_prediction(p) for p in data.get("predictions", [])),
         patches=tuple(_patches(p) for p in data.get("patches", [])),
+        projections=tuple(_projection(p) for p in data.get("projections", [])),
+    )
+
+
+def _projection(p: Any) -> Projection:
+    points = p["points"]
+    if not isinstance(points, list) or len(points) > MAX_PROJECTED_POINTS:
+        raise ValueError("too many projected points")
+    explained = p["explained"]
+    return Projection(
+        _str(p["path"]),
+        _str(p["tensor"]),
+        None if p["accuracy"] is None else _float(p["accuracy"]),
+        None if explained is None else (_float(explained[0]), _float(explained[1])),
+        tuple((_float(q[0]), _float(q[1]), _int(q[2], 0, 1 << 20)) for q in points),
+        None if p.get("note") is None else _str(p["note"]),
     )
 
 

@@ -52,7 +52,39 @@ COLUMNS = (
     "Dead",
     "Flags",
 )
-_NUMERIC = {"Params", "Mean", "Std", "Min", "Max", "Zeros", "NaN", "Inf", "Dead"}
+_NUMERIC = {"Params", "Mean", "Std", "Min", "Max", "Zeros", "NaN", "Inf", "Dead", "Sep"}
+#: The separability column (a run with labels only): each output's leave-one-out
+#: nearest-class-mean accuracy (:class:`~kerinspect.report.Separability`).
+SEP_COLUMN = "Sep"
+
+
+def columns_of(report: ModelReport) -> tuple[str, ...]:
+    """The table's columns: :data:`COLUMNS`, with :data:`SEP_COLUMN` before ``Flags``
+    when the run had labels."""
+    if report.labels is None:
+        return COLUMNS
+    return (*COLUMNS[:-1], SEP_COLUMN, COLUMNS[-1])
+
+
+def fmt_separability(out: TensorRecord) -> str:
+    """An output's separability accuracy (``0.93``), ``-`` when not computed, empty
+    when it has none (not float, no batch axis)."""
+    sep = out.separability
+    if sep is None:
+        return ""
+    return "-" if sep.accuracy is None else f"{sep.accuracy:.2f}"
+
+
+def labels_line(report: ModelReport) -> str | None:
+    """``labels: 10 classes from folders (40 samples), chance 0.15`` (None without labels)."""
+    lab = report.labels
+    if lab is None:
+        return None
+    chance = "-" if lab.chance is None else f"{lab.chance:.2f}"
+    return (
+        f"labels: {len(lab.classes)} classes from {safe(lab.source)} ({fmt_count(sum(lab.counts))} samples); "
+        f"sep = leave-one-out nearest-class-mean accuracy, chance {chance} (the largest class's share)"
+    )
 
 
 def safe(text: str) -> str:
@@ -70,7 +102,9 @@ def _params_cell(layer: LayerRecord) -> str:
 
 
 def rows(report: ModelReport) -> Iterator[tuple[LayerRecord, TensorRecord | None, list[str]]]:
-    """One row of plain cell strings per output tensor (per layer call if it has none)."""
+    """One row of plain cell strings per output tensor (per layer call if it has none),
+    in :func:`columns_of` order."""
+    labelled = report.labels is not None
     for layer in report.layers:
         outs: list[TensorRecord | None] = list(layer.outputs) or [None]
         multi = len(outs) > 1
@@ -79,7 +113,8 @@ def rows(report: ModelReport) -> Iterator[tuple[LayerRecord, TensorRecord | None
             label = indent + safe(layer.path) + (f":{safe(out.name)}" if multi and out is not None else "")
             if out is None:
                 shape = "-" if layer.called else "(not called)"
-                yield layer, None, [label, safe(layer.class_name), shape, _params_cell(layer)] + [""] * 9
+                blanks = 10 if labelled else 9
+                yield layer, None, [label, safe(layer.class_name), shape, _params_cell(layer)] + [""] * blanks
                 continue
             st = out.stats
             yield (
@@ -98,6 +133,7 @@ def rows(report: ModelReport) -> Iterator[tuple[LayerRecord, TensorRecord | None
                     fmt_count(st.nan_count) if st else "-",
                     fmt_count(st.inf_count) if st else "-",
                     fmt_fraction(st.dead_fraction) if st else "-",
+                    *([fmt_separability(out)] if labelled else []),
                     ",".join(out.flags),
                 ],
             )
@@ -140,6 +176,9 @@ def header_lines(report: ModelReport) -> list[str]:
         lines.append(
             f"input {safe(i.name)!r}: {safe(i.dtype)} {fmt_shape(i.shape)} ({input_origin(i, safe)})"
         )
+    labels = labels_line(report)
+    if labels is not None:
+        lines.append(labels)
     if report.max_depth is not None:
         lines.append(f"depth: layer calls nested at most {report.max_depth} level(s) deep are shown")
     return lines
@@ -179,6 +218,7 @@ _PRIORITY = (
     "Inf",
     "Zeros",
     "Params",
+    "Sep",
 )
 _GAP = 2  # characters between columns
 
@@ -201,7 +241,7 @@ def fit_columns(
         return list(columns)
     chosen: set[str] = set()
     used = -_GAP
-    for col in priority:
+    for col in (c for c in priority if c in natural):
         need = (min(natural[col], _FOLD_MAX) if col in folded else natural[col]) + _GAP
         if col == priority[0] or used + need <= width:
             chosen.add(col)
@@ -258,16 +298,17 @@ def render_table(report: ModelReport, console: Console, *, fit: bool = True) -> 
     for line in header_lines(report):
         console.print(Text(line))
     body = list(rows(report))
-    shown = fit_columns([c for _, _, c in body], console.width if fit else None)
+    columns = columns_of(report)
+    shown = fit_columns([c for _, _, c in body], console.width if fit else None, columns)
     styles = [
         "red" if out is not None and out.flags else ("dim" if layer.class_name == "InputLayer" else None)
         for layer, out, _ in body
     ]
-    _table(console, COLUMNS, shown, [c for _, _, c in body], styles, _NUMERIC, ("Layer",))
+    _table(console, columns, shown, [c for _, _, c in body], styles, _NUMERIC, ("Layer",))
     console.print(Text(footer_line(report)))
     for line in attention_notes(report):
         console.print(Text(line, style="yellow"))
-    _hidden_note(console, COLUMNS, shown)
+    _hidden_note(console, columns, shown)
     if report.warnings:
         console.print(Text(f"{len(report.warnings)} warning(s) from Keras; see --format json", style="dim"))
 
@@ -302,10 +343,11 @@ def render_markdown(report: ModelReport) -> str:
     """The report as GitHub-flavoured Markdown."""
     out = [f"**{_md_text(header_lines(report)[0])}**", ""]
     out += [f"- {_md_text(line)}" for line in header_lines(report)[1:]]
+    columns = columns_of(report)
     out += [
         "",
-        "| " + " | ".join(COLUMNS) + " |",
-        "|" + "|".join("---:" if c in _NUMERIC else "---" for c in COLUMNS) + "|",
+        "| " + " | ".join(columns) + " |",
+        "|" + "|".join("---:" if c in _NUMERIC else "---" for c in columns) + "|",
     ]
     for _, _, cells in rows(report):
         named = [_md_code(cells[0]), _md_code(cells[1])] + [_md_cell(c) for c in cells[2:]]
@@ -384,6 +426,8 @@ def _rule_lines(console: Console, result: CheckResult, rule: RuleResult) -> None
         f" {rule.rule:<11} {c.failed:,} failed, {c.passed:,} passed, {c.not_checked:,} not checked{ignored}"
         f" ({rule.unit}s)",
     )
+    if rule.note is not None:
+        _line(console, "      -> ", escape_text(rule.note))
     if not rule.failed:
         return
     head = _ci.headline(result, rule)

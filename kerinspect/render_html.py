@@ -153,13 +153,14 @@ def html_table(report: ModelReport, *, table_id: str = "ki-layers", style: bool 
     fragment: flagged rows highlighted, nested rows indented, with its own ``<style>``
     (``style=False``: without). Needs no script; :func:`render_report` adds collapsing
     and the flag filter."""
-    from .render import COLUMNS, rows
+    from .render import columns_of, rows
 
+    columns = columns_of(report)  # with Sep when the run had labels
     ancestors = _ancestors(report)
     position = {id(layer): i for i, layer in enumerate(report.layers)}
     head = "".join(
         f'<th class="{"l" if c in ("Layer", "Class", "Output shape", "Flags") else ""}">{html.escape(c)}</th>'
-        for c in COLUMNS
+        for c in columns
     )
     body = []
     seen_toggle: set[int] = set()
@@ -172,7 +173,7 @@ def html_table(report: ModelReport, *, table_id: str = "ki-layers", style: bool 
             seen_toggle.add(i)
             toggle = f'<button class="tg" data-id="{i}" title="collapse">\u25be</button>'
         tds = []
-        for col, cell in zip(COLUMNS, cells):
+        for col, cell in zip(columns, cells):
             if col == "Layer":
                 pad = 12 * layer.depth
                 tds.append(
@@ -578,6 +579,7 @@ def render_report(data: ReportData, *, command: str | None = None) -> str:
     """The whole page (see the module's docstring)."""
     from . import __version__
     from .render import footer_line
+    from .render_separability import separability_section
 
     report: ModelReport = data.report
     pictures: Pictures = data.pictures
@@ -615,6 +617,7 @@ def render_report(data: ReportData, *, command: str | None = None) -> str:
         f'<span class="note">{text(footer_line(report), 600)}</span></p>'
         f'<div class="scroll">{html_table(report, style=False)}</div></section>'
         f'<section id="depth"><h2>Health along the depth</h2><div class="chart">{depth_chart(report)}</div></section>'
+        f"{separability_section(report, pictures)}"
         f'<section id="histograms"><h2>Value histograms</h2><p class="note">Per layer output: signed '
         "log-magnitude bins, two per octave, and an exact-zero bin (grey); negative values orange, "
         f"positive blue; counts over all samples.</p>{_histograms(report)}</section>"

@@ -53,12 +53,14 @@ __all__ = [
     "HeadStats",
     "InputRecord",
     "Isolation",
+    "LabelsRecord",
     "LayerRecord",
     "ModelError",
     "ModelInfo",
     "ModelReport",
     "RuleCounts",
     "RuleResult",
+    "Separability",
     "StateVariable",
     "TensorRecord",
     "TensorStats",
@@ -128,6 +130,51 @@ class TensorStats(Record):
 
 
 @dataclass(frozen=True)
+class Separability(Record):
+    """How well one output tells the labelled classes apart (a run with labels only);
+    the definitions are those of :mod:`kerinspect.engine.separability`.
+
+    Attributes:
+        accuracy: leave-one-out nearest-class-mean accuracy of the samples' vectors
+            (each sample's mean over every axis but the batch and the last); None
+            when the vectors were not kept (``note`` says why).
+        chance: the largest class's share of the samples.
+        fisher: between-class over within-class sum of squares per unit, averaged
+            over the units that vary within a class; None when none does.
+        note: why ``accuracy`` is None.
+    """
+
+    accuracy: float | None = field(metadata=_OR_NONE)
+    chance: float | None = field(metadata=_OR_NONE)
+    fisher: float | None = field(metadata=_OR_NONE)
+    note: str | None = field(default=None, metadata=meta(omit_none=True))
+
+
+@dataclass(frozen=True)
+class LabelsRecord(Record):
+    """Where a run's labels came from and how many samples each class had.
+
+    Attributes:
+        source: ``folders`` (an image folder's subfolders), ``column NAME`` (a
+            table's label column or a TFRecord feature), ``file PATH`` (``labels``)
+            or ``array`` (labels given as an array to the API).
+        classes: the class names: the sorted distinct labels (image folders: their
+            subfolders' names, sorted).
+        counts: samples of each class, in ``classes`` order.
+    """
+
+    source: str
+    classes: tuple[str, ...]
+    counts: tuple[int, ...]
+
+    @property
+    def chance(self) -> float | None:
+        """The largest class's share of the samples."""
+        total = sum(self.counts)
+        return max(self.counts) / total if total else None
+
+
+@dataclass(frozen=True)
 class TensorRecord(Record):
     """One output tensor of one layer call.
 
@@ -142,6 +189,8 @@ class TensorRecord(Record):
     stats: TensorStats | None
     flags: tuple[str, ...] = field(default=(), metadata=_REQUIRED)
     model_output: bool = False
+    #: with labels only: see :class:`Separability`
+    separability: Separability | None = field(default=None, metadata=meta(omit_none=True))
 
 
 @dataclass(frozen=True)
@@ -359,10 +408,12 @@ class ModelReport(Record):
     #: how the batches ran: ``compiled (CPU)``/``compiled (GPU)`` (one traced function
     #: per batch, statistics on that device) or ``eager`` (layer by layer)
     engine: str = ""
+    #: the run's labels, when its data had some (a separability per float output)
+    labels: LabelsRecord | None = field(default=None, metadata=meta(omit_none=True))
 
     schema_version = SCHEMA_VERSION
     JSON_KEYS = ("schema_version", "kerinspect_version", "model", "inputs", "samples", "batch_size", "thresholds",
-                 "layers", "totals", "weights", "warnings", "isolation", "max_depth", "engine")  # fmt: skip
+                 "labels", "layers", "totals", "weights", "warnings", "isolation", "max_depth", "engine")  # fmt: skip
 
     @property
     def totals(self) -> Totals:

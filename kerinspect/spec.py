@@ -112,6 +112,9 @@ DEFAULT_UNIFORM_ATTENTION_ENTROPY = 0.95
 #: An attention head whose every query row puts at least this weight on one key
 #: is ``collapsed-attention``.
 DEFAULT_COLLAPSED_ATTENTION_WEIGHT = 0.95
+#: ``check --rule separability``: the last hidden layer's separability accuracy must be
+#: at least this (a run with labels).
+DEFAULT_MIN_SEPARABILITY = 0.5
 #: Largest move of a tensor's mean/std from a baseline, in baseline standard deviations.
 DEFAULT_TOLERANCE = 0.1
 #: ``diff``: largest normalised error ``‖a−b‖/‖a‖`` of an output for the models to agree.
@@ -141,6 +144,12 @@ DEFAULT_MAX_PARAMS = 1_000_000_000
 #: Largest dump (tensors and inputs) in bytes, as the CLI shows it and as a number.
 DEFAULT_MAX_BYTES_TEXT = "2GiB"
 DEFAULT_MAX_BYTES = 2 << 30
+#: Bytes of per-sample vectors all outputs of a labelled run may pool together for the
+#: leave-one-out separability accuracy (float64, ``samples x units`` per output; see
+#: :mod:`kerinspect.engine.separability`): past it, an output's accuracy is None.
+SEPARABILITY_MAX_BYTES = 256 << 20
+#: Largest ``labels`` file (a ``.npy`` or a ``.txt``, one label per line).
+MAX_LABELS_FILE_BYTES = 64 << 20
 #: Elements in one sample of one input: checked on the declared shape by the scan,
 #: and again on the concrete shape synthetic inputs get (``--dim``/``--shape``).
 MAX_INPUT_ELEMENTS = 1 << 26
@@ -481,6 +490,14 @@ class RunSpec(Spec):
             attention axes show words (:mod:`kerinspect.vocab`). A vocabulary the
             model holds (``TextVectorization``, ``StringLookup``, ``IntegerLookup``,
             a keras-hub tokenizer) is used without it.
+        labels: path of a file of labels for inputs that hold none (arrays, text, a
+            table without ``label_column``): a ``.npy`` of integers or strings, or a
+            ``.txt`` with one label per line, one per sample (with ``samples``: at
+            least that many, the first ones used). With labels (these, an image
+            folder's or ``label_column``'s) every float output gets its separability
+            (:mod:`kerinspect.engine.separability`).
+        pca_layers: ``report``: the layer paths whose outputs are projected in 2-D
+            (PCA) coloured by label (empty: the last hidden layer and a middle one).
     """
 
     samples: int | None = field(default=None, metadata=at_least(1))
@@ -503,6 +520,8 @@ class RunSpec(Spec):
     top_k: int = field(default=DEFAULT_TOP_K, metadata=at_least(0))
     class_names: tuple[str, ...] | None = None
     vocab: str | None = None
+    labels: str | None = None
+    pca_layers: tuple[str, ...] = ()
 
     def __post_init__(self) -> None:
         super().__post_init__()
@@ -573,8 +592,11 @@ def check_inputs(run: RunSpec, inputs: Any) -> None:
     """Refuse options that do not apply to the inputs (None: synthetic; a path; arrays),
     before anything is opened (:mod:`kerinspect.api`; and in the engine's feed):
     ``shapes`` with given inputs, ``preprocess`` with anything but images,
-    ``label_column`` with anything but a table or TFRecord."""
+    ``label_column`` with anything but a table or TFRecord, ``labels`` with synthetic
+    inputs, with ``label_column`` or with a folder of images (they hold labels)."""
     inputs_given = inputs is not None
+    if run.labels is not None:
+        _check_labels_option(run, inputs)
     if isinstance(inputs, (str, os.PathLike)):
         _check_data_options(run, os.fspath(inputs))
     elif inputs_given and (run.preprocess != DEFAULT_PREPROCESS or run.label_column is not None):
@@ -627,4 +649,37 @@ def _check_data_options(run: RunSpec, path: str | None) -> None:
                 name=escape_text(run.label_column, 100),
             ),
             parameter="label_column",
+        )
+
+
+def _check_labels_option(run: RunSpec, inputs: Any) -> None:
+    """``labels`` is for inputs that hold no labels of their own (see :class:`RunSpec`)."""
+    shown = escape_text(os.fspath(run.labels or ""), 200)
+    if inputs is None:
+        raise SpecError(
+            msg(
+                "{labels} names the classes of the samples of {input}; synthetic inputs have no classes. "
+                "Received: {labels}={p}",
+                p=shown,
+            ),
+            parameter="labels",
+        )
+    if run.label_column is not None:
+        raise SpecError(
+            msg(
+                "{labels} and {label_column} both give the labels; use one. Received: {labels}={p}, "
+                "{label_column}={name!r}",
+                p=shown,
+                name=escape_text(run.label_column, 100),
+            ),
+            parameter="labels",
+        )
+    if isinstance(inputs, (str, os.PathLike)) and os.path.isdir(inputs):
+        raise SpecError(
+            msg(
+                "{labels} is for inputs without labels; a folder of images is labelled by its subfolders. "
+                "Received: {labels}={p}",
+                p=shown,
+            ),
+            parameter="labels",
         )

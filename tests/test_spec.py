@@ -135,7 +135,11 @@ def _spec_default(name: str):
         if name in fields:
             f = fields[name]
             return f.default if f.default is not dataclasses.MISSING else f.default_factory()
-    return {"tolerance": CheckConfig().tolerance, "max_bytes": sp.DEFAULT_MAX_BYTES}[name]
+    return {
+        "tolerance": CheckConfig().tolerance,
+        "min_separability": CheckConfig().min_separability,
+        "max_bytes": sp.DEFAULT_MAX_BYTES,
+    }[name]
 
 
 def _spec_options():

@@ -9,7 +9,6 @@ from typing import Any
 import click
 
 from kerinspect import spec as sp
-from kerinspect.checks import OPTIONAL_RULES
 from kerinspect.cli.group import cli, debug_option, debug_requested
 from kerinspect.cli.options import (
     SpecOption,
@@ -20,7 +19,7 @@ from kerinspect.cli.options import (
     threshold_options,
 )
 from kerinspect.cli.output import ProgressBar, stderr_console, stdout_console, warn_inputs, write_junit
-from kerinspect.config import ATTENTION_RULES
+from kerinspect.config import CHOOSABLE_RULES
 
 #: check options that map onto :class:`kerinspect.config.CheckConfig` fields (the
 #: configuration file's keys). Any other run option goes straight to the RunSpec.
@@ -33,6 +32,8 @@ _CHECK_SETTINGS = {
     "shapes": "shape",
     "preprocess": "preprocess",
     "label_column": "label_column",
+    "labels": "labels",
+    "min_separability": "min_separability",
     "max_abs": "max_abs",
     "max_dead_fraction": "max_dead_fraction",
     "min_rms_ratio": "min_rms_ratio",
@@ -54,10 +55,18 @@ _CHECK_SETTINGS = {
     "--rule",
     "rules",
     multiple=True,
-    type=click.Choice(OPTIONAL_RULES + ATTENTION_RULES),
+    type=click.Choice(CHOOSABLE_RULES),
     help="Also run this optional rule (repeatable): vanishing, saturated, constant, "
-    "uniform-attention, collapsed-attention, single-key-attention. "
-    "Replaces the configuration's 'rules'.",
+    "uniform-attention, collapsed-attention, single-key-attention, separability "
+    "(the last hidden layer's separability accuracy, with labels). Replaces the configuration's 'rules'.",
+)
+@click.option(
+    "--min-separability",
+    cls=SpecOption,
+    spec_default=sp.DEFAULT_MIN_SEPARABILITY,
+    type=click.FloatRange(0, 1),
+    help="--rule separability fails when the last hidden layer's leave-one-out nearest-class-mean "
+    "accuracy is below this.",
 )
 @click.option(
     "--ignore",

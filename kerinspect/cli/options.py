@@ -130,6 +130,14 @@ def input_options(f: Callable[..., Any]) -> Callable[..., Any]:
             help="The CSV/TSV column or TFRecord feature that holds labels (not fed to the model).",
         ),
         click.option(
+            "--labels",
+            metavar="FILE",
+            default=None,
+            help="Labels of inputs that hold none (.npy, .txt, a table without --label-column): a .npy "
+            "of integers or strings or a .txt of one label per line, one per sample. With labels, "
+            "every layer output gets its separability (the Sep column).",
+        ),
+        click.option(
             "--shape",
             "shapes",
             multiple=True,

@@ -62,6 +62,14 @@ from kerinspect.spec import LoadOptions, RunSpec
     help="List the K most likely classes of the shown sample for each classifier output (0: none).",
 )
 @class_names_option
+@click.option(
+    "--pca-layers",
+    metavar="PATH,...",
+    default=None,
+    callback=lambda ctx, param, value: None if value is None else tuple(p for p in value.split(",") if p),
+    help="With labels: project the outputs of these layer paths (comma-separated; path:output for one "
+    "output of several) in 2-D (PCA), coloured by class. Default: the last hidden layer and a middle one.",
+)
 @threshold_options
 @attention_threshold_options
 @vocab_option
@@ -90,6 +98,7 @@ def report(
       kerinspect report model.keras -o report.html --sample 3
       kerinspect report model.keras --feature-maps 0 --samples 8
       kerinspect report keras_model.h5 --input photos/ --preprocess tf --class-names labels.txt
+      kerinspect report model.keras --input data/images/   (labels: separability and PCA)
     """
     import shlex
 

@@ -176,8 +176,9 @@ def _run_batches(
         chooser = Chooser(model, run, feed.n_batches, visitor)
         outcome.device = chooser.device
     done = 0
-    for index, batch in enumerate(feed.batches()):
+    for index, (batch, labels) in enumerate(feed.labelled_batches()):
         rows = len(batch[0]) if batch else 0
+        visitor.batch_labels(labels)  # before the batch: compiled and eager alike
         compiled = chooser is not None and chooser.run_batch(index, batch, rows, outcome)
         if not compiled:
             _eager_batch(replay, visitor, batch, rows, start=done, feed=feed)

@@ -87,7 +87,7 @@ def _reduced_dtype(dtype: tf.DType) -> tf.DType | None:
     return None
 
 
-def tensor_partials(x: Any, bounds: str | None) -> dict[str, Any]:
+def tensor_partials(x: Any, bounds: str | None, vectors: bool = False) -> dict[str, Any]:
     """Graph operations for one batch's partial statistics of ``x`` (see the module's
     docstring), as few as the statistics allow: each operation costs the runtime a
     dispatch per batch, and the trace some Python (about 40 a tensor before, under 20 now).
@@ -100,8 +100,10 @@ def tensor_partials(x: Any, bounds: str | None) -> dict[str, Any]:
     full tensor is read by that sum, the squared deviations from the batch mean (M2),
     the extremes and the per-unit non-zero counts (``nonzero``: zeros and dead units
     both); ``moments`` is ``[mean, m2, low, high]`` in the reduced dtype. Only arrays of
-    one value per unit or fewer come back. Nothing is judged here:
-    :func:`finite_partials` checks that the sums are finite."""
+    one value per unit or fewer come back, but for ``vectors`` (a labelled run, float
+    tensors): each sample's mean over the middle axes in float64, ``(samples, units)``,
+    as :func:`kerinspect.engine.separability.sample_vectors` computes it eagerly.
+    Nothing is judged here: :func:`finite_partials` checks that the sums are finite."""
     shape = tf.shape(x, out_type=tf.int64)
     wide = _reduced_dtype(x.dtype)
     if wide is None:
@@ -136,6 +138,12 @@ def tensor_partials(x: Any, bounds: str | None) -> dict[str, Any]:
     out["moments"] = tf.stack([mean, m2, tf.reduce_min(v), tf.reduce_max(v)])
     if bounds in BOUNDED and not (bounds == "softmax" and rank < 2):
         out["saturated"] = _saturated(v, bounds)
+    if vectors and x.dtype.is_floating and rank >= 1:
+        wide64 = tf.cast(x, tf.float64)
+        if rank == 1:
+            out["vectors"] = tf.reshape(wide64, [-1, 1])
+        else:
+            out["vectors"] = tf.reduce_mean(wide64, axis=list(range(1, rank - 1))) if rank > 2 else wide64
     return out
 
 
@@ -204,9 +212,10 @@ class _Recorder(Visitor):
     ``fetch_keys()``): instead of statistics, the whole tensors of these ``(site index,
     output)`` are returned (``dump``, :func:`kerinspect.activations`); nothing else is."""
 
-    def __init__(self, rows: int, fetch: set[tuple[int, int]] | None = None) -> None:
+    def __init__(self, rows: int, fetch: set[tuple[int, int]] | None = None, vectors: bool = False) -> None:
         self.rows = rows  # of the batch traced: the size of a dynamic axis 0, for gate
         self.fetch = fetch
+        self.vectors = vectors  # a labelled run: each float output's per-sample vectors too
         self.events: list[tuple[Any, ...]] = []
         self._graph = tf.compat.v1.get_default_graph()  # the trace's (made in it)
         self.outputs: list[Any] = []  # what the traced function returns, by slot
@@ -271,7 +280,8 @@ class _Recorder(Visitor):
                 continue
             self._keep.append(t)
             self._produced[id(t)] = (site.index, k)
-            slots.append((self._slot(tensor_partials(t, self._bounds.get(site.index)), t), tensor_dtype(t)))
+            partials = tensor_partials(t, self._bounds.get(site.index), self.vectors)
+            slots.append((self._slot(partials, t), tensor_dtype(t)))
         self.events.append(("produced", site, slots))
 
     def model_output(self, site: CallSite, k: int) -> None:
@@ -308,10 +318,13 @@ class CompiledReplay:
     """Runs batches of one model through one traced function (see the module's
     docstring). ``run`` is the run's :class:`~kerinspect.spec.RunSpec`."""
 
-    def __init__(self, model: Any, run: RunSpec, fetch: set[tuple[int, int]] | None = None):
+    def __init__(
+        self, model: Any, run: RunSpec, fetch: set[tuple[int, int]] | None = None, vectors: bool = False
+    ):
         self.model = model
         self.run = run
         self.fetch = fetch  # see _Recorder
+        self.vectors = vectors
         self.recorder: _Recorder | None = None
         self._fn: Any = None
 
@@ -322,7 +335,7 @@ class CompiledReplay:
 
         def forward(*inputs: Any) -> list[Any]:
             nonlocal recorder
-            recorder = _Recorder(len(batch[0]) if batch else 1, self.fetch)
+            recorder = _Recorder(len(batch[0]) if batch else 1, self.fetch, self.vectors)
             replay = Replayer(self.model, recorder, self.run, traced=True)
             replay(list(inputs))
             if replay.unreported:  # rows an eager run has: the compiled engine would lose them
@@ -421,6 +434,9 @@ def play(recorder: _Recorder, values: list[Any], collector: Any, rows: int) -> N
                 for slot in slots
             ]
             collector.produced_summaries(site, outs)
+            for k, slot in enumerate(slots):
+                if slot is not None and "vectors" in values[slot[0]]:
+                    collector.vectors(site, k, values[slot[0]]["vectors"])
         elif kind == "model_output":
             collector.model_output(event[1], event[2])
         elif kind == "attention":
@@ -540,7 +556,9 @@ class Chooser:
         if self.replay is None:
             model, run = self._replay
             fetch = set(self.collector.fetch_keys()) if self.fetching else None
-            self.replay = CompiledReplay(model, run, fetch)
+            self.replay = CompiledReplay(
+                model, run, fetch, vectors=getattr(self.collector, "labelled", False)
+            )
         try:
             values = self.replay(batch)
             assert self.replay.recorder is not None

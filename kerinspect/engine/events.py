@@ -53,6 +53,10 @@ class Visitor:
     def end_batch(self) -> None:
         """The batch's calls have all been reported."""
 
+    def batch_labels(self, labels: Any) -> None:
+        """Before :meth:`start_batch`: the labels of the batch's samples (an array, one
+        per sample), or None when the data holds none. Never fed to the model."""
+
     def enter(self, site: CallSite) -> None:
         """Before the operation runs (for a nested model: before its layers); also for a
         sub-layer its parent built but did not call (``site.called`` is False)."""

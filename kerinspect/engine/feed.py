@@ -34,10 +34,22 @@ def build_feed(
             ``samples``, ``batch_size``, ``seed``, ``dim`` and ``shapes`` shape the feed.
         source: how user inputs are described in the report (default: the path, or
             ``array``).
+
+    With ``run.labels``, the feed's labelled batches carry that file's labels
+    (:mod:`kerinspect.engine.labels`).
     """
+    run = RunSpec() if run is None else run
+    if run.labels is None:
+        return _build_feed(model, inputs, run, source)
+    from kerinspect.engine.labels import with_labels
+
+    check_inputs(run, inputs)  # labels with synthetic inputs: refused before any is drawn
+    return with_labels(_build_feed(model, inputs, run, source), run)
+
+
+def _build_feed(model: Any, inputs: Any, run: RunSpec, source: str | None) -> Feed:
     from kerinspect.engine import inputs as inp
 
-    run = RunSpec() if run is None else run
     samples, batch_size, seed, dim, shapes = run.samples, run.batch_size, run.seed, run.dim, run.shapes
 
     try:

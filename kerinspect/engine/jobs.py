@@ -132,7 +132,7 @@ def inspect(
     more, as the report's :class:`~kerinspect.engine.pictures.PictureCollector` does);
     it is closed here. ``feed``: the task's feed, when the caller built it already."""
     from .batches import EngineOutcome, run_batches
-    from .report_records import layer_records, weight_records
+    from .report_records import label_classes, labels_record, layer_records, weight_records
     from .statistics import StatsCollector
     from .tokens import TokenRecorder
 
@@ -145,10 +145,11 @@ def inspect(
         caught = run_batches(subject.model, feed, collector, run, channel.progress, outcome)
     finally:
         collector.close()
+    classes = collector.classes = label_classes(collector, feed.labels) if collector.labelled else []
     return ModelReport(
         model=replace(subject, notes=(*subject.notes, *outcome.notes)).info(),
         inputs=feed.records,
-        layers=layer_records(collector, run.thresholds),
+        layers=layer_records(collector, run.thresholds, classes),
         samples=feed.samples,
         batch_size=feed.batch_size,
         thresholds=run.thresholds,
@@ -157,7 +158,17 @@ def inspect(
         kerinspect_version=__version__,
         max_depth=run.depth,
         engine=outcome.label,
+        labels=labels_record(collector, classes, feed.labels, _labels_source(run)),
     )
+
+
+def _labels_source(run: RunSpec) -> str:
+    """Where a run's labels come from, for :class:`~kerinspect.report.LabelsRecord`."""
+    if run.labels is not None:
+        return f"file {run.labels}"
+    if run.label_column is not None:
+        return f"column {run.label_column!r}"
+    return "folders"
 
 
 def inspect_job(task: Task, channel: Any) -> dict[str, Any]:
@@ -168,18 +179,19 @@ def inspect_job(task: Task, channel: Any) -> dict[str, Any]:
 def report_job(task: Task, channel: Any) -> dict[str, Any]:
     """``report``: the report with every output's histogram, and the pictures of one
     sample (``run.sample``): its inputs, feature maps, attention probabilities and
-    classifier predictions. Runs eagerly: the pictures are read from the sample's tensors."""
-    from .pictures import PictureCollector, check_sample, tensorflow_version
+    classifier predictions; with labels, 2-D projections of chosen outputs. Runs eagerly:
+    the pictures are read from the sample's tensors."""
+    from .pictures import PictureCollector, check_sample, projections, tensorflow_version
     from .predictions import check_class_names, output_classes
 
     run = task.run
     check_class_names(output_classes(task.subject.model), run.class_names)
     collector = PictureCollector(run.sample, run.feature_maps, run.channels, top_k=run.top_k)
     feed = task.feed()
-    labelled = collector.label_batches(feed)
-    report = inspect(replace(task, run=run.replace(engine="eager")), channel, collector, labelled)
+    report = inspect(replace(task, run=run.replace(engine="eager")), channel, collector, feed)
     check_sample(run.sample, report.samples, task.subject.path)
     pictures = collector.pictures()
+    pictures["projections"] = projections(collector, report, run.pca_layers)
     pictures["tensorflow_version"] = tensorflow_version()
     from_images = any((r.note or "").startswith("images:") for r in feed.records)
     names, names_from = (run.class_names, "class_names") if run.class_names is not None else (None, None)

@@ -31,6 +31,7 @@ tensors are reduced as they appear and released with the batch.
 from __future__ import annotations
 
 import base64
+from collections.abc import Sequence
 from typing import Any
 
 import numpy as np
@@ -206,7 +207,7 @@ class PictureCollector(StatsCollector):
         self.fed: list[tuple[str, np.ndarray]] = []  # (input path, the sample's row)
         self.tallies: dict[tuple[int, int], Tally] = {}  # (site index, output) of the model's outputs
         self.ends_in: dict[int, str | None] = {}  # site index -> the layer's activation
-        self.labels: np.ndarray | None = None  # this batch's labels (set by the feed, see label_batches)
+        self.labels: np.ndarray | None = None  # this batch's labels (batch_labels)
         self._produced: tuple[int, Any] | None = None
         self.patches: list[dict[str, Any]] = []  # attention over the image's patches, per layer call
         self.offset = 0  # samples in the batches before this one
@@ -231,17 +232,9 @@ class PictureCollector(StatsCollector):
             arr, parts=self._threads, map_fn=self._pool.map, spread=spread, bounds=bounds, histogram=True
         )
 
-    def label_batches(self, feed: Any) -> Any:
-        """``feed`` whose batches set :attr:`labels` to their labels as they are drawn
-        (for the top-1 accuracy)."""
-        from dataclasses import replace
-
-        def batches() -> Any:
-            for arrays, labels in feed.labelled_batches():
-                self.labels = None if labels is None else np.asarray(labels)
-                yield arrays
-
-        return replace(feed, _batches=batches)
+    def batch_labels(self, labels: Any) -> None:
+        super().batch_labels(labels)
+        self.labels = None if labels is None else np.asarray(labels)  # for the top-1 accuracy
 
     def consumed(self, site: CallSite, op: Any, inputs: Any) -> None:
         super().consumed(site, op, inputs)
@@ -439,6 +432,77 @@ def _is_attention(class_name: str) -> bool:
     return class_name.endswith("Attention")
 
 
+def projections(collector: StatsCollector, report: Any, layers: Sequence[str]) -> list[dict[str, Any]]:
+    """2-D PCA projections, coloured by class, of the outputs ``layers`` names (layer
+    paths, or ``path:output``), by default the model's last hidden layer
+    (:func:`kerinspect.checks.last_hidden`) and the hidden output halfway to it; none
+    without labels. Each: ``{"path", "tensor", "accuracy", "explained", "points"}``
+    (:func:`kerinspect.engine.separability.projection`); an output whose vectors were
+    not kept has no points and says why (``note``)."""
+    from kerinspect.checks import last_hidden
+    from kerinspect.engine.separability import projection
+    from kerinspect.report import tensor_key
+
+    if report.labels is None:
+        return []
+    candidates = [
+        (r, o)
+        for r in report.layers
+        if r.class_name != "InputLayer" and not r.container
+        for o in r.outputs
+        if o.separability is not None and not o.model_output
+    ]
+    if layers:
+        known = {
+            tensor_key(r, o): (r, o) for r in report.layers for o in r.outputs if o.separability is not None
+        }
+        known.update(
+            {r.path: (r, r.outputs[0]) for r in report.layers if r.outputs and r.outputs[0].separability}
+        )
+        missing = [p for p in layers if p not in known]
+        if missing:
+            raise UsageError(
+                msg(
+                    "{pca_layers} names {p!r}, which is no layer output with a separability. Received: "
+                    "{pca_layers}={given}",
+                    p=escape_text(missing[0], 200),
+                    given=escape_text(",".join(layers), 300),
+                ),
+                hint="outputs with a separability: " + escape_text(", ".join(list(known)[:12]), 600),
+            )
+        chosen = [known[p] for p in dict.fromkeys(layers)]
+    else:
+        last = last_hidden(report)
+        chosen = [] if last is None else [last]
+        at = next(
+            (n for n, c in enumerate(candidates) if last is not None and c[1] is last[1]), len(candidates)
+        )
+        before = candidates[:at]  # the hidden outputs before the last one: the middle of them
+        if before:
+            chosen.insert(0, before[len(before) // 2])
+    index = {site.path: i for i, site in enumerate(collector.sites)}
+    out = []
+    for layer, tensor in chosen:
+        i = index.get(layer.path)
+        k = list(layer.outputs).index(tensor)
+        acc = collector.separability.get((i, k)) if i is not None else None
+        pooled = None if acc is None else acc.pooled_indices(collector.classes)
+        figure = None if pooled is None else projection(*pooled)
+        entry: dict[str, Any] = {
+            "path": layer.path,
+            "tensor": tensor.name,
+            "accuracy": None if tensor.separability is None else tensor.separability.accuracy,
+            "explained": None if figure is None else figure["explained"],
+            "points": [] if figure is None else figure["points"],
+        }
+        if figure is None:
+            entry["note"] = (
+                acc.note if acc is not None else None
+            ) or "no projection: too few samples or no variance"
+        out.append(entry)
+    return out
+
+
 def _name(site: CallSite, k: int) -> str:
     names = site.output_names
     return names[k] if k < len(names) else f"output_{k}"
@@ -472,4 +536,11 @@ def tensorflow_version() -> str:
         return "unknown"
 
 
-__all__ = ["PictureCollector", "attention_picture", "check_sample", "feature_map", "tensorflow_version"]
+__all__ = [
+    "PictureCollector",
+    "attention_picture",
+    "check_sample",
+    "feature_map",
+    "projections",
+    "tensorflow_version",
+]

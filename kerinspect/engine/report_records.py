@@ -10,6 +10,7 @@ does the same for every weight, :func:`model_info` says what was loaded.
 from __future__ import annotations
 
 import math
+from collections.abc import Sequence
 from dataclasses import replace
 from typing import Any
 
@@ -18,12 +19,45 @@ import numpy as np
 from kerinspect.checks import PROBABILITY_EXEMPT, is_float_dtype, tensor_flags
 from kerinspect.engine.statistics import StatsCollector
 from kerinspect.engine.tensors import tensor_dtype, to_numpy
-from kerinspect.report import LayerRecord, ModelInfo, TensorRecord, Thresholds, WeightRecord
+from kerinspect.report import (
+    LabelsRecord,
+    LayerRecord,
+    ModelInfo,
+    Separability,
+    TensorRecord,
+    Thresholds,
+    WeightRecord,
+)
 from kerinspect.stats import summarize
 
 
-def layer_records(collector: StatsCollector, thresholds: Thresholds) -> tuple[LayerRecord, ...]:
-    """One record per call the collector saw, in call order, each output flagged."""
+def label_classes(collector: StatsCollector, names: Sequence[str] | None) -> list[Any]:
+    """The label values of the run's classes, in class order: ``0..k-1`` for an image
+    folder's ``names`` (its labels are indices), else the sorted distinct labels seen."""
+    from kerinspect.engine.separability import sorted_classes
+
+    if names is not None:
+        return list(range(len(names)))
+    return sorted_classes(collector.class_counts)
+
+
+def labels_record(
+    collector: StatsCollector, classes: list[Any], names: Sequence[str] | None, source: str
+) -> LabelsRecord | None:
+    """What the report says of the run's labels (None: no batch carried any):
+    ``classes`` from :func:`label_classes`, ``names`` an image folder's."""
+    if not collector.labelled:
+        return None
+    shown = [str(names[c]) if names is not None else str(c) for c in classes]
+    return LabelsRecord(source, tuple(shown), tuple(collector.class_counts.get(c, 0) for c in classes))
+
+
+def layer_records(
+    collector: StatsCollector, thresholds: Thresholds, classes: list[Any] | None = None
+) -> tuple[LayerRecord, ...]:
+    """One record per call the collector saw, in call order, each output flagged (and,
+    in a labelled run, with its separability; ``classes``: :func:`label_classes`)."""
+    classes = classes or []
     out = []
     for site, shapes, dtypes, stats in zip(
         collector.sites, collector.shapes, collector.dtypes, collector.stats
@@ -65,6 +99,7 @@ def layer_records(collector: StatsCollector, thresholds: Thresholds) -> tuple[La
                     final,
                     flags,
                     model_output=(site.index, k) in collector.model_outputs,
+                    separability=_separability(collector, site.index, k, classes),
                 )
             )
         out.append(
@@ -86,6 +121,11 @@ def layer_records(collector: StatsCollector, thresholds: Thresholds) -> tuple[La
             )
         )
     return tuple(out)
+
+
+def _separability(collector: StatsCollector, index: int, k: int, classes: list[Any]) -> Separability | None:
+    acc = collector.separability.get((index, k))
+    return None if acc is None else Separability.from_dict(acc.result(classes))
 
 
 def input_figures(collector: StatsCollector, index: int) -> tuple[float | None, float | None]:

@@ -19,8 +19,10 @@ from typing import Any
 import numpy as np
 
 from kerinspect.engine.events import CallSite, Visitor
+from kerinspect.engine.separability import Budget, OutputSeparability, label_value, sample_vectors
 from kerinspect.engine.tensors import tensor_dtype, to_numpy
 from kerinspect.engine.tokens import TokenRecorder
+from kerinspect.spec import SEPARABILITY_MAX_BYTES
 from kerinspect.stats import BOUNDED, RunningStats, numeric_kind, summarize
 
 #: Tensors with at least this many values are summarised in parallel parts.
@@ -104,6 +106,29 @@ class StatsCollector(Visitor):
         self._threads = default_threads() if threads is None else max(1, threads)
         self._pool: ThreadPoolExecutor | None = None
         self.words: TokenRecorder | None = None  # the sample's token ids, when a vocabulary applies
+        #: per (site index, output index): separability of the labelled batches
+        self.separability: dict[tuple[int, int], OutputSeparability] = {}
+        self.labelled = False  # a batch carried labels: every float output is pooled
+        self.class_counts: dict[Any, int] = {}  # samples of each label value seen
+        self.classes: list[Any] = []  # the label values in class order, set after the run
+        self._labels: list[Any] | None = None
+        self._budget = Budget(SEPARABILITY_MAX_BYTES)
+
+    def batch_labels(self, labels: Any) -> None:
+        self._labels = None if labels is None else [label_value(v) for v in labels]
+        self.labelled = self.labelled or labels is not None
+        for v in self._labels or ():
+            self.class_counts[v] = self.class_counts.get(v, 0) + 1
+
+    def vectors(self, site: CallSite, k: int, matrix: np.ndarray) -> None:
+        """Fold one batch's per-sample vectors (:func:`sample_vectors`) of output ``k``
+        of ``site`` into its separability, when the batch carries labels."""
+        if self._labels is None or len(matrix) != len(self._labels):
+            return
+        acc = self.separability.get((site.index, k))
+        if acc is None:
+            acc = self.separability[(site.index, k)] = OutputSeparability()
+        acc.add(matrix, self._labels, self._budget)
 
     def summarize(
         self, arr: np.ndarray, *, spread: bool = False, bounds: str | None = None
@@ -194,6 +219,10 @@ class StatsCollector(Visitor):
             except TypeError:  # not weak-referenceable: its consumers summarise it themselves
                 pass
             outs.append((tuple(arr.shape), tensor_dtype(t), s))
+            if self._labels is not None:
+                matrix = sample_vectors(arr, self._batch_rows)
+                if matrix is not None:
+                    self.vectors(site, k, matrix)
         if self.words is not None:
             self.words.produced(site, tensors)
         self.produced_summaries(site, outs)
