@@ -304,7 +304,8 @@ SAMPLE_FILES = sorted(SAMPLES.glob("*.keras")) + [SAMPLES / "legacy_mlp.h5"]
 #: Sample models whose classes are the user's own (sample_models/custom_layers.py): the
 #: scan reports them unknown (they load with --custom-objects) and estimates them by policy.
 CUSTOM_SAMPLES = {"transformer.keras": ("kerinspect_samples>TokenAndPositionEmbedding",
-                                        "kerinspect_samples>TransformerBlock")}
+                                        "kerinspect_samples>TransformerBlock"),
+                  "attention_kinds.keras": ("kerinspect_samples>AttentionPooling",)}
 
 
 @pytest.mark.parametrize("path", SAMPLE_FILES, ids=lambda p: p.name)
