@@ -185,7 +185,43 @@ def _browse(page: Path, tmp: Path) -> tuple[str, str]:
         check=False,
     )
     assert proc.returncode == 0, proc.stderr[-2000:]
+    _screenshot(page, tmp)
     return proc.stdout, proc.stderr
+
+
+#: Where the browser tests leave a screenshot of every page they load (the tests'
+#: artifacts, to look at after a run): ``$KERINSPECT_TEST_ARTIFACTS``, else ``build/``.
+ARTIFACTS = Path(os.environ.get("KERINSPECT_TEST_ARTIFACTS") or Path(__file__).parents[1] / "build" / "test-artifacts")
+
+
+def _screenshot(page: Path, tmp: Path) -> None:
+    """A full-page screenshot of ``page`` in :data:`ARTIFACTS`, named after the page's
+    test (the pages themselves live in temporary folders)."""
+    test = os.environ.get("PYTEST_CURRENT_TEST", page.stem).split(" ")[0]
+    name = re.sub(r"[^A-Za-z0-9_.-]+", "_", test.split("::")[-1])[:120] + "-" + page.stem + ".png"
+    ARTIFACTS.mkdir(parents=True, exist_ok=True)
+    proc = subprocess.run(
+        [
+            _chromium(),
+            "--headless",
+            "--no-sandbox",
+            "--disable-gpu",
+            "--disable-background-networking",
+            "--disable-component-update",
+            "--no-first-run",
+            f"--user-data-dir={tmp / 'profile-shot'}",
+            "--hide-scrollbars",
+            "--virtual-time-budget=3000",
+            "--window-size=1280,2400",
+            f"--screenshot={ARTIFACTS / name}",
+            page.as_uri(),
+        ],
+        capture_output=True,
+        text=True,
+        timeout=120,
+        check=False,
+    )
+    assert proc.returncode == 0 and (ARTIFACTS / name).stat().st_size > 0, proc.stderr[-2000:]
 
 
 def _console(log: str) -> list[str]:
