@@ -123,8 +123,11 @@ def model_gradients(
             regression loss without labels, is a usage error (exit 2).
     """
     from .gradients import GradientReport
+    from .losses import check_loss
 
     run = _run_spec(spec, options)
+    if run.loss is not None:  # refused here, before any worker starts
+        check_loss(run.loss)
     with _place((model,), inputs, run, load, labels) as place:
         result = place.run("gradients", progress)
     return _parsed(GradientReport.from_dict, result, "gradients")

@@ -38,73 +38,11 @@ from kerinspect.engine.inputs import Feed
 from kerinspect.engine.tensors import tensor_dtype
 from kerinspect.engine.tfenv import import_keras
 from kerinspect.errors import DataError, UsageError, escape_text, msg
+from kerinspect.losses import CLASS_LOSSES, LOGITS_LOSSES, LOSSES, check_loss, loss_names
 from kerinspect.spec import ProgressFn, RunSpec
 
 keras = import_keras()
 import tensorflow as tf  # noqa: E402 - imported (quietly) by import_keras
-
-#: Built-in Keras losses by every name Keras saves them under (function names, their
-#: aliases, class names): the canonical function name. Classification losses take
-#: class labels (``sparse``: indices; else one-hot or 0/1).
-LOSSES: dict[str, str] = {
-    **{
-        n: n
-        for n in (
-            "mean_squared_error",
-            "mean_absolute_error",
-            "mean_absolute_percentage_error",
-            "mean_squared_logarithmic_error",
-            "binary_crossentropy",
-            "binary_focal_crossentropy",
-            "categorical_crossentropy",
-            "categorical_focal_crossentropy",
-            "sparse_categorical_crossentropy",
-            "categorical_hinge",
-            "hinge",
-            "squared_hinge",
-            "huber",
-            "log_cosh",
-            "poisson",
-            "kl_divergence",
-            "cosine_similarity",
-        )
-    },
-    "mse": "mean_squared_error",
-    "mae": "mean_absolute_error",
-    "mape": "mean_absolute_percentage_error",
-    "msle": "mean_squared_logarithmic_error",
-    "kld": "kl_divergence",
-    "logcosh": "log_cosh",
-    "MeanSquaredError": "mean_squared_error",
-    "MeanAbsoluteError": "mean_absolute_error",
-    "MeanAbsolutePercentageError": "mean_absolute_percentage_error",
-    "MeanSquaredLogarithmicError": "mean_squared_logarithmic_error",
-    "BinaryCrossentropy": "binary_crossentropy",
-    "BinaryFocalCrossentropy": "binary_focal_crossentropy",
-    "CategoricalCrossentropy": "categorical_crossentropy",
-    "CategoricalFocalCrossentropy": "categorical_focal_crossentropy",
-    "SparseCategoricalCrossentropy": "sparse_categorical_crossentropy",
-    "CategoricalHinge": "categorical_hinge",
-    "Hinge": "hinge",
-    "SquaredHinge": "squared_hinge",
-    "Huber": "huber",
-    "LogCosh": "log_cosh",
-    "Poisson": "poisson",
-    "KLDivergence": "kl_divergence",
-    "CosineSimilarity": "cosine_similarity",
-}
-#: losses whose labels are classes: without labels, the model's top prediction is one
-_CLASS_LOSSES = {
-    "binary_crossentropy",
-    "binary_focal_crossentropy",
-    "categorical_crossentropy",
-    "categorical_focal_crossentropy",
-    "sparse_categorical_crossentropy",
-    "categorical_hinge",
-    "hinge",
-    "squared_hinge",
-}
-_LOGITS_LOSSES = {n for n in _CLASS_LOSSES if "crossentropy" in n}
 
 
 @dataclass(frozen=True)
@@ -117,32 +55,22 @@ class Loss:
     source: str = "loss"
 
     def fn(self) -> Any:
-        if self.name in _LOGITS_LOSSES:
+        if self.name in LOGITS_LOSSES:
             return lambda y, p: keras.losses.get(self.name)(y, p, from_logits=self.from_logits)
         return keras.losses.get(self.name)
 
     @property
     def classes(self) -> bool:
-        return self.name in _CLASS_LOSSES
+        return self.name in CLASS_LOSSES
 
 
 def choose_loss(option: str | None, saved: Any) -> Loss:
     """The run's :class:`Loss`: ``option`` (``run.loss``) first, else the saved
     ``compile_config`` loss ``saved`` when it is a built-in one (data, never
     deserialized). Raises :class:`UsageError` naming the option otherwise."""
-    names = ", ".join(sorted(n for n in LOSSES if n.islower()))
+    names = loss_names()
     if option is not None:
-        if option not in LOSSES:
-            raise UsageError(
-                msg(
-                    "Unknown loss {value!r}: {loss} takes a built-in Keras loss name. "
-                    "Received: {loss}={value!r}",
-                    value=escape_text(option, 80),
-                ),
-                parameter="loss",
-                hint=f"one of {names}",
-            )
-        return Loss(LOSSES[option])
+        return Loss(LOSSES[check_loss(option)])
     if isinstance(saved, str) and saved in LOSSES:
         return Loss(LOSSES[saved], source="compile_config")
     if (
@@ -166,7 +94,7 @@ def choose_loss(option: str | None, saved: Any) -> Loss:
             "never run): give one with {loss}.",
             shown=escape_text(str(shown), 80),
         )
-    raise UsageError(text, parameter="loss", hint=f"{{loss}} takes one of {names}")
+    raise UsageError(text, parameter="loss", hint=msg("{loss} takes one of {names}", names=names))
 
 
 # -- statistics ------------------------------------------------------------------------
@@ -284,6 +212,8 @@ def _labels_for(loss: Loss, labels: Any, prediction: Any) -> tuple[Any, bool]:
         y = pred.argmax(axis=-1)
     else:
         y = np.asarray(labels)
+        if y.dtype == object:  # a labels file's values, as Python objects
+            y = np.asarray(y.tolist())
         if y.dtype.kind not in "biuf":
             raise DataError(
                 msg(
