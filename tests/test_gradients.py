@@ -287,3 +287,39 @@ def test_a_model_without_a_saved_loss_asks_for_one():
 def test_a_regression_loss_without_labels_asks_for_them():
     line = _one_line(kerinspect_cli("gradients", SAMPLES / "classifier.keras", "--loss", "mse"), 2)
     assert "needs labels" in line and "--labels" in line
+
+
+# -- training mode -------------------------------------------------------------------------
+
+
+def test_training_mode_runs_batch_normalization_on_the_batch(keras):
+    """A model object (this process): with ``training``, BatchNormalization normalises by
+    the batch's statistics, as ``model(x, training=True)`` under a tape does; the moving
+    statistics it updates are put back."""
+    import tensorflow as tf
+
+    import kerinspect
+
+    keras.utils.set_random_seed(5)
+    x_in = keras.Input((4,))
+    h = keras.layers.BatchNormalization(name="bn")(keras.layers.Dense(6, name="dense")(x_in))
+    model = keras.Model(x_in, keras.layers.Dense(CLASSES, activation="softmax", name="out")(h))
+    rng = np.random.default_rng(5)
+    x = (rng.normal(size=(16, 4)) * 3 + 2).astype("float32")
+    y = rng.integers(0, CLASSES, 16)
+    moving = model.get_layer("bn").moving_mean.numpy().copy()
+    got = {}
+    for training in (False, True):
+        report = kerinspect.model_gradients(
+            model, x, labels=y, loss="sparse_categorical_crossentropy", training=training, batch_size=16
+        )
+        got[training] = report.weight("dense/kernel").grad_norm
+        np.testing.assert_array_equal(model.get_layer("bn").moving_mean.numpy(), moving)
+        with tf.GradientTape() as tape:
+            p = model(x, training=training)
+            loss = tf.reduce_mean(keras.losses.sparse_categorical_crossentropy(y, tf.identity(p)))
+        kernel = model.get_layer("dense").kernel
+        want = np.linalg.norm(np.asarray(tape.gradient(loss, kernel), np.float64))
+        np.testing.assert_allclose(got[training], want, rtol=RTOL)
+        model.get_layer("bn").moving_mean.assign(moving)  # the reference's training call moved it
+    assert got[True] != pytest.approx(got[False], rel=1e-2)

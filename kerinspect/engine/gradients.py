@@ -247,7 +247,22 @@ def gradients_loaded(
     model: Any, feed: Feed, run: RunSpec, saved_loss: Any = None, progress: ProgressFn | None = None
 ) -> dict[str, Any]:
     """Run ``model`` on every batch of ``feed`` under a gradient tape: the ``gradients``
-    result as plain data (see the module's docstring for what each figure is)."""
+    result as plain data (see the module's docstring for what each figure is). With
+    ``run.training`` the model's non-trainable weights (moving statistics) are restored
+    afterwards."""
+
+    # training mode updates BatchNormalization's moving statistics: put them back after
+    kept = [(v, v.numpy()) for v in model.non_trainable_weights] if run.training else []
+    try:
+        return _gradients(model, feed, run, saved_loss, progress)
+    finally:
+        for v, value in kept:
+            v.assign(value)
+
+
+def _gradients(
+    model: Any, feed: Feed, run: RunSpec, saved_loss: Any, progress: ProgressFn | None
+) -> dict[str, Any]:
     from kerinspect.engine.batches import layer_failure
     from kerinspect.engine.trace import LayerCallError, Replayer, weight_paths
 
