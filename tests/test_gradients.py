@@ -120,24 +120,17 @@ def test_a_shared_layer_has_one_gradient_per_call(custom):
 
 
 def test_every_weight_gradient_equals_the_tape(custom):
-    report = custom["report"]
-    model = custom["model"]
-    assert len(report.weights) == len(model.trainable_weights)
-    by_value = {w.path: w for w in report.weights}
+    report, model = custom["report"], custom["model"]
+    assert [w.path for w in report.weights] == [v.path for v in model.trainable_weights]
     for variable in model.trainable_weights:
-        g = custom["weights"][variable.path]
+        got, g = report.weight(variable.path), custom["weights"][variable.path]
         norm = np.linalg.norm(np.asarray(variable.numpy(), np.float64))
-        # kerinspect names weights by layer call path; find it by its norm and shape
-        match = [
-            w
-            for w in by_value.values()
-            if tuple(w.shape) == tuple(variable.shape) and abs(w.norm - norm) <= 1e-6 * max(norm, 1)
-        ]
-        assert match, variable.path
-        assert any(np.isclose(w.grad_norm, np.linalg.norm(g), rtol=RTOL) for w in match), variable.path
-        for w in match:
-            if norm > 0 and np.isclose(w.grad_norm, np.linalg.norm(g), rtol=RTOL):
-                np.testing.assert_allclose(w.ratio, np.linalg.norm(g) / norm, rtol=RTOL)
+        np.testing.assert_allclose(got.norm, norm, rtol=1e-6, err_msg=variable.path)
+        np.testing.assert_allclose(got.grad_norm, np.linalg.norm(g), rtol=RTOL, err_msg=variable.path)
+        if norm > 0:
+            np.testing.assert_allclose(got.ratio, np.linalg.norm(g) / norm, rtol=RTOL, err_msg=variable.path)
+        else:  # a zero-initialised bias: no ratio
+            assert got.ratio is None
 
 
 def test_the_loss_and_labels_are_said(custom):
