@@ -18,7 +18,7 @@ from .records import Record, meta
 @dataclass(frozen=True)
 class GradientStats(Record):
     """One output's gradient: its norm, RMS, largest magnitude, NaN and Inf counts,
-    and ``ratio``, its norm over the model output's (None without one)."""
+    and ``ratio``, its norm over the reference's (:class:`Reference`; None without one)."""
 
     norm: float
     rms: float | None
@@ -90,6 +90,16 @@ class Where(Record):
 
 
 @dataclass(frozen=True)
+class Reference(Record):
+    """What every ratio is relative to: the gradient norm of the outputs that feed the
+    model's output layer (``outputs``: each ``{"path", "output"}``), else of the model's
+    output itself."""
+
+    norm: float | None
+    outputs: tuple[dict[str, str], ...] = ()
+
+
+@dataclass(frozen=True)
 class GradientReport(Record):
     """What ``kerinspect gradients`` found (see the module docstring)."""
 
@@ -101,6 +111,7 @@ class GradientReport(Record):
     loss: LossInfo
     training: bool
     output_gradient_norm: float | None
+    reference: Reference
     thresholds: dict[str, float]
     layers: tuple[GradientLayer, ...]
     weights: tuple[GradientWeight, ...]
@@ -116,13 +127,13 @@ class GradientReport(Record):
         if self.exploding is not None:
             lines.append(
                 f"Gradients explode from {self.exploding.path!r} ({self.exploding.output}) backwards: "
-                f"its gradient norm is {_ratio(self.exploding.ratio)} the model output's "
+                f"its gradient norm is {_ratio(self.exploding.ratio)} the output layer's input's "
                 f"(above {self.thresholds.get('exploding_gradient')})."
             )
         if self.vanishing is not None:
             lines.append(
                 f"Gradients vanish from {self.vanishing.path!r} ({self.vanishing.output}) backwards: "
-                f"its gradient norm is {_ratio(self.vanishing.ratio)} the model output's "
+                f"its gradient norm is {_ratio(self.vanishing.ratio)} the output layer's input's "
                 f"(below {self.thresholds.get('vanishing_gradient')})."
             )
         if not lines:

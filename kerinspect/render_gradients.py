@@ -1,7 +1,7 @@
 """``kerinspect gradients`` as a Rich table and as Markdown.
 
 One row per output of every layer call (the gradient of the loss with respect to it:
-norm, its ratio to the model output's, RMS, largest magnitude, NaN/Inf, flags), then
+norm, its ratio to the gradient norm at the output layer's input, RMS, largest magnitude, NaN/Inf, flags), then
 one row per trainable weight (its norm, its gradient's norm, their ratio), then one
 line each where gradients vanish or explode.
 """

@@ -121,7 +121,7 @@ DEFAULT_TOLERANCE = 0.1
 DEFAULT_DIFF_TOLERANCE = 1e-2
 #: ``report``: the sample drawn, most layers with feature maps, most channels per layer.
 DEFAULT_SAMPLE = 0
-#: ``gradients``: an output's gradient norm below this fraction of the model output's is
+#: ``gradients``: an output's gradient norm below this fraction of the one at the output layer's input is
 #: vanishing (README, "kerinspect gradients": why 1e-3), above this multiple exploding
 DEFAULT_VANISHING_GRADIENT = 1e-3
 DEFAULT_EXPLODING_GRADIENT = 1e3
@@ -507,9 +507,9 @@ class RunSpec(Spec):
         training: ``gradients``: run Dropout, BatchNormalization (and every layer with a
             ``training`` argument) in training mode.
         vanishing_gradient: ``gradients``: an output whose gradient norm is below this
-            fraction of the model output's gradient norm is flagged ``vanishing-gradient``.
+            fraction of the gradient norm at the output layer's input is flagged ``vanishing-gradient``.
         exploding_gradient: ``gradients``: an output whose gradient norm is above this
-            multiple of the model output's is flagged ``exploding-gradient``.
+            multiple of the one at the output layer's input is flagged ``exploding-gradient``.
     """
 
     samples: int | None = field(default=None, metadata=at_least(1))

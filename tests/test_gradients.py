@@ -107,9 +107,15 @@ def test_every_output_gradient_equals_the_tape(custom):
         np.testing.assert_allclose(got.rms, np.sqrt(np.mean(g**2)), rtol=RTOL, err_msg=path)
         np.testing.assert_allclose(got.max_abs, np.abs(g).max(), rtol=RTOL, err_msg=path)
         assert (got.nan, got.inf) == (0, 0)
-    head = np.linalg.norm(custom["outputs"]["head"])
+    # ratios are relative to the gradient reaching the output layer's input (shared@1)
+    reference = np.linalg.norm(custom["outputs"]["shared@1"])
+    np.testing.assert_allclose(report.reference.norm, reference, rtol=RTOL)
+    assert report.reference.outputs == ({"path": "shared@1", "output": "output"},)
+    for path in ("block/dense_a", "shared", "head"):
+        want = np.linalg.norm(custom["outputs"][path]) / reference
+        np.testing.assert_allclose(report.output(path).gradient.ratio, want, rtol=RTOL, err_msg=path)
     np.testing.assert_allclose(
-        report.output("shared").gradient.ratio, np.linalg.norm(custom["outputs"]["shared"]) / head, rtol=RTOL
+        report.output_gradient_norm, np.linalg.norm(custom["outputs"]["head"]), rtol=RTOL
     )
 
 

@@ -41,7 +41,7 @@ from kerinspect.spec import LoadOptions, RunSpec
     spec_default=sp.DEFAULT_VANISHING_GRADIENT,
     shown=f"{sp.DEFAULT_VANISHING_GRADIENT:g}",
     type=click.FloatRange(min=0, min_open=True),
-    help="Flag 'vanishing-gradient' where an output's gradient norm is below this times the model output's.",
+    help="Flag 'vanishing-gradient' where an output's gradient norm is below this times the gradient norm at the output layer's input.",
 )
 @click.option(
     "--exploding-gradient",
@@ -49,7 +49,7 @@ from kerinspect.spec import LoadOptions, RunSpec
     spec_default=sp.DEFAULT_EXPLODING_GRADIENT,
     shown=f"{sp.DEFAULT_EXPLODING_GRADIENT:g}",
     type=click.FloatRange(min=0, min_open=True),
-    help="Flag 'exploding-gradient' where an output's gradient norm is above this times the model output's.",
+    help="Flag 'exploding-gradient' where an output's gradient norm is above this times the gradient norm at the output layer's input.",
 )
 @load_options
 @output_options
@@ -67,7 +67,7 @@ def gradients(
 
     One row per output of every layer call (as in summary): the gradient of the
     mean loss over all samples with respect to that output (its norm, its ratio to
-    the model output's gradient norm, RMS, largest magnitude, NaN/Inf counts); then
+    the gradient norm at the output layer's input, RMS, largest magnitude, NaN/Inf counts); then
     every trainable weight's norm, its gradient's norm and their ratio; then the
     first layer, from the output backwards, where gradients vanish or explode.
 

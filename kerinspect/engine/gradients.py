@@ -139,6 +139,7 @@ class _Output:
     shape: tuple[int | None, ...] = ()
     stats: GradStats | None = None  # None: not float, or not on the loss's path
     model_output: bool = False
+    reference: bool = False  # an input of the model's output call: what ratios are relative to
 
 
 @dataclass
@@ -155,6 +156,12 @@ class GradientRecorder(Visitor):
         self.tape: Any = None
         self.calls: dict[str, _Call] = {}  # by path, in call order
         self.watched: list[tuple[str, int, Any]] = []
+        self._inputs: dict[str, list[int]] = {}  # top-level call -> ids of its input tensors
+        self._output_calls: set[str] = set()
+
+    def consumed(self, site: CallSite, op: Any, inputs: Sequence[Any]) -> None:
+        if site.depth == 0:
+            self._inputs[site.path] = [id(t) for t in inputs if t is not None]
 
     def enter(self, site: CallSite) -> None:
         if site.called and site.path not in self.calls:
@@ -180,9 +187,17 @@ class GradientRecorder(Visitor):
         call = self.calls.get(site.path)
         if call is not None and k < len(call.outputs):
             call.outputs[k].model_output = True
+            self._output_calls.add(site.path)
 
     def take(self) -> list[tuple[str, int, Any]]:
+        """The batch's watched tensors (and no longer held here); the outputs that feed
+        the model's output calls are marked as the reference of every ratio."""
         watched, self.watched = self.watched, []
+        feeding = {i for path in self._output_calls for i in self._inputs.get(path, ())}
+        for path, k, t in watched:
+            if id(t) in feeding and path not in self._output_calls:
+                self.calls[path].outputs[k].reference = True
+        self._inputs = {}
         return watched
 
 
@@ -214,6 +229,11 @@ def _labels_for(loss: Loss, labels: Any, prediction: Any) -> tuple[Any, bool]:
         y = np.asarray(labels)
         if y.dtype == object:  # a labels file's values, as Python objects
             y = np.asarray(y.tolist())
+        if y.dtype.kind in "US":  # a table's column: numbers written as text
+            try:
+                y = y.astype(np.float64)
+            except ValueError:
+                pass
         if y.dtype.kind not in "biuf":
             raise DataError(
                 msg(
@@ -334,11 +354,24 @@ def _result(
     run: RunSpec,
 ) -> dict[str, Any]:
     """The plain-data result: calls, weights, and where gradients vanish or explode."""
-    reference = None
+    output_norm, fed, fed_by = None, 0.0, []
     for call in recorder.calls.values():
         for out in call.outputs:
             if out.model_output and out.stats is not None:
-                reference = out.stats.record()["norm"]
+                output_norm = out.stats.record()["norm"]
+            if out.reference and out.stats is not None:
+                fed += out.stats.sum_sq
+                fed_by.append({"path": call.site.path, "output": out.name})
+    # the gradient reaching the output layer's inputs: a classifier's saturated softmax
+    # (a confident model) shrinks every gradient below it alike, and says nothing of depth
+    reference = math.sqrt(fed) if fed > 0 else output_norm
+    if not fed > 0:
+        fed_by = [
+            {"path": c.site.path, "output": o.name}
+            for c in recorder.calls.values()
+            for o in c.outputs
+            if o.model_output
+        ]
     layers = []
     for call in recorder.calls.values():
         site = call.site
@@ -346,8 +379,8 @@ def _result(
         for out in call.outputs:
             grad = out.stats.record() if out.stats is not None else None
             flags: list[str] = []
-            if grad is not None and reference and site.class_name == "InputLayer":
-                grad["ratio"] = grad["norm"] / reference  # no weights before it: never flagged
+            if grad is not None and reference and (site.class_name == "InputLayer" or out.model_output):
+                grad["ratio"] = grad["norm"] / reference  # the model's input, the loss's own: never flagged
             elif grad is not None and reference:
                 grad["ratio"] = grad["norm"] / reference
                 if grad["nan"] or grad["inf"] or grad["ratio"] > run.exploding_gradient:
@@ -400,7 +433,8 @@ def _result(
             "labels": "predicted" if predicted else "data",
         },
         "training": run.training,
-        "output_gradient_norm": reference,
+        "output_gradient_norm": output_norm,
+        "reference": {"norm": reference, "outputs": fed_by},
         "thresholds": {
             "vanishing_gradient": run.vanishing_gradient,
             "exploding_gradient": run.exploding_gradient,
