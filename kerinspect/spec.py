@@ -504,6 +504,8 @@ class RunSpec(Spec):
             (PCA) coloured by label (empty: the last hidden layer and a middle one).
         loss: ``gradients``: a built-in Keras loss name (``kerinspect.engine.gradients``
             lists them); None: the saved ``compile_config``'s loss when it is one.
+        from_logits: ``gradients``: with ``loss``, a cross-entropy reads the model's output
+            as logits (a head without softmax/sigmoid).
         training: ``gradients``: run Dropout, BatchNormalization (and every layer with a
             ``training`` argument) in training mode.
         vanishing_gradient: ``gradients``: an output whose gradient norm is below this
@@ -535,6 +537,7 @@ class RunSpec(Spec):
     labels: str | None = None
     pca_layers: tuple[str, ...] = ()
     loss: str | None = None
+    from_logits: bool = False
     training: bool = False
     vanishing_gradient: float = field(default=DEFAULT_VANISHING_GRADIENT, metadata=greater_than(0))
     exploding_gradient: float = field(default=DEFAULT_EXPLODING_GRADIENT, metadata=greater_than(0))

@@ -322,3 +322,28 @@ def test_training_mode_runs_batch_normalization_on_the_batch(keras):
         np.testing.assert_allclose(got[training], want, rtol=RTOL)
         model.get_layer("bn").moving_mean.assign(moving)  # the reference's training call moved it
     assert got[True] != pytest.approx(got[False], rel=1e-2)
+
+
+def test_from_logits_differentiates_the_cross_entropy_of_logits(keras):
+    """A head without softmax (this process): ``from_logits`` gives Keras's own
+    cross-entropy of logits, at the head and below."""
+    import tensorflow as tf
+
+    import kerinspect
+
+    keras.utils.set_random_seed(6)
+    x_in = keras.Input((4,))
+    h = keras.layers.Dense(5, activation="relu", name="hidden")(x_in)
+    model = keras.Model(x_in, keras.layers.Dense(CLASSES, name="logits")(h))
+    rng = np.random.default_rng(6)
+    x, y = rng.normal(size=(12, 4)).astype("float32"), rng.integers(0, CLASSES, 12)
+    report = kerinspect.model_gradients(
+        model, x, labels=y, loss="sparse_categorical_crossentropy", from_logits=True, batch_size=5
+    )
+    with tf.GradientTape() as tape:
+        logits = model(x)
+        loss = tf.reduce_mean(keras.losses.sparse_categorical_crossentropy(y, logits, from_logits=True))
+    g_logits, g_kernel = tape.gradient(loss, [logits, model.get_layer("hidden").kernel])
+    assert report.loss.from_logits and report.loss.value == pytest.approx(float(loss), rel=RTOL)
+    np.testing.assert_allclose(report.output("logits").gradient.norm, np.linalg.norm(g_logits), rtol=RTOL)
+    np.testing.assert_allclose(report.weight("hidden/kernel").grad_norm, np.linalg.norm(g_kernel), rtol=RTOL)

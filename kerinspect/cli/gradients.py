@@ -30,6 +30,12 @@ from kerinspect.spec import LoadOptions, RunSpec
     "Default: the loss the model was saved compiled with, when it is a built-in one.",
 )
 @click.option(
+    "--from-logits",
+    is_flag=True,
+    default=None,
+    help="With --loss, a cross-entropy takes the model's output as logits (a head without softmax or sigmoid).",
+)
+@click.option(
     "--training",
     is_flag=True,
     default=None,

@@ -64,15 +64,25 @@ class Loss:
         return self.name in CLASS_LOSSES
 
 
-def choose_loss(option: str | None, saved: Any) -> Loss:
+def choose_loss(option: str | None, saved: Any, from_logits: bool = False) -> Loss:
     """The run's :class:`Loss`: ``option`` (``run.loss``) first, else the saved
     ``compile_config`` loss ``saved`` when it is a built-in one (data, never
-    deserialized). Raises :class:`UsageError` naming the option otherwise."""
+    deserialized; it says itself whether it takes logits: ``from_logits`` applies to
+    ``option``). Raises :class:`UsageError` naming the option otherwise."""
     names = loss_names()
     if option is not None:
-        return Loss(LOSSES[check_loss(option)])
+        name = LOSSES[check_loss(option)]
+        if from_logits and name not in LOGITS_LOSSES:
+            raise UsageError(
+                msg(
+                    "{from_logits} applies to the cross-entropies only. Received: {loss}={name!r}",
+                    name=option,
+                ),
+                parameter="from_logits",
+            )
+        return Loss(name, from_logits)
     if isinstance(saved, str) and saved in LOSSES:
-        return Loss(LOSSES[saved], source="compile_config")
+        return Loss(LOSSES[saved], from_logits and LOSSES[saved] in LOGITS_LOSSES, "compile_config")
     if (
         isinstance(saved, dict)
         and saved.get("class_name") in LOSSES
@@ -286,7 +296,7 @@ def _gradients(
     from kerinspect.engine.batches import layer_failure
     from kerinspect.engine.trace import LayerCallError, Replayer, weight_paths
 
-    loss = choose_loss(run.loss, saved_loss)
+    loss = choose_loss(run.loss, saved_loss, run.from_logits)
     outputs = ka.flatten(getattr(model, "outputs", None) or [None])
     if len(outputs) > 1:
         raise UsageError(
