@@ -92,7 +92,9 @@ def choose_loss(option: str | None, saved: Any, from_logits: bool = False) -> Lo
         config = config if isinstance(config, dict) else {}
         return Loss(LOSSES[saved["class_name"]], bool(config.get("from_logits", False)), "compile_config")
     if saved is None:
-        text = msg("The model has no saved loss to differentiate: give one with {loss}.")
+        text = msg(
+            "The model has no saved loss to differentiate: give one with {loss}. Received: {loss}=None"
+        )
     else:
         shown = (
             saved
@@ -300,8 +302,9 @@ def _gradients(
     outputs = ka.flatten(getattr(model, "outputs", None) or [None])
     if len(outputs) > 1:
         raise UsageError(
-            f"gradients differentiates one loss on one output; the model has {len(outputs)} outputs.",
-            hint="inspect each output's sub-model instead",
+            "gradients differentiates one loss on one output, and the model has several. "
+            f"Received: a model with {len(outputs)} outputs",
+            hint="save the sub-model of the output to study, keras.Model(model.inputs, model.outputs[k])",
         )
     loss_fn = loss.fn()
     recorder = GradientRecorder()
