@@ -103,7 +103,7 @@ def render_gradients_markdown(report: GradientReport) -> str:
     out += [f"- {_md_text(line)}" for line in header[1:]]
     out += [
         "",
-        "| " + " | ".join(COLUMNS) + " |",
+        "| " + " | ".join(_md_cell(c) for c in COLUMNS) + " |",
         "|" + "|".join("---:" if c in _NUMERIC else "---" for c in COLUMNS) + "|",
     ]
     for _, cells in rows(report):

@@ -8,6 +8,7 @@ run is shared by the tests that read it."""
 from __future__ import annotations
 
 import json
+import re
 from pathlib import Path
 
 import numpy as np
@@ -244,7 +245,10 @@ def test_the_table_and_markdown_name_where_gradients_vanish(flagged):
     text = console.file.getvalue()
     assert f"Gradients vanish from '{first}' (output) backwards" in text
     assert text.count("vanishing-gradient") == sum(f == ["vanishing-gradient"] for f in _flags(data).values())
-    assert "Gradients vanish from" in render_gradients_markdown(report)
+    markdown = render_gradients_markdown(report)
+    assert "Gradients vanish from" in markdown
+    header = next(line for line in markdown.splitlines() if line.startswith("| Layer"))
+    assert len(re.split(r"(?<!\\)\|", header)) - 2 == 9  # 9 cells: "Max |g|"'s pipe is escaped
 
 
 # -- the loss, from the file ---------------------------------------------------------------
