@@ -96,7 +96,7 @@ def custom(keras, tmp_path_factory):
         load=kerinspect.LoadOptions(custom_objects=LAYERS),
     )
     outputs, weights = _reference(model, x, y, keras)
-    return {"report": report, "outputs": outputs, "weights": weights, "model": model}
+    return {"report": report, "outputs": outputs, "weights": weights, "model": model, "x": x, "y": y}
 
 
 def test_every_output_gradient_equals_the_tape(custom):
@@ -138,6 +138,30 @@ def test_every_weight_gradient_equals_the_tape(custom):
             np.testing.assert_allclose(got.ratio, np.linalg.norm(g) / norm, rtol=RTOL, err_msg=variable.path)
         else:  # a zero-initialised bias: no ratio
             assert got.ratio is None
+
+
+def test_a_model_object_and_its_file_agree(custom):
+    """The same job in this process (a keras.Model) as in the worker (its file)."""
+    import kerinspect
+
+    here = kerinspect.model_gradients(
+        custom["model"], custom["x"], labels=custom["y"], loss="sparse_categorical_crossentropy", batch_size=8
+    ).to_dict()
+    there = custom["report"].to_dict()
+    for key in ("model", "inputs", "isolation"):
+        here.pop(key, None), there.pop(key, None)
+    assert _rounded(here) == _rounded(there)
+
+
+def _rounded(data):
+    """JSON data with every float to 6 significant digits (threads may sum in another order)."""
+    if isinstance(data, float):
+        return float(f"{data:.6g}")
+    if isinstance(data, dict):
+        return {k: _rounded(v) for k, v in data.items()}
+    if isinstance(data, list):
+        return [_rounded(v) for v in data]
+    return data
 
 
 def test_the_loss_and_labels_are_said(custom):
