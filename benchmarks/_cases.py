@@ -166,6 +166,16 @@ def main(argv: list[str]) -> int:
         outputs = every.predict(x, batch_size=batch, verbose=0)
         stats = [numpy_stats(np.asarray(o)) for o in outputs]
         assert len(stats) == len(model.layers)
+    elif what == "train":  # plain training steps' gradients, eagerly: what ``gradients`` adds to
+        import tensorflow as tf
+
+        for start in range(0, samples, batch):
+            xb = [a[start : start + batch] for a in x]
+            with tf.GradientTape() as tape:
+                p = model(xb if len(xb) > 1 else xb[0], training=False)
+                y = tf.argmax(p, axis=-1)  # the model's own top class, as gradients does without labels
+                loss = tf.reduce_mean(keras.losses.sparse_categorical_crossentropy(y, p, from_logits=True))
+            tape.gradient(loss, model.trainable_weights)
     else:
         raise SystemExit(f"unknown case {what!r}")
     # run.py measures how long the normal exit (interpreter and TensorFlow teardown) takes.

@@ -7,6 +7,9 @@ LSTM; all built here, offline, into a temporary directory) and in the same run:
 * naive   -- the same plus ``keras.Model(model.inputs, [l.output for l in model.layers])``
   and float64 numpy statistics of every output (``_cases.py naive``);
 * summary -- ``kerinspect summary MODEL`` (a light parent and its isolated worker);
+* train step -- load, then every batch's loss gradient with a ``tf.GradientTape`` (eager,
+  no optimizer): what a plain training step differentiates (``_cases.py train``);
+* gradients -- ``kerinspect gradients MODEL`` (every output's and weight's gradient);
 * diff    -- ResNet50 only: ``kerinspect diff MODEL MODEL`` (the model against itself, both
   replayed batch by batch in one worker), reported as its peak RSS against ``summary``'s.
 
@@ -336,6 +339,14 @@ def report(
                 f"- {model}: `--depth 1` wall {sw / floor_w:.2f}× (deep capture costs {w / (sw / floor_w):.2f}× it)"
             )
         lines.append(f"- {model}: peak RSS {la:.2f}× largest process, {tr:.2f}× tree {verdict(tr, 1.3, 1.1)}")
+        grads = next((c for c in main if c.model == model and c.name == "gradients"), None)
+        step = next((c for c in main if c.model == model and c.name == "train step"), None)
+        if grads is not None and step is not None:
+            lines.append(
+                f"- {model}: `gradients` wall {grads.median('wall') / step.median('wall'):.2f}× plain training "
+                f"steps' gradients (eager tape, no optimizer), peak RSS "
+                f"{grads.median('largest_kib') / step.median('largest_kib'):.2f}× (largest process)"
+            )
         diff = next((c for c in main if c.model == model and c.name == "diff"), None)
         if diff is not None:
             summ = next(c for c in main if c.model == model and c.name == "summary")
@@ -542,6 +553,25 @@ def main() -> int:
                     m,
                     "summary",
                     kerinspect("summary", path, "--samples", n, "--batch-size", b, *OPTIONS.get(m, ())),
+                ),
+            ]
+            main_cases += [  # the loss's gradient at every output against plain training steps' gradients
+                Case(m, "train step", [sys.executable, str(CASES), "train", path, n, b]),
+                Case(
+                    m,
+                    "gradients",
+                    kerinspect(
+                        "gradients",
+                        path,
+                        "--samples",
+                        n,
+                        "--batch-size",
+                        b,
+                        "--loss",
+                        "sparse_categorical_crossentropy",
+                        "--from-logits",
+                        *OPTIONS.get(m, ()),
+                    ),
                 ),
             ]
             if m in DIFF_MODELS:  # the model against itself: both replays, one worker

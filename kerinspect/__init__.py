@@ -17,6 +17,7 @@ _LAZY = {
     "inspect_model": "api",
     "dump_activations": "api",
     "diff_models": "api",
+    "model_gradients": "api",
     "LoadOptions": "api",
     "run_checks": "checks",
     "load_dump": "dump",

@@ -95,6 +95,44 @@ def inspect_model(
     return _labels_shown(_parsed(ModelReport.from_dict, result, "report"), place.labels_shown)
 
 
+def model_gradients(
+    model: Any,
+    inputs: Any = None,
+    *,
+    labels: Any = None,
+    spec: RunSpec | None = None,
+    progress: ProgressFn | None = None,
+    load: LoadOptions | None = None,
+    **options: Any,
+) -> Any:
+    """The gradient of the loss at every layer call's outputs and every trainable
+    weight, and where gradients vanish or explode (``kerinspect gradients``).
+
+    Args:
+        model, inputs, labels, spec, progress, load: as for :func:`inspect_model`.
+        **options: any :class:`~kerinspect.spec.RunSpec` field by name; here also
+            ``loss`` (a built-in Keras loss name; default: the saved
+            ``compile_config``'s when it is one), ``training``,
+            ``vanishing_gradient``, ``exploding_gradient``.
+
+    Returns:
+        A :class:`~kerinspect.gradients.GradientReport`.
+
+    Raises:
+        KerinspectError: as :func:`inspect_model`; a missing or unknown loss, or a
+            regression loss without labels, is a usage error (exit 2).
+    """
+    from .gradients import GradientReport
+    from .losses import check_loss
+
+    run = _run_spec(spec, options)
+    if run.loss is not None:  # refused here, before any worker starts
+        check_loss(run.loss)
+    with _place((model,), inputs, run, load, labels) as place:
+        result = place.run("gradients", progress)
+    return _parsed(GradientReport.from_dict, result, "gradients")
+
+
 def inspect_for_report(
     model: Any,
     inputs: Any = None,

@@ -121,6 +121,10 @@ DEFAULT_TOLERANCE = 0.1
 DEFAULT_DIFF_TOLERANCE = 1e-2
 #: ``report``: the sample drawn, most layers with feature maps, most channels per layer.
 DEFAULT_SAMPLE = 0
+#: ``gradients``: an output's gradient norm below this fraction of the one at the output layer's input is
+#: vanishing (README, "kerinspect gradients": why 1e-3), above this multiple exploding
+DEFAULT_VANISHING_GRADIENT = 1e-3
+DEFAULT_EXPLODING_GRADIENT = 1e3
 DEFAULT_FEATURE_MAPS = 12
 DEFAULT_CHANNELS = 16
 #: ``report``: the classes listed for the shown sample of each classifier output.
@@ -498,6 +502,16 @@ class RunSpec(Spec):
             (:mod:`kerinspect.engine.separability`).
         pca_layers: ``report``: the layer paths whose outputs are projected in 2-D
             (PCA) coloured by label (empty: the last hidden layer and a middle one).
+        loss: ``gradients``: a built-in Keras loss name (``kerinspect.engine.gradients``
+            lists them); None: the saved ``compile_config``'s loss when it is one.
+        from_logits: ``gradients``: with ``loss``, a cross-entropy reads the model's output
+            as logits (a head without softmax/sigmoid).
+        training: ``gradients``: run Dropout, BatchNormalization (and every layer with a
+            ``training`` argument) in training mode.
+        vanishing_gradient: ``gradients``: an output whose gradient norm is below this
+            fraction of the gradient norm at the output layer's input is flagged ``vanishing-gradient``.
+        exploding_gradient: ``gradients``: an output whose gradient norm is above this
+            multiple of the one at the output layer's input is flagged ``exploding-gradient``.
     """
 
     samples: int | None = field(default=None, metadata=at_least(1))
@@ -522,6 +536,11 @@ class RunSpec(Spec):
     vocab: str | None = None
     labels: str | None = None
     pca_layers: tuple[str, ...] = ()
+    loss: str | None = None
+    from_logits: bool = False
+    training: bool = False
+    vanishing_gradient: float = field(default=DEFAULT_VANISHING_GRADIENT, metadata=greater_than(0))
+    exploding_gradient: float = field(default=DEFAULT_EXPLODING_GRADIENT, metadata=greater_than(0))
 
     def __post_init__(self) -> None:
         super().__post_init__()

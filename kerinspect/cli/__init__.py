@@ -11,7 +11,7 @@ Heavy imports (TensorFlow, Keras, the engine) happen inside commands, so that
 
 from __future__ import annotations
 
-from kerinspect.cli import attention, check, diff, dump, report, summary, weights  # noqa: F401 - register the commands
+from kerinspect.cli import attention, check, diff, dump, gradients, report, summary, weights  # noqa: F401 - register the commands
 from kerinspect.cli.group import cli, main
 from kerinspect.cli.options import SpecOption, run_spec
 from kerinspect.cli.output import ProgressBar

@@ -70,6 +70,8 @@ class Subject:
     format: str = "in-memory"
     loader: str = "keras"
     notes: tuple[str, ...] = ()
+    #: the saved ``compile_config``'s loss (a file's; data, never code): see ``gradients``
+    compile_loss: Any = None
 
     def info(self) -> ModelInfo:
         from .report_records import model_info
@@ -244,6 +246,38 @@ def diff_job(task: Task, channel: Any) -> dict[str, Any]:
     return {"diff": report.to_dict()}
 
 
+def gradients_job(task: Task, channel: Any) -> dict[str, Any]:
+    """``gradients``: the loss's gradient at every layer call's outputs and every weight
+    (eager replay under a gradient tape, :mod:`kerinspect.engine.gradients`)."""
+    from .batches import collecting_warnings
+    from .gradients import gradients_loaded
+
+    subject, run = task.subject, task.run
+    saved = subject.compile_loss
+    if subject.path is None:  # a compiled model object: its loss, when it is a name
+        own = getattr(subject.model, "loss", None)
+        saved = own if isinstance(own, str) else None
+    feed = task.feed()
+    result: dict[str, Any] = {}
+
+    def work() -> None:
+        result.update(gradients_loaded(subject.model, feed, run, saved, channel.progress))
+
+    caught = collecting_warnings(work)
+    return {
+        "gradients": {
+            "model": subject.info().to_dict(),
+            "inputs": [r.to_dict() for r in feed.records],
+            "samples": feed.samples,
+            "batch_size": feed.batch_size,
+            "engine": "eager",
+            **result,
+            "warnings": caught,
+            "kerinspect_version": __version__,
+        }
+    }
+
+
 #: The jobs, by command. ``activations`` runs only in the caller's process (its arrays
 #: are not JSON); the others in either. ``weights`` reads a file with h5py alone and
 #: needs no loaded model: :func:`run_request` runs it.
@@ -253,6 +287,7 @@ JOBS: dict[str, Callable[[Task, Any], dict[str, Any]]] = {
     "dump": dump_job,
     "diff": diff_job,
     "activations": activations_job,
+    "gradients": gradients_job,
 }
 
 
@@ -317,7 +352,7 @@ def _open(ref: ModelRef, request: Request, channel: Any) -> Subject:
     shown = _shown(ref)
     note = content_note(shown, ref.format)  # how the file was read: by its content (HDF5 named .keras)
     notes = loaded.notes if note is None else (note, *loaded.notes)
-    return Subject(loaded.model, shown, ref.format, loaded.loader, notes)
+    return Subject(loaded.model, shown, ref.format, loaded.loader, notes, loaded.compile_loss)
 
 
 def _shown(ref: ModelRef) -> str:

@@ -9,7 +9,7 @@ truncated zip); every loader failure becomes one
 from __future__ import annotations
 
 import re
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Any
 
 from kerinspect.errors import (
@@ -167,6 +167,9 @@ class LoadedModel:
     #: config (a legacy .h5, a tf.keras 2.13-2.15 .keras archive) was rewritten
     loader: str
     notes: tuple[str, ...] = ()
+    #: the saved ``compile_config``'s ``loss`` as the file holds it (a name, a serialized
+    #: loss, anything): data for ``gradients`` to judge, never deserialized here
+    compile_loss: Any = None
 
 
 def load_model(
@@ -303,7 +306,11 @@ def scan_and_load(model_file: ModelFile, options: LoadOptions, phase: Any = None
         phase("load")
     if scanned.hub_classes:  # their configs hold arguments, not layers: count what they build
         _check_hub_size(model_file, scanned, options, custom)
-    return load_model(model_file, scanned, safe_mode=not trust, custom_objects=custom)
+    loaded = load_model(model_file, scanned, safe_mode=not trust, custom_objects=custom)
+    compile_config = scanned.config.get("compile_config")
+    if isinstance(compile_config, dict) and compile_config.get("loss") is not None:
+        loaded = replace(loaded, compile_loss=compile_config["loss"])
+    return loaded
 
 
 def _check_hub_size(

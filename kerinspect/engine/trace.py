@@ -369,7 +369,7 @@ class Replayer:
                     # inside the try: inputs of another structure than the graph's (diff's
                     # model B fed model A's) fail as the model's call, not as a kerinspect bug
                     struct = ka.pack_like(ka.inputs_struct(self.graph), list(inputs))
-                    out = self.model(struct, training=False)
+                    out = self.model(struct, training=self.run.training)
                 except (LayerCallError, ka.KerasDriftError):
                     raise
                 except Exception as e:  # noqa: BLE001 - failed before any layer ran
@@ -445,7 +445,7 @@ class Replayer:
         frame = _Frame(site, self.model)
         self._stack.append(frame)
         try:
-            out = self.model(arg, training=False)
+            out = self.model(arg, training=self.run.training)
         except (LayerCallError, ka.KerasDriftError):
             raise
         except Exception as e:  # noqa: BLE001

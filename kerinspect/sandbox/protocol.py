@@ -20,7 +20,7 @@ from kerinspect.errors import KerinspectError
 from kerinspect.spec import LoadOptions, RunSpec, Spec, SpecError, one_of
 
 #: The jobs of :data:`kerinspect.engine.jobs.JOBS`.
-COMMANDS = ("inspect", "dump", "weights", "report", "diff")
+COMMANDS = ("inspect", "dump", "weights", "report", "diff", "gradients")
 #: The messages the worker sends back (checked by :mod:`kerinspect.sandbox.runner`).
 MESSAGE_TYPES = ("phase", "progress", "result", "error")
 

@@ -1,0 +1,92 @@
+"""The built-in Keras losses ``gradients`` may differentiate, by every name Keras saves
+them under: stdlib only, so the parent refuses an unknown ``loss`` before any worker
+starts, and the worker (:mod:`kerinspect.engine.gradients`) reads a saved
+``compile_config``'s loss against the same table. No loss code ever comes from a file.
+"""
+
+from __future__ import annotations
+
+from kerinspect.errors import UsageError, escape_text, msg
+
+#: Built-in Keras losses by every name Keras saves them under (function names, their
+#: aliases, class names): the canonical function name. Classification losses take
+#: class labels (``sparse``: indices; else one-hot or 0/1).
+LOSSES: dict[str, str] = {
+    **{
+        n: n
+        for n in (
+            "mean_squared_error",
+            "mean_absolute_error",
+            "mean_absolute_percentage_error",
+            "mean_squared_logarithmic_error",
+            "binary_crossentropy",
+            "binary_focal_crossentropy",
+            "categorical_crossentropy",
+            "categorical_focal_crossentropy",
+            "sparse_categorical_crossentropy",
+            "categorical_hinge",
+            "hinge",
+            "squared_hinge",
+            "huber",
+            "log_cosh",
+            "poisson",
+            "kl_divergence",
+            "cosine_similarity",
+        )
+    },
+    "mse": "mean_squared_error",
+    "mae": "mean_absolute_error",
+    "mape": "mean_absolute_percentage_error",
+    "msle": "mean_squared_logarithmic_error",
+    "kld": "kl_divergence",
+    "logcosh": "log_cosh",
+    "MeanSquaredError": "mean_squared_error",
+    "MeanAbsoluteError": "mean_absolute_error",
+    "MeanAbsolutePercentageError": "mean_absolute_percentage_error",
+    "MeanSquaredLogarithmicError": "mean_squared_logarithmic_error",
+    "BinaryCrossentropy": "binary_crossentropy",
+    "BinaryFocalCrossentropy": "binary_focal_crossentropy",
+    "CategoricalCrossentropy": "categorical_crossentropy",
+    "CategoricalFocalCrossentropy": "categorical_focal_crossentropy",
+    "SparseCategoricalCrossentropy": "sparse_categorical_crossentropy",
+    "CategoricalHinge": "categorical_hinge",
+    "Hinge": "hinge",
+    "SquaredHinge": "squared_hinge",
+    "Huber": "huber",
+    "LogCosh": "log_cosh",
+    "Poisson": "poisson",
+    "KLDivergence": "kl_divergence",
+    "CosineSimilarity": "cosine_similarity",
+}
+#: losses whose labels are classes: without labels, the model's top prediction is one
+CLASS_LOSSES = {
+    "binary_crossentropy",
+    "binary_focal_crossentropy",
+    "categorical_crossentropy",
+    "categorical_focal_crossentropy",
+    "sparse_categorical_crossentropy",
+    "categorical_hinge",
+    "hinge",
+    "squared_hinge",
+}
+LOGITS_LOSSES = {n for n in CLASS_LOSSES if "crossentropy" in n}
+
+
+def loss_names() -> str:
+    """The lower-case names, for a hint."""
+    return ", ".join(sorted(n for n in LOSSES if n.islower()))
+
+
+def check_loss(name: str) -> str:
+    """``name`` when it is one of :data:`LOSSES`; else :class:`UsageError` naming ``loss``."""
+    if name not in LOSSES:
+        raise UsageError(
+            msg(
+                "Unknown loss {value!r}: {loss} takes a built-in Keras loss name (a custom loss's code is "
+                "never run). Received: {loss}={value!r}",
+                value=escape_text(name, 80),
+            ),
+            parameter="loss",
+            hint=f"one of {loss_names()}",
+        )
+    return name
