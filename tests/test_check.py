@@ -618,7 +618,8 @@ def test_ignore(models, reports):
     assert code == 1
     assert any("nothing_here" in w for w in data["models"][0]["warnings"])
     # ignoring the layer where NaN starts does not hide the layers it flows into
-    data, _ = run_json(models["nan_op"], *SAMPLES, "--ignore", "sqrt", code=1)
+    data, code, _ = judged(models, reports, "nan_op", ignore=("sqrt",))
+    assert code == 1
     assert data["models"][0]["first_fault"]["layer"] == "mix"
 
 
@@ -847,11 +848,12 @@ def test_custom_objects_from_the_configuration(tmp_path):
     assert "Key 'custom_objects' in the top level.models[0] of" in r.stderr and str(cfg) in r.stderr
 
 
-def test_deterministic(models, checked):
-    """A model's results do not depend on the run: the shared run's, again in a run of two
-    of its models; another seed changes the figures but not the verdicts."""
+def test_deterministic(models, checked, reports):
+    """A model's results do not depend on the run: the shared run's, again in runs of their
+    own (each model's report, judged as ``check`` judges it: so the judging here is the
+    CLI's too); another seed changes the figures but not the verdicts, in a run of two."""
     first = [checked("nan_op"), checked("dead")]
-    again = json.loads(run(models["nan_op"], models["dead"], *SAMPLES, "--format", "json").stdout)["models"]
+    again = [judged(models, reports, name)[0]["models"][0] for name in ("nan_op", "dead")]
     assert first == again
     other = run(models["nan_op"], models["dead"], *SAMPLES, "--seed", "5", "--format", "json").stdout
     assert json.loads(other)["models"] != first
