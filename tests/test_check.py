@@ -495,6 +495,55 @@ def checked(models, shared):
     return lambda name: results[str(models[name])]
 
 
+@pytest.fixture(scope="module")
+def reports(models, once):
+    """``reports("dead")``: that model's report, ``kerinspect.inspect_model(path, samples=8)``
+    through the real worker (the inputs of every ``check ... --samples 8`` here), made once
+    per session. ``check`` judges each model's report with :func:`kerinspect.run_checks`
+    (:func:`kerinspect.gate.check_model`: inspect, then judge), so the tests about the
+    judging under other settings re-judge this one report (:func:`judged`) instead of
+    starting a worker per setting."""
+    import kerinspect
+
+    def get(name):
+        def make():
+            report = kerinspect.inspect_model(str(models[name]), samples=8)
+            assert isinstance(report, ModelReport)
+            return report.to_dict()
+
+        return ModelReport.from_dict(once(f"check-report-{name}", make))
+
+    return get
+
+
+def judged(models, reports, name, baseline=None, **options):
+    """``check MODEL --samples 8 OPTIONS --format json`` for one model, judged as the CLI
+    judges it: the settings the CLI derives from no configuration file and these options,
+    then :func:`kerinspect.run_checks` on the model's report (what ``check_model`` does
+    after its worker run). ``(the JSON as run_json returns it, exit code, table text)``;
+    the text is what ``check`` prints for a pipe."""
+    import io
+
+    from rich.console import Console
+
+    from kerinspect.check_results import CheckRun
+    from kerinspect.checks import run_checks
+    from kerinspect.cli.output import PIPE_WIDTH
+    from kerinspect.config import ConfigFile
+    from kerinspect.gate import load_baseline
+    from kerinspect.render import render_check, render_json
+
+    path = str(models[name])
+    if baseline is not None:
+        options["baseline"] = str(baseline)
+    config = ConfigFile.empty().settings_for(path, {"samples": 8, **options})
+    base = load_baseline(config.baseline) if config.baseline else None
+    run = CheckRun((run_checks(reports(name), config, baseline=base, path=path),))
+    buf = io.StringIO()
+    render_check(run, Console(file=buf, width=PIPE_WIDTH, highlight=False))
+    return json.loads(render_json(run)), run.exit_code, buf.getvalue()
+
+
 def test_nan_exits_1_and_names_the_layer_where_it_starts(models, checked):
     m = checked("nan_op")
     assert m["status"] == "failed" and m["exit_code"] == 1
@@ -525,13 +574,13 @@ def test_clean_model_exits_0(models, checked):
     assert all(rule["verdict"] == "passed" for rule in checked("clean")["rules"])
 
 
-def test_dead_and_exploding(models, checked):
+def test_dead_and_exploding(models, checked, reports):
     assert checked("dead")["exit_code"] == 1
     dead = rules_of(checked("dead"))["dead"]
     assert [f["layer"] for f in dead["failures"]] == ["gate_relu"]
     assert dead["failures"][0]["values"]["dead_fraction"] == pytest.approx(0.75)
     assert dead["threshold"] == 0.5
-    run_json(models["dead"], *SAMPLES, "--max-dead-fraction", "0.8", code=0)
+    assert judged(models, reports, "dead", max_dead_fraction=0.8)[1] == 0  # judged again
 
     assert checked("exploding")["exit_code"] == 1
     boom = rules_of(checked("exploding"))["exploding"]
@@ -558,16 +607,19 @@ def test_nan_weight(checked):
     assert m["first_fault"]["layer"] == "w_bad" and m["first_fault"]["weights"] == ["w_bad/kernel"]
 
 
-def test_ignore(models):
-    data, _ = run_json(models["dead"], *SAMPLES, "--ignore", "gate_*", code=0)
+def test_ignore(models, reports):
+    data, code, _ = judged(models, reports, "dead", ignore=("gate_*",))
+    assert code == 0
     m = data["models"][0]
     assert m["ignored_layers"] == ["gate_relu"]
     assert rules_of(m)["dead"]["counts"]["ignored"] == 1
     assert rules_of(m)["weight-nan"]["counts"]["ignored"] == 2  # kernel and bias
-    data, _ = run_json(models["dead"], *SAMPLES, "--ignore", "nothing_here", code=1)
+    data, code, _ = judged(models, reports, "dead", ignore=("nothing_here",))
+    assert code == 1
     assert any("nothing_here" in w for w in data["models"][0]["warnings"])
     # ignoring the layer where NaN starts does not hide the layers it flows into
-    data, _ = run_json(models["nan_op"], *SAMPLES, "--ignore", "sqrt", code=1)
+    data, code, _ = judged(models, reports, "nan_op", ignore=("sqrt",))
+    assert code == 1
     assert data["models"][0]["first_fault"]["layer"] == "mix"
 
 
@@ -698,7 +750,7 @@ def test_github_annotations_cannot_be_forged(models, checked, shared):
     # without GITHUB_ACTIONS there are no annotations: test_nan_exits_1_and_names_the_layer_where_it_starts
 
 
-def test_baseline(models, tmp_path):
+def test_baseline(models, reports, tmp_path):
     base = tmp_path / "release.json"
     r = CliRunner().invoke(cli, ["summary", str(models["clean"]), "--format", "json", *SAMPLES])
     assert r.exit_code == 0
@@ -713,8 +765,11 @@ def test_baseline(models, tmp_path):
     assert rules_of(data["models"][0])["structure"]["verdict"] == "passed"
     assert [f["layer"] for f in drift["failures"]] == ["h2"]  # h1 is untouched
     assert drift["failures"][0]["values"]["std_shift"] > 0.1
-    assert "first drifted layer 'h2'" in run(models["perturbed"], *SAMPLES, "--baseline", base).stdout
-    run_json(models["perturbed"], *SAMPLES, "--baseline", base, "--tolerance", "100", code=0)
+    # the same model's report judged again (the table; another tolerance)
+    data, code, text = judged(models, reports, "perturbed", base)
+    assert code == 1 and [f["layer"] for f in rules_of(data["models"][0])["drift"]["failures"]] == ["h2"]
+    assert "first drifted layer 'h2'" in text
+    assert judged(models, reports, "perturbed", base, tolerance=100)[1] == 0
 
     data, _ = run_json(models["wider"], *SAMPLES, "--baseline", base, code=1)
     structure = rules_of(data["models"][0])["structure"]
@@ -793,11 +848,12 @@ def test_custom_objects_from_the_configuration(tmp_path):
     assert "Key 'custom_objects' in the top level.models[0] of" in r.stderr and str(cfg) in r.stderr
 
 
-def test_deterministic(models, checked):
-    """A model's results do not depend on the run: the shared run's, again in a run of two
-    of its models; another seed changes the figures but not the verdicts."""
+def test_deterministic(models, checked, reports):
+    """A model's results do not depend on the run: the shared run's, again in runs of their
+    own (each model's report, judged as ``check`` judges it: so the judging here is the
+    CLI's too); another seed changes the figures but not the verdicts, in a run of two."""
     first = [checked("nan_op"), checked("dead")]
-    again = json.loads(run(models["nan_op"], models["dead"], *SAMPLES, "--format", "json").stdout)["models"]
+    again = [judged(models, reports, name)[0]["models"][0] for name in ("nan_op", "dead")]
     assert first == again
     other = run(models["nan_op"], models["dead"], *SAMPLES, "--seed", "5", "--format", "json").stdout
     assert json.loads(other)["models"] != first
@@ -826,11 +882,11 @@ def test_multiple_models_globs_and_precedence(models, tmp_path):
     assert [m["exit_code"] for m in data["models"]] == [4, 3, 0]
 
 
-def test_python_api(models):
+def test_python_api(reports):
     import kerinspect
     from kerinspect.config import CheckConfig
 
-    report = kerinspect.inspect_model(str(models["dead"]), samples=8)
+    report = reports("dead")  # kerinspect.inspect_model(path, samples=8), shared
     result = kerinspect.run_checks(report, CheckConfig(max_dead_fraction=0.8))
     assert result.status == "passed" and result.exit_code == 0
     assert kerinspect.run_checks(report).rule("dead").failures[0].layer == "gate_relu"

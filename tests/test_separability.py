@@ -30,8 +30,24 @@ def summary_json(*args):
 
 
 @pytest.fixture(scope="module")
-def eager():
-    return summary_json(DIGITS, "--input", FOLDER, "--engine", "eager", "--batch-size", "8")
+def pca_page(tmp_path_factory):
+    """``report`` of the digits on their folder, projecting ``pool`` and ``digit``: one
+    worker run whose page the report tests read and whose embedded JSON report is
+    :func:`eager`."""
+    page = tmp_path_factory.mktemp("sep") / "r.html"
+    out = kerinspect_cli("report", DIGITS, "-i", FOLDER, "--batch-size", "8", "-o", page, "--pca-layers", "pool,digit")
+    assert out.returncode == 0, out.stderr
+    return page
+
+
+@pytest.fixture(scope="module")
+def eager(pca_page):
+    """The eager engine's report of the digits (5 batches of 8: ``report`` runs them
+    eagerly), as ``summary --format json`` writes it: the page embeds it."""
+    text = pca_page.read_text()
+    report = json.loads(text.split('id="kerinspect-report">', 1)[1].split("</script>", 1)[0])["report"]
+    assert report["engine"] == "eager", report["engine"]
+    return report
 
 
 @pytest.fixture(scope="module")
@@ -241,13 +257,10 @@ def test_the_report_draws_accuracy_along_the_depth_and_two_projections(tmp_path)
         assert all(f">{d}</text>" in svg for d in range(10))
 
 
-def test_pca_layers_picks_the_projected_outputs_and_an_unknown_one_is_one_line(tmp_path):
+def test_pca_layers_picks_the_projected_outputs_and_an_unknown_one_is_one_line(pca_page, tmp_path):
     import re
 
-    page = tmp_path / "r.html"
-    out = kerinspect_cli("report", DIGITS, "-i", FOLDER, "-o", page, "--pca-layers", "pool,digit")
-    assert out.returncode == 0, out.stderr
-    html = page.read_text()
+    html = pca_page.read_text()
     section = html[html.index('<section id="separability">') :]
     captions = re.findall(r"<figcaption>([^<]*)</figcaption>", section[: section.index("</section>")])
     assert [c.split(" ")[0] for c in captions] == ["pool", "digit"]

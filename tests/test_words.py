@@ -140,13 +140,25 @@ def test_one_colour_scale_per_layer_each_head_with_its_max(text_dom):
         assert abs(max(pixels) - round(255 * top / scale)) <= 3, (top, scale, max(pixels))
 
 
+@pytest.fixture(scope="module")
+def attention_page(tmp_path_factory):
+    """The report of attention.keras on 4 synthetic samples with a vocab file of 50
+    words: one worker run, read by the uniform-heads test (the page) and the test of
+    the two id sequences (its embedded JSON report)."""
+    folder = tmp_path_factory.mktemp("uniform")
+    vocab = folder / "v.txt"
+    vocab.write_text("\n".join(f"t{i}" for i in range(50)))
+    out = folder / "attention.html"
+    run = kerinspect_cli("report", SAMPLES / "attention.keras", "--samples", "4", "--vocab", vocab, "-o", out)
+    assert run.returncode == 0, run.stderr
+    return out
+
+
 @pytest.mark.slow
-def test_a_uniform_head_is_not_drawn_at_the_top_colour(tmp_path_factory, keras):
+def test_a_uniform_head_is_not_drawn_at_the_top_colour(attention_page, tmp_path_factory, keras):
     """attention.keras on synthetic ids: both heads uniform (each weight ~1/12, the
     user's 'all yellow' heads); its probabilities checked with plain Keras."""
-    out = tmp_path_factory.mktemp("uniform") / "attention.html"
-    run = kerinspect_cli("report", SAMPLES / "attention.keras", "--samples", "4", "-o", out)
-    assert run.returncode == 0, run.stderr
+    out = attention_page
     model = keras.models.load_model(SAMPLES / "attention.keras")
     ids = np.random.default_rng(0).integers(0, 12, (1, 12)).astype("int32")
     _, scores = model.predict([ids, ids], verbose=0)
@@ -231,15 +243,10 @@ def test_attention_table_shows_the_words(id_model, id_report):
 
 
 @pytest.mark.slow
-def test_two_sequences_of_one_length_fall_back_to_positions(tmp_path):
+def test_two_sequences_of_one_length_fall_back_to_positions(attention_page):
     """attention.keras has two id inputs of length 12 (tokens, positions): which one a
     vocab file decodes on the attention axes is unclear, so positions, and why."""
-    vocab = tmp_path / "v.txt"
-    vocab.write_text("\n".join(f"t{i}" for i in range(50)))
-    run = kerinspect_cli("attention", SAMPLES / "attention.keras", "--samples", "4", "--vocab", vocab,
-                         "--format", "json")  # fmt: skip
-    assert run.returncode == 0, run.stderr
-    tokens = json.loads(run.stdout)["layers"][0]["attention"]["tokens"]
+    tokens = _attention(_embedded(attention_page)["report"], "self_attention")["tokens"]
     assert tokens["query"] is None and tokens["key"] is None
     assert tokens["reason"] == "2 different token sequences of length 12"
 
