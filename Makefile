@@ -7,7 +7,10 @@ PYTEST_ARGS ?=
 # Test processes: model files are opened by real workers (a TensorFlow import each), so
 # the suite runs on every core; it ends with its 25 slowest tests and its worker starts
 # (pyproject.toml addopts, tests/conftest.py). TEST_WORKERS=0 runs it in one process.
+# --dist loadfile keeps a test file on one process, so a module's shared worker run
+# (a module-scoped fixture) starts TensorFlow once, not once per process.
 TEST_WORKERS ?= auto
+TEST_DIST ?= --dist loadfile
 # make bench BENCH_ARGS="--quick" (2 runs, no 16x samples check) or "--runs 3"
 BENCH_ARGS ?=
 
@@ -25,10 +28,10 @@ demo: install  ## inspect a sample attention model
 	$(BIN)/kerinspect summary sample_models/attention.keras
 
 test: install  ## the whole suite (what CI runs)
-	$(BIN)/python -m pytest -n $(TEST_WORKERS) $(PYTEST_ARGS)
+	$(BIN)/python -m pytest -n $(TEST_WORKERS) $(TEST_DIST) $(PYTEST_ARGS)
 
 test-fast: install  ## skip the slow tests
-	$(BIN)/python -m pytest -n $(TEST_WORKERS) -m "not slow" $(PYTEST_ARGS)
+	$(BIN)/python -m pytest -n $(TEST_WORKERS) $(TEST_DIST) -m "not slow" $(PYTEST_ARGS)
 
 lint: install
 	$(BIN)/ruff check kerinspect tests sample_models scripts
