@@ -8,9 +8,8 @@ PYTEST_ARGS ?=
 # the suite runs on every core; it ends with its 25 slowest tests and its worker starts
 # (pyproject.toml addopts, tests/conftest.py). TEST_WORKERS=0 runs it in one process.
 # --dist loadfile keeps a test file on one process, so a module's shared worker run
-# (a module-scoped fixture) starts TensorFlow once, not once per process. One test
-# process more than the cores: a test process mostly waits on the model worker it spawned.
-TEST_WORKERS ?= $(shell echo $$(( $$(nproc 2>/dev/null || echo 1) + 1 )))
+# (a module-scoped fixture) starts TensorFlow once, not once per process.
+TEST_WORKERS ?= auto
 TEST_DIST ?= --dist loadfile
 # make bench BENCH_ARGS="--quick" (2 runs, no 16x samples check) or "--runs 3"
 BENCH_ARGS ?=
