@@ -608,8 +608,25 @@ def _checked_labels(run: RunSpec) -> RunSpec:
     directory is its own)."""
     if run.labels is None:
         return run
+    from .safefs import ReadRefused, check_regular
+
     p = os.fspath(run.labels)
-    _check_regular_file(p, "labels")
+    try:
+        check_regular(p)
+    except ReadRefused as e:
+        if e.kind == "missing":
+            raise InputFileError(
+                msg("Labels file not found. Received: {labels}={p}", p=escape_text(p)),
+                rule="labels-not-found",
+            ) from None
+        raise InputFileError(
+            msg(
+                "Cannot use the labels file: {reason}. Received: {labels}={p}",
+                reason=e.reason,
+                p=escape_text(p),
+            ),
+            rule="labels-unreadable",
+        ) from None
     if not p.lower().endswith((".npy", ".txt")):
         raise InputFileError(
             msg(
@@ -806,30 +823,6 @@ def _checked_custom_objects(path: str | os.PathLike[str] | None) -> str | None:
     return os.path.abspath(p)
 
 
-def _check_regular_file(p: str, param: str) -> None:
-    """Refuse ``p``, the file of parameter ``param`` (``input``, ``labels``), unless it is
-    a regular file this process may read: ``{param}-not-found`` when it is missing,
-    ``{param}-unreadable`` otherwise (a FIFO, a device, a folder, no permission)."""
-    from .safefs import ReadRefused, check_regular
-
-    try:
-        check_regular(p)
-    except ReadRefused as e:
-        if e.kind == "missing":
-            raise InputFileError(
-                msg(f"{param.capitalize()} file not found. Received: {{{param}}}={{p}}", p=escape_text(p)),
-                rule=f"{param}-not-found",
-            ) from None
-        raise InputFileError(
-            msg(
-                f"Cannot use the {param} file: {{reason}}. Received: {{{param}}}={{p}}",
-                reason=e.reason,
-                p=escape_text(p),
-            ),
-            rule=f"{param}-unreadable",
-        ) from None
-
-
 def _inputs_for_worker(inputs: Any, tmp: str) -> Any:
     """User inputs as something the worker can read (an
     :class:`~kerinspect.sandbox.protocol.InputsRef`): a checked file path, or the
@@ -839,6 +832,8 @@ def _inputs_for_worker(inputs: Any, tmp: str) -> Any:
     if inputs is None:
         return None
     if isinstance(inputs, (str, os.PathLike)):
+        from .safefs import ReadRefused, check_regular
+
         p = os.fspath(inputs)
         if os.path.isdir(p):  # a folder of images: the worker lists and checks each file
             return InputsRef("folder", os.path.abspath(p), p)
@@ -849,7 +844,22 @@ def _inputs_for_worker(inputs: Any, tmp: str) -> Any:
                     rule="input-not-found",
                 )
             return InputsRef("pattern", os.path.abspath(p), p)
-        _check_regular_file(p, "input")  # a FIFO or device would hang the worker until its timeout
+        try:
+            check_regular(p)  # a FIFO or device would hang the worker until its timeout
+        except ReadRefused as e:
+            if e.kind == "missing":
+                raise InputFileError(
+                    msg("Input file not found. Received: {input}={p}", p=escape_text(p)),
+                    rule="input-not-found",
+                ) from None
+            raise InputFileError(
+                msg(
+                    "Cannot use the input file: {reason}. Received: {input}={p}",
+                    reason=e.reason,
+                    p=escape_text(p),
+                ),
+                rule="input-unreadable",
+            ) from None
         if input_file_kind(p) is None:
             raise unsupported_input_error(p, escape_text(p))
         return InputsRef("file", os.path.abspath(p), p)
