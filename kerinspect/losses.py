@@ -8,32 +8,36 @@ from __future__ import annotations
 
 from kerinspect.errors import UsageError, escape_text, msg
 
+#: Losses whose labels are classes (``sparse``: indices; else one-hot or 0/1): without
+#: labels, the model's top prediction is one.
+CLASS_LOSSES = frozenset(
+    {
+        "binary_crossentropy",
+        "binary_focal_crossentropy",
+        "categorical_crossentropy",
+        "categorical_focal_crossentropy",
+        "sparse_categorical_crossentropy",
+        "categorical_hinge",
+        "hinge",
+        "squared_hinge",
+    }
+)
+#: Losses whose labels are values.
+VALUE_LOSSES = (
+    "mean_squared_error",
+    "mean_absolute_error",
+    "mean_absolute_percentage_error",
+    "mean_squared_logarithmic_error",
+    "huber",
+    "log_cosh",
+    "poisson",
+    "kl_divergence",
+    "cosine_similarity",
+)
 #: Built-in Keras losses by every name Keras saves them under (function names, their
-#: aliases, class names): the canonical function name. Classification losses take
-#: class labels (``sparse``: indices; else one-hot or 0/1).
+#: aliases, class names): the canonical function name.
 LOSSES: dict[str, str] = {
-    **{
-        n: n
-        for n in (
-            "mean_squared_error",
-            "mean_absolute_error",
-            "mean_absolute_percentage_error",
-            "mean_squared_logarithmic_error",
-            "binary_crossentropy",
-            "binary_focal_crossentropy",
-            "categorical_crossentropy",
-            "categorical_focal_crossentropy",
-            "sparse_categorical_crossentropy",
-            "categorical_hinge",
-            "hinge",
-            "squared_hinge",
-            "huber",
-            "log_cosh",
-            "poisson",
-            "kl_divergence",
-            "cosine_similarity",
-        )
-    },
+    **{n: n for n in (*VALUE_LOSSES, *sorted(CLASS_LOSSES))},
     "mse": "mean_squared_error",
     "mae": "mean_absolute_error",
     "mape": "mean_absolute_percentage_error",
@@ -57,17 +61,6 @@ LOSSES: dict[str, str] = {
     "Poisson": "poisson",
     "KLDivergence": "kl_divergence",
     "CosineSimilarity": "cosine_similarity",
-}
-#: losses whose labels are classes: without labels, the model's top prediction is one
-CLASS_LOSSES = {
-    "binary_crossentropy",
-    "binary_focal_crossentropy",
-    "categorical_crossentropy",
-    "categorical_focal_crossentropy",
-    "sparse_categorical_crossentropy",
-    "categorical_hinge",
-    "hinge",
-    "squared_hinge",
 }
 LOGITS_LOSSES = {n for n in CLASS_LOSSES if "crossentropy" in n}
 
