@@ -67,10 +67,12 @@ def gradient_chart(report: ModelReport, gradients: GradientReport) -> str:
     lines = []  # (value, label, colour, dashed)
     if ref is not None and math.isfinite(ref) and ref > 0:
         lines.append((ref, "reference: the output layer's input", _REFERENCE, False))
-        if vanish is not None:
-            lines.append((ref * vanish, f"vanishing-gradient below {vanish:g}×", _VANISHING, True))
-        if explode is not None:
-            lines.append((ref * explode, f"exploding-gradient above {explode:g}×", _EXPLODING, True))
+        for limit, word, colour in (
+            (vanish, "vanishing-gradient below", _VANISHING),
+            (explode, "exploding-gradient above", _EXPLODING),
+        ):
+            if limit is not None and 0 < ref * limit < math.inf:
+                lines.append((ref * limit, f"{word} {limit:g}×", colour, True))
     lo = math.floor(math.log10(min(shown)))
     hi = math.ceil(math.log10(max(shown)))
     for v, _, _, _ in lines:  # the lines in range, unless far from every point

@@ -185,6 +185,58 @@ def test_a_model_object_gives_the_same_gradients_and_no_gradients_leaves_the_pag
     assert 'id="ki-gradients"' in render_report(data)
 
 
+def test_training_applies_to_the_gradient_pass_only(keras):
+    """--training: the gradients are those of ``model(x, training=True)`` under a tape,
+    the activations those of inference mode, and the moving statistics are kept (a model
+    object: the same job in this process)."""
+    import tensorflow as tf
+
+    from kerinspect.api import inspect_for_report
+
+    keras.utils.set_random_seed(8)
+    x_in = keras.Input((4,), name="x")
+    h = keras.layers.BatchNormalization(name="bn")(keras.layers.Dense(6, name="dense")(x_in))
+    model = keras.Model(x_in, keras.layers.Dense(CLASSES, activation="softmax", name="out")(h))
+    rng = np.random.default_rng(8)
+    x = (rng.normal(size=(16, 4)) * 3 + 2).astype("float32")
+    y = rng.integers(0, CLASSES, 16)
+    moving = model.get_layer("bn").moving_mean.numpy().copy()
+    data = inspect_for_report(
+        model, x, labels=y, gradients=True, training=True, loss="sparse_categorical_crossentropy",
+        batch_size=16, feature_maps=0,
+    )
+    np.testing.assert_array_equal(model.get_layer("bn").moving_mean.numpy(), moving)
+    bn = next(layer for layer in data.report.layers if layer.path == "bn").outputs[0].stats
+    inference = np.asarray(keras.Model(x_in, h)(x, training=False), np.float64)
+    np.testing.assert_allclose(bn.mean, inference.mean(), rtol=1e-4)
+    with tf.GradientTape() as tape:
+        p = model(x, training=True)
+        loss = tf.reduce_mean(keras.losses.sparse_categorical_crossentropy(y, tf.identity(p)))
+    kernel = model.get_layer("dense").kernel
+    want = np.linalg.norm(np.asarray(tape.gradient(loss, kernel), np.float64))
+    assert data.gradients.training
+    np.testing.assert_allclose(data.gradients.weight("dense/kernel").grad_norm, want, rtol=RTOL)
+
+
+def test_a_threshold_far_from_every_point_is_named_not_drawn(small):
+    """A --vanishing-gradient of 1e-30 would squash the points into a strip: the line is
+    left off the chart and the legend says where it is."""
+    import dataclasses
+
+    from kerinspect.gradients import GradientReport
+    from kerinspect.render_gradient_chart import gradient_chart
+    from kerinspect.report import ModelReport
+
+    data = _embedded(small["page"])
+    grads = GradientReport.from_dict(data["gradients"])
+    far = dataclasses.replace(grads, thresholds={"vanishing_gradient": 1e-30, "exploding_gradient": 1e3})
+    chart = gradient_chart(ModelReport.from_dict(data["report"]), far)
+    assert chart.count('class="threshold"') == 2  # the reference and the exploding line
+    assert "vanishing-gradient below 1e-30× (below the chart)" in chart
+    decades = [int(e) for e in re.findall(r'text-anchor="end">1e(-?\d+)<', chart)]
+    assert min(decades) > -10
+
+
 # -- flags: the page says what the gradients command says ----------------------------------
 
 

@@ -194,7 +194,8 @@ def report_job(task: Task, channel: Any) -> dict[str, Any]:
     gradients = None
     if run.gradients:  # first: a loss or labels it cannot use stop the run before the long pass
         gradients = gradient_report(task, feed, channel)
-    report = inspect(replace(task, run=run.replace(engine="eager")), channel, collector, feed)
+    # inference mode: ``training`` is the gradient pass's alone (its moving statistics put back)
+    report = inspect(replace(task, run=run.replace(engine="eager", training=False)), channel, collector, feed)
     check_sample(run.sample, report.samples, task.subject.path)
     pictures = collector.pictures()
     pictures["projections"] = projections(collector, report, run.pca_layers)
