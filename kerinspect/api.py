@@ -148,22 +148,53 @@ def inspect_for_report(
     (``spec.sample``; at most ``spec.feature_maps`` layers of ``spec.channels``
     channels each); with labels (``labels`` as for :func:`inspect_model`), 2-D PCA
     projections of the outputs ``spec.pca_layers`` names (default: the last hidden
-    layer and a middle one).
+    layer and a middle one). With ``gradients=True``, also the report of
+    :func:`model_gradients` (``loss``, ``from_logits``, ``training``,
+    ``vanishing_gradient``, ``exploding_gradient`` as there), from the same worker.
 
     Returns:
-        A :class:`~kerinspect.figures.ReportData` (report, pictures, the file's SHA-256).
+        A :class:`~kerinspect.figures.ReportData` (report, pictures, the file's SHA-256,
+        the gradient report or None).
 
     Raises:
         KerinspectError: as :func:`inspect_model`; a ``sample`` the run does not have is
-            a :class:`~kerinspect.errors.UsageError`.
+            a :class:`~kerinspect.errors.UsageError`; with ``gradients``, as
+            :func:`model_gradients`; a gradient option without ``gradients`` is a
+            usage error (exit 2).
     """
     from .figures import ReportData, parse_pictures
+    from .gradients import GradientReport
 
     run = _run_spec(spec, options)
+    _check_gradient_options(run)
     with _place((model,), inputs, run, load, labels) as place:
         result = place.run("report", progress)
     report = _labels_shown(_parsed(ModelReport.from_dict, result, "report"), place.labels_shown)
-    return ReportData(report, _from_worker(parse_pictures, result, "pictures"), place.sha256)
+    grads = _parsed(GradientReport.from_dict, result, "gradients") if run.gradients else None
+    return ReportData(report, _from_worker(parse_pictures, result, "pictures"), place.sha256, grads)
+
+
+def _check_gradient_options(run: RunSpec) -> None:
+    """``report``: the gradient options apply with ``gradients`` only (refused, not
+    ignored); with it, an unknown loss is refused before any worker starts."""
+    from .errors import Param
+    from .losses import check_loss
+
+    if run.gradients:
+        if run.loss is not None:
+            check_loss(run.loss)
+        return
+    defaults = RunSpec()
+    given = [
+        name
+        for name in ("loss", "from_logits", "training", "vanishing_gradient", "exploding_gradient")
+        if getattr(run, name) != getattr(defaults, name)
+    ]
+    if given:
+        raise UsageError(
+            msg("{option} applies to the gradient chart: add {gradients}.", option=Param(given[0])),
+            parameter=given[0],
+        )
 
 
 def dump_activations(

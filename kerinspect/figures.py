@@ -482,9 +482,10 @@ def _projection(p: Any) -> Projection:
 @dataclass(frozen=True)
 class ReportData:
     """What :func:`kerinspect.api.inspect_for_report` returns: the report (with the
-    histograms), the sample's pictures, and the SHA-256 of the bytes that were loaded
-    (None for an in-memory model)."""
+    histograms), the sample's pictures, the SHA-256 of the bytes that were loaded
+    (None for an in-memory model) and, with ``gradients``, the gradient report."""
 
     report: Any  # kerinspect.report.ModelReport
     pictures: Pictures
     sha256: str | None = None
+    gradients: Any = None  # kerinspect.gradients.GradientReport

@@ -24,7 +24,7 @@ _WEIGHT_NUMERIC = {"‖w‖", "‖grad‖", "‖grad‖/‖w‖"}
 
 def header_lines(report: GradientReport) -> list[str]:
     """The model, the inputs, the loss and how it ran."""
-    m, loss = report.model, report.loss
+    m = report.model
     where = f" from {safe(m.path)}" if m.path else ""
     lines = [
         f"Model {safe(m.name)!r} ({safe(m.class_name)}){where}",
@@ -35,16 +35,22 @@ def header_lines(report: GradientReport) -> list[str]:
         lines.append(
             f"input {safe(i.name)!r}: {safe(i.dtype)} {fmt_shape(i.shape)} ({input_origin(i, safe)})"
         )
+    lines.append(loss_line(report))
+    return lines
+
+
+def loss_line(report: GradientReport) -> str:
+    """The loss: its name, where it came from, its value, and whose labels."""
+    loss = report.loss
     logits = ", from logits" if loss.from_logits else ""
     source = "the saved compile_config" if loss.source == "compile_config" else "--loss"
     labels = (
         "the model's own top prediction as the label" if loss.labels == "predicted" else "the data's labels"
     )
-    lines.append(
+    return (
         f"loss: {safe(loss.name)}{logits} (from {source}) = {fmt_float(loss.value)}, with {labels}; "
         "gradients of the mean loss over all samples"
     )
-    return lines
 
 
 def rows(report: GradientReport) -> list[tuple[bool, list[str]]]:

@@ -23,6 +23,7 @@ import html
 import json
 import math
 from collections.abc import Iterable
+from dataclasses import dataclass
 from typing import Any
 
 from . import bins
@@ -75,6 +76,8 @@ figure img{display:block;image-rendering:pixelated;border:1px solid #ccc}
 .scale{display:inline-block;width:120px;height:10px;vertical-align:middle;margin:0 6px}
 .note{color:#666;font-size:12px}
 .badge{background:#b45309;color:#fff;border-radius:3px;padding:0 5px;font-weight:bold}
+.verdict{margin:4px 0;font-weight:600}
+.verdict.flagged{color:#b00020}
 code{font-family:ui-monospace,monospace}
 """
 
@@ -105,7 +108,7 @@ SCRIPT = """
   document.body.setAttribute('data-ready','1');
   window.addEventListener('load',function(){
     var out=[];
-    [['table','#ki-layers'],['depth','#ki-depth'],['histogram','#ki-histograms svg'],
+    [['table','#ki-layers'],['depth','#ki-depth'],['gradients','#ki-gradients'],['histogram','#ki-histograms svg'],
      ['heatmap','svg.heat'],['featuremap','figure.fmap img'],['input','figure.input img'],['patches','figure.patches img.heat']].forEach(function(p){
       var e=document.querySelector(p[1]);var r=e?e.getBoundingClientRect():{width:0,height:0};
       out.push(p[0]+':'+Math.round(r.width)+'x'+Math.round(r.height));
@@ -201,9 +204,9 @@ def html_table(report: ModelReport, *, table_id: str = "ki-layers", style: bool 
 # -- the depth chart -----------------------------------------------------------------
 
 
-def _points(report: ModelReport) -> list[tuple[LayerRecord, str, TensorStats]]:
+def depth_points(report: ModelReport) -> list[tuple[LayerRecord, str, TensorStats]]:
     """One point per layer call (its first output with statistics), containers and
-    inputs left out, in graph order."""
+    inputs left out, in graph order: the x axis of the depth charts."""
     out = []
     for layer in report.layers:
         if layer.container:
@@ -215,22 +218,59 @@ def _points(report: ModelReport) -> list[tuple[LayerRecord, str, TensorStats]]:
     return out
 
 
+@dataclass(frozen=True)
+class DepthAxis:
+    """The x axis of the depth charts (the activations', the gradients'): ``n`` layer
+    calls ``step`` px apart from ``left``, one in ``every`` named under the axis, in
+    ``label_room`` px; charts on one axis line up when drawn one above the other."""
+
+    n: int
+    left: int
+    right: int
+    step: float
+    width: int
+    every: int
+    label_room: int
+
+    def x(self, i: int) -> float:
+        return self.left + self.step * i
+
+    def name(self, i: int, y: float, path: str, red: bool) -> str:
+        """The layer name under the axis at point ``i`` (empty where none is written)."""
+        if i % self.every:
+            return ""
+        fill = ' fill="#c00"' if red else ""
+        return (
+            f'<text class="layer-name"{fill} text-anchor="end" font-size="10" '
+            f'transform="translate({self.x(i) + 3:.1f},{y}) rotate(-60)">'
+            f"{text(path, _AXIS_NAME_CHARS)}<title>{text(path, 300)}</title></text>"
+        )
+
+
+def depth_axis(paths: list[str]) -> DepthAxis:
+    """The axis of the layer calls ``paths`` (not empty), in graph order."""
+    n = len(paths)
+    left, right = 64, 16
+    step = max(4.0, min(24.0, 1100 / n))
+    width = max(900, int(left + right + step * max(n - 1, 1)))
+    every = max(1, math.ceil(12 / step))  # one name per 12 px at least: no overlap
+    # the names are rotated by 60 degrees: about 4 px of height a character
+    label_room = 10 + round(3.9 * min(max(len(p) for p in paths), _AXIS_NAME_CHARS))
+    return DepthAxis(n, left, right, step, width, every, label_room)
+
+
 def depth_chart(report: ModelReport) -> str:
     """Inline SVG: max |x|, std and |mean| (log scale) and the zero fraction (linear)
     of every layer call, in graph order; flagged calls marked in red."""
-    points = _points(report)
+    points = depth_points(report)
     n = len(points)
     if not n:
         return '<p class="note">No layer output with numeric statistics.</p>'
-    left, right, top = 64, 16, 14
-    step = max(4.0, min(24.0, 1100 / n))
-    width = max(900, int(left + right + step * max(n - 1, 1)))
+    axis = depth_axis([layer.path for layer, _, _ in points])
+    left, right, top = axis.left, axis.right, 14
+    step, width, every, x = axis.step, axis.width, axis.every, axis.x
     h1, gap, h2 = 220, 36, 80
-    names = [layer.path for layer, _, _ in points]
-    every = max(1, math.ceil(12 / step))  # one name per 12 px at least: no overlap
-    # the names are rotated by 60 degrees: about 4 px of height a character
-    label_room = 10 + round(3.9 * min(max(len(p) for p in names), _AXIS_NAME_CHARS))
-    height = top + h1 + gap + h2 + label_room + 40
+    height = top + h1 + gap + h2 + axis.label_room + 40
     values = [
         abs(v)
         for _, _, s in points
@@ -241,9 +281,6 @@ def depth_chart(report: ModelReport) -> str:
     hi = math.ceil(math.log10(max(values))) if values else 1
     if hi <= lo:
         hi = lo + 1
-
-    def x(i: int) -> float:
-        return left + step * i
 
     def y_log(v: float) -> float:
         return top + h1 * (hi - math.log10(v)) / (hi - lo)
@@ -312,13 +349,7 @@ def depth_chart(report: ModelReport) -> str:
             f'<rect class="hover" x="{x(i) - step / 2:.1f}" y="{top}" width="{step:.1f}" height="{h1 + gap + h2}" '
             f'fill="transparent"><title>{tip}</title></rect>'
         )
-        if i % every == 0:
-            red = ' fill="#c00"' if any(t.flags for t in layer.outputs) else ""
-            parts.append(
-                f'<text class="layer-name"{red} text-anchor="end" font-size="10" '
-                f'transform="translate({x(i) + 3:.1f},{axis_y}) rotate(-60)">'
-                f"{text(layer.path, _AXIS_NAME_CHARS)}<title>{text(layer.path, 300)}</title></text>"
-            )
+        parts.append(axis.name(i, axis_y, layer.path, any(t.flags for t in layer.outputs)))
     legend_x = left
     for _, label, colour in (*_SERIES, ("zero_fraction", "zero fraction", "#9467bd")):
         parts.append(f'<rect x="{legend_x}" y="{height - 14}" width="10" height="10" fill="{colour}"/>')
@@ -575,6 +606,23 @@ def _flag_filter(report: ModelReport) -> str:
     return f'<label>Show <select id="ki-filter">{options}</select></label>'
 
 
+def _depth_section(data: ReportData) -> str:
+    """Health along the depth: the activations' chart and, with the gradient report,
+    the gradients' on the same x axis, under it in the same scrolling box."""
+    chart = depth_chart(data.report)
+    if data.gradients is None:
+        return (
+            f'<section id="depth"><h2>Health along the depth</h2><div class="chart">{chart}</div></section>'
+        )
+    from .render_gradient_chart import gradient_chart, gradient_notes
+
+    return (
+        f'<section id="depth"><h2>Health along the depth</h2>'
+        f'<div class="chart">{chart}{gradient_chart(data.report, data.gradients)}</div>'
+        f"{gradient_notes(data.gradients)}</section>"
+    )
+
+
 def render_report(data: ReportData, *, command: str | None = None) -> str:
     """The whole page (see the module's docstring)."""
     from . import __version__
@@ -604,6 +652,8 @@ def render_report(data: ReportData, *, command: str | None = None) -> str:
         "classifier_outputs": [p.to_dict() for p in pictures.predictions],
         "patch_attention": [p.to_dict() for p in pictures.patches],
     }
+    if data.gradients is not None:
+        embedded["gradients"] = data.gradients.to_dict()
     title = f"kerinspect report: {escape_text(report.model.name, limit=200)}"
     return (
         "<!DOCTYPE html>\n"
@@ -616,7 +666,7 @@ def render_report(data: ReportData, *, command: str | None = None) -> str:
         f'<section id="layers"><h2>Layers</h2><p>{_flag_filter(report)} '
         f'<span class="note">{text(footer_line(report), 600)}</span></p>'
         f'<div class="scroll">{html_table(report, style=False)}</div></section>'
-        f'<section id="depth"><h2>Health along the depth</h2><div class="chart">{depth_chart(report)}</div></section>'
+        f"{_depth_section(data)}"
         f"{separability_section(report, pictures)}"
         f'<section id="histograms"><h2>Value histograms</h2><p class="note">Per layer output: signed '
         "log-magnitude bins, two per octave, and an exact-zero bin (grey); negative values orange, "

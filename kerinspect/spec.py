@@ -512,6 +512,9 @@ class RunSpec(Spec):
             fraction of the gradient norm at the output layer's input is flagged ``vanishing-gradient``.
         exploding_gradient: ``gradients``: an output whose gradient norm is above this
             multiple of the one at the output layer's input is flagged ``exploding-gradient``.
+        gradients: ``report``: also differentiate the loss (as ``gradients`` does, with
+            ``loss``, ``from_logits``, ``training`` and the two gradient thresholds) in
+            the same worker, and draw the gradient norm along the depth.
     """
 
     samples: int | None = field(default=None, metadata=at_least(1))
@@ -541,6 +544,7 @@ class RunSpec(Spec):
     training: bool = False
     vanishing_gradient: float = field(default=DEFAULT_VANISHING_GRADIENT, metadata=greater_than(0))
     exploding_gradient: float = field(default=DEFAULT_EXPLODING_GRADIENT, metadata=greater_than(0))
+    gradients: bool = False
 
     def __post_init__(self) -> None:
         super().__post_init__()

@@ -4,11 +4,10 @@ from __future__ import annotations
 
 import click
 
-from kerinspect import spec as sp
 from kerinspect.cli.group import cli, debug_option
 from kerinspect.cli.options import (
-    SpecOption,
     depth_option,
+    gradient_options,
     input_options,
     load_options,
     output_options,
@@ -22,41 +21,7 @@ from kerinspect.spec import LoadOptions, RunSpec
 @click.argument("model", metavar="MODEL")
 @input_options
 @depth_option("Show", "the model's")
-@click.option(
-    "--loss",
-    metavar="NAME",
-    default=None,
-    help="A built-in Keras loss name (sparse_categorical_crossentropy, mse, ...). "
-    "Default: the loss the model was saved compiled with, when it is a built-in one.",
-)
-@click.option(
-    "--from-logits",
-    is_flag=True,
-    default=None,
-    help="With --loss, a cross-entropy takes the model's output as logits (a head without softmax or sigmoid).",
-)
-@click.option(
-    "--training",
-    is_flag=True,
-    default=None,
-    help="Run Dropout, BatchNormalization (every layer with a training argument) in training mode.",
-)
-@click.option(
-    "--vanishing-gradient",
-    cls=SpecOption,
-    spec_default=sp.DEFAULT_VANISHING_GRADIENT,
-    shown=f"{sp.DEFAULT_VANISHING_GRADIENT:g}",
-    type=click.FloatRange(min=0, min_open=True),
-    help="Flag 'vanishing-gradient' where an output's gradient norm is below this times the gradient norm at the output layer's input.",
-)
-@click.option(
-    "--exploding-gradient",
-    cls=SpecOption,
-    spec_default=sp.DEFAULT_EXPLODING_GRADIENT,
-    shown=f"{sp.DEFAULT_EXPLODING_GRADIENT:g}",
-    type=click.FloatRange(min=0, min_open=True),
-    help="Flag 'exploding-gradient' where an output's gradient norm is above this times the gradient norm at the output layer's input.",
-)
+@gradient_options
 @load_options
 @output_options
 @debug_option

@@ -350,6 +350,51 @@ def threshold_options(f: Callable[..., Any]) -> Callable[..., Any]:
     return f
 
 
+def gradient_options(f: Callable[..., Any]) -> Callable[..., Any]:
+    """How ``gradients`` (and ``report --gradients``) differentiate: the loss, logits,
+    training mode, and the two gradient thresholds."""
+    opts = [
+        click.option(
+            "--loss",
+            metavar="NAME",
+            default=None,
+            help="A built-in Keras loss name (sparse_categorical_crossentropy, mse, ...). "
+            "Default: the loss the model was saved compiled with, when it is a built-in one.",
+        ),
+        click.option(
+            "--from-logits",
+            is_flag=True,
+            default=None,
+            help="With --loss, a cross-entropy takes the model's output as logits (a head without softmax or sigmoid).",
+        ),
+        click.option(
+            "--training",
+            is_flag=True,
+            default=None,
+            help="Run Dropout, BatchNormalization (every layer with a training argument) in training mode.",
+        ),
+        click.option(
+            "--vanishing-gradient",
+            cls=SpecOption,
+            spec_default=sp.DEFAULT_VANISHING_GRADIENT,
+            shown=f"{sp.DEFAULT_VANISHING_GRADIENT:g}",
+            type=click.FloatRange(min=0, min_open=True),
+            help="Flag 'vanishing-gradient' where an output's gradient norm is below this times the gradient norm at the output layer's input.",
+        ),
+        click.option(
+            "--exploding-gradient",
+            cls=SpecOption,
+            spec_default=sp.DEFAULT_EXPLODING_GRADIENT,
+            shown=f"{sp.DEFAULT_EXPLODING_GRADIENT:g}",
+            type=click.FloatRange(min=0, min_open=True),
+            help="Flag 'exploding-gradient' where an output's gradient norm is above this times the gradient norm at the output layer's input.",
+        ),
+    ]
+    for opt in reversed(opts):
+        f = opt(f)
+    return f
+
+
 def depth_option(verb: str, own: str | None = None) -> Callable[[Callable[..., Any]], Callable[..., Any]]:
     """``--depth N`` (RunSpec ``depth``): how many nesting levels of layer calls a command
     looks at; ``verb`` says what it does with them, ``own`` whose layers level 1 is."""

@@ -14,6 +14,7 @@ from kerinspect.cli.options import (
     attention_threshold_options,
     class_names_option,
     depth_option,
+    gradient_options,
     input_options,
     load_options,
     sample_option,
@@ -73,6 +74,14 @@ from kerinspect.spec import LoadOptions, RunSpec
 @threshold_options
 @attention_threshold_options
 @vocab_option
+@click.option(
+    "--gradients",
+    is_flag=True,
+    default=None,
+    help="Also differentiate the loss, as the gradients command does (--loss, --from-logits, "
+    "--training, the gradient thresholds), and draw the gradient norm along the depth.",
+)
+@gradient_options
 @load_options
 @debug_option
 @spec_argument
@@ -90,7 +99,9 @@ def report(
     mean, std, max |x| and zero fraction along the depth, a value histogram per
     layer output, one sample's input (an image, a text) with its top classes for
     each classifier output, its attention heatmaps per head and feature maps, and
-    the full JSON report embedded.
+    the full JSON report embedded. With --gradients, also the gradient norm of the
+    loss along the depth under the activation chart, with where it vanishes or
+    explodes (see the gradients command).
 
     \b
     Examples:
@@ -99,6 +110,7 @@ def report(
       kerinspect report model.keras --feature-maps 0 --samples 8
       kerinspect report keras_model.h5 --input photos/ --preprocess tf --class-names labels.txt
       kerinspect report model.keras --input data/images/   (labels: separability and PCA)
+      kerinspect report digits.keras -i data/digits/ --gradients
     """
     import shlex
 

@@ -182,7 +182,8 @@ def report_job(task: Task, channel: Any) -> dict[str, Any]:
     """``report``: the report with every output's histogram, and the pictures of one
     sample (``run.sample``): its inputs, feature maps, attention probabilities and
     classifier predictions; with labels, 2-D projections of chosen outputs. Runs eagerly:
-    the pictures are read from the sample's tensors."""
+    the pictures are read from the sample's tensors. With ``run.gradients``, also the
+    ``gradients`` result on the same feed (one model load, one TensorFlow start)."""
     from .pictures import PictureCollector, check_sample, projections, tensorflow_version
     from .predictions import check_class_names, output_classes
 
@@ -190,7 +191,11 @@ def report_job(task: Task, channel: Any) -> dict[str, Any]:
     check_class_names(output_classes(task.subject.model), run.class_names)
     collector = PictureCollector(run.sample, run.feature_maps, run.channels, top_k=run.top_k)
     feed = task.feed()
-    report = inspect(replace(task, run=run.replace(engine="eager")), channel, collector, feed)
+    gradients = None
+    if run.gradients:  # first: a loss or labels it cannot use stop the run before the long pass
+        gradients = gradient_report(task, feed, channel)
+    # inference mode: ``training`` is the gradient pass's alone (its moving statistics put back)
+    report = inspect(replace(task, run=run.replace(engine="eager", training=False)), channel, collector, feed)
     check_sample(run.sample, report.samples, task.subject.path)
     pictures = collector.pictures()
     pictures["projections"] = projections(collector, report, run.pca_layers)
@@ -203,6 +208,8 @@ def report_job(task: Task, channel: Any) -> dict[str, Any]:
     pictures["inputs"] = collector.shown_inputs(run.preprocess if from_images else None)
     label_classes = len(feed.labels) if feed.labels else None
     pictures["predictions"] = collector.predictions(names, names_from, label_classes)
+    if gradients is not None:
+        return {"report": report.to_dict(), "pictures": pictures, "gradients": gradients}
     return {"report": report.to_dict(), "pictures": pictures}
 
 
@@ -249,33 +256,41 @@ def diff_job(task: Task, channel: Any) -> dict[str, Any]:
 def gradients_job(task: Task, channel: Any) -> dict[str, Any]:
     """``gradients``: the loss's gradient at every layer call's outputs and every weight
     (eager replay under a gradient tape, :mod:`kerinspect.engine.gradients`)."""
+    return {"gradients": gradient_report(task, task.feed(), channel)}
+
+
+def gradient_report(task: Task, feed: Feed, channel: Any) -> dict[str, Any]:
+    """The ``gradients`` result of ``task`` on ``feed`` (``gradients``, and ``report``
+    with ``run.gradients``, which shares its feed), as plain data."""
     from .batches import collecting_warnings
     from .gradients import gradients_loaded
 
     subject, run = task.subject, task.run
-    saved = subject.compile_loss
-    if subject.path is None:  # a compiled model object: its loss, when it is a name
-        own = getattr(subject.model, "loss", None)
-        saved = own if isinstance(own, str) else None
-    feed = task.feed()
     result: dict[str, Any] = {}
 
     def work() -> None:
-        result.update(gradients_loaded(subject.model, feed, run, saved, channel.progress))
+        result.update(gradients_loaded(subject.model, feed, run, _saved_loss(subject), channel.progress))
 
     caught = collecting_warnings(work)
     return {
-        "gradients": {
-            "model": subject.info().to_dict(),
-            "inputs": [r.to_dict() for r in feed.records],
-            "samples": feed.samples,
-            "batch_size": feed.batch_size,
-            "engine": "eager",
-            **result,
-            "warnings": caught,
-            "kerinspect_version": __version__,
-        }
+        "model": subject.info().to_dict(),
+        "inputs": [r.to_dict() for r in feed.records],
+        "samples": feed.samples,
+        "batch_size": feed.batch_size,
+        "engine": "eager",
+        **result,
+        "warnings": caught,
+        "kerinspect_version": __version__,
     }
+
+
+def _saved_loss(subject: Subject) -> Any:
+    """The loss the model was saved compiled with: a file's ``compile_config`` loss (data);
+    a compiled model object's, when it is a name."""
+    if subject.path is None:
+        own = getattr(subject.model, "loss", None)
+        return own if isinstance(own, str) else None
+    return subject.compile_loss
 
 
 #: The jobs, by command. ``activations`` runs only in the caller's process (its arrays
