@@ -27,12 +27,8 @@ from rich.console import Console
 
 from kerinspect.cli import cli
 from kerinspect.errors import ModelLoadError, PolicyError
-from kerinspect.render import (
-    render_json,
-    render_weights_markdown,
-    render_weights_table,
-    weight_rows,
-)
+from kerinspect.render import render_json
+from kerinspect.render_weights import render_weights_markdown, render_weights_table, weight_rows
 from kerinspect.report import StateVariable, TensorStats, Thresholds, WeightRecord, WeightsReport
 from kerinspect.scan import weight_names
 from kerinspect.scan import weights as kw

@@ -335,7 +335,13 @@ def weights_job(request: Request, channel: Any) -> dict[str, Any]:
     from kerinspect.scan.weights import inspect_weights
 
     channel.phase("read")
-    report = inspect_weights(request.model.path, request.run.thresholds)
+    run = request.run
+    report = inspect_weights(
+        request.model.path,
+        run.thresholds,
+        min_update_ratio=run.min_update_ratio,
+        max_update_ratio=run.max_update_ratio,
+    )
     data = report.to_dict()
     data["model"]["path"] = _shown(request.model)
     return {"report": data}
