@@ -72,6 +72,8 @@ class Subject:
     notes: tuple[str, ...] = ()
     #: the saved ``compile_config``'s loss (a file's; data, never code): see ``gradients``
     compile_loss: Any = None
+    #: the file read in the worker (``path`` is as the user named it); None in memory
+    file: str | None = None
 
     def info(self) -> ModelInfo:
         from .report_records import model_info
@@ -261,7 +263,7 @@ def gradients_job(task: Task, channel: Any) -> dict[str, Any]:
     result: dict[str, Any] = {}
 
     def work() -> None:
-        result.update(gradients_loaded(subject.model, feed, run, saved, channel.progress))
+        result.update(gradients_loaded(subject.model, feed, run, saved, channel.progress, file=subject.file))
 
     caught = collecting_warnings(work)
     return {
@@ -358,7 +360,7 @@ def _open(ref: ModelRef, request: Request, channel: Any) -> Subject:
     shown = _shown(ref)
     note = content_note(shown, ref.format)  # how the file was read: by its content (HDF5 named .keras)
     notes = loaded.notes if note is None else (note, *loaded.notes)
-    return Subject(loaded.model, shown, ref.format, loaded.loader, notes, loaded.compile_loss)
+    return Subject(loaded.model, shown, ref.format, loaded.loader, notes, loaded.compile_loss, ref.path)
 
 
 def _shown(ref: ModelRef) -> str:

@@ -66,6 +66,7 @@ __all__ = [
     "learning_rate_at",
     "read_optimizer",
     "step_record",
+    "trainable_updates",
     "update_flags",
     "weights_updates",
 ]
@@ -454,6 +455,45 @@ def _trained(layer: str, name: str, dtype: str, config: Any) -> bool:
     return True
 
 
+def _saved(state: Sequence[Any], config: Any, saved_with: str | None) -> SavedOptimizer:
+    """The file's optimizer from its saved variables ``state`` and ``config.json``."""
+    if not state:
+        raise Unavailable(NO_STATE)
+    compile_config = config.get("compile_config") if isinstance(config, dict) else None
+    if not isinstance(compile_config, dict) or compile_config.get("optimizer") is None:
+        raise Unavailable("optimizer state saved, but not its class (no compile_config in config.json)")
+    keras2 = isinstance(saved_with, str) and saved_with.startswith("2.")
+    return read_optimizer(state, compile_config["optimizer"], keras2=keras2)
+
+
+def _ratios(
+    saved: SavedOptimizer, weights: Sequence[Any], found: str
+) -> tuple[list[float | None], OptimizerStep]:
+    """``update_ratio`` of each of ``weights``, the trainable variables in order (datasets
+    or arrays), once their shapes match the optimizer's slots one for one."""
+    shapes = [tuple(int(d) for d in w.shape) for w in weights]
+    if shapes != saved.shapes:
+        raise Unavailable(
+            f"the optimizer's slots for {len(saved.shapes)} weights do not line up with the "
+            f"{len(shapes)} trainable weights {found}"
+        )
+    return [saved.update_ratio(i, w) for i, w in enumerate(weights)], step_record(saved)
+
+
+def _guarded(
+    compute: Callable[[], tuple[list[float | None], OptimizerStep]], n: int
+) -> tuple[list[float | None], OptimizerStep]:
+    """``compute()``, or ``n`` Nones and the one-line reason when it cannot be done."""
+    try:
+        return compute()
+    except Unavailable as e:
+        return [None] * n, step_record(reason=str(e))
+    except (ValueError, TypeError, OSError) as e:  # a slot that is not numeric, unreadable
+        return [None] * n, step_record(
+            reason=f"the optimizer's variables could not be read ({_short(str(e))})"
+        )
+
+
 def weights_updates(
     weights: Sequence[tuple[str, str, str, Any]],
     state: Sequence[Any],
@@ -473,17 +513,9 @@ def weights_updates(
     (``model.trainable_variables`` order); their shapes must agree one for one, else
     nothing is computed and the record says why.
     """
-    none: list[float | None] = [None] * len(weights)
-    if not state:
-        return none, step_record()
-    compile_config = config.get("compile_config") if isinstance(config, dict) else None
-    if not isinstance(compile_config, dict) or compile_config.get("optimizer") is None:
-        return none, step_record(
-            reason="optimizer state saved, but not its class (no compile_config in config.json)"
-        )
-    try:
-        keras2 = isinstance(saved_with, str) and saved_with.startswith("2.")
-        saved = read_optimizer(state, compile_config["optimizer"], keras2=keras2)
+
+    def compute() -> tuple[list[float | None], OptimizerStep]:
+        saved = _saved(state, config, saved_with)
         if class_of(config) not in _ORDERED_MODELS:
             raise Unavailable(
                 "the file does not say in which order a subclassed model's weights reach the optimizer"
@@ -491,17 +523,18 @@ def weights_updates(
         trained = [
             i for i, (layer, name, dtype, _) in enumerate(weights) if _trained(layer, name, dtype, config)
         ]
-        shapes = [tuple(int(d) for d in weights[i][3].shape) for i in trained]
-        if shapes != saved.shapes:
-            raise Unavailable(
-                f"the optimizer's slots for {len(saved.shapes)} weights do not line up with the "
-                f"{len(trained)} trainable weights found"
-            )
-        ratios = list(none)
-        for k, i in enumerate(trained):
-            ratios[i] = saved.update_ratio(k, weights[i][3])
-    except Unavailable as e:
-        return none, step_record(reason=str(e))
-    except (ValueError, TypeError, OSError) as e:  # a slot that is not numeric, unreadable
-        return none, step_record(reason=f"the optimizer's variables could not be read ({_short(str(e))})")
-    return ratios, step_record(saved)
+        got, step = _ratios(saved, [weights[i][3] for i in trained], "found in the file")
+        ratios: list[float | None] = [None] * len(weights)
+        for i, r in zip(trained, got):
+            ratios[i] = r
+        return ratios, step
+
+    return _guarded(compute, len(weights))
+
+
+def trainable_updates(
+    weights: Sequence[Any], state: Sequence[Any], config: Any, saved_with: str | None
+) -> tuple[list[float | None], OptimizerStep]:
+    """``update_ratio`` of each of a loaded model's ``trainable_variables`` (their values,
+    in order), from the optimizer state saved in its file (``state``, ``config``)."""
+    return _guarded(lambda: _ratios(_saved(state, config, saved_with), weights, "of the model"), len(weights))

@@ -49,7 +49,7 @@ import numpy as np
 
 from kerinspect.checks import tensor_flags
 from kerinspect.errors import KerinspectError, ModelLoadError, PolicyError, escape_text
-from kerinspect.report import StateVariable, Thresholds, WeightRecord, WeightsReport
+from kerinspect.report import OptimizerStep, StateVariable, Thresholds, WeightRecord, WeightsReport
 from kerinspect.scan.container import (
     CONFIG_MEMBER,
     METADATA_MEMBER,
@@ -61,7 +61,7 @@ from kerinspect.scan.container import (
     show,
     stored_member_start,
 )
-from kerinspect.scan.optimizer_state import step_record, update_flags, weights_updates
+from kerinspect.scan.optimizer_state import step_record, trainable_updates, update_flags, weights_updates
 from kerinspect.scan.preflight import ModelFile, preflight
 from kerinspect.scan.weight_layouts import (
     LEGACY_OPTIMIZER,
@@ -86,6 +86,7 @@ __all__ = [
     "check_dataset",
     "dataset_stats",
     "inspect_weights",
+    "model_updates",
     "var_names",
 ]
 
@@ -314,7 +315,7 @@ def dataset_stats(ds: Any, budget: int | None = None) -> tuple[str, tuple[int, .
 #: The default limits (a frozen dataclass, safe to share).
 DEFAULT_THRESHOLDS = Thresholds()
 #: Why a legacy file's update ratios are null.
-LEGACY_NOT_READ = "a legacy .h5 file's optimizer_weights are listed, not read: no update ratios"
+LEGACY_NOT_READ = "a legacy .h5 file's optimizer state is not read: no update ratios"
 
 
 def inspect_weights(
@@ -409,6 +410,23 @@ def inspect_weights(
         min_update_ratio=min_update_ratio,
         max_update_ratio=max_update_ratio,
     )
+
+
+def model_updates(
+    path: str | os.PathLike[str], weights: list[Any]
+) -> tuple[list[float | None], OptimizerStep]:
+    """``update_ratio`` of each of a loaded model's trainable variables (``weights``: their
+    values, in ``model.trainable_variables`` order) from the optimizer state saved in its
+    file, and the record of what was computed (``gradients``: the same arithmetic as
+    :func:`inspect_weights`, :mod:`kerinspect.scan.optimizer_state`)."""
+    mf = preflight(path)
+    if mf.format != "keras":
+        return [None] * len(weights), step_record(reason=LEGACY_NOT_READ)
+    with _open_source(mf) as src:
+        walker = Walker()
+        Keras3Reader(walker, src.config).read(src.root)
+        state = [ds for _, ds in walker.state["optimizer"]]
+        return trainable_updates(weights, state, src.config, src.saved_with)
 
 
 def _legacy_optimizer(src: _Source) -> Any:
