@@ -116,7 +116,11 @@ def optimizer_line(report: WeightsReport) -> str | None:
     why there is none although optimizer state was saved; None without any."""
     step = report.optimizer_step
     if step.update is None:
-        return f"optimizer state saved, no {UPDATE_COLUMN}: {safe(step.note)}" if report.optimizer else None
+        return (
+            f"optimizer state saved, no {UPDATE_COLUMN}: {safe(step.note)}"
+            if report.optimizer and step.note
+            else None
+        )
     rate = f"learning rate {fmt_float(step.learning_rate)}"
     if step.schedule:
         rate += f" ({safe(step.schedule)} at step {fmt_count(max((step.iterations or 1) - 1, 0))})"

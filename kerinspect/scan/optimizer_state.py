@@ -184,9 +184,12 @@ class SavedOptimizer:
         )
 
 
-def update_flags(ratio: float | None, low: float, high: float) -> tuple[str, ...]:
-    """``update-too-small`` below ``low``, ``update-too-large`` above ``high``."""
-    if ratio is None:
+def update_flags(ratio: float | None, shape: tuple[int, ...], low: float, high: float) -> tuple[str, ...]:
+    """``update-too-small`` below ``low``, ``update-too-large`` above ``high``, for weights
+    of two axes or more (kernels, embeddings). Biases and normalisation scales are not
+    flagged: they start at 0 or 1 and move by about the learning rate per step whatever
+    the health of training (Adam's first step moves a zero bias by its whole size)."""
+    if ratio is None or len(shape) < 2:
         return ()
     if ratio < low:
         return ("update-too-small",)

@@ -376,7 +376,9 @@ def inspect_weights(
                 step = step_record(reason=LEGACY_NOT_READ if walker.state["optimizer"] else None)
             records = [
                 dataclasses.replace(
-                    r, update_ratio=u, flags=r.flags + update_flags(u, min_update_ratio, max_update_ratio)
+                    r,
+                    update_ratio=u,
+                    flags=r.flags + update_flags(u, r.shape, min_update_ratio, max_update_ratio),
                 )
                 for r, u in zip(records, ratios)
             ]
