@@ -95,6 +95,8 @@ def _trained(keras, name, make, path):
         "iterations": t,
         "rate": rate,
         "config": opt.get_config(),
+        "model": model,
+        "x": x[:8],
     }
 
 
@@ -272,3 +274,15 @@ def test_an_unknown_optimizer_or_schedule_is_a_reason_not_a_crash():
         learning_rate_at({"module": "my.module", "class_name": "Mine", "config": {}}, 3)
     with pytest.raises(Unavailable, match="do not fit"):
         read_optimizer([iterations, np.array(0.1, np.float32), np.zeros(3)], "adam")
+
+
+def test_a_model_object_gets_the_update_ratios_of_its_file(trained):
+    """In this process, from the model's own optimizer: the same figures as its file's."""
+    from kerinspect.api import model_gradients
+
+    rec = trained["rmsprop"]
+    here = model_gradients(rec["model"], rec["x"], loss="sparse_categorical_crossentropy", from_logits=True)
+    assert here.optimizer_step.to_dict() == rec["report"]["optimizer_step"]
+    want = _ratios(rec["report"])
+    for w in here.weights:
+        assert w.update_ratio == pytest.approx(want[w.path], rel=1e-6), w.path

@@ -308,13 +308,15 @@ def saved_updates(model: Any, file: str | None, weights: list[dict[str, Any]]) -
     in :func:`~kerinspect.engine.trace.weight_paths` order) are matched to them by variable."""
     from kerinspect.engine.trace import weight_paths
     from kerinspect.errors import KerinspectError
-    from kerinspect.scan.optimizer_state import step_record
+    from kerinspect.scan.optimizer_state import step_record, trainable_updates
     from kerinspect.scan.weights import model_updates
 
     trainable = list(model.trainable_variables)
-    if file is None:
-        ratios: list[float | None] = [None] * len(trainable)
-        step = step_record(reason="a model object in memory: update ratios come from a saved .keras file")
+    ratios: list[float | None]
+    if file is None:  # a model object: its own optimizer, the same arithmetic as its file's
+        ratios, step = trainable_updates(
+            [np.asarray(v.numpy()) for v in trainable], *_own_optimizer(model), keras.__version__
+        )
     else:
         try:
             ratios, step = model_updates(file, [np.asarray(v.numpy()) for v in trainable])
@@ -326,6 +328,19 @@ def saved_updates(model: Any, file: str | None, weights: list[dict[str, Any]]) -
     return {
         "weights": [{**w, "update_ratio": by_name.get(w["path"])} for w in weights],
         "optimizer_step": step.to_dict(),
+    }
+
+
+def _own_optimizer(model: Any) -> tuple[list[Any], Any]:
+    """A model object's optimizer as its saved file would hold it: the variables' values
+    and a config with ``compile_config.optimizer``; nothing when it has none built."""
+    opt = getattr(model, "optimizer", None)
+    if opt is None or not getattr(opt, "built", False):
+        return [], None
+    state = [np.asarray(v.numpy()) for v in opt.variables]
+    return state, {
+        "compile_config": {"optimizer": keras.optimizers.serialize(opt)},
+        "class_name": "Functional",
     }
 
 
