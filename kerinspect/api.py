@@ -424,12 +424,28 @@ def _dump(
 
 
 def inspect_weights(
-    path: str | os.PathLike[str], thresholds: Thresholds | None = None, *, load: LoadOptions | None = None
+    path: str | os.PathLike[str],
+    thresholds: Thresholds | None = None,
+    *,
+    load: LoadOptions | None = None,
+    min_update_ratio: float | None = None,
+    max_update_ratio: float | None = None,
 ) -> WeightsReport:
     """Statistics and health of every weight in a model file, read with h5py only
     (no TensorFlow, nothing deserialized); see :func:`kerinspect.scan.weights.inspect_weights`.
+    With the optimizer state of a trained model, each weight's ``update_ratio`` (the
+    last step's ``‖Δw‖/‖w‖``, flagged outside ``min_update_ratio``..``max_update_ratio``).
     The file is parsed in the isolated worker, since HDF5 parsers crash on hostile files."""
-    run = RunSpec() if thresholds is None else RunSpec(thresholds=thresholds)
+    limits: dict[str, Any] = {
+        k: v
+        for k, v in (
+            ("thresholds", thresholds),
+            ("min_update_ratio", min_update_ratio),
+            ("max_update_ratio", max_update_ratio),
+        )
+        if v is not None
+    }
+    run = RunSpec(**limits)
     if not isinstance(path, (str, os.PathLike)):
         raise UsageError(
             f"inspect_weights reads a model file, not an object. Received: path={type(path).__name__}"

@@ -13,6 +13,7 @@ from dataclasses import dataclass, field
 
 from .provenance import InputRecord, Isolation, ModelInfo
 from .records import Record, meta
+from .report import OptimizerStep
 
 
 @dataclass(frozen=True)
@@ -65,6 +66,9 @@ class GradientWeight(Record):
     grad_norm: float
     ratio: float | None
     nonfinite: int = 0
+    #: ``‖Δw‖/‖w‖`` of the last step of the optimizer state saved with the model
+    #: (:class:`~kerinspect.report.OptimizerStep`); None without one
+    update_ratio: float | None = None
 
 
 @dataclass(frozen=True)
@@ -120,6 +124,8 @@ class GradientReport(Record):
     warnings: tuple[str, ...] = ()
     kerinspect_version: str = ""
     isolation: Isolation | None = field(default=None, metadata=meta(omit_none=True))
+    #: what each weight's ``update_ratio`` comes from, or why there is none
+    optimizer_step: OptimizerStep = field(default_factory=OptimizerStep)
 
     def verdict(self) -> list[str]:
         """One line each where gradients vanish and where they explode, or that they do neither."""

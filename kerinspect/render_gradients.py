@@ -19,7 +19,9 @@ COLUMNS = ("Layer", "Output", "Shape", "‖grad‖", "Ratio", "RMS", "Max |g|", 
 _NUMERIC = {"‖grad‖", "Ratio", "RMS", "Max |g|", "NaN/Inf"}
 _PRIORITY = ("Layer", "‖grad‖", "Ratio", "Flags", "RMS", "Max |g|", "NaN/Inf", "Output", "Shape")
 WEIGHT_COLUMNS = ("Weight", "Shape", "‖w‖", "‖grad‖", "‖grad‖/‖w‖")
-_WEIGHT_NUMERIC = {"‖w‖", "‖grad‖", "‖grad‖/‖w‖"}
+#: Each weight's ``update_ratio``, when the model's file holds optimizer state.
+UPDATE_COLUMN = "Update/‖w‖"
+_WEIGHT_NUMERIC = {"‖w‖", "‖grad‖", "‖grad‖/‖w‖", UPDATE_COLUMN}
 
 
 def header_lines(report: GradientReport) -> list[str]:
@@ -76,11 +78,32 @@ def rows(report: GradientReport) -> list[tuple[bool, list[str]]]:
     return out
 
 
+def weight_columns(report: GradientReport) -> tuple[str, ...]:
+    """The weight table's columns: with ``Update/‖w‖`` when the file's optimizer state gave it."""
+    return WEIGHT_COLUMNS + ((UPDATE_COLUMN,) if report.optimizer_step.update is not None else ())
+
+
 def weight_rows(report: GradientReport) -> list[list[str]]:
+    update = report.optimizer_step.update is not None
     return [
         [w.path, fmt_shape(w.shape), fmt_float(w.norm), fmt_float(w.grad_norm), fmt_float(w.ratio)]
+        + ([fmt_float(w.update_ratio)] if update else [])
         for w in report.weights
     ]
+
+
+def optimizer_line(report: GradientReport) -> str | None:
+    """What ``Update/‖w‖`` is (as ``kerinspect weights`` says it), when it was computed."""
+    step = report.optimizer_step
+    if step.update is None:
+        return None
+    rate = f"learning rate {fmt_float(step.learning_rate)}" + (
+        f" ({safe(step.schedule)})" if step.schedule else ""
+    )
+    return (
+        f"{UPDATE_COLUMN}: ‖Δw‖/‖w‖ of the saved optimizer's last step ({safe(step.class_name or '?')}, "
+        f"{rate}): {safe(step.note)}"
+    )
 
 
 def render_gradients_table(report: GradientReport, console: Console, *, fit: bool = True) -> None:
@@ -92,11 +115,13 @@ def render_gradients_table(report: GradientReport, console: Console, *, fit: boo
     shown = fit_columns(cells, console.width if fit else None, COLUMNS, _PRIORITY)
     _table(console, COLUMNS, shown, cells, ["red" if f else None for f, _ in body], _NUMERIC, ("Layer",))
     if report.weights:
+        wcols = weight_columns(report)
         wcells = weight_rows(report)
-        wshown = fit_columns(
-            wcells, console.width if fit else None, WEIGHT_COLUMNS, WEIGHT_COLUMNS, ("Weight",)
-        )
-        _table(console, WEIGHT_COLUMNS, wshown, wcells, [None] * len(wcells), _WEIGHT_NUMERIC, ("Weight",))
+        wshown = fit_columns(wcells, console.width if fit else None, wcols, wcols, ("Weight",))
+        _table(console, wcols, wshown, wcells, [None] * len(wcells), _WEIGHT_NUMERIC, ("Weight",))
+        update = optimizer_line(report)
+        if update:
+            console.print(Text(update))
     for line in report.verdict():
         flagged = report.vanishing is not None or report.exploding is not None
         console.print(Text(safe(line), style="red" if flagged else ""))
@@ -119,12 +144,16 @@ def render_gradients_markdown(report: GradientReport) -> str:
             + " |"
         )
     if report.weights:
+        wcols = weight_columns(report)
         out += [
             "",
-            "| " + " | ".join(WEIGHT_COLUMNS) + " |",
-            "|" + "|".join("---:" if c in _WEIGHT_NUMERIC else "---" for c in WEIGHT_COLUMNS) + "|",
+            "| " + " | ".join(wcols) + " |",
+            "|" + "|".join("---:" if c in _WEIGHT_NUMERIC else "---" for c in wcols) + "|",
         ]
         for cells in weight_rows(report):
             out.append("| " + " | ".join([_md_code(cells[0])] + [_md_cell(c) for c in cells[1:]]) + " |")
+        update = optimizer_line(report)
+        if update:
+            out += ["", _md_text(update)]
     out += [""] + [_md_text(line) for line in report.verdict()] + [""]
     return "\n".join(out)

@@ -37,7 +37,11 @@ from .errors import NotFoundError
 from .numfmt import fmt_count, fmt_float, fmt_fraction, fmt_mean, fmt_shape
 from .provenance import InputRecord, Isolation, ModelInfo
 from .records import Record, meta
-from .spec import Thresholds  # defined with the other run options; reports record them
+from .spec import (
+    DEFAULT_MAX_UPDATE_RATIO,
+    DEFAULT_MIN_UPDATE_RATIO,
+    Thresholds,  # defined with the other run options; reports record them
+)
 from .tables import data_frame, html_table, repr_listing, repr_text
 
 __all__ = [
@@ -58,6 +62,7 @@ __all__ = [
     "ModelError",
     "ModelInfo",
     "ModelReport",
+    "OptimizerStep",
     "RuleCounts",
     "RuleResult",
     "Separability",
@@ -79,6 +84,8 @@ SCHEMA_VERSION = 1
 _REQUIRED = meta(required=True)
 #: Field metadata: a report without the key reads as None although the field has no default.
 _OR_NONE = meta(missing=None)
+#: Field metadata: the ``weights`` report's limits of ``update_ratio``, in one JSON object.
+_UPDATE_LIMITS = meta(group="update_thresholds")
 
 
 @dataclass(frozen=True)
@@ -373,6 +380,9 @@ class WeightRecord(Record):
     stats: TensorStats | None
     flags: tuple[str, ...] = field(default=(), metadata=_REQUIRED)
     norm: float | None = None
+    #: ``‖Δw‖/‖w‖`` of the optimizer's last step (:class:`OptimizerStep`); None when
+    #: not computed (no optimizer state, or not a trainable weight)
+    update_ratio: float | None = None
 
     @property
     def size(self) -> int:
@@ -541,6 +551,23 @@ class StateVariable(Record):
 
 
 @dataclass(frozen=True)
+class OptimizerStep(Record):
+    """The optimizer state behind each weight's ``update_ratio`` (see
+    :mod:`kerinspect.scan.optimizer_state`): its class, the steps it applied, the
+    learning rate its last step used (a schedule evaluated at that step), and whether
+    the update is that step exactly or an estimate. With nothing computed, ``update``
+    is None and ``note`` says why in one line (no optimizer state saved, an optimizer
+    not understood...)."""
+
+    class_name: str | None = None
+    iterations: int | None = None
+    learning_rate: float | None = None
+    schedule: str | None = None
+    update: str | None = field(default=None, metadata=meta(choices=("exact", "estimate", None)))
+    note: str = ""
+
+
+@dataclass(frozen=True)
 class WeightTotals(Record):
     """Footer figures of a :class:`WeightsReport`; they add up from its rows."""
 
@@ -570,6 +597,10 @@ class WeightsReport(Record):
         optimizer, metrics: the training state saved with the model (an optimizer's
             slots and counters, compiled metrics' accumulators), in file order: not
             model weights, so never in ``weights``, the totals or the flags.
+        optimizer_step: what each weight's ``update_ratio`` comes from, or why there
+            is none (:class:`OptimizerStep`).
+        min_update_ratio, max_update_ratio: a weight whose ``update_ratio`` is below /
+            above these is flagged ``update-too-small`` / ``update-too-large``.
     """
 
     path: str = field(metadata=_MODEL)
@@ -585,11 +616,14 @@ class WeightsReport(Record):
     isolation: Isolation | None = None
     optimizer: tuple[StateVariable, ...] = ()
     metrics: tuple[StateVariable, ...] = ()
+    optimizer_step: OptimizerStep = field(default_factory=OptimizerStep)
+    min_update_ratio: float = field(default=DEFAULT_MIN_UPDATE_RATIO, metadata=_UPDATE_LIMITS)
+    max_update_ratio: float = field(default=DEFAULT_MAX_UPDATE_RATIO, metadata=_UPDATE_LIMITS)
 
     schema_version = SCHEMA_VERSION
     kind = "weights"
-    JSON_KEYS = ("schema_version", "kerinspect_version", "kind", "model", "thresholds", "weights", "optimizer",
-                 "metrics", "totals", "warnings", "isolation")  # fmt: skip
+    JSON_KEYS = ("schema_version", "kerinspect_version", "kind", "model", "thresholds", "update_thresholds",
+                 "weights", "optimizer_step", "optimizer", "metrics", "totals", "warnings", "isolation")  # fmt: skip
 
     @property
     def totals(self) -> WeightTotals:

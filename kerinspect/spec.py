@@ -125,6 +125,11 @@ DEFAULT_SAMPLE = 0
 #: vanishing (README, "kerinspect gradients": why 1e-3), above this multiple exploding
 DEFAULT_VANISHING_GRADIENT = 1e-3
 DEFAULT_EXPLODING_GRADIENT = 1e3
+#: ``weights``: a weight whose last optimizer step moved it by less than this fraction of
+#: its norm is ``update-too-small``, by more than this one ``update-too-large`` (README,
+#: "kerinspect weights": healthy is around 1e-3)
+DEFAULT_MIN_UPDATE_RATIO = 1e-6
+DEFAULT_MAX_UPDATE_RATIO = 1e-1
 DEFAULT_FEATURE_MAPS = 12
 DEFAULT_CHANNELS = 16
 #: ``report``: the classes listed for the shown sample of each classifier output.
@@ -515,6 +520,9 @@ class RunSpec(Spec):
         gradients: ``report``: also differentiate the loss (as ``gradients`` does, with
             ``loss``, ``from_logits``, ``training`` and the two gradient thresholds) in
             the same worker, and draw the gradient norm along the depth.
+        min_update_ratio, max_update_ratio: ``weights``: a weight whose ``update_ratio``
+            (``‖Δw‖/‖w‖`` of the optimizer's last step, :mod:`kerinspect.scan.optimizer_state`)
+            is below / above these is flagged ``update-too-small`` / ``update-too-large``.
     """
 
     samples: int | None = field(default=None, metadata=at_least(1))
@@ -545,9 +553,21 @@ class RunSpec(Spec):
     vanishing_gradient: float = field(default=DEFAULT_VANISHING_GRADIENT, metadata=greater_than(0))
     exploding_gradient: float = field(default=DEFAULT_EXPLODING_GRADIENT, metadata=greater_than(0))
     gradients: bool = False
+    min_update_ratio: float = field(default=DEFAULT_MIN_UPDATE_RATIO, metadata=greater_than(0))
+    max_update_ratio: float = field(default=DEFAULT_MAX_UPDATE_RATIO, metadata=greater_than(0))
 
     def __post_init__(self) -> None:
         super().__post_init__()
+        if self.min_update_ratio >= self.max_update_ratio:
+            raise SpecError(
+                msg(
+                    "{min_update_ratio} must be below {max_update_ratio}. "
+                    "Received: {min_update_ratio}={low}, {max_update_ratio}={high}",
+                    low=self.min_update_ratio,
+                    high=self.max_update_ratio,
+                ),
+                parameter="min_update_ratio",
+            )
         # options that contradict each other, refused before any model is opened
         if self.samples is not None and self.sample >= self.samples:
             raise SpecError(

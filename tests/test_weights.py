@@ -27,12 +27,8 @@ from rich.console import Console
 
 from kerinspect.cli import cli
 from kerinspect.errors import ModelLoadError, PolicyError
-from kerinspect.render import (
-    render_json,
-    render_weights_markdown,
-    render_weights_table,
-    weight_rows,
-)
+from kerinspect.render import render_json
+from kerinspect.render_weights import render_weights_markdown, render_weights_table, weight_rows
 from kerinspect.report import StateVariable, TensorStats, Thresholds, WeightRecord, WeightsReport
 from kerinspect.scan import weight_names
 from kerinspect.scan import weights as kw
@@ -533,7 +529,7 @@ def test_cli_json_and_markdown():
                              "name": "legacy_mlp", "class_name": "Sequential", "saved_with": "3.15.1"}
     assert [w["name"] for w in data["weights"]] == ["hidden/kernel", "hidden/bias", "out/kernel", "out/bias"]
     assert data["totals"] == {"weights": 4, "params": 5 * 12 + 12 + 12 * 3 + 3, "flagged": 0}
-    assert set(data["weights"][0]) == {"layer", "name", "shape", "dtype", "stats", "flags", "norm"}
+    assert set(data["weights"][0]) == {"layer", "name", "shape", "dtype", "stats", "flags", "norm", "update_ratio"}
     md = run("weights", SAMPLES / "exploding.keras", "--format", "markdown", "--max-abs", "5")
     assert md.exit_code == 0
     assert "| `dense_0` | `kernel` | (8, 16) | 128 |" in md.stdout and "exploding" in md.stdout

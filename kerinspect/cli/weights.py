@@ -25,6 +25,22 @@ from kerinspect.cli.output import emit
     type=click.FloatRange(min=0, min_open=True),
     help="Flag 'exploding' when a finite |weight| exceeds this (float16: at most a tenth of its range).",
 )
+@click.option(
+    "--min-update-ratio",
+    cls=SpecOption,
+    spec_default=sp.DEFAULT_MIN_UPDATE_RATIO,
+    shown=f"{sp.DEFAULT_MIN_UPDATE_RATIO:g}",
+    type=click.FloatRange(min=0, min_open=True),
+    help="Flag 'update-too-small' where the optimizer's last step moved a weight by less than this times its norm.",
+)
+@click.option(
+    "--max-update-ratio",
+    cls=SpecOption,
+    spec_default=sp.DEFAULT_MAX_UPDATE_RATIO,
+    shown=f"{sp.DEFAULT_MAX_UPDATE_RATIO:g}",
+    type=click.FloatRange(min=0, min_open=True),
+    help="Flag 'update-too-large' where the optimizer's last step moved a weight by more than this times its norm.",
+)
 @worker_options
 @debug_option
 def weights(
@@ -32,6 +48,8 @@ def weights(
     fmt: str,
     width: int | None,
     max_abs: float | None,
+    min_update_ratio: float | None,
+    max_update_ratio: float | None,
     timeout: float | None,
     max_memory: int | None,
 ) -> None:
@@ -42,6 +60,10 @@ def weights(
     layer classes need not be importable. One row per weight, grouped by layer
     (outer/inner for layers of nested models). Exits 0 even when weights are flagged.
 
+    A trained model saved with its optimizer state (Adam, AdamW, SGD with momentum,
+    RMSprop, Adagrad) also gets each weight's Update/‖w‖: the norm of the change the
+    optimizer's last step made to it over the weight's norm (healthy: around 1e-3).
+
     \b
     Examples:
       kerinspect weights model.keras
@@ -50,7 +72,13 @@ def weights(
     from kerinspect.api import inspect_weights
 
     thresholds = sp.Thresholds.from_options(max_abs=max_abs)
-    report = inspect_weights(model, thresholds, load=make_load_options(timeout, max_memory))
-    from kerinspect.render import render_weights_markdown, render_weights_table
+    report = inspect_weights(
+        model,
+        thresholds,
+        load=make_load_options(timeout, max_memory),
+        min_update_ratio=min_update_ratio,
+        max_update_ratio=max_update_ratio,
+    )
+    from kerinspect.render_weights import render_weights_markdown, render_weights_table
 
     emit(report, fmt, width, render_weights_table, render_weights_markdown)

@@ -276,20 +276,72 @@ def _labels_for(loss: Loss, labels: Any, prediction: Any) -> tuple[Any, bool]:
 
 
 def gradients_loaded(
-    model: Any, feed: Feed, run: RunSpec, saved_loss: Any = None, progress: ProgressFn | None = None
+    model: Any,
+    feed: Feed,
+    run: RunSpec,
+    saved_loss: Any = None,
+    progress: ProgressFn | None = None,
+    *,
+    file: str | None = None,
 ) -> dict[str, Any]:
     """Run ``model`` on every batch of ``feed`` under a gradient tape: the ``gradients``
     result as plain data (see the module's docstring for what each figure is). With
     ``run.training`` the model's non-trainable weights (moving statistics) are restored
-    afterwards."""
+    afterwards. ``file``: the model's file, whose saved optimizer state gives each
+    weight's ``update_ratio`` (:func:`saved_updates`)."""
 
     # training mode updates BatchNormalization's moving statistics: put them back after
     kept = [(v, v.numpy()) for v in model.non_trainable_weights] if run.training else []
     try:
-        return _gradients(model, feed, run, saved_loss, progress)
+        result = _gradients(model, feed, run, saved_loss, progress)
     finally:
         for v, value in kept:
             v.assign(value)
+    return {**result, **saved_updates(model, file, result["weights"])}
+
+
+def saved_updates(model: Any, file: str | None, weights: list[dict[str, Any]]) -> dict[str, Any]:
+    """Each weight's ``update_ratio``, the last optimizer step's ``‖Δw‖/‖w‖`` read from
+    the optimizer state saved in ``file`` (numpy, :func:`kerinspect.scan.weights.model_updates`,
+    the arithmetic of ``kerinspect weights``), and the ``optimizer_step`` record. The
+    optimizer's slots follow ``model.trainable_variables``; ``weights`` (the result's,
+    in :func:`~kerinspect.engine.trace.weight_paths` order) are matched to them by variable."""
+    from kerinspect.engine.trace import weight_paths
+    from kerinspect.errors import KerinspectError
+    from kerinspect.scan.optimizer_state import step_record, trainable_updates
+    from kerinspect.scan.weights import model_updates
+
+    trainable = list(model.trainable_variables)
+    ratios: list[float | None]
+    if file is None:  # a model object: its own optimizer, the same arithmetic as its file's
+        ratios, step = trainable_updates(
+            [np.asarray(v.numpy()) for v in trainable], *_own_optimizer(model), keras.__version__
+        )
+    else:
+        try:
+            ratios, step = model_updates(file, [np.asarray(v.numpy()) for v in trainable])
+        except (KerinspectError, OSError, ValueError, KeyError, TypeError, RuntimeError) as e:
+            ratios = [None] * len(trainable)
+            step = step_record(reason=f"the optimizer state could not be read ({escape_text(str(e), 200)})")
+    by_id = {id(v): r for v, r in zip(trainable, ratios)}
+    by_name = {name: by_id.get(id(w)) for _, name, w in weight_paths(model) if w.trainable}
+    return {
+        "weights": [{**w, "update_ratio": by_name.get(w["path"])} for w in weights],
+        "optimizer_step": step.to_dict(),
+    }
+
+
+def _own_optimizer(model: Any) -> tuple[list[Any], Any]:
+    """A model object's optimizer as its saved file would hold it: the variables' values
+    and a config with ``compile_config.optimizer``; nothing when it has none built."""
+    opt = getattr(model, "optimizer", None)
+    if opt is None or not getattr(opt, "built", False):
+        return [], None
+    state = [np.asarray(v.numpy()) for v in opt.variables]
+    return state, {
+        "compile_config": {"optimizer": keras.optimizers.serialize(opt)},
+        "class_name": "Functional",
+    }
 
 
 def _gradients(

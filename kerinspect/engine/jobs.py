@@ -72,6 +72,8 @@ class Subject:
     notes: tuple[str, ...] = ()
     #: the saved ``compile_config``'s loss (a file's; data, never code): see ``gradients``
     compile_loss: Any = None
+    #: the file read in the worker (``path`` is as the user named it); None in memory
+    file: str | None = None
 
     def info(self) -> ModelInfo:
         from .report_records import model_info
@@ -269,7 +271,11 @@ def gradient_report(task: Task, feed: Feed, channel: Any) -> dict[str, Any]:
     result: dict[str, Any] = {}
 
     def work() -> None:
-        result.update(gradients_loaded(subject.model, feed, run, _saved_loss(subject), channel.progress))
+        result.update(
+            gradients_loaded(
+                subject.model, feed, run, _saved_loss(subject), channel.progress, file=subject.file
+            )
+        )
 
     caught = collecting_warnings(work)
     return {
@@ -350,7 +356,13 @@ def weights_job(request: Request, channel: Any) -> dict[str, Any]:
     from kerinspect.scan.weights import inspect_weights
 
     channel.phase("read")
-    report = inspect_weights(request.model.path, request.run.thresholds)
+    run = request.run
+    report = inspect_weights(
+        request.model.path,
+        run.thresholds,
+        min_update_ratio=run.min_update_ratio,
+        max_update_ratio=run.max_update_ratio,
+    )
     data = report.to_dict()
     data["model"]["path"] = _shown(request.model)
     return {"report": data}
@@ -367,7 +379,7 @@ def _open(ref: ModelRef, request: Request, channel: Any) -> Subject:
     shown = _shown(ref)
     note = content_note(shown, ref.format)  # how the file was read: by its content (HDF5 named .keras)
     notes = loaded.notes if note is None else (note, *loaded.notes)
-    return Subject(loaded.model, shown, ref.format, loaded.loader, notes, loaded.compile_loss)
+    return Subject(loaded.model, shown, ref.format, loaded.loader, notes, loaded.compile_loss, ref.path)
 
 
 def _shown(ref: ModelRef) -> str:

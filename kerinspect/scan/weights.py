@@ -34,6 +34,7 @@ This is a reader's own guard, not a full scan.
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import json
 import math
 import os
@@ -48,7 +49,7 @@ import numpy as np
 
 from kerinspect.checks import tensor_flags
 from kerinspect.errors import KerinspectError, ModelLoadError, PolicyError, escape_text
-from kerinspect.report import StateVariable, Thresholds, WeightRecord, WeightsReport
+from kerinspect.report import OptimizerStep, StateVariable, Thresholds, WeightRecord, WeightsReport
 from kerinspect.scan.container import (
     CONFIG_MEMBER,
     METADATA_MEMBER,
@@ -60,6 +61,7 @@ from kerinspect.scan.container import (
     show,
     stored_member_start,
 )
+from kerinspect.scan.optimizer_state import step_record, trainable_updates, update_flags, weights_updates
 from kerinspect.scan.preflight import ModelFile, preflight
 from kerinspect.scan.weight_layouts import (
     LEGACY_OPTIMIZER,
@@ -74,6 +76,7 @@ from kerinspect.scan.weight_layouts import (
     normalized_copy,
 )
 from kerinspect.scan.weight_names import VAR_NAMES, class_of, entry_name, var_names
+from kerinspect.spec import DEFAULT_MAX_UPDATE_RATIO, DEFAULT_MIN_UPDATE_RATIO
 from kerinspect.stats import RunningStats, summarize
 
 __all__ = [
@@ -83,6 +86,7 @@ __all__ = [
     "check_dataset",
     "dataset_stats",
     "inspect_weights",
+    "model_updates",
     "var_names",
 ]
 
@@ -310,10 +314,16 @@ def dataset_stats(ds: Any, budget: int | None = None) -> tuple[str, tuple[int, .
 
 #: The default limits (a frozen dataclass, safe to share).
 DEFAULT_THRESHOLDS = Thresholds()
+#: Why a legacy file's update ratios are null.
+LEGACY_NOT_READ = "a legacy .h5 file's optimizer state is not read: no update ratios"
 
 
 def inspect_weights(
-    path: str | os.PathLike[str], thresholds: Thresholds = DEFAULT_THRESHOLDS
+    path: str | os.PathLike[str],
+    thresholds: Thresholds = DEFAULT_THRESHOLDS,
+    *,
+    min_update_ratio: float = DEFAULT_MIN_UPDATE_RATIO,
+    max_update_ratio: float = DEFAULT_MAX_UPDATE_RATIO,
 ) -> WeightsReport:
     """Statistics and health flags of every weight in a saved model, read with h5py.
 
@@ -325,6 +335,9 @@ def inspect_weights(
             or weights only, legacy or Keras 3 layout).
         thresholds: limits for the ``exploding`` flag (``dead`` is not checked on
             weights).
+        min_update_ratio, max_update_ratio: limits of a weight's ``update_ratio``, the
+            size of the optimizer's last step relative to the weight, computed from the
+            saved optimizer state (:mod:`kerinspect.scan.optimizer_state`).
 
     Returns:
         A :class:`~kerinspect.report.WeightsReport`, one record per weight in file order.
@@ -349,7 +362,26 @@ def inspect_weights(
                 optimizer = _legacy_optimizer(src) if src.root is not src.h5 else None
                 if optimizer is not None:
                     legacy.optimizer(optimizer)
-            records = tuple(_record(e, thresholds) for e in _unique(walker.entries))
+            entries = _unique(walker.entries)
+            records = [_record(e, thresholds) for e in entries]
+            if src.layout == "keras3":
+                ratios, step = weights_updates(
+                    [(r.layer, r.name, r.dtype, e.dataset) for r, e in zip(records, entries)],
+                    [ds for _, ds in walker.state["optimizer"]],
+                    src.config,
+                    src.saved_with,
+                )
+            else:
+                ratios = [None] * len(records)
+                step = step_record(reason=LEGACY_NOT_READ if walker.state["optimizer"] else None)
+            records = [
+                dataclasses.replace(
+                    r,
+                    update_ratio=u,
+                    flags=r.flags + update_flags(u, r.shape, min_update_ratio, max_update_ratio),
+                )
+                for r, u in zip(records, ratios)
+            ]
             state = {
                 kind: tuple(_state(name, ds) for name, ds in found) for kind, found in walker.state.items()
             }
@@ -367,7 +399,7 @@ def inspect_weights(
         path=mf.path,
         format=mf.format,
         layout=src.layout,
-        weights=records,
+        weights=tuple(records),
         thresholds=thresholds,
         model_name=entry_name(config) if isinstance(config, dict) else None,
         model_class=class_of(config),
@@ -376,7 +408,27 @@ def inspect_weights(
         kerinspect_version=__version__,
         optimizer=state["optimizer"],
         metrics=state["metrics"],
+        optimizer_step=step,
+        min_update_ratio=min_update_ratio,
+        max_update_ratio=max_update_ratio,
     )
+
+
+def model_updates(
+    path: str | os.PathLike[str], weights: list[Any]
+) -> tuple[list[float | None], OptimizerStep]:
+    """``update_ratio`` of each of a loaded model's trainable variables (``weights``: their
+    values, in ``model.trainable_variables`` order) from the optimizer state saved in its
+    file, and the record of what was computed (``gradients``: the same arithmetic as
+    :func:`inspect_weights`, :mod:`kerinspect.scan.optimizer_state`)."""
+    mf = preflight(path)
+    if mf.format != "keras":
+        return [None] * len(weights), step_record(reason=LEGACY_NOT_READ)
+    with _open_source(mf) as src:
+        walker = Walker()
+        Keras3Reader(walker, src.config).read(src.root)
+        state = [ds for _, ds in walker.state["optimizer"]]
+        return trainable_updates(weights, state, src.config, src.saved_with)
 
 
 def _legacy_optimizer(src: _Source) -> Any:
