@@ -514,7 +514,9 @@ class RunSpec(Spec):
             multiple of the one at the output layer's input is flagged ``exploding-gradient``.
         gradients: ``report``: also differentiate the loss (as ``gradients`` does, with
             ``loss``, ``from_logits``, ``training`` and the two gradient thresholds) in
-            the same worker, and draw the gradient norm along the depth.
+            the same worker, and draw the gradient norm along the depth; ``inspect``
+            (``check``'s gradient rules): also return the ``gradients`` result, from the
+            same inputs in the same worker (one model load, one TensorFlow start).
     """
 
     samples: int | None = field(default=None, metadata=at_least(1))
