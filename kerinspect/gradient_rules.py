@@ -30,7 +30,7 @@ def loss_note(report: GradientReport) -> str:
     """What was differentiated, in one line (as the ``gradients`` header says it)."""
     loss = report.loss
     logits = ", from logits" if loss.from_logits else ""
-    source = "the saved compile_config" if loss.source == "compile_config" else "--loss"
+    source = "the saved compile_config" if loss.source == "compile_config" else "--loss or loss ="
     labels = (
         "the model's own top prediction as the label" if loss.labels == "predicted" else "the data's labels"
     )
