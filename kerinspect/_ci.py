@@ -73,7 +73,8 @@ def headline(result: CheckResult, rule: RuleResult) -> str:
     verb = _GRADIENT_VERBS.get(rule.rule)
     if verb is not None:  # failures from the output backwards: the first is where it starts
         f = rule.failures[0]
-        return f"Gradients {verb} from layer '{f.layer}' output '{f.tensor}' backwards: {f.message} ({n:,} {unit} fail)"
+        fail = "fails" if n == 1 else "fail"
+        return f"Gradients {verb} from layer '{f.layer}' output '{f.tensor}' backwards: {f.message} ({n:,} {unit} {fail})"
     first = failure_text(rule.failures[0])
     if rule.rule == "drift":
         first = "first drifted " + first
