@@ -16,13 +16,14 @@ import os
 import re
 from collections.abc import Callable, Iterable, Sequence
 from functools import partial
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from .check_results import CheckResult, Failure, FirstFault, RuleCounts, RuleResult
 from .config import ATTENTION_RULES, OPTIONAL_RULES, CheckConfig
-from .gradient_rules import gradient_rules
-from .gradients import GradientReport
 from .report import InputRecord, LayerRecord, ModelReport, TensorRecord, TensorStats, Thresholds, WeightRecord
+
+if TYPE_CHECKING:  # the worker imports this module for the flags: the gate's rules load lazily
+    from .gradients import GradientReport
 
 #: Rule names, in the order flags are shown; the last ones are :data:`OPTIONAL_RULES`
 #: (``summary`` shows them as flags, ``check`` runs them only when asked).
@@ -813,7 +814,10 @@ def run_checks(
     rules = [t.result() for t in tallies.values()] + [wn.result(), wi.result(), coverage.result()]
     if "separability" in config.rules:
         rules.append(separability_rule(report, config.min_separability))
-    rules += gradient_rules(gradients, report, config, ignored)
+    if config.gradient_rules:
+        from .gradient_rules import gradient_rules
+
+        rules += gradient_rules(gradients, report, config, ignored)
     warnings: list[str] = []
     if baseline is not None:
         extra, notes = _baseline_rules(report, baseline, config, ignored)

@@ -23,8 +23,6 @@ from .config import GRADIENT_RULES, CheckConfig
 from .gradients import GradientLayer, GradientOutput, GradientReport
 from .report import ModelReport
 
-_FLAG = {"vanishing-gradient": "vanishing-gradient", "exploding-gradient": "exploding-gradient"}
-
 
 def loss_note(report: GradientReport) -> str:
     """What was differentiated, in one line (as the ``gradients`` header says it)."""
@@ -89,7 +87,7 @@ def gradient_rules(
                 RuleCounts(),
                 _limit(rule, config),
                 note="no gradient report: the run did not differentiate the loss",
-            )  # fmt: skip
+            )
             for rule in rules
         ]
     own = {(r.path, o.name) for r in report.layers for o in r.outputs if o.model_output}
@@ -114,7 +112,7 @@ def gradient_rules(
                     n_ignored += 1
                 elif not judged:
                     not_checked += 1
-                elif _FLAG[rule] in out.flags:
+                elif rule in out.flags:  # the rule is named after the flag
                     failed += 1
                     failures.append(_failure(rule, layer, out, reference, limit))
                 else:
@@ -131,7 +129,7 @@ def gradient_rules(
                 limit,
                 tuple(failures),
                 note=loss_note(gradients),
-            )  # fmt: skip
+            )
         )
     return results
 
