@@ -32,7 +32,11 @@ _RULE_TITLES = {
     "coverage": "nothing checked",
     "structure": "structure changed from the baseline",
     "drift": "statistics drifted from the baseline",
+    "vanishing-gradient": "vanishing gradients",
+    "exploding-gradient": "exploding gradients",
 }
+#: The gradient rules' headline verb.
+_GRADIENT_VERBS = {"vanishing-gradient": "vanish", "exploding-gradient": "explode"}
 
 
 def rule_title(rule: str) -> str:
@@ -66,6 +70,11 @@ def headline(result: CheckResult, rule: RuleResult) -> str:
         return f"{text} ({n:,} {unit} fail)"
     if not rule.failures:
         return rule_title(rule.rule)
+    verb = _GRADIENT_VERBS.get(rule.rule)
+    if verb is not None:  # failures from the output backwards: the first is where it starts
+        f = rule.failures[0]
+        fail = "fails" if n == 1 else "fail"
+        return f"Gradients {verb} from layer '{f.layer}' output '{f.tensor}' backwards: {f.message} ({n:,} {unit} {fail})"
     first = failure_text(rule.failures[0])
     if rule.rule == "drift":
         first = "first drifted " + first

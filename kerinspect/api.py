@@ -123,14 +123,46 @@ def model_gradients(
             regression loss without labels, is a usage error (exit 2).
     """
     from .gradients import GradientReport
-    from .losses import check_loss
+    from .losses import check_loss_options
 
     run = _run_spec(spec, options)
-    if run.loss is not None:  # refused here, before any worker starts
-        check_loss(run.loss)
+    check_loss_options(run.loss, run.from_logits)  # refused here, before any worker starts
     with _place((model,), inputs, run, load, labels) as place:
         result = place.run("gradients", progress)
     return _parsed(GradientReport.from_dict, result, "gradients")
+
+
+def inspect_with_gradients(
+    model: Any,
+    inputs: Any = None,
+    *,
+    labels: Any = None,
+    spec: RunSpec | None = None,
+    progress: ProgressFn | None = None,
+    load: LoadOptions | None = None,
+    **options: Any,
+) -> tuple[ModelReport, Any]:
+    """:func:`inspect_model` and :func:`model_gradients` in one job (one worker, one
+    load of the file, the same inputs): what ``kerinspect check`` runs when a gradient
+    rule is asked. The gradient pass runs first, so a loss that cannot be chosen stops
+    the job before the inspection.
+
+    Returns:
+        ``(report, gradients)``: a :class:`~kerinspect.report.ModelReport` and a
+        :class:`~kerinspect.gradients.GradientReport`.
+
+    Raises:
+        KerinspectError: as :func:`inspect_model` and :func:`model_gradients`.
+    """
+    from .gradients import GradientReport
+    from .losses import check_loss_options
+
+    run = _run_spec(spec, options).replace(gradients=True)
+    check_loss_options(run.loss, run.from_logits)  # refused here, before any worker starts
+    with _place((model,), inputs, run, load, labels) as place:
+        result = place.run("inspect", progress)
+    report = _labels_shown(_parsed(ModelReport.from_dict, result, "report"), place.labels_shown)
+    return report, _parsed(GradientReport.from_dict, result, "gradients")
 
 
 def inspect_for_report(
@@ -178,11 +210,10 @@ def _check_gradient_options(run: RunSpec) -> None:
     """``report``: the gradient options apply with ``gradients`` only (refused, not
     ignored); with it, an unknown loss is refused before any worker starts."""
     from .errors import Param
-    from .losses import check_loss
+    from .losses import check_loss_options
 
     if run.gradients:
-        if run.loss is not None:
-            check_loss(run.loss)
+        check_loss_options(run.loss, run.from_logits)
         return
     defaults = RunSpec()
     given = [

@@ -64,7 +64,9 @@ class RuleResult(Record):
 
     ``verdict`` is ``"failed"`` when anything failed, ``"passed"`` when something
     passed and nothing failed, ``"not_checked"`` when the rule applied to nothing.
-    ``failures`` are in graph order, so the first names where the problem starts.
+    ``failures`` are in the order the problem spreads, so the first names where it
+    starts: graph order, except for the gradient rules (``vanishing-gradient``,
+    ``exploding-gradient``), from the model's output backwards as gradients flow.
     """
 
     rule: str
@@ -74,7 +76,8 @@ class RuleResult(Record):
     counts: RuleCounts
     threshold: float | None = None
     failures: tuple[Failure, ...] = ()
-    #: why a rule was not checked, when that needs saying (``separability`` without labels)
+    #: why a rule was not checked, when that needs saying (``separability`` without labels),
+    #: or what it judged (the gradient rules: the loss differentiated and the labels)
     note: str | None = field(default=None, metadata=meta(omit_none=True))
 
     @property

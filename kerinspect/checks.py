@@ -16,11 +16,14 @@ import os
 import re
 from collections.abc import Callable, Iterable, Sequence
 from functools import partial
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from .check_results import CheckResult, Failure, FirstFault, RuleCounts, RuleResult
 from .config import ATTENTION_RULES, OPTIONAL_RULES, CheckConfig
 from .report import InputRecord, LayerRecord, ModelReport, TensorRecord, TensorStats, Thresholds, WeightRecord
+
+if TYPE_CHECKING:  # the worker imports this module for the flags: the gate's rules load lazily
+    from .gradients import GradientReport
 
 #: Rule names, in the order flags are shown; the last ones are :data:`OPTIONAL_RULES`
 #: (``summary`` shows them as flags, ``check`` runs them only when asked).
@@ -689,6 +692,7 @@ def run_checks(
     *,
     baseline: ModelReport | None = None,
     path: str | None = None,
+    gradients: GradientReport | None = None,
 ) -> CheckResult:
     """Apply the gate's rules to an inspected model.
 
@@ -704,6 +708,8 @@ def run_checks(
             with :meth:`ModelReport.from_dict`); adds the ``structure`` and ``drift``
             rules.
         path: how to name the model (default: its file path, else its name).
+        gradients: the same run's gradient report, which the gradient rules
+            (``config.rules``) judge (:mod:`kerinspect.gradient_rules`).
 
     Returns:
         A :class:`~kerinspect.report.CheckResult`: per rule, a verdict and counts
@@ -808,6 +814,10 @@ def run_checks(
     rules = [t.result() for t in tallies.values()] + [wn.result(), wi.result(), coverage.result()]
     if "separability" in config.rules:
         rules.append(separability_rule(report, config.min_separability))
+    if config.gradient_rules:
+        from .gradient_rules import gradient_rules
+
+        rules += gradient_rules(gradients, report, config, ignored)
     warnings: list[str] = []
     if baseline is not None:
         extra, notes = _baseline_rules(report, baseline, config, ignored)

@@ -41,9 +41,11 @@ from pathlib import Path
 from typing import Any
 
 from .errors import UsageError, escape_text
+from .losses import LOSSES, loss_names
 from .spec import (
     DEFAULT_BATCH_SIZE,
     DEFAULT_DIM,
+    DEFAULT_EXPLODING_GRADIENT,
     DEFAULT_MAX_ABS,
     DEFAULT_MAX_DEAD_FRACTION,
     DEFAULT_MAX_SATURATED_FRACTION,
@@ -53,6 +55,7 @@ from .spec import (
     DEFAULT_PREPROCESS,
     DEFAULT_SEED,
     DEFAULT_TOLERANCE,
+    DEFAULT_VANISHING_GRADIENT,
     PREPROCESS_MODES,
     RunSpec,
     Thresholds,
@@ -69,8 +72,12 @@ ATTENTION_RULES = ("uniform-attention", "collapsed-attention", "single-key-atten
 #: ``separability`` gates the last hidden layer's separability accuracy (a run with
 #: labels; :func:`kerinspect.checks.last_hidden`).
 MODEL_RULES = ("separability",)
+#: Optional rules judged on the loss's gradients (the flags of ``kerinspect gradients``):
+#: a check that names one also differentiates the loss, in the same worker
+#: (:mod:`kerinspect.gradient_rules`).
+GRADIENT_RULES = ("vanishing-gradient", "exploding-gradient")
 #: Every rule the ``rules`` setting may name.
-CHOOSABLE_RULES = (*OPTIONAL_RULES, *ATTENTION_RULES, *MODEL_RULES)
+CHOOSABLE_RULES = (*OPTIONAL_RULES, *ATTENTION_RULES, *MODEL_RULES, *GRADIENT_RULES)
 
 _TABLE = ("tool", "kerinspect", "check")
 #: Largest configuration file read (a pyproject.toml is a few KiB).
@@ -104,6 +111,9 @@ class CheckConfig:
             custom classes, as ``--custom-objects`` (it reaches
             :attr:`kerinspect.spec.LoadOptions.custom_objects`). It enables nothing the
             option alone would not: ``--trust-model`` has no key.
+        loss, from_logits, vanishing_gradient, exploding_gradient: the gradient rules
+            (:data:`GRADIENT_RULES`): the loss differentiated and the limits, as for
+            ``kerinspect gradients`` (``loss`` None: the saved built-in loss).
 
     The defaults are those of :mod:`kerinspect.spec`.
     """
@@ -128,6 +138,15 @@ class CheckConfig:
     label_column: str | None = None
     labels: str | None = None
     custom_objects: str | None = None
+    loss: str | None = None
+    from_logits: bool = False
+    vanishing_gradient: float = DEFAULT_VANISHING_GRADIENT
+    exploding_gradient: float = DEFAULT_EXPLODING_GRADIENT
+
+    @property
+    def gradient_rules(self) -> tuple[str, ...]:
+        """The gradient rules asked for (the run then differentiates the loss too)."""
+        return tuple(r for r in GRADIENT_RULES if r in self.rules)
 
     @property
     def thresholds(self) -> Thresholds:
@@ -152,6 +171,11 @@ class CheckConfig:
             preprocess=self.preprocess,
             label_column=self.label_column,
             labels=self.labels,
+            loss=self.loss,
+            from_logits=self.from_logits,
+            vanishing_gradient=self.vanishing_gradient,
+            exploding_gradient=self.exploding_gradient,
+            gradients=bool(self.gradient_rules),
             **options,
         )
 
@@ -219,6 +243,18 @@ def validate(raw: Mapping[str, Any], *, source: str, table: str, base_dir: str |
             ):
                 raise bad("a list of rule names from " + ", ".join(repr(r) for r in CHOOSABLE_RULES))
             out[key] = tuple(dict.fromkeys(items))
+        elif key in ("vanishing_gradient", "exploding_gradient"):
+            if not is_number or not value > 0 or not math.isfinite(value):
+                raise bad("a positive number")
+            out[key] = float(value)
+        elif key == "loss":
+            if not isinstance(value, str) or value not in LOSSES:
+                raise bad("a built-in Keras loss name (" + loss_names() + ")")
+            out[key] = value
+        elif key == "from_logits":
+            if not isinstance(value, bool):
+                raise bad("true or false")
+            out[key] = value
         elif key == "tolerance":
             if not is_number or not value >= 0 or not math.isfinite(value):
                 raise bad("a number >= 0")

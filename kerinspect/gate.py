@@ -218,14 +218,15 @@ def check_model(
         load = load.replace(custom_objects=config.custom_objects)
     try:
         baseline = load_baseline(config.baseline) if config.baseline else None
-        report = api.inspect_model(
-            path,
-            config.input,
-            spec=config.run_spec(**(run_options or {})),
-            progress=progress,
-            load=load,
-        )
-        return run_checks(report, config, baseline=baseline, path=path)
+        spec = config.run_spec(**(run_options or {}))
+        gradients = None
+        if spec.gradients:  # a gradient rule: the loss differentiated in the same worker
+            report, gradients = api.inspect_with_gradients(
+                path, config.input, spec=spec, progress=progress, load=load
+            )
+        else:
+            report = api.inspect_model(path, config.input, spec=spec, progress=progress, load=load)
+        return run_checks(report, config, baseline=baseline, path=path, gradients=gradients)
     except KerinspectError as e:
         return error_result(
             path, ModelError(int(e.exit_code), e.rule, _error_text(e, name_parameter)), config

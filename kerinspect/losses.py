@@ -83,3 +83,19 @@ def check_loss(name: str) -> str:
             hint=f"one of {loss_names()}",
         )
     return name
+
+
+def check_loss_options(name: str | None, from_logits: bool = False) -> None:
+    """Refuse an unknown ``loss`` (:func:`check_loss`), and ``from_logits`` with a loss
+    that is not a cross-entropy (:data:`LOGITS_LOSSES`): before any worker starts."""
+    if name is None:
+        return
+    check_loss(name)
+    if from_logits and LOSSES[name] not in LOGITS_LOSSES:
+        raise UsageError(
+            msg(
+                "{from_logits} applies to the cross-entropies only. Received: {loss}={name!r}",
+                name=escape_text(name, 80),
+            ),
+            parameter="from_logits",
+        )

@@ -519,7 +519,9 @@ class RunSpec(Spec):
             multiple of the one at the output layer's input is flagged ``exploding-gradient``.
         gradients: ``report``: also differentiate the loss (as ``gradients`` does, with
             ``loss``, ``from_logits``, ``training`` and the two gradient thresholds) in
-            the same worker, and draw the gradient norm along the depth.
+            the same worker, and draw the gradient norm along the depth; ``inspect``
+            (``check``'s gradient rules): also return the ``gradients`` result, from the
+            same inputs in the same worker (one model load, one TensorFlow start).
         min_update_ratio, max_update_ratio: ``weights``: a weight whose ``update_ratio``
             (``‖Δw‖/‖w‖`` of the optimizer's last step, :mod:`kerinspect.scan.optimizer_state`)
             is below / above these is flagged ``update-too-small`` / ``update-too-large``.

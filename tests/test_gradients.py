@@ -14,6 +14,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
+from tests import gradient_models
 from tests.conftest import SAMPLES, kerinspect_cli
 
 LAYERS = str(Path(__file__).with_name("gradient_layers.py"))
@@ -178,15 +179,6 @@ def test_the_loss_and_labels_are_said(custom):
 # -- flags --------------------------------------------------------------------------
 
 
-def _mlp(keras, activation, depth, name, head=(CLASSES, "softmax")):
-    keras.utils.set_random_seed(3)
-    x = keras.Input((8,), name="x")
-    h = x
-    for i in range(depth):
-        h = keras.layers.Dense(32, activation=activation, name=f"d{i}")(h)
-    return keras.Model(x, keras.layers.Dense(head[0], activation=head[1], name="out")(h), name=name)
-
-
 def _run_json(path, x_path, *extra):
     r = kerinspect_cli("gradients", path, "-i", x_path, "--format", "json", *extra)
     assert r.returncode == 0, r.stderr
@@ -202,12 +194,8 @@ def flagged(keras, tmp_path_factory):
     rng = np.random.default_rng(1)
     np.save(x_path, rng.normal(size=(32, 8)).astype("float32"))
     np.save(y_path, rng.integers(0, 2, 32))
-    sigmoid = _mlp(keras, "sigmoid", 12, "sigmoid")
-    # a regression head: a softmax would saturate on the scaled activations and hide the rest
-    exploding = _mlp(keras, "relu", 6, "exploding", head=(1, None))
-    kernel = exploding.get_layer("d3").kernel
-    kernel.assign(kernel.numpy() * 1e4)
-    healthy = _mlp(keras, "relu", 3, "healthy")
+    sigmoid, exploding, healthy = (gradient_models.sigmoid(keras), gradient_models.exploding(keras),
+                                   gradient_models.healthy(keras))  # fmt: skip
     classify = ("--loss", "sparse_categorical_crossentropy")
     runs = {}
     for model, extra in (

@@ -13,6 +13,7 @@ from kerinspect.cli.group import cli, debug_option, debug_requested
 from kerinspect.cli.options import (
     SpecOption,
     engine_option,
+    gradient_options,
     input_options,
     is_given,
     load_options,
@@ -43,6 +44,10 @@ _CHECK_SETTINGS = {
     "ignore": "ignore",
     "baseline": "baseline",
     "tolerance": "tolerance",
+    "loss": "loss",
+    "from_logits": "from_logits",
+    "vanishing_gradient": "vanishing_gradient",
+    "exploding_gradient": "exploding_gradient",
 }
 
 
@@ -58,8 +63,11 @@ _CHECK_SETTINGS = {
     type=click.Choice(CHOOSABLE_RULES),
     help="Also run this optional rule (repeatable): vanishing, saturated, constant, "
     "uniform-attention, collapsed-attention, single-key-attention, separability "
-    "(the last hidden layer's separability accuracy, with labels). Replaces the configuration's 'rules'.",
+    "(the last hidden layer's separability accuracy, with labels), vanishing-gradient, "
+    "exploding-gradient (the loss's gradients, as 'kerinspect gradients' flags them). "
+    "Replaces the configuration's 'rules'.",
 )
+@gradient_options
 @click.option(
     "--min-separability",
     cls=SpecOption,
@@ -134,6 +142,7 @@ def check(
       kerinspect check model.keras
       kerinspect check 'models/*.keras' --ignore 'augment*' --junit report.xml
       kerinspect check model.keras --baseline release/model.json --tolerance 0.05
+      kerinspect check model.keras -i x.npy --labels y.npy --rule vanishing-gradient
     """
     from kerinspect.config import discover
     from kerinspect.errors import UsageError
@@ -147,6 +156,10 @@ def check(
     run_options = {k: v for k, v in options.items() if k not in _CHECK_SETTINGS and is_given(v)}
     if load.custom_objects is not None:  # a load option that is also a configuration key
         overrides["custom_objects"] = load.custom_objects
+    if "loss" in overrides or "from_logits" in overrides:  # a bad --loss: one line, before any model
+        from kerinspect.losses import check_loss_options
+
+        check_loss_options(overrides.get("loss"), bool(overrides.get("from_logits")))
     if overrides.get("baseline") and len(models) > 1:
         raise UsageError(
             "--baseline compares one model; for several, set 'baseline' per model in "

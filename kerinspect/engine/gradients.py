@@ -38,7 +38,7 @@ from kerinspect.engine.inputs import Feed
 from kerinspect.engine.tensors import tensor_dtype
 from kerinspect.engine.tfenv import import_keras
 from kerinspect.errors import DataError, UsageError, escape_text, msg
-from kerinspect.losses import CLASS_LOSSES, LOGITS_LOSSES, LOSSES, check_loss, loss_names
+from kerinspect.losses import CLASS_LOSSES, LOGITS_LOSSES, LOSSES, check_loss_options, loss_names
 from kerinspect.spec import ProgressFn, RunSpec
 
 keras = import_keras()
@@ -71,16 +71,8 @@ def choose_loss(option: str | None, saved: Any, from_logits: bool = False) -> Lo
     ``option``). Raises :class:`UsageError` naming the option otherwise."""
     names = loss_names()
     if option is not None:
-        name = LOSSES[check_loss(option)]
-        if from_logits and name not in LOGITS_LOSSES:
-            raise UsageError(
-                msg(
-                    "{from_logits} applies to the cross-entropies only. Received: {loss}={name!r}",
-                    name=option,
-                ),
-                parameter="from_logits",
-            )
-        return Loss(name, from_logits)
+        check_loss_options(option, from_logits)
+        return Loss(LOSSES[option], from_logits)
     if isinstance(saved, str) and saved in LOSSES:
         return Loss(LOSSES[saved], from_logits and LOSSES[saved] in LOGITS_LOSSES, "compile_config")
     if (

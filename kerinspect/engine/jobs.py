@@ -176,8 +176,34 @@ def _labels_source(run: RunSpec) -> str:
 
 
 def inspect_job(task: Task, channel: Any) -> dict[str, Any]:
-    """``summary``, ``check``, ``attention``: the whole report."""
-    return {"report": inspect(task, channel).to_dict()}
+    """``summary``, ``check``, ``attention``: the whole report. With ``run.gradients``
+    (``check``'s gradient rules) also the ``gradients`` result, from the same feed in
+    this same worker: the gradient pass first, so that a loss that cannot be chosen, or
+    labels a regression loss lacks, stop the job before the inspection runs."""
+    if not task.run.gradients:
+        return {"report": inspect(task, channel).to_dict()}
+    feed = task.feed()
+    halves = _Halves(channel, feed.samples)
+    gradients = gradient_report(task, feed, halves)
+    halves.second = True
+    # inference mode: ``training`` is the gradient pass's alone (its moving statistics put back)
+    task = replace(task, run=task.run.replace(training=False))
+    return {"report": inspect(task, halves, feed=feed).to_dict(), "gradients": gradients}
+
+
+class _Halves:
+    """A channel whose progress covers two passes over the same samples: the first
+    counts ``0..n`` of ``2n``, the second ``n..2n``."""
+
+    def __init__(self, channel: Any, samples: int):
+        self._channel, self._samples, self.second = channel, samples, False
+
+    def phase(self, name: str) -> None:
+        self._channel.phase(name)
+
+    def progress(self, done: int, total: int) -> None:
+        offset = self._samples if self.second else 0
+        self._channel.progress(offset + done, 2 * total)
 
 
 def report_job(task: Task, channel: Any) -> dict[str, Any]:
