@@ -46,6 +46,7 @@ from kerinspect.engine.events import CallSite, Visitor
 from kerinspect.engine.statistics import bounded_activation
 from kerinspect.engine.tensors import tensor_dtype
 from kerinspect.engine.tfenv import import_keras
+from kerinspect.sketch import CELLS, SHIFT, Sketch
 from kerinspect.spec import (
     AUTO_COMPILE_MAX_FETCH_BYTES,
     AUTO_COMPILE_MAX_TENSOR_BYTES,
@@ -87,7 +88,9 @@ def _reduced_dtype(dtype: tf.DType) -> tf.DType | None:
     return None
 
 
-def tensor_partials(x: Any, bounds: str | None, vectors: bool = False) -> dict[str, Any]:
+def tensor_partials(
+    x: Any, bounds: str | None, vectors: bool = False, sketch: bool = False
+) -> dict[str, Any]:
     """Graph operations for one batch's partial statistics of ``x`` (see the module's
     docstring), as few as the statistics allow: each operation costs the runtime a
     dispatch per batch, and the trace some Python (about 40 a tensor before, under 20 now).
@@ -103,6 +106,8 @@ def tensor_partials(x: Any, bounds: str | None, vectors: bool = False) -> dict[s
     one value per unit or fewer come back, but for ``vectors`` (a labelled run, float
     tensors): each sample's mean over the middle axes in float64, ``(samples, units)``,
     as :func:`kerinspect.engine.separability.sample_vectors` computes it eagerly.
+    ``sketch`` (a call's output, float): the buckets of :mod:`kerinspect.sketch` that hold
+    values and their counts (``cells``, ``cell_counts``), from :func:`sketch_cells`.
     Nothing is judged here: :func:`finite_partials` checks that the sums are finite."""
     shape = tf.shape(x, out_type=tf.int64)
     wide = _reduced_dtype(x.dtype)
@@ -138,6 +143,8 @@ def tensor_partials(x: Any, bounds: str | None, vectors: bool = False) -> dict[s
     out["moments"] = tf.stack([mean, m2, tf.reduce_min(v), tf.reduce_max(v)])
     if bounds in BOUNDED and not (bounds == "softmax" and rank < 2):
         out["saturated"] = _saturated(v, bounds)
+    if sketch and x.dtype.is_floating:
+        out["cells"], out["cell_counts"] = sketch_cells(x)
     if vectors and x.dtype.is_floating and rank >= 1:
         wide64 = tf.cast(x, tf.float64)
         if rank == 1:
@@ -145,6 +152,20 @@ def tensor_partials(x: Any, bounds: str | None, vectors: bool = False) -> dict[s
         else:
             out["vectors"] = tf.reduce_mean(wide64, axis=list(range(1, rank - 1))) if rank > 2 else wide64
     return out
+
+
+def sketch_cells(x: Any) -> tuple[Any, Any]:
+    """The non-empty buckets of :mod:`kerinspect.sketch` of the float tensor ``x`` and
+    their counts, as :func:`kerinspect.sketch.count_cells` gives them: the float32 bits
+    (float16/bfloat16 widen exactly, float64 rounds as numpy rounds it), shifted right by
+    :data:`~kerinspect.sketch.SHIFT`; an arithmetic shift, so the sign's bits are masked
+    back to one. Integer operations: exactly numpy's counts. The counts are int32 (a
+    batch's tensor holds fewer than 2**31 values)."""
+    f = x if x.dtype == tf.float32 else tf.cast(x, tf.float32)
+    index = tf.bitwise.bitwise_and(tf.bitwise.right_shift(tf.bitcast(f, tf.int32), SHIFT), CELLS - 1)
+    counts = tf.math.bincount(tf.reshape(index, [-1]), minlength=CELLS, maxlength=CELLS)
+    used = tf.where(counts > 0)
+    return tf.cast(used[:, 0], tf.int32), tf.gather_nd(counts, used)
 
 
 def _saturated(v: Any, bounds: str) -> Any:
@@ -187,6 +208,7 @@ def summary_of(part: dict[str, np.ndarray], rows: int, bounds: str | None) -> Ru
         total = float(part["total"])
     delta = total / n - mean if n else 0.0
     nonzero = np.asarray(part["nonzero"], dtype=np.int64)
+    sketch = Sketch.of_sparse(part["cells"], part["cell_counts"]) if "cells" in part else None
     return from_partials(
         shape,
         finite=n,
@@ -201,6 +223,7 @@ def summary_of(part: dict[str, np.ndarray], rows: int, bounds: str | None) -> Ru
         spread=len(shape) >= 1 and shape[0] == rows,
         bounds=bounds,
         saturated=int(part.get("saturated", 0)),
+        sketch=sketch,
     )
 
 
@@ -280,7 +303,7 @@ class _Recorder(Visitor):
                 continue
             self._keep.append(t)
             self._produced[id(t)] = (site.index, k)
-            partials = tensor_partials(t, self._bounds.get(site.index), self.vectors)
+            partials = tensor_partials(t, self._bounds.get(site.index), self.vectors, sketch=True)
             slots.append((self._slot(partials, t), tensor_dtype(t)))
         self.events.append(("produced", site, slots))
 

@@ -131,14 +131,17 @@ class StatsCollector(Visitor):
         acc.add(matrix, self._labels, self._budget)
 
     def summarize(
-        self, arr: np.ndarray, *, spread: bool = False, bounds: str | None = None
+        self, arr: np.ndarray, *, spread: bool = False, bounds: str | None = None, sketch: bool = False
     ) -> RunningStats | None:
-        """:func:`~kerinspect.stats.summarize`, in parallel parts for a large tensor."""
+        """:func:`~kerinspect.stats.summarize`, in parallel parts for a large tensor
+        (``sketch``: a call's output, whose percentiles the report gives)."""
         if self._threads < 2 or arr.size < PARALLEL_MIN_SIZE or numeric_kind(arr.dtype) is None:
-            return summarize(arr, spread=spread, bounds=bounds)
+            return summarize(arr, spread=spread, bounds=bounds, sketch=sketch)
         if self._pool is None:
             self._pool = ThreadPoolExecutor(self._threads, thread_name_prefix="kerinspect-stats")
-        return summarize(arr, parts=self._threads, map_fn=self._pool.map, spread=spread, bounds=bounds)
+        return summarize(
+            arr, parts=self._threads, map_fn=self._pool.map, spread=spread, bounds=bounds, sketch=sketch
+        )
 
     def _batched(self, arr: np.ndarray) -> bool:
         """Axis 0 holds this batch's samples (the spread across samples is defined)."""
@@ -213,7 +216,7 @@ class StatsCollector(Visitor):
                 continue
             arr = to_numpy(t)
             self.largest = max(self.largest, arr.nbytes)
-            s = self.summarize(arr, spread=self._batched(arr), bounds=self.activations.get(i))
+            s = self.summarize(arr, spread=self._batched(arr), bounds=self.activations.get(i), sketch=True)
             try:
                 self._live[id(t)] = (weakref.ref(t), i, k)
             except TypeError:  # not weak-referenceable: its consumers summarise it themselves
