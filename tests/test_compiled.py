@@ -24,7 +24,7 @@ SAMPLES, BATCH = 10, 4
 LONG = 36
 #: statistics compared between engines
 FIELDS = ("mean", "std", "min", "max", "zero_fraction", "dead_fraction", "rms", "sample_spread",
-          "saturated_fraction", "nan_count", "inf_count", "count")
+          "saturated_fraction", "nan_count", "inf_count", "count", "p01", "p50", "p99")
 
 
 def compiled_label() -> str:
@@ -118,7 +118,8 @@ def assert_same_report(fast, slow):
                 u, v = getattr(x.stats, field), getattr(y.stats, field)
                 assert (u is None) == (v is None), (a.path, field, u, v)
                 if u is not None:
-                    tol = 2e-3 * (scale if field in ("mean", "std", "min", "max", "rms", "sample_spread") else 1)
+                    scaled = ("mean", "std", "min", "max", "rms", "sample_spread", "p01", "p50", "p99")
+                    tol = 2e-3 * (scale if field in scaled else 1)
                     assert abs(u - v) <= tol + 1e-9, (a.path, field, u, v)
         for x, y in ((a.input_rms, b.input_rms), (a.input_spread, b.input_spread)):
             assert (x is None) == (y is None) and (x is None or math.isclose(x, y, rel_tol=2e-3, abs_tol=1e-9))
