@@ -126,13 +126,6 @@ class Sketch:
         """The sketch of ``values`` (finite)."""
         return cls.of_counts(count_cells(values))
 
-    @classmethod
-    def of_sparse(cls, index: np.ndarray, counts: np.ndarray) -> Sketch:
-        """From the non-empty buckets' indices and counts (the compiled engine's)."""
-        dense = np.zeros(CELLS, dtype=np.int64)
-        np.add.at(dense, np.asarray(index, dtype=np.int64), np.asarray(counts, dtype=np.int64))
-        return cls.of_counts(dense)
-
     @property
     def count(self) -> int:
         return self.zero + sum(int(c.sum()) for c in (self.pos, self.neg) if c is not None)

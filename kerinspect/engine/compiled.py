@@ -144,7 +144,7 @@ def tensor_partials(
     if bounds in BOUNDED and not (bounds == "softmax" and rank < 2):
         out["saturated"] = _saturated(v, bounds)
     if sketch and x.dtype.is_floating:
-        out["cells"], out["cell_counts"] = sketch_cells(x)
+        out["cells"] = sketch_cells(x)
     if vectors and x.dtype.is_floating and rank >= 1:
         wide64 = tf.cast(x, tf.float64)
         if rank == 1:
@@ -154,18 +154,19 @@ def tensor_partials(
     return out
 
 
-def sketch_cells(x: Any) -> tuple[Any, Any]:
-    """The non-empty buckets of :mod:`kerinspect.sketch` of the float tensor ``x`` and
-    their counts, as :func:`kerinspect.sketch.count_cells` gives them: the float32 bits
-    (float16/bfloat16 widen exactly, float64 rounds as numpy rounds it), shifted right by
-    :data:`~kerinspect.sketch.SHIFT`; an arithmetic shift, so the sign's bits are masked
-    back to one. Integer operations: exactly numpy's counts. The counts are int32 (a
-    batch's tensor holds fewer than 2**31 values)."""
+def sketch_cells(x: Any) -> Any:
+    """The counts per bucket of :mod:`kerinspect.sketch` of the float tensor ``x``, all
+    :data:`~kerinspect.sketch.CELLS` of them (int32), as
+    :func:`kerinspect.sketch.count_cells` gives them: the float32 bits (float16/bfloat16
+    widen exactly, float64 rounds as numpy rounds it) read as an unsigned integer and
+    shifted right by :data:`~kerinspect.sketch.SHIFT` (a logical shift: one element-wise
+    pass, the sign bit lands on the negative half), then one ``Bincount`` (not
+    ``tf.math.bincount``, whose size from the data costs another pass). Integer
+    operations: exactly numpy's counts. A batch's tensor holds fewer than 2**31 values."""
     f = x if x.dtype == tf.float32 else tf.cast(x, tf.float32)
-    index = tf.bitwise.bitwise_and(tf.bitwise.right_shift(tf.bitcast(f, tf.int32), SHIFT), CELLS - 1)
-    counts = tf.math.bincount(tf.reshape(index, [-1]), minlength=CELLS, maxlength=CELLS)
-    used = tf.where(counts > 0)
-    return tf.cast(used[:, 0], tf.int32), tf.gather_nd(counts, used)
+    shifted = tf.bitwise.right_shift(tf.bitcast(f, tf.uint32), tf.constant(SHIFT, tf.uint32))
+    index = tf.reshape(tf.bitcast(shifted, tf.int32), [-1])
+    return tf.raw_ops.Bincount(arr=index, size=CELLS, weights=tf.zeros([0], tf.int32))
 
 
 def _saturated(v: Any, bounds: str) -> Any:
@@ -208,7 +209,7 @@ def summary_of(part: dict[str, np.ndarray], rows: int, bounds: str | None) -> Ru
         total = float(part["total"])
     delta = total / n - mean if n else 0.0
     nonzero = np.asarray(part["nonzero"], dtype=np.int64)
-    sketch = Sketch.of_sparse(part["cells"], part["cell_counts"]) if "cells" in part else None
+    sketch = Sketch.of_counts(part["cells"]) if "cells" in part else None
     return from_partials(
         shape,
         finite=n,
