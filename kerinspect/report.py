@@ -103,7 +103,8 @@ class TensorStats(Record):
     ``p01``, ``p50`` and ``p99`` are the 1st, 50th and 99th percentiles of the finite
     values (numpy's default, linear definition), from a mergeable quantile sketch within
     relative 0.78% (:mod:`kerinspect.sketch`); None for a tensor that is not float, has
-    no finite value, or was not sketched (weights, dumps, older reports).
+    no finite value, or was not sketched: a run that did not ask for them (RunSpec
+    ``percentiles``, off by default), weights, older reports.
     """
 
     count: int

@@ -512,6 +512,10 @@ class RunSpec(Spec):
             fraction of the gradient norm at the output layer's input is flagged ``vanishing-gradient``.
         exploding_gradient: ``gradients``: an output whose gradient norm is above this
             multiple of the one at the output layer's input is flagged ``exploding-gradient``.
+        percentiles: every float output's ``p01``, ``p50`` and ``p99`` (a quantile sketch,
+            :mod:`kerinspect.sketch`), in both engines and in ``dump``'s manifest; off
+            (None in the report) by default: they cost the compiled engine 1.2-1.4x its
+            run time on a CPU, the eager one about 1.1x (``docs/PERFORMANCE.md``).
     """
 
     samples: int | None = field(default=None, metadata=at_least(1))
@@ -541,6 +545,7 @@ class RunSpec(Spec):
     training: bool = False
     vanishing_gradient: float = field(default=DEFAULT_VANISHING_GRADIENT, metadata=greater_than(0))
     exploding_gradient: float = field(default=DEFAULT_EXPLODING_GRADIENT, metadata=greater_than(0))
+    percentiles: bool = False
 
     def __post_init__(self) -> None:
         super().__post_init__()

@@ -135,9 +135,12 @@ def assert_same_report(fast, slow):
 def test_the_compiled_report_is_the_eager_one(factories, name):
     model = factories.ALL[name]()
     batch = _inputs(model)
-    fast = _compiled(model, batch)
-    slow = kerinspect.inspect_model(model, batch if len(batch) > 1 else batch[0], engine="eager", batch_size=BATCH)
+    fast = _compiled(model, batch, percentiles=True)
+    slow = kerinspect.inspect_model(
+        model, batch if len(batch) > 1 else batch[0], engine="eager", batch_size=BATCH, percentiles=True
+    )
     assert slow.engine == "eager"
+    assert any(t.stats.p50 is not None for layer in fast.layers for t in layer.outputs), name
     assert_same_report(fast, slow)
 
 
@@ -145,10 +148,11 @@ def test_the_compiled_report_is_the_eager_one(factories, name):
 def test_auto_eager_then_compiled_is_the_eager_report(factories, name):
     """``auto`` on a CPU: the first batch eagerly, the other eight compiled, one report."""
     model = factories.ALL[name]()
-    mixed = kerinspect.inspect_model(model, samples=LONG, batch_size=BATCH)
+    mixed = kerinspect.inspect_model(model, samples=LONG, batch_size=BATCH, percentiles=True)
     if compiled_label() == "compiled (CPU)":
         assert mixed.engine == "eager, then compiled (CPU)", mixed.model.notes
-    assert_same_report(mixed, kerinspect.inspect_model(model, samples=LONG, batch_size=BATCH, engine="eager"))
+    slow = kerinspect.inspect_model(model, samples=LONG, batch_size=BATCH, engine="eager", percentiles=True)
+    assert_same_report(mixed, slow)
 
 
 def test_float16_outputs_match_the_eager_engine(keras):
@@ -160,9 +164,11 @@ def test_float16_outputs_match_the_eager_engine(keras):
         model = keras.Model(x, keras.layers.Dense(3, activation="sigmoid", name="d2")(h))
     finally:
         keras.mixed_precision.set_global_policy("float32")
-    fast = kerinspect.inspect_model(model, samples=SAMPLES, batch_size=BATCH, engine="compiled")
+    run = {"samples": SAMPLES, "batch_size": BATCH, "percentiles": True}
+    fast = kerinspect.inspect_model(model, engine="compiled", **run)
     assert fast.engine == compiled_label() and fast["d1"].outputs[0].dtype == "float16"
-    assert_same_report(fast, kerinspect.inspect_model(model, samples=SAMPLES, batch_size=BATCH, engine="eager"))
+    assert fast["d1"].outputs[0].stats.p50 is not None
+    assert_same_report(fast, kerinspect.inspect_model(model, engine="eager", **run))
 
 
 def test_inner_calls_and_attention_match_a_replay_by_hand(keras):

@@ -217,7 +217,7 @@ def runs(keras, tmp_path_factory):
         result = CliRunner().invoke(
             cli,
             ["summary", str(path), "--input", str(d / "x.npz"), "--batch-size", str(BATCH),
-             "--engine", engine, "--format", "json"],
+             "--engine", engine, "--percentiles", "--format", "json"],
         )
         assert result.exit_code == 0, result.output
         out[engine] = json.loads(result.output)
@@ -256,3 +256,47 @@ def test_eager_and_compiled_percentiles_are_identical(runs):
     for key, t in eager.items():
         for field in ("p01", "p50", "p99"):
             assert t["stats"][field] == compiled[key]["stats"][field], (key, field)
+
+
+@pytest.mark.parametrize("engine", ["eager", "compiled"])
+def test_percentiles_are_off_unless_asked_and_change_nothing_else(runs, engine):
+    """Without ``percentiles`` (the default) p01/p50/p99 are None for every output, the
+    JSON keys stay, and every other statistic is the run's with them."""
+    import kerinspect
+
+    model, x, reports = runs
+    plain = kerinspect.inspect_model(model, x, batch_size=BATCH, engine=engine).to_dict()
+    assert plain["engine"].startswith(engine), plain["engine"]
+    asked = _outputs(reports[engine])
+    for key, t in _outputs(plain).items():
+        assert t["stats"]["p01"] is None and t["stats"]["p50"] is None and t["stats"]["p99"] is None, key
+        assert t["stats"].keys() == asked[key]["stats"].keys(), key
+        for field, v in t["stats"].items():
+            w = asked[key]["stats"][field]
+            if field not in ("p01", "p50", "p99"):
+                assert (v is None) == (w is None) and (v is None or v == pytest.approx(w, rel=1e-12)), (key, field)
+
+
+def test_dump_manifest_stats_carry_percentiles_when_asked(runs, tmp_path):
+    """``dump --percentiles``: the manifest's stats of every float tensor hold p01/p50/p99
+    within the bound of numpy's on the plain-Keras activations (the same model and inputs)."""
+    from tests.reference import reference_calls
+
+    model, x, _ = runs
+    d = tmp_path / "in"
+    d.mkdir()
+    model.save(d / "m.keras")
+    np.savez(d / "x.npz", img=x)
+    result = CliRunner().invoke(
+        cli,
+        ["dump", str(d / "m.keras"), "--out", str(tmp_path / "acts"), "--input", str(d / "x.npz"),
+         "--batch-size", str(BATCH), "--layers", "dense", "--layers", "ln", "--percentiles"],
+    )
+    assert result.exit_code == 0, result.output
+    manifest = json.loads((tmp_path / "acts" / "manifest.json").read_text())
+    ref = reference_calls(model, [x])
+    entries = {e["path"]: e for e in manifest["tensors"]}
+    assert set(entries) == {"dense", "ln"}
+    for path, e in entries.items():
+        s = e["stats"]
+        _assert_percentiles((s["p01"], s["p50"], s["p99"]), np.asarray(ref[path][0]))

@@ -106,8 +106,8 @@ def tensor_partials(
     one value per unit or fewer come back, but for ``vectors`` (a labelled run, float
     tensors): each sample's mean over the middle axes in float64, ``(samples, units)``,
     as :func:`kerinspect.engine.separability.sample_vectors` computes it eagerly.
-    ``sketch`` (a call's output, float): the buckets of :mod:`kerinspect.sketch` that hold
-    values and their counts (``cells``, ``cell_counts``), from :func:`sketch_cells`.
+    ``sketch`` (a call's output, float, when the run asks for percentiles): the counts
+    per bucket of :mod:`kerinspect.sketch` (``cells``), from :func:`sketch_cells`.
     Nothing is judged here: :func:`finite_partials` checks that the sums are finite."""
     shape = tf.shape(x, out_type=tf.int64)
     wide = _reduced_dtype(x.dtype)
@@ -236,10 +236,17 @@ class _Recorder(Visitor):
     ``fetch_keys()``): instead of statistics, the whole tensors of these ``(site index,
     output)`` are returned (``dump``, :func:`kerinspect.activations`); nothing else is."""
 
-    def __init__(self, rows: int, fetch: set[tuple[int, int]] | None = None, vectors: bool = False) -> None:
+    def __init__(
+        self,
+        rows: int,
+        fetch: set[tuple[int, int]] | None = None,
+        vectors: bool = False,
+        sketch: bool = False,
+    ) -> None:
         self.rows = rows  # of the batch traced: the size of a dynamic axis 0, for gate
         self.fetch = fetch
         self.vectors = vectors  # a labelled run: each float output's per-sample vectors too
+        self.sketch = sketch  # RunSpec percentiles: each float output's quantile sketch too
         self.events: list[tuple[Any, ...]] = []
         self._graph = tf.compat.v1.get_default_graph()  # the trace's (made in it)
         self.outputs: list[Any] = []  # what the traced function returns, by slot
@@ -304,7 +311,7 @@ class _Recorder(Visitor):
                 continue
             self._keep.append(t)
             self._produced[id(t)] = (site.index, k)
-            partials = tensor_partials(t, self._bounds.get(site.index), self.vectors, sketch=True)
+            partials = tensor_partials(t, self._bounds.get(site.index), self.vectors, self.sketch)
             slots.append((self._slot(partials, t), tensor_dtype(t)))
         self.events.append(("produced", site, slots))
 
@@ -359,7 +366,9 @@ class CompiledReplay:
 
         def forward(*inputs: Any) -> list[Any]:
             nonlocal recorder
-            recorder = _Recorder(len(batch[0]) if batch else 1, self.fetch, self.vectors)
+            recorder = _Recorder(
+                len(batch[0]) if batch else 1, self.fetch, self.vectors, self.run.percentiles
+            )
             replay = Replayer(self.model, recorder, self.run, traced=True)
             replay(list(inputs))
             if replay.unreported:  # rows an eager run has: the compiled engine would lose them

@@ -113,6 +113,8 @@ class StatsCollector(Visitor):
         self.classes: list[Any] = []  # the label values in class order, set after the run
         self._labels: list[Any] | None = None
         self._budget = Budget(SEPARABILITY_MAX_BYTES)
+        #: each float output's quantile sketch too (RunSpec ``percentiles``), set by the job
+        self.percentiles = False
 
     def batch_labels(self, labels: Any) -> None:
         self._labels = None if labels is None else [label_value(v) for v in labels]
@@ -216,7 +218,9 @@ class StatsCollector(Visitor):
                 continue
             arr = to_numpy(t)
             self.largest = max(self.largest, arr.nbytes)
-            s = self.summarize(arr, spread=self._batched(arr), bounds=self.activations.get(i), sketch=True)
+            s = self.summarize(
+                arr, spread=self._batched(arr), bounds=self.activations.get(i), sketch=self.percentiles
+            )
             try:
                 self._live[id(t)] = (weakref.ref(t), i, k)
             except TypeError:  # not weak-referenceable: its consumers summarise it themselves
