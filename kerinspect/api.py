@@ -82,7 +82,7 @@ def inspect_model(
             rows, default all), ``batch_size``, ``seed``, ``dim``, ``shapes``
             (``{"name": (16, 8)}`` or CLI strings ``"name=16,8"``), ``thresholds``;
             ``percentiles=True``: every float output's ``p01``, ``p50``, ``p99`` (None
-            without it: they cost the compiled engine about 1.2-1.4x its run time).
+            without it: they cost the compiled engine up to 1.4x its run time).
 
     Returns:
         A :class:`~kerinspect.report.ModelReport`, one record per layer call in graph order.

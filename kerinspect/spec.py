@@ -514,7 +514,7 @@ class RunSpec(Spec):
             multiple of the one at the output layer's input is flagged ``exploding-gradient``.
         percentiles: every float output's ``p01``, ``p50`` and ``p99`` (a quantile sketch,
             :mod:`kerinspect.sketch`), in both engines and in ``dump``'s manifest; off
-            (None in the report) by default: they cost the compiled engine 1.2-1.4x its
+            (None in the report) by default: they cost the compiled engine up to 1.4x its
             run time on a CPU, the eager one about 1.1x (``docs/PERFORMANCE.md``).
     """
 

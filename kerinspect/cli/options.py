@@ -403,7 +403,7 @@ percentiles_option = click.option(
     help="Also give every float output's 1st, 50th and 99th percentiles (p01, p50, p99 in "
     "the JSON stats, dump's in its manifest; within 0.78% of numpy's), from a mergeable "
     "quantile sketch. Off by default: "
-    "it costs the compiled engine 1.2-1.4x its run time on a CPU (eager: about 1.1x).",
+    "it costs the compiled engine up to 1.4x its run time on a CPU (eager: about 1.1x).",
 )
 
 
