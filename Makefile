@@ -14,7 +14,7 @@ TEST_DIST ?= --dist loadfile
 # make bench BENCH_ARGS="--quick" (2 runs, no 16x samples check) or "--runs 3"
 BENCH_ARGS ?=
 
-.PHONY: install demo test test-fast lint format bench bench-attention sample-models allowlist clean
+.PHONY: install demo test test-fast lint format bench bench-attention bench-percentiles sample-models allowlist clean
 
 install: $(STAMP)
 
@@ -47,6 +47,9 @@ bench: install  ## wall time and peak memory against a plain forward pass
 
 bench-attention: install  ## the softmax/attention hooks on a model without softmax: on vs off
 	$(BIN)/python benchmarks/attention_hooks.py
+
+bench-percentiles: install  ## what --percentiles costs the compiled engine: off vs on, cnn.keras
+	$(BIN)/python benchmarks/percentiles_cost.py sample_models/cnn.keras $(BENCH_ARGS)
 
 sample-models: install  ## rebuild sample_models/ (deterministic)
 	$(BIN)/python sample_models/make_samples.py

@@ -106,6 +106,12 @@ class TensorStats(Record):
     of values at the saturation bounds of the layer's bounded activation (softmax:
     the share of one-hot distributions, see :mod:`kerinspect.stats`); None for other
     layers. These three are None in reports written before they existed.
+
+    ``p01``, ``p50`` and ``p99`` are the 1st, 50th and 99th percentiles of the finite
+    values (numpy's default, linear definition), from a mergeable quantile sketch within
+    relative 0.78% (:mod:`kerinspect.sketch`); None for a tensor that is not float, has
+    no finite value, or was not sketched: a run that did not ask for them (RunSpec
+    ``percentiles``, off by default), weights, older reports.
     """
 
     count: int
@@ -121,6 +127,9 @@ class TensorStats(Record):
     rms: float | None = None
     sample_spread: float | None = None
     saturated_fraction: float | None = None
+    p01: float | None = None
+    p50: float | None = None
+    p99: float | None = None
     #: only when asked for (``kerinspect report``); in the JSON as :func:`kerinspect.bins.compact`
     histogram: tuple[int, ...] | None = field(
         default=None, metadata=meta(omit_none=True, codec=(bins.compact, bins.expand))

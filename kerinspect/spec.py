@@ -525,6 +525,10 @@ class RunSpec(Spec):
         min_update_ratio, max_update_ratio: ``weights``: a weight whose ``update_ratio``
             (``‖Δw‖/‖w‖`` of the optimizer's last step, :mod:`kerinspect.scan.optimizer_state`)
             is below / above these is flagged ``update-too-small`` / ``update-too-large``.
+        percentiles: every float output's ``p01``, ``p50`` and ``p99`` (a quantile sketch,
+            :mod:`kerinspect.sketch`), in both engines and in ``dump``'s manifest; off
+            (None in the report) by default: they cost the compiled engine up to 1.4x its
+            run time on a CPU, the eager one about 1.1x (``docs/PERFORMANCE.md``).
     """
 
     samples: int | None = field(default=None, metadata=at_least(1))
@@ -557,6 +561,7 @@ class RunSpec(Spec):
     gradients: bool = False
     min_update_ratio: float = field(default=DEFAULT_MIN_UPDATE_RATIO, metadata=greater_than(0))
     max_update_ratio: float = field(default=DEFAULT_MAX_UPDATE_RATIO, metadata=greater_than(0))
+    percentiles: bool = False
 
     def __post_init__(self) -> None:
         super().__post_init__()

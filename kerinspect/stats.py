@@ -24,6 +24,12 @@ Two more statistics are kept when asked for (:func:`summarize`'s ``spread`` and
 and ``histogram``: the **value histogram** over the fixed bins of :mod:`kerinspect.bins`
 (signed log-magnitude, an exact-zero bin), counted block by block in the same pass;
 integer counts, so merged batches and any ``parts`` give exactly the same bins.
+
+and ``sketch`` (float tensors): the **quantile sketch** of :mod:`kerinspect.sketch`
+(integer counts per log-linear bucket of the finite values, relative error under 1%),
+from which :meth:`RunningStats.finalize` gives the percentiles ``p01``, ``p50`` and
+``p99``; counted block by block in the same pass, merged exactly. (The histogram's
+half-octave bins are not a coarsening of its buckets: ``sqrt(2)`` is no bucket bound.)
 """
 
 from __future__ import annotations
@@ -36,6 +42,7 @@ import numpy as np
 
 from kerinspect import bins
 from kerinspect.report import TensorStats
+from kerinspect.sketch import REPORTED, SIDE, Sketch, cells
 
 #: Activations whose outputs are bounded, as :func:`summarize`'s ``bounds`` names them.
 BOUNDED = ("tanh", "sigmoid", "hard_sigmoid", "softmax")
@@ -91,10 +98,13 @@ class RunningStats:
     saturation_of: int = 0
     #: counts per bin of :mod:`kerinspect.bins` (None: not asked for)
     hist: np.ndarray | None = None
+    #: the quantile sketch of the finite values (None: not asked for, or not a float tensor)
+    sketch: Sketch | None = None
 
     def merge(self, other: RunningStats) -> RunningStats:
         """Fold ``other`` into ``self`` (Chan et al.'s parallel update) and return self."""
         self._merge_hist(other)
+        self._merge_sketch(other)
         self._merge_spread(other)
         self.saturated += other.saturated
         self.saturation_of += other.saturation_of
@@ -128,6 +138,22 @@ class RunningStats:
             self.hist += other.hist
         elif other.count:
             self.hist = None
+
+    def _merge_sketch(self, other: RunningStats) -> None:
+        """Add the sketches, under the histograms' rule (:meth:`_merge_hist`)."""
+        if self.count == 0 and self.sketch is None:
+            self.sketch = None if other.sketch is None else Sketch().merge(other.sketch)
+        elif self.sketch is not None and other.sketch is not None:
+            self.sketch.merge(other.sketch)
+        elif other.count:
+            self.sketch = None
+
+    def percentiles(self) -> tuple[float | None, ...]:
+        """p01, p50, p99 of the finite values (:data:`kerinspect.sketch.REPORTED`), from
+        the sketch; None where there is no sketch or no finite value."""
+        if self.sketch is None or not self.finite:
+            return tuple(None for _ in REPORTED)
+        return self.sketch.percentiles(tuple(q for _, q in REPORTED), self.min, self.max)
 
     def _merge_spread(self, other: RunningStats) -> None:
         """Per-unit Chan update of the samples' moments. A summary without them (or
@@ -175,6 +201,7 @@ class RunningStats:
         dead = None
         if self.active is not None and self.active.size:
             dead = 1.0 - float(np.count_nonzero(self.active)) / self.active.size
+        p01, p50, p99 = self.percentiles()
         return TensorStats(
             count=self.count,
             mean=self.mean if defined else None,
@@ -190,6 +217,9 @@ class RunningStats:
             sample_spread=self.sample_spread(),
             saturated_fraction=self.saturated / self.saturation_of if self.saturation_of else None,
             histogram=None if self.hist is None else tuple(int(c) for c in self.hist),
+            p01=p01,
+            p50=p50,
+            p99=p99,
         )
 
 
@@ -218,6 +248,7 @@ def summarize(
     spread: bool = False,
     bounds: str | None = None,
     histogram: bool = False,
+    sketch: bool = False,
 ) -> RunningStats | None:
     """Summarise one batch. Returns None for non-numeric arrays (strings, objects).
 
@@ -242,7 +273,9 @@ def summarize(
     back to the caller, which folds them in order), so it too is the same for every
     ``parts``. ``bounds`` (one of :data:`BOUNDED`) counts the values at the
     activation's saturation bounds. ``histogram=True`` counts the finite values into
-    the bins of :mod:`kerinspect.bins` (integer counts: the same for every ``parts``).
+    the bins of :mod:`kerinspect.bins` (integer counts: the same for every ``parts``);
+    ``sketch=True``, for a float tensor, its quantile sketch (:mod:`kerinspect.sketch`,
+    integer counts too).
     """
     a = np.asarray(array)
     kind = numeric_kind(a.dtype)
@@ -255,6 +288,8 @@ def summarize(
         s.active = np.zeros(units, dtype=bool)
     if histogram and kind != "bool":
         s.hist = np.zeros(bins.BINS, dtype=np.int64)
+    if sketch and kind == "float":
+        s.sketch = Sketch()
     if count == 0:
         return s
     grid = a.reshape(-1, units) if units > 0 else a.reshape(1, -1)
@@ -269,7 +304,7 @@ def summarize(
     # per sample (axis 0) and unit: the sum of the sample's values (rank >= 2 only)
     sums = np.zeros((a.shape[0], n_cols), dtype=np.float64) if spread and units > 0 else None
     positions = n_rows // a.shape[0] if sums is not None else 0
-    scan = _Scan(grid, rows, kind, units, sums, positions, bounds, s.hist is not None)
+    scan = _Scan(grid, rows, kind, units, sums, positions, bounds, s.hist is not None, s.sketch is not None)
     results = map_fn(scan, spans)
     spread_ok = spread and a.ndim >= 1
     if bounds is not None:
@@ -283,6 +318,8 @@ def summarize(
         s.zeros += part.zeros
         if s.hist is not None and part.hist is not None:
             s.hist += part.hist
+        if s.sketch is not None and part.cells is not None:
+            s.sketch.merge(Sketch.of_counts(part.cells))
         s.nan += part.nan
         s.inf += part.inf
         s.min = min(s.min, part.min)
@@ -332,6 +369,7 @@ class _Part:
     lead: list[tuple[int, np.ndarray]] = field(default_factory=list)  # its rows' sums: (unit, values)
     saturated: int = 0
     hist: np.ndarray | None = None
+    cells: np.ndarray | None = None  # counts per bucket of kerinspect.sketch (all of them)
 
 
 class _Scan:
@@ -347,10 +385,11 @@ class _Scan:
         positions: int,
         bounds: str | None,
         histogram: bool = False,
+        sketch: bool = False,
     ):
         self.grid, self.rows, self.kind, self.units = grid, rows, kind, units
         self.sums, self.positions, self.bounds = sums, positions, bounds
-        self.histogram = histogram
+        self.histogram, self.sketch = histogram, sketch
 
     def __call__(self, span: tuple[int, int]) -> _Part:
         return _scan(self, span)
@@ -366,12 +405,15 @@ def _scan(job: _Scan, span: tuple[int, int]) -> _Part:
     part = _Part(active=np.zeros(units, dtype=bool) if units > 0 else None)
     if job.histogram:
         part.hist = np.zeros(bins.BINS, dtype=np.int64)
+    if job.sketch:
+        part.cells = np.zeros(2 * SIDE, dtype=np.int64)
     if sums is not None and r_begin % positions:
         part.lead_sample = r_begin // positions
     row_max = np.empty(0) if bounds == "softmax" else None  # softmax: a row's max over its column blocks
     size = min(rows, r_end - r_begin) * cols
     scratch = np.empty(size, dtype=np.float64)
     nonzero = np.empty(size, dtype=bool)
+    buckets = np.empty(size, dtype=np.uint32) if job.sketch else None
     native = grid.dtype in (np.float32, np.float64)  # min/max straight from the input: exact, faster
     for r0 in range(r_begin, r_end, rows):
         for c0 in range(0, n_cols, cols):
@@ -411,6 +453,9 @@ def _scan(job: _Scan, span: tuple[int, int]) -> _Part:
                 lo, hi = x.min(), x.max()
             if part.hist is not None:
                 part.hist += _bin_counts(x)
+            if part.cells is not None:  # the float32 bits of the input as they are, if it is float32
+                found = np.bincount(cells(block if finite and block.dtype == np.float32 else x, buckets))
+                part.cells[: found.size] += found
             part.min = min(part.min, float(lo))
             part.max = max(part.max, float(hi))
             k = x.size
@@ -499,6 +544,7 @@ def from_partials(
     spread: bool = False,
     bounds: str | None = None,
     saturated: int = 0,
+    sketch: Sketch | None = None,
 ) -> RunningStats:
     """A :class:`RunningStats` of one batch from the partial sums a compiled forward
     pass computed on the device (:mod:`kerinspect.engine.compiled`), with the meaning
@@ -509,11 +555,13 @@ def from_partials(
     the per-unit activity (last axis, rank >= 2); ``unit_moments`` (rank >= 2): per
     unit, the mean and M2 over the samples (axis 0) of each sample's mean over the
     other axes; ``saturated`` the values (softmax: rows) at the bounds of ``bounds``.
-    ``spread``: axis 0 holds this batch's samples.
+    ``spread``: axis 0 holds this batch's samples. ``sketch``: the quantile sketch of the
+    values (float tensors), counted on the device.
     """
     count = int(np.prod(shape)) if shape else 1
     s = RunningStats(count=count, finite=int(finite), zeros=int(zeros), nan=int(nan))
     s.inf = count - s.finite - s.nan
+    s.sketch = sketch
     if s.finite:
         s.mean = float(total) / s.finite
         s.m2 = max(float(m2), 0.0)

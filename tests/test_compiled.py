@@ -24,7 +24,7 @@ SAMPLES, BATCH = 10, 4
 LONG = 36
 #: statistics compared between engines
 FIELDS = ("mean", "std", "min", "max", "zero_fraction", "dead_fraction", "rms", "sample_spread",
-          "saturated_fraction", "nan_count", "inf_count", "count")
+          "saturated_fraction", "nan_count", "inf_count", "count", "p01", "p50", "p99")
 
 
 def compiled_label() -> str:
@@ -118,7 +118,8 @@ def assert_same_report(fast, slow):
                 u, v = getattr(x.stats, field), getattr(y.stats, field)
                 assert (u is None) == (v is None), (a.path, field, u, v)
                 if u is not None:
-                    tol = 2e-3 * (scale if field in ("mean", "std", "min", "max", "rms", "sample_spread") else 1)
+                    scaled = ("mean", "std", "min", "max", "rms", "sample_spread", "p01", "p50", "p99")
+                    tol = 2e-3 * (scale if field in scaled else 1)
                     assert abs(u - v) <= tol + 1e-9, (a.path, field, u, v)
         for x, y in ((a.input_rms, b.input_rms), (a.input_spread, b.input_spread)):
             assert (x is None) == (y is None) and (x is None or math.isclose(x, y, rel_tol=2e-3, abs_tol=1e-9))
@@ -134,9 +135,12 @@ def assert_same_report(fast, slow):
 def test_the_compiled_report_is_the_eager_one(factories, name):
     model = factories.ALL[name]()
     batch = _inputs(model)
-    fast = _compiled(model, batch)
-    slow = kerinspect.inspect_model(model, batch if len(batch) > 1 else batch[0], engine="eager", batch_size=BATCH)
+    fast = _compiled(model, batch, percentiles=True)
+    slow = kerinspect.inspect_model(
+        model, batch if len(batch) > 1 else batch[0], engine="eager", batch_size=BATCH, percentiles=True
+    )
     assert slow.engine == "eager"
+    assert any(t.stats.p50 is not None for layer in fast.layers for t in layer.outputs), name
     assert_same_report(fast, slow)
 
 
@@ -144,10 +148,11 @@ def test_the_compiled_report_is_the_eager_one(factories, name):
 def test_auto_eager_then_compiled_is_the_eager_report(factories, name):
     """``auto`` on a CPU: the first batch eagerly, the other eight compiled, one report."""
     model = factories.ALL[name]()
-    mixed = kerinspect.inspect_model(model, samples=LONG, batch_size=BATCH)
+    mixed = kerinspect.inspect_model(model, samples=LONG, batch_size=BATCH, percentiles=True)
     if compiled_label() == "compiled (CPU)":
         assert mixed.engine == "eager, then compiled (CPU)", mixed.model.notes
-    assert_same_report(mixed, kerinspect.inspect_model(model, samples=LONG, batch_size=BATCH, engine="eager"))
+    slow = kerinspect.inspect_model(model, samples=LONG, batch_size=BATCH, engine="eager", percentiles=True)
+    assert_same_report(mixed, slow)
 
 
 def test_float16_outputs_match_the_eager_engine(keras):
@@ -159,9 +164,11 @@ def test_float16_outputs_match_the_eager_engine(keras):
         model = keras.Model(x, keras.layers.Dense(3, activation="sigmoid", name="d2")(h))
     finally:
         keras.mixed_precision.set_global_policy("float32")
-    fast = kerinspect.inspect_model(model, samples=SAMPLES, batch_size=BATCH, engine="compiled")
+    run = {"samples": SAMPLES, "batch_size": BATCH, "percentiles": True}
+    fast = kerinspect.inspect_model(model, engine="compiled", **run)
     assert fast.engine == compiled_label() and fast["d1"].outputs[0].dtype == "float16"
-    assert_same_report(fast, kerinspect.inspect_model(model, samples=SAMPLES, batch_size=BATCH, engine="eager"))
+    assert fast["d1"].outputs[0].stats.p50 is not None
+    assert_same_report(fast, kerinspect.inspect_model(model, engine="eager", **run))
 
 
 def test_inner_calls_and_attention_match_a_replay_by_hand(keras):

@@ -42,7 +42,8 @@ NAN, INF = math.nan, math.inf
 INFO = ModelInfo("m", "Functional", None, "keras", 10, 5, "3.0", loader="keras+legacy-h5-upgrade",
                  notes=("legacy config upgraded: x", "y"))  # fmt: skip
 HISTOGRAM = (0,) * 40 + (3, 0, 2) + (0,) * 122
-STATS = TensorStats(10, NAN, INF, -INF, 2, None, 0.5, 1, 2, None, rms=NAN, sample_spread=0, histogram=HISTOGRAM)
+STATS = TensorStats(10, NAN, INF, -INF, 2, None, 0.5, 1, 2, None, rms=NAN, sample_spread=0, histogram=HISTOGRAM,
+                    p01=-1.5, p50=0.25, p99=2.0)
 
 
 def check_run() -> CheckRun:

@@ -112,7 +112,7 @@ def test_json_contract_keys():
     assert set(out) >= {"name", "shape", "dtype", "stats", "flags"}
     assert set(out["stats"]) == {"count", "mean", "std", "min", "max", "abs_max", "zero_fraction",
                                  "nan_count", "inf_count", "dead_fraction",
-                                 "rms", "sample_spread", "saturated_fraction"}
+                                 "rms", "sample_spread", "saturated_fraction", "p01", "p50", "p99"}
     assert out["flags"] == ["exploding"]
 
 

@@ -17,6 +17,7 @@ from kerinspect.cli.options import (
     input_options,
     is_given,
     load_options,
+    percentiles_option,
     threshold_options,
 )
 from kerinspect.cli.output import ProgressBar, stderr_console, stdout_console, warn_inputs, write_junit
@@ -55,6 +56,7 @@ _CHECK_SETTINGS = {
 @click.argument("models", metavar="MODEL...", nargs=-1, required=True)
 @input_options
 @engine_option
+@percentiles_option
 @threshold_options
 @click.option(
     "--rule",

@@ -15,6 +15,7 @@ from kerinspect.cli.options import (
     dump_engine_option,
     input_options,
     load_options,
+    percentiles_option,
     spec_argument,
 )
 from kerinspect.cli.output import ProgressBar, stderr_console
@@ -48,6 +49,7 @@ from kerinspect.spec import LoadOptions, RunSpec
     help="Refuse a dump larger than this (tensors and inputs): 500M, 2GiB, 2GB, bytes.",
 )
 @dump_engine_option
+@percentiles_option
 @load_options
 @debug_option
 @spec_argument

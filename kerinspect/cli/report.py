@@ -17,6 +17,7 @@ from kerinspect.cli.options import (
     gradient_options,
     input_options,
     load_options,
+    percentiles_option,
     sample_option,
     spec_argument,
     threshold_options,
@@ -71,6 +72,7 @@ from kerinspect.spec import LoadOptions, RunSpec
     help="With labels: project the outputs of these layer paths (comma-separated; path:output for one "
     "output of several) in 2-D (PCA), coloured by class. Default: the last hidden layer and a middle one.",
 )
+@percentiles_option
 @threshold_options
 @attention_threshold_options
 @vocab_option

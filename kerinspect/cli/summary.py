@@ -12,6 +12,7 @@ from kerinspect.cli.options import (
     input_options,
     load_options,
     output_options,
+    percentiles_option,
     spec_argument,
     threshold_options,
 )
@@ -24,6 +25,7 @@ from kerinspect.spec import LoadOptions, RunSpec
 @input_options
 @depth_option("Show", "the model's")
 @engine_option
+@percentiles_option
 @threshold_options
 @attention_threshold_options
 @load_options

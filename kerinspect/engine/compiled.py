@@ -46,6 +46,7 @@ from kerinspect.engine.events import CallSite, Visitor
 from kerinspect.engine.statistics import bounded_activation
 from kerinspect.engine.tensors import tensor_dtype
 from kerinspect.engine.tfenv import import_keras
+from kerinspect.sketch import CELLS, SHIFT, Sketch
 from kerinspect.spec import (
     AUTO_COMPILE_MAX_FETCH_BYTES,
     AUTO_COMPILE_MAX_TENSOR_BYTES,
@@ -87,7 +88,9 @@ def _reduced_dtype(dtype: tf.DType) -> tf.DType | None:
     return None
 
 
-def tensor_partials(x: Any, bounds: str | None, vectors: bool = False) -> dict[str, Any]:
+def tensor_partials(
+    x: Any, bounds: str | None, vectors: bool = False, sketch: bool = False
+) -> dict[str, Any]:
     """Graph operations for one batch's partial statistics of ``x`` (see the module's
     docstring), as few as the statistics allow: each operation costs the runtime a
     dispatch per batch, and the trace some Python (about 40 a tensor before, under 20 now).
@@ -103,6 +106,8 @@ def tensor_partials(x: Any, bounds: str | None, vectors: bool = False) -> dict[s
     one value per unit or fewer come back, but for ``vectors`` (a labelled run, float
     tensors): each sample's mean over the middle axes in float64, ``(samples, units)``,
     as :func:`kerinspect.engine.separability.sample_vectors` computes it eagerly.
+    ``sketch`` (a call's output, float, when the run asks for percentiles): the counts
+    per bucket of :mod:`kerinspect.sketch` (``cells``), from :func:`sketch_cells`.
     Nothing is judged here: :func:`finite_partials` checks that the sums are finite."""
     shape = tf.shape(x, out_type=tf.int64)
     wide = _reduced_dtype(x.dtype)
@@ -138,6 +143,8 @@ def tensor_partials(x: Any, bounds: str | None, vectors: bool = False) -> dict[s
     out["moments"] = tf.stack([mean, m2, tf.reduce_min(v), tf.reduce_max(v)])
     if bounds in BOUNDED and not (bounds == "softmax" and rank < 2):
         out["saturated"] = _saturated(v, bounds)
+    if sketch and x.dtype.is_floating:
+        out["cells"] = sketch_cells(x)
     if vectors and x.dtype.is_floating and rank >= 1:
         wide64 = tf.cast(x, tf.float64)
         if rank == 1:
@@ -145,6 +152,21 @@ def tensor_partials(x: Any, bounds: str | None, vectors: bool = False) -> dict[s
         else:
             out["vectors"] = tf.reduce_mean(wide64, axis=list(range(1, rank - 1))) if rank > 2 else wide64
     return out
+
+
+def sketch_cells(x: Any) -> Any:
+    """The counts per bucket of :mod:`kerinspect.sketch` of the float tensor ``x``, all
+    :data:`~kerinspect.sketch.CELLS` of them (int32), as
+    :func:`kerinspect.sketch.count_cells` gives them: the float32 bits (float16/bfloat16
+    widen exactly, float64 rounds as numpy rounds it) read as an unsigned integer and
+    shifted right by :data:`~kerinspect.sketch.SHIFT` (a logical shift: one element-wise
+    pass, the sign bit lands on the negative half), then one ``Bincount`` (not
+    ``tf.math.bincount``, whose size from the data costs another pass). Integer
+    operations: exactly numpy's counts. A batch's tensor holds fewer than 2**31 values."""
+    f = x if x.dtype == tf.float32 else tf.cast(x, tf.float32)
+    shifted = tf.bitwise.right_shift(tf.bitcast(f, tf.uint32), tf.constant(SHIFT, tf.uint32))
+    index = tf.reshape(tf.bitcast(shifted, tf.int32), [-1])
+    return tf.raw_ops.Bincount(arr=index, size=CELLS, weights=tf.zeros([0], tf.int32))
 
 
 def _saturated(v: Any, bounds: str) -> Any:
@@ -187,6 +209,7 @@ def summary_of(part: dict[str, np.ndarray], rows: int, bounds: str | None) -> Ru
         total = float(part["total"])
     delta = total / n - mean if n else 0.0
     nonzero = np.asarray(part["nonzero"], dtype=np.int64)
+    sketch = Sketch.of_counts(part["cells"]) if "cells" in part else None
     return from_partials(
         shape,
         finite=n,
@@ -201,6 +224,7 @@ def summary_of(part: dict[str, np.ndarray], rows: int, bounds: str | None) -> Ru
         spread=len(shape) >= 1 and shape[0] == rows,
         bounds=bounds,
         saturated=int(part.get("saturated", 0)),
+        sketch=sketch,
     )
 
 
@@ -212,10 +236,17 @@ class _Recorder(Visitor):
     ``fetch_keys()``): instead of statistics, the whole tensors of these ``(site index,
     output)`` are returned (``dump``, :func:`kerinspect.activations`); nothing else is."""
 
-    def __init__(self, rows: int, fetch: set[tuple[int, int]] | None = None, vectors: bool = False) -> None:
+    def __init__(
+        self,
+        rows: int,
+        fetch: set[tuple[int, int]] | None = None,
+        vectors: bool = False,
+        sketch: bool = False,
+    ) -> None:
         self.rows = rows  # of the batch traced: the size of a dynamic axis 0, for gate
         self.fetch = fetch
         self.vectors = vectors  # a labelled run: each float output's per-sample vectors too
+        self.sketch = sketch  # RunSpec percentiles: each float output's quantile sketch too
         self.events: list[tuple[Any, ...]] = []
         self._graph = tf.compat.v1.get_default_graph()  # the trace's (made in it)
         self.outputs: list[Any] = []  # what the traced function returns, by slot
@@ -280,7 +311,7 @@ class _Recorder(Visitor):
                 continue
             self._keep.append(t)
             self._produced[id(t)] = (site.index, k)
-            partials = tensor_partials(t, self._bounds.get(site.index), self.vectors)
+            partials = tensor_partials(t, self._bounds.get(site.index), self.vectors, self.sketch)
             slots.append((self._slot(partials, t), tensor_dtype(t)))
         self.events.append(("produced", site, slots))
 
@@ -335,7 +366,9 @@ class CompiledReplay:
 
         def forward(*inputs: Any) -> list[Any]:
             nonlocal recorder
-            recorder = _Recorder(len(batch[0]) if batch else 1, self.fetch, self.vectors)
+            recorder = _Recorder(
+                len(batch[0]) if batch else 1, self.fetch, self.vectors, self.run.percentiles
+            )
             replay = Replayer(self.model, recorder, self.run, traced=True)
             replay(list(inputs))
             if replay.unreported:  # rows an eager run has: the compiled engine would lose them

@@ -129,6 +129,7 @@ class _DumpWriter(SelectingVisitor):
         self.inputs: list[np.ndarray] = []
         self.widths: dict[int, int] = {}
         self.total = 0
+        self.percentiles = False  # RunSpec percentiles: the manifest's stats give p01/p50/p99
 
     # the feed tells the writer what it fed
     def tee(self, batches: Iterator[list[np.ndarray]]) -> Iterator[list[np.ndarray]]:
@@ -176,7 +177,7 @@ class _DumpWriter(SelectingVisitor):
                 shape=tuple(int(d) for d in arr.shape[1:]),
                 dtype=arr.dtype,
                 meta={"key": key, **meta, "source_dtype": source_dtype},
-                stats=summarize(arr, spread=True),  # axis 0 is the batch (checked above)
+                stats=summarize(arr, spread=True, sketch=self.percentiles),  # axis 0: the batch (checked)
                 first=arr,
             )
             self.slots[(site.index, k)] = slot
@@ -191,7 +192,7 @@ class _DumpWriter(SelectingVisitor):
                 rule="dump-shape",
                 hint=msg("use {batch_size} equal to {samples}, or leave the layer out of {layers}"),
             )
-        s = summarize(stored, spread=True)
+        s = summarize(stored, spread=True, sketch=self.percentiles)
         if slot.stats is not None and s is not None:
             slot.stats.merge(s)
         self._pwrite(slot, stored)
@@ -377,6 +378,7 @@ def write_dump(
             f"Received: staging={show_path(str(job['staging']))}",
             rule="write-failed",
         ) from None
+    writer.percentiles = run.percentiles
     caught: list[str] = []
     outcome = EngineOutcome()
     try:

@@ -144,6 +144,7 @@ def inspect(
     feed = task.feed() if feed is None else feed
     collector = StatsCollector() if collector is None else collector
     collector.words = TokenRecorder.for_model(subject.model, run.sample, run.vocab)
+    collector.percentiles = run.percentiles
     outcome = EngineOutcome()
     try:
         caught = run_batches(subject.model, feed, collector, run, channel.progress, outcome)

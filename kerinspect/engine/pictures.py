@@ -219,17 +219,23 @@ class PictureCollector(StatsCollector):
         self._classes: dict[str, str] = {}  # call path -> class (to know a call's parent)
 
     def summarize(
-        self, arr: np.ndarray, *, spread: bool = False, bounds: str | None = None
+        self, arr: np.ndarray, *, spread: bool = False, bounds: str | None = None, sketch: bool = False
     ) -> RunningStats | None:
         """As :meth:`StatsCollector.summarize`, with the histogram."""
         if self._threads < 2 or arr.size < PARALLEL_MIN_SIZE or numeric_kind(arr.dtype) is None:
-            return summarize(arr, spread=spread, bounds=bounds, histogram=True)
+            return summarize(arr, spread=spread, bounds=bounds, histogram=True, sketch=sketch)
         if self._pool is None:
             from concurrent.futures import ThreadPoolExecutor
 
             self._pool = ThreadPoolExecutor(self._threads, thread_name_prefix="kerinspect-stats")
         return summarize(
-            arr, parts=self._threads, map_fn=self._pool.map, spread=spread, bounds=bounds, histogram=True
+            arr,
+            parts=self._threads,
+            map_fn=self._pool.map,
+            spread=spread,
+            bounds=bounds,
+            histogram=True,
+            sketch=sketch,
         )
 
     def batch_labels(self, labels: Any) -> None:

@@ -113,6 +113,8 @@ class StatsCollector(Visitor):
         self.classes: list[Any] = []  # the label values in class order, set after the run
         self._labels: list[Any] | None = None
         self._budget = Budget(SEPARABILITY_MAX_BYTES)
+        #: each float output's quantile sketch too (RunSpec ``percentiles``), set by the job
+        self.percentiles = False
 
     def batch_labels(self, labels: Any) -> None:
         self._labels = None if labels is None else [label_value(v) for v in labels]
@@ -131,14 +133,17 @@ class StatsCollector(Visitor):
         acc.add(matrix, self._labels, self._budget)
 
     def summarize(
-        self, arr: np.ndarray, *, spread: bool = False, bounds: str | None = None
+        self, arr: np.ndarray, *, spread: bool = False, bounds: str | None = None, sketch: bool = False
     ) -> RunningStats | None:
-        """:func:`~kerinspect.stats.summarize`, in parallel parts for a large tensor."""
+        """:func:`~kerinspect.stats.summarize`, in parallel parts for a large tensor
+        (``sketch``: a call's output, whose percentiles the report gives)."""
         if self._threads < 2 or arr.size < PARALLEL_MIN_SIZE or numeric_kind(arr.dtype) is None:
-            return summarize(arr, spread=spread, bounds=bounds)
+            return summarize(arr, spread=spread, bounds=bounds, sketch=sketch)
         if self._pool is None:
             self._pool = ThreadPoolExecutor(self._threads, thread_name_prefix="kerinspect-stats")
-        return summarize(arr, parts=self._threads, map_fn=self._pool.map, spread=spread, bounds=bounds)
+        return summarize(
+            arr, parts=self._threads, map_fn=self._pool.map, spread=spread, bounds=bounds, sketch=sketch
+        )
 
     def _batched(self, arr: np.ndarray) -> bool:
         """Axis 0 holds this batch's samples (the spread across samples is defined)."""
@@ -213,7 +218,9 @@ class StatsCollector(Visitor):
                 continue
             arr = to_numpy(t)
             self.largest = max(self.largest, arr.nbytes)
-            s = self.summarize(arr, spread=self._batched(arr), bounds=self.activations.get(i))
+            s = self.summarize(
+                arr, spread=self._batched(arr), bounds=self.activations.get(i), sketch=self.percentiles
+            )
             try:
                 self._live[id(t)] = (weakref.ref(t), i, k)
             except TypeError:  # not weak-referenceable: its consumers summarise it themselves
