@@ -12,12 +12,17 @@ worker/CLI process boundary itself (crashes, limits, timeouts, hostile files end
 end, what crosses the boundary). Those make their own runs. A test that only reads the
 report of a run shares it: :func:`sample_report` runs each sample model once per session
 (across xdist workers too, :func:`once`), and test modules share their own runs likewise.
+A test whose subject is the parent's side of a run (options, configuration, judging,
+output) asks for :func:`reuse`: a run of the same request as one its module already
+made gets that worker run's report instead of starting another worker.
 """
 
 from __future__ import annotations
 
 import collections
+import contextlib
 import fcntl
+import hashlib
 import io
 import json
 import os
@@ -144,6 +149,64 @@ def once(shared_dir):
         return memo[key]
 
     return get
+
+
+# --- one worker run per distinct request, in a module that asks for it ---------------
+
+
+def _request_key(model, inputs, spec, load, options):
+    """What a worker run of :func:`kerinspect.api.inspect_model` and its report depend on:
+    the model file and the input file (each path as written, which the report shows, its
+    resolved path and its content), the run spec, the load options (with the
+    custom-objects file's content) and any other argument."""
+
+    def file_key(p):
+        if not isinstance(p, (str, os.PathLike)):
+            return repr(p)
+        path = os.path.realpath(p)
+        digest = hashlib.sha256(pathlib.Path(path).read_bytes()).hexdigest() if os.path.isfile(path) else None
+        return os.fspath(p), path, digest
+
+    custom = file_key(load.custom_objects) if load is not None and load.custom_objects else None
+    return file_key(model), file_key(inputs), repr(spec), repr(load), custom, repr(sorted(options.items()))
+
+
+@contextlib.contextmanager
+def reusing_runs(runs):
+    """Inside the block, ``check`` (and ``summary``) get the report of a worker run this
+    module already made for the very same request (:func:`_request_key`) instead of
+    starting another worker: the parent's side (options, configuration files, settings,
+    judging, output, exit codes) runs as ever, on the report of a real worker run. A new
+    request, or one that failed, starts a worker as usual. Tests whose subject is the run
+    itself (determinism, what a whole run prints on stderr) do not use it. ``runs`` is a
+    module's :func:`worker_runs` (with ``--dist loadfile`` a module runs in one process)."""
+    from kerinspect import api
+
+    real = api.inspect_model
+
+    def inspect_model(model, inputs=None, *, spec=None, load=None, progress=None, **options):
+        key = _request_key(model, inputs, spec, load, options)
+        if key not in runs:
+            runs[key] = real(model, inputs, spec=spec, load=load, progress=progress, **options)
+        return runs[key]
+
+    with pytest.MonkeyPatch.context() as mp:
+        mp.setattr(api, "inspect_model", inspect_model)
+        yield
+
+
+@pytest.fixture(scope="module")
+def worker_runs():
+    """The reports of this test module's worker runs, by request (see :func:`reusing_runs`)."""
+    return {}
+
+
+@pytest.fixture
+def reuse(worker_runs):
+    """The test's ``check``/``summary`` runs reuse this module's worker runs of the same
+    request (:func:`reusing_runs`)."""
+    with reusing_runs(worker_runs):
+        yield
 
 
 def kerinspect_cli(*args, env=None, timeout=300):

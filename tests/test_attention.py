@@ -191,7 +191,8 @@ def test_attention_table_renders_heads():
 
 
 @pytest.mark.slow
-def test_attention_command_on_the_sample_model():
+def test_attention_command_on_the_sample_model(reuse):
+    """The table and the JSON of one run (the JSON reuses the table's worker run)."""
     from click.testing import CliRunner
 
     from kerinspect.cli import cli

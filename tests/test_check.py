@@ -34,7 +34,7 @@ from kerinspect.report import (
     TensorStats,
     WeightRecord,
 )
-from tests.conftest import ROOT
+from tests.conftest import ROOT, reusing_runs
 
 HOSTILE = "ok\n::error title=pwned::x\x1b[2J%0A,a:b ##[error]forged"
 SAMPLES = ("--samples", "8")
@@ -468,10 +468,11 @@ SHARED = ("nan_op", "nested_nan", "dead", "exploding", "clean", "int_mixed", "in
 
 
 @pytest.fixture(scope="module")
-def shared(models, once, shared_dir):
+def shared(models, once, shared_dir, worker_runs):
     """The one run the tests that only read verdicts share: ``check`` of every model above
     and a missing file, ``--samples 8``, JSON on stdout, ``--junit``, and ``GITHUB_ACTIONS``
-    annotations on stderr. ``{"args", "exit_code", "stdout", "stderr", "junit"}``."""
+    annotations on stderr. ``{"args", "exit_code", "stdout", "stderr", "junit"}``. Its
+    worker runs are kept for the tests that :func:`reuse` them."""
 
     def make():
         junit = shared_dir / "check-shared-junit.xml"
@@ -479,7 +480,7 @@ def shared(models, once, shared_dir):
         cwd.mkdir(exist_ok=True)
         args = [str(models[name]) for name in SHARED]
         args.insert(-1, str(shared_dir / "missing.keras"))
-        with pytest.MonkeyPatch.context() as mp:
+        with pytest.MonkeyPatch.context() as mp, reusing_runs(worker_runs):
             mp.chdir(cwd)
             r = run(*args, *SAMPLES, "--format", "json", "--junit", junit, env={"GITHUB_ACTIONS": "true"})
         return {"args": args, "exit_code": r.exit_code, "stdout": r.stdout, "stderr": r.stderr,
@@ -496,22 +497,26 @@ def checked(models, shared):
 
 
 @pytest.fixture(scope="module")
-def reports(models, once):
-    """``reports("dead")``: that model's report, ``kerinspect.inspect_model(path, samples=8)``
-    through the real worker (the inputs of every ``check ... --samples 8`` here), made once
-    per session. ``check`` judges each model's report with :func:`kerinspect.run_checks`
-    (:func:`kerinspect.gate.check_model`: inspect, then judge), so the tests about the
-    judging under other settings re-judge this one report (:func:`judged`) instead of
-    starting a worker per setting."""
-    import kerinspect
+def reports(models, shared, worker_runs):
+    """``reports("dead")``: that model's report from the worker run of ``check MODEL
+    --samples 8`` (the same request: :func:`kerinspect.api.inspect_model` with the run
+    spec and load options the CLI derives from those options and no configuration file).
+    The shared run already made it for its models; another model gets its own run, kept
+    for the tests that :func:`reuse` runs. ``check`` judges each model's report with
+    :func:`kerinspect.run_checks` (:func:`kerinspect.gate.check_model`: inspect, then
+    judge), so the tests about the judging under other settings re-judge this one report
+    (:func:`judged`) instead of starting a worker per setting."""
+    from kerinspect import api
+    from kerinspect.config import ConfigFile
+    from kerinspect.spec import LoadOptions
 
     def get(name):
-        def make():
-            report = kerinspect.inspect_model(str(models[name]), samples=8)
-            assert isinstance(report, ModelReport)
-            return report.to_dict()
-
-        return ModelReport.from_dict(once(f"check-report-{name}", make))
+        path = str(models[name])
+        spec = ConfigFile.empty().settings_for(path, {"samples": 8}).run_spec()
+        with reusing_runs(worker_runs):
+            report = api.inspect_model(path, None, spec=spec, load=LoadOptions())
+        assert isinstance(report, ModelReport)
+        return report
 
     return get
 
@@ -544,7 +549,7 @@ def judged(models, reports, name, baseline=None, **options):
     return json.loads(render_json(run)), run.exit_code, buf.getvalue()
 
 
-def test_nan_exits_1_and_names_the_layer_where_it_starts(models, checked):
+def test_nan_exits_1_and_names_the_layer_where_it_starts(models, checked, reuse):
     m = checked("nan_op")
     assert m["status"] == "failed" and m["exit_code"] == 1
     assert m["first_fault"]["layer"] == "sqrt" and m["first_fault"]["weights"] == []
@@ -574,7 +579,7 @@ def test_clean_model_exits_0(models, checked):
     assert all(rule["verdict"] == "passed" for rule in checked("clean")["rules"])
 
 
-def test_dead_and_exploding(models, checked, reports):
+def test_dead_and_exploding(models, checked, reports, reuse):
     assert checked("dead")["exit_code"] == 1
     dead = rules_of(checked("dead"))["dead"]
     assert [f["layer"] for f in dead["failures"]] == ["gate_relu"]
@@ -623,7 +628,7 @@ def test_ignore(models, reports):
     assert data["models"][0]["first_fault"]["layer"] == "mix"
 
 
-def test_pyproject_discovery_and_option_precedence(models, tmp_path, monkeypatch):
+def test_pyproject_discovery_and_option_precedence(models, tmp_path, monkeypatch, reuse):
     root = tmp_path / "repo"
     (root / "src" / "deep").mkdir(parents=True)
     (root / "pyproject.toml").write_text(
@@ -693,7 +698,7 @@ def test_junit_xml(shared):
     assert "\x1b" not in shared["junit"] and "##[" not in shared["junit"]
 
 
-def test_unwritable_junit_is_exit_7_and_outranks_failed_checks(models, tmp_path):
+def test_unwritable_junit_is_exit_7_and_outranks_failed_checks(models, tmp_path, reuse):
     r = run(models["dead"], *SAMPLES, "--junit", tmp_path / "no" / "such" / "dir.xml")
     assert r.exit_code == 7 and "error[output-unwritable]" in r.stderr
     assert "FAILED" in r.stdout  # the verdicts are still shown
@@ -720,7 +725,7 @@ def _runner_commands(text):
     return v2, legacy
 
 
-def test_github_annotations_cannot_be_forged(models, checked, shared):
+def test_github_annotations_cannot_be_forged(models, checked, shared, reuse):
     r = run(models["hostile"], *SAMPLES, env={"GITHUB_ACTIONS": "true"})  # the table on stdout
     assert r.exit_code == 1
     failed = [rule["rule"] for rule in checked("hostile")["rules"] if rule["verdict"] == "failed"]
@@ -750,7 +755,7 @@ def test_github_annotations_cannot_be_forged(models, checked, shared):
     # without GITHUB_ACTIONS there are no annotations: test_nan_exits_1_and_names_the_layer_where_it_starts
 
 
-def test_baseline(models, reports, tmp_path):
+def test_baseline(models, reports, tmp_path, reuse):
     base = tmp_path / "release.json"
     r = CliRunner().invoke(cli, ["summary", str(models["clean"]), "--format", "json", *SAMPLES])
     assert r.exit_code == 0
@@ -776,12 +781,11 @@ def test_baseline(models, reports, tmp_path):
     assert [f["layer"] for f in structure["failures"]] == ["h1"]
     assert "(None, 6) -> (None, 7)" in structure["failures"][0]["message"]
 
-    data, _ = run_json(models["clean"], "--samples", "16", "--baseline", base)  # (it may drift too)
+    # each difference named, in one warning (a run of its own; it may drift too)
+    data, _ = run_json(models["clean"], "--samples", "16", "--seed", "3", "--baseline", base)
     assert data["models"][0]["warnings"] == [
-        "the baseline was made on different inputs: samples differ (baseline 8, now 16)"]
-    data, _ = run_json(models["clean"], *SAMPLES, "--seed", "3", "--baseline", base)
-    assert data["models"][0]["warnings"] == [
-        "the baseline was made on different inputs: seed differs (baseline 0, now 3)"]
+        "the baseline was made on different inputs: seed differs (baseline 0, now 3); "
+        "samples differ (baseline 8, now 16)"]
     data, _ = run_json(models["clean"], "--baseline", tmp_path / "none.json", code=3)
     assert data["models"][0]["error"]["rule"] == "baseline-not-found"
     (tmp_path / "bad.json").write_text('{"schema_version": 1}')
@@ -789,7 +793,7 @@ def test_baseline(models, reports, tmp_path):
     assert data["models"][0]["error"]["rule"] == "baseline-invalid"
 
 
-def test_baseline_inputs_are_the_same_file_from_another_folder(models, tmp_path, monkeypatch):
+def test_baseline_inputs_are_the_same_file_from_another_folder(models, tmp_path, monkeypatch, reuse):
     """A baseline made with ``--input data/x.npz`` in the project, checked from elsewhere
     through a configuration whose ``input = "x.npz"`` is relative to its own folder: the
     same bytes, so no warning; another file is named with its hash."""
@@ -848,20 +852,21 @@ def test_custom_objects_from_the_configuration(tmp_path):
     assert "Key 'custom_objects' in the top level.models[0] of" in r.stderr and str(cfg) in r.stderr
 
 
-def test_deterministic(models, checked, reports):
-    """A model's results do not depend on the run: the shared run's, again in runs of their
-    own (each model's report, judged as ``check`` judges it: so the judging here is the
-    CLI's too); another seed changes the figures but not the verdicts, in a run of two."""
+def test_deterministic(models, checked):
+    """A model's results do not depend on the run: the shared run's, again in worker runs
+    of their own (this test reuses no run); another seed changes the figures but not the
+    verdicts, in a run of two."""
     first = [checked("nan_op"), checked("dead")]
-    again = [judged(models, reports, name)[0]["models"][0] for name in ("nan_op", "dead")]
-    assert first == again
+    again = run(models["nan_op"], models["dead"], *SAMPLES, "--format", "json")
+    assert again.exit_code == 1, again.stderr
+    assert json.loads(again.stdout)["models"] == first
     other = run(models["nan_op"], models["dead"], *SAMPLES, "--seed", "5", "--format", "json").stdout
     assert json.loads(other)["models"] != first
     verdicts = [[(r["rule"], r["verdict"]) for r in m["rules"]] for m in json.loads(other)["models"]]
     assert verdicts == [[(r["rule"], r["verdict"]) for r in m["rules"]] for m in first]
 
 
-def test_multiple_models_globs_and_precedence(models, tmp_path):
+def test_multiple_models_globs_and_precedence(models, tmp_path, reuse):
     d = tmp_path / "many"
     d.mkdir()
     for name in ("clean", "dead", "nan_op"):
@@ -902,7 +907,7 @@ def test_exit_code_is_documented_in_help():
     assert {int(n) for n in re.findall(r"\b\d+\b", documented)} == {int(c) for c in ExitCode}
 
 
-def test_ignore_cannot_hide_nan_in_what_the_model_returns(models):
+def test_ignore_cannot_hide_nan_in_what_the_model_returns(models, reuse):
     """A whole network wrapped in a nested model named like an ignored layer
     (say, from a pull request's pyproject.toml) still fails: the model's own
     outputs are never exempt, and input rows alone never cover a model."""

@@ -239,7 +239,9 @@ def test_no_tensorflow_log_lines_in_a_real_run():
     assert "self_attention:attention_scores" in out.stdout
 
 
-def test_no_color_is_respected(keras):
+def test_no_color_is_respected(keras, reuse):
+    """The same run rendered twice (the second reuses the first's worker run: colour is
+    the parent's business)."""
     args = ("summary", SAMPLES / "nan_model.keras", "--width", "200")
     colored = run(*args, env={"FORCE_COLOR": "1", "NO_COLOR": None}).stdout
     plain = run(*args, env={"FORCE_COLOR": "1", "NO_COLOR": "1"}).stdout
