@@ -42,7 +42,7 @@ Not computed (``update_ratio`` null, with a one-line reason): plain SGD (no stat
 the rate: ``Δ = −lr·g``), other or custom optimizers, unknown schedules, EMA or
 gradient accumulation, and slots that do not line up with the trainable weights.
 ``exclude_from_weight_decay`` is not saved: decay is taken to apply to every variable.
-Every array is read a block at a time (:func:`kerinspect.scan.weights.block_slices`).
+Every array is read a block at a time (:func:`kerinspect.scan.blocks.block_slices`).
 """
 
 from __future__ import annotations
@@ -56,6 +56,7 @@ import numpy as np
 
 from kerinspect.errors import escape_text
 from kerinspect.report import OptimizerStep
+from kerinspect.scan.blocks import block_slices
 from kerinspect.scan.weight_names import Scope, class_of, inner_config
 
 __all__ = [
@@ -135,7 +136,6 @@ class SavedOptimizer:
     def update_ratio(self, i: int, weight: Any) -> float | None:
         """``‖Δ‖ / ‖w‖`` of trainable variable ``i`` whose saved value is ``weight`` (an
         HDF5 dataset or an array of the slots' shape); None when ‖w‖ is 0 or not finite."""
-        from kerinspect.scan.weights import block_slices
 
         slots = self.slots[i]
         shape = tuple(int(d) for d in weight.shape)
