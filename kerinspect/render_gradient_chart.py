@@ -2,7 +2,7 @@
 
 :func:`gradient_chart` draws the norm of the loss's gradient at every layer call's
 output (log scale) on the x axis of the activation depth chart
-(:func:`kerinspect.render_html.depth_axis`: the same layer calls, the same names, the
+(:func:`kerinspect.render_depth.depth_axis`: the same layer calls, the same names, the
 same pixels), with the reference (the gradient reaching the output layer's input) and
 the two thresholds drawn relative to it, the flagged outputs marked and the first one
 from the output backwards (the one the verdict names) ringed. :func:`gradient_notes` is
@@ -18,6 +18,7 @@ import math
 from .gradients import GradientOutput, GradientReport, Where
 from .htmltext import text
 from .numfmt import fmt_float
+from .render_depth import depth_axis, depth_points
 from .report import LayerRecord, ModelReport
 
 _NORM = "#17becf"
@@ -47,7 +48,6 @@ def _kind(out: GradientOutput | None) -> str | None:
 
 def gradient_chart(report: ModelReport, gradients: GradientReport) -> str:
     """Inline SVG (``#ki-gradients``): see the module's docstring."""
-    from .render_html import depth_axis, depth_points
 
     points = depth_points(report)
     if not points:

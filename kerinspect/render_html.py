@@ -23,7 +23,6 @@ import html
 import json
 import math
 from collections.abc import Iterable
-from dataclasses import dataclass
 from typing import Any
 
 from . import bins
@@ -31,12 +30,12 @@ from .errors import escape_text
 from .figures import UNIFORM_SHARE, AttentionMap, FeatureMap, Pictures, ReportData, css_gradient, data_uri
 from .htmltext import text
 from .numfmt import fmt_float, fmt_fraction, fmt_mean
+from .render_depth import depth_axis, depth_points
 from .render_sample import SAMPLE_CSS, patch_overlay, sample_section, thumbnail
-from .report import AttentionTokens, LayerRecord, ModelReport, TensorStats
+from .report import AttentionTokens, LayerRecord, ModelReport
 from .words import MAX_TOKEN_CHARS, is_pad, token_label
 
 #: Longest layer name written under the depth chart (the hover shows it whole).
-_AXIS_NAME_CHARS = 28
 
 #: Colours of the depth chart's series.
 _SERIES = (
@@ -202,61 +201,6 @@ def html_table(report: ModelReport, *, table_id: str = "ki-layers", style: bool 
 
 
 # -- the depth chart -----------------------------------------------------------------
-
-
-def depth_points(report: ModelReport) -> list[tuple[LayerRecord, str, TensorStats]]:
-    """One point per layer call (its first output with statistics), containers and
-    inputs left out, in graph order: the x axis of the depth charts."""
-    out = []
-    for layer in report.layers:
-        if layer.container:
-            continue
-        for t in layer.outputs:
-            if t.stats is not None and t.stats.count and t.stats.mean is not None:
-                out.append((layer, t.name, t.stats))
-                break
-    return out
-
-
-@dataclass(frozen=True)
-class DepthAxis:
-    """The x axis of the depth charts (the activations', the gradients'): ``n`` layer
-    calls ``step`` px apart from ``left``, one in ``every`` named under the axis, in
-    ``label_room`` px; charts on one axis line up when drawn one above the other."""
-
-    n: int
-    left: int
-    right: int
-    step: float
-    width: int
-    every: int
-    label_room: int
-
-    def x(self, i: int) -> float:
-        return self.left + self.step * i
-
-    def name(self, i: int, y: float, path: str, red: bool) -> str:
-        """The layer name under the axis at point ``i`` (empty where none is written)."""
-        if i % self.every:
-            return ""
-        fill = ' fill="#c00"' if red else ""
-        return (
-            f'<text class="layer-name"{fill} text-anchor="end" font-size="10" '
-            f'transform="translate({self.x(i) + 3:.1f},{y}) rotate(-60)">'
-            f"{text(path, _AXIS_NAME_CHARS)}<title>{text(path, 300)}</title></text>"
-        )
-
-
-def depth_axis(paths: list[str]) -> DepthAxis:
-    """The axis of the layer calls ``paths`` (not empty), in graph order."""
-    n = len(paths)
-    left, right = 64, 16
-    step = max(4.0, min(24.0, 1100 / n))
-    width = max(900, int(left + right + step * max(n - 1, 1)))
-    every = max(1, math.ceil(12 / step))  # one name per 12 px at least: no overlap
-    # the names are rotated by 60 degrees: about 4 px of height a character
-    label_room = 10 + round(3.9 * min(max(len(p) for p in paths), _AXIS_NAME_CHARS))
-    return DepthAxis(n, left, right, step, width, every, label_room)
 
 
 def depth_chart(report: ModelReport) -> str:
