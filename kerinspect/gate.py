@@ -284,8 +284,10 @@ def _before_worker(
 
 
 def default_jobs(models: int) -> int:
-    """``--jobs`` when not given: one per core, at most one per model (at least 1)."""
-    return max(1, min(os.cpu_count() or 1, models))
+    """``--jobs`` when not given: one per core this process may run on, at most one per
+    model (at least 1)."""
+    cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count()
+    return max(1, min(cores or 1, models))
 
 
 #: Sets :func:`spares_for` (a count), for ``make bench`` to measure what pre-starting buys.
@@ -380,6 +382,8 @@ def check_models(
                 on_model_done(done[0], len(todo))
 
     with prestarting(len(todo), spares_for(jobs)):
+        if on_model_done is not None and jobs > 1:
+            on_model_done(0, len(todo))  # the bar shows from the start
         if jobs == 1:
             for item in todo:
                 one(item)
