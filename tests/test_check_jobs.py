@@ -189,3 +189,57 @@ def test_interrupted_run_leaves_no_worker(tmp_path, jobs):
     assert proc.returncode == 130 and err.strip() == "kerinspect: interrupted"
     assert [pid for pid in seen if os.path.exists(f"/proc/{pid}")] == []
     assert os.listdir(scratch) == []
+
+
+def _archive(path, config):
+    import zipfile
+
+    with zipfile.ZipFile(path, "w") as z:
+        z.writestr("config.json", json.dumps(config))
+    return str(path)
+
+
+def _functional(inputs, refs):
+    layers = [{"class_name": "InputLayer", "name": n, "config": {"name": n, "batch_shape": s}} for n, s in inputs]
+    return {"class_name": "Functional", "config": {"layers": layers, "input_layers": refs}}
+
+
+def test_declared_inputs_only_where_the_config_says_it_plainly(tmp_path):
+    """No TensorFlow: hand-made archives. A Keras 2 config (``batch_input_shape``), a
+    Sequential, a name that no InputLayer has, a boolean dimension: None (the worker judges)."""
+    from kerinspect.scan.input_shapes import declared_inputs
+
+    one = _archive(tmp_path / "one.keras", _functional([("x", [None, 3])], ["x", 0, 0]))
+    assert declared_inputs(one) == [("x", (None, 3))]
+    two = _archive(tmp_path / "two.keras", _functional([("b", [None, 2]), ("a", [4, None, 5])],
+                                                       [["a", 0, 0], ["b", 0, 0]]))
+    assert declared_inputs(two) == [("a", (4, None, 5)), ("b", (None, 2))]
+    keras2 = _functional([("x", [None, 3])], ["x", 0, 0])
+    keras2["config"]["layers"][0]["config"] = {"name": "x", "batch_input_shape": [None, 3]}
+    for name, config in {"keras2": keras2, "sequential": {**keras2, "class_name": "Sequential"},
+                         "unnamed": _functional([("x", [None, 3])], ["y", 0, 0]),
+                         "bool": _functional([("x", [None, True])], ["x", 0, 0])}.items():
+        assert declared_inputs(_archive(tmp_path / f"{name}.keras", config)) is None, name
+    (tmp_path / "not_zip.keras").write_bytes(b"PK\x03\x04 not a zip")
+    assert declared_inputs(str(tmp_path / "not_zip.keras")) is None
+
+
+def test_input_shapes_against_npy_and_npz_headers(tmp_path):
+    """The rows the worker reads (``samples``) in the shape shown; an ``.npz`` by input
+    name; rank first; keys that do not match the inputs are left to the worker."""
+    from kerinspect.errors import InferenceError
+    from kerinspect.scan.input_shapes import check_input_shapes
+
+    two = _archive(tmp_path / "two.keras", _functional([("a", [None, 3]), ("b", [None, 2, 2])],
+                                                       [["a", 0, 0], ["b", 0, 0]]))
+    np.savez(tmp_path / "ok.npz", a=np.zeros((6, 3), np.float32), b=np.zeros((6, 2, 2), np.float32))
+    check_input_shapes(two, str(tmp_path / "ok.npz"), "ok.npz", None)
+    np.savez(tmp_path / "rank.npz", a=np.zeros((6, 3), np.float32), b=np.zeros((6, 4), np.float32))
+    with pytest.raises(InferenceError) as e:
+        check_input_shapes(two, str(tmp_path / "rank.npz"), "rank.npz", 2)
+    assert e.value.rule == "input-shape"
+    assert str(e.value.message_parts) == "Input 'b' expects rank 3 (None, 2, 2), got shape (2, 4). Received: input='rank.npz'"
+    np.savez(tmp_path / "keys.npz", a=np.zeros((6, 3), np.float32), c=np.zeros((6, 9), np.float32))
+    check_input_shapes(two, str(tmp_path / "keys.npz"), "keys.npz", None)  # input-names: the worker's
+    np.save(tmp_path / "one.npy", np.zeros((6, 3), np.float32))
+    check_input_shapes(two, str(tmp_path / "one.npy"), "one.npy", None)  # one array, two inputs: the worker's
