@@ -623,9 +623,13 @@ def check_block(cases: Sequence[Case], runs: int, info: dict[str, str]) -> str:
         lines.append(
             f"| {name} | {c.median('wall'):.1f} | {lo:.1f}–{hi:.1f} | {c.median('wall') / one:.2f}× |"
         )
+    before = by["--jobs 1, no pre-start"].median("wall")
     lines += [
         "",
         f"- `--jobs 2` against `--jobs 1`: {two / one:.2f}× {verdict(two / one, CHECK_JOBS_TARGET)}",
+        f"- `--jobs 2` against one model after another without pre-start (how `check` ran before "
+        f"`--jobs`): {two / before:.2f}× {verdict(two / before, CHECK_JOBS_TARGET)}; `--jobs 1` with its "
+        f"pre-started worker: {one / before:.2f}×",
         "",
         CHECK_END,
     ]

@@ -20,9 +20,9 @@ from click.testing import CliRunner
 from kerinspect.cli import cli
 from tests.conftest import ROOT, SAMPLES
 
-#: A passing model, two failing ones (dead units; NaN), and a missing file (an error
-#: found before any worker): the run's order, which the output must keep.
-MODELS = ("classifier.keras", "dead_relu.keras", "missing.keras", "nan_model.keras")
+#: Four tiny models, one passing and three failing (dead units; NaN; exploding), and a
+#: missing file (an error found before any worker): the run's order, which the output keeps.
+MODELS = ("classifier.keras", "dead_relu.keras", "missing.keras", "nan_model.keras", "exploding.keras")
 STARTS = "KERINSPECT_WORKER_STARTS_LOG"
 
 
@@ -47,7 +47,7 @@ def _hermetic_cwd(tmp_path, monkeypatch):
 
 @pytest.fixture(scope="module")
 def runs(tmp_path_factory):
-    """The same four models checked with ``--jobs 1`` and ``--jobs 2``, as JSON (with
+    """The same five models checked with ``--jobs 1`` and ``--jobs 2``, as JSON (with
     ``--junit``) and as a table: ``runs[(jobs, fmt)] = (exit_code, stdout, junit, starts)``."""
     d = tmp_path_factory.mktemp("jobs")
     paths = [SAMPLES / name for name in MODELS]
@@ -68,16 +68,16 @@ def test_jobs_2_prints_what_jobs_1_prints(runs):
         assert junit1 == junit2, fmt  # the JUnit files too
     data = json.loads(runs[(2, "json")][1])
     assert [m["path"] for m in data["models"]] == [str(SAMPLES / n) for n in MODELS]
-    assert [m["status"] for m in data["models"]] == ["passed", "failed", "error", "failed"]
+    assert [m["status"] for m in data["models"]] == ["passed", "failed", "error", "failed", "failed"]
     table = runs[(2, "table")][1]
-    assert table.rstrip().endswith("4 models · 1 passed · 2 failed · 1 error · exit 3")
+    assert table.rstrip().endswith("5 models · 1 passed · 3 failed · 1 error · exit 3")
 
 
 def test_one_worker_per_model_that_runs_and_none_wasted(runs):
-    """Three models run (the missing one never gets a worker); with ``--jobs 1`` the next
-    worker starts while one runs, and the last job starts no spare: three starts either way."""
+    """Four models run (the missing one never gets a worker); with ``--jobs 1`` the next
+    worker starts while one runs, and the last job starts no spare: four starts either way."""
     for key, (_, _, _, started, _) in runs.items():
-        assert started == [("inspect", "tensorflow")] * 3, key
+        assert started == [("inspect", "tensorflow")] * 4, key
 
 
 def test_the_missing_model_is_said_before_the_workers_start(runs):
