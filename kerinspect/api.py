@@ -628,14 +628,7 @@ def _place(
     checked and handed over as ``run.labels``, an absolute path (an array saved in a
     scratch ``.npy`` for the block's length)."""
     with contextlib.ExitStack() as stack:
-        run, shown = _labels_for_run(run, labels, stack)
-        check_inputs(run, inputs)
-        run = _checked_labels(run)
-        if run.vocab is not None:  # refused here, before any worker starts; the worker reads it again
-            from .vocab import read_vocabulary
-
-            read_vocabulary(run.vocab)
-            run = run.replace(vocab=os.path.abspath(run.vocab))
+        run, shown = _checked_run(run, inputs, labels, stack)
         files = [isinstance(m, (str, os.PathLike)) for m in models]
         place: _Place
         if not any(files):
@@ -657,6 +650,59 @@ def _place(
             if shown not in (None, "array") and run.labels is not None and run.labels != shown:
                 e.replace_text(escape_text(run.labels), escape_text(shown))
             raise
+
+
+def _checked_run(
+    run: RunSpec, inputs: Any, labels: Any, stack: contextlib.ExitStack
+) -> tuple[RunSpec, str | None]:
+    """``run`` with its options checked against each other and the inputs, its labels
+    and vocabulary files found (see :func:`_place`), and how the report names the labels."""
+    run, shown = _labels_for_run(run, labels, stack)
+    check_inputs(run, inputs)
+    run = _checked_labels(run)
+    if run.vocab is not None:  # refused here, before any worker starts; the worker reads it again
+        from .vocab import read_vocabulary
+
+        read_vocabulary(run.vocab)
+        run = run.replace(vocab=os.path.abspath(run.vocab))
+    return run, shown
+
+
+def check_before_worker(
+    model: str | os.PathLike[str],
+    inputs: Any = None,
+    *,
+    spec: RunSpec | None = None,
+    load: LoadOptions | None = None,
+) -> None:
+    """Raise what :func:`inspect_model` on the model *file* ``model`` would raise before
+    its worker starts (options, the input, labels and ``custom_objects`` files, the
+    model file's pre-flight, an input shape the model's archive rules out), without
+    starting one and without snapshotting the model. ``kerinspect check`` calls it for
+    every model before the first worker starts."""
+    from .scan.preflight import preflight
+
+    run = spec if spec is not None else RunSpec()
+    with contextlib.ExitStack() as stack:
+        run, _ = _checked_run(run, inputs, None, stack)
+        model_file = preflight(model)
+        tmp = stack.enter_context(_scratch("inputs"))
+        _early_shape_check("inspect", model_file, _inputs_for_worker(inputs, tmp), run)
+        _checked_custom_objects((load or LoadOptions()).custom_objects)
+
+
+def _early_shape_check(command: str, model_file: Any, inputs_ref: Any, run: RunSpec) -> None:
+    """An ``--input`` array the archive of ``model_file`` rules out, refused here (no
+    worker starts for it): :mod:`kerinspect.scan.input_shapes`."""
+    if (
+        command == "inspect"
+        and inputs_ref is not None
+        and inputs_ref.kind == "file"
+        and model_file.format == "keras"
+    ):
+        from .scan.input_shapes import check_input_shapes
+
+        check_input_shapes(model_file.path, inputs_ref.path, inputs_ref.source, run.samples)
 
 
 def _labels_for_run(run: RunSpec, labels: Any, stack: contextlib.ExitStack) -> tuple[RunSpec, str | None]:
@@ -822,6 +868,7 @@ def _job(
         shown.append((absolute_b, model_b.shown))
     with _scratch("inputs") as tmp:
         inputs_ref = _inputs_for_worker(inputs, tmp)
+        _early_shape_check(command, model_file, inputs_ref, run)
         shown.extend(_shown_input(inputs_ref))
         # hashed here, before the worker reads them; set on the report by _parsed
         digest = None

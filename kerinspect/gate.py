@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import json
 import os
+import threading
 from collections.abc import Callable, Mapping, Sequence
 from typing import Any
 
@@ -183,6 +184,34 @@ def error_result(path: str, error: ModelError, config: CheckConfig | None = None
     return CheckResult(path=path, status="error", settings=settings, error=error)
 
 
+def _load_for(config: CheckConfig, load: Any) -> Any:
+    """``load`` (:class:`kerinspect.spec.LoadOptions`) whose ``custom_objects``, when
+    unset, is the configuration's."""
+    from .spec import LoadOptions
+
+    load = load if load is not None else LoadOptions()
+    if load.custom_objects is None and config.custom_objects is not None:
+        load = load.replace(custom_objects=config.custom_objects)
+    return load
+
+
+def _as_result(
+    path: str, config: CheckConfig, e: Exception, reraise: bool, name_parameter: Namer | None
+) -> CheckResult:
+    """The ``error`` result of a model that could not be inspected."""
+    if isinstance(e, KerinspectError):
+        return error_result(
+            path, ModelError(int(e.exit_code), e.rule, _error_text(e, name_parameter)), config
+        )
+    if reraise:
+        raise e
+    message = (
+        f"unexpected {type(e).__name__}: {str(e)[:MAX_ERROR_CHARS]}. This is a kerinspect bug; "
+        "run with --debug and report the traceback."
+    )
+    return error_result(path, ModelError(int(ExitCode.INTERNAL), "internal", message), config)
+
+
 def check_model(
     path: str,
     config: CheckConfig,
@@ -192,6 +221,7 @@ def check_model(
     load: Any = None,
     run_options: Mapping[str, Any] | None = None,
     name_parameter: Namer | None = None,
+    baseline: ModelReport | None = None,
 ) -> CheckResult:
     """Inspect and judge one model file; never raises for a bad model.
 
@@ -208,17 +238,16 @@ def check_model(
             configuration key to reach the model).
         name_parameter: how an error's message shows a parameter it references
             (default: by name, ``max_params``; the CLI passes its flags, ``--max-params``).
+        baseline: ``config.baseline`` already read (default: read here).
     """
     from . import api
     from .checks import run_checks
-    from .spec import LoadOptions
 
-    load = load if load is not None else LoadOptions()
-    if load.custom_objects is None and config.custom_objects is not None:
-        load = load.replace(custom_objects=config.custom_objects)
     try:
-        baseline = load_baseline(config.baseline) if config.baseline else None
+        if baseline is None and config.baseline:
+            baseline = load_baseline(config.baseline)
         spec = config.run_spec(**(run_options or {}))
+        load = _load_for(config, load)
         gradients = None
         if spec.gradients:  # a gradient rule: the loss differentiated in the same worker
             report, gradients = api.inspect_with_gradients(
@@ -227,18 +256,52 @@ def check_model(
         else:
             report = api.inspect_model(path, config.input, spec=spec, progress=progress, load=load)
         return run_checks(report, config, baseline=baseline, path=path, gradients=gradients)
-    except KerinspectError as e:
-        return error_result(
-            path, ModelError(int(e.exit_code), e.rule, _error_text(e, name_parameter)), config
-        )
     except Exception as e:  # noqa: BLE001 - one model's bug must not hide the others' verdicts
-        if reraise:
-            raise
-        message = (
-            f"unexpected {type(e).__name__}: {str(e)[:MAX_ERROR_CHARS]}. This is a kerinspect bug; "
-            "run with --debug and report the traceback."
+        return _as_result(path, config, e, reraise, name_parameter)
+
+
+def _before_worker(
+    path: str,
+    config: CheckConfig,
+    load: Any,
+    run_options: Mapping[str, Any] | None,
+    reraise: bool,
+    name_parameter: Namer | None,
+) -> CheckResult | ModelReport | None:
+    """What :func:`check_model` would refuse before the model's worker starts (see
+    :func:`kerinspect.api.check_before_worker`), as its ``error`` result; else the
+    baseline read (or None)."""
+    from . import api
+
+    try:
+        baseline = load_baseline(config.baseline) if config.baseline else None
+        api.check_before_worker(
+            path, config.input, spec=config.run_spec(**(run_options or {})), load=_load_for(config, load)
         )
-        return error_result(path, ModelError(int(ExitCode.INTERNAL), "internal", message), config)
+        return baseline
+    except Exception as e:  # noqa: BLE001 - as check_model
+        return _as_result(path, config, e, reraise, name_parameter)
+
+
+def default_jobs(models: int) -> int:
+    """``--jobs`` when not given: one per core this process may run on, at most one per
+    model (at least 1)."""
+    cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count()
+    return max(1, min(cores or 1, models))
+
+
+#: Sets :func:`spares_for` (a count), for ``make bench`` to measure what pre-starting buys.
+SPARES_ENV = "KERINSPECT_CHECK_SPARES"
+
+
+def spares_for(jobs: int) -> int:
+    """Workers started ahead of their job (:func:`kerinspect.sandbox.runner.prestarting`)
+    while ``jobs`` run at once: one while one job runs (its TensorFlow start overlaps the
+    running model); none when several run already (see docs/PERFORMANCE.md)."""
+    given = os.environ.get(SPARES_ENV, "")
+    if given.isdigit():
+        return int(given)
+    return 1 if jobs == 1 else 0
 
 
 def check_models(
@@ -251,35 +314,107 @@ def check_models(
     load: Any = None,
     run_options: Mapping[str, Any] | None = None,
     name_parameter: Namer | None = None,
+    jobs: int | None = 1,
+    on_early_error: Callable[[CheckResult], None] | None = None,
+    on_model_done: Callable[[int, int], None] | None = None,
 ) -> CheckRun:
     """Check every model named (paths or globs) and collect the verdicts.
+
+    First, for every model and before any worker starts, what needs no worker is
+    checked (:func:`kerinspect.api.check_before_worker`, the baseline): a model that
+    fails there gets its ``error`` result and no worker. Then the others run, up to
+    ``jobs`` at once, each in its own worker; the results keep the order of ``models``.
 
     Args:
         models: paths or glob patterns (``**`` recurses).
         config_file: settings from a file (default: none).
         overrides: settings given as options; they win over the file.
-        progress: per-batch progress callback.
+        progress: per-batch progress callback (only while one model runs at a time).
         reraise: see :func:`check_model`.
         load: see :func:`check_model`.
         run_options: see :func:`check_model`.
         name_parameter: see :func:`check_model`.
+        jobs: models checked at once (None: :func:`default_jobs`).
+        on_early_error: called with each ``error`` result found before the first
+            worker starts, when workers follow (to say it at once).
+        on_model_done: called as ``(models_done, models_to_run)`` after each model
+            that ran in a worker, when several run at once (else ``progress`` is called).
     """
+    from .sandbox.runner import kill_all, prestarting
+
     config_file = config_file or ConfigFile.empty()
-    results = []
+    results: list[CheckResult | None] = []
+    todo: list[tuple[int, str, CheckConfig, ModelReport | None]] = []
     for path, error in expand(models):
         if error is not None:
             results.append(error_result(path, error))
             continue
         config = config_file.settings_for(path, overrides)
-        results.append(
-            check_model(
-                path,
-                config,
-                progress=progress,
-                reraise=reraise,
-                load=load,
-                run_options=run_options,
-                name_parameter=name_parameter,
-            )
+        early = _before_worker(path, config, load, run_options, reraise, name_parameter)
+        if isinstance(early, CheckResult):
+            results.append(early)
+            continue
+        todo.append((len(results), path, config, early))
+        results.append(None)
+    if todo and on_early_error is not None:
+        for r in results:
+            if r is not None and r.status == "error":
+                on_early_error(r)
+    jobs = default_jobs(len(todo)) if jobs is None else max(1, min(jobs, len(todo) or 1))
+    done = [0]
+    counting = threading.Lock()
+
+    def one(item: tuple[int, str, CheckConfig, ModelReport | None]) -> None:
+        index, path, config, baseline = item
+        results[index] = check_model(
+            path,
+            config,
+            progress=progress if jobs == 1 else None,
+            reraise=reraise,
+            load=load,
+            run_options=run_options,
+            name_parameter=name_parameter,
+            baseline=baseline,
         )
-    return CheckRun(tuple(results), config_file=config_file.path, kerinspect_version=__version__)
+        with counting:
+            done[0] += 1
+            if on_model_done is not None and jobs > 1:
+                on_model_done(done[0], len(todo))
+
+    with prestarting(len(todo), spares_for(jobs)):
+        if on_model_done is not None and jobs > 1:
+            on_model_done(0, len(todo))  # the bar shows from the start
+        if jobs == 1:
+            for item in todo:
+                one(item)
+        else:
+            _in_parallel(one, todo, jobs, kill_all)
+    return CheckRun(
+        tuple(r for r in results if r is not None),
+        config_file=config_file.path,
+        kerinspect_version=__version__,
+    )
+
+
+def _in_parallel(
+    one: Callable[[Any], None], items: Sequence[Any], jobs: int, kill_all: Callable[[], None]
+) -> None:
+    """``one(item)`` for every item, ``jobs`` at a time in threads (each waits on its own
+    worker process). Interrupted (Ctrl-C, SIGTERM), or when ``one`` raises (``--debug``),
+    the jobs not started are dropped and every worker is killed before this returns:
+    none outlives the run."""
+    from concurrent.futures import FIRST_EXCEPTION, ThreadPoolExecutor, wait
+
+    pool = ThreadPoolExecutor(max_workers=jobs, thread_name_prefix="kerinspect-check")
+    futures = [pool.submit(one, item) for item in items]
+    try:
+        finished, _ = wait(futures, return_when=FIRST_EXCEPTION)
+        for f in finished:
+            f.result()  # raise the first error (a kerinspect bug under --debug)
+    except BaseException:
+        for f in futures:
+            f.cancel()
+        kill_all()
+        raise
+    finally:
+        pool.shutdown(wait=True, cancel_futures=True)

@@ -12,6 +12,8 @@ opened by the isolated worker, in a scratch directory that holds a copy of
 
     python scripts/readme_examples.py            # exit 1 and a diff when the README is stale
     python scripts/readme_examples.py --update   # rewrite the blocks from real runs
+    python scripts/readme_examples.py --update --only 'check'   # only the examples whose
+                                                 # marker holds this text
 
 An example matches its real output when every line has the same words, and the same
 numbers up to float rounding across CPUs (:func:`same_output`): a LayerNormalization
@@ -117,13 +119,16 @@ def run(example: Example, cwd: Path) -> list[str]:
     return [line.rstrip() for line in text.rstrip("\n").split("\n")][example.skip :]
 
 
-def refresh(lines: list[str]) -> tuple[list[str], list[str]]:
-    """The README with every example's output replaced by a real run, and a diff."""
+def refresh(lines: list[str], only: str | None = None) -> tuple[list[str], list[str]]:
+    """The README with every example's output replaced by a real run, and a diff
+    (``only``: just the examples whose arguments hold this text)."""
     new = list(lines)
     diff: list[str] = []
     with tempfile.TemporaryDirectory(prefix="kerinspect-readme-") as tmp:
         shutil.copytree(ROOT / "sample_models", Path(tmp) / "sample_models")
         for ex in reversed(examples(lines)):
+            if only is not None and only not in shlex.join(ex.args):
+                continue
             out = run(ex, Path(tmp))
             old = lines[ex.start : ex.end]
             if same_output(old, out):
@@ -136,7 +141,8 @@ def refresh(lines: list[str]) -> tuple[list[str], list[str]]:
 
 def main(argv: list[str]) -> int:
     lines = README.read_text(encoding="utf-8").split("\n")
-    new, diff = refresh(lines)
+    only = argv[argv.index("--only") + 1] if "--only" in argv[:-1] else None
+    new, diff = refresh(lines, only)
     if "--update" in argv:
         README.write_text("\n".join(new), encoding="utf-8")
         print(f"README.md: {len(examples(lines))} examples, {'updated' if diff else 'already current'}")

@@ -115,6 +115,14 @@ _CHECK_SETTINGS = {
     help="Output format (stdout).",
 )
 @click.option("--junit", "junit_path", metavar="FILE", help="Also write the results as JUnit XML to FILE.")
+@click.option(
+    "--jobs",
+    "-j",
+    type=click.IntRange(min=1),
+    default=None,
+    help="Check up to N models at once, each in its own worker (default: the number of cores, "
+    "at most the number of models). Results keep the order of the models.",
+)
 @load_options
 @debug_option
 def check(
@@ -123,6 +131,7 @@ def check(
     no_config: bool,
     fmt: str,
     junit_path: str | None,
+    jobs: int | None,
     load: sp.LoadOptions,
     **options: Any,
 ) -> int:
@@ -169,7 +178,13 @@ def check(
             rule="usage",
         )
 
-    with ProgressBar(stderr_console()) as progress:
+    def early(result: Any) -> None:  # refused before any worker starts: said now, listed again below
+        from kerinspect.errors import escape_text
+
+        rule, path, text = (escape_text(t) for t in (result.error.rule, result.path, result.error.message))
+        click.echo(f"kerinspect: error[{rule}]: {path}: {text}", err=True)
+
+    with ProgressBar(stderr_console()) as progress, ProgressBar(stderr_console(), "models") as models_done:
         run = check_models(
             models,
             config_file,
@@ -179,6 +194,9 @@ def check(
             load=load,
             run_options=run_options,
             name_parameter=cli.flag,  # a model's error shows flags, as every other error here
+            jobs=jobs,
+            on_early_error=early,
+            on_model_done=models_done,
         )
     for result in run.results:  # once per model that ran on noise, naming it
         warn_inputs(result, f"{result.path}: ")

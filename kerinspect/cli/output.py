@@ -89,8 +89,9 @@ class ProgressBar:
     """``progress(done, total)`` callback drawing a Rich bar on stderr once a run
     turns out to have more than one batch; silent when stderr is not a terminal."""
 
-    def __init__(self, console: Console):
+    def __init__(self, console: Console, unit: str = "samples"):
         self.console = console
+        self.unit = unit  # what ``done`` counts: samples of one run, or models (check --jobs)
         self.bar: Any = None
         self.task: Any = None
 
@@ -104,7 +105,7 @@ class ProgressBar:
                 TextColumn("running"),
                 BarColumn(),
                 MofNCompleteColumn(),
-                TextColumn("samples"),
+                TextColumn(self.unit),
                 TimeElapsedColumn(),
                 console=self.console,
                 transient=True,

@@ -38,6 +38,7 @@ import numpy as np
 
 from kerinspect.errors import DataError, InferenceError, InputFileError, Message, PolicyError, UsageError, msg
 from kerinspect.report import InputRecord
+from kerinspect.scan.input_shapes import fmt_declared, shape_error
 from kerinspect.spec import DEFAULT_DIM, MAX_INPUT_ELEMENTS
 
 #: Exclusive upper bound of synthetic integers when no consuming layer says more.
@@ -481,24 +482,18 @@ def concrete_shape(spec: InputSpec, dim: int, shape: tuple[int, ...] | None) -> 
                 "{shapes} for input {name!r} is {shape}, but the model declares {declared} (batch axis excluded).",
                 name=spec.name,
                 shape=shape,
-                declared=_fmt_declared(declared),
+                declared=fmt_declared(declared),
             )
         )
     elements = math.prod(shape)
     if elements > MAX_INPUT_ELEMENTS:
         raise PolicyError(
             f"One sample of input {spec.name!r} would have {elements:,} elements "
-            f"{_fmt_declared(shape)}, above the limit of {MAX_INPUT_ELEMENTS:,}.",
+            f"{fmt_declared(shape)}, above the limit of {MAX_INPUT_ELEMENTS:,}.",
             rule="input-too-large",
             hint=msg("the model declares dynamic axes: give smaller ones with {dim} or {shapes}"),
         )
     return tuple(shape)
-
-
-def _fmt_declared(shape: Sequence[int | None]) -> str:
-    return (
-        "(" + ", ".join("None" if d is None else str(d) for d in shape) + (",)" if len(shape) == 1 else ")")
-    )
 
 
 # -- synthetic ------------------------------------------------------------------
@@ -813,20 +808,9 @@ def validate_array(spec: InputSpec, a: Any, source: str) -> np.ndarray:
     """Check one user array against its input's rank, fixed axes, dtype and range."""
     a = np.asarray(a) if not isinstance(a, np.ndarray) else a
     where = msg("Received: {input}={source!r}", source=source)
-    declared = spec.shape
-    if a.ndim != len(declared):
-        raise InferenceError(
-            f"Input {spec.name!r} expects rank {len(declared)} {_fmt_declared(declared)}, "
-            f"got shape {tuple(a.shape)}. " + where,
-            rule="input-shape",
-        )
-    for axis, (d, g) in enumerate(zip(declared, a.shape)):
-        if d is not None and d != g:
-            raise InferenceError(
-                f"Input {spec.name!r} expects shape {_fmt_declared(declared)}, got {tuple(a.shape)} "
-                f"(axis {axis}: {d} != {g}). " + where,
-                rule="input-shape",
-            )
+    mismatch = shape_error(spec.name, spec.shape, tuple(a.shape), source)  # as the parent's early check
+    if mismatch is not None:
+        raise mismatch
     kind = a.dtype.kind
     if spec.kind == "string":
         if kind not in "USO":

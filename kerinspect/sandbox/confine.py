@@ -74,6 +74,11 @@ def set_limits(*, max_memory: int = 0, max_file_size: int = 0, timeout: float = 
         _lower(resource.RLIMIT_DATA, max_memory)
     if max_file_size > 0:
         _lower(resource.RLIMIT_FSIZE, max_file_size)
+    arm_deadline(timeout)
+
+
+def arm_deadline(timeout: float) -> None:
+    """End this process ``timeout`` (plus :data:`ALARM_GRACE`) seconds from now; 0 = never."""
     if timeout > 0:
         signal.alarm(math.ceil(timeout) + ALARM_GRACE)  # default action: terminate
 

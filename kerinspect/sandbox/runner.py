@@ -26,8 +26,9 @@ import shutil
 import signal
 import subprocess
 import sys
+import threading
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -267,6 +268,173 @@ def _count_start(request: dict[str, Any], phase: str) -> None:
         f.write(f"{request.get('command', '?')} {loaded} {label}\n")
 
 
+class _Started:
+    """A worker process spawned, its scratch directory and its two pipes: the protocol
+    channel it writes to (``read_fd`` here) and, for a spare, the pipe it waits on
+    before it reads its request (``go_fd`` here; -1 when it was given its request)."""
+
+    def __init__(self, limits: WorkerLimits, scratch_parent: str | None, request: dict[str, Any] | None):
+        self.limits, self.scratch_parent = limits, scratch_parent
+        self.scratch = scratch_dirs.make("worker", scratch_parent)
+        self.request_path = os.path.join(self.scratch, "request.json")
+        self.read_fd, self.go_fd = -1, -1
+        spare = request is None  # a spare reads its request when told to go (give)
+        read_fd, write_fd = os.pipe()
+        go_read = -1
+        try:
+            if request is not None:
+                with open(self.request_path, "w") as f:
+                    json.dump(request, f)
+            env = _worker_env(self.scratch)
+            env["KERINSPECT_PROTOCOL_FD"] = str(write_fd)
+            env["KERINSPECT_LIMITS"] = json.dumps(limits.to_dict())
+            passed = [write_fd]
+            if spare:
+                go_read, self.go_fd = os.pipe()
+                env[GO_FD_ENV] = str(go_read)
+                passed.append(go_read)
+            with open(os.path.join(self.scratch, "worker.log"), "wb") as log:
+                self.proc = subprocess.Popen(
+                    [sys.executable, "-m", "kerinspect.sandbox.worker", self.request_path],
+                    stdin=subprocess.DEVNULL,
+                    stdout=log,
+                    stderr=log,
+                    env=env,
+                    cwd=self.scratch,
+                    pass_fds=tuple(passed),
+                    start_new_session=True,
+                    close_fds=True,
+                )
+            self.read_fd = read_fd
+            read_fd = -1
+            with _LIVE_LOCK:
+                _LIVE.add(self.proc.pid)
+                if _STOPPED[0]:  # started after kill_all: ends at once, its job with it
+                    _kill_group(self.proc.pid)
+        except BaseException:
+            self.close()
+            raise
+        finally:
+            for fd in (read_fd, write_fd, go_read):
+                if fd >= 0:
+                    with contextlib.suppress(OSError):
+                        os.close(fd)
+
+    def give(self, request: dict[str, Any]) -> bool:
+        """Write ``request`` where the spare reads it and tell it to go; False when the
+        spare is gone (it died while it waited)."""
+        try:
+            if self.proc.poll() is not None:
+                return False
+            with open(self.request_path, "w") as f:
+                json.dump(request, f)
+            os.write(self.go_fd, b"go")
+            return True
+        except OSError:  # BrokenPipeError: it ended meanwhile
+            return False
+        finally:
+            os.close(self.go_fd)
+            self.go_fd = -1
+
+    def close(self) -> None:
+        """Kill what is left of the worker's process group, remove its scratch."""
+        proc = getattr(self, "proc", None)
+        if proc is not None:
+            _kill_group(proc.pid)  # nothing the model started may outlive the job
+            if proc.poll() is None:
+                proc.wait()
+            with _LIVE_LOCK:
+                _LIVE.discard(proc.pid)
+        for fd in (self.read_fd, self.go_fd):
+            if fd >= 0:
+                with contextlib.suppress(OSError):
+                    os.close(fd)
+        self.read_fd = self.go_fd = -1
+        shutil.rmtree(self.scratch, ignore_errors=True)
+
+
+#: The environment variable naming the pipe a spare worker waits on (see :func:`prestarting`).
+GO_FD_ENV = "KERINSPECT_GO_FD"
+#: Process groups of the workers alive now (:func:`kill_all`).
+_LIVE: set[int] = set()
+_LIVE_LOCK = threading.Lock()
+#: Set by :func:`kill_all` until the :func:`prestarting` block ends.
+_STOPPED = [False]
+
+
+class _Spares:
+    """Workers started ahead of their job (:func:`prestarting`), and how many jobs remain."""
+
+    def __init__(self) -> None:
+        self.lock = threading.Lock()
+        self.remaining = 0
+        self.most = 0
+        self.idle: list[_Started] = []
+
+    def take(self, limits: WorkerLimits, scratch_parent: str | None) -> _Started | None:
+        """A spare started with these limits, if one waits; then, while more jobs remain
+        than spares wait, one more is started to warm up during this job."""
+        with self.lock:
+            if self.remaining <= 0:
+                return None
+            self.remaining -= 1
+            taken = next(
+                (s for s in self.idle if s.limits == limits and s.scratch_parent == scratch_parent), None
+            )
+            if taken is not None:
+                self.idle.remove(taken)
+            start = self.remaining > len(self.idle) and len(self.idle) < self.most
+            if start:  # under the lock: two jobs starting at once never start two spares
+                with contextlib.suppress(OSError):
+                    self.idle.append(_Started(limits, scratch_parent, None))
+        return taken
+
+    def close(self) -> None:
+        with self.lock:
+            idle, self.idle, self.remaining, self.most = self.idle, [], 0, 0
+        for spare in idle:
+            spare.close()
+            _count_start({"command": "spare"}, PHASES["load"])  # it imported TensorFlow, unused
+
+
+_SPARES = _Spares()
+
+
+@contextlib.contextmanager
+def prestarting(jobs: int, spares: int = 1) -> Iterator[None]:
+    """Within the block, the next ``jobs`` calls of :func:`run_worker` keep up to ``spares``
+    workers started ahead: each spare confines itself and imports TensorFlow, then waits
+    for its request, so the next job does not pay that start. Only as many are started as
+    jobs remain; those left at the end are killed. A spare is the same isolated worker
+    (the same limits, environment and scratch); its deadline starts with its job."""
+    with _SPARES.lock:
+        _SPARES.remaining, _SPARES.most = jobs, spares
+    with _LIVE_LOCK:
+        _STOPPED[0] = False
+    try:
+        yield
+    finally:
+        _SPARES.close()
+        with _LIVE_LOCK:
+            _STOPPED[0] = False
+
+
+def kill_all() -> None:
+    """Kill every worker (and spare) of this process now: the jobs waiting on them end
+    with :class:`ChildCrashError`, and a worker started after this, until the
+    :func:`prestarting` block ends, is killed as it starts. For a parent interrupted
+    while several jobs run at once (call it inside that block)."""
+    with _SPARES.lock:
+        idle, _SPARES.idle, _SPARES.remaining = _SPARES.idle, [], 0
+    with _LIVE_LOCK:
+        _STOPPED[0] = True
+        groups = list(_LIVE)
+    for pid in groups:
+        _kill_group(pid)
+    for spare in idle:
+        spare.close()
+
+
 def run_worker(
     request: dict[str, Any],
     limits: WorkerLimits | None = None,
@@ -288,39 +456,24 @@ def run_worker(
     """
     limits = limits or WorkerLimits()
     scratch_dirs.sweep(scratch_parent)  # what a SIGKILLed earlier run left behind
-    scratch = scratch_dirs.make("worker", scratch_parent)
-    read_fd, write_fd = os.pipe()
+    started = _SPARES.take(limits, scratch_parent)
+    if started is not None and not started.give(request):
+        started.close()
+        _count_start({"command": "spare"}, PHASES["load"])
+        started = None
+    if started is None:
+        started = _Started(limits, scratch_parent, request)
     phase = "starting"
     result: dict[str, Any] | None = None
     error: dict[str, Any] | None = None
     isolated = False
+    proc, log_path = started.proc, os.path.join(started.scratch, "worker.log")
     try:
-        request_path = os.path.join(scratch, "request.json")
-        with open(request_path, "w") as f:
-            json.dump(request, f)
-        log_path = os.path.join(scratch, "worker.log")
-        env = _worker_env(scratch)
-        env["KERINSPECT_PROTOCOL_FD"] = str(write_fd)
-        env["KERINSPECT_LIMITS"] = json.dumps(limits.to_dict())
-        with open(log_path, "wb") as log:
-            proc = subprocess.Popen(
-                [sys.executable, "-m", "kerinspect.sandbox.worker", request_path],
-                stdin=subprocess.DEVNULL,
-                stdout=log,
-                stderr=log,
-                env=env,
-                cwd=scratch,
-                pass_fds=(write_fd,),
-                start_new_session=True,
-                close_fds=True,
-            )
-        os.close(write_fd)
-        write_fd = -1
         deadline = time.monotonic() + limits.timeout if limits.timeout > 0 else None
         buf = bytearray()
         try:
-            with os.fdopen(read_fd, "rb", buffering=0) as pipe:
-                read_fd = -1
+            with os.fdopen(started.read_fd, "rb", buffering=0) as pipe:
+                started.read_fd = -1
                 while True:
                     wait = None if deadline is None else deadline - time.monotonic()
                     if wait is not None and wait <= 0:
@@ -368,6 +521,8 @@ def run_worker(
             _kill_group(proc.pid)  # nothing the model started may outlive the job
             if proc.poll() is None:
                 proc.wait()
+            with _LIVE_LOCK:
+                _LIVE.discard(proc.pid)
         if error is not None:
             raise _error_from(error)
         if result is not None and proc.returncode == 0:
@@ -393,9 +548,5 @@ def run_worker(
             rule="worker-failed",
         )
     finally:
-        for fd in (read_fd, write_fd):
-            if fd >= 0:
-                with contextlib.suppress(OSError):
-                    os.close(fd)
-        shutil.rmtree(scratch, ignore_errors=True)
+        started.close()
         _count_start(request, phase)

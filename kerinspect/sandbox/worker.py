@@ -12,6 +12,11 @@ descriptor named by ``KERINSPECT_PROTOCOL_FD``:
   (:meth:`kerinspect.errors.Message.to_json`: text, and ``{"param": name}`` where they
   reference a parameter, so the parent can show it as the CLI's flag or the API's name)
 
+A spare (``KERINSPECT_GO_FD`` set, :func:`kerinspect.sandbox.runner.prestarting`)
+confines itself and imports TensorFlow first, then waits until the parent writes
+``go`` on that pipe (its request file is written by then) and arms its deadline only
+then; a closed pipe without ``go`` ends it quietly.
+
 Its stdout and stderr go to a log the parent reads only after a crash.
 Test-only fault hook: ``KERINSPECT_TEST_FAULT=<fault>@<phase>`` (fault: segv,
 hang, oom, exit, nohook) fires when the worker enters that phase; ``no-netns`` makes
@@ -109,6 +114,28 @@ def _dispatch(request: Any, channel: _Channel) -> dict[str, Any]:
     return run_request(parsed, channel)
 
 
+def _wait_to_go(fd: int, timeout: float) -> bool:
+    """A spare's wait: import TensorFlow now (what every job's start costs), then block
+    until the parent says go (True, its deadline armed from now) or closes the pipe."""
+    from .confine import arm_deadline
+
+    os.set_inheritable(fd, False)
+    try:
+        from kerinspect.engine.tfenv import import_keras
+
+        import_keras()
+    except Exception:  # noqa: BLE001, S110 - the job imports it again and reports what fails
+        pass
+    said = b""
+    while chunk := os.read(fd, 16):
+        said += chunk
+    os.close(fd)
+    if said != b"go":
+        return False
+    arm_deadline(timeout)
+    return True
+
+
 def main(argv: list[str]) -> int:
     from .confine import confine
 
@@ -124,12 +151,15 @@ def main(argv: list[str]) -> int:
                 os.ftruncate(fd, length)
 
         dump_writer.preallocate = sparse
-    namespace = confine(limits)
+    go = os.environ.get("KERINSPECT_GO_FD")
+    namespace = confine({**limits, "timeout": 0} if go else limits)
     fd = int(os.environ["KERINSPECT_PROTOCOL_FD"])
     os.set_inheritable(fd, False)  # processes the model might start do not get the channel
     channel = _Channel(fd, namespace)
     sys.stdout = sys.stderr  # stray prints from model code must not go anywhere useful
     _guard_network()
+    if go and not _wait_to_go(int(go), float(limits.get("timeout") or 0)):
+        return 0
     try:
         with open(argv[1]) as f:
             request = json.load(f)
