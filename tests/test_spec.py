@@ -181,8 +181,16 @@ class _Captured(KerinspectError):
 
 
 @pytest.fixture
-def captured(monkeypatch):
-    """Stub kerinspect.api.inspect_model: record what the CLI asks for, then fail (exit 6)."""
+def captured(monkeypatch, tmp_path):
+    """Stub kerinspect.api.inspect_model: record what the CLI asks for, then fail (exit 6).
+    In a folder holding a real model as ``m.keras``: ``check`` pre-flights every model file
+    before any worker (a missing one is its own error, exit 3)."""
+    import shutil
+
+    from tests.conftest import ROOT
+
+    shutil.copy(ROOT / "sample_models" / "classifier.keras", tmp_path / "m.keras")
+    monkeypatch.chdir(tmp_path)
     calls: list[dict] = []
 
     def fake(model, inputs=None, *, spec=None, progress=None, load=None, **options):
