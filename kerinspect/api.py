@@ -820,10 +820,9 @@ _RUN_FIELDS = tuple(f.name for f in dataclasses.fields(RunSpec))
 
 
 def _worker_limits(load: LoadOptions, max_file_size: int) -> Any:
-    from .sandbox.runner import WorkerLimits, default_max_memory
+    from .sandbox.runner import WorkerLimits
 
-    memory = default_max_memory() if load.max_memory is None else load.max_memory
-    return WorkerLimits(timeout=load.timeout, max_memory=memory, max_file_size=max_file_size)
+    return WorkerLimits.of(load, max_file_size)
 
 
 def _check_model_object(model: Any) -> None:

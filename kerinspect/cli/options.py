@@ -498,3 +498,24 @@ def sample_option(help_text: str) -> Callable[[Callable[..., Any]], Callable[...
         metavar="K",
         help=help_text,
     )
+
+
+def beam_options(f: Callable[..., Any]) -> Callable[..., Any]:
+    """``--runner NAME`` and ``--pipeline-option KEY=VALUE``: the run on Apache Beam
+    (:mod:`kerinspect.beam`)."""
+    f = click.option(
+        "--pipeline-option",
+        "pipeline_options",
+        metavar="KEY=VALUE",
+        multiple=True,
+        help="A Beam pipeline option, passed through as --KEY=VALUE (repeatable): "
+        "direct_num_workers=2, direct_running_mode=multi_processing, project=..., region=..., "
+        "temp_location=gs://... (where the report is written for remote runners).",
+    )(f)
+    return click.option(
+        "--runner",
+        metavar="NAME",
+        help="Run over the --input TFRecord shards on Apache Beam (pip install 'kerinspect[beam]'): "
+        "DirectRunner (in-process, nothing downloaded), DataflowRunner, FlinkRunner, SparkRunner. "
+        "The same report, statistics merged across Beam workers. Default: this machine, one worker.",
+    )(f)

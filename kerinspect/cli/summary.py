@@ -7,6 +7,7 @@ import click
 from kerinspect.cli.group import cli, debug_option
 from kerinspect.cli.options import (
     attention_threshold_options,
+    beam_options,
     depth_option,
     engine_option,
     input_options,
@@ -29,6 +30,7 @@ from kerinspect.spec import LoadOptions, RunSpec
 @threshold_options
 @attention_threshold_options
 @load_options
+@beam_options
 @output_options
 @debug_option
 @spec_argument
@@ -39,6 +41,8 @@ def summary(
     width: int | None,
     spec: RunSpec,
     load: LoadOptions,
+    runner: str | None = None,
+    pipeline_options: tuple[str, ...] = (),
 ) -> None:
     """Run MODEL (.keras or .h5) on sample inputs and show every layer call's output.
 
@@ -53,11 +57,17 @@ def summary(
       kerinspect summary model.keras
       kerinspect summary model.keras --samples 256 --batch-size 64 --format json
       kerinspect summary model.h5 --input batch.npz
+      kerinspect summary model.keras --input 'shards/*.tfrecord' --runner DirectRunner \\
+          --pipeline-option direct_num_workers=2
     """
     from kerinspect.api import inspect_model
+    from kerinspect.beam.pipeline import inspect_on_beam
 
-    with ProgressBar(stderr_console()) as progress:
-        report = inspect_model(model, input_file, spec=spec, progress=progress, load=load)
+    if runner is not None or pipeline_options:
+        report = inspect_on_beam(model, input_file, runner, pipeline_options, spec=spec, load=load)
+    else:
+        with ProgressBar(stderr_console()) as progress:
+            report = inspect_model(model, input_file, spec=spec, progress=progress, load=load)
     warn_inputs(report)
     from kerinspect.render import render_markdown, render_table
 

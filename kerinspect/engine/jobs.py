@@ -326,6 +326,21 @@ def _saved_loss(subject: Subject) -> Any:
     return subject.compile_loss
 
 
+def accumulate_job(task: Task, channel: Any) -> dict[str, Any]:
+    """A session's statistics over the data files its parent hands over
+    (:mod:`kerinspect.engine.session`; ``summary --runner``, :mod:`kerinspect.beam`)."""
+    from .session import accumulate_job as job
+
+    return job(task, channel)
+
+
+def finish_job(task: Task, channel: Any) -> dict[str, Any]:
+    """The report of merged session statistics (:mod:`kerinspect.engine.session`)."""
+    from .session import finish_job as job
+
+    return job(task, channel)
+
+
 #: The jobs, by command. ``activations`` runs only in the caller's process (its arrays
 #: are not JSON); the others in either. ``weights`` reads a file with h5py alone and
 #: needs no loaded model: :func:`run_request` runs it.
@@ -336,6 +351,8 @@ JOBS: dict[str, Callable[[Task, Any], dict[str, Any]]] = {
     "diff": diff_job,
     "activations": activations_job,
     "gradients": gradients_job,
+    "accumulate": accumulate_job,
+    "finish": finish_job,
 }
 
 

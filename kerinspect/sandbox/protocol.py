@@ -20,7 +20,7 @@ from kerinspect.errors import KerinspectError
 from kerinspect.spec import LoadOptions, RunSpec, Spec, SpecError, one_of
 
 #: The jobs of :data:`kerinspect.engine.jobs.JOBS`.
-COMMANDS = ("inspect", "dump", "weights", "report", "diff", "gradients")
+COMMANDS = ("inspect", "dump", "weights", "report", "diff", "gradients", "accumulate", "finish")
 #: The messages the worker sends back (checked by :mod:`kerinspect.sandbox.runner`).
 MESSAGE_TYPES = ("phase", "progress", "result", "error")
 
@@ -72,8 +72,9 @@ class Request(Spec):
         run: what to feed and how to judge it.
         load: how to open the file (the job uses ``trust_model``, ``custom_objects``
             (checked to exist by the parent), ``max_params``).
-        write: ``dump`` only: the write job of :func:`kerinspect.dump.prepare_dump`
-            (``plan["write"]``), passed through untouched.
+        write: ``dump``: the write job of :func:`kerinspect.dump.prepare_dump`
+            (``plan["write"]``), passed through untouched; ``finish``: ``{"state_file":
+            path}``, the merged statistics (:mod:`kerinspect.engine.session`).
         model_b: ``diff`` only: the second model file (compared with ``model``).
     """
 

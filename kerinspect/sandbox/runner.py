@@ -127,6 +127,13 @@ class WorkerLimits:
     max_file_size: int = 0
     isolate_network: bool = True
 
+    @classmethod
+    def of(cls, load: Any, max_file_size: int = 0) -> WorkerLimits:
+        """The limits a :class:`~kerinspect.spec.LoadOptions` asks for (its ``max_memory``
+        None: :func:`default_max_memory`)."""
+        memory = default_max_memory() if load.max_memory is None else load.max_memory
+        return cls(timeout=load.timeout, max_memory=memory, max_file_size=max_file_size)
+
     def to_dict(self) -> dict[str, Any]:
         return {
             "timeout": self.timeout,
@@ -273,14 +280,20 @@ class _Started:
     channel it writes to (``read_fd`` here) and, for a spare, the pipe it waits on
     before it reads its request (``go_fd`` here; -1 when it was given its request)."""
 
-    def __init__(self, limits: WorkerLimits, scratch_parent: str | None, request: dict[str, Any] | None):
+    def __init__(
+        self,
+        limits: WorkerLimits,
+        scratch_parent: str | None,
+        request: dict[str, Any] | None,
+        session: bool = False,
+    ):
         self.limits, self.scratch_parent = limits, scratch_parent
         self.scratch = scratch_dirs.make("worker", scratch_parent)
         self.request_path = os.path.join(self.scratch, "request.json")
-        self.read_fd, self.go_fd = -1, -1
+        self.read_fd, self.go_fd, self.command_fd = -1, -1, -1
         spare = request is None  # a spare reads its request when told to go (give)
         read_fd, write_fd = os.pipe()
-        go_read = -1
+        go_read = session_read = -1
         try:
             if request is not None:
                 with open(self.request_path, "w") as f:
@@ -293,6 +306,10 @@ class _Started:
                 go_read, self.go_fd = os.pipe()
                 env[GO_FD_ENV] = str(go_read)
                 passed.append(go_read)
+            if session:  # commands on a pipe (kerinspect/sandbox/session.py)
+                session_read, self.command_fd = os.pipe()
+                env[SESSION_FD_ENV] = str(session_read)
+                passed.append(session_read)
             with open(os.path.join(self.scratch, "worker.log"), "wb") as log:
                 self.proc = subprocess.Popen(
                     [sys.executable, "-m", "kerinspect.sandbox.worker", self.request_path],
@@ -315,7 +332,7 @@ class _Started:
             self.close()
             raise
         finally:
-            for fd in (read_fd, write_fd, go_read):
+            for fd in (read_fd, write_fd, go_read, session_read):
                 if fd >= 0:
                     with contextlib.suppress(OSError):
                         os.close(fd)
@@ -345,16 +362,18 @@ class _Started:
                 proc.wait()
             with _LIVE_LOCK:
                 _LIVE.discard(proc.pid)
-        for fd in (self.read_fd, self.go_fd):
+        for fd in (self.read_fd, self.go_fd, self.command_fd):
             if fd >= 0:
                 with contextlib.suppress(OSError):
                     os.close(fd)
-        self.read_fd = self.go_fd = -1
+        self.read_fd = self.go_fd = self.command_fd = -1
         shutil.rmtree(self.scratch, ignore_errors=True)
 
 
 #: The environment variable naming the pipe a spare worker waits on (see :func:`prestarting`).
 GO_FD_ENV = "KERINSPECT_GO_FD"
+#: The environment variable naming the pipe a session worker reads its commands from.
+SESSION_FD_ENV = "KERINSPECT_SESSION_FD"
 #: Process groups of the workers alive now (:func:`kill_all`).
 _LIVE: set[int] = set()
 _LIVE_LOCK = threading.Lock()

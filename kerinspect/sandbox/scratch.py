@@ -19,7 +19,7 @@ import shutil
 import stat
 import tempfile
 
-KINDS = ("worker", "inputs", "snapshot", "activations")
+KINDS = ("worker", "inputs", "snapshot", "activations", "beam")
 _NAME = re.compile(rf"kerinspect-(?:{'|'.join(KINDS)})-(\d+)-[A-Za-z0-9_]+\Z")
 
 

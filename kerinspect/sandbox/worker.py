@@ -41,6 +41,7 @@ from kerinspect.errors import ExitCode, KerinspectError, escape_text, msg
 class _Channel:
     def __init__(self, fd: int, namespace: bool):
         self._out = os.fdopen(fd, "w", buffering=1, encoding="utf-8")
+        self.session_fd: int | None = None
         self.network_isolated = namespace and _network_isolated()
 
     def send(self, msg: dict[str, Any]) -> None:
@@ -156,6 +157,10 @@ def main(argv: list[str]) -> int:
     fd = int(os.environ["KERINSPECT_PROTOCOL_FD"])
     os.set_inheritable(fd, False)  # processes the model might start do not get the channel
     channel = _Channel(fd, namespace)
+    session = os.environ.get("KERINSPECT_SESSION_FD")  # a session's commands (engine/session.py)
+    if session is not None:
+        channel.session_fd = int(session)
+        os.set_inheritable(channel.session_fd, False)
     sys.stdout = sys.stderr  # stray prints from model code must not go anywhere useful
     _guard_network()
     if go and not _wait_to_go(int(go), float(limits.get("timeout") or 0)):

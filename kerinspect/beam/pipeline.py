@@ -1,0 +1,219 @@
+"""``kerinspect summary MODEL --input 'shards/*.tfrecord' --runner R``: the pipeline.
+
+Reads the TFRecord shards with ``ReadFromTFRecord``, runs :class:`LayerStatistics`,
+and writes the report as one JSON file where the parent reads it back (a local
+temporary folder, or under ``--pipeline-option temp_location=...`` for runners whose
+workers do not share this machine's disk: Dataflow, Flink, Spark).
+
+``DirectRunner`` is pinned to Beam's in-process Python runner (``FnApiRunner``, which
+honours ``direct_num_workers`` and ``direct_running_mode``): Beam's own DirectRunner
+first tries the Prism runner, which downloads a binary.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import os
+import re
+import sys
+import uuid
+from collections.abc import Iterator, Sequence
+from typing import Any
+
+from kerinspect.errors import InputFileError, KerinspectError, UsageError, escape_text
+from kerinspect.spec import LoadOptions, RunSpec
+
+#: Runner names passed through to Beam (any other name is too; these are the documented ones).
+RUNNERS = ("DirectRunner", "DataflowRunner", "FlinkRunner", "SparkRunner", "PortableRunner")
+
+
+def pipeline_arguments(options: Sequence[str]) -> list[str]:
+    """``KEY=VALUE`` pairs as Beam's ``--KEY=VALUE`` arguments (a bare ``KEY``: a flag)."""
+    out = []
+    for item in options:
+        key, sep, value = item.partition("=")
+        key = key.strip().lstrip("-")
+        if not key:
+            raise UsageError(f"--pipeline-option takes KEY=VALUE. Received: {escape_text(item)!r}")
+        out.append(f"--{key}={value}" if sep else f"--{key}")
+    return out
+
+
+def _runner(name: str) -> Any:
+    if name == "DirectRunner":
+        from apache_beam.runners.portability.fn_api_runner import FnApiRunner
+
+        return FnApiRunner()
+    return name
+
+
+@contextlib.contextmanager
+def _stderr_to(path: str) -> Iterator[None]:
+    """File descriptor 2 (this process's and the Beam workers' it starts: their logs)
+    into ``path`` while the pipeline runs; the CLI's own lines come after."""
+    sys.stderr.flush()
+    saved = os.dup(2)
+    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o600)
+    try:
+        os.dup2(fd, 2)
+        yield
+    finally:
+        sys.stderr.flush()
+        os.dup2(saved, 2)
+        os.close(saved)
+        os.close(fd)
+
+
+def _tail(path: str) -> list[str]:
+    try:
+        with open(path, encoding="utf-8", errors="replace") as f:
+            return [ln for ln in f.read().splitlines()[-50:] if ln.strip() and not ln.startswith("INFO")][-1:]
+    except OSError:
+        return []
+
+
+def _unwrapped(error: BaseException) -> KerinspectError | None:
+    """The kerinspect error a failed pipeline carries (Beam re-raises a DoFn's
+    exception, sometimes as another class with the original as its cause or context)."""
+    seen = 0
+    while error is not None and seen < 16:
+        if isinstance(error, KerinspectError):
+            return error
+        error, seen = error.__cause__ or error.__context__, seen + 1  # type: ignore[assignment]
+    return None
+
+
+def inspect_on_beam(
+    model: str,
+    inputs: str | None,
+    runner: str | None,
+    options: Sequence[str] = (),
+    *,
+    spec: RunSpec | None = None,
+    load: LoadOptions | None = None,
+) -> Any:
+    """:func:`kerinspect.inspect_model` of the model file ``model`` over the TFRecord
+    shards ``inputs`` (a glob), on Beam's ``runner`` with ``options`` (``KEY=VALUE``):
+    the same :class:`~kerinspect.report.ModelReport`. What needs no pipeline is refused
+    first: options, the input pattern, the model's pre-flight, Beam not installed."""
+    from kerinspect.report import ModelReport
+    from kerinspect.scan.preflight import preflight
+
+    spec, load = spec or RunSpec(), load or LoadOptions()
+    if runner is None:
+        raise UsageError("--pipeline-option needs --runner (the Beam runner to pass it to).")
+    if inputs is None:
+        raise UsageError(
+            "--runner reads your data: give --input, TFRecord shards of tf.train.Example "
+            "(a glob such as 'shards/*.tfrecord'). Synthetic samples need no pipeline."
+        )
+    if spec.labels is not None or spec.label_column is not None:
+        raise UsageError("--runner does not take labels: separability needs every sample in one place.")
+    if spec.samples is not None:
+        raise UsageError("--runner reads every record of the shards; --samples does not apply.")
+    if "://" not in inputs:
+        import glob
+
+        files = sorted(glob.glob(inputs, recursive=True))
+        if not files:
+            raise InputFileError(
+                f"No file matches the input pattern. Received: input={escape_text(inputs)!r}",
+                rule="input-not-found",
+            )
+        odd = [f for f in files if not f.lower().endswith((".tfrecord", ".tfrecords", ".tfr"))]
+        if odd:
+            raise UsageError(
+                "--runner reads TFRecord shards (.tfrecord, .tfrecords, .tfr); the pattern also "
+                f"matches {escape_text(odd[0])!r}. Received: input={escape_text(inputs)!r}"
+            )
+    if "://" not in model:
+        preflight(model)
+    if load.custom_objects is not None:
+        load = load.replace(custom_objects=os.path.abspath(load.custom_objects))
+    import logging
+
+    if not logging.getLogger().handlers:  # Beam warns at import of clients it does not need
+        logging.getLogger().addHandler(logging.NullHandler())
+    try:
+        import apache_beam  # noqa: F401
+    except ImportError:
+        raise UsageError(
+            "--runner needs Apache Beam, which is not installed: pip install 'kerinspect[beam]'"
+        ) from None
+    digest = None
+    if "://" not in inputs:  # hashed before the pipeline reads them, as every command does
+        from kerinspect.input_digest import digest_inputs
+
+        digest = digest_inputs("pattern", os.path.abspath(inputs))
+    data = summary_on_beam(model, inputs, spec, load, runner, options)
+    for record in data.get("inputs", []):
+        if digest is not None:
+            record.update(path=digest.path, sha256=digest.sha256, sha256_of=digest.sha256_of)
+        record["note"] = f"tfrecord: {data['samples']} tf.train.Example records, read on Beam ({runner})"
+    return ModelReport.from_dict(data)
+
+
+def summary_on_beam(
+    model: str,
+    pattern: str,
+    spec: RunSpec,
+    load: LoadOptions,
+    runner: str,
+    options: Sequence[str] = (),
+) -> dict[str, Any]:
+    """The report of ``summary`` over every record of the TFRecord shards ``pattern``,
+    computed on Beam (see the module's docstring), as ``ModelReport.to_dict()``."""
+    import apache_beam as beam
+    from apache_beam.io.filesystems import FileSystems
+    from apache_beam.options.pipeline_options import GoogleCloudOptions, PipelineOptions
+
+    from .transform import LayerStatistics
+
+    arguments = pipeline_arguments(options)
+    pipeline_options = PipelineOptions(arguments)
+    temp = pipeline_options.view_as(GoogleCloudOptions).temp_location
+    local = temp is None
+    if local:
+        from kerinspect.sandbox.scratch import make
+
+        temp = make("beam")
+    out = FileSystems.join(temp, f"kerinspect-report-{uuid.uuid4().hex}.json")
+    source = pattern
+    read_from = pattern if "://" in pattern else os.path.abspath(pattern)
+    log = os.path.join(temp, "beam.log") if local else os.devnull
+    try:
+        try:
+            with _stderr_to(log), beam.Pipeline(runner=_runner(runner), options=pipeline_options) as p:
+                _ = (
+                    p
+                    | "Read" >> beam.io.ReadFromTFRecord(read_from)
+                    | "Statistics" >> LayerStatistics(model, spec, load, source=source)
+                    | "JSON" >> beam.Map(lambda r: json.dumps(r, allow_nan=False))
+                    | "Write" >> beam.io.WriteToText(out, shard_name_template="", num_shards=1)
+                )
+        except KerinspectError:
+            raise
+        except Exception as e:  # noqa: BLE001 - a failed pipeline: its kerinspect error, else one line
+            found = _unwrapped(e)
+            if found is not None:
+                for suffix in re.findall(r" \[while running '[^']*'\]", str(found)):
+                    found.replace_text(suffix, "")
+                raise found from None
+            lines = [ln for ln in str(e).splitlines() if ln.strip()] or _tail(log)
+            raise KerinspectError(
+                f"The Beam pipeline failed ({runner}): {escape_text(lines[-1] if lines else type(e).__name__, 300)}",
+                rule="beam-failed",
+            ) from e
+        with FileSystems.open(out) as f:
+            return json.loads(f.read().decode("utf-8"))
+    finally:
+        if local:
+            import shutil
+
+            shutil.rmtree(temp, ignore_errors=True)
+        else:
+            from contextlib import suppress
+
+            with suppress(Exception):
+                FileSystems.delete([out])
