@@ -127,6 +127,7 @@ def inspect_on_beam(
                 "--runner reads TFRecord shards (.tfrecord, .tfrecords, .tfr); the pattern also "
                 f"matches {escape_text(odd[0])!r}. Received: input={escape_text(inputs)!r}"
             )
+    pipeline_arguments(options)  # refused here, before Beam is even imported
     if "://" not in model:
         preflight(model)
     if load.custom_objects is not None:
