@@ -17,6 +17,10 @@ confines itself and imports TensorFlow first, then waits until the parent writes
 ``go`` on that pipe (its request file is written by then) and arms its deadline only
 then; a closed pipe without ``go`` ends it quietly.
 
+A session (``KERINSPECT_SESSION_FD`` set, :class:`kerinspect.sandbox.session.WorkerSession`)
+runs one job, ``accumulate``, that reads commands on that pipe and answers each with a
+``result`` line (:mod:`kerinspect.engine.session`); its deadline is the parent's, per command.
+
 Its stdout and stderr go to a log the parent reads only after a crash.
 Test-only fault hook: ``KERINSPECT_TEST_FAULT=<fault>@<phase>`` (fault: segv,
 hang, oom, exit, nohook) fires when the worker enters that phase; ``no-netns`` makes
