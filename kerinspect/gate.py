@@ -222,6 +222,7 @@ def check_model(
     run_options: Mapping[str, Any] | None = None,
     name_parameter: Namer | None = None,
     baseline: ModelReport | None = None,
+    beam: tuple[str | None, Sequence[str]] | None = None,
 ) -> CheckResult:
     """Inspect and judge one model file; never raises for a bad model.
 
@@ -239,6 +240,8 @@ def check_model(
         name_parameter: how an error's message shows a parameter it references
             (default: by name, ``max_params``; the CLI passes its flags, ``--max-params``).
         baseline: ``config.baseline`` already read (default: read here).
+        beam: ``(runner, pipeline options)``: the report computed on Apache Beam over
+            the input's TFRecord shards (:func:`kerinspect.beam.pipeline.inspect_on_beam`).
     """
     from . import api
     from .checks import run_checks
@@ -249,7 +252,11 @@ def check_model(
         spec = config.run_spec(**(run_options or {}))
         load = _load_for(config, load)
         gradients = None
-        if spec.gradients:  # a gradient rule: the loss differentiated in the same worker
+        if beam is not None:
+            from .beam.pipeline import inspect_on_beam
+
+            report = inspect_on_beam(path, config.input, beam[0], beam[1], spec=spec, load=load)
+        elif spec.gradients:  # a gradient rule: the loss differentiated in the same worker
             report, gradients = api.inspect_with_gradients(
                 path, config.input, spec=spec, progress=progress, load=load
             )
@@ -317,6 +324,7 @@ def check_models(
     jobs: int | None = 1,
     on_early_error: Callable[[CheckResult], None] | None = None,
     on_model_done: Callable[[int, int], None] | None = None,
+    beam: tuple[str | None, Sequence[str]] | None = None,
 ) -> CheckRun:
     """Check every model named (paths or globs) and collect the verdicts.
 
@@ -339,6 +347,8 @@ def check_models(
             worker starts, when workers follow (to say it at once).
         on_model_done: called as ``(models_done, models_to_run)`` after each model
             that ran in a worker, when several run at once (else ``progress`` is called).
+        beam: see :func:`check_model`; models then run one at a time (each pipeline
+            has its own workers), no worker started ahead.
     """
     from .sandbox.runner import kill_all, prestarting
 
@@ -361,6 +371,8 @@ def check_models(
             if r is not None and r.status == "error":
                 on_early_error(r)
     jobs = default_jobs(len(todo)) if jobs is None else max(1, min(jobs, len(todo) or 1))
+    if beam is not None:
+        jobs = 1
     done = [0]
     counting = threading.Lock()
 
@@ -375,13 +387,14 @@ def check_models(
             run_options=run_options,
             name_parameter=name_parameter,
             baseline=baseline,
+            beam=beam,
         )
         with counting:
             done[0] += 1
             if on_model_done is not None and jobs > 1:
                 on_model_done(done[0], len(todo))
 
-    with prestarting(len(todo), spares_for(jobs)):
+    with prestarting(len(todo), 0 if beam is not None else spares_for(jobs)):
         if on_model_done is not None and jobs > 1:
             on_model_done(0, len(todo))  # the bar shows from the start
         if jobs == 1:

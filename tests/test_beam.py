@@ -283,3 +283,26 @@ def test_a_worker_error_is_the_command_s_own_line(data, tmp_path):
     assert len(lines) == 1 and f"a batch of {pattern}" in lines[0] and "error[input-data]" in lines[0], r.stderr
     assert "Traceback" not in r.stderr and "while running" not in r.stderr
     shutil.rmtree(tmp_path, ignore_errors=True)
+
+
+def test_check_on_beam_gives_check_s_verdict(data):
+    """``check --runner``: the same verdict as ``check`` on the same shards (a threshold
+    that the digits' pixels exceed: both fail, at the same layers), exit 1 both."""
+    root, _ = data
+    args = ("check", DIGITS, "-i", root / "shards" / "*.tfrecord", "--max-abs", "100", "--format", "json",
+            "--engine", "eager")
+    here = kerinspect_cli(*args)
+    there = kerinspect_cli(*args, "--runner", "DirectRunner", env=_offline_env(root), timeout=600)
+    assert here.returncode == there.returncode == 1, (here.stderr, there.stderr)
+
+    def verdicts(r):
+        (model,) = json.loads(r.stdout)["models"]
+        return model["status"], model["samples"], [
+            (rule["rule"], rule["verdict"], rule["counts"], rule["failures"]) for rule in model["rules"]
+        ]
+
+    status, samples, rules = verdicts(here)
+    exploding = next(r for r in rules if r[0] == "exploding")
+    assert status == "failed" and samples == SHARDS * PER_SHARD
+    assert exploding[1] == "failed" and exploding[3][0]["layer"] == "image"  # the pixels, 0-255
+    assert verdicts(there) == (status, samples, rules)

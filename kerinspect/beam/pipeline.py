@@ -110,6 +110,8 @@ def inspect_on_beam(
         )
     if spec.labels is not None or spec.label_column is not None:
         raise UsageError("--runner does not take labels: separability needs every sample in one place.")
+    if spec.gradients:
+        raise UsageError("--runner computes activation statistics; the gradient rules need one process.")
     if spec.samples is not None:
         raise UsageError("--runner reads every record of the shards; --samples does not apply.")
     if "://" not in inputs:

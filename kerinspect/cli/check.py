@@ -12,6 +12,7 @@ from kerinspect import spec as sp
 from kerinspect.cli.group import cli, debug_option, debug_requested
 from kerinspect.cli.options import (
     SpecOption,
+    beam_options,
     engine_option,
     gradient_options,
     input_options,
@@ -124,6 +125,7 @@ _CHECK_SETTINGS = {
     "at most the number of models). Results keep the order of the models.",
 )
 @load_options
+@beam_options
 @debug_option
 def check(
     models: tuple[str, ...],
@@ -154,6 +156,7 @@ def check(
       kerinspect check 'models/*.keras' --ignore 'augment*' --junit report.xml
       kerinspect check model.keras --baseline release/model.json --tolerance 0.05
       kerinspect check model.keras -i x.npy --labels y.npy --rule vanishing-gradient
+      kerinspect check model.keras -i 'eval/*.tfrecord' --runner DirectRunner
     """
     from kerinspect.config import discover
     from kerinspect.errors import UsageError
@@ -161,6 +164,10 @@ def check(
 
     if no_config and config_path:
         raise UsageError("--config and --no-config exclude each other", rule="usage")
+    runner, pipeline_options = options.pop("runner", None), options.pop("pipeline_options", ())
+    if pipeline_options and runner is None:
+        raise UsageError("--pipeline-option needs --runner (the Beam runner to pass it to).", rule="usage")
+    beam = None if runner is None else (runner, pipeline_options)
     config_file = discover(config_path, use_pyproject=not no_config)
     # defaults < configuration file < command line: an option not given is None here
     overrides = {key: options[param] for param, key in _CHECK_SETTINGS.items() if is_given(options[param])}
@@ -197,6 +204,7 @@ def check(
             jobs=jobs,
             on_early_error=early,
             on_model_done=models_done,
+            beam=beam,
         )
     for result in run.results:  # once per model that ran on noise, naming it
         warn_inputs(result, f"{result.path}: ")
