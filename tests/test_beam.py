@@ -266,9 +266,13 @@ def test_refusals_before_any_pipeline(args, words, data):
     assert "Traceback" not in r.stderr
 
 
-def test_a_worker_error_is_the_command_s_own_line(data, tmp_path):
+@pytest.mark.parametrize("workers", [(), ("--pipeline-option", "direct_num_workers=2",
+                                         "--pipeline-option", "direct_running_mode=multi_processing")],
+                         ids=["in-process", "two-worker-processes"])
+def test_a_worker_error_is_the_command_s_own_line(data, tmp_path, workers):
     """Records that do not hold the model's input: the worker's error, exit 9, naming the
-    user's shards (not the batch file the Beam worker wrote)."""
+    user's shards (not the batch file the Beam worker wrote), whether Beam raised it in
+    this process or brought it back as text from its worker processes."""
     import tensorflow as tf
 
     root, _ = data
@@ -277,7 +281,8 @@ def test_a_worker_error_is_the_command_s_own_line(data, tmp_path):
             f = tf.train.Feature(float_list=tf.train.FloatList(value=[1.0]))
             w.write(tf.train.Example(features=tf.train.Features(feature={"other": f})).SerializeToString())
     pattern = str(tmp_path / "*.tfrecord")
-    r = kerinspect_cli("summary", DIGITS, "--input", pattern, "--runner", "DirectRunner", env=_offline_env(root))
+    r = kerinspect_cli("summary", DIGITS, "--input", pattern, "--runner", "DirectRunner", *workers,
+                       env=_offline_env(root))
     assert r.returncode == 9, r.stderr
     lines = r.stderr.strip().splitlines()
     assert len(lines) == 1 and f"a batch of {pattern}" in lines[0] and "error[input-data]" in lines[0], r.stderr
@@ -306,3 +311,16 @@ def test_check_on_beam_gives_check_s_verdict(data):
     assert status == "failed" and samples == SHARDS * PER_SHARD
     assert exploding[1] == "failed" and exploding[3][0]["layer"] == "image"  # the pixels, 0-255
     assert verdicts(there) == (status, samples, rules)
+
+
+def test_a_hostile_model_is_refused_as_without_beam(data, hostile):
+    """The model is opened on the Beam worker through the same scan as the CLI's: a
+    Lambda model (serialized bytecode) is refused with the same exit code and line,
+    naming the user's file (not the Beam worker's private snapshot of it)."""
+    root, _ = data
+    args = ("summary", hostile["lambda.keras"], "--input", root / "shards" / "*.tfrecord")
+    here = kerinspect_cli(*args)
+    there = kerinspect_cli(*args, "--runner", "DirectRunner", env=_offline_env(root), timeout=600)
+    assert here.returncode == there.returncode == 5, (here.stderr, there.stderr)  # refused by the scan
+    assert there.stderr.strip() == here.stderr.strip()
+    assert len(there.stderr.strip().splitlines()) == 1

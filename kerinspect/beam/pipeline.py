@@ -15,7 +15,6 @@ from __future__ import annotations
 import contextlib
 import json
 import os
-import re
 import sys
 import uuid
 from collections.abc import Iterator, Sequence
@@ -73,14 +72,30 @@ def _tail(path: str) -> list[str]:
         return []
 
 
-def _unwrapped(error: BaseException) -> KerinspectError | None:
-    """The kerinspect error a failed pipeline carries (Beam re-raises a DoFn's
-    exception, sometimes as another class with the original as its cause or context)."""
-    seen = 0
+def carried(error: BaseException, log: str | None = None) -> KerinspectError | None:
+    """The kerinspect error a failed pipeline carries (a
+    :class:`~kerinspect.beam.transform.CarriedError`'s text, in the exception Beam raised
+    or its causes, or in the Beam workers' log), rebuilt as its own class; None if none."""
+    from kerinspect.sandbox.runner import _error_from, _parse_message
+
+    from .transform import CARRIED
+
+    texts, seen = [], 0
     while error is not None and seen < 16:
-        if isinstance(error, KerinspectError):
-            return error
+        texts.append(str(error))
         error, seen = error.__cause__ or error.__context__, seen + 1  # type: ignore[assignment]
+    if log is not None:
+        with contextlib.suppress(OSError), open(log, encoding="utf-8", errors="replace") as f:
+            texts.append(f.read())
+    for text in texts:
+        at = text.find(CARRIED)
+        if at < 0:
+            continue
+        try:
+            payload, _ = json.JSONDecoder().raw_decode(text, at + len(CARRIED))
+            return _error_from(_parse_message(json.dumps(payload).encode()))
+        except (ValueError, KerinspectError):
+            continue
     return None
 
 
@@ -198,10 +213,8 @@ def summary_on_beam(
         except KerinspectError:
             raise
         except Exception as e:  # noqa: BLE001 - a failed pipeline: its kerinspect error, else one line
-            found = _unwrapped(e)
+            found = carried(e, log if local else None)
             if found is not None:
-                for suffix in re.findall(r" \[while running '[^']*'\]", str(found)):
-                    found.replace_text(suffix, "")
                 raise found from None
             lines = [ln for ln in str(e).splitlines() if ln.strip()] or _tail(log)
             raise KerinspectError(

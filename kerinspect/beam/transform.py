@@ -97,17 +97,34 @@ def _request(
     ).to_json()
 
 
-def _kept(e: KerinspectError) -> KerinspectError:
-    """``e`` marked as already annotated with its Beam step: Beam then raises it as it
-    is, instead of a new exception of its class built from its text alone (which loses
-    its rule, hint and the parameters it names)."""
-    e._tagged_with_step = True  # type: ignore[attr-defined]
-    return e
+#: What starts the text of a :class:`CarriedError`: the error as JSON follows.
+CARRIED = "kerinspect-error:"
+
+
+class CarriedError(RuntimeError):
+    """A kerinspect error on its way through Beam, which re-raises a step's exception as
+    a new one built from its text (in this process), or as text alone (from its worker
+    processes): its text is :data:`CARRIED` and the error as the worker protocol's
+    ``error`` message (exit code, rule, message and hint with their parameter
+    references), which :func:`kerinspect.beam.pipeline.carried` reads back."""
+
+
+def _kept(e: KerinspectError) -> CarriedError:
+    payload = {
+        "type": "error",
+        "exit_code": int(e.exit_code),
+        "rule": e.rule,
+        "message": e.message_parts.to_json(),
+        "hint": None if e.hint_parts is None else e.hint_parts.to_json(),
+    }
+    carried = CarriedError(CARRIED + json.dumps(payload))
+    carried._tagged_with_step = True  # type: ignore[attr-defined]  # Beam: raise it as it is
+    return carried
 
 
 def _keeping(f: Any) -> Any:
-    """``f`` (a function, or a generator function) raising its kerinspect errors
-    :func:`_kept`."""
+    """``f`` (a function, or a generator function) raising its kerinspect errors as
+    :class:`CarriedError`."""
     import inspect
 
     if inspect.isgeneratorfunction(f):
@@ -129,6 +146,13 @@ def _keeping(f: Any) -> Any:
             raise _kept(e) from None
 
     return called
+
+
+def _as_said(e: KerinspectError, *pairs: tuple[str, str]) -> None:
+    """``e`` naming files as the user did: each ``(seen, said)`` pair's ``seen`` (a path the
+    worker read: the model's snapshot, a batch file) replaced by ``said``."""
+    for seen, said in pairs:
+        e.replace_text(escape_text(seen), escape_text(said))
 
 
 def _merged(a: Any, b: Any) -> dict[str, Any]:
@@ -154,6 +178,7 @@ class _Accumulate(beam.DoFn):
         self.run, load = RunSpec.from_json(self._run), LoadOptions.from_json(self._load)
         self._stack = contextlib.ExitStack()
         model_file = self._stack.enter_context(opened_model(self._model))
+        self._seen = os.path.abspath(model_file.path)  # what the worker reads: the snapshot
         request = _request("accumulate", model_file, self._model, self.run, load, self._source)
         self._session = self._stack.enter_context(WorkerSession(request, WorkerLimits.of(load)))
         self._files = 0
@@ -186,8 +211,8 @@ class _Accumulate(beam.DoFn):
             )
         try:
             self._rows += self._session.batch(path)
-        except KerinspectError as e:  # the worker read our batch file: name the user's data
-            e.replace_text(escape_text(path), escape_text(f"a batch of {self._source}"))
+        except KerinspectError as e:  # the worker read our files: name the user's
+            _as_said(e, (path, f"a batch of {self._source}"), (self._seen, self._model))
             raise
 
     @_keeping
@@ -240,7 +265,11 @@ def finish(
             with open(path, "w", encoding="utf-8") as f:
                 json.dump(state, f, allow_nan=False)
             request = _request("finish", model_file, model, spec, options, source, write={"state_file": path})
-            outcome = run_worker(request, WorkerLimits.of(options))
+            try:
+                outcome = run_worker(request, WorkerLimits.of(options))
+            except KerinspectError as e:
+                _as_said(e, (os.path.abspath(model_file.path), model))
+                raise
     finally:
         shutil.rmtree(tmp, ignore_errors=True)
     report = outcome.result["report"]
