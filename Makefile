@@ -14,7 +14,7 @@ TEST_DIST ?= --dist loadfile
 # make bench BENCH_ARGS="--quick" (2 runs, no 16x samples check) or "--runs 3"
 BENCH_ARGS ?=
 
-.PHONY: install demo test test-fast lint format bench bench-attention bench-percentiles sample-models allowlist clean
+.PHONY: install demo test test-fast lint format bench bench-beam bench-attention bench-percentiles sample-models allowlist clean
 
 install: $(STAMP)
 
@@ -44,6 +44,9 @@ format: install
 
 bench: install  ## wall time and peak memory against a plain forward pass
 	$(BIN)/python benchmarks/run.py $(BENCH_ARGS)
+
+bench-beam: install  ## summary over 8 TFRecord shards: one process against Beam's DirectRunner, 1 and 2 workers
+	$(BIN)/python benchmarks/run.py --only beam $(BENCH_ARGS)
 
 bench-attention: install  ## the softmax/attention hooks on a model without softmax: on vs off
 	$(BIN)/python benchmarks/attention_hooks.py

@@ -5,6 +5,7 @@
     python benchmarks/_cases.py naive MODEL SAMPLES BATCH
     python benchmarks/_cases.py images DIR N...      # an image CNN and folders of N JPEGs
     python benchmarks/_cases.py floor-images MODEL FOLDER BATCH
+    python benchmarks/_cases.py shards DIR SHARDS PER_SHARD   # digits as TFRecord shards
 
 ``floor`` is what any user pays to run a saved model at all: import Keras, load the
 file, ``model.predict``. ``naive`` is the recipe every blog shows for intermediate
@@ -99,6 +100,24 @@ def build_images(out: str, counts: list[int]) -> None:
             tf.io.write_file(os.path.join(d, f"{i:05d}.jpg"), tf.io.encode_jpeg(img, quality=90))
 
 
+def build_shards(out: str, shards: int, per_shard: int) -> None:
+    """``shards`` TFRecord files of ``per_shard`` ``tf.train.Example`` records each
+    (``out/shards/part-00000.tfrecord``...): scikit-learn's bundled digits, cycled, as
+    the ``image`` feature (8x8x1 float pixels 0-255) that ``sample_models/digits.keras``
+    takes: what ``summary --input 'shards/*.tfrecord'`` reads, with and without Beam."""
+    import tensorflow as tf
+    from sklearn.datasets import load_digits
+
+    images = np.minimum(load_digits().images * 16, 255).astype(np.float32)
+    os.makedirs(os.path.join(out, "shards"), exist_ok=True)
+    for k in range(shards):
+        with tf.io.TFRecordWriter(os.path.join(out, "shards", f"part-{k:05d}.tfrecord")) as w:
+            for i in range(k * per_shard, (k + 1) * per_shard):
+                pixels = tf.train.FloatList(value=images[i % len(images)].ravel())
+                features = tf.train.Features(feature={"image": tf.train.Feature(float_list=pixels)})
+                w.write(tf.train.Example(features=features).SerializeToString())
+
+
 def floor_images(path: str, folder: str, batch: int) -> None:
     """What a user writes without kerinspect: Keras's own folder reader and ``predict``."""
     import keras
@@ -148,6 +167,9 @@ def main(argv: list[str]) -> int:
         return 0
     if what == "images":
         build_images(argv[2], [int(n) for n in argv[3:]])
+        return 0
+    if what == "shards":
+        build_shards(argv[2], int(argv[3]), int(argv[4]))
         return 0
     if what == "floor-images":
         floor_images(argv[2], argv[3], int(argv[4]))

@@ -302,7 +302,8 @@ def write_data(out_dir: str) -> None:
     digits as 32x32 grayscale PNGs in one folder per label (``data/digits/3/...``),
     200 held-out breast-cancer rows as a CSV with a header and a ``target`` column, and
     19 of them with a cell lost (the README's bad-data example), and 40 held-out
-    sentences for ``text_attention.keras``, one a line (the last with unseen words)."""
+    sentences for ``text_attention.keras``, one a line (the last with unseen words), and
+    96 held-out digits as TFRecord shards (:func:`write_shards`)."""
     import csv
 
     import tensorflow as tf
@@ -332,7 +333,32 @@ def write_data(out_dir: str) -> None:
     held_out.append("the kitten sat on the piano")  # two words it never saw: [UNK]
     with open(os.path.join(out_dir, "data", "sentences.txt"), "w") as f:
         f.write("\n".join(held_out) + "\n")
-    print(f"{os.path.join(out_dir, 'data')}: 40 PNGs, cancer.csv, cancer_missing_cell.csv, sentences.txt")
+    write_shards(out_dir)
+    print(
+        f"{os.path.join(out_dir, 'data')}: 40 PNGs, cancer.csv, cancer_missing_cell.csv, sentences.txt, "
+        "digits_shards/"
+    )
+
+
+def write_shards(out_dir: str) -> None:
+    """``data/digits_shards/``: 96 held-out digits as TFRecord shards of
+    ``tf.train.Example`` (the README's "At dataset scale" examples): 3 shards of 32
+    records (whole batches), each an ``image`` float feature of 8x8x1 pixels (0-255,
+    what ``digits.keras`` takes) and an int64 ``label``."""
+    import tensorflow as tf
+
+    images, labels = _digits()
+    folder = os.path.join(out_dir, "data", "digits_shards")
+    os.makedirs(folder, exist_ok=True)
+    for k in range(3):
+        with tf.io.TFRecordWriter(os.path.join(folder, f"part-{k:05d}-of-00003.tfrecord")) as w:
+            for i in range(32 * k, 32 * (k + 1)):  # held out: the model was trained on images[100:]
+                pixels = tf.train.FloatList(value=images[i].ravel().astype(float))
+                feature = {
+                    "image": tf.train.Feature(float_list=pixels),
+                    "label": tf.train.Feature(int64_list=tf.train.Int64List(value=[int(labels[i])])),
+                }
+                w.write(tf.train.Example(features=tf.train.Features(feature=feature)).SerializeToString())
 
 
 MODELS = {
