@@ -20,7 +20,7 @@ import uuid
 from collections.abc import Iterator, Sequence
 from typing import Any
 
-from kerinspect.errors import InputFileError, KerinspectError, UsageError, escape_text
+from kerinspect.errors import ChildCrashError, InputFileError, KerinspectError, UsageError, escape_text
 from kerinspect.spec import LoadOptions, RunSpec
 
 #: Runner names passed through to Beam (any other name is too; these are the documented ones).
@@ -159,6 +159,20 @@ def inspect_on_beam(
         raise UsageError(
             "--runner needs Apache Beam, which is not installed: pip install 'kerinspect[beam]'"
         ) from None
+    from apache_beam.runners.runner import create_runner
+
+    try:
+        if runner != "DirectRunner":  # (pinned: see the module's docstring)
+            create_runner(runner)
+    except ValueError:
+        raise UsageError(
+            f"Beam has no runner {escape_text(runner)!r}: DirectRunner, DataflowRunner, FlinkRunner, "
+            f"SparkRunner or PortableRunner. Received: runner={escape_text(runner)!r}"
+        ) from None
+    except ImportError as e:
+        raise UsageError(
+            f"Beam's {escape_text(runner)} needs packages that are not installed: {escape_text(str(e), 200)}"
+        ) from None
     digest = None
     if "://" not in inputs:  # hashed before the pipeline reads them, as every command does
         from kerinspect.input_digest import digest_inputs
@@ -217,7 +231,7 @@ def summary_on_beam(
             if found is not None:
                 raise found from None
             lines = [ln for ln in str(e).splitlines() if ln.strip()] or _tail(log)
-            raise KerinspectError(
+            raise ChildCrashError(
                 f"The Beam pipeline failed ({runner}): {escape_text(lines[-1] if lines else type(e).__name__, 300)}",
                 rule="beam-failed",
             ) from e

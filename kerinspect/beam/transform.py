@@ -299,7 +299,7 @@ class LayerStatistics(beam.PTransform):
     The input PCollection holds serialized ``tf.train.Example`` records (bytes, as
     ``ReadFromTFRecord`` gives them), or dicts of arrays keyed by input name, one sample
     each. The output holds one element: the report as a dict, the JSON of
-    ``kerinspect summary --json`` (``kerinspect.ModelReport.from_dict`` reads it back).
+    ``kerinspect summary --format json`` (``kerinspect.report.ModelReport.from_dict`` reads it back).
     """
 
     def __init__(

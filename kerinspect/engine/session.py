@@ -264,6 +264,13 @@ def accumulate_job(task: Any, channel: Any) -> dict[str, Any]:
     return {"done": True}
 
 
+def _engine_label(labels: list[str]) -> str:
+    """One label for what the sessions ran (each its own ``eager, then compiled (CPU)``...):
+    every engine any of them ran, eager first."""
+    segments = {seg for label in labels for seg in str(label).split(", then ")}
+    return ", then ".join(sorted(segments, key=lambda seg: (seg != "eager", seg)))
+
+
 def finish_job(task: Any, channel: Any) -> dict[str, Any]:
     """The report of a merged state (the file ``write["state_file"]`` names, written by
     the parent into the worker's directory), as
@@ -279,7 +286,7 @@ def finish_job(task: Any, channel: Any) -> dict[str, Any]:
         replace(InputRecord.from_dict(r), shape=(state["rows"], *InputRecord.from_dict(r).shape[1:]))
         for r in state.get("records", ())
     )
-    engines = state.get("engines") or ["eager"]
+    engines = _engine_label(state.get("engines") or ["eager"])
     report = ModelReport(
         model=subject.info(),
         inputs=records,
@@ -291,7 +298,7 @@ def finish_job(task: Any, channel: Any) -> dict[str, Any]:
         warnings=tuple(state.get("warnings", ())),
         kerinspect_version=__version__,
         max_depth=run.depth,
-        engine=", ".join(engines),
+        engine=engines,
         labels=None,
     )
     return {"report": report.to_dict()}
