@@ -254,6 +254,7 @@ def test_malformed_states_are_refused():
         (("--input", "{digits_png}", "--runner", "DirectRunner"), "reads TFRecord shards"),
         (("--input", "nothing/*.tfrecord", "--runner", "DirectRunner"), "No file matches"),
         (("--input", "{shards}", "--runner", "DirectRunner", "--pipeline-option", "=3"), "KEY=VALUE"),
+        (("--input", "{shards}", "--runner", "NoSuchRunner"), "Beam has no runner 'NoSuchRunner'"),
     ],
 )
 def test_refusals_before_any_pipeline(args, words, data):
