@@ -53,6 +53,15 @@ def pytest_configure(config):
         os.environ[STARTS_LOG] = config._kerinspect_starts = path  # inherited by xdist workers
 
 
+#: Seconds each test file took (its tests' setup, call and teardown), gathered where the
+#: reports arrive: in the one process, or in the xdist controller.
+_FILE_SECONDS: collections.Counter = collections.Counter()
+
+
+def pytest_runtest_logreport(report):
+    _FILE_SECONDS[report.nodeid.split("::", 1)[0]] += report.duration
+
+
 @pytest.hookimpl(hookwrapper=True)
 def pytest_runtest_protocol(item, nextitem):
     os.environ[STARTS_LABEL] = item.nodeid  # each start is written with the test that caused it
@@ -74,6 +83,14 @@ def pytest_terminal_summary(terminalreporter, config):
     terminalreporter.write_line(
         f"kerinspect worker starts: {len(starts)}, {loaded} of them loaded a model (TensorFlow) (most: {top})"
     )
+    if config.getoption("verbose") < 1 and len(_FILE_SECONDS) > 1:
+        return
+    # per test file (``-v``, or a run of one file): where the suite's time and TensorFlow starts go
+    tf_by_file = collections.Counter((rest[1] if len(rest) > 1 else "").split("::", 1)[0] or "(no test)"
+                                     for rest in starts if rest[0] == "tensorflow")
+    terminalreporter.write_line("kerinspect cost by test file: seconds, worker starts, TensorFlow starts")
+    for name in sorted(set(_FILE_SECONDS) | set(by_file), key=lambda n: -_FILE_SECONDS.get(n, 0)):
+        terminalreporter.write_line(f"  {_FILE_SECONDS.get(name, 0):7.1f}s {by_file[name]:4d} {tf_by_file[name]:4d}  {name}")
 
 
 @pytest.fixture(scope="session")
