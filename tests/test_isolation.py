@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 import os
+import runpy
 import subprocess
 import sys
 import time
@@ -172,14 +173,17 @@ def test_custom_objects_file(keras, tmp_path):
     )
     layer_file = tmp_path / "layers_demo.py"
     layer_file.write_text(code)
-    build = (
-        f"import runpy, keras\nns = runpy.run_path({str(layer_file)!r})\n"
-        "x = keras.Input((3,), name='x')\n"
-        "m = keras.Model(x, ns['Scale'](3.0, name='scale')(keras.layers.Dense(2, name='d')(x)))\n"
-        f"m.save({str(tmp_path / 'custom.keras')!r})\n"
-    )
-    subprocess.run([sys.executable, "-c", build], check=True, capture_output=True,
-                   env={**os.environ, "KERAS_BACKEND": "tensorflow"})
+    # built here (Keras is imported already), the class registered only while it is saved
+    registered = keras.saving.get_custom_objects()
+    before = dict(registered)
+    try:
+        scale = runpy.run_path(str(layer_file))["Scale"]
+        x = keras.Input((3,), name="x")
+        m = keras.Model(x, scale(3.0, name="scale")(keras.layers.Dense(2, name="d")(x)))
+        m.save(tmp_path / "custom.keras")
+    finally:
+        registered.clear()
+        registered.update(before)
     out = kerinspect("summary", tmp_path / "custom.keras")
     assert out.returncode == 4
     assert "error[unknown-class]" in out.stderr and "--custom-objects" in out.stderr
