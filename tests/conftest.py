@@ -190,7 +190,7 @@ def _request_key(model, inputs, spec, load, options):
 
 @contextlib.contextmanager
 def reusing_runs(runs):
-    """Inside the block, ``check`` (and ``summary``) get the report of a worker run this
+    """Inside the block, ``check`` (and ``summary``, ``diff``) get the report of a worker run this
     module already made for the very same request (:func:`_request_key`) instead of
     starting another worker: the parent's side (options, configuration files, settings,
     judging, output, exit codes) runs as ever, on the report of a real worker run. A new
@@ -199,7 +199,7 @@ def reusing_runs(runs):
     module's :func:`worker_runs` (with ``--dist loadfile`` a module runs in one process)."""
     from kerinspect import api
 
-    real = api.inspect_model
+    real, real_diff = api.inspect_model, api.diff_models
 
     def inspect_model(model, inputs=None, *, spec=None, load=None, progress=None, **options):
         key = _request_key(model, inputs, spec, load, options)
@@ -207,8 +207,15 @@ def reusing_runs(runs):
             runs[key] = real(model, inputs, spec=spec, load=load, progress=progress, **options)
         return runs[key]
 
+    def diff_models(model_a, model_b, inputs=None, *, spec=None, load=None, progress=None, **options):
+        key = ("diff", _request_key(model_a, inputs, spec, load, options), _request_key(model_b, None, None, None, {}))
+        if key not in runs:
+            runs[key] = real_diff(model_a, model_b, inputs, spec=spec, load=load, progress=progress, **options)
+        return runs[key]
+
     with pytest.MonkeyPatch.context() as mp:
         mp.setattr(api, "inspect_model", inspect_model)
+        mp.setattr(api, "diff_models", diff_models)
         yield
 
 

@@ -155,7 +155,7 @@ def test_a_perturbed_layer_is_where_divergence_starts(keras, models, tmp_path):
 
 
 @pytest.mark.slow
-def test_int8_and_float16_copies_have_small_stated_errors(keras, models):
+def test_int8_and_float16_copies_have_small_stated_errors(keras, models, reuse):
     d, x = models["dir"], models["x"]
     ref_a = _outputs(keras, models["a"], x)
     for kind, bound in (("int8", 0.05), ("float16", 0.005)):
@@ -174,7 +174,8 @@ def test_int8_and_float16_copies_have_small_stated_errors(keras, models):
         own = np.asarray(models[kind].get_layer("fc2")(ref_a[0].astype("float32")), dtype=np.float64)
         local = pairs["fc2"]["outputs"][0]["local"]["normalised_error"]
         assert local == pytest.approx(_metrics(ref_a[1], own)["normalised_error"], rel=1e-3)
-    r = run("diff", d / "a.keras", d / "int8.keras", "--input", d / "x.npy")
+    # the table of the int8 run above (its worker run reused: the table is the parent's)
+    r = run("diff", d / "a.keras", d / "int8.keras", "--input", d / "x.npy", "--local", "--tolerance", "0.1")
     assert "B's layers with dtype policy int8_from_float32: 'fc1', 'fc2', 'fc3', 'head'" in r.stdout
 
 
