@@ -64,6 +64,12 @@ import tensorflow as tf  # noqa: E402 - imported (quietly) by import_keras
 #: every two or three calls); the small tensors of a transformer every few dozen.
 GATE_BYTES = 32 << 20
 
+#: Positions per sample (the middle axes' size) from which, and up to which, a tensor's
+#: per-sample sums and non-zero counts are matrix products (:func:`_position_sums`):
+#: below 128 ``reduce_sum`` is as fast (ResNet50's 7x7 maps: 4 ms against 7 ms, batch
+#: 16); float32 counts of one sample's positions are exact below 2**24.
+MATMUL_POSITIONS = (128, 1 << 24)
+
 
 class NotCompiled(Exception):
     """The model cannot run in the compiled engine; the message says why (one line)."""
@@ -120,9 +126,18 @@ def tensor_partials(
     nonzero = tf.not_equal(x, tf.zeros([], x.dtype))  # NaN is non-zero, as in numpy
     out: dict[str, Any] = {"shape": shape}
     if rank >= 2:
-        sums = tf.reduce_sum(v, axis=list(range(1, rank - 1))) if rank > 2 else v
-        total = tf.reduce_sum(sums)
         static = x.shape[1:-1].num_elements()  # positions each per-sample sum adds
+        if rank > 2 and static is not None and MATMUL_POSITIONS[0] <= static < MATMUL_POSITIONS[1]:
+            # (samples, positions, units): both sums are one matrix product with ones
+            cube = tf.stack([shape[0], static, shape[-1]])
+            sums = _position_sums(tf.reshape(v, cube), static)
+            counts = _position_sums(tf.reshape(tf.cast(nonzero, tf.float32), cube), static)
+            out["nonzero"] = tf.reduce_sum(tf.cast(counts, tf.int32), axis=0)  # exact: each < 2**24
+        else:
+            sums = tf.reduce_sum(v, axis=list(range(1, rank - 1))) if rank > 2 else v
+            # int32 counts (a 4-byte temporary, not count_nonzero's int64); exact below 2**31
+            out["nonzero"] = tf.reduce_sum(tf.cast(nonzero, tf.int32), axis=list(range(rank - 1)))
+        total = tf.reduce_sum(sums)
         if static is not None:
             middle: Any = float(max(static, 1))
         else:
@@ -132,8 +147,6 @@ def tensor_partials(
         out["units"] = tf.stack(
             [unit_mean, tf.reduce_sum(tf.math.squared_difference(means, unit_mean), axis=0)]
         )
-        # int32 counts (a 4-byte temporary, not count_nonzero's int64); exact below 2**31
-        out["nonzero"] = tf.reduce_sum(tf.cast(nonzero, tf.int32), axis=list(range(rank - 1)))
     else:
         total = tf.reduce_sum(v)
         out["total"] = total
@@ -152,6 +165,14 @@ def tensor_partials(
         else:
             out["vectors"] = tf.reduce_mean(wide64, axis=list(range(1, rank - 1))) if rank > 2 else wide64
     return out
+
+
+def _position_sums(cube: Any, positions: int) -> Any:
+    """``(samples, positions, units)`` summed over its positions, ``(samples, units)``:
+    a batched product with a row of ones (one read of ``cube``, 2-3x faster on a CPU
+    than ``reduce_sum`` over the middle axes, which reads the tensor column by column)."""
+    ones = tf.ones([1, 1, positions], cube.dtype)  # broadcast over the samples
+    return tf.squeeze(tf.matmul(ones, cube), axis=1)
 
 
 def sketch_cells(x: Any) -> Any:
@@ -350,12 +371,18 @@ class CompiledReplay:
     docstring). ``run`` is the run's :class:`~kerinspect.spec.RunSpec`."""
 
     def __init__(
-        self, model: Any, run: RunSpec, fetch: set[tuple[int, int]] | None = None, vectors: bool = False
+        self,
+        model: Any,
+        run: RunSpec,
+        fetch: set[tuple[int, int]] | None = None,
+        vectors: bool = False,
+        jit: bool = False,
     ):
         self.model = model
         self.run = run
         self.fetch = fetch  # see _Recorder
         self.vectors = vectors
+        self.jit = jit  # the whole traced function compiled by XLA
         self.recorder: _Recorder | None = None
         self._fn: Any = None
 
@@ -382,7 +409,7 @@ class CompiledReplay:
             tf.TensorSpec((None, *a.shape[1:]), tf.string if a.dtype.kind in "OSU" else tf.as_dtype(a.dtype))
             for a in batch
         ]
-        fn = tf.function(forward, input_signature=signature, autograph=False)
+        fn = tf.function(forward, input_signature=signature, autograph=False, jit_compile=self.jit or None)
         try:
             self._fn = fn.get_concrete_function()
         except NotCompiled:
