@@ -103,7 +103,9 @@ def tensor_partials(
     ``shape`` only for a tensor that is not summarised (strings).
 
     A tensor of rank >= 2 (units on the last axis, samples on the first) is first summed
-    over its middle axes (samples x units, in the reduced dtype); from those sums, in
+    over its middle axes (samples x units, in the reduced dtype; with its non-zero counts,
+    a matrix product with ones where a sample has :data:`MATMUL_POSITIONS` positions,
+    :func:`_position_sums`); from those sums, in
     float64, ``units`` is each unit's mean and M2 over the samples of their per-sample
     means (the spread across samples), from which the host also takes the total. The
     full tensor is read by that sum, the squared deviations from the batch mean (M2),
