@@ -31,7 +31,8 @@ processes of the tree: an upper bound of what the tree held at once.
     python benchmarks/run.py --only images   # --input FOLDER of 200 and 2,000 JPEGs (memory flat)
     python benchmarks/run.py --only gradients --models encoder --runs 3   # train step vs gradients
     python benchmarks/run.py --only check-jobs   # check of 8 small models, --jobs 1 against --jobs 2
-    python benchmarks/run.py --only long --models resnet50 --runs 3   # 256 samples: floors, both engines
+    python benchmarks/run.py --only long --models resnet50   # 256 and 1,024 samples: both floors, both engines
+    python benchmarks/run.py --only long --models resnet50 --quick   # 256 samples only, 2 runs
 """
 
 from __future__ import annotations

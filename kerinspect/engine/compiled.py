@@ -569,7 +569,8 @@ class Chooser:
     0.19-0.22 s a batch against 0.11-0.13 s for the plain model; 1,024 samples in
     ``make bench``: 26.8 s compiled, 56.0 s eagerly); the graph's elementwise statistics hold temporaries of a few times each tensor,
     where the eager engine's numpy scan works in cache-sized blocks (ResNet50, batch
-    16, 51 MB outputs: 1.3x the eager peak RSS, and no faster).
+    16, 51 MB outputs: 1.3x the eager peak RSS; faster than eager at 256 samples
+    since issue 29, in two noisy rounds: docs/PERFORMANCE.md).
 
     Whole tensors. The first batch always runs eagerly: it chooses the tensors (layer
     patterns, what can be stored) that the traced function then returns, and nothing
