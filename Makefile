@@ -14,7 +14,7 @@ TEST_DIST ?= --dist loadfile
 # make bench BENCH_ARGS="--quick" (2 runs, no 16x samples check) or "--runs 3"
 BENCH_ARGS ?=
 
-.PHONY: install demo test test-fast lint format bench bench-beam bench-attention bench-percentiles sample-models allowlist clean
+.PHONY: install demo test test-fast lint format bench bench-beam bench-attention bench-percentiles bench-one-read sample-models allowlist clean
 
 install: $(STAMP)
 
@@ -53,6 +53,9 @@ bench-attention: install  ## the softmax/attention hooks on a model without soft
 
 bench-percentiles: install  ## what --percentiles costs the compiled engine: off vs on, cnn.keras
 	$(BIN)/python benchmarks/percentiles_cost.py sample_models/cnn.keras $(BENCH_ARGS)
+
+bench-one-read: install  ## the compiled engine's statistics against the plain model and the capture floor, one process
+	$(BIN)/python benchmarks/one_read.py $(BENCH_ARGS)
 
 sample-models: install  ## rebuild sample_models/ (deterministic)
 	$(BIN)/python sample_models/make_samples.py

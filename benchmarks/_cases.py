@@ -3,13 +3,16 @@
     python benchmarks/_cases.py build DIR            # the three models, offline, seeded
     python benchmarks/_cases.py floor MODEL SAMPLES BATCH
     python benchmarks/_cases.py naive MODEL SAMPLES BATCH
+    python benchmarks/_cases.py capture MODEL SAMPLES BATCH
     python benchmarks/_cases.py images DIR N...      # an image CNN and folders of N JPEGs
     python benchmarks/_cases.py floor-images MODEL FOLDER BATCH
     python benchmarks/_cases.py shards DIR SHARDS PER_SHARD   # digits as TFRecord shards
 
 ``floor`` is what any user pays to run a saved model at all: import Keras, load the
-file, ``model.predict``. ``naive`` is the recipe every blog shows for intermediate
-outputs (``keras.Model(model.inputs, [l.output for l in model.layers])``), with the
+file, ``model.predict``. ``capture`` (the "capture floor") is the same model as a
+``tf.function`` returning the sum of every layer output: every output materialised and
+read once, no statistics (what the compiled engine cannot go below). ``naive`` is the
+recipe every blog shows for intermediate outputs (``keras.Model(model.inputs, [l.output for l in model.layers])``), with the
 statistics kerinspect reports computed in float64 numpy on every output. Each is
 one whole process, timed and measured from outside by ``run.py``.
 """
@@ -188,6 +191,19 @@ def main(argv: list[str]) -> int:
         outputs = every.predict(x, batch_size=batch, verbose=0)
         stats = [numpy_stats(np.asarray(o)) for o in outputs]
         assert len(stats) == len(model.layers)
+    elif what == "capture":  # every layer output materialised, read once (summed), no statistics
+        import tensorflow as tf
+
+        every = keras.Model(model.inputs, [layer.output for layer in model.layers])
+
+        @tf.function(autograph=False, reduce_retracing=True)
+        def step(xb: Any) -> Any:
+            outs = every(xb, training=False)
+            return tf.add_n([tf.reduce_sum(tf.cast(o, tf.float32)) for o in outs if o.dtype.is_floating])
+
+        for start in range(0, samples, batch):
+            xb = [a[start : start + batch] for a in x]
+            float(step(xb if len(xb) > 1 else xb[0]))
     elif what == "train":  # plain training steps' gradients, eagerly: what ``gradients`` adds to
         import tensorflow as tf
 

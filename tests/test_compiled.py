@@ -100,6 +100,43 @@ def test_every_graph_call_matches_numpy_statistics_of_plain_keras(factories, nam
             assert_stats(tensor.stats, arr, f"{name}:{path}:{k}")
 
 
+def test_feature_maps_of_many_positions_match_numpy_statistics(keras):
+    """Maps of at least 128 positions a sample (16x16 and 4x8x4 here: 256, 128) have
+    their per-sample sums and per-unit non-zero counts taken as matrix products, smaller
+    ones (2x2: 4) by reductions: both against numpy statistics of plain-Keras outputs,
+    over three batches with a ragged last one, with dead units and a large mean."""
+    keras.utils.set_random_seed(3)
+    x = keras.Input((16, 16, 3), name="image")
+    conv = keras.layers.Conv2D(8, 3, padding="same", activation="relu", name="conv")
+    h = conv(x)
+    shifted = keras.layers.Conv2D(4, 1, name="shifted")(h)
+    pooled = keras.layers.MaxPooling2D(8, name="pool")(h)
+    cube = keras.layers.Reshape((4, 8, 4, 4), name="cube")(keras.layers.Conv2D(2, 1, name="two")(h))
+    model = keras.Model(x, [shifted, pooled, cube])
+    kernel, bias = conv.get_weights()
+    kernel[..., :3] = 0.0
+    bias[:3] = [-1.0, 0.0, -5.0]  # three dead units
+    conv.set_weights([kernel, bias])
+    w, b = model.get_layer("shifted").get_weights()
+    model.get_layer("shifted").set_weights([w, b + 1e3])  # a mean far from zero
+    batch = [np.random.default_rng(8).standard_normal((SAMPLES, 16, 16, 3)).astype("float32")]
+    report = _compiled(model, batch)
+    assert report.engine == compiled_label(), report.model.notes
+    rows = {r.path: r for r in report.layers}
+    ref = reference_calls(model, batch)
+    assert {"conv", "shifted", "pool", "cube"} <= set(ref)
+    for path, arrays in ref.items():
+        for k, arr in enumerate(arrays):
+            stats = rows[path].outputs[k].stats
+            assert stats.count == arr.size
+            assert_stats(stats, arr, f"{path}:{k}")
+            if arr.ndim >= 2:  # counts exactly
+                units = arr.reshape(-1, arr.shape[-1])
+                assert stats.zero_fraction == pytest.approx(float(np.mean(arr == 0)), abs=1e-12), path
+                assert stats.dead_fraction == pytest.approx(float(np.mean(~units.any(axis=0))), abs=1e-12)
+    assert rows["conv"].outputs[0].stats.dead_fraction == pytest.approx(3 / 8)
+
+
 def assert_same_report(fast, slow):
     """Two reports of one model agree: rows, shapes, flags, every statistic (relative
     2e-3 of the tensor's RMS), input figures and per-head attention."""

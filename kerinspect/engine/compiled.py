@@ -64,6 +64,12 @@ import tensorflow as tf  # noqa: E402 - imported (quietly) by import_keras
 #: every two or three calls); the small tensors of a transformer every few dozen.
 GATE_BYTES = 32 << 20
 
+#: Positions per sample (the middle axes' size) from which, and up to which, a tensor's
+#: per-sample sums and non-zero counts are matrix products (:func:`_position_sums`):
+#: below 128 ``reduce_sum`` is as fast (ResNet50's 7x7 maps: 4 ms against 7 ms, batch
+#: 16); float32 counts of one sample's positions are exact below 2**24.
+MATMUL_POSITIONS = (128, 1 << 24)
+
 
 class NotCompiled(Exception):
     """The model cannot run in the compiled engine; the message says why (one line)."""
@@ -97,7 +103,9 @@ def tensor_partials(
     ``shape`` only for a tensor that is not summarised (strings).
 
     A tensor of rank >= 2 (units on the last axis, samples on the first) is first summed
-    over its middle axes (samples x units, in the reduced dtype); from those sums, in
+    over its middle axes (samples x units, in the reduced dtype; with its non-zero counts,
+    a matrix product with ones where a sample has :data:`MATMUL_POSITIONS` positions,
+    :func:`_position_sums`); from those sums, in
     float64, ``units`` is each unit's mean and M2 over the samples of their per-sample
     means (the spread across samples), from which the host also takes the total. The
     full tensor is read by that sum, the squared deviations from the batch mean (M2),
@@ -120,9 +128,18 @@ def tensor_partials(
     nonzero = tf.not_equal(x, tf.zeros([], x.dtype))  # NaN is non-zero, as in numpy
     out: dict[str, Any] = {"shape": shape}
     if rank >= 2:
-        sums = tf.reduce_sum(v, axis=list(range(1, rank - 1))) if rank > 2 else v
-        total = tf.reduce_sum(sums)
         static = x.shape[1:-1].num_elements()  # positions each per-sample sum adds
+        if rank > 2 and static is not None and MATMUL_POSITIONS[0] <= static < MATMUL_POSITIONS[1]:
+            # (samples, positions, units): both sums are one matrix product with ones
+            cube = tf.stack([shape[0], static, shape[-1]])
+            sums = _position_sums(tf.reshape(v, cube), static)
+            counts = _position_sums(tf.reshape(tf.cast(nonzero, tf.float32), cube), static)
+            out["nonzero"] = tf.reduce_sum(tf.cast(counts, tf.int32), axis=0)  # exact: each < 2**24
+        else:
+            sums = tf.reduce_sum(v, axis=list(range(1, rank - 1))) if rank > 2 else v
+            # int32 counts (a 4-byte temporary, not count_nonzero's int64); exact below 2**31
+            out["nonzero"] = tf.reduce_sum(tf.cast(nonzero, tf.int32), axis=list(range(rank - 1)))
+        total = tf.reduce_sum(sums)
         if static is not None:
             middle: Any = float(max(static, 1))
         else:
@@ -132,8 +149,6 @@ def tensor_partials(
         out["units"] = tf.stack(
             [unit_mean, tf.reduce_sum(tf.math.squared_difference(means, unit_mean), axis=0)]
         )
-        # int32 counts (a 4-byte temporary, not count_nonzero's int64); exact below 2**31
-        out["nonzero"] = tf.reduce_sum(tf.cast(nonzero, tf.int32), axis=list(range(rank - 1)))
     else:
         total = tf.reduce_sum(v)
         out["total"] = total
@@ -152,6 +167,14 @@ def tensor_partials(
         else:
             out["vectors"] = tf.reduce_mean(wide64, axis=list(range(1, rank - 1))) if rank > 2 else wide64
     return out
+
+
+def _position_sums(cube: Any, positions: int) -> Any:
+    """``(samples, positions, units)`` summed over its positions, ``(samples, units)``:
+    a batched product with a row of ones (one read of ``cube``, 2-3x faster on a CPU
+    than ``reduce_sum`` over the middle axes, which reads the tensor column by column)."""
+    ones = tf.ones([1, 1, positions], cube.dtype)  # broadcast over the samples
+    return tf.squeeze(tf.matmul(ones, cube), axis=1)
 
 
 def sketch_cells(x: Any) -> Any:
@@ -350,12 +373,18 @@ class CompiledReplay:
     docstring). ``run`` is the run's :class:`~kerinspect.spec.RunSpec`."""
 
     def __init__(
-        self, model: Any, run: RunSpec, fetch: set[tuple[int, int]] | None = None, vectors: bool = False
+        self,
+        model: Any,
+        run: RunSpec,
+        fetch: set[tuple[int, int]] | None = None,
+        vectors: bool = False,
+        jit: bool = False,
     ):
         self.model = model
         self.run = run
         self.fetch = fetch  # see _Recorder
         self.vectors = vectors
+        self.jit = jit  # the whole traced function compiled by XLA
         self.recorder: _Recorder | None = None
         self._fn: Any = None
 
@@ -382,7 +411,7 @@ class CompiledReplay:
             tf.TensorSpec((None, *a.shape[1:]), tf.string if a.dtype.kind in "OSU" else tf.as_dtype(a.dtype))
             for a in batch
         ]
-        fn = tf.function(forward, input_signature=signature, autograph=False)
+        fn = tf.function(forward, input_signature=signature, autograph=False, jit_compile=self.jit or None)
         try:
             self._fn = fn.get_concrete_function()
         except NotCompiled:
@@ -540,7 +569,8 @@ class Chooser:
     0.19-0.22 s a batch against 0.11-0.13 s for the plain model; 1,024 samples in
     ``make bench``: 26.8 s compiled, 56.0 s eagerly); the graph's elementwise statistics hold temporaries of a few times each tensor,
     where the eager engine's numpy scan works in cache-sized blocks (ResNet50, batch
-    16, 51 MB outputs: 1.3x the eager peak RSS, and no faster).
+    16, 51 MB outputs: 1.3x the eager peak RSS; faster than eager at 256 samples
+    since issue 29, in two noisy rounds: docs/PERFORMANCE.md).
 
     Whole tensors. The first batch always runs eagerly: it chooses the tensors (layer
     patterns, what can be stored) that the traced function then returns, and nothing
