@@ -90,11 +90,11 @@ class CheckConfig:
 
     Attributes:
         max_abs: a finite |x| above this fails ``exploding`` (narrow floats: see
-            :func:`kerinspect.checks.effective_max_abs`).
+            :func:`kerinspect.verdicts.effective_max_abs`).
         max_dead_fraction: a share of dead units at or above this fails ``dead``.
         min_rms_ratio, max_saturated_fraction, min_sample_spread: the limits of
             the optional rules ``vanishing``, ``saturated`` and ``constant``
-            (see :func:`kerinspect.checks.tensor_verdicts`).
+            (see :func:`kerinspect.verdicts.tensor_verdicts`).
         rules: optional rules to run as well (:data:`CHOOSABLE_RULES`);
             they are off by default.
         min_separability: the ``separability`` rule fails when the last hidden

@@ -418,7 +418,7 @@ class Thresholds(Spec):
 
     Attributes:
         max_abs: finite |x| above this is ``exploding`` (lowered for float16 to a
-            tenth of its range, see :func:`kerinspect.checks.effective_max_abs`).
+            tenth of its range, see :func:`kerinspect.verdicts.effective_max_abs`).
         max_dead_fraction: a share of dead units at or above this is ``dead``.
         min_rms_ratio: an output whose RMS is below this times the RMS of its call's
             float input is ``vanishing``.

@@ -263,13 +263,13 @@ def test_baseline_inputs_are_compared_by_content_and_the_difference_is_named():
 
 
 def test_the_parent_sets_input_hashes_whatever_the_worker_claims():
-    from kerinspect import api
+    from kerinspect import api_jobs
     from kerinspect.input_digest import InputDigest
 
     claimed = _fed("synthetic", seed=0, sha="f" * 64, path="/forged")
-    assert api._with_input_digest(claimed, None).inputs[0] == _fed("synthetic", seed=0).inputs[0]
-    got = api._with_input_digest(_fed("x.npz", sha="f" * 64, path="/forged"),
-                                 InputDigest("/repo/x.npz", "a" * 64, "file")).inputs[0]
+    assert api_jobs._with_input_digest(claimed, None).inputs[0] == _fed("synthetic", seed=0).inputs[0]
+    got = api_jobs._with_input_digest(_fed("x.npz", sha="f" * 64, path="/forged"),
+                                      InputDigest("/repo/x.npz", "a" * 64, "file")).inputs[0]
     assert (got.source, got.path, got.sha256, got.sha256_of) == ("x.npz", "/repo/x.npz", "a" * 64, "file")
 
 

@@ -36,13 +36,13 @@ def _load(isolate=True):
 def test_bytes_written_after_the_snapshot_are_never_loaded(tmp_path, attack):
     """The scan and the load read one private copy: replacing the path (or appending a
     zip to it) after pre-flight changes nothing that is loaded."""
-    from kerinspect import api
+    from kerinspect import api_jobs
     from kerinspect.report import ModelReport
     from kerinspect.spec import RunSpec
 
     path = tmp_path / "model.keras"
     shutil.copy(CNN, path)
-    with api.snapshot(path) as model_file:
+    with api_jobs.snapshot(path) as model_file:
         assert model_file.sha256 == sha256(CNN) and model_file.shown == str(path)
         assert not os.path.samefile(model_file.path, path)
         if attack == "replace":
@@ -51,7 +51,7 @@ def test_bytes_written_after_the_snapshot_are_never_loaded(tmp_path, attack):
         else:
             with open(path, "ab") as f:
                 f.write(open(NAN, "rb").read())
-        result = api._job("inspect", model_file, None, RunSpec(samples=4), _load(), None)
+        result = api_jobs._job("inspect", model_file, None, RunSpec(samples=4), _load(), None)
     report = ModelReport.from_dict(result["report"])
     assert report.model.name == "cnn" and report.model.path == str(path)
     assert not [n for n in os.listdir(os.environ.get("TMPDIR", "/tmp")) if n.startswith(f"kerinspect-snapshot-{os.getpid()}-")]
@@ -247,12 +247,12 @@ def test_only_the_samples_asked_for_are_read(keras, tmp_path):
 def test_a_dump_whose_directory_is_swapped_for_a_symlink_leaves_nothing(tmp_path, monkeypatch, swap):
     """--out (or its parent) is swapped for a symlink after the worker staged every
     tensor: nothing is published, and the staging directory goes wherever it ended up."""
-    from kerinspect import api
+    from kerinspect import api_jobs
     from kerinspect.errors import OutputError
 
     (tmp_path / "p").mkdir()
     out = tmp_path / "p" / "acts"
-    real_job = api._job
+    real_job = api_jobs._job
 
     def job_then_swap(*args, **kwargs):
         result = real_job(*args, **kwargs)
@@ -261,7 +261,7 @@ def test_a_dump_whose_directory_is_swapped_for_a_symlink_leaves_nothing(tmp_path
         os.symlink(str(victim) + "-moved", victim)
         return result
 
-    monkeypatch.setattr(api, "_job", job_then_swap)
+    monkeypatch.setattr(api_jobs, "_job", job_then_swap)
     moved = (tmp_path / "p" / "acts-moved") if swap == "out" else (tmp_path / "p-moved" / "acts")
     if swap == "out":  # DIR itself is a symlink now: refused, nothing published
         with pytest.raises(OutputError) as e:

@@ -176,6 +176,29 @@ def test_help_shows_the_spec_defaults():
     assert "[default: 32; x>=1]" in out and "[default: 10000.0; x>0]" in out and "[default: 600; x>=0]" in out
 
 
+@pytest.mark.parametrize("command, flag, shown", [
+    ("summary", "--min-rms-ratio", "[default: 1e-06; 0<=x<=1]"),
+    ("summary", "--min-sample-spread", "[default: 1e-06; 0<=x<=1]"),
+    ("gradients", "--vanishing-gradient", "[default: 0.001; x>0]"),
+    ("gradients", "--exploding-gradient", "[default: 1000; x>0]"),
+    ("weights", "--min-update-ratio", "[default: 1e-06; x>0]"),
+    ("weights", "--max-update-ratio", "[default: 0.1; x>0]"),
+    ("weights", "--max-abs", "[default: 10000.0; x>0]"),
+    ("check", "--tolerance", "[default: 0.1; x>=0]"),
+    ("check", "--min-separability", "[default: 0.5; 0<=x<=1]"),
+    ("diff", "--tolerance", "[default: 0.01; x>=0]"),
+    ("attention", "--collapsed-attention-weight", "[default: 0.95; 0<=x<=1]"),
+])
+def test_float_thresholds_show_their_default_as_written(command, flag, shown):
+    """The float options (cli.options.spec_float_option) show the spec's default as one
+    writes it (1e-06, 1000), and default to None for Click (given = not None)."""
+    cmd = cli.commands[command]
+    (param,) = [p for p in cmd.params if flag in p.opts]
+    assert isinstance(param, SpecOption) and param.default is None
+    decl, text = param.get_help_record(click.Context(cmd, info_name=command))
+    assert decl.startswith(flag) and text.endswith(shown), (decl, text)
+
+
 class _Captured(KerinspectError):
     exit_code = ExitCode.INFERENCE
 

@@ -11,7 +11,6 @@ import click
 from kerinspect import spec as sp
 from kerinspect.cli.group import cli, debug_option, debug_requested
 from kerinspect.cli.options import (
-    SpecOption,
     beam_options,
     engine_option,
     gradient_options,
@@ -19,6 +18,7 @@ from kerinspect.cli.options import (
     is_given,
     load_options,
     percentiles_option,
+    spec_float_option,
     threshold_options,
 )
 from kerinspect.cli.output import ProgressBar, stderr_console, stdout_console, warn_inputs, write_junit
@@ -71,10 +71,9 @@ _CHECK_SETTINGS = {
     "Replaces the configuration's 'rules'.",
 )
 @gradient_options
-@click.option(
+@spec_float_option(
     "--min-separability",
-    cls=SpecOption,
-    spec_default=sp.DEFAULT_MIN_SEPARABILITY,
+    default=sp.DEFAULT_MIN_SEPARABILITY,
     type=click.FloatRange(0, 1),
     help="--rule separability fails when the last hidden layer's leave-one-out nearest-class-mean "
     "accuracy is below this.",
@@ -92,10 +91,9 @@ _CHECK_SETTINGS = {
     help="Compare with a report saved by 'kerinspect summary --format json': fail when the "
     "structure changed or a tensor's mean/std drifted beyond --tolerance.",
 )
-@click.option(
+@spec_float_option(
     "--tolerance",
-    cls=SpecOption,
-    spec_default=sp.DEFAULT_TOLERANCE,
+    default=sp.DEFAULT_TOLERANCE,
     type=click.FloatRange(min=0),
     help="Largest allowed move of a tensor's mean or std from the baseline, in baseline standard deviations.",
 )

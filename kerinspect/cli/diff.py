@@ -7,13 +7,13 @@ import click
 from kerinspect import spec as sp
 from kerinspect.cli.group import cli, debug_option
 from kerinspect.cli.options import (
-    SpecOption,
     class_names_option,
     depth_option,
     input_options,
     load_options,
     output_options,
     spec_argument,
+    spec_float_option,
 )
 from kerinspect.cli.output import ProgressBar, emit, stderr_console, write_junit
 from kerinspect.spec import LoadOptions, RunSpec
@@ -24,12 +24,10 @@ from kerinspect.spec import LoadOptions, RunSpec
 @click.argument("model_b", metavar="B")
 @input_options
 @depth_option("Compare", "the models'")
-@click.option(
+@spec_float_option(
     "--tolerance",
     "diff_tolerance",
-    cls=SpecOption,
-    spec_default=sp.DEFAULT_DIFF_TOLERANCE,
-    shown=f"{sp.DEFAULT_DIFF_TOLERANCE:g}",
+    default=sp.DEFAULT_DIFF_TOLERANCE,
     type=click.FloatRange(min=0),
     help="Largest normalised error |a-b|/|a| of an output for the models to agree; the first "
     "layer above it is where the divergence starts.",

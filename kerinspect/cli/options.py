@@ -41,6 +41,26 @@ class SpecOption(click.Option):
         return extra
 
 
+def spec_float_option(
+    *param_decls: str,
+    default: float,
+    type: click.ParamType,
+    help: str,
+    shown: str | None = None,
+) -> Callable[[Callable[..., Any]], Callable[..., Any]]:
+    """A float :class:`SpecOption`: a threshold or limit whose ``default`` lives in
+    :mod:`kerinspect.spec`, shown in the help as ``f"{default:g}"`` (``1e-06``,
+    ``600``) unless ``shown`` says otherwise."""
+    return click.option(
+        *param_decls,
+        cls=SpecOption,
+        spec_default=default,
+        shown=f"{default:g}" if shown is None else shown,
+        type=type,
+        help=help,
+    )
+
+
 def is_given(value: Any) -> bool:
     """Whether an option was given: Click passes None (or ``()`` for a repeatable
     option) when it was not, since no option here has a Click default."""
@@ -197,12 +217,10 @@ def class_names_option(f: Callable[..., Any]) -> Callable[..., Any]:
 
 def worker_options(f: Callable[..., Any]) -> Callable[..., Any]:
     """Limits of the isolated worker process that opens the model file."""
-    opts = [
-        click.option(
+    opts: list[Callable[[Callable[..., Any]], Callable[..., Any]]] = [
+        spec_float_option(
             "--timeout",
-            cls=SpecOption,
-            spec_default=sp.DEFAULT_TIMEOUT,
-            shown=f"{sp.DEFAULT_TIMEOUT:g}",
+            default=sp.DEFAULT_TIMEOUT,
             type=click.FloatRange(min=0),
             help="Seconds the isolated worker may take to load and run the model (0: no limit).",
         ),
@@ -304,42 +322,36 @@ def output_options(f: Callable[..., Any]) -> Callable[..., Any]:
 
 def threshold_options(f: Callable[..., Any]) -> Callable[..., Any]:
     opts = [
-        click.option(
+        spec_float_option(
             "--max-abs",
-            cls=SpecOption,
-            spec_default=sp.DEFAULT_MAX_ABS,
+            default=sp.DEFAULT_MAX_ABS,
             type=click.FloatRange(min=0, min_open=True),
+            shown=str(sp.DEFAULT_MAX_ABS),  # "10000.0", as its help has always read
             help="Flag 'exploding' when a finite |value| exceeds this "
             "(float16: at most a tenth of its range).",
         ),
-        click.option(
+        spec_float_option(
             "--max-dead-fraction",
-            cls=SpecOption,
-            spec_default=sp.DEFAULT_MAX_DEAD_FRACTION,
+            default=sp.DEFAULT_MAX_DEAD_FRACTION,
             type=click.FloatRange(0, 1),
             help="Flag 'dead' when this share of units is zero for every sample.",
         ),
-        click.option(
+        spec_float_option(
             "--min-rms-ratio",
-            cls=SpecOption,
-            spec_default=sp.DEFAULT_MIN_RMS_RATIO,
-            shown=f"{sp.DEFAULT_MIN_RMS_RATIO:g}",
+            default=sp.DEFAULT_MIN_RMS_RATIO,
             type=click.FloatRange(0, 1),
             help="Flag 'vanishing' when an output's RMS is below this times the RMS of its layer's float input.",
         ),
-        click.option(
+        spec_float_option(
             "--max-saturated-fraction",
-            cls=SpecOption,
-            spec_default=sp.DEFAULT_MAX_SATURATED_FRACTION,
+            default=sp.DEFAULT_MAX_SATURATED_FRACTION,
             type=click.FloatRange(0, 1),
             help="Flag 'saturated' when this share of a tanh/sigmoid/hard_sigmoid layer's values sit "
             "at its bounds (softmax: of its distributions are one-hot).",
         ),
-        click.option(
+        spec_float_option(
             "--min-sample-spread",
-            cls=SpecOption,
-            spec_default=sp.DEFAULT_MIN_SAMPLE_SPREAD,
-            shown=f"{sp.DEFAULT_MIN_SAMPLE_SPREAD:g}",
+            default=sp.DEFAULT_MIN_SAMPLE_SPREAD,
             type=click.FloatRange(0, 1),
             help="Flag 'constant' when an output's spread across samples is at most this times its RMS "
             "while its layer's input varies.",
@@ -353,7 +365,7 @@ def threshold_options(f: Callable[..., Any]) -> Callable[..., Any]:
 def gradient_options(f: Callable[..., Any]) -> Callable[..., Any]:
     """How ``gradients`` (and ``report --gradients``) differentiate: the loss, logits,
     training mode, and the two gradient thresholds."""
-    opts = [
+    opts: list[Callable[[Callable[..., Any]], Callable[..., Any]]] = [
         click.option(
             "--loss",
             metavar="NAME",
@@ -373,19 +385,15 @@ def gradient_options(f: Callable[..., Any]) -> Callable[..., Any]:
             default=None,
             help="Run Dropout, BatchNormalization (every layer with a training argument) in training mode.",
         ),
-        click.option(
+        spec_float_option(
             "--vanishing-gradient",
-            cls=SpecOption,
-            spec_default=sp.DEFAULT_VANISHING_GRADIENT,
-            shown=f"{sp.DEFAULT_VANISHING_GRADIENT:g}",
+            default=sp.DEFAULT_VANISHING_GRADIENT,
             type=click.FloatRange(min=0, min_open=True),
             help="Flag 'vanishing-gradient' where an output's gradient norm is below this times the gradient norm at the output layer's input.",
         ),
-        click.option(
+        spec_float_option(
             "--exploding-gradient",
-            cls=SpecOption,
-            spec_default=sp.DEFAULT_EXPLODING_GRADIENT,
-            shown=f"{sp.DEFAULT_EXPLODING_GRADIENT:g}",
+            default=sp.DEFAULT_EXPLODING_GRADIENT,
             type=click.FloatRange(min=0, min_open=True),
             help="Flag 'exploding-gradient' where an output's gradient norm is above this times the gradient norm at the output layer's input.",
         ),
@@ -455,17 +463,15 @@ percentiles_option = click.option(
 def attention_threshold_options(f: Callable[..., Any]) -> Callable[..., Any]:
     """Limits of the per-head attention flags."""
     opts = [
-        click.option(
+        spec_float_option(
             "--uniform-attention-entropy",
-            cls=SpecOption,
-            spec_default=sp.DEFAULT_UNIFORM_ATTENTION_ENTROPY,
+            default=sp.DEFAULT_UNIFORM_ATTENTION_ENTROPY,
             type=click.FloatRange(0, 1),
             help="Flag a head 'uniform-attention' when every query's normalised entropy is at least this.",
         ),
-        click.option(
+        spec_float_option(
             "--collapsed-attention-weight",
-            cls=SpecOption,
-            spec_default=sp.DEFAULT_COLLAPSED_ATTENTION_WEIGHT,
+            default=sp.DEFAULT_COLLAPSED_ATTENTION_WEIGHT,
             type=click.FloatRange(0, 1),
             help="Flag a head 'collapsed-attention' when every query puts at least this weight on one key.",
         ),

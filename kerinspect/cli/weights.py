@@ -7,9 +7,9 @@ import click
 from kerinspect import spec as sp
 from kerinspect.cli.group import cli, debug_option
 from kerinspect.cli.options import (
-    SpecOption,
     make_load_options,
     output_options,
+    spec_float_option,
     worker_options,
 )
 from kerinspect.cli.output import emit
@@ -18,26 +18,22 @@ from kerinspect.cli.output import emit
 @cli.command()
 @click.argument("model", metavar="MODEL")
 @output_options
-@click.option(
+@spec_float_option(
     "--max-abs",
-    cls=SpecOption,
-    spec_default=sp.DEFAULT_MAX_ABS,
+    default=sp.DEFAULT_MAX_ABS,
     type=click.FloatRange(min=0, min_open=True),
+    shown=str(sp.DEFAULT_MAX_ABS),  # "10000.0", as its help has always read
     help="Flag 'exploding' when a finite |weight| exceeds this (float16: at most a tenth of its range).",
 )
-@click.option(
+@spec_float_option(
     "--min-update-ratio",
-    cls=SpecOption,
-    spec_default=sp.DEFAULT_MIN_UPDATE_RATIO,
-    shown=f"{sp.DEFAULT_MIN_UPDATE_RATIO:g}",
+    default=sp.DEFAULT_MIN_UPDATE_RATIO,
     type=click.FloatRange(min=0, min_open=True),
     help="Flag 'update-too-small' where the optimizer's last step moved a weight by less than this times its norm.",
 )
-@click.option(
+@spec_float_option(
     "--max-update-ratio",
-    cls=SpecOption,
-    spec_default=sp.DEFAULT_MAX_UPDATE_RATIO,
-    shown=f"{sp.DEFAULT_MAX_UPDATE_RATIO:g}",
+    default=sp.DEFAULT_MAX_UPDATE_RATIO,
     type=click.FloatRange(min=0, min_open=True),
     help="Flag 'update-too-large' where the optimizer's last step moved a weight by more than this times its norm.",
 )

@@ -3,7 +3,7 @@
 After a run, :func:`layer_records` turns a
 :class:`~kerinspect.engine.statistics.StatsCollector`'s statistics into one
 :class:`~kerinspect.report.LayerRecord` per call, each output judged by
-:func:`kerinspect.checks.tensor_flags` against its call's inputs; :func:`weight_records`
+:func:`kerinspect.verdicts.tensor_flags` against its call's inputs; :func:`weight_records`
 does the same for every weight, :func:`model_info` says what was loaded.
 """
 
@@ -16,7 +16,6 @@ from typing import Any
 
 import numpy as np
 
-from kerinspect.checks import PROBABILITY_EXEMPT, is_float_dtype, tensor_flags
 from kerinspect.engine.statistics import StatsCollector
 from kerinspect.engine.tensors import tensor_dtype, to_numpy
 from kerinspect.report import (
@@ -29,6 +28,7 @@ from kerinspect.report import (
     WeightRecord,
 )
 from kerinspect.stats import summarize
+from kerinspect.verdicts import PROBABILITY_EXEMPT, is_float_dtype, tensor_flags
 
 
 def label_classes(collector: StatsCollector, names: Sequence[str] | None) -> list[Any]:

@@ -47,7 +47,6 @@ from typing import IO, Any
 
 import numpy as np
 
-from kerinspect.checks import tensor_flags
 from kerinspect.errors import KerinspectError, ModelLoadError, PolicyError, escape_text
 from kerinspect.report import OptimizerStep, StateVariable, Thresholds, WeightRecord, WeightsReport
 from kerinspect.scan.blocks import block_slices
@@ -79,6 +78,7 @@ from kerinspect.scan.weight_layouts import (
 from kerinspect.scan.weight_names import VAR_NAMES, class_of, entry_name, var_names
 from kerinspect.spec import DEFAULT_MAX_UPDATE_RATIO, DEFAULT_MIN_UPDATE_RATIO
 from kerinspect.stats import RunningStats, summarize
+from kerinspect.verdicts import tensor_flags
 
 __all__ = [
     "DEFAULT_THRESHOLDS",
