@@ -50,7 +50,7 @@ import statistics
 import subprocess
 import sys
 import tempfile
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -787,6 +787,34 @@ def write_doc(block: str, begin: str = BEGIN, end: str = END) -> None:
     DOC.write_text(f"# Performance\n\nWritten by `make bench` (`benchmarks/run.py`).\n\n{block}\n")
 
 
+def only_block(
+    args: argparse.Namespace,
+    work: pathlib.Path,
+    runs: int,
+    info: dict[str, Any],
+    make: Callable[[], Sequence[Case]],
+    label: str,
+    block: Callable[..., str],
+    begin: str,
+    end: str,
+) -> int:
+    """One ``--only`` part that has its own cases and block: ``make`` the cases, run them
+    (at most 3 rounds), print the block and write it between ``begin`` and ``end``."""
+    try:
+        cases = make()
+        rounds(cases, min(runs, 3), 0, label)
+    finally:
+        if not args.keep:
+            shutil.rmtree(work, ignore_errors=True)
+    info["load_after"] = loadavg()
+    text = block(cases, min(runs, 3), info)
+    print("\n" + text)
+    if not args.no_write:
+        write_doc(text, begin, end)
+        print(f"\nwrote {DOC.relative_to(ROOT)}")
+    return 0
+
+
 def only_gradients(
     models: Sequence[str],
     work: pathlib.Path,
@@ -844,34 +872,14 @@ def main() -> int:
             args.models, work, runs, args.warmup, info, keep=bool(args.keep), write=not args.no_write
         )
     if args.only == "beam":  # not in a full run: a few minutes of Beam pipelines
-        try:
-            beams = beam_cases(work)
-            rounds(beams, min(runs, 3), 0, "beam")
-        finally:
-            if not args.keep:
-                shutil.rmtree(work, ignore_errors=True)
-        info["load_after"] = loadavg()
-        beam_text = beam_block(beams, min(runs, 3), info)
-        print("\n" + beam_text)
-        if not args.no_write:
-            write_doc(beam_text, BEAM_BEGIN, BEAM_END)
-            print(f"\nwrote {DOC.relative_to(ROOT)}")
-        return 0
+        return only_block(args, work, runs, info, lambda: beam_cases(work), "beam", beam_block, BEAM_BEGIN, BEAM_END)
     if args.only == "long":  # the long runs of --models (e.g. --models resnet50)
-        try:
+
+        def long_built() -> list[Case]:
             subprocess.run([sys.executable, str(CASES), "build", str(work)], check=True, env=env(), cwd=ROOT)
-            long = long_cases(args.models, work, args.quick)
-            rounds(long, min(runs, 3), 0, "long")
-        finally:
-            if not args.keep:
-                shutil.rmtree(work, ignore_errors=True)
-        info["load_after"] = loadavg()
-        long_text = long_block(long, min(runs, 3), info)
-        print("\n" + long_text)
-        if not args.no_write:
-            write_doc(long_text, LONG_BEGIN, LONG_END)
-            print(f"\nwrote {DOC.relative_to(ROOT)}")
-        return 0
+            return long_cases(args.models, work, args.quick)
+
+        return only_block(args, work, runs, info, long_built, "long", long_block, LONG_BEGIN, LONG_END)
     checks = check_cases()
     if args.only == "check-jobs":
         shutil.rmtree(work, ignore_errors=True)
