@@ -272,7 +272,15 @@ def finish(
                 raise
     finally:
         shutil.rmtree(tmp, ignore_errors=True)
-    report = outcome.result["report"]
+    from kerinspect.report import ModelReport
+
+    # checked as every command checks a worker's report (it ran model code), then as plain data
+    try:
+        report = ModelReport.from_dict(outcome.result.get("report")).to_dict()
+    except (KeyError, TypeError, ValueError) as e:
+        raise ChildCrashError(
+            f"The worker broke the protocol (its report: {e}); its result was discarded.", rule="protocol"
+        ) from None
     # set here, not by the worker: the worker runs model code and could claim anything
     report["isolation"] = {
         "worker": True,
