@@ -92,7 +92,7 @@ def _report(r):
     return json.loads(r.stdout)
 
 
-def _same_statistics(a, b):
+def _same_statistics(a, b, least=50):
     """Counts, min and max exact; every other figure within relative 1e-9 (of itself, or
     of the tensor's scale where it is near 0: a mean of ~1e-10 in a tensor of std 1)."""
     assert [la["path"] for la in a["layers"]] == [lb["path"] for lb in b["layers"]]
@@ -111,7 +111,7 @@ def _same_statistics(a, b):
                 else:
                     assert abs(va - vb) <= 1e-9 * max(abs(va), abs(vb), scale), (la["path"], k, va, vb)
                 compared += 1
-    assert compared > 50
+    assert compared > least
 
 
 def test_one_beam_worker_gives_the_single_process_report(runs):
@@ -325,3 +325,23 @@ def test_a_hostile_model_is_refused_as_without_beam(data, hostile):
     assert here.returncode == there.returncode == 5, (here.stderr, there.stderr)  # refused by the scan
     assert there.stderr.strip() == here.stderr.strip()
     assert len(there.stderr.strip().splitlines()) == 1
+
+
+def test_dump_on_beam_writes_statistics_only(runs, data, tmp_path):
+    """``dump --runner``: DIR/statistics.json, the chosen layer calls' statistics (the
+    single-process run's), no .npy; a second dump into it is refused before any pipeline."""
+    root, _ = data
+    out = tmp_path / "stats"
+    args = ("dump", DIGITS, "-o", out, "--input", root / "shards" / "*.tfrecord", "--runner", "DirectRunner")
+    r = kerinspect_cli(*args, "--layers", "conv*", "--engine", "eager", "--percentiles",
+                       env=_offline_env(root), timeout=600)
+    assert r.returncode == 0, r.stderr
+    assert "statistics of 1 tensors of 1 layer calls, 96 samples" in r.stdout
+    assert sorted(p.name for p in out.iterdir()) == ["statistics.json"]
+    dumped = json.loads((out / "statistics.json").read_text())
+    single = _report(runs["single"])
+    assert [r["path"] for r in dumped["layers"]] == ["conv"]
+    _same_statistics({"layers": [r for r in single["layers"] if r["path"] == "conv"]}, dumped, least=5)
+    again = kerinspect_cli(*args)
+    assert again.returncode == 7 and "--overwrite replaces it" in again.stderr
+    assert len(again.stderr.strip().splitlines()) == 1

@@ -247,3 +247,62 @@ def summary_on_beam(
 
             with suppress(Exception):
                 FileSystems.delete([out])
+
+
+#: What ``dump --runner`` writes in its directory.
+STATISTICS_FILE = "statistics.json"
+
+
+def dump_statistics_on_beam(
+    model: str,
+    out: str,
+    inputs: str | None,
+    runner: str | None,
+    options: Sequence[str] = (),
+    *,
+    spec: RunSpec | None = None,
+    load: LoadOptions | None = None,
+    overwrite: bool = False,
+) -> tuple[str, dict[str, Any]]:
+    """``dump --runner``: statistics only. Every sample's activations of a dataset do not
+    fit one machine, so on Beam ``dump`` writes ``DIR/statistics.json``: the report of
+    :func:`inspect_on_beam` (``summary --format json``), its layers those ``spec.layers``
+    selects (the dump's globs; all when none). Returns the file's path and what it holds."""
+    import fnmatch
+
+    from kerinspect.errors import OutputError
+
+    spec = spec or RunSpec()
+    target = os.path.join(out, STATISTICS_FILE)
+    if os.path.lexists(target) and not overwrite:
+        raise OutputError(
+            f"{escape_text(target)} exists; --overwrite replaces it. Received: out={escape_text(out)!r}",
+            rule="output-exists",
+        )
+    try:
+        os.makedirs(out, exist_ok=True)
+    except OSError as e:
+        raise OutputError(f"Cannot create the output directory {escape_text(out)!r}: {e.strerror}") from None
+    data = inspect_on_beam(model, inputs, runner, options, spec=spec, load=load).to_dict()
+    patterns = list(spec.layers or ())
+    if patterns:
+        unmatched = [
+            p for p in patterns if not any(fnmatch.fnmatchcase(r["path"], p) for r in data["layers"])
+        ]
+        if unmatched:
+            raise UsageError(
+                f"--layers pattern {escape_text(unmatched[0], 100)!r} matches no layer call. Layer paths: "
+                + ", ".join(escape_text(r["path"], 60) for r in data["layers"]),
+                rule="layers-no-match",
+            )
+        data["layers"] = [
+            r for r in data["layers"] if any(fnmatch.fnmatchcase(r["path"], p) for p in patterns)
+        ]
+    partial = target + ".partial"
+    try:
+        with open(partial, "w", encoding="utf-8") as f:
+            json.dump(data, f, indent=2, allow_nan=False)
+        os.replace(partial, target)
+    except OSError as e:
+        raise OutputError(f"Cannot write {escape_text(target)!r}: {e.strerror}") from None
+    return target, data

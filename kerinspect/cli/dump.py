@@ -12,6 +12,7 @@ from kerinspect.cli.group import cli, debug_option
 from kerinspect.cli.options import (
     ByteSize,
     SpecOption,
+    beam_options,
     dump_engine_option,
     input_options,
     load_options,
@@ -51,6 +52,7 @@ from kerinspect.spec import LoadOptions, RunSpec
 @dump_engine_option
 @percentiles_option
 @load_options
+@beam_options
 @debug_option
 @spec_argument
 def dump(
@@ -60,6 +62,8 @@ def dump(
     overwrite: bool,
     spec: RunSpec,
     load: LoadOptions,
+    runner: str | None = None,
+    pipeline_options: tuple[str, ...] = (),
 ) -> None:
     """Run MODEL on sample inputs and save layer outputs as .npy files in DIR.
 
@@ -74,7 +78,25 @@ def dump(
       kerinspect dump model.keras --out acts
       kerinspect dump model.keras -o acts --layers 'encoder/*' --samples 256
       kerinspect dump model.h5 -o acts --input batch.npz --overwrite
+      kerinspect dump model.keras -o stats --input 'shards/*.tfrecord' --runner DirectRunner
+
+    With --runner, statistics only: DIR/statistics.json, the selected layer calls'
+    statistics over every record of the shards, computed on Apache Beam (summary's JSON);
+    no .npy (every sample's activations of a dataset would not fit one machine).
     """
+    if runner is not None or pipeline_options:
+        from kerinspect.beam.pipeline import dump_statistics_on_beam
+
+        path, data = dump_statistics_on_beam(
+            model, out, input_file, runner, pipeline_options, spec=spec, load=load, overwrite=overwrite
+        )
+        tensors = sum(len(r["outputs"]) for r in data["layers"])
+        click.echo(
+            f"Dumped the statistics of {tensors} tensors of {len(data['layers'])} layer calls, "
+            f"{data['samples']} samples, computed on Beam ({escape_text(str(runner), 40)}), "
+            f"to {escape_text(path, 200)}"
+        )
+        return
     from kerinspect.api import dump_activations
 
     with ProgressBar(stderr_console()) as progress:
