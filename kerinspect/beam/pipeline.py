@@ -113,7 +113,6 @@ def inspect_on_beam(
     the same :class:`~kerinspect.report.ModelReport`. What needs no pipeline is refused
     first: options, the input pattern, the model's pre-flight, Beam not installed."""
     from kerinspect.report import ModelReport
-    from kerinspect.scan.preflight import preflight
 
     spec, load = spec or RunSpec(), load or LoadOptions()
     if runner is None:
@@ -145,8 +144,10 @@ def inspect_on_beam(
                 f"matches {escape_text(odd[0])!r}. Received: input={escape_text(inputs)!r}"
             )
     pipeline_arguments(options)  # refused here, before Beam is even imported
-    if "://" not in model:
-        preflight(model)
+    if "://" not in model:  # what every command refuses before its worker: options, the input
+        from kerinspect.api import check_before_worker  # pattern, the pre-flight, custom_objects
+
+        check_before_worker(model, inputs if "://" not in inputs else None, spec=spec, load=load)
     if load.custom_objects is not None:
         load = load.replace(custom_objects=os.path.abspath(load.custom_objects))
     import logging
