@@ -307,3 +307,31 @@ def test_partial_isolation_is_said_once_and_recorded(tmp_path):
     isolation = json.loads(out.stdout)["isolation"]
     assert isolation["worker"] and isolation["socket_guard"]
     assert (out.stderr == "") == isolation["network_namespace"]  # silent exactly when fully isolated
+
+
+PROBE = """
+import sys
+before = sorted(n for n in ("sklearn", "pandas") if n in sys.modules)
+import pandas, sklearn
+from keras.src.trainers.data_adapters import array_slicing
+raise ValueError(f"before={before} keras_has_pandas={array_slicing.pandas is not None} imported={pandas.__name__}")
+"""
+
+
+def test_the_worker_imports_keras_without_sklearn_and_pandas_and_a_module_may_still_import_them(tmp_path):
+    """TensorFlow imports Keras's scikit-learn wrappers and Keras its pandas support when
+    installed (a quarter of a worker's start); the worker leaves them out, and a
+    --custom-objects module that needs them still gets them. In-process (a notebook)
+    Keras keeps its pandas."""
+    pytest.importorskip("pandas")
+    pytest.importorskip("sklearn")
+    probe = tmp_path / "probe.py"
+    probe.write_text(PROBE)
+    out = kerinspect("summary", CNN, "--custom-objects", probe)
+    assert out.returncode == 4, out.stderr
+    assert "before=[] keras_has_pandas=False imported=pandas" in out.stderr, out.stderr
+    inproc = subprocess.run(
+        [sys.executable, "-c", "from kerinspect.engine.tfenv import import_keras; import_keras(); "
+         "from keras.src.trainers.data_adapters import array_slicing; print(array_slicing.pandas is not None)"],
+        capture_output=True, text=True, cwd=ROOT, timeout=120)
+    assert inproc.stdout.strip() == "True", inproc.stderr

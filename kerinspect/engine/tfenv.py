@@ -19,6 +19,39 @@ from typing import Any
 
 _keras: Any = None
 
+#: Packages that TensorFlow and Keras import at start only when installed, for what a
+#: worker never does: Keras's scikit-learn wrappers (``tensorflow`` imports
+#: ``keras._tf_keras``, which imports them, 0.6 s) and its pandas DataFrame input
+#: (``keras.src.trainers.data_adapters``, 0.45 s): a quarter of ``import tensorflow``.
+#: :func:`lean_imports` leaves them out of the worker's import (see :func:`_without`).
+OPTIONAL_PACKAGES = ("sklearn", "pandas")
+_lean = False
+
+
+def lean_imports() -> None:
+    """Import Keras without :data:`OPTIONAL_PACKAGES` (the isolated worker, which hands
+    Keras neither a DataFrame nor a scikit-learn estimator). Not in-process: a notebook
+    that fits a model on a DataFrame after ``import kerinspect`` needs Keras's pandas."""
+    global _lean
+    _lean = True
+
+
+@contextlib.contextmanager
+def _without(names: tuple[str, ...]) -> Iterator[None]:
+    """Make ``import NAME`` fail (ImportError) for the packages ``names`` not yet
+    imported, during the block: TensorFlow and Keras import them under ``try``, and
+    go on without. After the block they import again as usual (a ``--custom-objects``
+    module that needs pandas gets it); Keras keeps its own "not installed" for them."""
+    blocked = [n for n in names if n not in sys.modules]
+    for name in blocked:
+        sys.modules[name] = None  # type: ignore[assignment] - the import system's own "not found"
+    try:
+        yield
+    finally:
+        for name in blocked:
+            if sys.modules.get(name, 0) is None:
+                del sys.modules[name]
+
 
 def quiet_environment(env: dict[str, str] | os._Environ[str] = os.environ) -> None:
     """Set the variables that keep TensorFlow silent and on the right backend."""
@@ -62,7 +95,8 @@ def import_keras() -> Any:
     if _keras is not None:
         return _keras
     quiet_environment()
-    with _captured_stderr_fd(), warnings.catch_warnings():
+    optional = _without(OPTIONAL_PACKAGES) if _lean else contextlib.nullcontext()
+    with _captured_stderr_fd(), warnings.catch_warnings(), optional:
         warnings.simplefilter("ignore")
         import keras
         import tensorflow as tf

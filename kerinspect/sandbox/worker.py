@@ -156,6 +156,9 @@ def main(argv: list[str]) -> int:
                 os.ftruncate(fd, length)
 
         dump_writer.preallocate = sparse
+    from kerinspect.engine.tfenv import lean_imports
+
+    lean_imports()  # before anything imports TensorFlow
     go = os.environ.get("KERINSPECT_GO_FD")
     namespace = confine({**limits, "timeout": 0} if go else limits)
     fd = int(os.environ["KERINSPECT_PROTOCOL_FD"])
