@@ -3,6 +3,7 @@ PYTHON ?= python3
 VENV   ?= .venv
 BIN     = $(VENV)/bin
 STAMP   = $(VENV)/.installed-stamp
+KERNEL_STAMP = $(VENV)/.kernel-stamp
 PYTEST_ARGS ?=
 # Test processes: model files are opened by real workers (a TensorFlow import each), so
 # the suite runs on every core; it ends with its 25 slowest tests and its worker starts
@@ -16,13 +17,20 @@ BENCH_ARGS ?=
 
 .PHONY: install demo test test-fast lint format bench bench-beam bench-attention bench-percentiles bench-one-read sample-models allowlist clean
 
-install: $(STAMP)
+install: $(STAMP) $(KERNEL_STAMP)
 
 $(STAMP): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
 	$(BIN)/python -m pip install --quiet --upgrade pip
 	$(BIN)/python -m pip install --quiet -e '.[dev]'
 	touch $(STAMP)
+
+# The compiled engine's fused statistics kernel (kerinspect/engine/kernel), built with the
+# system's C++ compiler for the installed TensorFlow. Optional: without a compiler kerinspect
+# runs as before (TensorFlow's operations), its tests skip, and the next make tries again.
+$(KERNEL_STAMP): $(STAMP) kerinspect/engine/kernel/activation_stats.cc kerinspect/engine/kernel/__init__.py
+	@if $(BIN)/python -m kerinspect.engine.kernel >/dev/null; then touch $(KERNEL_STAMP); \
+	else echo "kerinspect: going on without the fused statistics kernel (install g++ for it)" >&2; fi
 
 demo: install  ## inspect a sample attention model
 	$(BIN)/kerinspect summary sample_models/attention.keras
@@ -64,4 +72,4 @@ allowlist: install  ## regenerate kerinspect/scan/allowlist.py (and allowlist_hu
 	$(BIN)/python scripts/gen_allowlist.py
 
 clean:
-	rm -rf $(VENV) build *.egg-info .pytest_cache .mypy_cache .ruff_cache
+	rm -rf $(VENV) build *.egg-info kerinspect/engine/kernel/build .pytest_cache .mypy_cache .ruff_cache

@@ -11,7 +11,9 @@ first each round. Medians per batch, and each arm against ``plain``:
 - ``capture``: the engine's replay (every call, as the compiled engine traces it)
   returning only each output's float32 sum: the cost of materialising every output.
 - ``before``: the statistics before issue 29 (:func:`reduce_partials`).
-- ``partials``: the engine's :func:`~kerinspect.engine.compiled.tensor_partials` as it is.
+- ``partials``: the engine's :func:`~kerinspect.engine.compiled.tensor_partials` as it is
+  (with the fused kernel of :mod:`kerinspect.engine.kernel` when it is built).
+- ``partials-tf``: the same without the kernel (TensorFlow's operations only).
 - ``partials-xla``: the same operations, each tensor's in its own XLA computation
   (``jit_compile=True``), fused into as few reads as XLA manages.
 - ``whole-xla``: the whole traced function (model and statistics) compiled by XLA.
@@ -120,6 +122,25 @@ def main() -> None:
         return {"shape": tf.shape(x, out_type=tf.int64), "total": tf.reduce_sum(tf.cast(x, tf.float32))}
 
     today = C.tensor_partials
+    from concurrent.futures import ThreadPoolExecutor
+
+    from kerinspect.stats import summarize
+
+    pool = ThreadPoolExecutor(2)
+    held: list[Any] = []
+
+    def host_stats(a: np.ndarray) -> np.ndarray:
+        s = summarize(a, parts=2 if a.size >= 1 << 18 else 1, map_fn=pool.map, spread=a.ndim >= 2)
+        held.append(s)
+        if len(held) > 400:
+            held.clear()
+        return np.float64(s.count if s is not None else 0)
+
+    def numpy_partials(x: Any, bounds: Any, vectors: bool = False, sketch: bool = False) -> dict[str, Any]:
+        out = {"shape": tf.shape(x, out_type=tf.int64)}
+        if x.dtype.is_floating:
+            out["n"] = tf.numpy_function(host_stats, [x], tf.float64, stateful=True)
+        return out
     jitted: dict[tuple[Any, ...], Any] = {}
 
     def xla_partials(x: Any, bounds: Any, vectors: bool = False, sketch: bool = False) -> dict[str, Any]:
@@ -130,8 +151,20 @@ def main() -> None:
             )
         return jitted[key](x)
 
+    C._fused_kernel()  # looked up once: built (make install) or not
+
+    def tf_partials(x: Any, bounds: Any, vectors: bool = False, sketch: bool = False) -> dict[str, Any]:
+        saved = C._FUSED[:]
+        C._FUSED[:] = [None]
+        try:
+            return today(x, bounds, vectors, sketch)
+        finally:
+            C._FUSED[:] = saved
+
     forms = {
+        "partials-tf": (tf_partials, False),
         "capture": (capture_partials, False),
+        "numpy": (numpy_partials, False),
         "before": (reduce_partials, False),
         "partials": (today, False),
         "partials-xla": (xla_partials, False),

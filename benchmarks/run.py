@@ -91,6 +91,13 @@ LONG: list[tuple[str, int, float, bool]] = [
     ("blocks", 1024, 1.2, False),
     ("resnet50", 1024, 1.15, True),
 ]
+#: The engines of the long runs, and their environment: the compiled engine with its fused
+#: statistics kernel (kerinspect/engine/kernel, when built) and without it.
+LONG_ENGINES: dict[str, dict[str, str]] = {
+    "eager": {},
+    "compiled": {},
+    "compiled (KERINSPECT_KERNEL=off)": {"KERINSPECT_KERNEL": "off"},
+}
 #: Peak RSS target of the long runs (largest process) against the floor's.
 LONG_RSS_TARGET = 1.1
 #: Wall target of the long runs' compiled ``summary`` against the capture floor's.
@@ -465,7 +472,7 @@ def long_lines(long: Sequence[Case]) -> list[str]:
         capture = cases.get("capture")
         cw = capture.median("wall") if capture else None
         parts = [] if cw is None else [f"capture floor {cw:.1f} s, {cw / fw:.2f}×"]
-        for engine in ("compiled", "eager"):
+        for engine in ("compiled", *(e for e in LONG_ENGINES if e != "compiled")):
             c = cases.get(f"summary --engine {engine}")
             if c is None:
                 continue
@@ -498,7 +505,7 @@ def long_cases(models: Sequence[str], work: pathlib.Path, quick: bool) -> list[C
         path, n = str(work / f"{model}.keras"), str(samples)
         long.append(Case(model, f"{n} floor", [sys.executable, str(CASES), "floor", path, n, "16"]))
         long.append(Case(model, f"{n} capture", [sys.executable, str(CASES), "capture", path, n, "16"]))
-        for engine in ("eager", "compiled"):
+        for engine, extra in LONG_ENGINES.items():
             long.append(
                 Case(
                     model,
@@ -511,9 +518,10 @@ def long_cases(models: Sequence[str], work: pathlib.Path, quick: bool) -> list[C
                         "--batch-size",
                         "16",
                         "--engine",
-                        engine,
+                        engine.split()[0],
                         *OPTIONS.get(model, ()),
                     ),
+                    extra_env=extra,
                 )
             )
     return long

@@ -125,8 +125,15 @@ def tensor_partials(
     if rank is None:
         raise NotCompiled("an output of unknown rank (its units are not known when traced)")
     v = tf.cast(x, wide)  # no operation when x already is
-    nonzero = tf.not_equal(x, tf.zeros([], x.dtype))  # NaN is non-zero, as in numpy
     out: dict[str, Any] = {"shape": shape}
+    fused = _fused_kernel() if x.dtype == tf.float32 and rank >= 2 else None
+    if fused is not None:  # one read for all of it (engine/kernel), float64 throughout
+        sums, out["nonzero"], out["moments"] = fused.kerinspect_activation_stats(x)
+        means = _unit_spread(out, x, shape, sums)
+        if vectors:
+            out["vectors"] = means  # each sample's mean over the middle axes, float64
+        return _bounded_and_sketch(out, x, v, rank, bounds, sketch)
+    nonzero = tf.not_equal(x, tf.zeros([], x.dtype))  # NaN is non-zero, as in numpy
     if rank >= 2:
         static = x.shape[1:-1].num_elements()  # positions each per-sample sum adds
         if rank > 2 and static is not None and MATMUL_POSITIONS[0] <= static < MATMUL_POSITIONS[1]:
@@ -140,15 +147,7 @@ def tensor_partials(
             # int32 counts (a 4-byte temporary, not count_nonzero's int64); exact below 2**31
             out["nonzero"] = tf.reduce_sum(tf.cast(nonzero, tf.int32), axis=list(range(rank - 1)))
         total = tf.reduce_sum(sums)
-        if static is not None:
-            middle: Any = float(max(static, 1))
-        else:
-            middle = tf.maximum(tf.cast(tf.reduce_prod(shape[1:-1]), tf.float64), 1.0)
-        means = tf.cast(sums, tf.float64) / middle
-        unit_mean = tf.reduce_mean(means, axis=0)
-        out["units"] = tf.stack(
-            [unit_mean, tf.reduce_sum(tf.math.squared_difference(means, unit_mean), axis=0)]
-        )
+        _unit_spread(out, x, shape, sums)
     else:
         total = tf.reduce_sum(v)
         out["total"] = total
@@ -156,10 +155,7 @@ def tensor_partials(
     mean = total / tf.cast(tf.size(v, out_type=tf.int64), wide)  # NaN when empty (M2 is 0 then)
     m2 = tf.reduce_sum(tf.math.squared_difference(v, mean))
     out["moments"] = tf.stack([mean, m2, tf.reduce_min(v), tf.reduce_max(v)])
-    if bounds in BOUNDED and not (bounds == "softmax" and rank < 2):
-        out["saturated"] = _saturated(v, bounds)
-    if sketch and x.dtype.is_floating:
-        out["cells"] = sketch_cells(x)
+    _bounded_and_sketch(out, x, v, rank, bounds, sketch)
     if vectors and x.dtype.is_floating and rank >= 1:
         wide64 = tf.cast(x, tf.float64)
         if rank == 1:
@@ -167,6 +163,46 @@ def tensor_partials(
         else:
             out["vectors"] = tf.reduce_mean(wide64, axis=list(range(1, rank - 1))) if rank > 2 else wide64
     return out
+
+
+def _unit_spread(out: dict[str, Any], x: Any, shape: Any, sums: Any) -> Any:
+    """``out["units"]``: each unit's mean and M2 over the samples of their means over
+    the middle axes (``sums``: samples x units, summed over those axes), in float64;
+    returns those per-sample means."""
+    static = x.shape[1:-1].num_elements()  # positions each per-sample sum adds
+    if static is not None:
+        middle: Any = float(max(static, 1))
+    else:
+        middle = tf.maximum(tf.cast(tf.reduce_prod(shape[1:-1]), tf.float64), 1.0)
+    means = tf.cast(sums, tf.float64) / middle
+    unit_mean = tf.reduce_mean(means, axis=0)
+    out["units"] = tf.stack([unit_mean, tf.reduce_sum(tf.math.squared_difference(means, unit_mean), axis=0)])
+    return means
+
+
+def _bounded_and_sketch(
+    out: dict[str, Any], x: Any, v: Any, rank: int, bounds: str | None, sketch: bool
+) -> dict[str, Any]:
+    """The saturated count (a bounded activation) and the sketch (percentiles) of
+    :func:`tensor_partials`, added to ``out``."""
+    if bounds in BOUNDED and not (bounds == "softmax" and rank < 2):
+        out["saturated"] = _saturated(v, bounds)
+    if sketch and x.dtype.is_floating:
+        out["cells"] = sketch_cells(x)
+    return out
+
+
+_FUSED: list[Any] = []
+
+
+def _fused_kernel() -> Any:
+    """The fused statistics kernel (:mod:`kerinspect.engine.kernel`) when it is built and
+    the tensors are on the CPU (it has no GPU kernel); else None. Looked up once."""
+    if not _FUSED:
+        from kerinspect.engine import kernel
+
+        _FUSED.append(kernel.load() if device() == "CPU" else None)
+    return _FUSED[0]
 
 
 def _position_sums(cube: Any, positions: int) -> Any:

@@ -63,6 +63,7 @@ _PASSTHROUGH_ENV = (
     "TF_NUM_INTRAOP_THREADS",
     "OPENBLAS_NUM_THREADS",
     "KERINSPECT_TEST_FAULT",
+    "KERINSPECT_KERNEL",  # off: the compiled engine without its fused kernel (engine/kernel)
     "COVERAGE_PROCESS_START",
 )
 _ERROR_CLASSES: dict[int, type[KerinspectError]] = {
