@@ -91,9 +91,11 @@ LONG: list[tuple[str, int, float, bool]] = [
     ("blocks", 1024, 1.2, False),
     ("resnet50", 1024, 1.15, True),
 ]
-#: The engines of the long runs, and their environment: the compiled engine with its fused
-#: statistics kernel (kerinspect/engine/kernel, when built) and without it.
+#: The engines of the long runs, and their environment: the default (``auto``), eager, and
+#: the compiled engine with its fused statistics kernel (kerinspect/engine/kernel, when
+#: built) and without it.
 LONG_ENGINES: dict[str, dict[str, str]] = {
+    "auto": {},
     "eager": {},
     "compiled": {},
     "compiled (KERINSPECT_KERNEL=off)": {"KERINSPECT_KERNEL": "off"},

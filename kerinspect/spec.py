@@ -141,8 +141,9 @@ DEFAULT_TIMEOUT = 600.0
 DEFAULT_ENGINE = "auto"
 ENGINES = ("auto", "compiled", "eager")
 #: ``auto`` on a CPU compiles a run of at least this many batches (after its first,
-#: eager, batch) whose largest output then is at most this many bytes (see
-#: :mod:`kerinspect.engine.compiled` for the measurements behind both).
+#: eager, batch) whose largest output then is at most this many bytes; with the fused
+#: statistics kernel (:mod:`kerinspect.engine.kernel`), its largest output that the
+#: kernel does not read (see :mod:`kerinspect.engine.compiled` for the measurements).
 AUTO_COMPILE_MIN_BATCHES = 8
 AUTO_COMPILE_MAX_TENSOR_BYTES = 16 << 20
 #: ``auto`` on a CPU compiles a run that keeps whole tensors (``dump``) only when those

@@ -27,13 +27,15 @@ def op(keras):
 
 
 def reference(x: np.ndarray):
-    """sums (samples x units over the middle axes), non-zero per unit, and the moments,
-    in float64 numpy."""
+    """sums (samples x units over the middle axes), the units' mean and M2 over the
+    samples of their means, non-zero per unit, and the moments, in float64 numpy."""
     x64 = x.astype(np.float64)
     cube = x64.reshape(x.shape[0], -1, x.shape[-1])
+    means = cube.mean(axis=1)
+    units = np.stack([means.mean(axis=0), ((means - means.mean(axis=0)) ** 2).sum(axis=0)])
     nonzero = (x != 0).reshape(-1, x.shape[-1]).sum(axis=0)
     moments = [x64.mean(), ((x64 - x64.mean()) ** 2).sum(), x.min(), x.max()] if x.size else None
-    return cube.sum(axis=1), nonzero, moments
+    return cube.sum(axis=1), units, nonzero, moments
 
 
 @pytest.mark.parametrize(
@@ -52,9 +54,10 @@ def test_sums_counts_and_moments_equal_numpy_in_float64(op, shape):
     rng = np.random.default_rng(sum(shape))
     x = rng.standard_normal(shape).astype("float32") * 3 + 1
     x[x < 0] = 0  # a ReLU's zeros
-    sums, nonzero, moments = (t.numpy() for t in op(x))
-    want_sums, want_nonzero, want = reference(x)
+    sums, units, nonzero, moments = (t.numpy() for t in op(x))
+    want_sums, want_units, want_nonzero, want = reference(x)
     np.testing.assert_allclose(sums, want_sums, rtol=1e-12, atol=1e-9)
+    np.testing.assert_allclose(units, want_units, rtol=1e-9, atol=1e-12)
     np.testing.assert_array_equal(nonzero, want_nonzero)
     assert moments[0] == pytest.approx(want[0], rel=1e-12)
     assert moments[1] == pytest.approx(want[1], rel=1e-10)
@@ -66,7 +69,7 @@ def test_no_cancellation_when_the_mean_is_far_from_the_spread(op):
     chunk's first value keeps it."""
     rng = np.random.default_rng(3)
     x = (1e4 + rng.standard_normal((8, 64, 64, 16))).astype("float32")
-    _, _, moments = (t.numpy() for t in op(x))
+    *_, moments = (t.numpy() for t in op(x))
     x64 = x.astype(np.float64)
     assert moments[0] == pytest.approx(x64.mean(), rel=1e-14)
     assert moments[1] == pytest.approx(((x64 - x64.mean()) ** 2).sum(), rel=1e-9)
@@ -79,10 +82,10 @@ def test_nan_and_inf_make_the_sums_non_finite_and_empty_batches_are_empty(op):
     for bad in (np.nan, np.inf, -np.inf):
         y = x.copy()
         y[2, 3, 4, 1] = bad
-        sums, nonzero, moments = (t.numpy() for t in op(y))
+        sums, _, nonzero, moments = (t.numpy() for t in op(y))
         assert not np.isfinite(sums).all() and nonzero[1] == 4 * 64
-    sums, nonzero, moments = (t.numpy() for t in op(np.zeros((0, 8, 8, 5), "float32")))
-    assert sums.shape == (0, 5) and nonzero.tolist() == [0] * 5
+    sums, units, nonzero, moments = (t.numpy() for t in op(np.zeros((0, 8, 8, 5), "float32")))
+    assert sums.shape == (0, 5) and units.shape == (2, 5) and nonzero.tolist() == [0] * 5
     assert np.isnan(moments[0]) and moments[1] == 0
 
 
@@ -158,3 +161,20 @@ def test_without_the_kernel_the_engine_keeps_its_contract(far_mean):
     assert off["dead_fraction"] == pytest.approx(1 / 8, abs=1e-12)
     on = relu_stats(runs["on"])
     assert on["std"] != off["std"]  # two computations: KERINSPECT_KERNEL reached the worker
+
+
+def test_auto_compiles_large_outputs_only_with_the_kernel(keras, tmp_path, op):
+    """`--engine auto` on a CPU keeps a run eager when an output is above 16 MiB, for the
+    temporaries of TensorFlow's statistics operations; the kernel has none, so with it
+    the batches after the first are compiled."""
+    inp = keras.Input((64, 64, 3), name="x")
+    wide = keras.layers.Conv2D(130, 1, activation="relu", name="wide")(inp)  # 17 MB a batch of 8
+    out = keras.layers.Dense(2, name="head")(keras.layers.GlobalAveragePooling2D(name="pool")(wide))
+    keras.Model(inp, out).save(tmp_path / "wide.keras")
+    engines = {}
+    for name, env in (("on", {}), ("off", {"KERINSPECT_KERNEL": "off"})):
+        run = kerinspect_cli("summary", tmp_path / "wide.keras", "--samples", "64", "--batch-size", "8",
+                             "--format", "json", env=env)
+        assert run.returncode == 0, run.stderr
+        engines[name] = json.loads(run.stdout)["engine"]
+    assert engines == {"on": "eager, then compiled (CPU)", "off": "eager"}

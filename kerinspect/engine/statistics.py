@@ -101,6 +101,9 @@ class StatsCollector(Visitor):
         self.inputs: dict[int, list[_Input]] = {}  # site index -> what the call received
         self._live: dict[int, tuple[Any, int, int]] = {}  # id(tensor) -> (weakref, site, output): this batch
         self.largest = 0  # bytes of the largest output summarised eagerly
+        # ... of those the fused kernel would not read (engine/kernel: float32, rank >= 2),
+        # whose compiled statistics are TensorFlow operations with full-size temporaries
+        self.largest_unfused = 0
         self._first_batch = True
         self._batch_rows = 0
         self._threads = default_threads() if threads is None else max(1, threads)
@@ -218,6 +221,8 @@ class StatsCollector(Visitor):
                 continue
             arr = to_numpy(t)
             self.largest = max(self.largest, arr.nbytes)
+            if arr.dtype != np.float32 or arr.ndim < 2:
+                self.largest_unfused = max(self.largest_unfused, arr.nbytes)
             s = self.summarize(
                 arr, spread=self._batched(arr), bounds=self.activations.get(i), sketch=self.percentiles
             )

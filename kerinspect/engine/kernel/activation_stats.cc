@@ -4,6 +4,8 @@
 // x, of rank >= 2, is read as (samples, positions, units): units on the last axis,
 // samples on the first, positions the axes between. The outputs:
 //   sums     float64 [samples, units]  each sample's sum over its positions, per unit
+//   units    float64 [2, units]        over the samples, each unit's mean of the samples'
+//                                      means (sums / positions) and their M2
 //   nonzero  int64   [units]           values != 0 per unit (NaN counts as non-zero)
 //   moments  float64 [4]               mean, M2 (sum of squared deviations), min, max
 // all in float64 from one pass over x. A NaN or Inf makes the sums non-finite (the
@@ -108,11 +110,13 @@ class ActivationStatsOp : public OpKernel {
     const int64 units = input.dim_size(input.dims() - 1);
     const int64 positions = samples && units ? input.NumElements() / (samples * units) : 0;
     Tensor* sums = nullptr;
+    Tensor* spread = nullptr;
     Tensor* nonzero = nullptr;
     Tensor* moments = nullptr;
     OP_REQUIRES_OK(ctx, ctx->allocate_output(0, TensorShape({samples, units}), &sums));
-    OP_REQUIRES_OK(ctx, ctx->allocate_output(1, TensorShape({units}), &nonzero));
-    OP_REQUIRES_OK(ctx, ctx->allocate_output(2, TensorShape({4}), &moments));
+    OP_REQUIRES_OK(ctx, ctx->allocate_output(1, TensorShape({2, units}), &spread));
+    OP_REQUIRES_OK(ctx, ctx->allocate_output(2, TensorShape({units}), &nonzero));
+    OP_REQUIRES_OK(ctx, ctx->allocate_output(3, TensorShape({4}), &moments));
     double* out_sums = sums->flat<double>().data();
     int64* out_nz = reinterpret_cast<int64*>(nonzero->flat<tensorflow::int64>().data());
     std::fill(out_sums, out_sums + samples * units, 0.0);
@@ -151,6 +155,23 @@ class ActivationStatsOp : public OpKernel {
         merge(&total, cmom[c]);
       }
     }
+    // per unit, over the samples: the mean and M2 of the samples' means (two passes over
+    // the small samples x units matrix), as the engine's TensorFlow operations compute them
+    double* unit_mean = spread->flat<double>().data();
+    double* unit_m2 = unit_mean + units;
+    const double middle = static_cast<double>(std::max<int64>(positions, 1));
+    for (int64 u = 0; u < units; ++u) {
+      double s = 0;
+      for (int64 i = 0; i < samples; ++i) s += out_sums[i * units + u] / middle;
+      const double mean = samples ? s / samples : std::numeric_limits<double>::quiet_NaN();
+      double q = 0;
+      for (int64 i = 0; i < samples; ++i) {
+        const double d = out_sums[i * units + u] / middle - mean;
+        q += d * d;
+      }
+      unit_mean[u] = mean;
+      unit_m2[u] = q;
+    }
     double* m = moments->flat<double>().data();
     m[0] = total.n ? total.mean : std::numeric_limits<double>::quiet_NaN();
     m[1] = total.m2;
@@ -164,14 +185,16 @@ class ActivationStatsOp : public OpKernel {
 REGISTER_OP("KerinspectActivationStats")
     .Input("x: float")
     .Output("sums: double")
+    .Output("units: double")
     .Output("nonzero: int64")
     .Output("moments: double")
     .SetShapeFn([](tensorflow::shape_inference::InferenceContext* c) {
       tensorflow::shape_inference::ShapeHandle in;
       TF_RETURN_IF_ERROR(c->WithRankAtLeast(c->input(0), 2, &in));
       c->set_output(0, c->Matrix(c->Dim(in, 0), c->Dim(in, -1)));
-      c->set_output(1, c->Vector(c->Dim(in, -1)));
-      c->set_output(2, c->Vector(4));
+      c->set_output(1, c->Matrix(2, c->Dim(in, -1)));
+      c->set_output(2, c->Vector(c->Dim(in, -1)));
+      c->set_output(3, c->Vector(4));
       return absl::OkStatus();
     });
 
