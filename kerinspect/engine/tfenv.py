@@ -44,7 +44,7 @@ def _without(names: tuple[str, ...]) -> Iterator[None]:
     module that needs pandas gets it); Keras keeps its own "not installed" for them."""
     blocked = [n for n in names if n not in sys.modules]
     for name in blocked:
-        sys.modules[name] = None  # type: ignore[assignment] - the import system's own "not found"
+        sys.modules[name] = None  # type: ignore[assignment]  # the import system's own "not found"
     try:
         yield
     finally:
