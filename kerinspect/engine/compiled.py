@@ -42,6 +42,7 @@ from typing import Any
 
 import numpy as np
 
+from kerinspect.engine import kernel
 from kerinspect.engine.events import CallSite, Visitor
 from kerinspect.engine.statistics import bounded_activation
 from kerinspect.engine.tensors import tensor_dtype
@@ -126,7 +127,7 @@ def tensor_partials(
         raise NotCompiled("an output of unknown rank (its units are not known when traced)")
     v = tf.cast(x, wide)  # no operation when x already is
     out: dict[str, Any] = {"shape": shape}
-    fused = _fused_kernel() if x.dtype == tf.float32 and rank >= 2 else None
+    fused = _fused_kernel() if kernel.reads(x.dtype.name, rank) else None
     if fused is not None:  # one read for all of it (engine/kernel), float64 throughout
         sums, out["units"], out["nonzero"], out["moments"] = fused.kerinspect_activation_stats(x)
         if vectors:  # each sample's mean over the middle axes, float64
@@ -202,8 +203,6 @@ def _fused_kernel() -> Any:
     """The fused statistics kernel (:mod:`kerinspect.engine.kernel`) when it is built and
     the tensors are on the CPU (it has no GPU kernel); else None. Looked up once."""
     if not _FUSED:
-        from kerinspect.engine import kernel
-
         _FUSED.append(kernel.load() if device() == "CPU" else None)
     return _FUSED[0]
 

@@ -18,6 +18,7 @@ from typing import Any
 
 import numpy as np
 
+from kerinspect.engine import kernel
 from kerinspect.engine.events import CallSite, Visitor
 from kerinspect.engine.separability import Budget, OutputSeparability, label_value, sample_vectors
 from kerinspect.engine.tensors import tensor_dtype, to_numpy
@@ -101,8 +102,8 @@ class StatsCollector(Visitor):
         self.inputs: dict[int, list[_Input]] = {}  # site index -> what the call received
         self._live: dict[int, tuple[Any, int, int]] = {}  # id(tensor) -> (weakref, site, output): this batch
         self.largest = 0  # bytes of the largest output summarised eagerly
-        # ... of those the fused kernel would not read (engine/kernel: float32, rank >= 2),
-        # whose compiled statistics are TensorFlow operations with full-size temporaries
+        # ... of those the fused kernel would not read (engine/kernel.reads), whose
+        # compiled statistics are TensorFlow operations with full-size temporaries
         self.largest_unfused = 0
         self._first_batch = True
         self._batch_rows = 0
@@ -221,7 +222,7 @@ class StatsCollector(Visitor):
                 continue
             arr = to_numpy(t)
             self.largest = max(self.largest, arr.nbytes)
-            if arr.dtype != np.float32 or arr.ndim < 2:
+            if not kernel.reads(arr.dtype.name, arr.ndim):
                 self.largest_unfused = max(self.largest_unfused, arr.nbytes)
             s = self.summarize(
                 arr, spread=self._batched(arr), bounds=self.activations.get(i), sketch=self.percentiles

@@ -43,6 +43,13 @@ _loaded: Any = None
 _tried = False
 
 
+def reads(dtype: str, rank: int) -> bool:
+    """Whether the kernel reads an output of this dtype (its name: ``float32``) and rank:
+    what ``activation_stats.cc`` registers (float32, rank >= 2). The compiled engine asks
+    before using it, ``auto`` before counting an output's size against its limit."""
+    return dtype == "float32" and rank >= 2
+
+
 def _flags(tf: Any) -> list[str]:
     return [*tf.sysconfig.get_compile_flags(), *EXTRA_FLAGS]
 
