@@ -297,18 +297,9 @@ def default_jobs(models: int) -> int:
     return max(1, min(cores or 1, models))
 
 
-#: Sets :func:`spares_for` (a count), for ``make bench`` to measure what pre-starting buys.
-SPARES_ENV = "KERINSPECT_CHECK_SPARES"
-
-
-def spares_for(jobs: int) -> int:
-    """Workers started ahead of their job (:func:`kerinspect.sandbox.runner.prestarting`)
-    while ``jobs`` run at once: one while one job runs (its TensorFlow start overlaps the
-    running model); none when several run already (see docs/PERFORMANCE.md)."""
-    given = os.environ.get(SPARES_ENV, "")
-    if given.isdigit():
-        return int(given)
-    return 1 if jobs == 1 else 0
+#: ``0`` turns the fork server off (:func:`kerinspect.sandbox.runner.forking`): each
+#: model then starts its own worker, for ``make bench`` to measure what the server buys.
+FORK_ENV = "KERINSPECT_CHECK_FORK"
 
 
 def check_models(
@@ -350,7 +341,7 @@ def check_models(
         beam: see :func:`check_model`; models then run one at a time (each pipeline
             has its own workers), no worker started ahead.
     """
-    from .sandbox.runner import kill_all, prestarting
+    from .sandbox.runner import forking, kill_all
 
     config_file = config_file or ConfigFile.empty()
     results: list[CheckResult | None] = []
@@ -394,7 +385,7 @@ def check_models(
             if on_model_done is not None and jobs > 1:
                 on_model_done(done[0], len(todo))
 
-    with prestarting(len(todo), 0 if beam is not None else spares_for(jobs)):
+    with forking(len(todo), beam is None and os.environ.get(FORK_ENV) != "0"):
         if on_model_done is not None and jobs > 1:
             on_model_done(0, len(todo))  # the bar shows from the start
         if jobs == 1:

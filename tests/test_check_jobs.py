@@ -83,12 +83,12 @@ def test_jobs_2_prints_what_jobs_1_prints(runs):
     assert table.rstrip().endswith("5 models · 1 passed · 3 failed · 1 error · exit 3")
 
 
-def test_one_worker_per_model_that_runs_and_none_wasted(runs):
-    """Four models run (the missing one never gets a worker); with ``--jobs 1`` the next
-    worker starts while one runs, and the last job starts no spare: four starts either way
-    (the table runs start none: they reuse the reports of these)."""
+def test_one_tensorflow_start_and_one_worker_per_model_that_runs(runs):
+    """Four models run (the missing one never gets a worker), each in a worker forked
+    from one fork server, the run's only TensorFlow start, whatever ``--jobs`` (the table
+    runs start none: they reuse the reports of these)."""
     for key, (_, _, _, started, _) in runs.items():
-        assert started == ([("inspect", "tensorflow")] * 4 if key in REAL else []), key
+        assert started == ([("inspect", "forked")] * 4 + [("fork-server", "tensorflow")] if key in REAL else []), key
 
 
 def test_the_missing_model_is_said_before_the_workers_start(runs):
@@ -161,8 +161,9 @@ def test_declared_inputs_match_keras(keras):
     assert read >= 8
 
 
-def _children(pid):
-    out = []
+def _workers(pid):
+    """The worker processes below ``pid``: its children and theirs (a fork server's)."""
+    parents = {}
     for entry in os.listdir("/proc"):
         if not entry.isdigit():
             continue
@@ -173,16 +174,19 @@ def _children(pid):
                 cmd = f.read()
         except (OSError, IndexError, ValueError):
             continue
-        if ppid == pid and b"kerinspect.sandbox.worker" in cmd:
-            out.append(int(entry))
-    return out
+        if b"kerinspect.sandbox.worker" in cmd:
+            parents[int(entry)] = ppid
+    below = {pid}
+    while grown := {p for p, pp in parents.items() if pp in below} - below:
+        below |= grown
+    return sorted(below - {pid})
 
 
 @pytest.mark.parametrize("jobs", ["1", "2"])
 def test_interrupted_run_leaves_no_worker(tmp_path, jobs):
-    """Ctrl-C while two workers live (``--jobs 2``: two hang, a third model waits its
-    turn; ``--jobs 1``: one hangs and the next one's spare waits, TensorFlow imported):
-    exit 130, one line, every worker gone and no scratch left."""
+    """Ctrl-C while the fork server and its workers live (``--jobs 2``: two hang, a third
+    model waits its turn; ``--jobs 1``: one hangs): exit 130, one line, every worker and
+    the server gone, no scratch left."""
     scratch = tmp_path / "tmp"
     scratch.mkdir()
     env = {**os.environ, "KERINSPECT_TEST_FAULT": "hang@start", "TMPDIR": str(scratch), STARTS: ""}
@@ -190,10 +194,10 @@ def test_interrupted_run_leaves_no_worker(tmp_path, jobs):
     proc = subprocess.Popen([sys.executable, "-m", "kerinspect", "check", *map(str, models), "--jobs", jobs],
                             cwd=ROOT, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
     deadline = time.monotonic() + 60
-    while len(_children(proc.pid)) < 2 and time.monotonic() < deadline:
+    while len(_workers(proc.pid)) < 1 + int(jobs) and time.monotonic() < deadline:
         time.sleep(0.1)
-    seen = _children(proc.pid)
-    assert len(seen) == 2, "the two workers never started"  # and never more than two
+    seen = _workers(proc.pid)
+    assert len(seen) == 1 + int(jobs), "the workers never started"  # and never more than --jobs
     time.sleep(1)
     proc.send_signal(signal.SIGINT)
     _, err = proc.communicate(timeout=60)
@@ -254,3 +258,103 @@ def test_input_shapes_against_npy_and_npz_headers(tmp_path):
     check_input_shapes(two, str(tmp_path / "keys.npz"), "keys.npz", None)  # input-names: the worker's
     np.save(tmp_path / "one.npy", np.zeros((6, 3), np.float32))
     check_input_shapes(two, str(tmp_path / "one.npy"), "one.npy", None)  # one array, two inputs: the worker's
+
+
+#: A ``--custom-objects`` module that records, in a file beside it, how the worker that
+#: imports it is confined.
+CONFINEMENT_PROBE = '''
+import ctypes, json, os, resource, signal, socket, tempfile
+pdeathsig = ctypes.c_int(0)
+ctypes.CDLL(None).prctl(2, ctypes.byref(pdeathsig), 0, 0, 0)  # PR_GET_PDEATHSIG
+try:
+    socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+    guard = "open"
+except OSError as e:
+    guard = type(e).__name__
+fds = []
+for fd in os.listdir("/proc/self/fd"):
+    try:
+        fds.append(os.readlink(f"/proc/self/fd/{fd}"))
+    except OSError:  # the listing's own
+        pass
+facts = {
+    "pid": os.getpid(), "ppid": os.getppid(), "pgid": os.getpgid(0), "cwd": os.getcwd(),
+    "home": os.environ["HOME"], "tmpdir": os.environ["TMPDIR"], "tempfile": tempfile.gettempdir(),
+    "keras_home": os.environ["KERAS_HOME"], "pdeathsig": pdeathsig.value,
+    "limits": [resource.getrlimit(r) for r in (resource.RLIMIT_DATA, resource.RLIMIT_CORE, resource.RLIMIT_FSIZE)],
+    "alarm": signal.getitimer(signal.ITIMER_REAL)[0], "guard": guard,
+    "interfaces": sorted(n for _, n in socket.if_nameindex()),
+    "sockets": sum(f.startswith("socket:") for f in fds), "pipes": sum(f.startswith("pipe:") for f in fds),
+}
+with open(os.path.join(OUT, f"{os.getpid()}.json"), "w") as f:
+    json.dump(facts, f)
+'''
+
+
+def test_a_forked_worker_is_confined_as_a_spawned_one(tmp_path):
+    """The same two models checked with the fork server (``--jobs 2``) and without it
+    (``KERINSPECT_CHECK_FORK=0``): a worker forked for a job has what a spawned worker has
+    (its own process group and scratch as home, temp and cwd; killed with its parent; the
+    memory, core and file-size limits; a deadline armed; the socket guard; the same network
+    interfaces; no socket and no other job's pipe), and the two forked workers share a
+    parent, the server, and nothing else."""
+    facts = {}
+    for mode, env in (("forked", {}), ("spawned", {"KERINSPECT_CHECK_FORK": "0"})):
+        out = tmp_path / mode
+        out.mkdir()
+        probe = tmp_path / f"probe_{mode}.py"
+        probe.write_text(f"OUT = {str(out)!r}\n" + CONFINEMENT_PROBE)
+        log = tmp_path / f"{mode}.log"
+        r = check(SAMPLES / "classifier.keras", SAMPLES / "cancer_mlp.keras", "--custom-objects", probe,
+                  "--samples", "4", "--jobs", "2", "--timeout", "300", "--format", "json", log=log, env=env)
+        assert r.exit_code == 0, r.stdout + r.stderr
+        facts[mode] = [json.loads(p.read_text()) for p in sorted(out.glob("*.json"))]
+        assert len(facts[mode]) == 2, mode
+        kind = "forked" if mode == "forked" else "tensorflow"
+        assert starts(log) == [("inspect", kind)] * 2 + ([("fork-server", "tensorflow")] if kind == "forked" else [])
+    forked, spawned = facts["forked"], facts["spawned"]
+    assert {f["ppid"] for f in spawned} == {os.getpid()}  # check runs in this process (CliRunner)
+    (server,) = {f["ppid"] for f in forked}
+    assert server != os.getpid()
+    for f in forked + spawned:
+        assert f["pgid"] == f["pid"]
+        assert f["cwd"] == f["home"] and f["tmpdir"] == f["tempfile"] == os.path.join(f["home"], "tmp")
+        assert f["keras_home"] == os.path.join(f["home"], "keras")
+        assert f["pdeathsig"] == signal.SIGKILL
+        assert 0 < f["alarm"] <= 300 + 5
+        assert f["guard"] == "PermissionError" and f["sockets"] == 0
+    assert forked[0]["home"] != forked[1]["home"]
+    for key in ("limits", "interfaces", "pipes"):
+        assert [f[key] for f in forked] == [f[key] for f in spawned], key
+
+
+#: A ``--custom-objects`` module that crashes the worker of one model and hangs another's
+#: (it reads which model from the worker's request, in its scratch directory).
+FAULTS_PROBE = '''
+import faulthandler, json, time
+size = json.load(open("request.json"))["model"]["size"]  # the model's snapshot: known by its size
+if size == CRASH:
+    faulthandler._sigsegv()
+if size == HANG:
+    time.sleep(1e6)
+'''
+
+
+def test_a_forked_worker_that_crashes_or_hangs_ends_alone(tmp_path):
+    """Through the fork server (``--jobs 2``): one model's worker crashes (SIGSEGV), one
+    hangs past ``--timeout`` and is killed, and the server forks the third model's worker
+    after both, which passes; each said as a spawned worker's would be."""
+    models = [SAMPLES / n for n in ("dead_relu.keras", "nan_model.keras", "classifier.keras")]
+    sizes = [os.path.getsize(m) for m in models]
+    assert len(set(sizes)) == 3
+    probe = tmp_path / "faults.py"
+    probe.write_text(f"CRASH, HANG = {sizes[0]}, {sizes[1]}\n" + FAULTS_PROBE)
+    log = tmp_path / "starts.log"
+    r = check(*models, "--custom-objects", probe, "--samples", "4", "--jobs", "2", "--timeout", "15",
+              "--format", "json", log=log)
+    assert r.exit_code == 8, r.stderr
+    crashed, hung, passed = json.loads(r.stdout)["models"]
+    assert crashed["error"]["rule"] == "worker-crashed" and "SIGSEGV" in crashed["error"]["message"]
+    assert hung["error"]["rule"] == "timeout" and "timed out after 15 s" in hung["error"]["message"]
+    assert passed["status"] == "passed"
+    assert sorted(starts(log)) == sorted([("inspect", "forked")] * 3 + [("fork-server", "tensorflow")])

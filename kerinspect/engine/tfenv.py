@@ -113,6 +113,17 @@ def import_keras() -> Any:
     return keras
 
 
+def runtime_started() -> bool:
+    """Whether TensorFlow's runtime (eager context: thread pools, devices) has started in
+    this process. Importing TensorFlow and Keras does not start it; a process that forks
+    workers (sandbox/forkserver.py) must not have started it, as TensorFlow's runtime
+    and CUDA do not survive a fork."""
+    from tensorflow.python.eager import context
+
+    ctx = context.context_safe()
+    return ctx is not None and bool(getattr(ctx, "_initialized", True))
+
+
 #: The oldest Keras whose loader kerinspect relies on (safe_mode on .h5, CVE fixes).
 MIN_KERAS = (3, 15, 1)
 

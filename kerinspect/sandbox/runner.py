@@ -24,6 +24,7 @@ import os
 import select
 import shutil
 import signal
+import socket
 import subprocess
 import sys
 import threading
@@ -48,6 +49,7 @@ from kerinspect.errors import (
     msg,
 )
 from kerinspect.sandbox import scratch as scratch_dirs
+from kerinspect.sandbox.forkserver import FORK_FD_ENV
 from kerinspect.spec import PARAMETERS
 
 #: Environment variables passed through to the worker (everything else is dropped).
@@ -258,201 +260,314 @@ def _kill_group(pid: int) -> None:
 
 
 #: Where each worker start is counted, one line each when the worker is done (``command
-#: tensorflow|no-tensorflow label``: whether it got as far as loading a model, which imports
-#: TensorFlow, or stopped before, at the scan or reading weights): set by whoever wants to
+#: tensorflow|no-tensorflow|forked label``: whether it got as far as loading a model, which
+#: imports TensorFlow, or stopped before, at the scan or reading weights; or was forked by a
+#: fork server, counted itself as ``fork-server tensorflow``): set by whoever wants to
 #: see what a session of many runs costs (the test suite: ``tests/conftest.py``);
 #: ``KERINSPECT_WORKER_STARTS_LABEL`` is written beside it (the current test).
 WORKER_STARTS_LOG_ENV = "KERINSPECT_WORKER_STARTS_LOG"
 WORKER_STARTS_LABEL_ENV = "KERINSPECT_WORKER_STARTS_LABEL"
 
 
-def _count_start(request: dict[str, Any], phase: str) -> None:
+def _count_start(request: dict[str, Any], phase: str, forked: bool = False) -> None:
     log = os.environ.get(WORKER_STARTS_LOG_ENV)
     if not log:
         return
     label = " ".join(os.environ.get(WORKER_STARTS_LABEL_ENV, "").split())
     loaded = "tensorflow" if phase in (PHASES["load"], PHASES["run"]) else "no-tensorflow"
+    if forked:  # a fork server's child: TensorFlow was imported once, by the server
+        loaded = "forked"
     with contextlib.suppress(OSError), open(log, "a", encoding="utf-8") as f:
         f.write(f"{request.get('command', '?')} {loaded} {label}\n")
 
 
 class _Started:
-    """A worker process spawned, its scratch directory and its two pipes: the protocol
-    channel it writes to (``read_fd`` here) and, for a spare, the pipe it waits on
-    before it reads its request (``go_fd`` here; -1 when it was given its request)."""
+    """A worker process started for one job, its scratch directory and the protocol
+    channel it writes to (``read_fd`` here): spawned, or forked by ``server`` (a
+    :class:`_ForkServer` of the same limits) when one is given and still serves."""
 
     def __init__(
         self,
         limits: WorkerLimits,
         scratch_parent: str | None,
-        request: dict[str, Any] | None,
+        request: dict[str, Any],
         session: bool = False,
+        server: _ForkServer | None = None,
     ):
         self.limits, self.scratch_parent = limits, scratch_parent
         self.scratch = scratch_dirs.make("worker", scratch_parent)
         self.request_path = os.path.join(self.scratch, "request.json")
-        self.read_fd, self.go_fd, self.command_fd = -1, -1, -1
-        spare = request is None  # a spare reads its request when told to go (give)
+        self.read_fd, self.command_fd = -1, -1
+        self.forked = False
         read_fd, write_fd = os.pipe()
-        go_read = session_read = -1
+        session_read = -1
         try:
-            if request is not None:
-                with open(self.request_path, "w") as f:
-                    json.dump(request, f)
+            with open(self.request_path, "w") as f:
+                json.dump(request, f)
             env = _worker_env(self.scratch)
-            env["KERINSPECT_PROTOCOL_FD"] = str(write_fd)
-            env["KERINSPECT_LIMITS"] = json.dumps(limits.to_dict())
-            passed = [write_fd]
-            if spare:
-                go_read, self.go_fd = os.pipe()
-                env[GO_FD_ENV] = str(go_read)
-                passed.append(go_read)
-            if session:  # commands on a pipe (kerinspect/sandbox/session.py)
-                session_read, self.command_fd = os.pipe()
-                env[SESSION_FD_ENV] = str(session_read)
-                passed.append(session_read)
-            with open(os.path.join(self.scratch, "worker.log"), "wb") as log:
-                self.proc = subprocess.Popen(
-                    [sys.executable, "-m", "kerinspect.sandbox.worker", self.request_path],
-                    stdin=subprocess.DEVNULL,
-                    stdout=log,
-                    stderr=log,
-                    env=env,
-                    cwd=self.scratch,
-                    pass_fds=tuple(passed),
-                    start_new_session=True,
-                    close_fds=True,
-                )
+            forked = None if server is None else server.fork(self.scratch, env, self.request_path, write_fd)
+            if forked is not None:
+                self.proc: subprocess.Popen[bytes] | _Forked = forked
+                self.forked = True
+            else:
+                env["KERINSPECT_PROTOCOL_FD"] = str(write_fd)
+                env["KERINSPECT_LIMITS"] = json.dumps(limits.to_dict())
+                passed = [write_fd]
+                if session:  # commands on a pipe (kerinspect/sandbox/session.py)
+                    session_read, self.command_fd = os.pipe()
+                    env[SESSION_FD_ENV] = str(session_read)
+                    passed.append(session_read)
+                self.proc = _spawn(self.scratch, env, passed, [self.request_path])
             self.read_fd = read_fd
             read_fd = -1
-            with _LIVE_LOCK:
-                _LIVE.add(self.proc.pid)
-                if _STOPPED[0]:  # started after kill_all: ends at once, its job with it
-                    _kill_group(self.proc.pid)
+            _track(self.proc.pid)
         except BaseException:
             self.close()
             raise
         finally:
-            for fd in (read_fd, write_fd, go_read, session_read):
+            for fd in (read_fd, write_fd, session_read):
                 if fd >= 0:
                     with contextlib.suppress(OSError):
                         os.close(fd)
-
-    def give(self, request: dict[str, Any]) -> bool:
-        """Write ``request`` where the spare reads it and tell it to go; False when the
-        spare is gone (it died while it waited)."""
-        try:
-            if self.proc.poll() is not None:
-                return False
-            with open(self.request_path, "w") as f:
-                json.dump(request, f)
-            os.write(self.go_fd, b"go")
-            return True
-        except OSError:  # BrokenPipeError: it ended meanwhile
-            return False
-        finally:
-            os.close(self.go_fd)
-            self.go_fd = -1
 
     def close(self) -> None:
         """Kill what is left of the worker's process group, remove its scratch."""
         proc = getattr(self, "proc", None)
         if proc is not None:
-            _kill_group(proc.pid)  # nothing the model started may outlive the job
-            if proc.poll() is None:
-                proc.wait()
-            with _LIVE_LOCK:
-                _LIVE.discard(proc.pid)
-        for fd in (self.read_fd, self.go_fd, self.command_fd):
+            _end(proc)
+        for fd in (self.read_fd, self.command_fd):
             if fd >= 0:
                 with contextlib.suppress(OSError):
                     os.close(fd)
-        self.read_fd = self.go_fd = self.command_fd = -1
+        self.read_fd = self.command_fd = -1
         shutil.rmtree(self.scratch, ignore_errors=True)
 
 
-#: The environment variable naming the pipe a spare worker waits on (see :func:`prestarting`).
-GO_FD_ENV = "KERINSPECT_GO_FD"
+def _spawn(scratch: str, env: dict[str, str], passed: list[int], args: list[str]) -> subprocess.Popen[bytes]:
+    """A new worker process (``python -m kerinspect.sandbox.worker ARGS``) in its own
+    session, its output in ``scratch/worker.log``."""
+    with open(os.path.join(scratch, "worker.log"), "wb") as log:
+        return subprocess.Popen(
+            [sys.executable, "-m", "kerinspect.sandbox.worker", *args],
+            stdin=subprocess.DEVNULL,
+            stdout=log,
+            stderr=log,
+            env=env,
+            cwd=scratch,
+            pass_fds=tuple(passed),
+            start_new_session=True,
+            close_fds=True,
+        )
+
+
+def _track(pid: int) -> None:
+    """Count ``pid``'s group among the live ones (:func:`kill_all`); killed at once
+    when :func:`kill_all` came first."""
+    with _LIVE_LOCK:
+        _LIVE.add(pid)
+        if _STOPPED[0]:  # started after kill_all: ends at once, its job with it
+            _kill_group(pid)
+
+
+def _end(proc: subprocess.Popen[bytes] | _Forked) -> None:
+    """Kill ``proc``'s process group (nothing the model started may outlive the job),
+    wait for it, and forget it."""
+    _kill_group(proc.pid)
+    if proc.poll() is None:
+        proc.wait()
+    with _LIVE_LOCK:
+        _LIVE.discard(proc.pid)
+
+
+class _Forked:
+    """A worker forked by a :class:`_ForkServer`: what :func:`run_worker` uses of a
+    :class:`subprocess.Popen` (the server reports its exit, since it is the parent)."""
+
+    def __init__(self, server: _ForkServer, pid: int):
+        self.server, self.pid = server, pid
+        self.returncode: int | None = None
+
+    def poll(self) -> int | None:
+        if self.returncode is None:
+            self.returncode = self.server.exit_code(self.pid, 0)
+        return self.returncode
+
+    def wait(self, timeout: float | None = None) -> int:
+        if self.returncode is None:
+            self.returncode = self.server.exit_code(self.pid, timeout)
+            if self.returncode is None:
+                raise subprocess.TimeoutExpired(f"worker {self.pid}", timeout or 0)
+        return self.returncode
+
+
+class _ForkServer:
+    """A worker that imported TensorFlow once and forks a worker per job
+    (:mod:`kerinspect.sandbox.forkserver`), for jobs of these limits. Its jobs' workers
+    are its children: it reports their ends, and :func:`kill_all` kills them, not it, so
+    that it reaps them (it ends with the :func:`forking` block)."""
+
+    def __init__(self, limits: WorkerLimits, scratch_parent: str | None):
+        self.limits, self.scratch_parent = limits, scratch_parent
+        self.scratch = scratch_dirs.make("worker", scratch_parent)
+        self.cond = threading.Condition()
+        self.pids: dict[int, int] = {}  # job number -> pid
+        self.codes: dict[int, int] = {}  # pid -> exit code
+        self.jobs = 0
+        self.closed = False
+        mine, theirs = socket.socketpair(socket.AF_UNIX, socket.SOCK_SEQPACKET)
+        try:
+            env = _worker_env(self.scratch)
+            env[FORK_FD_ENV] = str(theirs.fileno())
+            env["KERINSPECT_LIMITS"] = json.dumps(limits.to_dict())
+            self.proc = _spawn(self.scratch, env, [theirs.fileno()], [])
+        except BaseException:
+            mine.close()
+            shutil.rmtree(self.scratch, ignore_errors=True)
+            raise
+        finally:
+            theirs.close()
+        self.sock = mine
+        threading.Thread(target=self._listen, name="kerinspect-fork-server", daemon=True).start()
+
+    def _listen(self) -> None:
+        """Record what the server says (each fork's pid, each child's exit) until it ends."""
+        try:
+            while data := self.sock.recv(4096):
+                said = json.loads(data)
+                with self.cond:
+                    if "job" in said:
+                        self.pids[int(said["job"])] = int(said["pid"])
+                    else:
+                        self.codes[int(said["pid"])] = int(said["code"])
+                    self.cond.notify_all()
+        except (OSError, ValueError, KeyError, TypeError):
+            pass
+        finally:
+            with self.cond:
+                self.closed = True
+                self.cond.notify_all()
+
+    def fork(self, scratch: str, env: dict[str, str], request_path: str, write_fd: int) -> _Forked | None:
+        """A worker forked for this job, writing to ``write_fd``; None when the server is
+        gone (the job then starts its own worker)."""
+        with self.cond:
+            if self.closed:
+                return None
+            job, self.jobs = self.jobs, self.jobs + 1
+            message = {
+                "id": job,
+                "scratch": scratch,
+                "env": env,
+                "request": request_path,
+                "timeout": self.limits.timeout,
+            }
+            try:
+                socket.send_fds(self.sock, [json.dumps(message).encode()], [write_fd])
+            except OSError:
+                return None
+            ready = self.cond.wait_for(lambda: job in self.pids or self.closed, self.limits.timeout or None)
+            pid = self.pids.pop(job, None)
+        if not ready:  # stuck before its first fork: the job starts its own worker
+            _kill_group(self.proc.pid)
+        return None if pid is None else _Forked(self, pid)
+
+    def exit_code(self, pid: int, timeout: float | None) -> int | None:
+        """The child's exit code once it ended (within ``timeout`` seconds; None: wait);
+        killed (``-SIGKILL``) when the server ended first, which kills its children."""
+        with self.cond:
+            self.cond.wait_for(lambda: pid in self.codes or self.closed, timeout)
+            if pid in self.codes:
+                return self.codes.pop(pid)
+            return -signal.SIGKILL if self.closed else None
+
+    def close(self) -> None:
+        """End the server: told by the socket's end, it kills and reaps the children left,
+        then exits (killed after :data:`SERVER_GRACE` seconds); remove its scratch."""
+        with contextlib.suppress(OSError):
+            self.sock.shutdown(socket.SHUT_RDWR)
+        try:
+            self.proc.wait(timeout=SERVER_GRACE)
+        except subprocess.TimeoutExpired:
+            pass
+        _kill_group(self.proc.pid)
+        self.proc.wait()
+        self.sock.close()
+        shutil.rmtree(self.scratch, ignore_errors=True)
+
+
+#: Seconds a fork server has to end once told (then it is killed).
+SERVER_GRACE = 10
+
+
 #: The environment variable naming the pipe a session worker reads its commands from.
 SESSION_FD_ENV = "KERINSPECT_SESSION_FD"
 #: Process groups of the workers alive now (:func:`kill_all`).
 _LIVE: set[int] = set()
 _LIVE_LOCK = threading.Lock()
-#: Set by :func:`kill_all` until the :func:`prestarting` block ends.
+#: Set by :func:`kill_all` until the :func:`forking` block ends.
 _STOPPED = [False]
 
 
-class _Spares:
-    """Workers started ahead of their job (:func:`prestarting`), and how many jobs remain."""
+class _Forking:
+    """The :func:`forking` block's fork server: started by the block's first job,
+    used by the jobs of the same limits."""
 
     def __init__(self) -> None:
         self.lock = threading.Lock()
-        self.remaining = 0
-        self.most = 0
-        self.idle: list[_Started] = []
+        self.on = False
+        self.server: _ForkServer | None = None
 
-    def take(self, limits: WorkerLimits, scratch_parent: str | None) -> _Started | None:
-        """A spare started with these limits, if one waits; then, while more jobs remain
-        than spares wait, one more is started to warm up during this job."""
+    def server_for(self, limits: WorkerLimits, scratch_parent: str | None) -> _ForkServer | None:
         with self.lock:
-            if self.remaining <= 0:
-                return None
-            self.remaining -= 1
-            taken = next(
-                (s for s in self.idle if s.limits == limits and s.scratch_parent == scratch_parent), None
-            )
-            if taken is not None:
-                self.idle.remove(taken)
-            start = self.remaining > len(self.idle) and len(self.idle) < self.most
-            if start:  # under the lock: two jobs starting at once never start two spares
+            if self.on and self.server is None and not _STOPPED[0]:
                 with contextlib.suppress(OSError):
-                    self.idle.append(_Started(limits, scratch_parent, None))
-        return taken
+                    self.server = _ForkServer(limits, scratch_parent)
+            server = self.server
+        if server is None or (server.limits, server.scratch_parent) != (limits, scratch_parent):
+            return None
+        return server
 
     def close(self) -> None:
         with self.lock:
-            idle, self.idle, self.remaining, self.most = self.idle, [], 0, 0
-        for spare in idle:
-            spare.close()
-            _count_start({"command": "spare"}, PHASES["load"])  # it imported TensorFlow, unused
+            server, self.server, self.on = self.server, None, False
+        if server is not None:
+            server.close()
+            _count_start({"command": "fork-server"}, PHASES["load"])  # it imported TensorFlow
 
 
-_SPARES = _Spares()
+_FORKING = _Forking()
 
 
 @contextlib.contextmanager
-def prestarting(jobs: int, spares: int = 1) -> Iterator[None]:
-    """Within the block, the next ``jobs`` calls of :func:`run_worker` keep up to ``spares``
-    workers started ahead: each spare confines itself and imports TensorFlow, then waits
-    for its request, so the next job does not pay that start. Only as many are started as
-    jobs remain; those left at the end are killed. A spare is the same isolated worker
-    (the same limits, environment and scratch); its deadline starts with its job."""
-    with _SPARES.lock:
-        _SPARES.remaining, _SPARES.most = jobs, spares
+def forking(jobs: int, fork: bool = True) -> Iterator[None]:
+    """Within the block, the calls of :func:`run_worker` share one TensorFlow start:
+    the first starts a fork server (:mod:`kerinspect.sandbox.forkserver`), a worker that
+    confines itself with that job's limits and imports TensorFlow, and every job of the
+    same limits gets a worker forked from it, as isolated as a new one (its own process
+    group, scratch, environment, log, protocol pipe and deadline). Only where ``jobs`` is
+    2 or more and ``fork`` is set; the server ends with the block."""
+    with _FORKING.lock:
+        _FORKING.on = fork and jobs >= 2
     with _LIVE_LOCK:
         _STOPPED[0] = False
     try:
         yield
     finally:
-        _SPARES.close()
+        _FORKING.close()
         with _LIVE_LOCK:
             _STOPPED[0] = False
 
 
 def kill_all() -> None:
-    """Kill every worker (and spare) of this process now: the jobs waiting on them end
-    with :class:`ChildCrashError`, and a worker started after this, until the
-    :func:`prestarting` block ends, is killed as it starts. For a parent interrupted
+    """Kill every worker (and the fork server) of this process now: the jobs waiting on
+    them end with :class:`ChildCrashError`, and a worker started after this, until the
+    :func:`forking` block ends, is killed as it starts. For a parent interrupted
     while several jobs run at once (call it inside that block)."""
-    with _SPARES.lock:
-        idle, _SPARES.idle, _SPARES.remaining = _SPARES.idle, [], 0
     with _LIVE_LOCK:
         _STOPPED[0] = True
         groups = list(_LIVE)
     for pid in groups:
         _kill_group(pid)
-    for spare in idle:
-        spare.close()
 
 
 def run_worker(
@@ -476,13 +591,7 @@ def run_worker(
     """
     limits = limits or WorkerLimits()
     scratch_dirs.sweep(scratch_parent)  # what a SIGKILLed earlier run left behind
-    started = _SPARES.take(limits, scratch_parent)
-    if started is not None and not started.give(request):
-        started.close()
-        _count_start({"command": "spare"}, PHASES["load"])
-        started = None
-    if started is None:
-        started = _Started(limits, scratch_parent, request)
+    started = _Started(limits, scratch_parent, request, server=_FORKING.server_for(limits, scratch_parent))
     phase = "starting"
     result: dict[str, Any] | None = None
     error: dict[str, Any] | None = None
@@ -538,19 +647,16 @@ def run_worker(
                 hint=msg("raise {timeout} if the model is just slow"),
             ) from None
         finally:
-            _kill_group(proc.pid)  # nothing the model started may outlive the job
-            if proc.poll() is None:
-                proc.wait()
-            with _LIVE_LOCK:
-                _LIVE.discard(proc.pid)
+            _end(proc)
+        code = proc.wait()
         if error is not None:
             raise _error_from(error)
-        if result is not None and proc.returncode == 0:
+        if result is not None and code == 0:
             return WorkerOutcome(result, isolated)
-        if proc.returncode < 0:
-            sig = signal.Signals(-proc.returncode).name
+        if code < 0:
+            sig = signal.Signals(-code).name
             hint = None
-            if -proc.returncode == signal.SIGKILL:
+            if -code == signal.SIGKILL:
                 hint = msg("it was killed, often by the kernel when out of memory; see {max_memory}")
             raise ChildCrashError(
                 f"The worker crashed ({sig}) while {phase}.", rule="worker-crashed", hint=hint
@@ -563,10 +669,10 @@ def run_worker(
                 hint=msg("raise {max_memory} if the machine has room"),
             )
         raise ChildCrashError(
-            f"The worker exited with status {proc.returncode} while {phase} without a result"
+            f"The worker exited with status {code} while {phase} without a result"
             + (f": {detail}" if detail else "."),
             rule="worker-failed",
         )
     finally:
         started.close()
-        _count_start(request, phase)
+        _count_start(request, phase, started.forked)

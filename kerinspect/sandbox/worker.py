@@ -12,10 +12,10 @@ descriptor named by ``KERINSPECT_PROTOCOL_FD``:
   (:meth:`kerinspect.errors.Message.to_json`: text, and ``{"param": name}`` where they
   reference a parameter, so the parent can show it as the CLI's flag or the API's name)
 
-A spare (``KERINSPECT_GO_FD`` set, :func:`kerinspect.sandbox.runner.prestarting`)
-confines itself and imports TensorFlow first, then waits until the parent writes
-``go`` on that pipe (its request file is written by then) and arms its deadline only
-then; a closed pipe without ``go`` ends it quietly.
+A fork server (``KERINSPECT_FORK_FD`` set, :mod:`kerinspect.sandbox.forkserver`)
+confines itself and imports TensorFlow, then forks one child per job the parent sends;
+each child goes on below as a worker for its job (its request path, protocol pipe and
+deadline come with the job).
 
 A session (``KERINSPECT_SESSION_FD`` set, :class:`kerinspect.sandbox.session.WorkerSession`)
 runs one job, ``accumulate``, that reads commands on that pipe and answers each with a
@@ -40,6 +40,7 @@ import traceback
 from typing import Any
 
 from kerinspect.errors import ExitCode, KerinspectError, escape_text, msg
+from kerinspect.sandbox.forkserver import FORK_FD_ENV
 
 
 class _Channel:
@@ -119,26 +120,18 @@ def _dispatch(request: Any, channel: _Channel) -> dict[str, Any]:
     return run_request(parsed, channel)
 
 
-def _wait_to_go(fd: int, timeout: float) -> bool:
-    """A spare's wait: import TensorFlow now (what every job's start costs), then block
-    until the parent says go (True, its deadline armed from now) or closes the pipe."""
-    from .confine import arm_deadline
-
-    os.set_inheritable(fd, False)
+def _import_keras() -> bool:
+    """Import TensorFlow and Keras ahead of the jobs (a fork server): whether the process
+    may fork workers now. What fails here, each job imports again and reports; a Keras
+    that starts TensorFlow's runtime on import is not forked (its workers would inherit
+    a runtime that does not survive a fork)."""
     try:
-        from kerinspect.engine.tfenv import import_keras
+        from kerinspect.engine.tfenv import import_keras, runtime_started
 
         import_keras()
-    except Exception:  # noqa: BLE001, S110 - the job imports it again and reports what fails
-        pass
-    said = b""
-    while chunk := os.read(fd, 16):
-        said += chunk
-    os.close(fd)
-    if said != b"go":
-        return False
-    arm_deadline(timeout)
-    return True
+        return not runtime_started()
+    except Exception:  # noqa: BLE001 - the job imports it again and reports what fails
+        return True
 
 
 def main(argv: list[str]) -> int:
@@ -159,21 +152,32 @@ def main(argv: list[str]) -> int:
     from kerinspect.engine.tfenv import lean_imports
 
     lean_imports()  # before anything imports TensorFlow
-    go = os.environ.get("KERINSPECT_GO_FD")
-    namespace = confine({**limits, "timeout": 0} if go else limits)
-    fd = int(os.environ["KERINSPECT_PROTOCOL_FD"])
+    fork = os.environ.get(FORK_FD_ENV)
+    namespace = confine({**limits, "timeout": 0} if fork else limits)  # a child arms its own
+    request_path = argv[1] if len(argv) > 1 else ""
+    sys.stdout = sys.stderr  # stray prints from model code must not go anywhere useful
+    if fork:  # a fork server: this process imports TensorFlow, its children do the jobs
+        from .forkserver import control_socket, serve
+
+        server = control_socket(int(fork))
+        _guard_network()
+        if not _import_keras():
+            return 0  # the parent's jobs start workers of their own
+        job = serve(server)
+        if job is None:
+            return 0
+        request_path, fd = job[0]["request"], job[1]
+    else:
+        fd = int(os.environ["KERINSPECT_PROTOCOL_FD"])
+        _guard_network()
     os.set_inheritable(fd, False)  # processes the model might start do not get the channel
     channel = _Channel(fd, namespace)
     session = os.environ.get("KERINSPECT_SESSION_FD")  # a session's commands (engine/session.py)
     if session is not None:
         channel.session_fd = int(session)
         os.set_inheritable(channel.session_fd, False)
-    sys.stdout = sys.stderr  # stray prints from model code must not go anywhere useful
-    _guard_network()
-    if go and not _wait_to_go(int(go), float(limits.get("timeout") or 0)):
-        return 0
     try:
-        with open(argv[1]) as f:
+        with open(request_path) as f:
             request = json.load(f)
         channel.phase("start")
         result = _dispatch(request, channel)
