@@ -79,9 +79,11 @@ def pytest_terminal_summary(terminalreporter, config):
     by_file = collections.Counter((rest[1] if len(rest) > 1 else "").split("::", 1)[0] or "(no test)"
                                   for rest in starts)
     loaded = sum(rest[0] == "tensorflow" for rest in starts)
+    forked = sum(rest[0] == "forked" for rest in starts)
     top = ", ".join(f"{name} {n}" for name, n in by_file.most_common(8))
     terminalreporter.write_line(
-        f"kerinspect worker starts: {len(starts)}, {loaded} of them loaded a model (TensorFlow) (most: {top})"
+        f"kerinspect worker starts: {len(starts)}, {loaded} of them imported TensorFlow, {forked} were forked "
+        f"from a fork server that had (most: {top})"
     )
     if config.getoption("verbose") < 1 and len(_FILE_SECONDS) > 1:
         return
@@ -91,6 +93,26 @@ def pytest_terminal_summary(terminalreporter, config):
     terminalreporter.write_line("kerinspect cost by test file: seconds, worker starts, TensorFlow starts")
     for name in sorted(set(_FILE_SECONDS) | set(by_file), key=lambda n: -_FILE_SECONDS.get(n, 0)):
         terminalreporter.write_line(f"  {_FILE_SECONDS.get(name, 0):7.1f}s {by_file[name]:4d} {tf_by_file[name]:4d}  {name}")
+
+
+#: ``KERINSPECT_TEST_FORK=0``: every worker spawned, as a single run's is.
+TEST_FORK_ENV = "KERINSPECT_TEST_FORK"
+
+
+@pytest.fixture(scope="module", autouse=True)
+def _one_tensorflow_start_per_module(request):
+    """The workers this process starts for a test module are forked from one fork
+    server (:func:`kerinspect.sandbox.runner.forking`, what ``check`` of several models
+    does): one TensorFlow start per module rather than per run. A forked worker is the
+    same worker (tests/test_check_jobs.py compares its confinement with a spawned one's),
+    and runs made by a ``kerinspect`` subprocess, or with limits or an environment of
+    their own, still spawn theirs. A module whose subject is how workers start sets
+    ``SPAWNED_WORKERS = True``."""
+    from kerinspect.sandbox.runner import forking
+
+    spawn = getattr(request.module, "SPAWNED_WORKERS", False) or os.environ.get(TEST_FORK_ENV) == "0"
+    with forking(2, fork=not spawn):
+        yield
 
 
 @pytest.fixture(scope="session")

@@ -22,6 +22,9 @@ from tests.conftest import ROOT, SAMPLES, reusing_runs
 
 #: Four tiny models, one passing and three failing (dead units; NaN; exploding), and a
 #: missing file (an error found before any worker): the run's order, which the output keeps.
+#: This module's subject is how check starts workers: no fork server of the suite's (conftest).
+SPAWNED_WORKERS = True
+
 MODELS = ("classifier.keras", "dead_relu.keras", "missing.keras", "nan_model.keras", "exploding.keras")
 STARTS = "KERINSPECT_WORKER_STARTS_LOG"
 

@@ -19,6 +19,7 @@ with one clear line saying what the worker was doing.
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import json
 import os
 import select
@@ -305,7 +306,11 @@ class _Started:
             with open(self.request_path, "w") as f:
                 json.dump(request, f)
             env = _worker_env(self.scratch)
-            forked = None if server is None else server.fork(self.scratch, env, self.request_path, write_fd)
+            forked = (
+                None
+                if server is None
+                else server.fork(self.scratch, env, self.request_path, write_fd, limits.timeout)
+            )
             if forked is not None:
                 self.proc: subprocess.Popen[bytes] | _Forked = forked
                 self.forked = True
@@ -406,8 +411,8 @@ class _ForkServer:
     are its children: it reports their ends, and :func:`kill_all` kills them, not it, so
     that it reaps them (it ends with the :func:`forking` block)."""
 
-    def __init__(self, limits: WorkerLimits, scratch_parent: str | None):
-        self.limits, self.scratch_parent = limits, scratch_parent
+    def __init__(self, key: tuple[Any, ...], limits: WorkerLimits, scratch_parent: str | None):
+        self.key, self.limits = key, limits
         self.scratch = scratch_dirs.make("worker", scratch_parent)
         self.cond = threading.Condition()
         self.pids: dict[int, int] = {}  # job number -> pid
@@ -447,9 +452,12 @@ class _ForkServer:
                 self.closed = True
                 self.cond.notify_all()
 
-    def fork(self, scratch: str, env: dict[str, str], request_path: str, write_fd: int) -> _Forked | None:
-        """A worker forked for this job, writing to ``write_fd``; None when the server is
-        gone (the job then starts its own worker)."""
+    def fork(
+        self, scratch: str, env: dict[str, str], request_path: str, write_fd: int, timeout: float
+    ) -> _Forked | None:
+        """A worker forked for this job, writing to ``write_fd``, its deadline ``timeout``
+        seconds from its start (0: none); None when the server is gone (the job then
+        starts its own worker)."""
         with self.cond:
             if self.closed:
                 return None
@@ -459,13 +467,13 @@ class _ForkServer:
                 "scratch": scratch,
                 "env": env,
                 "request": request_path,
-                "timeout": self.limits.timeout,
+                "timeout": timeout,
             }
             try:
                 socket.send_fds(self.sock, [json.dumps(message).encode()], [write_fd])
             except OSError:
                 return None
-            ready = self.cond.wait_for(lambda: job in self.pids or self.closed, self.limits.timeout or None)
+            ready = self.cond.wait_for(lambda: job in self.pids or self.closed, timeout or None)
             pid = self.pids.pop(job, None)
         if not ready:  # stuck before its first fork: the job starts its own worker
             _kill_group(self.proc.pid)
@@ -508,28 +516,53 @@ _LIVE_LOCK = threading.Lock()
 _STOPPED = [False]
 
 
+def _server_key(limits: WorkerLimits, scratch_parent: str | None) -> tuple[Any, ...]:
+    """What a fork server's children share with it, so what a job must match to be forked
+    from it: the limits it confined itself with (the deadline is each child's own), where
+    scratch lives, and the environment it was started with (read at import by numpy,
+    TensorFlow and the worker's test faults)."""
+    env = tuple((k, os.environ[k]) for k in _PASSTHROUGH_ENV if k in os.environ)
+    return (dataclasses.replace(limits, timeout=0), scratch_parent, env)
+
+
 class _Forking:
-    """The :func:`forking` block's fork server: started by the block's first job,
-    used by the jobs of the same limits."""
+    """The :func:`forking` blocks (nested: the innermost says whether jobs are forked)
+    and their fork server: started by the first job that may be forked, used by the jobs
+    of the same :func:`_server_key`, ended with the outermost of the forking blocks
+    around that first job."""
 
     def __init__(self) -> None:
         self.lock = threading.Lock()
-        self.on = False
+        self.blocks: list[bool] = []
         self.server: _ForkServer | None = None
+        self.server_depth = 0  # the block whose end ends the server
 
     def server_for(self, limits: WorkerLimits, scratch_parent: str | None) -> _ForkServer | None:
+        key = _server_key(limits, scratch_parent)
         with self.lock:
-            if self.on and self.server is None and not _STOPPED[0]:
+            if not self.blocks or not self.blocks[-1]:
+                return None
+            if self.server is None and not _STOPPED[0]:
                 with contextlib.suppress(OSError):
-                    self.server = _ForkServer(limits, scratch_parent)
+                    self.server = _ForkServer(key, limits, scratch_parent)
+                # owned by the outermost of the forking blocks around this job
+                self.server_depth = len(self.blocks)
+                while self.server_depth > 1 and self.blocks[self.server_depth - 2]:
+                    self.server_depth -= 1
             server = self.server
-        if server is None or (server.limits, server.scratch_parent) != (limits, scratch_parent):
-            return None
-        return server
+        return server if server is not None and server.key == key else None
 
-    def close(self) -> None:
+    def enter(self, fork: bool) -> None:
         with self.lock:
-            server, self.server, self.on = self.server, None, False
+            self.blocks.append(fork)
+
+    def leave(self) -> None:
+        with self.lock:
+            depth = len(self.blocks)
+            self.blocks.pop()
+            server = None
+            if self.server_depth >= depth:
+                server, self.server, self.server_depth = self.server, None, 0
         if server is not None:
             server.close()
             _count_start({"command": "fork-server"}, PHASES["load"])  # it imported TensorFlow
@@ -543,17 +576,22 @@ def forking(jobs: int, fork: bool = True) -> Iterator[None]:
     """Within the block, the calls of :func:`run_worker` share one TensorFlow start:
     the first starts a fork server (:mod:`kerinspect.sandbox.forkserver`), a worker that
     confines itself with that job's limits and imports TensorFlow, and every job of the
-    same limits gets a worker forked from it, as isolated as a new one (its own process
-    group, scratch, environment, log, protocol pipe and deadline). Only where ``jobs`` is
-    2 or more and ``fork`` is set; the server ends with the block."""
+    same limits and environment gets a worker forked from it, as isolated as a new one
+    (its own process group, scratch, environment, log, protocol pipe and deadline).
+
+    Only where ``fork`` is set and ``jobs`` is 2 or more (one job gains nothing from a
+    server), or an enclosing block forks already (the test suite keeps one per test
+    module); the server ends with the outermost forking block. A block with ``fork``
+    False spawns every job's worker, whatever encloses it."""
     with _FORKING.lock:
-        _FORKING.on = fork and jobs >= 2
+        enclosing = bool(_FORKING.blocks) and _FORKING.blocks[-1]
+    _FORKING.enter(fork and (jobs >= 2 or enclosing))
     with _LIVE_LOCK:
         _STOPPED[0] = False
     try:
         yield
     finally:
-        _FORKING.close()
+        _FORKING.leave()
         with _LIVE_LOCK:
             _STOPPED[0] = False
 
