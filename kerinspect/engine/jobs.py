@@ -395,6 +395,30 @@ def run_request(request: Request, channel: Any) -> dict[str, Any]:
     return task.result(JOBS[request.command](task, channel))
 
 
+#: The modules an ``inspect`` job imports as it goes (scan, load, feed, run, records,
+#: pictures), that a fork server imports once for all its children (:func:`warm_imports`).
+JOB_MODULES = (
+    "kerinspect.scan.preflight",
+    "kerinspect.engine.load",
+    "kerinspect.engine.feed",
+    "kerinspect.engine.batches",
+    "kerinspect.engine.report_records",
+    "kerinspect.engine.statistics",
+    "kerinspect.engine.compiled",
+    "kerinspect.engine.tokens",
+    "kerinspect.engine.pictures",
+    "kerinspect.engine.predictions",
+)
+
+
+def warm_imports() -> None:
+    """Import :data:`JOB_MODULES` (Python modules only: no TensorFlow operation runs)."""
+    import importlib
+
+    for name in JOB_MODULES:
+        importlib.import_module(name)
+
+
 def weights_job(request: Request, channel: Any) -> dict[str, Any]:
     """``weights``: h5py only, no TensorFlow, no deserialization (a file, never an object)."""
     from kerinspect.scan.weights import inspect_weights

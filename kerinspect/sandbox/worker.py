@@ -121,14 +121,16 @@ def _dispatch(request: Any, channel: _Channel) -> dict[str, Any]:
 
 
 def _import_keras() -> bool:
-    """Import TensorFlow and Keras ahead of the jobs (a fork server): whether the process
-    may fork workers now. What fails here, each job imports again and reports; a Keras
+    """Import TensorFlow, Keras and the engine's modules ahead of the jobs (a fork
+    server): whether the process may fork workers now. What fails here, each job imports again and reports; a Keras
     that starts TensorFlow's runtime on import is not forked (its workers would inherit
     a runtime that does not survive a fork)."""
     try:
+        from kerinspect.engine.jobs import warm_imports
         from kerinspect.engine.tfenv import import_keras, runtime_started
 
         import_keras()
+        warm_imports()
         return not runtime_started()
     except Exception:  # noqa: BLE001 - the job imports it again and reports what fails
         return True
