@@ -185,11 +185,21 @@ def _workers(pid):
     return sorted(below - {pid})
 
 
-@pytest.mark.parametrize("jobs", ["1", "2"])
-def test_interrupted_run_leaves_no_worker(tmp_path, jobs):
+def _running(pid):
+    """Whether ``pid`` runs (a zombie, ended but not yet reaped by its new parent, does not)."""
+    try:
+        with open(f"/proc/{pid}/cmdline", "rb") as f:
+            return bool(f.read())
+    except OSError:
+        return False
+
+
+@pytest.mark.parametrize("jobs, sig", [("1", "SIGINT"), ("2", "SIGINT"), ("2", "SIGKILL")])
+def test_interrupted_run_leaves_no_worker(tmp_path, jobs, sig):
     """Ctrl-C while the fork server and its workers live (``--jobs 2``: two hang, a third
     model waits its turn; ``--jobs 1``: one hangs): exit 130, one line, every worker and
-    the server gone, no scratch left."""
+    the server gone, no scratch left. A SIGKILLed kerinspect cannot clean up, but the
+    server, seeing its socket close, kills its workers and ends."""
     scratch = tmp_path / "tmp"
     scratch.mkdir()
     env = {**os.environ, "KERINSPECT_TEST_FAULT": "hang@start", "TMPDIR": str(scratch), STARTS: ""}
@@ -202,8 +212,14 @@ def test_interrupted_run_leaves_no_worker(tmp_path, jobs):
     seen = _workers(proc.pid)
     assert len(seen) == 1 + int(jobs), "the workers never started"  # and never more than --jobs
     time.sleep(1)
-    proc.send_signal(signal.SIGINT)
+    proc.send_signal(getattr(signal, sig))
     _, err = proc.communicate(timeout=60)
+    if sig == "SIGKILL":
+        deadline = time.monotonic() + 15
+        while any(_running(pid) for pid in seen) and time.monotonic() < deadline:
+            time.sleep(0.1)
+        assert [pid for pid in seen if _running(pid)] == []
+        return
     assert proc.returncode == 130 and err.strip() == "kerinspect: interrupted"
     assert [pid for pid in seen if os.path.exists(f"/proc/{pid}")] == []
     assert os.listdir(scratch) == []
@@ -266,7 +282,8 @@ def test_input_shapes_against_npy_and_npz_headers(tmp_path):
 #: A ``--custom-objects`` module that records, in a file beside it, how the worker that
 #: imports it is confined.
 CONFINEMENT_PROBE = '''
-import ctypes, json, os, resource, signal, socket, tempfile
+import ctypes, json, os, resource, signal, socket, sys, tempfile
+import keras
 pdeathsig = ctypes.c_int(0)
 ctypes.CDLL(None).prctl(2, ctypes.byref(pdeathsig), 0, 0, 0)  # PR_GET_PDEATHSIG
 try:
@@ -283,7 +300,8 @@ for fd in os.listdir("/proc/self/fd"):
 facts = {
     "pid": os.getpid(), "ppid": os.getppid(), "pgid": os.getpgid(0), "cwd": os.getcwd(),
     "home": os.environ["HOME"], "tmpdir": os.environ["TMPDIR"], "tempfile": tempfile.gettempdir(),
-    "keras_home": os.environ["KERAS_HOME"], "pdeathsig": pdeathsig.value,
+    "keras_home": os.environ["KERAS_HOME"], "pdeathsig": pdeathsig.value, "sys_path0": sys.path[0],
+    "keras_dir": keras.src.backend.config.keras_home(),
     "limits": [resource.getrlimit(r) for r in (resource.RLIMIT_DATA, resource.RLIMIT_CORE, resource.RLIMIT_FSIZE)],
     "alarm": signal.getitimer(signal.ITIMER_REAL)[0], "guard": guard,
     "interfaces": sorted(n for _, n in socket.if_nameindex()),
@@ -322,7 +340,8 @@ def test_a_forked_worker_is_confined_as_a_spawned_one(tmp_path):
     for f in forked + spawned:
         assert f["pgid"] == f["pid"]
         assert f["cwd"] == f["home"] and f["tmpdir"] == f["tempfile"] == os.path.join(f["home"], "tmp")
-        assert f["keras_home"] == os.path.join(f["home"], "keras")
+        assert f["keras_home"] == f["keras_dir"] == os.path.join(f["home"], "keras")
+        assert f["sys_path0"] == f["home"]
         assert f["pdeathsig"] == signal.SIGKILL
         assert 0 < f["alarm"] <= 300 + 5
         assert f["guard"] == "PermissionError" and f["sockets"] == 0
@@ -346,7 +365,7 @@ if size == HANG:
 def test_a_forked_worker_that_crashes_or_hangs_ends_alone(tmp_path):
     """Through the fork server (``--jobs 2``): one model's worker crashes (SIGSEGV), one
     hangs past ``--timeout`` and is killed, and the server forks the third model's worker
-    after both, which passes; each said as a spawned worker's would be."""
+    after the crash, which passes; each said as a spawned worker's would be."""
     models = [SAMPLES / n for n in ("dead_relu.keras", "nan_model.keras", "classifier.keras")]
     sizes = [os.path.getsize(m) for m in models]
     assert len(set(sizes)) == 3

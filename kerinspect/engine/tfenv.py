@@ -113,6 +113,14 @@ def import_keras() -> Any:
     return keras
 
 
+def rehome_keras(path: str) -> None:
+    """Point an imported Keras at ``path`` as its home (its config and file cache): Keras
+    reads ``KERAS_HOME`` once, at import, and a forked worker has its own scratch."""
+    config = sys.modules.get("keras.src.backend.config")
+    if config is not None and hasattr(config, "_KERAS_DIR"):
+        setattr(config, "_KERAS_DIR", path)  # noqa: B010 - a private module attribute
+
+
 def runtime_started() -> bool:
     """Whether TensorFlow's runtime (eager context: thread pools, devices) has started in
     this process. Importing TensorFlow and Keras does not start it; a process that forks

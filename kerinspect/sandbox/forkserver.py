@@ -18,7 +18,8 @@ server forks, and the child becomes an ordinary worker for that one job:
 
 Forking is safe here because the server never ran a TensorFlow operation: TensorFlow
 starts its thread pools and devices at the first one, which each child does for itself.
-The server answers ``{"job": n, "pid": p}`` for each fork and ``{"pid": p, "code": c}``
+The server answers ``{"job": n, "pid": p}`` for each fork (``p`` -1 where it could not
+fork: that job spawns its own worker) and ``{"pid": p, "code": c}``
 when it has reaped a child (``code`` as :attr:`subprocess.Popen.returncode`: negative
 for a signal); when the parent closes the socket it kills and reaps the children left,
 and ends. (Killed itself, it takes its children along: they die with it.)
@@ -32,6 +33,7 @@ import os
 import select
 import signal
 import socket
+import sys
 import tempfile
 from typing import Any
 
@@ -75,25 +77,39 @@ def serve(sock: socket.socket) -> tuple[dict[str, Any], int] | None:
                     with contextlib.suppress(OSError):
                         os.waitpid(pid, 0)
                 return None
-            if len(fds) != 1:
+            try:
+                job = json.loads(data)
+                number = int(job["id"])
+            except (ValueError, KeyError, TypeError):
+                job, number = None, -1
+            if job is None or len(fds) != 1:  # the parent's jobs spawn their own workers
                 for fd in fds:
                     os.close(fd)
+                _send(sock, {"job": number, "pid": -1})
                 continue
-            job, fd = json.loads(data), fds[0]
-            pid = os.fork()
+            fd = fds[0]
+            try:
+                pid = os.fork()
+            except OSError:  # out of processes or memory: this job spawns its own worker
+                os.close(fd)
+                _send(sock, {"job": number, "pid": -1})
+                continue
             if pid == 0:
-                signal.set_wakeup_fd(-1)
-                signal.signal(signal.SIGCHLD, signal.SIG_DFL)
-                for own in (wake_r, wake_w):
-                    os.close(own)
-                sock.close()
-                _become_worker(job, me)
+                try:
+                    signal.set_wakeup_fd(-1)
+                    signal.signal(signal.SIGCHLD, signal.SIG_DFL)
+                    for own in (wake_r, wake_w):
+                        os.close(own)
+                    sock.close()
+                    _become_worker(job, me)
+                except BaseException:  # noqa: BLE001 - the parent sees a worker that ended without a result
+                    os._exit(1)
                 return job, fd
             children.add(pid)
             with contextlib.suppress(OSError):  # the child may have done it already
                 os.setpgid(pid, pid)
             os.close(fd)
-            _send(sock, {"job": job["id"], "pid": pid})
+            _send(sock, {"job": number, "pid": pid})
     finally:
         if os.getpid() == me:
             signal.set_wakeup_fd(-1)
@@ -121,15 +137,21 @@ def _send(sock: socket.socket, message: dict[str, Any]) -> None:
 
 def _become_worker(job: dict[str, Any], server: int) -> None:
     """The child's own process group, fate, directory, environment and log."""
+    from kerinspect.engine.tfenv import quiet_environment, rehome_keras
+
     from .confine import arm_deadline, die_with_parent
 
     os.setpgid(0, 0)
     die_with_parent(server)
     arm_deadline(float(job.get("timeout") or 0))
     scratch = job["scratch"]
+    if sys.path and sys.path[0] == os.getcwd():  # ``-m`` put the server's directory first
+        sys.path[0] = scratch
     os.chdir(scratch)
     os.environ.clear()
     os.environ.update(job["env"])
+    quiet_environment()  # what the server's import set
+    rehome_keras(job["env"]["KERAS_HOME"])
     tempfile.tempdir = None  # read again from TMPDIR: this job's
     log = os.open(os.path.join(scratch, "worker.log"), os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
     for target in (1, 2):

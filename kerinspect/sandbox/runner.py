@@ -419,11 +419,15 @@ class _ForkServer:
         self.codes: dict[int, int] = {}  # pid -> exit code
         self.jobs = 0
         self.closed = False
+        self.sending = threading.Lock()  # not the condition: the listener must not wait on a send
         mine, theirs = socket.socketpair(socket.AF_UNIX, socket.SOCK_SEQPACKET)
         try:
             env = _worker_env(self.scratch)
             env[FORK_FD_ENV] = str(theirs.fileno())
-            env["KERINSPECT_LIMITS"] = json.dumps(limits.to_dict())
+            # no parent-death signal: it follows the thread that spawns (with --jobs N, a
+            # pool thread that ends before the run does); the server ends at the socket's
+            # end instead, which comes when this process ends, however it ends
+            env["KERINSPECT_LIMITS"] = json.dumps({**limits.to_dict(), "parent_pid": 0})
             self.proc = _spawn(self.scratch, env, [theirs.fileno()], [])
         except BaseException:
             mine.close()
@@ -462,22 +466,20 @@ class _ForkServer:
             if self.closed:
                 return None
             job, self.jobs = self.jobs, self.jobs + 1
-            message = {
-                "id": job,
-                "scratch": scratch,
-                "env": env,
-                "request": request_path,
-                "timeout": timeout,
-            }
-            try:
+        message = {"id": job, "scratch": scratch, "env": env, "request": request_path, "timeout": timeout}
+        try:
+            with self.sending:
                 socket.send_fds(self.sock, [json.dumps(message).encode()], [write_fd])
-            except OSError:
-                return None
-            ready = self.cond.wait_for(lambda: job in self.pids or self.closed, timeout or None)
-            pid = self.pids.pop(job, None)
-        if not ready:  # stuck before its first fork: the job starts its own worker
+        except OSError:
+            return None
+        with self.cond:  # the first job waits for the server's import; the deadline starts after
+            ready = self.cond.wait_for(lambda: job in self.pids or self.closed, SERVER_START_WAIT)
+            pid = self.pids.pop(job, -1)
+            if not ready:  # stuck: this job and the next start their own workers
+                self.closed = True
+        if not ready:
             _kill_group(self.proc.pid)
-        return None if pid is None else _Forked(self, pid)
+        return None if pid < 0 else _Forked(self, pid)
 
     def exit_code(self, pid: int, timeout: float | None) -> int | None:
         """The child's exit code once it ended (within ``timeout`` seconds; None: wait);
@@ -496,15 +498,17 @@ class _ForkServer:
         try:
             self.proc.wait(timeout=SERVER_GRACE)
         except subprocess.TimeoutExpired:
-            pass
-        _kill_group(self.proc.pid)
-        self.proc.wait()
+            _kill_group(self.proc.pid)
+            self.proc.wait()
         self.sock.close()
         shutil.rmtree(self.scratch, ignore_errors=True)
 
 
 #: Seconds a fork server has to end once told (then it is killed).
 SERVER_GRACE = 10
+#: Most seconds a job waits for its fork (the first, for the server's TensorFlow import);
+#: a server that takes longer is given up, and the jobs start their own workers.
+SERVER_START_WAIT = 300
 
 
 #: The environment variable naming the pipe a session worker reads its commands from.
@@ -597,8 +601,9 @@ def forking(jobs: int, fork: bool = True) -> Iterator[None]:
 
 
 def kill_all() -> None:
-    """Kill every worker (and the fork server) of this process now: the jobs waiting on
-    them end with :class:`ChildCrashError`, and a worker started after this, until the
+    """Kill every job's worker of this process now (a fork server is left to reap its
+    children; it ends with its block): the jobs waiting on them end with
+    :class:`ChildCrashError`, and a worker started after this, until the
     :func:`forking` block ends, is killed as it starts. For a parent interrupted
     while several jobs run at once (call it inside that block)."""
     with _LIVE_LOCK:
