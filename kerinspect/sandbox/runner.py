@@ -156,8 +156,13 @@ class WorkerOutcome:
     network_isolated: bool
 
 
+def _passed_through() -> dict[str, str]:
+    """This process's values of :data:`_PASSTHROUGH_ENV`."""
+    return {k: os.environ[k] for k in _PASSTHROUGH_ENV if k in os.environ}
+
+
 def _worker_env(scratch: str) -> dict[str, str]:
-    env = {k: os.environ[k] for k in _PASSTHROUGH_ENV if k in os.environ}
+    env = _passed_through()
     # the directory holding the kerinspect package (this file is kerinspect/sandbox/runner.py)
     package_parent = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
     env.update(
@@ -295,11 +300,9 @@ class _Started:
         session: bool = False,
         server: _ForkServer | None = None,
     ):
-        self.limits, self.scratch_parent = limits, scratch_parent
         self.scratch = scratch_dirs.make("worker", scratch_parent)
         self.request_path = os.path.join(self.scratch, "request.json")
         self.read_fd, self.command_fd = -1, -1
-        self.forked = False
         read_fd, write_fd = os.pipe()
         session_read = -1
         try:
@@ -313,7 +316,6 @@ class _Started:
             )
             if forked is not None:
                 self.proc: subprocess.Popen[bytes] | _Forked = forked
-                self.forked = True
             else:
                 env["KERINSPECT_PROTOCOL_FD"] = str(write_fd)
                 env["KERINSPECT_LIMITS"] = json.dumps(limits.to_dict())
@@ -334,6 +336,10 @@ class _Started:
                 if fd >= 0:
                     with contextlib.suppress(OSError):
                         os.close(fd)
+
+    @property
+    def forked(self) -> bool:
+        return isinstance(self.proc, _Forked)
 
     def close(self) -> None:
         """Kill what is left of the worker's process group, remove its scratch."""
@@ -412,7 +418,7 @@ class _ForkServer:
     that it reaps them (it ends with the :func:`forking` block)."""
 
     def __init__(self, key: tuple[Any, ...], limits: WorkerLimits, scratch_parent: str | None):
-        self.key, self.limits = key, limits
+        self.key = key
         self.scratch = scratch_dirs.make("worker", scratch_parent)
         self.cond = threading.Condition()
         self.pids: dict[int, int] = {}  # job number -> pid
@@ -525,8 +531,7 @@ def _server_key(limits: WorkerLimits, scratch_parent: str | None) -> tuple[Any, 
     from it: the limits it confined itself with (the deadline is each child's own), where
     scratch lives, and the environment it was started with (read at import by numpy,
     TensorFlow and the worker's test faults)."""
-    env = tuple((k, os.environ[k]) for k in _PASSTHROUGH_ENV if k in os.environ)
-    return (dataclasses.replace(limits, timeout=0), scratch_parent, env)
+    return (dataclasses.replace(limits, timeout=0), scratch_parent, tuple(_passed_through().items()))
 
 
 class _Forking:

@@ -40,7 +40,7 @@ import traceback
 from typing import Any
 
 from kerinspect.errors import ExitCode, KerinspectError, escape_text, msg
-from kerinspect.sandbox.forkserver import FORK_FD_ENV
+from kerinspect.sandbox.forkserver import FORK_FD_ENV, control_socket, serve
 
 
 class _Channel:
@@ -122,9 +122,11 @@ def _dispatch(request: Any, channel: _Channel) -> dict[str, Any]:
 
 def _import_keras() -> bool:
     """Import TensorFlow, Keras and the engine's modules ahead of the jobs (a fork
-    server): whether the process may fork workers now. What fails here, each job imports again and reports; a Keras
-    that starts TensorFlow's runtime on import is not forked (its workers would inherit
-    a runtime that does not survive a fork)."""
+    server): whether the process may fork workers now. Not after a failed import (each
+    job's own worker imports again and reports what fails), nor where TensorFlow's
+    runtime started on import or another thread runs (a fork keeps only the forking
+    thread; TensorFlow's runtime and CUDA do not survive it): the jobs then spawn their
+    own workers."""
     try:
         from kerinspect.engine.jobs import warm_imports
         from kerinspect.engine.tfenv import import_keras, runtime_started
@@ -159,11 +161,9 @@ def main(argv: list[str]) -> int:
     namespace = confine({**limits, "timeout": 0} if fork else limits)  # a child arms its own
     request_path = argv[1] if len(argv) > 1 else ""
     sys.stdout = sys.stderr  # stray prints from model code must not go anywhere useful
-    if fork:  # a fork server: this process imports TensorFlow, its children do the jobs
-        from .forkserver import control_socket, serve
-
-        server = control_socket(int(fork))
-        _guard_network()
+    server = control_socket(int(fork)) if fork else None  # made before the socket guard
+    _guard_network()
+    if server is not None:  # a fork server: this process imports TensorFlow, its children do the jobs
         if not _import_keras():
             return 0  # the parent's jobs start workers of their own
         job = serve(server)
@@ -172,7 +172,6 @@ def main(argv: list[str]) -> int:
         request_path, fd = job[0]["request"], job[1]
     else:
         fd = int(os.environ["KERINSPECT_PROTOCOL_FD"])
-        _guard_network()
     os.set_inheritable(fd, False)  # processes the model might start do not get the channel
     channel = _Channel(fd, namespace)
     session = os.environ.get("KERINSPECT_SESSION_FD")  # a session's commands (engine/session.py)
