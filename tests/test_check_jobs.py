@@ -291,6 +291,11 @@ try:
     guard = "open"
 except OSError as e:
     guard = type(e).__name__
+def netns(pid):
+    try:
+        return os.readlink(f"/proc/{pid}/ns/net")
+    except OSError:
+        return None
 fds = []
 for fd in os.listdir("/proc/self/fd"):
     try:
@@ -305,6 +310,7 @@ facts = {
     "limits": [resource.getrlimit(r) for r in (resource.RLIMIT_DATA, resource.RLIMIT_CORE, resource.RLIMIT_FSIZE)],
     "alarm": signal.getitimer(signal.ITIMER_REAL)[0], "guard": guard,
     "interfaces": sorted(n for _, n in socket.if_nameindex()),
+    "netns": netns("self"), "parent_netns": netns(os.getppid()),
     "sockets": sum(f.startswith("socket:") for f in fds), "pipes": sum(f.startswith("pipe:") for f in fds),
 }
 with open(os.path.join(OUT, f"{os.getpid()}.json"), "w") as f:
@@ -318,7 +324,8 @@ def test_a_forked_worker_is_confined_as_a_spawned_one(tmp_path):
     (its own process group and scratch as home, temp and cwd; killed with its parent; the
     memory, core and file-size limits; a deadline armed; the socket guard; the same network
     interfaces; no socket and no other job's pipe), and the two forked workers share a
-    parent, the server, and nothing else."""
+    parent, the server, and nothing else: each has a network namespace of its own, not
+    the server's (where this kernel gives a spawned worker one)."""
     facts = {}
     for mode, env in (("forked", {}), ("spawned", {"KERINSPECT_CHECK_FORK": "0"})):
         out = tmp_path / mode
@@ -346,6 +353,11 @@ def test_a_forked_worker_is_confined_as_a_spawned_one(tmp_path):
         assert 0 < f["alarm"] <= 300 + 5
         assert f["guard"] == "PermissionError" and f["sockets"] == 0
     assert forked[0]["home"] != forked[1]["home"]
+    ours = os.readlink("/proc/self/ns/net")
+    if all(f["netns"] != ours for f in spawned):  # namespaces allowed here
+        # (a namespace's number is reused once it is gone: compare those that lived together)
+        namespaces = [f["netns"] for f in forked] + [forked[0]["parent_netns"], ours]
+        assert None not in namespaces and len(set(namespaces)) == len(namespaces), namespaces
     for key in ("limits", "interfaces", "pipes"):
         assert [f[key] for f in forked] == [f[key] for f in spawned], key
 

@@ -166,7 +166,7 @@ def main(argv: list[str]) -> int:
     if server is not None:  # a fork server: this process imports TensorFlow, its children do the jobs
         if not _import_keras():
             return 0  # the parent's jobs start workers of their own
-        job = serve(server)
+        job = serve(server, namespace)
         if job is None:
             return 0
         request_path, fd = job[0]["request"], job[1]
