@@ -46,6 +46,7 @@ def reference(x: np.ndarray):
         (16, 224, 224, 3),  # three units: a chunk of many short rows
         (2, 1000),  # rank 2: each sample's values are its sums
         (3, 5, 7),
+        (2, 13, 40),  # a block of kRows (8) rows, then 5 rows one by one
         (1, 1, 1),
         (5, 70000, 1),  # one unit, a sample longer than a chunk
     ],
