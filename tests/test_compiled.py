@@ -182,13 +182,34 @@ def test_the_compiled_report_is_the_eager_one(factories, name):
 
 
 @pytest.mark.parametrize("name", ["attention", "nested", "multi_io", "rnn_states", "masked"])
-def test_auto_eager_then_compiled_is_the_eager_report(factories, name):
-    """``auto`` on a CPU: the first batch eagerly, the other eight compiled, one report."""
+def test_auto_compiles_from_the_first_batch_and_is_the_eager_report(factories, name):
+    """``auto`` on a CPU, nine batches: the trace tells every output's size from its static
+    shape, so all nine run compiled; one report, the eager engine's."""
     model = factories.ALL[name]()
-    mixed = kerinspect.inspect_model(model, samples=LONG, batch_size=BATCH, percentiles=True)
+    fast = kerinspect.inspect_model(model, samples=LONG, batch_size=BATCH, percentiles=True)
+    assert fast.engine == compiled_label(), fast.model.notes
+    slow = kerinspect.inspect_model(model, samples=LONG, batch_size=BATCH, engine="eager", percentiles=True)
+    assert_same_report(fast, slow)
+
+
+def test_auto_runs_the_first_batch_eagerly_where_an_axis_is_data_dependent(keras):
+    """An output whose size the trace cannot tell (the columns a mask keeps): ``auto``
+    runs the first batch eagerly, its sizes decide, the other eight compile; one report."""
+    import tensorflow as tf
+
+    class KeepPositive(keras.layers.Layer):
+        def call(self, x):
+            return tf.boolean_mask(x, x[0] > 0, axis=1)  # the columns positive in the first row
+
+    x = keras.Input((6,), name="x")
+    kept = KeepPositive(name="keep")(keras.layers.Dense(6, name="d")(x))
+    model = keras.Model(x, keras.layers.Lambda(lambda t: keras.ops.sum(t, axis=1, keepdims=True), name="sum")(kept))
+    arr = np.random.default_rng(7).standard_normal((LONG, 6)).astype("float32")
+    mixed = kerinspect.inspect_model(model, arr, batch_size=BATCH, percentiles=True)
     if compiled_label() == "compiled (CPU)":
         assert mixed.engine == "eager, then compiled (CPU)", mixed.model.notes
-    slow = kerinspect.inspect_model(model, samples=LONG, batch_size=BATCH, engine="eager", percentiles=True)
+    assert not mixed.model.notes
+    slow = kerinspect.inspect_model(model, arr, batch_size=BATCH, engine="eager", percentiles=True)
     assert_same_report(mixed, slow)
 
 
@@ -291,7 +312,7 @@ def test_nan_in_a_later_batch_sends_the_rest_eagerly(keras):
     arr[21, 1] = -1.0  # batch 6 of 9: log(-1) is NaN
     report = kerinspect.inspect_model(model, arr, batch_size=BATCH)
     if compiled_label() == "compiled (CPU)":
-        assert report.engine == "eager, then compiled (CPU), then eager", report.model.notes
+        assert report.engine == "compiled (CPU), then eager", report.model.notes
     assert any(n.startswith("eager engine from batch 6") for n in report.model.notes), report.model.notes
     assert report["log"].outputs[0].stats.nan_count == 1
     assert report["head"].outputs[0].stats.nan_count == 2
@@ -356,15 +377,14 @@ def test_engine_compiled_on_a_model_that_cannot_be_traced_is_one_error(keras):
     assert info.value.rule == "not-compiled" and "'reads'" in str(info.value)
 
 
-def test_auto_compiles_long_runs_of_small_tensors_after_one_eager_batch(factories, keras):
+def test_auto_compiles_long_runs_of_small_tensors(factories, keras):
     from kerinspect.spec import AUTO_COMPILE_MAX_TENSOR_BYTES
 
     model = factories.mlp()
     assert kerinspect.inspect_model(model).engine == "eager"  # one batch: the trace would not pay
     long = kerinspect.inspect_model(model, samples=64, batch_size=8)
     assert not long.model.notes
-    if compiled_label() == "compiled (CPU)":
-        assert long.engine == "eager, then compiled (CPU)"
+    assert long.engine == compiled_label()
     assert kerinspect.inspect_model(model, samples=64, batch_size=8, engine="eager").engine == "eager"
     # large tensors (TensorFlow's statistics operations' temporaries would cost memory):
     # eager throughout, but where the fused kernel reads them (no temporaries:
@@ -427,8 +447,7 @@ def test_the_table_header_says_which_engine_ran(saved):
     runner = CliRunner()
     long = runner.invoke(cli, ["summary", saved["mlp"], "--samples", "64", "--batch-size", "8"])
     assert long.exit_code == 0, long.output
-    if compiled_label() == "compiled (CPU)":
-        assert "batches of 8 · ran eager, then compiled (CPU)\n" in long.output
+    assert f"batches of 8 · ran {compiled_label()}\n" in long.output
     short = runner.invoke(cli, ["summary", saved["mlp"]])
     assert short.exit_code == 0 and " · ran " not in short.output  # one batch: eager, not said
 

@@ -316,6 +316,11 @@ class _Recorder(Visitor):
         self._bounds: dict[int, str | None] = {}
         self._pending: list[Any] = []  # statistics not yet waited for (see gate)
         self._pending_bytes = 0  # of the tensors they read
+        # the outputs' bytes in a batch of ``rows``, from their static shapes, as the eager
+        # engine's StatsCollector measures them (largest, largest_unfused); None where an
+        # output's shape is not static but for axis 0
+        self.largest: int | None = 0
+        self.largest_unfused: int | None = 0
 
     def _slot(self, value: Any, of: Any = None) -> int:
         """``value`` (a dict of graph tensors) becomes output ``slot``; ``of``: the
@@ -372,9 +377,27 @@ class _Recorder(Visitor):
                 continue
             self._keep.append(t)
             self._produced[id(t)] = (site.index, k)
+            self._measure(t)
             partials = tensor_partials(t, self._bounds.get(site.index), self.vectors, self.sketch)
             slots.append((self._slot(partials, t), tensor_dtype(t)))
         self.events.append(("produced", site, slots))
+
+    def _measure(self, t: Any) -> None:
+        dims = list(t.shape) if t.shape.rank is not None else [None]
+        if dims and dims[0] is None:
+            dims[0] = self.rows
+        size = (
+            None
+            if None in dims or t.dtype == tf.string
+            else int(np.prod(dims, dtype=np.int64)) * t.dtype.size
+        )
+        for name, counts in (
+            ("largest", True),
+            ("largest_unfused", not kernel.reads(t.dtype.name, len(dims))),
+        ):
+            if counts:
+                known = getattr(self, name)
+                setattr(self, name, None if known is None or size is None else max(known, size))
 
     def model_output(self, site: CallSite, k: int) -> None:
         self.events.append(("model_output", site, k))
@@ -460,11 +483,17 @@ class CompiledReplay:
             raise NotCompiled(f"the model cannot be traced: {_one_line(e)}") from e
         self.recorder = recorder
 
+    def traced(self, batch: Sequence[np.ndarray]) -> _Recorder:
+        """The recorder of the function traced for ``batch``'s shapes (traced now if not yet)."""
+        if self._fn is None:
+            self._trace(batch)
+        assert self.recorder is not None
+        return self.recorder
+
     def __call__(self, batch: Sequence[np.ndarray]) -> list[Any]:
         """Run one batch; the fetched partials, by slot (numpy), or the fetched tensors
         (``fetch``: as the function returned them, which the visitor views, not copies)."""
-        if self._fn is None:
-            self._trace(batch)
+        self.traced(batch)
         try:
             with _graph_optimizer_off():  # every call: the runtime keys its instantiation on it
                 values = self._fn(*[tf.convert_to_tensor(a) for a in batch])
@@ -599,12 +628,15 @@ class Chooser:
 
     Statistics. ``compiled``: every batch, from the first; a model that cannot be traced
     is one error (``not-compiled``). ``auto``: on a GPU, every batch of a run of two or
-    more; on a CPU, the first batch eagerly, then the rest compiled when there are at
-    least :data:`~kerinspect.spec.AUTO_COMPILE_MIN_BATCHES` batches and that batch's
-    largest output is at most :data:`~kerinspect.spec.AUTO_COMPILE_MAX_TENSOR_BYTES`
-    (with the fused kernel of :mod:`kerinspect.engine.kernel` and no percentiles: its
-    largest output that the kernel does not read, since the kernel leaves no
-    temporaries: ResNet50, 256 samples, compiled 1.2x the floor, eagerly 2.2x).
+    more; on a CPU, every batch of a run of at least
+    :data:`~kerinspect.spec.AUTO_COMPILE_MIN_BATCHES` batches whose largest output is at
+    most :data:`~kerinspect.spec.AUTO_COMPILE_MAX_TENSOR_BYTES` (with the fused kernel of
+    :mod:`kerinspect.engine.kernel` and no percentiles: its largest output that the
+    kernel does not read, since the kernel leaves no temporaries: ResNet50, 256 samples,
+    compiled 1.1x the floor, eagerly 2.6x). The trace tells those sizes from the outputs'
+    static shapes, before the first batch runs; where it cannot (an axis of
+    data-dependent size) or they are too large, the first batch runs eagerly and its
+    outputs' sizes decide the rest (running it eagerly cost ResNet50 2-4 s of its 21-29 s).
     The trace and first call cost about as much as a few eager batches (the 4-block
     encoder, batch 16, on 2 busy cores: a 2.6 s trace and a first call of about 1 s, then
     0.19-0.22 s a batch against 0.11-0.13 s for the plain model; 1,024 samples in
@@ -636,21 +668,28 @@ class Chooser:
         self.stopped = False
 
     def wanted(self, index: int) -> bool:
+        """Whether batch ``index`` may run compiled (for ``auto`` on a CPU's first batch of
+        statistics: if the trace's static sizes allow it, :meth:`_fits`)."""
         if self.stopped or (self.fetching and index == 0):
             return False
         if self.engine == "compiled":
             return True
         if self.device == "GPU":
             return self.batches >= 2
-        if index == 0 or self.batches < AUTO_COMPILE_MIN_BATCHES:
+        if self.batches < AUTO_COMPILE_MIN_BATCHES:
             return False
         if self.fetching:
             return bool(self.collector.fetch_bytes() <= AUTO_COMPILE_MAX_FETCH_BYTES)
-        # the limit is for the temporaries of TensorFlow's statistics operations; the fused
-        # kernel has none (ResNet50, 256 samples: 1.2x the floor compiled, 2.2x eagerly)
+        return index == 0 or self._fits(self.collector)
+
+    def _fits(self, sizes: Any) -> bool:
+        """Whether the largest outputs of ``sizes`` (the eager collector's, measured, or the
+        trace's recorder, static: None where unknown) are small enough to compile. The limit
+        is for the temporaries of TensorFlow's statistics operations; the fused kernel has
+        none, so with it only the outputs it does not read count."""
         fused = _fused_kernel() is not None and not self.collector.percentiles
-        largest = self.collector.largest_unfused if fused else self.collector.largest
-        return bool(largest <= AUTO_COMPILE_MAX_TENSOR_BYTES)
+        largest = sizes.largest_unfused if fused else sizes.largest
+        return largest is not None and largest <= AUTO_COMPILE_MAX_TENSOR_BYTES
 
     def run_batch(self, index: int, batch: Sequence[np.ndarray], rows: int, outcome: Any) -> bool:
         """Run batch ``index`` compiled if it should be; False: the caller runs it eagerly."""
@@ -668,6 +707,9 @@ class Chooser:
                 model, run, fetch, vectors=getattr(self.collector, "labelled", False)
             )
         try:
+            first = index == 0 and self.engine == "auto" and self.device == "CPU"
+            if first and not self._fits(self.replay.traced(batch)):
+                return False  # this batch eagerly: its outputs' sizes decide the rest
             values = self.replay(batch)
             assert self.replay.recorder is not None
             if self.fetching:
