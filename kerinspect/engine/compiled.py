@@ -383,21 +383,20 @@ class _Recorder(Visitor):
         self.events.append(("produced", site, slots))
 
     def _measure(self, t: Any) -> None:
-        dims = list(t.shape) if t.shape.rank is not None else [None]
+        dims: list[int | None] = list(t.shape) if t.shape.rank is not None else [None]
         if dims and dims[0] is None:
             dims[0] = self.rows
-        size = (
-            None
-            if None in dims or t.dtype == tf.string
-            else int(np.prod(dims, dtype=np.int64)) * t.dtype.size
-        )
+        known = [d for d in dims if d is not None]
+        size = None
+        if len(known) == len(dims) and t.dtype != tf.string:
+            size = int(np.prod(known, dtype=np.int64)) * t.dtype.size
         for name, counts in (
             ("largest", True),
             ("largest_unfused", not kernel.reads(t.dtype.name, len(dims))),
         ):
             if counts:
-                known = getattr(self, name)
-                setattr(self, name, None if known is None or size is None else max(known, size))
+                sofar = getattr(self, name)
+                setattr(self, name, None if sofar is None or size is None else max(sofar, size))
 
     def model_output(self, site: CallSite, k: int) -> None:
         self.events.append(("model_output", site, k))
