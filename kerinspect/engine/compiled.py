@@ -384,11 +384,11 @@ class _Recorder(Visitor):
 
     def _measure(self, t: Any) -> None:
         dims: list[int | None] = list(t.shape) if t.shape.rank is not None else [None]
-        if dims and dims[0] is None:
-            dims[0] = self.rows
+        if t.shape.rank and dims[0] is None:
+            dims[0] = self.rows  # the batch's (or a reshape's that merged it: play measures again)
         known = [d for d in dims if d is not None]
         size = None
-        if len(known) == len(dims) and t.dtype != tf.string:
+        if t.shape.rank is not None and len(known) == len(dims) and t.dtype != tf.string:
             size = int(np.prod(known, dtype=np.int64)) * t.dtype.size
         for name, counts in (
             ("largest", True),
@@ -632,10 +632,14 @@ class Chooser:
     most :data:`~kerinspect.spec.AUTO_COMPILE_MAX_TENSOR_BYTES` (with the fused kernel of
     :mod:`kerinspect.engine.kernel` and no percentiles: its largest output that the
     kernel does not read, since the kernel leaves no temporaries: ResNet50, 256 samples,
-    compiled 1.1x the floor, eagerly 2.6x). The trace tells those sizes from the outputs'
-    static shapes, before the first batch runs; where it cannot (an axis of
-    data-dependent size) or they are too large, the first batch runs eagerly and its
-    outputs' sizes decide the rest (running it eagerly cost ResNet50 2-4 s of its 21-29 s).
+    compiled 1.1x the floor, eagerly 2.6x). With the kernel, the trace tells those sizes
+    from the outputs' static shapes before the first batch runs (running it eagerly to
+    measure them cost ResNet50 2-4 s of its 21-29 s); where it cannot (an axis of
+    data-dependent size) or they are too large, and without the kernel (where large
+    outputs, and so a trace for nothing, are common), the first batch runs eagerly. After
+    every batch, eager or compiled, its measured sizes decide the next: an axis 0 that a
+    reshape merged with the batch is counted as the batch's in the trace, and corrected
+    after one batch.
     The trace and first call cost about as much as a few eager batches (the 4-block
     encoder, batch 16, on 2 busy cores: a 2.6 s trace and a first call of about 1 s, then
     0.19-0.22 s a batch against 0.11-0.13 s for the plain model; 1,024 samples in
@@ -679,15 +683,21 @@ class Chooser:
             return False
         if self.fetching:
             return bool(self.collector.fetch_bytes() <= AUTO_COMPILE_MAX_FETCH_BYTES)
-        return index == 0 or self._fits(self.collector)
+        if index == 0:  # with the kernel, decided by the trace's static sizes (run_batch)
+            return self._fused()
+        return self._fits(self.collector)
+
+    def _fused(self) -> bool:
+        """Whether the fused kernel computes the statistics (built, on a CPU, no percentiles)."""
+        return _fused_kernel() is not None and not self.collector.percentiles
 
     def _fits(self, sizes: Any) -> bool:
-        """Whether the largest outputs of ``sizes`` (the eager collector's, measured, or the
-        trace's recorder, static: None where unknown) are small enough to compile. The limit
-        is for the temporaries of TensorFlow's statistics operations; the fused kernel has
-        none, so with it only the outputs it does not read count."""
-        fused = _fused_kernel() is not None and not self.collector.percentiles
-        largest = sizes.largest_unfused if fused else sizes.largest
+        """Whether the largest outputs of ``sizes`` (the collector's, measured in the
+        batches so far, or the trace's recorder, static: None where unknown) are small
+        enough to compile. The limit is for the temporaries of TensorFlow's statistics
+        operations; the fused kernel has none, so with it only the outputs it does not
+        read count."""
+        largest = sizes.largest_unfused if self._fused() else sizes.largest
         return largest is not None and largest <= AUTO_COMPILE_MAX_TENSOR_BYTES
 
     def run_batch(self, index: int, batch: Sequence[np.ndarray], rows: int, outcome: Any) -> bool:

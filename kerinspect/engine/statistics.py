@@ -80,6 +80,18 @@ def default_threads() -> int:
     return max(1, min(n, 4))
 
 
+def _itemsize(dtype: str) -> int:
+    """Bytes per value of a Keras dtype name (a string: its object pointer, as numpy's)."""
+    if dtype == "string":
+        return 8
+    try:
+        return np.dtype(dtype).itemsize
+    except TypeError:  # bfloat16, float8...: ml_dtypes's (TensorFlow's numpy types)
+        import ml_dtypes
+
+        return np.dtype(getattr(ml_dtypes, dtype, "float32")).itemsize
+
+
 class StatsCollector(Visitor):
     """Visitor that keeps, per produced tensor, only mergeable statistics.
 
@@ -101,7 +113,7 @@ class StatsCollector(Visitor):
         self.activations: dict[int, str | None] = {}  # site index -> bounded activation
         self.inputs: dict[int, list[_Input]] = {}  # site index -> what the call received
         self._live: dict[int, tuple[Any, int, int]] = {}  # id(tensor) -> (weakref, site, output): this batch
-        self.largest = 0  # bytes of the largest output summarised eagerly
+        self.largest = 0  # bytes of the largest output in a batch (eager or compiled)
         # ... of those the fused kernel would not read (engine/kernel.reads), whose
         # compiled statistics are TensorFlow operations with full-size temporaries
         self.largest_unfused = 0
@@ -221,9 +233,7 @@ class StatsCollector(Visitor):
                 outs.append(None)
                 continue
             arr = to_numpy(t)
-            self.largest = max(self.largest, arr.nbytes)
-            if not kernel.reads(arr.dtype.name, arr.ndim):
-                self.largest_unfused = max(self.largest_unfused, arr.nbytes)
+            self._measured(arr.nbytes, arr.dtype.name, arr.ndim)
             s = self.summarize(
                 arr, spread=self._batched(arr), bounds=self.activations.get(i), sketch=self.percentiles
             )
@@ -239,6 +249,14 @@ class StatsCollector(Visitor):
         if self.words is not None:
             self.words.produced(site, tensors)
         self.produced_summaries(site, outs)
+
+    def _measured(self, nbytes: int, dtype: str, rank: int) -> None:
+        """One output's bytes in this batch, towards :attr:`largest` (and
+        :attr:`largest_unfused` where the fused kernel does not read it): what ``auto``
+        decides by (:class:`~kerinspect.engine.compiled.Chooser`), eager or compiled."""
+        self.largest = max(self.largest, nbytes)
+        if not kernel.reads(dtype, rank):
+            self.largest_unfused = max(self.largest_unfused, nbytes)
 
     def produced_summaries(
         self, site: CallSite, outputs: Sequence[tuple[tuple[int, ...], str, RunningStats | None] | None]
@@ -257,6 +275,7 @@ class StatsCollector(Visitor):
                     self.stats[i].append(None)
                 continue
             shape, dtype, s = list(out[0]), out[1], out[2]
+            self._measured(int(np.prod(shape, dtype=np.int64)) * _itemsize(dtype), dtype, len(shape))
             if self._first_batch or k >= len(self.stats[i]):
                 self.shapes[i].append(shape)
                 self.dtypes[i].append(dtype)
