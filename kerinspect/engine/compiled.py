@@ -383,20 +383,19 @@ class _Recorder(Visitor):
         self.events.append(("produced", site, slots))
 
     def _measure(self, t: Any) -> None:
-        dims: list[int | None] = list(t.shape) if t.shape.rank is not None else [None]
-        if t.shape.rank and dims[0] is None:
-            dims[0] = self.rows  # the batch's (or a reshape's that merged it: play measures again)
-        known = [d for d in dims if d is not None]
+        """Fold ``t``'s bytes in a batch of :attr:`rows` into :attr:`largest` (and
+        :attr:`largest_unfused`): None from an unknown size on (an unknown rank, an axis
+        but 0 not static, strings)."""
+        rank = t.shape.rank
+        # axis 0 is the batch's (or a reshape's that merged it: the collector measures again)
+        dims = [self.rows if d is None and i == 0 else d for i, d in enumerate(t.shape)] if rank else []
+        static = [d for d in dims if d is not None]
         size = None
-        if t.shape.rank is not None and len(known) == len(dims) and t.dtype != tf.string:
-            size = int(np.prod(known, dtype=np.int64)) * t.dtype.size
-        for name, counts in (
-            ("largest", True),
-            ("largest_unfused", not kernel.reads(t.dtype.name, len(dims))),
-        ):
-            if counts:
-                sofar = getattr(self, name)
-                setattr(self, name, None if sofar is None or size is None else max(sofar, size))
+        if rank is not None and len(static) == len(dims) and t.dtype != tf.string:
+            size = int(np.prod(static, dtype=np.int64)) * t.dtype.size
+        self.largest = _larger(self.largest, size)
+        if not kernel.reads(t.dtype.name, rank or 0):
+            self.largest_unfused = _larger(self.largest_unfused, size)
 
     def model_output(self, site: CallSite, k: int) -> None:
         self.events.append(("model_output", site, k))
@@ -426,6 +425,11 @@ class _Recorder(Visitor):
             diff, scale, tol = capture.pending
             check = (self._slot({"diff": diff, "scale": scale}), tol)
         self.events.append(("attention", site, capture, part, check))
+
+
+def _larger(sofar: int | None, size: int | None) -> int | None:
+    """The larger of two sizes; None (unknown) if either is."""
+    return None if sofar is None or size is None else max(sofar, size)
 
 
 class CompiledReplay:

@@ -233,7 +233,6 @@ class StatsCollector(Visitor):
                 outs.append(None)
                 continue
             arr = to_numpy(t)
-            self._measured(arr.nbytes, arr.dtype.name, arr.ndim)
             s = self.summarize(
                 arr, spread=self._batched(arr), bounds=self.activations.get(i), sketch=self.percentiles
             )
@@ -249,14 +248,6 @@ class StatsCollector(Visitor):
         if self.words is not None:
             self.words.produced(site, tensors)
         self.produced_summaries(site, outs)
-
-    def _measured(self, nbytes: int, dtype: str, rank: int) -> None:
-        """One output's bytes in this batch, towards :attr:`largest` (and
-        :attr:`largest_unfused` where the fused kernel does not read it): what ``auto``
-        decides by (:class:`~kerinspect.engine.compiled.Chooser`), eager or compiled."""
-        self.largest = max(self.largest, nbytes)
-        if not kernel.reads(dtype, rank):
-            self.largest_unfused = max(self.largest_unfused, nbytes)
 
     def produced_summaries(
         self, site: CallSite, outputs: Sequence[tuple[tuple[int, ...], str, RunningStats | None] | None]
@@ -275,7 +266,12 @@ class StatsCollector(Visitor):
                     self.stats[i].append(None)
                 continue
             shape, dtype, s = list(out[0]), out[1], out[2]
-            self._measured(int(np.prod(shape, dtype=np.int64)) * _itemsize(dtype), dtype, len(shape))
+            # the output's bytes, eager or compiled: what ``auto`` decides the next batch by
+            # (:class:`~kerinspect.engine.compiled.Chooser`)
+            nbytes = int(np.prod(shape, dtype=np.int64)) * _itemsize(dtype)
+            self.largest = max(self.largest, nbytes)
+            if not kernel.reads(dtype, len(shape)):
+                self.largest_unfused = max(self.largest_unfused, nbytes)
             if self._first_batch or k >= len(self.stats[i]):
                 self.shapes[i].append(shape)
                 self.dtypes[i].append(dtype)
