@@ -561,9 +561,11 @@ class _Forking:
             server = self.server
         return server if server is not None and server.key == key else None
 
-    def enter(self, fork: bool) -> None:
+    def enter(self, fork: bool, jobs: int) -> None:
+        """A block that forks where ``fork`` is set and it has 2 jobs or more, or the
+        block around it forks."""
         with self.lock:
-            self.blocks.append(fork)
+            self.blocks.append(fork and (jobs >= 2 or (bool(self.blocks) and self.blocks[-1])))
 
     def leave(self) -> None:
         with self.lock:
@@ -592,9 +594,7 @@ def forking(jobs: int, fork: bool = True) -> Iterator[None]:
     server), or an enclosing block forks already (the test suite keeps one per test
     module); the server ends with the outermost forking block. A block with ``fork``
     False spawns every job's worker, whatever encloses it."""
-    with _FORKING.lock:
-        enclosing = bool(_FORKING.blocks) and _FORKING.blocks[-1]
-    _FORKING.enter(fork and (jobs >= 2 or enclosing))
+    _FORKING.enter(fork, jobs)
     with _LIVE_LOCK:
         _STOPPED[0] = False
     try:
